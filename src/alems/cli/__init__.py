@@ -1,0 +1,22 @@
+"""The `alems` command line. Each sub-command lives in its own module and registers
+itself here; heavy imports happen inside the commands so `alems --help` stays fast."""
+
+import typer
+
+from . import analysis_cmds, batch_cmd, doctor_cmd, query_cmd, sample_cmd
+
+app = typer.Typer(
+    name="alems",
+    help="A-LEMS: measure the energy of LLM workflows and the orchestration tax "
+    "(agentic vs linear) from hardware counters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds):
+    _module.register(app)
+
+
+def main() -> None:
+    app()
