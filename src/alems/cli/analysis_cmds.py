@@ -1,5 +1,307 @@
-"""(being written)"""
+"""`alems summary | plan-reps | export | report | status`: from recorded runs to results.
+
+The work is in alems.analysis.*; this module only parses options and prints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ._common import handle_errors
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).",
+                                     envvar="ALEMS_DB")]
+GroupOpt = Annotated[str, typer.Option("--group-id", help="Batch session id, or 'latest'.")]
+CountryOpt = Annotated[Optional[str], typer.Option(
+    "--country", help="Country whose grid factors give carbon/water/methane; default: the "
+    "country stored with each run (else ALEMS_COUNTRY / US).")]
+FactorsOpt = Annotated[Optional[Path], typer.Option(
+    "--factors", help="CSV of grid factors overriding the shipped table "
+    "(columns: country,carbon_g_per_kwh,water_ml_per_kwh,methane_mg_per_kwh,source).",
+    envvar="ALEMS_FACTORS")]
 
 
-def register(app) -> None:
-    pass
+def _default_db() -> Path:
+    from ..config import DEFAULT_DB_PATH
+
+    return Path(DEFAULT_DB_PATH)
+
+
+def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
+    v = value.lower()
+    if v not in allowed:
+        raise UsageError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
+    return v
+
+
+def _clean_json(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_json(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _clean_json(obj.item())
+    return obj
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_clean_json(obj), indent=2, ensure_ascii=False))
+
+
+def _num(v, fmt=".3f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return format(v, fmt)
+
+
+def _factors_arg(factors: Optional[Path]):
+    if factors is None:
+        return None
+    from ..sustainability import load_factors
+
+    return load_factors(factors)
+
+
+# ----------------------------------------------------------------------------- summary
+def _console():
+    """Rich console; full width when piped (no terminal to fit)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _summary_tables(s: dict) -> None:
+    from rich.table import Table
+
+    con = _console()
+    est = " [ESTIMATE — not measured]" if s["estimate"] else ""
+    pct = int(round(s["confidence"] * 100))
+    t = Table(title=f"Batch {s['group_id']} ({s['status']}): per workflow — dynamic energy{est}")
+    for c in ("task", "provider", "workflow", "n", "success", "energy J mean±sd",
+              f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"):
+        t.add_column(c)
+    for w in s["workflows"]:
+        e = w["dynamic_energy_j"]
+        t.add_row(w["task"], w["provider"], w["workflow"], str(w["n_runs"]),
+                  f"{w['n_correct']}/{w['n_runs']}",
+                  f"{_num(e['mean'])} ± {_num(e['sd'])}",
+                  f"[{_num(e['ci_low'])}, {_num(e['ci_high'])}]",
+                  _num(w["duration_s"]["mean"]), _num(w["avg_power_w"]["mean"], ".1f"),
+                  _num(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})",
+                  _num(w["carbon_g_total"], ".3g"))
+    con.print(t)
+    t = Table(title=f"Orchestration tax (Σ agentic / Σ linear over pairs, bootstrap {pct}% CI){est}")
+    for c in ("task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %", "EpG lin J",
+              "EpG agt J"):
+        t.add_column(c)
+    for x in s["tax"]:
+        t.add_row(x["task"], x["provider"], str(x["n_pairs"]), _num(x["tax_ratio"]),
+                  f"[{_num(x['ci_low'])}, {_num(x['ci_high'])}]", _num(x["tax_percent"], ".1f"),
+                  _num(x["epg_linear_j"]), _num(x["epg_agentic_j"]))
+    con.print(t)
+    if s["phases"]:
+        t = Table(title=f"Share of agentic package energy per phase{est}")
+        for c in ("task", "provider", "basis", "phase", "energy J", "share"):
+            t.add_column(c)
+        for p in s["phases"]:
+            t.add_row(p["task"], p["provider"], p["basis"], p["label"], _num(p["energy_j"]),
+                      f"{p['share']:.1%}")
+        con.print(t)
+    for w in s["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("summary")
+    @handle_errors
+    def summary_cmd(
+        group_id: GroupOpt = "latest",
+        db: DbOpt = None,  # type: ignore[assignment]
+        fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        country: CountryOpt = None,
+        factors: FactorsOpt = None,
+    ) -> None:
+        """Per task × provider × workflow statistics, the orchestration tax with a bootstrap
+        CI, EpG, phase shares and warnings."""
+        from ..analysis.groups import open_db, resolve_group
+        from ..analysis.summary import build_summary, workflow_table
+
+        fmt = _choice(fmt, ("table", "csv", "json"), "--format")
+        if not 0 < confidence < 1:
+            raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
+        db = db or _default_db()
+        conn = open_db(db)
+        group = resolve_group(conn, group_id)
+        s = build_summary(conn, db, group, confidence=confidence, country=country,
+                          factors=_factors_arg(factors))
+        if fmt == "json":
+            _print_json(s)
+        elif fmt == "csv":
+            rows = workflow_table(s)
+            cols: list[str] = []
+            for r in rows:
+                cols.extend(k for k in r if k not in cols)
+            w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+            for msg in s["warnings"]:
+                print(f"warning: {msg}", file=sys.stderr)
+        else:
+            _summary_tables(s)
+
+    @app.command("plan-reps")
+    @handle_errors
+    def plan_reps_cmd(
+        effect_size: Annotated[float, typer.Option(
+            "--effect-size", help="Effect to detect: standardised (difference ÷ sd) in formula "
+            "mode; relative to the mean (0.1 = 10 %) with --from-group.")] = 0.1,
+        power: Annotated[float, typer.Option(help="Statistical power, e.g. 0.8.")] = 0.8,
+        alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
+        from_group: Annotated[Optional[str], typer.Option(
+            "--from-group", help="Pilot batch (id or 'latest') whose observed variance sets "
+            "the needed repetitions.")] = None,
+        db: DbOpt = None,  # type: ignore[assignment]
+        fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    ) -> None:
+        """Repetitions needed: the spec's sample-size formula, or from a pilot batch."""
+        from ..analysis.plan_reps import plan_formula, plan_from_group
+
+        fmt = _choice(fmt, ("table", "json"), "--format")
+        if from_group is None:
+            plan = plan_formula(effect_size, power, alpha)
+        else:
+            from ..analysis.groups import open_db, resolve_group
+
+            conn = open_db(db or _default_db())
+            plan = plan_from_group(conn, resolve_group(conn, from_group), effect_size, power, alpha)
+        if fmt == "json":
+            _print_json(plan)
+            return
+        if plan["mode"] == "formula":
+            print(f"repetitions per workflow: {plan['repetitions']}  (effect size {effect_size}, "
+                  f"power {power}, alpha {alpha}; n = {plan['formula']})")
+            return
+        from rich.table import Table
+
+        t = Table(title=f"Pilot {plan['group_id']} ({plan['pilot_repetitions']} reps): repetitions "
+                        f"to detect a {effect_size:.0%} change (power {power}, alpha {alpha})")
+        for c in ("metric", "task", "provider", "workflow", "pilot n", "mean", "CV", "reps needed"):
+            t.add_column(c)
+        for r in plan["rows"]:
+            t.add_row(r["metric"], r["task"], r["provider"], r["workflow"], str(r["pilot_n"]),
+                      _num(r["mean"]), _num(r["cv"]),
+                      str(r["repetitions"]) if r["repetitions"] is not None else f"– ({r['note']})")
+        _console().print(t)
+        print(f"repetitions needed for the full batch: "
+              f"{plan['repetitions'] if plan['repetitions'] is not None else 'unknown'}  "
+              f"(n = {plan['formula']})")
+
+    @app.command("export")
+    @handle_errors
+    def export_cmd(
+        output: Annotated[Path, typer.Option("--output", "-o", help="File to write (or, with "
+                                             "--samples, a new folder for the dataset).")],
+        group_id: GroupOpt = "latest",
+        fmt: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
+        samples: Annotated[bool, typer.Option(
+            "--samples", help="Export the full-rate samples as one partitioned Parquet dataset "
+            "(group_id=/exp_id=/run_id=) instead of the runs table.")] = False,
+        db: DbOpt = None,  # type: ignore[assignment]
+        country: CountryOpt = None,
+        factors: FactorsOpt = None,
+    ) -> None:
+        """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
+        from ..analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
+        from ..analysis.groups import open_db, resolve_group
+
+        fmt = _choice(fmt, FORMATS, "--format")
+        db = db or _default_db()
+        conn = open_db(db)
+        group = resolve_group(conn, group_id)
+        if samples:
+            if fmt != "parquet":
+                raise UsageError("--samples writes a Parquet dataset; use --format parquet")
+            info = write_samples_dataset(conn, Path(db), group, output)
+            print(f"wrote {info['rows']} samples of {info['runs']} runs to {info['output']}")
+            if info["missing_runs"]:
+                print(f"alems: warning: no samples file for run(s) {info['missing_runs']}",
+                      file=sys.stderr)
+            return
+        df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
+        path = write_runs(df, fmt, output, group)
+        print(f"wrote {len(df)} runs of group {group.group_id} to {path} ({fmt})")
+
+    @app.command("report")
+    @handle_errors
+    def report_cmd(
+        output: Annotated[Path, typer.Option("--output", "-o", help="report.html or report.pdf")],
+        group_id: GroupOpt = "latest",
+        db: DbOpt = None,  # type: ignore[assignment]
+        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        country: CountryOpt = None,
+        factors: FactorsOpt = None,
+    ) -> None:
+        """Self-contained HTML or PDF report: conditions, tables and figures."""
+        from ..analysis.groups import open_db, resolve_group
+        from ..analysis.report import build_report, write_report
+
+        if not 0 < confidence < 1:
+            raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
+        if output.suffix.lower() not in (".html", ".htm", ".pdf"):
+            raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
+        db = db or _default_db()
+        conn = open_db(db)
+        group = resolve_group(conn, group_id)
+        blocks = build_report(conn, db, group, confidence=confidence, country=country,
+                              factors=_factors_arg(factors))
+        path = write_report(blocks, output)
+        n_fig = sum(b.kind == "figure" for b in blocks)
+        print(f"wrote report of group {group.group_id} to {path} ({n_fig} figures)")
+
+    @app.command("status")
+    @handle_errors
+    def status_cmd(
+        db: DbOpt = None,  # type: ignore[assignment]
+        group_id: Annotated[Optional[str], typer.Option(
+            "--group-id", help="Batch to show; default: the running one, else the last.")] = None,
+        watch: Annotated[bool, typer.Option("--watch", help="Refresh until the batch is done "
+                                            "(Ctrl-C to stop).")] = False,
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
+        fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
+    ) -> None:
+        """Progress of the running or last batch: runs done per workflow, failures, ETA."""
+        from ..analysis.groups import open_db
+        from ..analysis.status import batch_status, pick_group, require_runs_table, status_lines
+
+        fmt = _choice(fmt, ("table", "json"), "--format")
+        if interval <= 0:
+            raise UsageError(f"--interval must be > 0 (got {interval})")
+        db = db or _default_db()
+        while True:
+            conn = open_db(db)
+            try:
+                require_runs_table(conn)
+                st = batch_status(conn, pick_group(conn, group_id))
+            finally:
+                conn.close()
+            if fmt == "json":
+                _print_json(st)
+            else:
+                if watch and sys.stdout.isatty():
+                    print("\033[2J\033[H", end="")
+                print("\n".join(status_lines(st)), flush=True)
+            if not watch or st["finished"]:
+                break
+            time.sleep(interval)

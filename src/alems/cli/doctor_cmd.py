@@ -1,5 +1,110 @@
-"""(being written)"""
+"""`alems doctor`: what can be measured here, what cannot, why, and the exact fix.
+
+It lists every source (powercap zones, MSR RAPL, the perf `power` PMU, each hardware and
+software perf counter, thermal zones, cpuidle states, /proc/stat) as the sampler would
+find them under the given roots, then says which energy source `alems sample` would
+use. It is a report: it exits 0 whatever it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from .. import config
+from ._common import handle_errors
 
 
-def register(app) -> None:
-    pass
+def _av_dict(av) -> dict:
+    return {"ok": bool(av.ok), "reason": av.reason or "", "fix": av.fix or ""}
+
+
+def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
+    """Everything the report shows, as plain data (also the --json output)."""
+    from ..sources import ENERGY_ORDER, list_sources  # heavy: loads the C extension
+
+    roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
+    sources = []
+    for report in list_sources(**roots):
+        sources.append({
+            "name": report.name,
+            "description": report.description,
+            **_av_dict(report.availability),
+            "items": [{"item": item, **_av_dict(av)} for item, av in report.items],
+        })
+    by_name = {s["name"]: s for s in sources}
+    energy = next((n for n in ENERGY_ORDER if by_name.get(n, {}).get("ok")), None)
+    if energy is None:
+        energy_source = "estimate"
+        energy_note = (f"no energy counter is readable; `alems sample` would report an "
+                       f"estimate (CPU time × {config.ESTIMATE_W_PER_CORE:g} W/core) — "
+                       "not a measurement")
+    else:
+        energy_source = "perf" if energy == "perf-power" else energy
+        energy_note = f"`alems sample` would measure energy with {energy}"
+    extras = [n for n in ("perf", "slow") if by_name.get(n, {}).get("ok")]
+    return {
+        "roots": roots,
+        "sources": sources,
+        "energy_source": energy_source,
+        "energy_source_detail": energy_note,
+        "sample_would_use": ([energy] if energy else ["estimate"]) + extras,
+    }
+
+
+def _render(data: dict) -> None:
+    """One block per source: its status, then each zone/counter/file; every 'no' line
+    carries its reason, and a `fix:` line where there is one. Plain lines wrap well in
+    any terminal width (a table squeezes paths and commands into unreadable columns)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    roots = data["roots"]
+    console.print(f"roots: sysfs={escape(roots['sysfs_root'])} proc={escape(roots['proc_root'])} "
+                  f"msr={escape(roots['msr_path'])}")
+    for src in data["sources"]:
+        mark = "[green]yes[/green]" if src["ok"] else "[red]NO[/red]"
+        console.print(f"\n[bold]{src['name']}[/bold] ({escape(src['description'])}): {mark}"
+                      f" — {escape(src['reason'])}")
+        if src["fix"]:
+            console.print(f"    fix: {escape(src['fix'])}")
+        for item in src["items"]:
+            if item["ok"]:
+                detail = "" if item["reason"] == item["item"] else f" → {escape(item['reason'])}"
+                console.print(f"  [green]✓[/green] {escape(item['item'])}{detail}")
+            else:
+                reason = item["reason"]
+                if reason.startswith(item["item"] + ": "):  # don't say the name twice
+                    reason = reason[len(item["item"]) + 2:]
+                console.print(f"  [red]✗[/red] {escape(item['item'])}: {escape(reason)}")
+                if item["fix"]:
+                    console.print(f"      fix: {escape(item['fix'])}")
+    console.print(f"\nenergy source: [bold]{data['energy_source']}[/bold] — "
+                  f"{escape(data['energy_source_detail'])}")
+    console.print("alems sample would use: " + ", ".join(data["sample_would_use"]))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("doctor")
+    @handle_errors
+    def doctor(
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        sysfs_root: Annotated[str, typer.Option(
+            "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")] = "/sys",
+        proc_root: Annotated[str, typer.Option(
+            "--proc-root", envvar="ALEMS_PROC_ROOT", help="Root of procfs.")] = "/proc",
+        msr_path: Annotated[str, typer.Option(
+            "--msr-path", envvar="ALEMS_MSR_PATH",
+            help="MSR device path, `{cpu}` marks the CPU number.")] = "/dev/cpu/{cpu}/msr",
+    ) -> None:
+        """List every energy/counter source, whether it is readable here, and how to fix it."""
+        data = collect(sysfs_root, proc_root, msr_path)
+        if as_json:
+            json.dump(data, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            _render(data)

@@ -1,5 +1,120 @@
-"""(being written)"""
+"""`alems query "SQL" [--db PATH] [--format table|csv|json]`: SQL on the index.
+
+The connection is `store.db.connect`, so STDDEV, VARIANCE, SQRT, MEDIAN … work. A missing
+database is one error line (a query never creates an empty one); a bad query gives SQLite's
+own message in one line, exit 1. Read-only unless --write.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import config
+from ..errors import AlemsError, UsageError
+from ._common import handle_errors
+
+FORMATS = ("table", "csv", "json")
+WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
+
+
+def run_query(db_path: Path, sql: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
+    from ..store.db import connect
+
+    conn = connect(db_path, create=False)
+    try:
+        if not write:
+            conn.execute("PRAGMA query_only = ON")
+        try:
+            cur = conn.execute(sql)
+            rows = cur.fetchall()
+            columns = [d[0] for d in cur.description or []]
+            if write:
+                conn.commit()
+        except sqlite3.Warning as exc:  # e.g. more than one statement
+            raise AlemsError(f"query rejected: {exc}") from None
+        except sqlite3.Error as exc:
+            msg = " ".join(str(exc).split())
+            if not write and "readonly" in msg.replace("-", "").replace(" ", "").lower():
+                msg += " (queries are read-only; pass --write to modify the database)"
+            raise AlemsError(f"SQL error: {msg}") from None
+    finally:
+        conn.close()
+    return columns, rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)
+
+
+def format_table(columns: list[str], rows: list[tuple]) -> str:
+    if not columns:
+        return "(no result columns)"
+    if len(columns) > WIDE_COLUMNS:
+        width = max(len(c) for c in columns)
+        blocks = []
+        for i, row in enumerate(rows, start=1):
+            lines = [f"-[ row {i} ]" + "-" * 20]
+            lines += [f"{c:<{width}} | {_cell(v)}" for c, v in zip(columns, row)]
+            blocks.append("\n".join(lines))
+        blocks.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+        return "\n".join(blocks)
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+               for i in range(len(columns))]
+
+    def line(values):
+        return " | ".join(v.rjust(w) if num else v.ljust(w)
+                          for v, w, num in zip(values, widths, numeric)).rstrip()
+    out = [line(columns), "-+-".join("-" * w for w in widths)]
+    out += [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -> None:
+    stream = stream or sys.stdout
+    if fmt == "csv":
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+    elif fmt == "json":
+        json.dump([dict(zip(columns, row)) for row in rows], stream, default=str, indent=1)
+        stream.write("\n")
+    else:
+        stream.write(format_table(columns, rows) + "\n")
+
+
+def query_command(
+    sql: Annotated[str, typer.Argument(help="One SQL statement, e.g. \"SELECT * FROM runs LIMIT 5\".")],
+    db: Annotated[Path, typer.Option("--db", envvar="ALEMS_DB", show_envvar=True,
+                                     help="SQLite index to query.")] = config.DEFAULT_DB_PATH,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the "
+                                        "database (read-only otherwise).")] = False,
+) -> None:
+    """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not sql.strip():
+        raise UsageError("the SQL statement is empty")
+    columns, rows = run_query(db, sql, write=write)
+    write_output(columns, rows, fmt)
 
 
 def register(app) -> None:
-    pass
+    app.command("query", help="Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN "
+                "… registered); --format table|csv|json.")(handle_errors(query_command))

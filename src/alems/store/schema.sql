@@ -147,6 +147,8 @@ CREATE TABLE IF NOT EXISTS runs (
     answer              TEXT,
     expected            TEXT,
     success             INTEGER,          -- 1 correct, 0 wrong, NULL when the run errored
+    response            TEXT,             -- the workflow's full final text (answer is the extracted part)
+    trace_json          TEXT,             -- plan, steps, tool inputs/outputs (WorkflowResult.trace)
 
     -- sustainability
     country             TEXT,

@@ -1,0 +1,171 @@
+"""`alems export`: the spec's archiver.
+
+- runs joined with their experiment, baseline and tax-pair rows, one file: CSV (header row,
+  RFC 4180 quoting with CRLF line ends, ISO-8601 dates as stored), Parquet (pyarrow; read by
+  pandas, polars and DuckDB) or JSON (an array of records: one object per run);
+- `--samples`: one hive-partitioned Parquet dataset of the full-rate samples,
+  <output>/group_id=<g>/exp_id=<e>/run_id=<r>/part-0.parquet, every file with the same
+  (unified) schema; the partition keys are in the paths, not inside the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import AlemsError
+from .groups import Group
+from .samples import samples_file
+
+FORMATS = ("csv", "parquet", "json")
+
+EXPORT_SQL = """
+SELECT e.group_id, e.task_name, e.provider, e.model, e.workflows AS exp_workflows,
+       e.repetitions AS exp_repetitions, e.seed AS exp_seed, e.temperature, e.max_tokens,
+       e.country AS exp_country, e.created_at AS exp_created_at,
+       r.*,
+       b.measured_at AS baseline_measured_at, b.pkg_power_w_mean AS baseline_pkg_power_w_mean,
+       b.pkg_power_w_std AS baseline_pkg_power_w_std, b.repetitions AS baseline_repetitions,
+       ots.pair_id AS tax_pair_id, ots.tax_ratio AS tax_ratio, ots.tax_percent AS tax_percent,
+       ots.linear_run_id AS tax_linear_run_id, ots.agentic_run_id AS tax_agentic_run_id,
+       ots.linear_dynamic_energy_uj AS tax_linear_dynamic_energy_uj,
+       ots.agentic_dynamic_energy_uj AS tax_agentic_dynamic_energy_uj
+FROM runs r
+JOIN experiments e ON r.exp_id = e.exp_id
+LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
+LEFT JOIN orchestration_tax_summary ots
+       ON ots.linear_run_id = r.run_id OR ots.agentic_run_id = r.run_id
+WHERE e.group_id = ?
+ORDER BY r.exp_id, r.run_number, r.workflow_type
+"""
+
+
+def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | None = None,
+                      factors=None) -> pd.DataFrame:
+    df = pd.read_sql_query(EXPORT_SQL, conn, params=(group.group_id,))
+    if df.empty:
+        raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
+    # sustainability: fill missing (or, with --country, recompute) from the factor table
+    from ..config import DEFAULT_COUNTRY
+    from ..sustainability import footprint, load_factors
+
+    cols = ["carbon_g", "water_ml", "methane_mg"]
+    df[cols] = df[cols].astype(float)
+    need = df[cols].isna().any(axis=1) | (country is not None)
+    if need.any():
+        table = factors if isinstance(factors, dict) else load_factors(factors)
+        for idx in df.index[need]:
+            c = country or df.at[idx, "country"] or df.at[idx, "exp_country"] or DEFAULT_COUNTRY
+            e = df.at[idx, "dynamic_energy_uj"]
+            fp = footprint(None if pd.isna(e) else float(e), str(c), table)
+            for k, v in fp.items():
+                if country is not None or pd.isna(df.at[idx, k]):
+                    df.at[idx, k] = float("nan") if v is None else v
+            if country is not None:
+                df.at[idx, "country"] = country.upper()
+    return df
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _json_value(v):
+    if v is None:
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+    return v
+
+
+def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
+    if fmt not in FORMATS:
+        raise AlemsError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(output)
+    if output.is_dir():
+        raise AlemsError(f"--output {output} is a folder; give a file name, e.g. "
+                         f"{output / ('results.' + fmt)}")
+    tmp = _atomic_target(output)
+    try:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n",
+                      encoding="utf-8")
+        elif fmt == "json":
+            records = [{k: _json_value(v) for k, v in rec.items()}
+                       for rec in df.astype(object).to_dict(orient="records")]
+            tmp.write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            # all-NULL columns come out as the null type; give them a concrete one
+            fields = [pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f
+                      for f in table.schema]
+            table = table.cast(pa.schema(fields))
+            meta = {b"alems.group_id": group.group_id.encode(),
+                    b"alems.units": b"*_uj: microjoules; *_ns: nanoseconds; *_ms: milliseconds;"
+                                    b" *_w/*_watts: watts; carbon_g: g CO2; water_ml: ml;"
+                                    b" methane_mg: mg CH4"}
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+            pq.write_table(table, tmp)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return output
+
+
+def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,
+                          output: Path) -> dict:
+    """Copy every run's samples into one hive-partitioned dataset under `output`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise AlemsError(f"--output {output} exists and is not an empty folder; the samples "
+                         "dataset needs a new or empty folder")
+    rows = conn.execute("SELECT r.run_id, r.exp_id, r.samples_path FROM runs r JOIN experiments e"
+                        " ON r.exp_id = e.exp_id WHERE e.group_id = ? ORDER BY r.run_id",
+                        (group.group_id,)).fetchall()
+    if not rows:
+        raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
+    found, missing = [], []
+    for run_id, exp_id, rel in rows:
+        path = samples_file(db_path, rel)
+        (found if path is not None and path.is_file() else missing).append((run_id, exp_id, path))
+    if not found:
+        raise AlemsError(f"none of group {group.group_id!r}'s runs has a samples file next to "
+                         f"{db_path}; nothing to export")
+    partition_keys = {"group_id", "exp_id", "run_id"}
+    schemas = [pq.read_schema(p) for _, _, p in found]
+    fields: dict[str, pa.Field] = {}
+    for s in schemas:
+        for f in s:
+            if f.name not in partition_keys and f.name not in fields:
+                fields[f.name] = f.with_nullable(True)
+    unified = pa.schema(list(fields.values()))
+    total_rows = 0
+    for run_id, exp_id, path in found:
+        table = pq.read_table(path)
+        cols = [table[f.name].cast(f.type) if f.name in table.column_names
+                else pa.nulls(table.num_rows, f.type) for f in unified]
+        out_table = pa.Table.from_arrays(cols, schema=unified)
+        target = output / f"group_id={group.group_id}" / f"exp_id={exp_id}" / f"run_id={run_id}"
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(out_table, target / "part-0.parquet")
+        total_rows += out_table.num_rows
+    return {"output": str(output), "runs": len(found), "rows": total_rows,
+            "missing_runs": [r for r, _, _ in missing]}

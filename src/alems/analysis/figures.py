@@ -1,0 +1,217 @@
+"""The report's figures, each rendered once to PNG bytes (matplotlib, Agg backend) so the
+HTML and the PDF show exactly the same images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .samples import load_energy, power_curve_w
+
+DPI = 150
+PHASE_COLORS = {"linear": "#9ecae1", "planning": "#fdd0a2", "execution": "#c7e9c0",
+                "synthesis": "#dadaeb", "tool": "#31a354", "waiting": "#969696",
+                "llm": "#3182bd"}
+WF_COLORS = {"linear": "#3182bd", "agentic": "#e6550d"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _est(estimate: bool) -> str:
+    return " [ESTIMATE — not measured]" if estimate else ""
+
+
+def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
+    """Per workflow of the first task × provider: the completed run with samples whose
+    dynamic energy is closest to its workflow's median."""
+    ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()
+              & runs["samples_path"].notna()]
+    if ok.empty:
+        return []
+    first = ok.sort_values(["task_name", "provider"]).iloc[0]
+    cell = ok[(ok["task_name"] == first["task_name"]) & (ok["provider"] == first["provider"])]
+    chosen = []
+    for wf in ("linear", "agentic"):
+        w = cell[cell["workflow_type"] == wf]
+        if w.empty:
+            continue
+        med = w["dynamic_energy_uj"].median()
+        chosen.append(w.loc[(w["dynamic_energy_uj"] - med).abs().idxmin()])
+    return chosen
+
+
+def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
+                 smooth_ms: float = 20.0) -> bytes | None:
+    series = []
+    for run in reps:
+        data = load_energy(db_path, run["samples_path"])
+        if data is not None and data[0].size >= 2:
+            series.append((run, data))
+    if not series:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.6 * len(series)), sharey=True,
+                             squeeze=False)
+    seen_labels = set()
+    for ax, (run, (t_ns, e_uj)) in zip(axes[:, 0], series):
+        t_s, p_w = power_curve_w(t_ns, e_uj, smooth_ms)
+        t0 = int(t_ns[0])
+        ph = phases[phases["run_id"] == run["run_id"]]
+        for _, p in ph.iterrows():
+            nested = pd.notna(p["parent_seq"])
+            if nested and p["kind"] not in ("tool", "waiting"):
+                continue
+            color = PHASE_COLORS.get(p["kind"], "#eeeeee")
+            label = p["kind"] if p["kind"] not in seen_labels else None
+            seen_labels.add(p["kind"])
+            if nested:   # tools / waiting: a band along the bottom
+                ax.axvspan((p["start_ns"] - t0) / 1e9, (p["end_ns"] - t0) / 1e9, ymin=0,
+                           ymax=0.08, color=color, alpha=0.9, lw=0, label=label)
+            else:
+                ax.axvspan((p["start_ns"] - t0) / 1e9, (p["end_ns"] - t0) / 1e9, color=color,
+                           alpha=0.45, lw=0, label=label)
+        ax.plot(t_s, p_w, color="black", lw=0.9)
+        est = run.get("energy_source") == "estimate"
+        ax.set_title(f"{run['workflow_type']} run #{int(run['run_number'])} of {run['task_name']}/"
+                     f"{run['provider']} — {run['dynamic_energy_uj'] / 1e6:.2f} J dynamic, "
+                     f"{run['duration_ns'] / 1e9:.2f} s{_est(est)}", fontsize=9)
+        ax.set_ylabel("package power (W)")
+        ax.set_xlim(0, (t_ns[-1] - t0) / 1e9)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(f"time since run start (s); power = d(pkg_energy_uj)/dt over "
+                           f"{smooth_ms:.0f} ms windows")
+    handles, labels = [], []
+    for ax in axes[:, 0]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _png(fig)
+
+
+def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
+    ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()]
+    if ok.empty:
+        return None
+    cells = list(ok.groupby(["task_name", "provider"], sort=True))
+    plt = _plt()
+    ncol = min(len(cells), 3)
+    nrow = int(np.ceil(len(cells) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(8, 3.0 * nrow), squeeze=False)
+    rng = np.random.default_rng(0)   # jitter only
+    for ax, ((task, provider), cell) in zip(axes.flat, cells):
+        data, labels = [], []
+        for wf in ("linear", "agentic"):
+            vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
+            if len(vals):
+                data.append(vals.to_numpy())
+                labels.append(wf)
+        ax.boxplot(data, tick_labels=labels, widths=0.5, showfliers=False)
+        for i, (vals, wf) in enumerate(zip(data, labels), start=1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,
+                       color=WF_COLORS.get(wf, "grey"), alpha=0.8, zorder=3)
+            ax.text(i, 0.02, f"n={len(vals)}", ha="center", va="bottom", fontsize=7,
+                    transform=ax.get_xaxis_transform())
+        ax.set_title(f"{task} / {provider}", fontsize=9)
+        ax.set_ylabel("dynamic energy (J)")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.set_visible(False)
+    fig.suptitle("Dynamic energy per run, by workflow" + _est(estimate), fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float) -> bytes | None:
+    rows = [t for t in tax_rows if t["tax_ratio"] is not None]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    for i, t in enumerate(rows):
+        if t["ci_low"] is not None:
+            ax.errorbar(t["tax_ratio"], i, xerr=[[t["tax_ratio"] - t["ci_low"]],
+                                                  [t["ci_high"] - t["tax_ratio"]]],
+                        fmt="o", color="#e6550d", capsize=4)
+            ax.annotate(f"{t['tax_ratio']:.2f}× [{t['ci_low']:.2f}, {t['ci_high']:.2f}]",
+                        (t["ci_high"], i), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+        else:
+            ax.plot(t["tax_ratio"], i, "o", color="#e6550d")
+            ax.annotate(f"{t['tax_ratio']:.2f}× (no CI)", (t["tax_ratio"], i), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(1.0, color="grey", ls="--", lw=1)
+    ax.set_yticks(y, [f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)" for t in rows],
+                  fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    hi = max((t["ci_high"] or t["tax_ratio"]) for t in rows)
+    ax.set_xlim(min(0.9, min((t["ci_low"] or t["tax_ratio"]) for t in rows) * 0.9), hi * 1.3)
+    ax.set_xlabel(f"orchestration tax = Σ agentic / Σ linear dynamic energy "
+                  f"({int(confidence * 100)} % bootstrap CI)")
+    ax.set_title("Orchestration tax per task and provider" + _est(estimate), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def phase_breakdown(phase_rows: list[dict], estimate: bool) -> bytes | None:
+    if not phase_rows:
+        return None
+    df = pd.DataFrame(phase_rows)
+    plt = _plt()
+    cells = list(df.groupby(["task", "provider"], sort=True))
+    labels, lefts = [], []
+    fig, ax = plt.subplots(figsize=(8, 0.9 * 2 * len(cells) + 1.4))
+    colors = {"planning": PHASE_COLORS["planning"], "execution": PHASE_COLORS["execution"],
+              "synthesis": PHASE_COLORS["synthesis"], "llm": PHASE_COLORS["llm"],
+              "tool": PHASE_COLORS["tool"], "waiting": PHASE_COLORS["waiting"],
+              "other": "#ffffff"}
+    used = set()
+    row = 0
+    for (task, provider), cell in cells:
+        for basis in ("stage", "activity"):
+            part = cell[cell["basis"] == basis]
+            left = 0.0
+            for _, p in part.iterrows():
+                lab = p["label"] if p["kind"] not in used else None
+                used.add(p["kind"])
+                ax.barh(row, p["share"], left=left, color=colors.get(p["kind"], "#cccccc"),
+                        edgecolor="black", lw=0.5, label=lab)
+                if p["share"] >= 0.06:
+                    ax.text(left + p["share"] / 2, row, f"{p['share']:.0%}", ha="center",
+                            va="center", fontsize=7)
+                left += p["share"]
+            labels.append(f"{task}/{provider}: by {basis}")
+            lefts.append(row)
+            row += 1
+    ax.set_yticks(lefts, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of agentic package energy (idle included)")
+    ax.set_title("Where agentic energy goes, by phase" + _est(estimate), fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(cells) < 2 else -0.12),
+              ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)

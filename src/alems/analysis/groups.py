@@ -1,0 +1,93 @@
+"""Opening the results database read-only and picking the batch (group) to analyse."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AlemsError
+
+LATEST = "latest"
+
+
+def open_db(path: str | Path) -> sqlite3.Connection:
+    """Open an existing A-LEMS database (never creates one). Rows come back as sqlite3.Row."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlemsError(f"database not found: {path}; run `alems batch` first or pass "
+                         "--db PATH (env ALEMS_DB)")
+    conn = None
+    try:
+        from ..store import db as store_db  # type: ignore[attr-defined]
+
+        conn = store_db.connect(path, create=False)
+    except (ImportError, AttributeError):
+        conn = None
+    except sqlite3.Error as exc:
+        raise AlemsError(f"cannot open database {path}: {exc}") from None
+    if conn is None:
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise AlemsError(f"cannot open database {path}: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise AlemsError(f"{path} is not an A-LEMS database: {exc}") from None
+    needed = {"batch_sessions", "experiments", "runs", "phases", "orchestration_tax_summary"}
+    if not needed <= names:
+        if not names & needed:
+            raise AlemsError(f"database {path} is empty (no A-LEMS tables); run `alems batch` "
+                             "to record a batch first")
+        raise AlemsError(f"database {path} lacks table(s) {', '.join(sorted(needed - names))}; "
+                         "it was not written by this version of A-LEMS")
+    return conn
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: str
+    created_at: str
+    status: str
+    seed: int | None
+    settings: dict
+    host: dict
+    order: list
+    command: str | None
+    updated_at: str | None
+
+
+def _loads(text: str | None, default):
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
+
+
+def resolve_group(conn: sqlite3.Connection, group_id_or_latest: str | None = LATEST) -> Group:
+    """The batch session named `group_id_or_latest`, or the newest one for 'latest'/None."""
+    wanted = (group_id_or_latest or LATEST).strip()
+    if wanted.lower() == LATEST:
+        row = conn.execute("SELECT * FROM batch_sessions ORDER BY created_at DESC, rowid DESC "
+                           "LIMIT 1").fetchone()
+        if row is None:
+            raise AlemsError("the database has no batch sessions yet; run `alems batch` first")
+    else:
+        row = conn.execute("SELECT * FROM batch_sessions WHERE group_id = ?", (wanted,)).fetchone()
+        if row is None:
+            known = [r[0] for r in conn.execute(
+                "SELECT group_id FROM batch_sessions ORDER BY created_at DESC LIMIT 5")]
+            hint = (f"recent groups: {', '.join(known)}" if known
+                    else "the database has no batch sessions")
+            raise AlemsError(f"unknown group id {wanted!r}; {hint} (or use --group-id latest)")
+    return Group(
+        group_id=row["group_id"], created_at=row["created_at"], status=row["status"],
+        seed=row["seed"], settings=_loads(row["settings_json"], {}),
+        host=_loads(row["host_json"], {}), order=_loads(row["order_json"], []),
+        command=row["command"], updated_at=row["updated_at"],
+    )

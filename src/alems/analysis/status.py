@@ -1,0 +1,130 @@
+"""`alems status`: progress of the running (or last) batch, from the database alone.
+
+Planned runs per workflow come from the experiments rows (repetitions × each listed
+workflow); the total also from batch_sessions.order_json when present. ETA = runs left
+per workflow × that workflow's mean run time × the observed wall-clock overhead (cool-down,
+model loading, …: elapsed wall time ÷ summed run time).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+
+from ..errors import AlemsError
+from .groups import Group, resolve_group
+
+
+def _parse(text):
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def pick_group(conn: sqlite3.Connection, group_id: str | None) -> Group:
+    """The given group; else the newest running batch; else the newest batch."""
+    if group_id and group_id.lower() != "latest":
+        return resolve_group(conn, group_id)
+    row = conn.execute("SELECT group_id FROM batch_sessions WHERE status = 'running' "
+                       "ORDER BY created_at DESC LIMIT 1").fetchone()
+    return resolve_group(conn, row[0] if row else "latest")
+
+
+def batch_status(conn: sqlite3.Connection, group: Group) -> dict:
+    exps = conn.execute("SELECT exp_id, workflows, repetitions FROM experiments WHERE group_id = ?",
+                        (group.group_id,)).fetchall()
+    planned: dict[str, int] = {}
+    for _, workflows, reps in exps:
+        for wf in [w.strip() for w in (workflows or "").split(",") if w.strip()]:
+            planned[wf] = planned.get(wf, 0) + int(reps or 0)
+    rows = conn.execute(
+        """SELECT r.workflow_type, COUNT(*), SUM(r.status != 'ok'), SUM(r.success = 1),
+                  SUM(r.success = 0), AVG(r.duration_ns), SUM(r.duration_ns),
+                  MIN(r.started_at), MAX(r.started_at)
+           FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
+           WHERE e.group_id = ? GROUP BY r.workflow_type""", (group.group_id,)).fetchall()
+    per_wf = {}
+    first = last = None
+    sum_ns = 0.0
+    for wf, done, errors, correct, wrong, avg_ns, tot_ns, t_first, t_last in rows:
+        per_wf[wf] = {"workflow": wf, "planned": planned.get(wf), "done": int(done),
+                      "errors": int(errors or 0), "correct": int(correct or 0),
+                      "wrong": int(wrong or 0),
+                      "mean_run_s": None if avg_ns is None else avg_ns / 1e9}
+        sum_ns += tot_ns or 0
+        a, b = _parse(t_first), _parse(t_last)
+        first = a if first is None or (a and a < first) else first
+        last = b if last is None or (b and b > last) else last
+    for wf, n in planned.items():
+        per_wf.setdefault(wf, {"workflow": wf, "planned": n, "done": 0, "errors": 0, "correct": 0,
+                               "wrong": 0, "mean_run_s": None})
+    done_total = sum(v["done"] for v in per_wf.values())
+    planned_total = sum(planned.values()) if planned else None
+    if group.order:
+        planned_total = len(group.order)
+    # wall-clock overhead factor: elapsed between first and last start ÷ run time spent
+    # by all runs but the last (the last one's duration is not inside that span)
+    overhead = 1.0
+    if first and last and done_total >= 2 and sum_ns > 0:
+        elapsed_s = (last - first).total_seconds()
+        mean_all_s = sum_ns / 1e9 / done_total
+        spent_s = mean_all_s * (done_total - 1)
+        if spent_s > 0 and elapsed_s > spent_s:
+            overhead = elapsed_s / spent_s
+    eta_s = 0.0
+    eta_known = True
+    for v in per_wf.values():
+        left = max((v["planned"] or 0) - v["done"], 0)
+        v["remaining"] = left
+        if left:
+            mean = v["mean_run_s"]
+            if mean is None:  # no run of this workflow yet: use the other workflows' mean
+                known = [x["mean_run_s"] for x in per_wf.values() if x["mean_run_s"] is not None]
+                mean = sum(known) / len(known) if known else None
+            if mean is None:
+                eta_known = False
+            else:
+                eta_s += left * mean * overhead
+    finished = group.status != "running" or (planned_total is not None and done_total >= planned_total)
+    return {"group_id": group.group_id, "status": group.status, "created_at": group.created_at,
+            "planned": planned_total, "done": done_total,
+            "errors": sum(v["errors"] for v in per_wf.values()),
+            "wrong": sum(v["wrong"] for v in per_wf.values()),
+            "workflows": [per_wf[k] for k in sorted(per_wf)],
+            "last_run_started_at": last.isoformat() if last else None,
+            "overhead_factor": overhead,
+            "eta_s": (0.0 if finished else (eta_s if eta_known else None)),
+            "finished": finished}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def status_lines(st: dict) -> list[str]:
+    planned = st["planned"] if st["planned"] is not None else "?"
+    lines = [f"batch {st['group_id']} ({st['status']}, started {st['created_at']}): "
+             f"{st['done']}/{planned} runs done, {st['errors']} failed, {st['wrong']} wrong answers"]
+    for v in st["workflows"]:
+        mean = "-" if v["mean_run_s"] is None else f"{v['mean_run_s']:.2f} s"
+        lines.append(f"  {v['workflow']:<8} {v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
+                     f" failed {v['errors']:<3} wrong {v['wrong']:<3} mean run {mean}")
+    if st["finished"]:
+        lines.append("  finished" if st["status"] != "running" else "  all planned runs done")
+    else:
+        lines.append(f"  ETA {format_duration(st['eta_s'])} (wall-clock overhead ×{st['overhead_factor']:.2f})")
+    return lines
+
+
+def require_runs_table(conn: sqlite3.Connection) -> None:
+    if conn.execute("SELECT COUNT(*) FROM batch_sessions").fetchone()[0] == 0:
+        raise AlemsError("the database has no batch sessions yet; start one with `alems batch`")

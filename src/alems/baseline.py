@@ -1,0 +1,200 @@
+"""Idle power per energy domain: measured with the same sampler, nothing running.
+
+A baseline is `repetitions` windows of `duration_s` each; per domain it keeps the mean and
+the sample standard deviation (NULL for a single window) of the window powers, plus when it
+was taken and the machine state (host, CPU frequency governor, energy source, 1-minute load
+average). A stored baseline is reused while it is fresh: younger than `max_age_s` and taken
+in the same state (host, governor, energy source; load is recorded, not compared). Otherwise
+a new one is measured.
+
+With the `estimate` source (CPU time of this process × W/core) the idle windows see only the
+sampler's own thread, so the baseline is near 0 W: stored as measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import config
+from .errors import AlemsError
+from .store.runs import utc_now_iso
+
+DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
+DEFAULT_DURATION_S = 5.0
+DEFAULT_REPETITIONS = 3
+DEFAULT_MAX_AGE_S = 3600.0
+STATE_KEYS = ("host", "governor", "energy_source")
+
+
+@dataclass
+class Baseline:
+    energy_source: str
+    duration_s: float
+    repetitions: int
+    power_w: dict[str, float] = field(default_factory=dict)       # mean per domain
+    power_w_std: dict[str, float | None] = field(default_factory=dict)
+    measured_at: str = ""
+    measured_t_ns: int | None = None
+    state: dict = field(default_factory=dict)
+    baseline_id: int | None = None
+
+    @property
+    def host(self) -> str | None:
+        return self.state.get("host")
+
+    @property
+    def governor(self) -> str | None:
+        return self.state.get("governor")
+
+    def age_s(self, now: datetime | None = None) -> float:
+        now = now or datetime.now(timezone.utc)
+        return (now - datetime.fromisoformat(self.measured_at)).total_seconds()
+
+
+# ---------------------------------------------------------------- machine state
+
+def read_governor(sysfs_root: str | None = None) -> str | None:
+    """cpufreq governor of cpu0 (None where cpufreq is absent, e.g. most VMs)."""
+    root = Path(sysfs_root or config.sysfs_root())
+    try:
+        return (root / "devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def read_load_1m(proc_root: str | None = None) -> float | None:
+    try:
+        return float((Path(proc_root or config.proc_root()) / "loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def machine_state(energy_source: str) -> dict:
+    return {"host": socket.gethostname(), "governor": read_governor(),
+            "energy_source": energy_source, "load_1m": read_load_1m(),
+            "kernel": os.uname().release, "cpus": os.cpu_count()}
+
+
+def state_change(old: dict, new: dict) -> str | None:
+    """What changed between two states among STATE_KEYS (None if nothing)."""
+    for key in STATE_KEYS:
+        if old.get(key) != new.get(key):
+            return f"{key} changed ({old.get(key)!r} -> {new.get(key)!r})"
+    return None
+
+
+# ---------------------------------------------------------------- measure
+
+def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAULT_DURATION_S,
+            repetitions: int = DEFAULT_REPETITIONS, sleep=time.sleep) -> Baseline:
+    """Run `repetitions` idle windows of `duration_s` with fresh samplers from the factory."""
+    if not duration_s > 0:
+        raise AlemsError(f"baseline duration must be > 0 s, got {duration_s!r}")
+    if not isinstance(repetitions, int) or repetitions < 1:
+        raise AlemsError(f"baseline repetitions must be a positive integer, got {repetitions!r}")
+    powers: dict[str, list[float]] = {}
+    source = None
+    for _ in range(repetitions):
+        sampler = sampler_factory()
+        sampler.start()
+        try:
+            sleep(duration_s)
+        finally:
+            result = sampler.stop()
+        source = result.energy_source
+        span_s = (result.t_end_ns - result.t_start_ns) / 1e9
+        if span_s <= 0:
+            raise AlemsError("baseline window had zero duration; the sampler clock did not advance")
+        for dom, uj in (result.energy_uj(result.t_start_ns, result.t_end_ns) or {}).items():
+            if dom in DOMAINS and uj is not None:
+                powers.setdefault(dom, []).append(float(uj) / 1e6 / span_s)
+    mean = {d: statistics.fmean(v) for d, v in powers.items()}
+    std = {d: (statistics.stdev(v) if len(v) >= 2 else None) for d, v in powers.items()}
+    return Baseline(energy_source=source or "unknown", duration_s=float(duration_s),
+                    repetitions=repetitions, power_w=mean, power_w_std=std,
+                    measured_at=utc_now_iso(), measured_t_ns=time.monotonic_ns(),
+                    state=machine_state(source or "unknown"))
+
+
+# ---------------------------------------------------------------- store / load
+
+def save(conn, b: Baseline) -> int:
+    row = {"measured_at": b.measured_at, "measured_t_ns": b.measured_t_ns,
+           "duration_s": b.duration_s, "repetitions": b.repetitions,
+           "energy_source": b.energy_source, "host": b.state.get("host"),
+           "governor": b.state.get("governor"), "load_1m": b.state.get("load_1m"),
+           "state_json": json.dumps(b.state)}
+    for dom in DOMAINS:
+        row[f"{dom}_power_w_mean"] = b.power_w.get(dom)
+        row[f"{dom}_power_w_std"] = b.power_w_std.get(dom)
+    names = list(row)
+    cur = conn.execute(f"INSERT INTO baselines ({', '.join(names)}) VALUES "
+                       f"({', '.join('?' for _ in names)})", [row[n] for n in names])
+    b.baseline_id = int(cur.lastrowid)
+    return b.baseline_id
+
+
+def _from_row(row: dict) -> Baseline:
+    state = json.loads(row.get("state_json") or "{}")
+    state.setdefault("host", row.get("host"))
+    state.setdefault("governor", row.get("governor"))
+    state.setdefault("energy_source", row.get("energy_source"))
+    power = {d: row[f"{d}_power_w_mean"] for d in DOMAINS if row.get(f"{d}_power_w_mean") is not None}
+    std = {d: row.get(f"{d}_power_w_std") for d in power}
+    return Baseline(energy_source=row["energy_source"], duration_s=row["duration_s"],
+                    repetitions=row["repetitions"], power_w=power, power_w_std=std,
+                    measured_at=row["measured_at"], measured_t_ns=row.get("measured_t_ns"),
+                    state=state, baseline_id=row["baseline_id"])
+
+
+def latest(conn, energy_source: str, host: str | None = None) -> Baseline | None:
+    host = host or socket.gethostname()
+    cur = conn.execute("SELECT * FROM baselines WHERE energy_source = ? AND host = ? "
+                       "ORDER BY baseline_id DESC LIMIT 1", (energy_source, host))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return _from_row(dict(zip([d[0] for d in cur.description], row)))
+
+
+def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,
+              now: datetime | None = None) -> str | None:
+    """Why `b` cannot be reused in `state` (None when it is fresh)."""
+    if b is None:
+        return "no stored baseline"
+    age = b.age_s(now)
+    if age > max_age_s:
+        return f"baseline is {age:.0f} s old (limit {max_age_s:g} s)"
+    if age < -60:
+        return "baseline is dated in the future (clock changed)"
+    return state_change(b.state, state)
+
+
+def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: str, *,
+                   duration_s: float = DEFAULT_DURATION_S,
+                   repetitions: int = DEFAULT_REPETITIONS,
+                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool = False,
+                   log: Callable[[str], None] | None = None) -> Baseline:
+    """A fresh stored baseline for this machine state, or a newly measured (and saved) one."""
+    state = machine_state(energy_source)
+    current = None if force else latest(conn, energy_source, state["host"])
+    why = "re-measure requested" if force else staleness(current, state, max_age_s=max_age_s)
+    if why is None:
+        return current
+    if log:
+        log(f"measuring idle baseline ({repetitions} x {duration_s:g} s): {why}")
+    b = measure(sampler_factory, duration_s=duration_s, repetitions=repetitions)
+    if b.energy_source != energy_source:
+        raise AlemsError(f"baseline sampler used energy source {b.energy_source!r}, runs use "
+                         f"{energy_source!r}; pass the same --sources to both")
+    with conn:
+        save(conn, b)
+    return b

@@ -1,0 +1,208 @@
+"""The cloud provider: the anthropic SDK on the Messages API.
+
+Retries are ours (the SDK's own are switched off) so that attempts are counted and the
+back-off is configurable: rate limits (429), overload (529), server errors (5xx), request
+timeouts (408), conflicts (409) and connection failures are retried with exponential
+back-off, honouring `retry-after` / `retry-after-ms`; after `max_attempts` the call fails
+with ProviderError, which the batch runner records as a failed run.
+
+The Messages API takes no seed: every Generation says `seed_applied=False`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from typing import Callable
+
+from alems.errors import AlemsError
+from alems.providers import Generation, GenerationSettings, ProviderError
+
+DEFAULT_MODEL = "claude-haiku-4-5"
+_CLOUD_EXTRA_HINT = "install the cloud extra: pip install 'alems[cloud]'"
+_RETRY_STATUS = frozenset({408, 409, 429})
+# A retry-after longer than this is not waited out: the call fails instead.
+MAX_RETRY_AFTER_S = 120.0
+
+
+def _import_anthropic():
+    try:
+        import anthropic
+    except ImportError as exc:
+        raise AlemsError(f"the anthropic SDK is not importable ({exc}); {_CLOUD_EXTRA_HINT}") from exc
+    return anthropic
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds the server asked us to wait, from retry-after-ms or retry-after (seconds)."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) * scale
+        except ValueError:
+            continue  # an HTTP-date: fall back to our own back-off
+        if value >= 0:
+            return value
+    return None
+
+
+class CloudProvider:
+    name = "cloud"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_attempts: int = 5,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        timeout_s: float = 120.0,
+        send_temperature: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.model = model or os.environ.get("ALEMS_CLOUD_MODEL") or DEFAULT_MODEL
+        self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        if int(max_attempts) < 1:
+            raise AlemsError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        if backoff_base_s < 0 or backoff_max_s < 0:
+            raise AlemsError("back-off times must not be negative")
+        self.max_attempts = int(max_attempts)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.timeout_s = float(timeout_s)
+        self.send_temperature = bool(send_temperature)
+        self._sleep = sleep
+        self._client = None
+
+    def check(self) -> None:
+        """SDK importable and a key present; no request is made."""
+        _import_anthropic()
+        if not self.api_key:
+            raise AlemsError(
+                "ANTHROPIC_API_KEY is not set; export ANTHROPIC_API_KEY=... (or pass api_key) "
+                "to use the cloud provider"
+            )
+
+    def _get_client(self):
+        if self._client is None:
+            self.check()
+            anthropic = _import_anthropic()
+            self._client = anthropic.Anthropic(
+                api_key=self.api_key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=self.timeout_s,
+            )
+        return self._client
+
+    def backoff_s(self, attempt: int, headers=None) -> float:
+        """Wait before attempt `attempt + 1`: the server's retry-after if given, else
+        base × 2^(attempt − 1), capped at backoff_max_s."""
+        asked = retry_after_s(headers)
+        if asked is not None:
+            return asked
+        return min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
+
+    def generate(
+        self, prompt: str, settings: GenerationSettings, *, system: str | None = None
+    ) -> Generation:
+        anthropic = _import_anthropic()
+        client = self._get_client()
+        request = {
+            "model": self.model,
+            "max_tokens": settings.max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+        if system:
+            request["system"] = system
+        if self.send_temperature:
+            # Newer SDKs have no `temperature` parameter; the field still goes in the body.
+            if _create_takes(client, "temperature"):
+                request["temperature"] = settings.temperature
+            else:
+                request["extra_body"] = {"temperature": settings.temperature}
+        t_start = time.perf_counter_ns()
+        api_ns = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.perf_counter_ns()
+            try:
+                response = client.messages.create(**request)
+                api_ns += time.perf_counter_ns() - t0
+                break
+            except anthropic.APIStatusError as exc:
+                api_ns += time.perf_counter_ns() - t0
+                status = exc.status_code
+                retryable = status in _RETRY_STATUS or status >= 500
+                detail = _error_message(exc)
+                if not retryable:
+                    hint = {401: "; check ANTHROPIC_API_KEY", 403: "; check ANTHROPIC_API_KEY"}.get(status, "")
+                    if status == 400 and self.send_temperature and "temperature" in detail:
+                        hint = "; this model may not take a temperature: pass send_temperature=False"
+                    raise ProviderError(
+                        f"cloud API refused the request: HTTP {status} {detail}{hint}",
+                        attempts=attempt,
+                        status_code=status,
+                    ) from exc
+                headers = exc.response.headers if exc.response is not None else None
+                failure = f"HTTP {status} {detail}"
+            except anthropic.APIConnectionError as exc:
+                api_ns += time.perf_counter_ns() - t0
+                status, headers = None, None
+                failure = f"connection failed ({' '.join(str(exc).split())})"
+            if attempt >= self.max_attempts:
+                raise ProviderError(
+                    f"cloud API call failed after {attempt} attempt(s): {failure}; "
+                    "try again later or raise max_attempts",
+                    attempts=attempt,
+                    status_code=status,
+                )
+            delay = self.backoff_s(attempt, headers)
+            if delay > MAX_RETRY_AFTER_S:
+                raise ProviderError(
+                    f"cloud API asked to wait {delay:.0f} s after {failure}; try again later",
+                    attempts=attempt,
+                    status_code=status,
+                )
+            self._sleep(delay)
+        wall_ns = time.perf_counter_ns() - t_start
+        text = "".join(
+            getattr(block, "text", "") for block in response.content if getattr(block, "type", "") == "text"
+        )
+        usage = getattr(response, "usage", None)
+        return Generation(
+            text=text,
+            prompt_tokens=getattr(usage, "input_tokens", None),
+            completion_tokens=getattr(usage, "output_tokens", None),
+            wall_ns=wall_ns,
+            api_latency_ns=api_ns,
+            compute_ns=0,
+            model=getattr(response, "model", None) or self.model,
+            attempts=attempt,
+            seed_applied=False,
+        )
+
+
+def _create_takes(client, name: str) -> bool:
+    try:
+        return name in inspect.signature(client.messages.create).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _error_message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return f"{err.get('type', 'error')}: {err['message']}"
+    return " ".join(str(getattr(exc, "message", "") or exc).split())

@@ -1,0 +1,249 @@
+"""The SQLite index: one connection factory for every part of A-LEMS.
+
+`connect(path)` opens the database in WAL mode with foreign keys on, creates or migrates
+the schema (``schema.sql``, version in ``schema_info``), and registers the SQL functions the
+spec's queries need but SQLite lacks: the aggregates ``STDDEV``/``STDEV`` (sample standard
+deviation), ``VARIANCE`` (sample), ``STDDEV_POP``, ``VAR_POP``, ``MEDIAN`` and the scalars
+``SQRT``, ``POWER``, ``LN``, ``EXP``. All return NULL where the value is undefined (fewer
+than two values for a sample deviation, the square root or log of a negative number).
+
+Migration is additive: a table or column named in ``schema.sql`` but missing from an older
+database is added; nothing is dropped or renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import AlemsError
+
+SCHEMA_VERSION = 2
+SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+BUSY_TIMEOUT_MS = 30_000
+
+
+# ---------------------------------------------------------------- SQL functions
+
+class _Moments:
+    """Welford's running mean/variance (numerically stable in one pass)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def step(self, value) -> None:
+        if value is None:
+            return
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return
+        if math.isnan(x):
+            return
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+
+    def _var(self, ddof: int) -> float | None:
+        if self.n - ddof <= 0:
+            return None
+        return max(self.m2, 0.0) / (self.n - ddof)
+
+
+class _SampleVariance(_Moments):
+    def finalize(self):
+        return self._var(1)
+
+
+class _SampleStddev(_Moments):
+    def finalize(self):
+        v = self._var(1)
+        return None if v is None else math.sqrt(v)
+
+
+class _PopVariance(_Moments):
+    def finalize(self):
+        return self._var(0)
+
+
+class _PopStddev(_Moments):
+    def finalize(self):
+        v = self._var(0)
+        return None if v is None else math.sqrt(v)
+
+
+class _Median:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value) -> None:
+        if value is None:
+            return
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return
+        if not math.isnan(x):
+            self.values.append(x)
+
+    def finalize(self):
+        if not self.values:
+            return None
+        v = sorted(self.values)
+        mid = len(v) // 2
+        return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
+
+
+def _scalar(fn):
+    def wrapped(*args):
+        if any(a is None for a in args):
+            return None
+        try:
+            result = fn(*(float(a) for a in args))
+        except (ValueError, OverflowError, ZeroDivisionError, TypeError):
+            return None
+        if isinstance(result, complex) or (isinstance(result, float) and math.isnan(result)):
+            return None
+        return result
+    return wrapped
+
+
+def _sqrt(x: float):
+    return None if x < 0 else math.sqrt(x)
+
+
+def _ln(x: float):
+    return None if x <= 0 else math.log(x)
+
+
+AGGREGATES = {
+    "STDDEV": _SampleStddev,
+    "STDEV": _SampleStddev,
+    "STDDEV_SAMP": _SampleStddev,
+    "VARIANCE": _SampleVariance,
+    "VAR_SAMP": _SampleVariance,
+    "STDDEV_POP": _PopStddev,
+    "VAR_POP": _PopVariance,
+    "MEDIAN": _Median,
+}
+SCALARS = {
+    "SQRT": (1, _scalar(_sqrt)),
+    "POWER": (2, _scalar(math.pow)),
+    "POW": (2, _scalar(math.pow)),
+    "LN": (1, _scalar(_ln)),
+    "EXP": (1, _scalar(math.exp)),
+}
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    for name, cls in AGGREGATES.items():
+        conn.create_aggregate(name, 1, cls)
+    for name, (nargs, fn) in SCALARS.items():
+        conn.create_function(name, nargs, fn, deterministic=True)
+
+
+# ---------------------------------------------------------------- connect / schema
+
+def connect(path, *, create: bool = True) -> sqlite3.Connection:
+    """Open the index at `path` (WAL, foreign keys, functions, schema up to date).
+
+    create=False: the file must exist (a query never makes an empty database), and the
+    schema is left as found.
+    """
+    path = Path(path)
+    if not create and not path.is_file():
+        raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
+                         "or pass --db PATH")
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AlemsError(f"cannot create the folder for database {path}: "
+                             f"{exc.strerror or exc}") from None
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if create:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.DatabaseError as exc:
+        raise AlemsError(f"cannot open database {path}: {exc}") from None
+    register_functions(conn)
+    if create:
+        try:
+            init_schema(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise AlemsError(f"cannot initialise database {path}: {exc}") from None
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM schema_info WHERE key = 'version'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None
+
+
+def _schema_columns(sql: str) -> dict[str, list[tuple[str, str]]]:
+    """table -> [(column, declared type)] of the schema text, via an in-memory database."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(sql)
+        tables = [r[0] for r in mem.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        return {t: [(r[1], r[2]) for r in mem.execute(f"PRAGMA table_info({t})")]
+                for t in tables}
+    finally:
+        mem.close()
+
+
+def init_schema(conn: sqlite3.Connection) -> None:
+    """Create missing tables/indexes, add missing columns, record the version."""
+    found = schema_version(conn)
+    if found is not None and found > SCHEMA_VERSION:
+        raise AlemsError(f"database schema version {found} is newer than this A-LEMS "
+                         f"({SCHEMA_VERSION}); upgrade alems")
+    if found == SCHEMA_VERSION:
+        return
+    sql = SCHEMA_PATH.read_text(encoding="utf-8")
+    # executescript commits on its own; it is idempotent (IF NOT EXISTS everywhere).
+    conn.executescript(sql)
+    wanted = _schema_columns(sql)
+    with transaction(conn):
+        for table, columns in wanted.items():
+            have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        conn.execute("INSERT INTO schema_info (key, value) VALUES ('version', ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (str(SCHEMA_VERSION),))
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    """BEGIN [IMMEDIATE] … COMMIT, ROLLBACK on any exception (also KeyboardInterrupt)."""
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    else:
+        conn.commit()
+
+
+def db_dir(db_path) -> Path:
+    return Path(os.path.abspath(db_path)).parent

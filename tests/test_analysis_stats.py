@@ -1,0 +1,84 @@
+"""Statistics against values computed independently (SciPy) and by hand."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from alems.analysis import stats
+
+DATA = [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_t_interval_by_hand():
+    iv = stats.t_interval(DATA, 0.95)
+    # mean 3, sd sqrt(2.5), t_{0.975, 4} = 2.776445 (table value), n = 5
+    half = 2.776445 * math.sqrt(2.5) / math.sqrt(5)
+    assert iv.n == 5 and iv.mean == pytest.approx(3.0)
+    assert iv.sd == pytest.approx(1.5811388, rel=1e-6)
+    assert iv.ci_low == pytest.approx(3.0 - half, abs=1e-5)
+    assert iv.ci_high == pytest.approx(3.0 + half, abs=1e-5)
+    # wider than the fixed-1.96 interval the spec's SQL uses
+    assert half > 1.96 * math.sqrt(2.5) / math.sqrt(5)
+
+
+def test_t_interval_matches_scipy_on_fixed_data():
+    values = [12.1, 11.4, 13.0, 12.7, 11.9, 12.4, 13.3]
+    for conf in (0.9, 0.95, 0.99):
+        iv = stats.t_interval(values, conf)
+        low, high = sps.t.interval(conf, df=len(values) - 1, loc=np.mean(values),
+                                   scale=sps.sem(values))
+        assert iv.ci_low == pytest.approx(low, rel=1e-12)
+        assert iv.ci_high == pytest.approx(high, rel=1e-12)
+
+
+def test_t_interval_small_and_missing():
+    assert stats.t_interval([], 0.95).mean is None
+    one = stats.t_interval([4.0, None, float("nan")], 0.95)
+    assert one.n == 1 and one.mean == 4.0 and one.sd is None and one.ci_low is None
+
+
+LIN = [5.0, 6.0, 5.5, 6.2, 5.8, 6.1]
+AG = [11.0, 12.5, 10.9, 12.0, 12.2, 11.1]
+
+
+def test_bootstrap_ratio_reproducible_and_brackets():
+    a = stats.bootstrap_ratio_of_means(LIN, AG, seed=123, resamples=5000)
+    b = stats.bootstrap_ratio_of_means(LIN, AG, seed=123, resamples=5000)
+    c = stats.bootstrap_ratio_of_means(LIN, AG, seed=124, resamples=5000)
+    assert a.ratio == pytest.approx(sum(AG) / sum(LIN))
+    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
+    assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
+    assert a.ci_low < a.ratio < a.ci_high
+    assert a.percent == pytest.approx((a.ratio - 1) * 100)
+    assert a.mean_of_pair_ratios == pytest.approx(np.mean(np.array(AG) / np.array(LIN)))
+    # the CI cannot leave the range of ratios any resample can produce
+    assert a.ci_low >= min(np.array(AG) / np.array(LIN)) - 1e-12
+
+
+def test_bootstrap_edge_cases():
+    one = stats.bootstrap_ratio_of_means([2.0], [4.0])
+    assert one.ratio == 2.0 and one.ci_low is None
+    none = stats.bootstrap_ratio_of_means([], [])
+    assert none.ratio is None
+    with pytest.raises(ValueError):
+        stats.bootstrap_ratio_of_means([1.0, 2.0], [1.0])
+
+
+def test_required_repetitions_spec_formula():
+    assert stats.required_repetitions(0.1, 0.8, 0.05) == 785
+    assert stats.required_repetitions(0.5, 0.8, 0.05) == 32      # (2.8016/0.5)^2 = 31.4
+    assert stats.required_repetitions(0.2, 0.9, 0.05) == 263     # (3.2415/0.2)^2 = 262.7
+    with pytest.raises(ValueError):
+        stats.required_repetitions(0.0)
+    with pytest.raises(ValueError):
+        stats.required_repetitions(0.1, power=1.2)
+
+
+def test_repetitions_for_relative_effect():
+    # CV 0.1 and a 10 % effect is a standardised effect of 1: (2.8016)^2 = 7.85 -> 8
+    assert stats.repetitions_for_relative_effect(0.1, 0.1) == 8
+    # doubling the CV quadruples n (before rounding): (2*2.8016)^2 = 31.4 -> 32
+    assert stats.repetitions_for_relative_effect(0.2, 0.1) == 32
+    assert stats.repetitions_for_relative_effect(0.0, 0.1) == 2
