@@ -24,7 +24,7 @@ MAX_RANGE_UJ = 262143328850
 
 # A deterministic CPU-bound workload that reports its own wall time (seconds) on stdout,
 # so the interpreter's start-up is not part of the comparison.
-WORKLOAD_ROUNDS = int(os.environ.get("ALEMS_BENCH_ROUNDS", "2500000"))
+WORKLOAD_ROUNDS = int(os.environ.get("ALEMS_BENCH_ROUNDS", "4000000"))
 WORKLOAD = (
     "import hashlib, time\n"
     "t0 = time.perf_counter()\n"

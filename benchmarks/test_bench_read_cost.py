@@ -2,11 +2,17 @@
 
 The C thread times every tick's reads (`read_ns_total`) and its own CPU time
 (`thread_cpu_ns`); running it at a high rate on four inputs of one kind gives ns per
-input read and the whole per-tick CPU cost (wake-up included)."""
+input read and the whole per-tick CPU cost (wake-up included).
+
+Perf counters are measured twice: attached to a sleeping process (this one), and attached
+to a busy process running on the other CPU, which is the real case under `alems sample`:
+the kernel must then interrupt that CPU to read an up-to-date count."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -23,16 +29,17 @@ PERF_TYPE_SOFTWARE = 1
 SOFTWARE = {"task_clock": 1, "page_faults": 2, "context_switches": 3, "cpu_migrations": 4}
 
 
-def _inputs(kind: str, tmp_path) -> list[ChannelSpec]:
+def _inputs(kind: str, tmp_path, busy_pid: int | None = None) -> list[ChannelSpec]:
     if kind == "powercap_file":
         return [ChannelSpec("text", str(p)) for p in make_static_powercap(tmp_path / "sys")]
     if kind == "msr":
         dev = str(make_fake_msr(tmp_path / "msr"))
         return [ChannelSpec("msr", dev, offset=reg, mask=0xFFFFFFFF)
                 for reg in (0x611, 0x639, 0x619, 0x606)]
-    if kind == "perf_software":
+    if kind in ("perf_software", "perf_software_busy_target"):
+        target = busy_pid if kind == "perf_software_busy_target" else os.getpid()
         return [ChannelSpec("perf", f"sw:{name}", perf_type=PERF_TYPE_SOFTWARE, perf_config=cfg,
-                            pid=os.getpid(), cpu=-1, perf_flags=_native.PERF_INHERIT)
+                            pid=target, cpu=-1, perf_flags=_native.PERF_INHERIT)
                 for name, cfg in SOFTWARE.items()]
     if kind == "proc_stat_keyed":
         return [ChannelSpec("keyed", "/proc/stat", key=key)
@@ -59,9 +66,23 @@ def _run(inputs: list[ChannelSpec]) -> dict:
     return stats
 
 
-@pytest.mark.parametrize("kind", ["powercap_file", "msr", "perf_software", "proc_stat_keyed"])
-def test_read_cost_per_source(benchmark, kind, tmp_path):
-    inputs = _inputs(kind, tmp_path)
+@pytest.fixture
+def busy_pid(request):
+    """A CPU-bound child for the perf-on-a-running-task case (killed afterwards)."""
+    if "busy" not in request.node.name:
+        yield None
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.1)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("kind", ["powercap_file", "msr", "perf_software",
+                                  "perf_software_busy_target", "proc_stat_keyed"])
+def test_read_cost_per_source(benchmark, kind, tmp_path, busy_pid):
+    inputs = _inputs(kind, tmp_path, busy_pid)
     runs = []
     benchmark.pedantic(lambda: runs.append(_run(inputs)), rounds=3, iterations=1)
     samples = sum(r["samples"] for r in runs)

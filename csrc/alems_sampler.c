@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#define STOP_SLICE_NS 50000000LL /* longest uninterrupted sleep (stop latency bound) */
 
 typedef struct {
     int fd;
@@ -47,7 +50,8 @@ struct alems_sampler {
 
     _Atomic uint64_t samples, late, dropped, skipped, slow_reads;
     _Atomic int64_t max_lateness_ns, read_ns_total, thread_cpu_ns;
-    _Atomic int32_t error_errno, error_input, running;
+    _Atomic int32_t error_errno, error_input, running, rt_errno;
+    int32_t rt_priority;
 };
 
 int64_t alems_now_ns(void)
@@ -384,6 +388,11 @@ static void *sampler_main(void *arg)
     alems_sampler *s = arg;
     char err[ALEMS_ERRMSG_LEN] = "";
     int rc = 0;
+    if (s->rt_priority > 0) {
+        struct sched_param sp = {.sched_priority = s->rt_priority};
+        int e = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+        atomic_store(&s->rt_errno, e);
+    }
     for (int i = 0; i < s->n && rc == 0; i++) {
         int fd = open_input(&s->inputs[i], err, sizeof err);
         if (fd < 0) {
@@ -417,10 +426,23 @@ static void *sampler_main(void *arg)
     uint64_t k = 0;
     for (;;) {
         int64_t deadline = base + (int64_t)k * period;
-        if (k > 0) {
-            struct timespec ts = {deadline / 1000000000LL, deadline % 1000000000LL};
-            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-                ;
+        /* Sleep to the absolute deadline, in slices of at most STOP_SLICE_NS so that a
+         * low-rate sampler still stops promptly. */
+        while (k > 0 && !atomic_load_explicit(&s->stop_flag, memory_order_acquire)) {
+            int64_t wake = deadline;
+            if (period > STOP_SLICE_NS) {
+                int64_t now = alems_now_ns();
+                if (now >= deadline)
+                    break;
+                if (deadline - now > STOP_SLICE_NS)
+                    wake = now + STOP_SLICE_NS;
+            }
+            struct timespec ts = {wake / 1000000000LL, wake % 1000000000LL};
+            int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+            if (r == EINTR)
+                continue;
+            if (wake == deadline)
+                break;
         }
         if (atomic_load_explicit(&s->stop_flag, memory_order_acquire))
             break;
@@ -450,6 +472,15 @@ static void *sampler_main(void *arg)
     close_inputs(s);
     atomic_store(&s->running, 0);
     return NULL;
+}
+
+int alems_set_rt_priority(alems_sampler *s, int32_t priority)
+{
+    if (!s || priority < 0)
+        return -EINVAL;
+    int hi = sched_get_priority_max(SCHED_FIFO);
+    s->rt_priority = priority > hi ? hi : priority;
+    return 0;
 }
 
 int alems_start(alems_sampler *s, char *err, size_t errlen)
@@ -530,6 +561,7 @@ void alems_get_stats(alems_sampler *s, alems_stats *o)
     o->error_errno = atomic_load(&s->error_errno);
     o->error_input = atomic_load(&s->error_input);
     o->running = atomic_load(&s->running);
+    o->rt_errno = atomic_load(&s->rt_errno);
     o->thread_cpu_ns = atomic_load(&s->thread_cpu_ns);
     if (o->running && s->thread_live) {
         clockid_t cid;

@@ -23,7 +23,7 @@
 #define ALEMS_PATH_LEN 256
 #define ALEMS_KEY_LEN 32
 #define ALEMS_ERRMSG_LEN 320
-#define ALEMS_TEXT_BUF 65536      /* largest text file read (e.g. /proc/stat) */
+#define ALEMS_TEXT_BUF 262144     /* largest text file read (/proc/stat on big machines) */
 
 /* Input kinds */
 #define ALEMS_CH_TEXT_FILE 1  /* first integer in the file (energy_uj, temp, cpuidle time) */
@@ -76,6 +76,7 @@ typedef struct {
     int32_t error_errno;      /* first read error during sampling (sticky), 0 = none */
     int32_t error_input;      /* index of the input that failed, -1 = none */
     int32_t running;
+    int32_t rt_errno;         /* SCHED_FIFO requested but refused: its errno, else 0 */
 } alems_stats;
 
 typedef struct alems_sampler alems_sampler;
@@ -84,6 +85,9 @@ typedef struct alems_sampler alems_sampler;
 int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
                  int64_t period_ns, int32_t slow_every, uint32_t ring_capacity,
                  int64_t late_threshold_ns, char *err, size_t errlen);
+/* Best effort: run the sampler thread SCHED_FIFO at this priority (0 = normal
+ * scheduling). Call before alems_start; a refusal is reported in stats.rt_errno. */
+int alems_set_rt_priority(alems_sampler *s, int32_t priority);
 /* Start the thread; returns after every input was opened (0) or one failed (-errno,
  * message in err naming the file/event). */
 int alems_start(alems_sampler *s, char *err, size_t errlen);

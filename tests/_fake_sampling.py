@@ -81,8 +81,9 @@ class FakeSampler:
     report an idle or busy machine). Phases are recorded like the real Sampler's."""
 
     def __init__(self, pkg_w: float = 5.0, core_w: float | None = 2.0, hz: float = 200.0,
-                 energy_source: str = "powercap"):
+                 energy_source: str = "powercap", busy_w: float = 0.0):
         self.pkg_w, self.core_w, self.hz = pkg_w, core_w, hz
+        self.busy_w = busy_w      # extra package power while inside an `llm` phase
         self.energy_source = energy_source
         self._phases: list[FakePhase] = []
         self.result = None
@@ -99,8 +100,14 @@ class FakeSampler:
         n = max(2, int((t1 - self._t0) / 1e9 * self.hz) + 1)
         t = np.linspace(self._t0, t1, n).astype(np.int64)
         secs = (t - self._t0) / 1e9
+        busy_s = np.zeros(n)
+        for ph in self._phases:
+            if ph.kind == "llm":
+                end = ph.end_ns if ph.end_ns is not None else t1
+                busy_s += np.clip(t - ph.start_ns, 0, end - ph.start_ns) / 1e9
+        pkg = (secs * self.pkg_w + busy_s * self.busy_w) * 1e6
         cols = {"t_ns": pa.array(t, pa.int64()),
-                "pkg_energy_uj": pa.array(secs * self.pkg_w * 1e6, pa.float64())}
+                "pkg_energy_uj": pa.array(pkg, pa.float64())}
         if self.core_w is not None:
             cols["core_energy_uj"] = pa.array(secs * self.core_w * 1e6, pa.float64())
         self.result = FakeResult(pa.table(cols), phases=self._phases,

@@ -25,11 +25,17 @@ POWER_W = {"llm": 25.0, "tool": 9.0, "waiting": 6.5}
 
 
 def create_empty_db(path: Path) -> Path:
+    """A database with the project's schema and no batch (via alems.store.db.connect)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path)
-    conn.executescript(SCHEMA.read_text())
-    conn.commit()
+    try:
+        from alems.store.db import connect
+    except ImportError:  # store engineer's module not there: plain schema.sql
+        conn = sqlite3.connect(path)
+        conn.executescript(SCHEMA.read_text())
+        conn.commit()
+    else:
+        conn = connect(path)
     conn.close()
     return path
 
@@ -67,7 +73,6 @@ def _simulate(plan, t0_ns: int, rng):
     seq = 0
     for name, kind, _, children in plan:
         top_seq = seq
-        top_start = t
         phases.append(dict(seq=top_seq, name=name, kind=kind, parent_seq=None,
                            start_ns=t, end_ns=None))
         seq += 1
@@ -80,7 +85,6 @@ def _simulate(plan, t0_ns: int, rng):
             seq += 1
             t += dur_ns
         phases[top_seq]["end_ns"] = t
-        del top_start
     t_end = t
     n = int((t_end - t0_ns) / 1e9 * HZ) + 1
     t_ns = t0_ns + (np.arange(n) * (1e9 / HZ)).astype(np.int64)

@@ -92,6 +92,7 @@ def test_warnings_for_failures(summary):
     assert "1 run(s) failed with an error" in text
     assert "2 run(s) gave a wrong answer" in text
     assert "left out of the tax" in text
+    assert "rests on only 4 pairs" in text            # bootstrap over < 10 pairs
     assert "ESTIMATED" not in text and "baseline" not in text
 
 
@@ -148,3 +149,42 @@ def test_plan_reps_from_pilot(db):
     assert row["repetitions"] == expected
     assert plan["repetitions"] == max(r["repetitions"] for r in plan["rows"])
     assert any(r["metric"] == "tax_ratio" for r in plan["rows"])
+
+
+def test_warning_when_tax_ci_includes_one(tmp_path):
+    db = build_fixture_db(tmp_path / "flat.db", tasks=("gsm8k_basic",), reps=4, with_error=False)
+    raw = sqlite3.connect(db)
+    lin = dict(raw.execute("SELECT run_number, dynamic_energy_uj FROM runs WHERE workflow_type='linear'"))
+    for rep, factor in zip(sorted(lin), (0.7, 1.3, 0.9, 1.15)):
+        raw.execute("UPDATE runs SET dynamic_energy_uj=? WHERE workflow_type='agentic' AND run_number=?",
+                    (lin[rep] * factor, rep))
+    raw.commit()
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    tax = s["tax"][0]
+    assert tax["ci_low"] < 1.0 < tax["ci_high"]
+    assert any("includes 1.0" in w for w in s["warnings"])
+
+
+def test_country_override_and_unknown_country(db, tmp_path):
+    conn = open_db(db)
+    group = resolve_group(conn, "latest")
+    us = build_summary(conn, db, group)
+    fr = build_summary(conn, db, group, country="FR")
+    from alems.sustainability import load_factors
+
+    f = load_factors()
+    ratio = f["FR"].carbon_g_per_kwh / f["US"].carbon_g_per_kwh
+    assert fr["workflows"][0]["carbon_g_total"] == pytest.approx(us["workflows"][0]["carbon_g_total"] * ratio)
+    with pytest.raises(AlemsError, match="no grid factors for country 'ZZ'"):
+        build_summary(conn, db, group, country="ZZ")
+    # a stored run country without factors: footprint left empty, with a warning
+    raw = sqlite3.connect(tmp_path / "copy.db")
+    sqlite3.connect(db).backup(raw)
+    raw.execute("UPDATE runs SET country='ZZ', carbon_g=NULL, water_ml=NULL")
+    raw.commit()
+    conn2 = sqlite3.connect(tmp_path / "copy.db")
+    conn2.row_factory = sqlite3.Row
+    s = build_summary(conn2, db, resolve_group(conn2, "latest"))
+    assert all(w["carbon_g_total"] is None for w in s["workflows"])
+    assert any("no grid factors for ZZ" in w for w in s["warnings"])

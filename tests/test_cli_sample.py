@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import fakehw
+
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
     "duration_s", "samples", "requested_hz", "achieved_hz", "late_samples",
@@ -144,6 +146,129 @@ def test_requested_powercap_missing_says_why_and_how_to_fix(empty_roots, tmp_pat
     line = assert_one_error_line(proc, "powercap")
     assert "fix" in line.lower()
     assert not marker.exists()
+
+
+def _unprivileged_prefix() -> tuple[str, ...] | None:
+    """Run without the power to bypass file permissions (see test_cli_doctor.py)."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = (setpriv, "--bounding-set=-all", "--inh-caps=-all")
+    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.fixture
+def fake_env(fake_roots) -> dict:
+    env = alems_env(Path(fake_roots["sysfs_root"]), fake_roots["proc_root"],
+                    fake_roots["msr_path"])
+    return env
+
+
+def test_unreadable_counter_gives_one_line_and_the_command_never_runs(fake_env, fake_roots,
+                                                                      tmp_path):
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
+    for t in tree.targets:  # root reads any file; a directory in its place fails for all
+        Path(t.path).unlink()
+        Path(t.path).mkdir()
+    marker = tmp_path / "ran"
+    proc = run_alems(fake_env, "sample", "--sources", "powercap", "--", "touch", str(marker))
+    assert proc.returncode == 1
+    assert_one_error_line(proc, "source 'powercap' is not readable here", "fix:")
+    assert not marker.exists()
+
+
+def test_root_only_counters_name_the_reason_and_the_fix(fake_env, fake_roots, tmp_path):
+    prefix = _unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("cannot drop the right to read any file here (no setpriv)")
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
+    for t in tree.targets:
+        os.chmod(t.path, 0)  # as energy_uj is on a patched kernel, for us too
+    marker = tmp_path / "ran"
+    proc = subprocess.run(
+        [*prefix, *alems_argv("sample", "--sources", "powercap", "--", "touch", str(marker))],
+        env=fake_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert_one_error_line(proc, "PLATYPUS", "fix:", "chmod")
+    assert not marker.exists()
+
+
+def test_parquet_and_summary_from_a_fake_rapl_tree(fake_env, fake_roots, tmp_path):
+    """Real C sampler on a fake powercap tree driven by a writer with a known profile:
+    the file has the required columns and metadata, and the energy matches the truth."""
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=True)
+    out = tmp_path / "run.parquet"
+    summary_path = tmp_path / "s.json"
+    with fakehw.EnergyWriter(tree.targets) as writer:
+        proc = run_alems(fake_env, "sample", "--hz", "1000", "-o", str(out),
+                         "--summary-json", str(summary_path), "--", "sleep", "1")
+        assert proc.returncode == 0, proc.stderr
+        table = pq.read_table(out)
+        t_ns = table.column("t_ns").to_pylist()
+        truth_pkg_j = writer.energy_j("pkg", t_ns[0], t_ns[-1])
+    schema = table.schema
+    assert schema.field("t_ns").type == "int64"
+    for domain in ("pkg", "core", "dram"):
+        assert schema.field(f"{domain}_energy_uj").type == "double"
+    assert "uncore_energy_uj" not in schema.names  # not in this tree: no invented column
+    assert all(b > a for a, b in zip(t_ns, t_ns[1:]))
+    meta = {k.decode(): v.decode() for k, v in pq.read_metadata(out).metadata.items()}
+    for key in ("sources", "rate_hz", "host", "kernel", "units", "roots"):
+        assert meta.get(key), key
+    assert json.loads(meta["roots"])["sysfs_root"] == fake_roots["sysfs_root"]
+    assert "powercap" in json.loads(meta["sources"])
+    assert float(meta["rate_hz"]) == 1000.0
+
+    summary = json.loads(summary_path.read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["energy_source"] == "powercap"
+    assert summary["samples"] == table.num_rows
+    assert summary["requested_hz"] == 1000
+    assert summary["dropped_samples"] == 0
+    assert summary["achieved_hz"] > 900
+    assert summary["exit_code"] == 0
+    assert summary["command"] == ["sleep", "1"]
+    assert set(summary["energy_j"]) == {"pkg", "core", "dram"}
+    # the mmio mirror is not counted twice: package energy matches the writer's truth
+    assert summary["energy_j"]["pkg"] == pytest.approx(truth_pkg_j, rel=0.02)
+    assert summary["avg_power_w"]["pkg"] == pytest.approx(
+        summary["energy_j"]["pkg"] / summary["duration_s"], rel=1e-6)
+    assert "task_clock_ns" in summary["counters"] or "perf" not in json.loads(meta["sources"])
+    assert "powercap" in proc.stderr and "not a measurement" not in proc.stderr
+
+
+def test_energy_counters_that_never_advance_are_flagged(fake_env, fake_roots, tmp_path):
+    """A counter that is readable but frozen (as a virtual PMU may be) gives 0 J: say so."""
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer
+    summary_path = tmp_path / "s.json"
+    proc = run_alems(fake_env, "sample", "-q", "--summary-json", str(summary_path), "--",
+                     "sleep", "0.3")
+    assert proc.returncode == 0
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("alems: warning: "), proc.stderr
+    assert "did not advance" in lines[0]
+    summary = json.loads(summary_path.read_text())
+    assert summary["energy_source"] == "powercap"
+    assert summary["energy_j"]["pkg"] == 0
+    assert len(summary["warnings"]) == 1
+
+
+def test_perf_counters_follow_the_command_not_alems(empty_roots, tmp_path):
+    summary_path = tmp_path / "s.json"
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    proc = run_alems(empty_roots, "sample", "-q", "--summary-json", str(summary_path), "--",
+                     sys.executable, "-c", busy)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(summary_path.read_text())
+    if "task_clock_ns" not in summary["counters"]:
+        pytest.skip("software perf counters are not available here")
+    task_s = summary["counters"]["task_clock_ns"] / 1e9
+    assert 0.4 <= task_s < 0.4 + 1.0  # the command's CPU time, start-up included
+    # the estimate comes from the command's CPU time, at 10 W/core by default
+    assert summary["energy_j"]["pkg"] == pytest.approx(task_s * 10.0, rel=0.05)
 
 
 # ---------------------------------------------------------------- estimate is labelled

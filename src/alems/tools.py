@@ -286,9 +286,11 @@ def lookup(table: str, key: str, column: str | None = None) -> str:
 
 
 def _lookup_argument(argument: str) -> str:
-    """'table, key' or 'table, key, column' (also ':' or '|' as separators)."""
+    """'table, key' or 'table, key, column' (also ':' or '|' as separators).
+
+    '|' is tried first: it never occurs inside a key, while ',' can."""
     text = argument.strip().strip("`").strip()
-    for separator in (",", "|", ":"):
+    for separator in ("|", ",", ":"):
         if separator in text:
             parts = [p.strip().strip("'\"") for p in text.split(separator)]
             break

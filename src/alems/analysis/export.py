@@ -60,8 +60,12 @@ def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | 
     need = df[cols].isna().any(axis=1) | (country is not None)
     if need.any():
         table = factors if isinstance(factors, dict) else load_factors(factors)
+        if country is not None and country.strip().upper() not in table:
+            footprint(0.0, country, table)   # raises: unknown country, listing the known ones
         for idx in df.index[need]:
             c = country or df.at[idx, "country"] or df.at[idx, "exp_country"] or DEFAULT_COUNTRY
+            if str(c).strip().upper() not in table:
+                continue   # no factor for that country: footprint stays NULL
             e = df.at[idx, "dynamic_energy_uj"]
             fp = footprint(None if pd.isna(e) else float(e), str(c), table)
             for k, v in fp.items():

@@ -58,7 +58,9 @@ def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
 
 
 def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
-                 smooth_ms: float = 20.0) -> bytes | None:
+                 smooth_ms: float | None = None) -> bytes | None:
+    """Smoothing window: `smooth_ms`, default max(20 ms, longest run / 100), the same for
+    every panel so they compare."""
     series = []
     for run in reps:
         data = load_energy(db_path, run["samples_path"])
@@ -66,10 +68,14 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
             series.append((run, data))
     if not series:
         return None
+    if smooth_ms is None:
+        longest_ms = max((d[0][-1] - d[0][0]) / 1e6 for _, d in series)
+        smooth_ms = max(20.0, longest_ms / 100)
     plt = _plt()
     fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.6 * len(series)), sharey=True,
                              squeeze=False)
     seen_labels = set()
+    peaks: list[float] = []
     for ax, (run, (t_ns, e_uj)) in zip(axes[:, 0], series):
         t_s, p_w = power_curve_w(t_ns, e_uj, smooth_ms)
         t0 = int(t_ns[0])
@@ -94,8 +100,12 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
                      f"{run['duration_ns'] / 1e9:.2f} s{_est(est)}", fontsize=9)
         ax.set_ylabel("package power (W)")
         ax.set_xlim(0, (t_ns[-1] - t0) / 1e9)
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
+        if p_w.size:
+            peaks.append(float(np.nanmax(p_w)))
+    peak = max(peaks, default=0.0)
+    for ax in axes[:, 0]:
+        ax.set_ylim(0, peak * 1.12 if peak > 0 else 1.0)
     axes[-1, 0].set_xlabel(f"time since run start (s); power = d(pkg_energy_uj)/dt over "
                            f"{smooth_ms:.0f} ms windows")
     handles, labels = [], []
@@ -127,12 +137,11 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
             if len(vals):
                 data.append(vals.to_numpy())
                 labels.append(wf)
-        ax.boxplot(data, tick_labels=labels, widths=0.5, showfliers=False)
+        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})" for wf, v in zip(labels, data)],
+                   widths=0.5, showfliers=False)
         for i, (vals, wf) in enumerate(zip(data, labels), start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,
                        color=WF_COLORS.get(wf, "grey"), alpha=0.8, zorder=3)
-            ax.text(i, 0.02, f"n={len(vals)}", ha="center", va="bottom", fontsize=7,
-                    transform=ax.get_xaxis_transform())
         ax.set_title(f"{task} / {provider}", fontsize=9)
         ax.set_ylabel("dynamic energy (J)")
         ax.grid(axis="y", alpha=0.3)

@@ -272,11 +272,13 @@ class _Pdf:
         if self.fig is None or self.y - height_in < MARGIN_IN:
             self.new_page()
 
-    def text(self, kind: str, text: str):
+    def text(self, kind: str, text: str, keep_with_in: float = 1.6):
+        """Wrapped text; a heading starts a new page unless `keep_with_in` inches of what
+        follows it fit below it."""
         prefix = "⚠ " if kind == "warn" else ""
         lines = textwrap.wrap(prefix + text, _WRAP[kind]) or [""]
         for i, line in enumerate(lines):
-            self.need(_LINE[kind] + (0.1 if kind == "h2" and i == 0 else 0))
+            self.need(_LINE[kind] + (keep_with_in if kind == "h2" and i == 0 else 0))
             if kind == "h2" and i == 0:
                 self.y -= 0.1
             self.fig.text(MARGIN_IN / PAGE_W_IN, self.y / PAGE_H_IN, line, fontsize=_SIZE[kind],
@@ -336,16 +338,18 @@ class _Pdf:
                 cell.set_text_props(weight="bold")
         self.y -= total
 
-    def figure(self, caption: str, png: bytes):
-        import matplotlib.image as mpimg
-
-        img = mpimg.imread(io.BytesIO(png), format="png")
+    @staticmethod
+    def figure_size_in(img) -> tuple[float, float]:
         h_px, w_px = img.shape[:2]
         width = PAGE_W_IN - 2 * MARGIN_IN
         height = width * h_px / w_px
         max_h = PAGE_H_IN - 2 * MARGIN_IN - 0.6
         if height > max_h:
             width, height = width * max_h / height, max_h
+        return width, height
+
+    def figure(self, caption: str, img):
+        width, height = self.figure_size_in(img)
         self.need(height + 0.5)
         ax = self.fig.add_axes([MARGIN_IN / PAGE_W_IN, (self.y - height) / PAGE_H_IN,
                                 width / PAGE_W_IN, height / PAGE_H_IN])
@@ -359,18 +363,24 @@ class _Pdf:
 def render_pdf(blocks: list[Block], output: Path) -> int:
     """Write the PDF; returns the number of pages."""
     figures._plt()
+    import matplotlib.image as mpimg
     from matplotlib.backends.backend_pdf import PdfPages
 
     title = next((b.text for b in blocks if b.kind == "h1"), "A-LEMS report")
     with PdfPages(output, metadata={"Title": title, "Creator": "A-LEMS"}) as pdf:
         w = _Pdf(pdf)
-        for b in blocks:
+        images = {i: mpimg.imread(io.BytesIO(b.png), format="png")
+                  for i, b in enumerate(blocks) if b.kind == "figure"}
+        for i, b in enumerate(blocks):
             if b.kind in _LINE:
-                w.text(b.kind, b.text)
+                keep = 1.6
+                if i + 1 in images:   # keep a heading with the figure after it
+                    keep = w.figure_size_in(images[i + 1])[1] + 0.5
+                w.text(b.kind, b.text, keep_with_in=keep)
             elif b.kind == "table":
                 w.table(b.text, b.columns, b.rows)
             elif b.kind == "figure":
-                w.figure(b.text, b.png)
+                w.figure(b.text, images[i])
         w.flush()
     return w.pages
 

@@ -33,6 +33,7 @@ from .samples import energy_between_uj, load_energy
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
+MIN_BOOTSTRAP_PAIRS = 10           # percentile bootstrap is too narrow below this
 STAGE_KINDS = ("planning", "execution", "synthesis")
 ACTIVITY_KINDS = ("llm", "tool", "waiting")
 KIND_LABELS = {"planning": "planning", "execution": "execution", "synthesis": "synthesis",
@@ -63,7 +64,7 @@ def _interval_dict(iv: stats.Interval) -> dict:
     return {"n": iv.n, "mean": iv.mean, "sd": iv.sd, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
 
 
-def _footprints(runs: pd.DataFrame, country: str | None, factors) -> pd.DataFrame:
+def _footprints(runs: pd.DataFrame, country: str | None, factors, unknown: set) -> pd.DataFrame:
     """carbon_g/water_ml/methane_mg per run: stored values, or computed when `country` is
     given (recompute all) or a stored value is missing."""
     from ..config import DEFAULT_COUNTRY
@@ -74,8 +75,13 @@ def _footprints(runs: pd.DataFrame, country: str | None, factors) -> pd.DataFram
     if not need.any():
         return out
     table = factors if isinstance(factors, dict) else load_factors(factors)
+    if country is not None and country.strip().upper() not in table:
+        footprint(0.0, country, table)   # raises: unknown country, listing the known ones
     for idx in runs.index[need]:
         c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or DEFAULT_COUNTRY
+        if str(c).strip().upper() not in table:
+            unknown.add(str(c))
+            continue
         fp = footprint(_f(runs.at[idx, "dynamic_energy_uj"]), str(c), table)
         for k, v in fp.items():
             if country is not None or pd.isna(out.at[idx, k]):
@@ -118,7 +124,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                          "compares linear with agentic runs of the same task — run the batch "
                          "with --workflows linear,agentic")
     warnings: list[str] = []
-    fp = _footprints(runs, country, factors)
+    unknown_countries: set[str] = set()
+    fp = _footprints(runs, country, factors, unknown_countries)
+    if unknown_countries:
+        warnings.append(f"no grid factors for {', '.join(sorted(unknown_countries))}: footprint "
+                        "left empty for those runs (add them with --factors PATH)")
     runs = runs.join(fp.add_suffix("_fp"))
     runs["ok"] = (runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()
     runs["dynamic_energy_j"] = runs["dynamic_energy_uj"].astype(float) / 1e6
@@ -197,7 +207,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             warnings.append(f"{label}: no complete linear/agentic pair with energy — no tax")
         elif est.ci_low is None:
             warnings.append(f"{label}: only {est.n_pairs} complete pair — no CI for the tax")
-        elif est.ci_low <= 1.0 <= est.ci_high:
+        elif est.n_pairs < MIN_BOOTSTRAP_PAIRS:
+            warnings.append(f"{label}: the tax CI rests on only {est.n_pairs} pairs — a bootstrap "
+                            f"over fewer than {MIN_BOOTSTRAP_PAIRS} pairs understates the "
+                            "uncertainty; run more repetitions")
+        if est.ci_low is not None and est.ci_low <= 1.0 <= est.ci_high:
             warnings.append(f"{label}: tax CI [{est.ci_low:.2f}, {est.ci_high:.2f}] includes 1.0 — "
                             "the data do not show an orchestration tax")
         dropped = int(cell["run_number"].nunique() - len(common))

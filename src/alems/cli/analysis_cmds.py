@@ -35,6 +35,18 @@ def _default_db() -> Path:
     return Path(DEFAULT_DB_PATH)
 
 
+def _need(*modules: str) -> None:
+    """One clear line when an optional dependency of the analysis commands is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        from ..errors import AlemsError
+
+        raise AlemsError(f"this command needs {', '.join(missing)}; install them with "
+                         "`pip install 'alems[reports]'`")
+
+
 def _choice(value: str, allowed: tuple[str, ...], flag: str) -> str:
     v = value.lower()
     if v not in allowed:
@@ -134,6 +146,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per task × provider × workflow statistics, the orchestration tax with a bootstrap
         CI, EpG, phase shares and warnings."""
+        _need("pandas", "scipy")
         from ..analysis.groups import open_db, resolve_group
         from ..analysis.summary import build_summary, workflow_table
 
@@ -176,6 +189,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     ) -> None:
         """Repetitions needed: the spec's sample-size formula, or from a pilot batch."""
+        _need("scipy")
         from ..analysis.plan_reps import plan_formula, plan_from_group
 
         fmt = _choice(fmt, ("table", "json"), "--format")
@@ -184,6 +198,7 @@ def register(app: typer.Typer) -> None:
         else:
             from ..analysis.groups import open_db, resolve_group
 
+            _need("pandas")
             conn = open_db(db or _default_db())
             plan = plan_from_group(conn, resolve_group(conn, from_group), effect_size, power, alpha)
         if fmt == "json":
@@ -223,6 +238,7 @@ def register(app: typer.Typer) -> None:
         factors: FactorsOpt = None,
     ) -> None:
         """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
+        _need("pandas")
         from ..analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
         from ..analysis.groups import open_db, resolve_group
 
@@ -254,6 +270,7 @@ def register(app: typer.Typer) -> None:
         factors: FactorsOpt = None,
     ) -> None:
         """Self-contained HTML or PDF report: conditions, tables and figures."""
+        _need("pandas", "scipy", "matplotlib")
         from ..analysis.groups import open_db, resolve_group
         from ..analysis.report import build_report, write_report
 

@@ -216,6 +216,26 @@ def summary_for_output(result, argv: List[str], exit_code: int, output: Optional
     return summary
 
 
+def data_warnings(summary: dict) -> list[str]:
+    """Problems with the measurement itself that the numbers alone would hide."""
+    warnings = []
+    source = summary.get("energy_source")
+    energy = summary.get("energy_j") or {}
+    if (source not in (None, "estimate") and (summary.get("duration_s") or 0) >= 0.1
+            and all(not v for v in energy.values())):
+        domains = ", ".join(energy) or "no domain"
+        warnings.append(
+            f"the {source} energy counters did not advance during the run ({domains}: 0 J); "
+            "they may be virtualised or unsupported here, so these are not measurements "
+            "(see `alems doctor`)")
+    if summary.get("dropped_samples"):
+        warnings.append(f"{summary['dropped_samples']} samples were dropped (ring full)")
+    if summary.get("read_error"):
+        warnings.append(f"a counter stopped being readable during the run: "
+                        f"{summary['read_error']}")
+    return warnings
+
+
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
@@ -226,12 +246,13 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def energy_source_label(summary: dict) -> str:
-    source = summary.get("energy_source", "?")
-    if source != "estimate":
-        return str(source)
+def estimate_note(summary: dict) -> Optional[str]:
+    """The plain warning printed when energy was estimated, not measured."""
+    if summary.get("energy_source") != "estimate":
+        return None
     model = summary.get("estimate_w_per_core", config.ESTIMATE_W_PER_CORE)
-    return f"estimate (CPU time × {model:g} W/core) — not a measurement"
+    return (f"energy_source: estimate (CPU time × {model:g} W/core) — not a measurement; "
+            "run `alems doctor` to see why no energy counter is readable")
 
 
 def print_summary(summary: dict) -> None:
@@ -245,7 +266,9 @@ def print_summary(summary: dict) -> None:
     for key in ("duration_s", "samples", "requested_hz", "achieved_hz", "late_samples",
                 "dropped_samples"):
         table.add_row(key, _fmt(summary.get(key)))
-    table.add_row("energy_source", energy_source_label(summary))
+    source = summary.get("energy_source", "?")
+    table.add_row("energy_source",
+                  "estimate — not a measurement" if source == "estimate" else str(source))
     energy = summary.get("energy_j") or {}
     power = summary.get("avg_power_w") or {}
     for domain in energy:
@@ -256,7 +279,11 @@ def print_summary(summary: dict) -> None:
     table.add_row("exit_code", _fmt(summary.get("exit_code")))
     if summary.get("output"):
         table.add_row("output", str(summary["output"]))
-    Console(stderr=True, soft_wrap=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    note = estimate_note(summary)
+    if note:
+        console.print(note, soft_wrap=True, highlight=False, markup=False)
 
 
 # ---------------------------------------------------------------- command
@@ -313,12 +340,15 @@ def register(app: typer.Typer) -> None:
             if output is not None:
                 result.write_parquet(output)
             summary = summary_for_output(result, argv, code, output)
+            summary["warnings"] = data_warnings(summary)
             if summary_json is not None:
                 _write_json_atomic(summary_json, summary)
         if not quiet:
             print_summary(summary)
-            if forwarder.received:
-                names = ", ".join(signal.Signals(s).name for s in forwarder.received)
-                print(f"alems: forwarded {names} to the command; samples so far were kept",
-                      file=sys.stderr)
+        for warning in summary["warnings"]:  # even with --quiet: they concern the data
+            print(f"alems: warning: {warning}", file=sys.stderr)
+        if not quiet and forwarder.received:
+            names = ", ".join(signal.Signals(s).name for s in forwarder.received)
+            print(f"alems: forwarded {names} to the command; samples so far were kept",
+                  file=sys.stderr)
         raise typer.Exit(code)

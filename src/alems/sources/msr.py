@@ -3,6 +3,11 @@
 One CPU per package (AMD core energy: one CPU per physical core). The energy counters are
 32 bits wide; the unit register gives µJ per count. A register that cannot be read or reads
 0 at discovery is treated as not implemented (e.g. PP1 on servers).
+
+A fake MSR (tests) is a sparse regular file with 8-byte little-endian values at
+offset = register. AMD's registers are adjacent numbers (…299, …29A, …29B), so their
+8-byte values would overlap; such fakes put register R at offset R × ALEMS_MSR_STRIDE
+(e.g. 8). The real device is always read with stride 1.
 """
 
 from __future__ import annotations
@@ -40,10 +45,17 @@ def unit_uj(raw_unit: int) -> float:
     return 1e6 / float(1 << ((raw_unit >> 8) & 0x1F))
 
 
+def stride() -> int:
+    try:
+        return max(1, int(os.environ.get("ALEMS_MSR_STRIDE", "1")))
+    except ValueError:
+        return 1
+
+
 def _read_reg(path: str, reg: int) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.pread(fd, 8, reg)
+        data = os.pread(fd, 8, reg * stride())
     finally:
         os.close(fd)
     if len(data) != 8:
@@ -101,7 +113,7 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
                 units[cpu] = 0.0
         if not units[cpu]:
             continue
-        spec = ChannelSpec("msr", path, offset=reg, mask=MASK32)
+        spec = ChannelSpec("msr", path, offset=reg * stride(), mask=MASK32)
         value, exc = try_probe(spec)
         if exc is not None or not value:
             why = exc.strerror if exc is not None else "reads 0 (not implemented)"

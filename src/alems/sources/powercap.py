@@ -25,7 +25,7 @@ _ZONE_ID = re.compile(r"^(?P<ctype>[a-z0-9-]+?):(?P<idx>\d+(?::\d+)*)$")
 
 def domain_of(zone_name: str) -> str | None:
     name = zone_name.strip().lower()
-    if re.fullmatch(r"package(-\d+)*", name):
+    if re.fullmatch(r"package(-[a-z0-9-]+)?", name):  # package-0, package-0-die-1
         return "pkg"
     if name in ("core", "uncore", "dram", "psys"):
         return name

@@ -1,0 +1,391 @@
+"""The batch runner: order, storage consistency, failures, crash safety and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from alems import batch as batch_mod
+from alems.batch import BatchConfig, BatchRunner, plan_order
+from alems.errors import AlemsError
+from alems.providers import ProviderError
+from alems.providers.scripted import ScriptedProvider, default_reply
+from alems.store import runs as store_runs
+from alems.store import samples as store_samples
+
+from _fake_sampling import FakeSampler
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["gsm8k_basic", "factual_qa"]
+
+
+def three_step_reply(prompt, system=None):
+    """A scripted model whose plans have three THINK steps (so agentic = 5 model calls)."""
+    text = f"{system or ''}\n{prompt}"
+    if "THINK:" in text and "TOOL" in text:
+        return "1. THINK: read the question\n2. THINK: work it out\n3. THINK: check it"
+    return default_reply(prompt, system)
+
+
+def make_runner(tmp_path, *, fail_agentic_rep=None, **cfg_kw) -> BatchRunner:
+    kw = dict(tasks=TASKS, providers=["scripted"], repetitions=2, seed=7, hz=200.0,
+              db_path=tmp_path / "data" / "experiments.db", save_db=True,
+              baseline_duration_s=0.02, baseline_reps=2, group_id="g-test")
+    kw.update(cfg_kw)
+    cfg = BatchConfig(**kw)
+
+    class Provider(ScriptedProvider):
+        def generate(self, prompt, settings, *, system=None):
+            if fail_agentic_rep is not None and "THINK:" in f"{system}{prompt}":
+                raise ProviderError("HTTP 529 overloaded after 5 attempts")
+            return super().generate(prompt, settings, system=system)
+
+    def provider_factory(name):
+        return Provider(three_step_reply, delay_s=0.005)
+
+    return BatchRunner(cfg, sampler_factory=lambda: FakeSampler(pkg_w=2.0, core_w=None,
+                                                                busy_w=30.0, hz=200.0),
+                       provider_factory=provider_factory, log=lambda m: None, progress=False)
+
+
+def all_runs(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute(
+        "SELECT r.*, e.task_name, e.provider, e.group_id FROM runs r "
+        "JOIN experiments e ON r.exp_id = e.exp_id ORDER BY r.run_id")]
+    conn.close()
+    return rows
+
+
+def assert_store_consistent(db_path: Path):
+    """Every row's Parquet exists and matches it; no Parquet file without a row."""
+    rows = all_runs(db_path)
+    root = db_path.parent
+    listed = set()
+    for r in rows:
+        path = root / r["samples_path"]
+        assert path.is_file(), r["samples_path"]
+        listed.add(path.resolve())
+        table = pq.read_table(path)
+        t = table.column("t_ns").to_numpy()
+        assert table.num_rows == r["sample_count"] >= 2
+        assert int(t[0]) == r["t_start_ns"] and int(t[-1]) == r["t_end_ns"]
+        assert r["duration_ns"] == int(t[-1] - t[0])
+        ident = store_samples.read_run_identity(path)
+        assert (ident["run_id"], ident["workflow_type"], ident["run_number"]) == (
+            r["run_id"], r["workflow_type"], r["run_number"])
+        phases = store_samples.read_phases(path)
+        conn = sqlite3.connect(db_path)
+        n_phases = conn.execute("SELECT COUNT(*) FROM phases WHERE run_id = ?",
+                                (r["run_id"],)).fetchone()[0]
+        conn.close()
+        assert len(phases) == n_phases
+        reasons = json.loads(r["null_reasons"])
+        nulls = {k for k, v in r.items() if v is None} - {"error", "pair_order"}
+        assert nulls == set(reasons), "every NULL metric has a reason, and only those"
+    on_disk = {p.resolve() for p in (root / "samples").rglob("*") if p.is_file()}
+    assert on_disk == listed, "no Parquet file without a run row (and no temp files)"
+    return rows
+
+
+# ---------------------------------------------------------------- order
+
+def test_order_is_deterministic_counterbalanced_and_paired():
+    a = plan_order(TASKS, ["local", "cloud"], ["linear", "agentic"], 10, seed=1)
+    b = plan_order(TASKS, ["local", "cloud"], ["linear", "agentic"], 10, seed=1)
+    c = plan_order(TASKS, ["local", "cloud"], ["linear", "agentic"], 10, seed=2)
+    assert a == b and a != c
+    assert len(a) == 2 * 2 * 10 * 2
+    assert Counter((k.task, k.provider, k.workflow, k.rep) for k in a).most_common(1)[0][1] == 1
+    assert [k.order_index for k in a] == list(range(len(a)))
+    firsts = []
+    for i in range(0, len(a), 2):          # the two arms of a pair are adjacent
+        x, y = a[i], a[i + 1]
+        assert (x.task, x.provider, x.rep) == (y.task, y.provider, y.rep)
+        assert {x.workflow, y.workflow} == {"linear", "agentic"}
+        assert (x.pair_order, y.pair_order) == (0, 1)
+        firsts.append(x.workflow)
+    assert Counter(firsts) == {"linear": 20, "agentic": 20}   # counterbalanced exactly
+    reps_in_order = [k.rep for k in a[::2]]
+    assert reps_in_order != sorted(reps_in_order)              # pairs are shuffled
+
+
+def test_odd_number_of_pairs_and_single_workflow():
+    odd = plan_order(["t"], ["p"], ["linear", "agentic"], 5, seed=3)
+    firsts = Counter(k.workflow for k in odd if k.pair_order == 0)
+    assert sorted(firsts.values()) == [2, 3]
+    single = plan_order(["t"], ["p"], ["agentic"], 4, seed=3)
+    assert {k.workflow for k in single} == {"agentic"} and all(k.pair_order is None for k in single)
+    assert sorted(k.rep for k in single) == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- in-process batches
+
+def test_batch_stores_consistent_runs_phases_and_tax(tmp_path):
+    runner = make_runner(tmp_path)
+    summary = runner.run()
+    db_path = tmp_path / "data" / "experiments.db"
+    rows = assert_store_consistent(db_path)
+    assert len(rows) == 2 * 2 * 2 and summary.ok == 8 and summary.errors == 0
+    assert Counter((r["task_name"], r["workflow_type"], r["run_number"]) for r in rows) \
+        == Counter({(t, w, n): 1 for t in TASKS for w in ("linear", "agentic") for n in (1, 2)})
+    plan = plan_order(TASKS, ["scripted"], ["linear", "agentic"], 2, seed=7)
+    # runs were executed (run_id order) in the planned order, which is recorded
+    assert [(r["task_name"], r["workflow_type"], r["run_number"]) for r in rows] == \
+        [(k.task, k.workflow, k.rep) for k in plan]
+    assert [r["order_index"] for r in rows] == list(range(8))
+    conn = sqlite3.connect(db_path)
+    order_json, status = conn.execute("SELECT order_json, status FROM batch_sessions").fetchone()
+    assert json.loads(order_json) == [k.as_list() for k in plan] and status == "completed"
+    agentic = [r for r in rows if r["workflow_type"] == "agentic"]
+    assert all(r["llm_calls"] == 5 and r["planning_time_ms"] > 0 for r in agentic)
+    assert all(r["baseline_id"] is not None and r["energy_source"] == "powercap" for r in rows)
+    taxes = conn.execute("SELECT linear_run_id, agentic_run_id, tax_ratio, tax_percent, "
+                         "linear_dynamic_energy_uj, agentic_dynamic_energy_uj "
+                         "FROM orchestration_tax_summary").fetchall()
+    assert len(taxes) == 4
+    for lin_id, ag_id, ratio, pct, lin, ag in taxes:
+        assert ratio == pytest.approx(ag / lin) and pct == pytest.approx((ag - lin) / lin * 100)
+        assert ratio > 2.5        # five busy model calls against one
+    kinds = {k for (k,) in conn.execute("SELECT DISTINCT kind FROM phases")}
+    assert {"linear", "planning", "execution", "synthesis", "llm"} <= kinds
+    assert summary.tax_pairs == 4 and summary.mean_tax_percent > 150
+    text = batch_mod.format_summary(summary)
+    assert "g-test" in text and "linear" in text and "tax" in text
+
+
+def test_failed_runs_are_recorded_and_batch_goes_on(tmp_path):
+    runner = make_runner(tmp_path, fail_agentic_rep=True, tasks=["gsm8k_basic"])
+    summary = runner.run()
+    rows = assert_store_consistent(tmp_path / "data" / "experiments.db")
+    errs = [r for r in rows if r["status"] == "error"]
+    assert len(errs) == 2 and all(r["workflow_type"] == "agentic" for r in errs)
+    assert all("529" in r["error"] and r["success"] is None for r in errs)
+    assert all(r["pkg_energy_uj"] is not None for r in errs), "failed attempts keep their energy"
+    assert all(r["status"] == "ok" for r in rows if r["workflow_type"] == "linear")
+    assert summary.errors == 2 and summary.ok == 2
+    conn = sqlite3.connect(tmp_path / "data" / "experiments.db")
+    assert conn.execute("SELECT COUNT(*) FROM orchestration_tax_summary").fetchone()[0] == 0
+
+
+def test_crash_between_parquet_write_and_commit_then_resume(tmp_path, monkeypatch):
+    real = store_runs.insert_phases
+    calls = {"n": 0}
+
+    def crashing(conn, run_id, phases):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash after the Parquet file was written")
+        return real(conn, run_id, phases)
+
+    monkeypatch.setattr(store_runs, "insert_phases", crashing)
+    with pytest.raises(RuntimeError):
+        make_runner(tmp_path).run()
+    db_path = tmp_path / "data" / "experiments.db"
+    rows = assert_store_consistent(db_path)
+    assert len(rows) == 2
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT status FROM batch_sessions").fetchone()[0] == "interrupted"
+    conn.close()
+    # a leftover from a kill -9 between rename and commit: a file with no row
+    orphan = store_samples.samples_path(db_path, "g-test", rows[0]["exp_id"], 99)
+    store_samples.write_samples(orphan, pq.read_table(db_path.parent / rows[0]["samples_path"]))
+    monkeypatch.setattr(store_runs, "insert_phases", real)
+    summary = make_runner(tmp_path).run()
+    assert summary.done_before == 2 and summary.ran == 6
+    rows = assert_store_consistent(db_path)
+    assert not orphan.exists()
+    keys = Counter((r["task_name"], r["workflow_type"], r["run_number"]) for r in rows)
+    assert len(keys) == 8 and set(keys.values()) == {1}
+
+
+def test_start_from_skips_earlier_repetitions(tmp_path):
+    make_runner(tmp_path, repetitions=3, start_from=3, tasks=["gsm8k_basic"]).run()
+    rows = all_runs(tmp_path / "data" / "experiments.db")
+    assert sorted({r["run_number"] for r in rows}) == [3] and len(rows) == 2
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1).run()
+    with pytest.raises(AlemsError, match="different settings"):
+        make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1, seed=8).run()
+
+
+def test_auto_resume_picks_unfinished_session_with_same_settings(tmp_path, monkeypatch):
+    real = store_runs.insert_phases
+    calls = {"n": 0}
+
+    def crashing(conn, run_id, phases):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(conn, run_id, phases)
+
+    monkeypatch.setattr(store_runs, "insert_phases", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        make_runner(tmp_path, group_id=None, tasks=["gsm8k_basic"]).run()
+    monkeypatch.setattr(store_runs, "insert_phases", real)
+    # other settings -> a new session; same settings -> the unfinished one continues
+    other = make_runner(tmp_path, group_id=None, tasks=["gsm8k_basic"], seed=99).run()
+    again = make_runner(tmp_path, group_id=None, tasks=["gsm8k_basic"]).run()
+    assert other.group_id != again.group_id
+    assert again.done_before == 1 and again.ran == 3
+    fresh = make_runner(tmp_path, group_id=None, tasks=["gsm8k_basic"], new_session=True).run()
+    assert fresh.group_id not in (again.group_id, other.group_id) and fresh.ran == 4
+
+
+# ---------------------------------------------------------------- CLI, subprocess
+
+def env_for(tmp_path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src")] + (
+        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("ALEMS_DB", None)
+    env.pop("TEMPERATURE", None)
+    return env
+
+
+def alems(tmp_path, *args, timeout=120, module="alems"):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path,
+                          env=env_for(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tasks", "no_such_task"], "no_such_task"),
+    (["--tasks", "gsm8k_basic", "--providers", "martian"], "unknown provider"),
+    (["--tasks", "gsm8k_basic", "--workflows", "linear,circular"], "unknown workflow"),
+    (["--tasks", "gsm8k_basic", "--repetitions", "0"], "--repetitions"),
+    (["--tasks", "gsm8k_basic", "--repetitions", "3", "--start-from", "4"], "--start-from"),
+    (["--tasks", "gsm8k_basic", "--cool-down", "-1"], "--cool-down"),
+    (["--tasks", "gsm8k_basic", "--country", "ZZ"], "ZZ"),
+    (["--tasks", "gsm8k_basic", "--providers", "local", "--model", "/nonexistent.gguf"],
+     "nonexistent.gguf"),
+])
+def test_validation_one_line_before_any_run(tmp_path, args, needle):
+    base = ["batch", "--providers", "scripted", "--db", "data/experiments.db"]
+    proc = alems(tmp_path, *base, *args)
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alems: error:") and needle in lines[0], proc.stderr
+    assert not (tmp_path / "data").exists(), "nothing may be written before validation passes"
+
+
+def test_run_experiment_module_without_save_db_keeps_nothing(tmp_path):
+    proc = alems(tmp_path, "--tasks", "gsm8k_basic", "--repetitions", "1", "--providers",
+                 "scripted", "--hz", "200", "--baseline-duration", "0.05", "--baseline-reps",
+                 "1", "--verbose", module="alems.run_experiment")
+    assert proc.returncode == 0, proc.stderr
+    assert "not saved" in proc.stdout and "temporary database" in proc.stderr
+    assert "gsm8k_basic scripted linear rep 1" in proc.stderr + proc.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def _count_runs(db_path: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_then_same_command_resumes_without_loss_or_duplicates(tmp_path):
+    args = ["batch", "--tasks", "gsm8k_basic,factual_qa", "--repetitions", "3", "--providers",
+            "scripted", "--save-db", "--hz", "200", "--cool-down", "0.25",
+            "--baseline-duration", "0.05", "--baseline-reps", "1", "--seed", "11"]
+    db_path = tmp_path / "data" / "experiments.db"
+    proc = subprocess.Popen([sys.executable, "-m", "alems", *args], cwd=tmp_path,
+                            env=env_for(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _count_runs(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    before = _count_runs(db_path)
+    assert 3 <= before < 12, "the batch must be killed part-way"
+    first_rows = {(r["task_name"], r["workflow_type"], r["run_number"]): r["run_id"]
+                  for r in all_runs(db_path)}
+    done = alems(tmp_path, *args, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "resuming batch" in done.stderr
+    rows = assert_store_consistent(db_path)
+    keys = Counter((r["task_name"], r["workflow_type"], r["run_number"]) for r in rows)
+    assert len(keys) == 12 and set(keys.values()) == {1}
+    assert len({r["group_id"] for r in rows}) == 1
+    for key, run_id in first_rows.items():        # nothing committed before the kill was lost
+        assert any((r["task_name"], r["workflow_type"], r["run_number"]) == key
+                   and r["run_id"] == run_id for r in rows)
+    # running it once more does nothing new (the session is complete: a new one starts)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT status FROM batch_sessions").fetchall() == [("completed",)]
+    assert conn.execute("SELECT COUNT(*) FROM orchestration_tax_summary").fetchone()[0] <= 6
+
+
+def test_batch_with_replay_sampler_and_real_sample_results(tmp_path):
+    replay = pytest.importorskip("alems.replay")
+    table = replay.synthetic_table(duration_s=30.0, hz=200.0, power_w={"pkg": 12.0})
+    runner = make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1)
+    runner.sampler_factory = lambda: replay.ReplaySampler(table, energy_source="powercap")
+    runner.run()
+    rows = assert_store_consistent(tmp_path / "data" / "experiments.db")
+    assert len(rows) == 2
+    for r in rows:
+        assert r["avg_power_watts"] == pytest.approx(12.0)
+        assert r["dynamic_energy_uj"] == pytest.approx(0.0, abs=1.0)   # idle == busy here
+
+
+def test_temperature_env_var_and_flags_reach_the_experiment(tmp_path):
+    env = env_for(tmp_path)
+    env["TEMPERATURE"] = "0.7"
+    proc = subprocess.run([sys.executable, "-m", "alems", "batch", "--tasks", "factual_qa",
+                           "--providers", "scripted", "--workflows", "linear", "--save-db",
+                           "--hz", "200", "--baseline-duration", "0.05", "--baseline-reps", "1",
+                           "--max-tokens", "33", "--seed", "5", "--group-id", "temp-test"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    conn = sqlite3.connect(tmp_path / "data" / "experiments.db")
+    row = conn.execute("SELECT group_id, temperature, max_tokens, seed, workflows FROM "
+                       "experiments").fetchone()
+    assert row == ("temp-test", 0.7, 33, 5, "linear")
+    runs = conn.execute("SELECT workflow_type, pair_order FROM runs").fetchall()
+    assert runs == [("linear", None)]
+
+
+def test_ctrl_c_marks_session_interrupted_and_keeps_completed_runs(tmp_path):
+    args = ["batch", "--tasks", "gsm8k_basic", "--repetitions", "4", "--providers", "scripted",
+            "--save-db", "--hz", "200", "--cool-down", "0.25", "--baseline-duration", "0.05",
+            "--baseline-reps", "1"]
+    db_path = tmp_path / "data" / "experiments.db"
+    proc = subprocess.Popen([sys.executable, "-m", "alems", *args], cwd=tmp_path,
+                            env=env_for(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _count_runs(db_path) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.splitlines()[-1]
+    rows = assert_store_consistent(db_path)
+    assert 2 <= len(rows) < 8
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT status FROM batch_sessions").fetchone()[0] == "interrupted"
+    conn.close()
+    again = alems(tmp_path, *args)
+    assert again.returncode == 0 and "resuming" in again.stderr
+    assert len(assert_store_consistent(db_path)) == 8
