@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from conftest import REPO, WORKLOAD, make_static_powercap, record
+from benchutil import REPO, WORKLOAD, make_static_powercap, record
 
 from alems import _native
 from alems._native import NativeSampler
@@ -39,18 +39,21 @@ STRICT = os.environ.get("ALEMS_BENCH_STRICT") == "1"
 TARGET_CPU_PCT = 1.0
 TARGET_WALL_RATIO = 1.01
 TARGET_RATE = 0.99
+KINDS = ("cli", "cli_energy", "api", "python")
 
 
-def _parse_seconds(stdout: bytes | str) -> float:
+def _parse_times(stdout: bytes | str) -> dict:
+    """The workload's own last line: wall seconds, CPU seconds."""
     text = stdout.decode() if isinstance(stdout, bytes) else stdout
-    return float(text.strip().splitlines()[-1])
+    wall_s, cpu_s = text.strip().splitlines()[-1].split()
+    return {"work_s": float(wall_s), "work_cpu_s": float(cpu_s)}
 
 
 def _bare() -> dict:
     c0, t0 = time.process_time_ns(), time.monotonic_ns()
     out = subprocess.run([sys.executable, "-c", WORKLOAD], capture_output=True, check=True).stdout
     c1, t1 = time.process_time_ns(), time.monotonic_ns()
-    return {"work_s": _parse_seconds(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0)}
+    return {**_parse_times(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0)}
 
 
 def _api(sysfs: str, msr: str) -> dict:
@@ -64,21 +67,21 @@ def _api(sysfs: str, msr: str) -> dict:
     c1, t1 = time.process_time_ns(), time.monotonic_ns()
     result = sampler.stop()
     s = result.summary
-    return {"work_s": _parse_seconds(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+    return {**_parse_times(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0),
             "c_thread_cpu_pct": 100 * s["sampler_cpu_s"] / s["duration_s"],
             "rate": s["achieved_hz"] / HZ, "dropped": s["dropped_samples"],
             "late": s["late_samples"], "columns": result.table.column_names,
             "domains": list(result.domains)}
 
 
-def _cli(env: dict, tmp_path) -> dict:
+def _cli(env: dict, tmp_path, sources: str = "powercap,perf") -> dict:
     summary = tmp_path / "cli-summary.json"
     argv = [sys.executable, "-c", "from alems.cli import main; main()", "sample",
-            "--hz", str(HZ), "--sources", "powercap,perf", "-q", "--summary-json",
+            "--hz", str(HZ), "--sources", sources, "-q", "--summary-json",
             str(summary), "--", sys.executable, "-c", WORKLOAD]
     out = subprocess.run(argv, env=env, capture_output=True, check=True).stdout
     s = json.loads(summary.read_text())
-    return {"work_s": _parse_seconds(out),
+    return {**_parse_times(out),
             "c_thread_cpu_pct": 100 * s["sampler_cpu_s"] / s["duration_s"],
             "rate": s["achieved_hz"] / HZ, "dropped": s["dropped_samples"],
             "late": s["late_samples"]}
@@ -92,7 +95,7 @@ def _python(energy_paths: list[str]) -> dict:
     out, _ = proc.communicate()
     c1, t1 = time.process_time_ns(), time.monotonic_ns()
     run = ref.stop()
-    return {"work_s": _parse_seconds(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0),
+    return {**_parse_times(out), "proc_cpu_pct": 100 * (c1 - c0) / (t1 - t0),
             "thread_cpu_pct": 100 * run.thread_cpu_ns / (run.duration_s * 1e9),
             "rate": run.achieved_hz / HZ, "late": run.late_samples,
             "samples": run.samples, "columns": len(run.columns) - 1}
@@ -123,11 +126,12 @@ def test_overhead_at_1000hz_vs_plain_python(benchmark, tmp_path):
     env = dict(os.environ, ALEMS_SYSFS_ROOT=str(sysfs), ALEMS_MSR_PATH=msr,
                ALEMS_PROC_ROOT="/proc",
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    runs: dict[str, list[dict]] = {"bare": [], "cli": [], "api": [], "python": []}
+    runs: dict[str, list[dict]] = {"bare": [], "cli": [], "cli_energy": [], "api": [],
+                                   "python": []}
 
     def alternate() -> None:
         for i in range(ROUNDS):
-            order = ["bare", "cli", "api", "python"]
+            order = ["bare", "cli", "cli_energy", "api", "python"]
             if i % 2:
                 order.reverse()  # alternate the order so drift does not favour one side
             for kind in order:
@@ -135,6 +139,8 @@ def test_overhead_at_1000hz_vs_plain_python(benchmark, tmp_path):
                     runs["bare"].append(_bare())
                 elif kind == "cli":
                     runs["cli"].append(_cli(env, tmp_path))
+                elif kind == "cli_energy":
+                    runs["cli_energy"].append(_cli(env, tmp_path, "powercap"))
                 elif kind == "api":
                     runs["api"].append(_api(str(sysfs), msr))
                 else:
@@ -144,33 +150,50 @@ def test_overhead_at_1000hz_vs_plain_python(benchmark, tmp_path):
     floor = _timer_floor()
 
     med = {k: statistics.median(r["work_s"] for r in v) for k, v in runs.items()}
-    ratio = {k: med[k] / med["bare"] for k in ("cli", "api", "python")}
+    # Ratios per alternation (runs close in time), then the median over alternations:
+    # this cancels slow drift in what else the shared machine is doing.
+    def per_round(kind: str, key: str) -> list[float]:
+        return [r[key] / b[key] for r, b in zip(runs[kind], runs["bare"])]
+
+    ratio = {k: statistics.median(per_round(k, "work_s")) for k in KINDS}
+    ratio_best = {k: min(r["work_s"] for r in runs[k]) / min(r["work_s"] for r in runs["bare"])
+                  for k in KINDS}
+    cpu_ratio = {k: statistics.median(per_round(k, "work_cpu_s"))
+                 for k in KINDS}
     c_cpu = statistics.median(r["c_thread_cpu_pct"] for r in runs["cli"] + runs["api"])
     api_proc = statistics.median(r["proc_cpu_pct"] for r in runs["api"])
     bare_proc = statistics.median(r["proc_cpu_pct"] for r in runs["bare"])
     py_thread = statistics.median(r["thread_cpu_pct"] for r in runs["python"])
     py_proc = statistics.median(r["proc_cpu_pct"] for r in runs["python"])
-    c_rate = min(r["rate"] for r in runs["cli"] + runs["api"])
+    c_rate = min(r["rate"] for r in runs["cli"] + runs["cli_energy"] + runs["api"])
     py_rate = min(r["rate"] for r in runs["python"])
-    dropped = sum(r["dropped"] for r in runs["cli"] + runs["api"])
+    dropped = sum(r["dropped"] for r in runs["cli"] + runs["cli_energy"] + runs["api"])
+    energy_only_cpu = statistics.median(r["c_thread_cpu_pct"] for r in runs["cli_energy"])
     api0 = runs["api"][0]
 
     benchmark.extra_info.update({
         "alternations": ROUNDS, "workload_median_s": med, "wall_ratio": ratio,
+        "wall_ratio_best_of": ratio_best, "workload_cpu_ratio": cpu_ratio,
         "c_thread_cpu_pct": c_cpu, "api_process_cpu_pct": api_proc,
+        "c_thread_cpu_pct_energy_only": energy_only_cpu,
         "idle_control_process_cpu_pct": bare_proc, "timer_only_floor_cpu_pct": floor,
         "python_thread_cpu_pct": py_thread, "python_process_cpu_pct": py_proc,
         "c_min_rate": c_rate, "python_min_rate": py_rate, "c_dropped": dropped,
     })
     record("setup", f"{HZ} Hz, domains {api0['domains']}, columns {api0['columns'][1:]}; "
                     f"{ROUNDS} alternations; workload median {med['bare']:.3f} s bare")
-    record("wall ratio under `alems sample` (cli)",
-           f"{ratio['cli']:.4f}  [target ≤ {TARGET_WALL_RATIO}: "
-           f"{_verdict(ratio['cli'] <= TARGET_WALL_RATIO)}]")
-    record("wall ratio under Sampler API", f"{ratio['api']:.4f}")
-    record("wall ratio under plain-Python sampler", f"{ratio['python']:.4f}")
+    for kind, label in (("cli", "under `alems sample`"),
+                        ("cli_energy", "under `alems sample --sources powercap`"),
+                        ("api", "under Sampler API"),
+                        ("python", "under plain-Python sampler")):
+        verdict = (f"  [target ≤ {TARGET_WALL_RATIO}: "
+                   f"{_verdict(ratio['cli'] <= TARGET_WALL_RATIO)}]" if kind == "cli" else "")
+        record(f"wall ratio {label}",
+               f"{ratio[kind]:.4f} median of pairs, {ratio_best[kind]:.4f} best-of; "
+               f"workload CPU-time ratio {cpu_ratio[kind]:.4f}{verdict}")
     record("C sampler thread CPU", f"{c_cpu:.2f} % of one core  [target ≤ {TARGET_CPU_PCT}: "
            f"{_verdict(c_cpu <= TARGET_CPU_PCT)}]")
+    record("C sampler thread CPU, 4 energy files only", f"{energy_only_cpu:.2f} % of one core")
     record("C loop with no inputs (wake-up floor)", f"{floor:.2f} % of one core")
     record("whole sampler CPU, API (C + drain thread)",
            f"{api_proc:.2f} % of one core (idle control {bare_proc:.2f} %)")
@@ -185,7 +208,7 @@ def test_overhead_at_1000hz_vs_plain_python(benchmark, tmp_path):
     # Always: no drops, the C core cheaper than plain Python, sane slowdown and rate.
     assert dropped == 0
     assert c_cpu < py_thread
-    assert ratio["cli"] < 1.10 and ratio["api"] < 1.10
+    assert ratio["cli"] < 1.25 and ratio["api"] < 1.25
     assert c_rate > 0.95
     assert set(api0["domains"]) == {"pkg", "core", "uncore", "dram"}
     assert {"task_clock_ns", "context_switches", "cpu_migrations",

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_fake_msr, make_static_powercap, record
+from benchutil import make_fake_msr, make_static_powercap, record
 
 from alems import _native
 from alems._native import ChannelSpec, NativeSampler
@@ -61,7 +61,9 @@ def _run(inputs: list[ChannelSpec]) -> dict:
     finally:
         sampler.close()
     assert stats["error_errno"] == 0, stats
-    assert n == stats["samples"] > 0.9 * RATE_HZ * RUN_S
+    # The rate is not the point here (a busy target competes for the 2 cores), only
+    # that the loop really ran and every record was kept.
+    assert n == stats["samples"] > 0.5 * RATE_HZ * RUN_S
     assert stats["dropped"] == 0
     return stats
 

@@ -208,6 +208,19 @@ def test_crash_between_parquet_write_and_commit_then_resume(tmp_path, monkeypatc
     assert not orphan.exists()
     keys = Counter((r["task_name"], r["workflow_type"], r["run_number"]) for r in rows)
     assert len(keys) == 8 and set(keys.values()) == {1}
+    conn = sqlite3.connect(db_path)   # pairs split across the crash still get their tax row
+    assert conn.execute("SELECT COUNT(*) FROM orchestration_tax_summary").fetchone()[0] == 4
+
+
+def test_disk_error_while_writing_samples_is_one_clear_error(tmp_path, monkeypatch):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(store_samples.pq, "write_table", full)
+    with pytest.raises(AlemsError, match="No space left"):
+        make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1).run()
+    db_path = tmp_path / "data" / "experiments.db"
+    assert all_runs(db_path) == []
+    assert not [p for p in (db_path.parent / "samples").rglob("*") if p.is_file()]
 
 
 def test_start_from_skips_earlier_repetitions(tmp_path):
@@ -389,3 +402,13 @@ def test_ctrl_c_marks_session_interrupted_and_keeps_completed_runs(tmp_path):
     again = alems(tmp_path, *args)
     assert again.returncode == 0 and "resuming" in again.stderr
     assert len(assert_store_consistent(db_path)) == 8
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tasks", "gsm8k_basic", "--repetitions", "abc"], "--repetitions"),
+    (["--tasks", "gsm8k_basic", "--bogus"], "--bogus"),
+])
+def test_run_experiment_unparsable_flags_are_one_line(tmp_path, args, needle):
+    proc = alems(tmp_path, *args, module="alems.run_experiment")
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr

@@ -33,6 +33,7 @@ def _env(roots: dict) -> dict:
     env["ALEMS_PROC_ROOT"] = roots["proc_root"]
     env["ALEMS_MSR_PATH"] = roots["msr_path"]
     env.pop("ALEMS_CPU_VENDOR", None)
+    env.pop("ALEMS_ESTIMATE_W_PER_CORE", None)
     env["COLUMNS"] = "200"
     return env
 
@@ -102,8 +103,10 @@ def test_text_report_ends_with_what_sample_would_use(fake_roots):
 
 
 def test_fake_powercap_is_used_and_mirrors_are_not_counted(fake_roots):
-    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=True, die_mirror=True)
-    report = doctor_json(fake_roots)
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=True, die_mirror=True)
+    with fakehw.EnergyWriter(tree.targets + tree.mirrors):  # a live counter, as on hardware
+        report = doctor_json(fake_roots)
+        text = doctor(fake_roots).stdout
     powercap = by_name(report)["powercap"]
     assert powercap["ok"], powercap
     zones = items(powercap)
@@ -114,8 +117,17 @@ def test_fake_powercap_is_used_and_mirrors_are_not_counted(fake_roots):
     assert not zones["intel-rapl:1"]["ok"]  # the die mirroring package-0
     assert report["energy_source"] == "powercap"
     assert report["sample_would_use"][0] == "powercap"
-    text = doctor(fake_roots).stdout
     assert "would measure energy with powercap" in text
+
+
+def test_a_counter_that_never_advances_is_not_offered_as_a_measurement(fake_roots):
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer
+    report = doctor_json(fake_roots)
+    powercap = by_name(report)["powercap"]
+    assert not powercap["ok"]
+    assert "did not advance" in powercap["reason"]
+    assert powercap["fix"]
+    assert report["energy_source"] == "estimate"
 
 
 def test_an_unreadable_zone_is_reported_and_the_rest_still_used(fake_roots):
@@ -123,7 +135,8 @@ def test_an_unreadable_zone_is_reported_and_the_rest_still_used(fake_roots):
     core = Path(next(t.path for t in tree.targets if t.domain == "core"))
     core.unlink()
     core.mkdir()  # root reads any file; a directory in its place fails for everyone
-    report = doctor_json(fake_roots)
+    with fakehw.EnergyWriter([t for t in tree.targets if t.domain != "core"]):
+        report = doctor_json(fake_roots)
     powercap = by_name(report)["powercap"]
     assert powercap["ok"]
     zone = items(powercap)["intel-rapl:0:0"]
@@ -133,8 +146,9 @@ def test_an_unreadable_zone_is_reported_and_the_rest_still_used(fake_roots):
 
 
 def test_fake_msr_is_found_when_powercap_is_absent(fake_roots):
-    fakehw.make_msr(fake_roots["msr_path"], [0], vendor="intel")
-    report = doctor_json(fake_roots)
+    targets = fakehw.make_msr(fake_roots["msr_path"], [0], vendor="intel")
+    with fakehw.EnergyWriter(targets):
+        report = doctor_json(fake_roots)
     msr = by_name(report)["msr"]
     assert msr["ok"], msr
     assert "intel" in msr["reason"]

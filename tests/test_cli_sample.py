@@ -35,6 +35,7 @@ def alems_env(sysfs: Path, proc: str = "/proc", msr: str | None = None) -> dict:
     env["ALEMS_SYSFS_ROOT"] = str(sysfs)
     env["ALEMS_PROC_ROOT"] = str(proc)
     env["ALEMS_MSR_PATH"] = msr or str(sysfs / "no-msr" / "{cpu}")
+    env.pop("ALEMS_ESTIMATE_W_PER_CORE", None)
     return env
 
 
@@ -241,11 +242,12 @@ def test_parquet_and_summary_from_a_fake_rapl_tree(fake_env, fake_roots, tmp_pat
 
 
 def test_energy_counters_that_never_advance_are_flagged(fake_env, fake_roots, tmp_path):
-    """A counter that is readable but frozen (as a virtual PMU may be) gives 0 J: say so."""
+    """A counter that is readable but frozen (as a virtual PMU may be) gives 0 J: when it
+    is forced with --sources anyway, every run says so."""
     fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer
     summary_path = tmp_path / "s.json"
-    proc = run_alems(fake_env, "sample", "-q", "--summary-json", str(summary_path), "--",
-                     "sleep", "0.3")
+    proc = run_alems(fake_env, "sample", "-q", "--sources", "powercap,perf",
+                     "--summary-json", str(summary_path), "--", "sleep", "0.3")
     assert proc.returncode == 0
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("alems: warning: "), proc.stderr
@@ -269,6 +271,15 @@ def test_perf_counters_follow_the_command_not_alems(empty_roots, tmp_path):
     assert 0.4 <= task_s < 0.4 + 1.0  # the command's CPU time, start-up included
     # the estimate comes from the command's CPU time, at 10 W/core by default
     assert summary["energy_j"]["pkg"] == pytest.approx(task_s * 10.0, rel=0.05)
+
+
+def test_a_frozen_counter_is_not_chosen_automatically(fake_env, fake_roots, tmp_path):
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer
+    summary_path = tmp_path / "s.json"
+    proc = run_alems(fake_env, "sample", "--summary-json", str(summary_path), "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(summary_path.read_text())["energy_source"] == "estimate"
+    assert "not a measurement" in proc.stderr
 
 
 # ---------------------------------------------------------------- estimate is labelled

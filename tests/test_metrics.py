@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -252,3 +253,49 @@ def test_replay_sampler_result_gives_expected_energy():
     assert m.columns["avg_power_watts"] == pytest.approx(20.0, rel=1e-6)
     assert m.columns["dynamic_energy_uj"] == pytest.approx((20.0 - 5.0) * dur_s * 1e6, rel=1e-6)
     assert m.columns["reasoning_energy_uj"] == pytest.approx((8.0 - 2.0) * dur_s * 1e6, rel=1e-6)
+
+
+def _rewrite(path, text: str) -> None:
+    """In place, as the kernel does (the sampler keeps the file open)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, text.encode(), 0)
+    finally:
+        os.close(fd)
+
+
+def test_real_sampler_slow_columns_map_to_thermal_cstate_scheduler(tmp_path):
+    """The real Sampler over fake sysfs/proc: its column names reach the right metrics."""
+    sampler_mod = pytest.importorskip("alems.sampler")
+    fakehw = pytest.importorskip("fakehw")
+    sysfs, proc = tmp_path / "sys", tmp_path / "proc"
+    tree = fakehw.make_powercap_tree(sysfs)
+    fakehw.make_cpus(sysfs, [0, 0])
+    fakehw.make_thermal(sysfs)                       # x86_pkg_temp 45 °C
+    fakehw.make_cpuidle(sysfs, states=(("POLL", 10), ("C1E", 1000), ("C6", 50000),
+                                       ("C7s", 7000)))
+    fakehw.make_proc(proc, intr=1000, procs_running=3)
+    s = sampler_mod.Sampler(hz=200, sysfs_root=str(sysfs), proc_root=str(proc),
+                            msr_path=str(tmp_path / "no-msr" / "{cpu}"))
+    writer = fakehw.EnergyWriter(tree.targets + tree.mirrors).start()  # live RAPL counters
+    s.start()
+    time.sleep(0.35)
+    cpu = sysfs / "devices/system/cpu"
+    _rewrite(cpu / "cpu0/cpuidle/state2/time", "250000\n")      # C6 +200000 µs
+    _rewrite(cpu / "cpu1/cpuidle/state3/time", "114000\n")      # C7s +100000 µs
+    _rewrite(sysfs / "class/thermal/thermal_zone1/temp", "55000\n")
+    fakehw.write_proc_stat(proc, intr=3000, ctxt=6000, procs_running=3)
+    time.sleep(0.35)
+    r = s.stop()
+    writer.stop()
+    m = run_metrics(r, _workflow(), baseline=None, workflow_type="linear")
+    c = m.columns
+    assert c["c6_time_seconds"] == pytest.approx(0.2)
+    assert c["c7_time_seconds"] == pytest.approx(0.1)
+    assert c["c2_time_seconds"] is None and "C1E" in m.null_reasons["c2_time_seconds"]
+    assert c["start_temp_c"] == pytest.approx(45.0) and c["max_temp_c"] == pytest.approx(55.0)
+    assert c["thermal_delta_c"] == pytest.approx(10.0) and c["thermal_gradient"] > 0
+    dur_s = c["duration_ns"] / 1e9
+    assert c["interrupt_rate"] == pytest.approx(2000 / dur_s, rel=1e-6)
+    assert c["run_queue_length"] == pytest.approx(3.0)
+    assert c["energy_source"] == "powercap"

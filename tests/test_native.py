@@ -173,3 +173,40 @@ def test_rate_and_timestamps_at_1khz(tmp_path):
     span = (recs["t_ns"][-1] - recs["t_ns"][0]) / 1e9
     assert (len(recs) - 1) / span >= 950
     assert st["thread_cpu_ns"] > 0
+
+
+_STALL_CHILD = """
+import json, os, sys, time
+from alems._native import NativeSampler, ChannelSpec
+s = NativeSampler([(ChannelSpec("text", sys.argv[1]), 0)], 1_000_000, 1, 1 << 12)
+s.start()
+print("started", flush=True)
+time.sleep(0.6)
+s.stop()
+print(json.dumps(s.stats()), flush=True)
+s.close()
+"""
+
+
+def test_missed_deadlines_are_skipped_not_bursted(tmp_path):
+    """A stalled sampler (SIGSTOP for 100 ms) skips the missed ticks and counts them."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    f = tmp_path / "v"
+    f.write_text("1")
+    proc = subprocess.Popen([sys.executable, "-c", _STALL_CHILD, str(f)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGCONT)
+    st = json.loads(proc.stdout.readline())
+    proc.wait()
+    assert st["skipped"] >= 80  # ~100 one-ms deadlines passed while stopped
+    assert st["max_lateness_ns"] >= 80_000_000 and st["late"] >= 1
+    assert st["samples"] + st["skipped"] >= 590  # every deadline either sampled or skipped
+    assert st["samples"] <= 540  # no burst of catch-up samples

@@ -55,3 +55,17 @@ def test_replay_errors():
     r = ReplaySampler(synthetic_table(1.0, 100))
     with pytest.raises(AlemsError, match="not started"):
         r.stop()
+
+
+def test_write_parquet_unwritable_is_one_clear_error(tmp_path):
+    r = ReplaySampler(synthetic_table(0.5, 100))
+    r.start()
+    res = r.stop()
+    with pytest.raises(AlemsError, match="does not exist"):
+        res.write_parquet(tmp_path / "no" / "such" / "x.parquet")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "x.parquet").mkdir()  # a folder where the file should go: rename fails
+    with pytest.raises(AlemsError, match="cannot write"):
+        res.write_parquet(ro / "x.parquet")
+    assert [p.name for p in ro.iterdir()] == ["x.parquet"]  # temp file removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import pytest
 
@@ -137,3 +138,44 @@ def test_list_sources_covers_every_source(fake_roots):
     assert [r.name for r in reports] == list(ALL_SOURCES)
     for r in reports:
         assert r.availability.ok or r.availability.reason
+
+
+def test_msr_amd_one_cpu_per_core_and_package(fake_roots, monkeypatch):
+    monkeypatch.setenv("ALEMS_MSR_STRIDE", "8")
+    fakehw.make_cpus(fake_roots["sysfs_root"], packages=[0, 0, 0, 0], core_ids=[0, 0, 1, 1])
+    fakehw.make_msr(fake_roots["msr_path"], [0, 2], vendor="amd", stride=8)
+    disc = msr.discover(_roots(fake_roots), vendor_override="amd")
+    got = sorted((c.domain, c.inputs[0].path.split("/")[-2]) for c in disc.columns)
+    assert got == [("core", "0"), ("core", "2"), ("pkg", "0")]
+    assert all(c.inputs[0].offset % 8 == 0 for c in disc.columns)
+
+
+# ---------------------------------------------------------------- live or frozen counters
+
+
+def test_a_frozen_energy_counter_is_not_passed_off_as_a_measurement(fake_roots):
+    """A counter that reads but never advances (seen on a VM's perf power PMU) must not
+    become the energy source: doctor says why, and automatic selection falls back to the
+    labelled estimate."""
+    from alems.sampler import Sampler
+    from alems.sources import list_sources
+
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer: frozen
+    report = {r.name: r for r in list_sources(**fake_roots)}["powercap"]
+    assert not report.availability.ok
+    assert "did not advance" in report.availability.reason
+    with Sampler(hz=200, **fake_roots) as s:
+        time.sleep(0.05)
+    assert s.energy_source == "estimate"
+    assert any("did not advance" in n for n in s.result.summary["source_notes"])
+
+
+def test_a_live_energy_counter_is_chosen_automatically(fake_roots):
+    from alems.sampler import Sampler
+
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
+    with fakehw.EnergyWriter(tree.targets):
+        with Sampler(hz=200, **fake_roots) as s:
+            time.sleep(0.05)
+    assert s.energy_source == "powercap"
+    assert s.result.summary["energy_j"]["pkg"] > 0

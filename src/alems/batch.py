@@ -385,6 +385,14 @@ class BatchRunner:
                 self.log(f"run {key.as_list()} was stored meanwhile by another process; "
                          "kept that one")
                 return {}
+            if isinstance(exc, OSError):
+                raise AlemsError(f"cannot write the samples of run {key.as_list()} under "
+                                 f"{store_samples.samples_root(db_path)}: "
+                                 f"{exc.strerror or exc}; free space or choose another --db; "
+                                 "rerun the same command to resume") from None
+            if isinstance(exc, sqlite3.Error):
+                raise AlemsError(f"cannot store run {key.as_list()} in {db_path}: {exc}; "
+                                 "rerun the same command to resume") from None
             raise
         return row
 
@@ -428,8 +436,11 @@ class BatchRunner:
                         config={"hz": cfg.hz, "sources": cfg.sources,
                                 "task_source": self.task_sets[t].source,
                                 "max_steps": cfg.max_steps, "max_tool_calls": cfg.max_tool_calls})
-        done = store_runs.completed_runs(conn, group_id)
-        removed = store_samples.remove_orphans(db_path, group_id, done.values())
+        # Under the write lock: a concurrent writer holds it from its Parquet write to its
+        # commit, so any file without a row seen here belongs to a run that died.
+        with store_db.transaction(conn):
+            done = store_runs.completed_runs(conn, group_id)
+            removed = store_samples.remove_orphans(db_path, group_id, done.values())
         if removed:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
         todo = [k for k in plan if k.rep >= cfg.start_from
@@ -497,6 +508,7 @@ class BatchRunner:
                     progress.console.print(_run_line(key, row), markup=False, highlight=False,
                                            soft_wrap=True)
                 progress.advance(task_id)
+            progress.update(task_id, description="runs done")
 
     def _fill_summary(self, conn, summary: BatchSummary) -> None:
         g = summary.group_id

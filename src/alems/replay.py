@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import AlemsError
-from .sampler import SampleResult, _PhaseMarks
+from .sampler import SampleResult, _PhaseMarks, arrow_to_numpy, numpy_to_arrow, table_from_columns
 
 
 def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
@@ -36,7 +36,7 @@ def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
     for name, rate in counters_per_s.items():
         cols[name] = np.floor(t_s * rate).astype(np.int64)
     meta = {b"energy_source": energy_source.encode(), b"rate_hz": repr(float(hz)).encode()}
-    return pa.table(cols).replace_schema_metadata(meta)
+    return table_from_columns(cols).replace_schema_metadata(meta)
 
 
 class ReplaySampler(_PhaseMarks):
@@ -53,7 +53,7 @@ class ReplaySampler(_PhaseMarks):
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         self._meta = {k: v for k, v in meta.items() if k not in ("phases", "summary")}
         self._table = table.replace_schema_metadata(None)
-        self._t = table.column("t_ns").to_numpy().astype(np.int64)
+        self._t = arrow_to_numpy(table.column("t_ns")).astype(np.int64)
         self.energy_source = energy_source or meta.get("energy_source", "replay")
         if hz is None:
             hz = float(meta["rate_hz"]) if "rate_hz" in meta else (
@@ -79,7 +79,7 @@ class ReplaySampler(_PhaseMarks):
         n = max(1, int(np.searchsorted(shifted, now, side="right")))
         table = self._table.slice(0, n).set_column(
             0 if self._table.column_names[0] == "t_ns" else self._table.column_names.index("t_ns"),
-            "t_ns", pa.array(shifted[:n], pa.int64()))
+            "t_ns", numpy_to_arrow(shifted[:n].astype(np.int64)))
         meta = dict(self._meta)
         meta["replay"] = "true"
         extra = {"sources": ["replay"], "replay": True}

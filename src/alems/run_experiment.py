@@ -6,9 +6,11 @@ The spec's batch entry point, flag for flag; it is exactly `alems batch` (see
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from .cli._common import handle_errors
+from .cli._common import handle_errors, run_app
 from .cli.batch_cmd import RESUME_HELP, batch_command
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -18,9 +20,9 @@ app.command(help="Run a batch of measured experiments (same as `alems batch`). "
             + RESUME_HELP)(handle_errors(batch_command))
 
 
-def main() -> None:
-    app(prog_name="python -m alems.run_experiment")
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="python -m alems.run_experiment")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import platform
 import shutil
@@ -30,7 +31,7 @@ from . import __version__, config, estimate
 from ._native import MAX_CHANNELS, RECORD_DTYPE, NativeError, NativeSampler
 from .errors import AlemsError
 from .sources import ENERGY_ORDER, SOURCES, Roots, SourceUnavailable
-from .sources import perf as perf_source
+from .sources.liveness import check_energy_advances
 from .sources.base import Column
 
 DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
@@ -151,6 +152,37 @@ class _PhaseMarks:
         return ph
 
 
+# ------------------------------------------------------------------ numpy <-> arrow
+# Direct buffer conversion: pyarrow's own to_numpy()/pa.array() import pandas (~1 s).
+
+_NUMPY_OF = {pa.int64(): np.int64, pa.float64(): np.float64, pa.int32(): np.int32,
+             pa.uint64(): np.uint64, pa.uint32(): np.uint32, pa.float32(): np.float32}
+_ARROW_OF = {np.dtype(v): k for k, v in _NUMPY_OF.items()}
+
+
+def arrow_to_numpy(col) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    dt = _NUMPY_OF.get(arr.type)
+    if dt is None or arr.null_count:
+        return arr.to_numpy(zero_copy_only=False)
+    if len(arr) == 0:
+        return np.zeros(0, dt)
+    return np.frombuffer(arr.buffers()[1], dtype=dt, count=len(arr),
+                         offset=arr.offset * np.dtype(dt).itemsize)
+
+
+def numpy_to_arrow(values) -> pa.Array:
+    a = np.ascontiguousarray(values)
+    typ = _ARROW_OF.get(a.dtype)
+    if typ is None:
+        return pa.array(a)
+    return pa.Array.from_buffers(typ, len(a), [None, pa.py_buffer(a)])
+
+
+def table_from_columns(cols: dict[str, np.ndarray]) -> pa.Table:
+    return pa.Table.from_arrays([numpy_to_arrow(v) for v in cols.values()], names=list(cols))
+
+
 # ------------------------------------------------------------------ result
 
 def _interp(t: np.ndarray, y: np.ndarray, at: int) -> float:
@@ -168,7 +200,7 @@ class SampleResult:
         self.energy_source = energy_source
         self.domains = [d for d in DOMAINS if f"{d}_energy_uj" in table.column_names]
         self.requested_hz = float(requested_hz)
-        self._t = table.column("t_ns").to_numpy() if table.num_rows else np.zeros(0, np.int64)
+        self._t = arrow_to_numpy(table.column("t_ns")) if table.num_rows else np.zeros(0, np.int64)
         self.t_start_ns = int(self._t[0]) if len(self._t) else 0
         self.t_end_ns = int(self._t[-1]) if len(self._t) else 0
         self.summary = self._summarize(stats or {}, extra_summary or {})
@@ -180,7 +212,7 @@ class SampleResult:
     def _col(self, name: str) -> np.ndarray | None:
         if name not in self.table.column_names:
             return None
-        return self.table.column(name).to_numpy()
+        return arrow_to_numpy(self.table.column(name))
 
     def _bounds(self, t0_ns, t1_ns) -> tuple[int, int]:
         t0 = self.t_start_ns if t0_ns is None else int(t0_ns)
@@ -272,11 +304,13 @@ class SampleResult:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:  # never leave a half-written temporary behind
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
-                             "choose a writable location") from None
+            if isinstance(exc, OSError):
+                raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
+                                 "choose a writable location") from None
+            raise
         with contextlib.suppress(OSError):
             dfd = os.open(folder, os.O_RDONLY)
             try:
@@ -399,7 +433,8 @@ class Sampler(_PhaseMarks):
             raise AlemsError(f"rt_priority must be >= 0 (got {rt_priority}); 0 disables")
         self.rt_priority = int(rt_priority)
         for label, v in (("hz", hz), ("slow_hz", slow_hz)):
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                    or v <= 0:
                 raise AlemsError(f"{label} must be a positive number (got {v!r}); e.g. 1000")
         if hz > 100_000:
             raise AlemsError(f"hz {hz:g} is too high; the maximum is 100000")
@@ -448,6 +483,11 @@ class Sampler(_PhaseMarks):
         self.energy_source = "estimate"
         for name in energy_names:
             disc = self._discover(name, requested is not None, ctx, notes)
+            if disc is not None and requested is None:
+                live = check_energy_advances(disc.columns)
+                if not live.ok:
+                    notes.append(f"{name}: not used: {live.reason}")
+                    continue
             if disc is not None:
                 columns += disc.columns
                 notes += [f"{name}: skipped {i}: {a.reason}" for i, a in disc.skipped]
@@ -577,7 +617,7 @@ class Sampler(_PhaseMarks):
         else:
             t, raw = np.zeros(0, np.int64), np.zeros((0, nslots), np.int64)
         cols, units = build_columns(t, raw, self._columns, self._est)
-        table = pa.table(cols)
+        table = table_from_columns(cols)
         extra: dict = {"sources": list(self._used), "source_notes": list(self._notes),
                        "slow_hz": self.hz / self._slow_every}
         if self._est is not None:

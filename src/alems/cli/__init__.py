@@ -1,8 +1,11 @@
 """The `alems` command line. Each sub-command lives in its own module and registers
 itself here; heavy imports happen inside the commands so `alems --help` stays fast."""
 
+import sys
+
 import typer
 
+from ._common import run_app
 from . import analysis_cmds, batch_cmd, doctor_cmd, query_cmd, sample_cmd
 
 app = typer.Typer(
@@ -19,4 +22,4 @@ for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds):
 
 
 def main() -> None:
-    app()
+    sys.exit(run_app(app))

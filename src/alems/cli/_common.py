@@ -32,3 +32,22 @@ def handle_errors(func: F) -> F:
             fail("interrupted (Ctrl-C); completed work was saved", 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "alems") -> int:
+    """Run a typer app so that a flag that does not parse is one line too (exit 2), like
+    every other A-LEMS error, instead of click's framed box."""
+    try:  # recent typer vendors click
+        from typer._click.exceptions import UsageError as ClickUsageError
+    except ImportError:  # pragma: no cover - typer on the real click
+        from click.exceptions import UsageError as ClickUsageError
+
+    try:
+        code = app(args=argv, prog_name=prog_name, standalone_mode=False)
+    except ClickUsageError as exc:
+        print(f"alems: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        print("alems: error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0

@@ -36,8 +36,8 @@ def batch_command(
                                           "its summary and deletes it.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
                                                "Parquet samples go to <db folder>/samples/. "
-                                               f"[default: {config.DEFAULT_DB_PATH}]",
-                                               envvar="ALEMS_DB", show_envvar=True)] = None,
+                                               f"[default: {config.DEFAULT_DB_PATH}, or "
+                                               "$ALEMS_DB]")] = None,
     start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based). "
                                             + RESUME_HELP)] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -141,19 +142,22 @@ class SignalForwarder:
     def __init__(self) -> None:
         self.pid: Optional[int] = None
         self.received: list[int] = []
+        self._unsent: list[int] = []
         self._previous: dict = {}
 
     def _handle(self, signum, _frame) -> None:
         self.received.append(signum)
-        if self.pid is not None:
+        if self.pid is None:
+            self._unsent.append(signum)
+        else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
 
     def attach(self, pid: int) -> None:
-        self.pid = pid
-        for signum in self.received:
+        self.pid = pid  # from here on the handler forwards by itself
+        while self._unsent:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                os.kill(pid, self._unsent.pop(0))
 
     def __enter__(self) -> "SignalForwarder":
         self._previous = {s: signal.signal(s, self._handle) for s in FORWARDED_SIGNALS}
@@ -198,9 +202,13 @@ def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
         finally:
             result = sampler.stop()
     finally:
-        if not released and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if not released:  # the sampler failed: the command must never run
+            release(cancel=True)  # closes the gate; the helper exits without exec
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return result, returncode
 
 

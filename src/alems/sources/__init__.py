@@ -19,6 +19,7 @@ from typing import Callable
 from ..errors import AlemsError
 from . import msr, perf, powercap, slow
 from .base import Availability, Column, Discovery, Roots, SourceUnavailable
+from .liveness import check_energy_advances
 
 # Automatic choice of the energy source tries these in order.
 ENERGY_ORDER = ("powercap", "perf-power", "msr")
@@ -79,7 +80,12 @@ def list_sources(sysfs_root: str | None = None, proc_root: str | None = None,
             continue
         items = [(c.zone or c.name, Availability(True, c.name)) for c in disc.columns]
         items += disc.skipped
-        reports.append(SourceReport(sdef.name, sdef.description, sdef.available(roots, **ctx), items))
+        availability = sdef.available(roots, **ctx)
+        if sdef.energy and availability.ok:
+            live = check_energy_advances(disc.columns)
+            if not live.ok:
+                availability = live
+        reports.append(SourceReport(sdef.name, sdef.description, availability, items))
     return reports
 
 
