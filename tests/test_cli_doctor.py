@@ -99,6 +99,16 @@ def test_text_report_ends_with_what_sample_would_use(fake_roots):
         assert name in proc.stdout
 
 
+@pytest.mark.parametrize("level,words", [(3, "refused"), (2, "user space only"),
+                                         (-1, "system-wide")])
+def test_perf_event_paranoid_is_read_from_the_proc_root(fake_roots, level, words):
+    Path(fake_roots["proc_root"], "sys/kernel/perf_event_paranoid").write_text(f"{level}\n")
+    report = doctor_json(fake_roots)
+    assert report["context"]["perf_event_paranoid"] == level
+    assert words in report["context"]["meaning"]
+    assert f"kernel.perf_event_paranoid = {level}" in doctor(fake_roots).stdout
+
+
 # ---------------------------------------------------------------- fake RAPL present
 
 

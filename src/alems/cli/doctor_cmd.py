@@ -9,13 +9,41 @@ use. It is a report: it exits 0 whatever it finds.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from .. import config
 from ._common import handle_errors
+
+
+def perf_context(proc_root: str) -> dict:
+    """Who we are and what kernel.perf_event_paranoid allows, with the sysctl to change it."""
+    path = os.path.join(proc_root, "sys/kernel/perf_event_paranoid")
+    try:
+        with open(path) as fh:
+            level: Optional[int] = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        level = None
+    root = os.geteuid() == 0
+    if level is None:
+        meaning = f"unknown ({path} not readable)"
+    elif level >= 3:
+        meaning = "perf_event_open is refused to every non-root user (distribution patch)"
+    elif level == 2:
+        meaning = "non-root may count its own processes, user space only"
+    elif level == 1:
+        meaning = "non-root may count its own processes, kernel included; no system-wide events"
+    else:
+        meaning = "non-root may also open system-wide (per-CPU) events"
+    fix = "" if root or (level is not None and level <= 0) else \
+        "for system-wide events such as the power PMU as non-root: " \
+        "`sudo sysctl -w kernel.perf_event_paranoid=0`" + \
+        ("; to count anything as non-root: `sudo sysctl -w kernel.perf_event_paranoid=2`"
+         if level is not None and level >= 3 else "")
+    return {"root": root, "perf_event_paranoid": level, "meaning": meaning, "fix": fix}
 
 
 def _av_dict(av) -> dict:
@@ -48,6 +76,7 @@ def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
     extras = [n for n in ("perf", "slow") if by_name.get(n, {}).get("ok")]
     return {
         "roots": roots,
+        "context": perf_context(proc_root),
         "sources": sources,
         "energy_source": energy_source,
         "energy_source_detail": energy_note,
@@ -66,6 +95,12 @@ def _render(data: dict) -> None:
     roots = data["roots"]
     console.print(f"roots: sysfs={escape(roots['sysfs_root'])} proc={escape(roots['proc_root'])} "
                   f"msr={escape(roots['msr_path'])}")
+    ctx = data["context"]
+    level = "unknown" if ctx["perf_event_paranoid"] is None else ctx["perf_event_paranoid"]
+    console.print(f"running as {'root' if ctx['root'] else 'a non-root user'}; "
+                  f"kernel.perf_event_paranoid = {level}: {escape(ctx['meaning'])}")
+    if ctx["fix"]:
+        console.print(f"    fix: {escape(ctx['fix'])}")
     for src in data["sources"]:
         mark = "[green]yes[/green]" if src["ok"] else "[red]NO[/red]"
         console.print(f"\n[bold]{src['name']}[/bold] ({escape(src['description'])}): {mark}"
