@@ -489,6 +489,7 @@ class BatchRunner:
                 max_age_s=cfg.baseline_max_age_s, log=self.log)
 
         progress = _make_progress(self.show_progress)
+        t_start_s = time.monotonic()
         with progress:
             task_id = progress.add_task("runs", total=len(todo))
             for i, key in enumerate(todo):
@@ -504,10 +505,15 @@ class BatchRunner:
                 if row.get("status") == "error":
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
-                if cfg.verbose and row:
-                    progress.console.print(_run_line(key, row), markup=False, highlight=False,
-                                           soft_wrap=True)
                 progress.advance(task_id)
+                # Without a terminal the bar is off: each run line carries the count and ETA.
+                counter = "" if progress.live.is_started else _count_eta(
+                    i + 1, len(todo), time.monotonic() - t_start_s) + " "
+                if cfg.verbose and row:
+                    progress.console.print(counter + _run_line(key, row), markup=False,
+                                           highlight=False, soft_wrap=True)
+                elif counter and self.show_progress:
+                    progress.console.print(counter.strip(), markup=False, highlight=False)
             progress.update(task_id, description="runs done")
 
     def _fill_summary(self, conn, summary: BatchSummary) -> None:
@@ -543,6 +549,13 @@ def _make_progress(enabled: bool):
                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=console, disable=not enabled or not console.is_terminal,
                     transient=False)
+
+
+def _count_eta(done: int, total: int, elapsed_s: float) -> str:
+    """'[3/18 ETA 2m10s]' from the mean time per run so far."""
+    left_s = elapsed_s / done * (total - done) if done else 0.0
+    minutes, seconds = divmod(int(round(left_s)), 60)
+    return f"[{done}/{total} ETA {minutes}m{seconds:02d}s]"
 
 
 def _run_line(key: RunKey, row: dict) -> str:
