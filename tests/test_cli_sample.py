@@ -246,7 +246,7 @@ def test_energy_counters_that_never_advance_are_flagged(fake_env, fake_roots, tm
     is forced with --sources anyway, every run says so."""
     fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer
     summary_path = tmp_path / "s.json"
-    proc = run_alems(fake_env, "sample", "-q", "--sources", "powercap,perf",
+    proc = run_alems(fake_env, "sample", "-q", "--sources", "powercap",
                      "--summary-json", str(summary_path), "--", "sleep", "0.3")
     assert proc.returncode == 0
     lines = error_lines(proc.stderr)
@@ -366,4 +366,25 @@ def test_sigterm_is_forwarded_to_the_command(empty_roots, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
+    assert pq.read_table(out).num_rows > 0
+
+
+def test_ctrl_c_at_a_terminal_reaches_both_and_keeps_the_samples(empty_roots, tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground group: the command gets SIGINT
+    from the terminal and from alems; the outcome must be the same."""
+    out = tmp_path / "run.parquet"
+    proc = subprocess.Popen(
+        alems_argv("sample", "-q", "-o", str(out), "--", "sleep", "30"),
+        env=empty_roots, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        _wait_for_child(proc.pid, "sleep")
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
     assert pq.read_table(out).num_rows > 0

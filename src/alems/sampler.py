@@ -25,9 +25,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import __version__, config, estimate
+from .parquet_io import write_parquet_atomic
 from ._native import MAX_CHANNELS, RECORD_DTYPE, NativeError, NativeSampler
 from .errors import AlemsError
 from .sources import ENERGY_ORDER, SOURCES, Roots, SourceUnavailable
@@ -299,24 +299,10 @@ class SampleResult:
                 **{k.encode(): str(v).encode() for k, v in self.file_metadata().items()}}
         table = self.table.replace_schema_metadata(meta)
         try:
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:  # never leave a half-written temporary behind
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
-                                 "choose a writable location") from None
-            raise
-        with contextlib.suppress(OSError):
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_parquet_atomic(table, path, tmp)
+        except OSError as exc:
+            raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
+                             "choose a writable location") from None
 
 
 # ------------------------------------------------------------------ raw -> columns

@@ -75,6 +75,20 @@ class SourceUnavailable(Exception):
         self.availability = availability
 
 
+def availability_from(discover, describe):
+    """An `available(roots, **ctx)` for a source: the reason it is unavailable, or a
+    one-line description of what `discover` found."""
+
+    def available(roots: "Roots", **ctx) -> Availability:
+        try:
+            disc = discover(roots, **ctx)
+        except SourceUnavailable as exc:
+            return exc.availability
+        return Availability(True, describe(disc))
+
+    return available
+
+
 def read_text(path: str) -> str | None:
     try:
         with open(path, "r", errors="replace") as fh:

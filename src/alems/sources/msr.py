@@ -16,7 +16,7 @@ import errno
 import os
 
 from .._native import ChannelSpec
-from .base import (Availability, Column, Discovery, Roots, SourceUnavailable, cpus,
+from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, package_of, perm_denied, read_int, read_text,
                    try_probe)
 
@@ -128,10 +128,5 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
     return disc
 
 
-def available(roots: Roots, **ctx) -> Availability:
-    try:
-        disc = discover(roots, **ctx)
-    except SourceUnavailable as exc:
-        return exc.availability
-    doms = sorted({c.domain for c in disc.columns})
-    return Availability(True, f"{disc.info['vendor']} layout, domains {', '.join(doms)}")
+available = availability_from(discover, lambda disc: (
+    f"{disc.info['vendor']} layout, domains {', '.join(sorted({c.domain for c in disc.columns}))}"))

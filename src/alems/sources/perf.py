@@ -15,7 +15,7 @@ import re
 
 from .._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
                        PERF_INHERIT, ChannelSpec)
-from .base import (Availability, Column, Discovery, Roots, SourceUnavailable, cpus,
+from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, perm_denied, read_int, read_text, try_probe)
 
 PERF_TYPE_HARDWARE = 0
@@ -117,12 +117,8 @@ def discover_power(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-def available_power(roots: Roots, **ctx) -> Availability:
-    try:
-        disc = discover_power(roots, **ctx)
-    except SourceUnavailable as exc:
-        return exc.availability
-    return Availability(True, "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns})))
+available_power = availability_from(discover_power, lambda disc: (
+    "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns}))))
 
 
 # ------------------------------------------------------------------ counters
@@ -174,14 +170,10 @@ def discover_counters(roots: Roots, *, pid: int | None = None, gated: bool = Fal
     return disc
 
 
-def available_counters(roots: Roots, **ctx) -> Availability:
-    try:
-        disc = discover_counters(roots, **ctx)
-    except SourceUnavailable as exc:
-        return exc.availability
-    names = [c.name for c in disc.columns]
+def _describe_counters(disc: Discovery) -> str:
+    text = "counters " + ", ".join(c.name for c in disc.columns)
     missing = [n for n, _ in disc.skipped]
-    text = "counters " + ", ".join(names)
-    if missing:
-        text += "; not available: " + ", ".join(missing)
-    return Availability(True, text)
+    return text + ("; not available: " + ", ".join(missing) if missing else "")
+
+
+available_counters = availability_from(discover_counters, _describe_counters)

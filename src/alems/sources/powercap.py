@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from .._native import ChannelSpec
-from .base import (Availability, Column, Discovery, Roots, SourceUnavailable, perm_denied,
+from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, perm_denied,
                    read_int, read_text, try_probe)
 
 NAME = "powercap"
@@ -156,12 +156,7 @@ def discover(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-def available(roots: Roots, **ctx) -> Availability:
-    try:
-        disc = discover(roots, **ctx)
-    except SourceUnavailable as exc:
-        return exc.availability
-    zones = ", ".join(f"{c.zone}={c.domain}" for c in disc.columns)
-    return Availability(True, f"zones {zones}")
+available = availability_from(discover, lambda disc: (
+    "zones " + ", ".join(f"{c.zone}={c.domain}" for c in disc.columns)))
 
 

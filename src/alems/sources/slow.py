@@ -9,7 +9,7 @@ import os
 import re
 
 from .._native import MAX_INPUTS, ChannelSpec
-from .base import Availability, Column, Discovery, Roots, SourceUnavailable, read_text, try_probe
+from .base import Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, read_text, try_probe
 
 NAME = "slow"
 DESCRIPTION = "thermal, cpuidle residency, /proc/stat interrupts/ctxt, run queue"
@@ -83,10 +83,4 @@ def discover(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-def available(roots: Roots, **ctx) -> Availability:
-    try:
-        disc = discover(roots, **ctx)
-    except SourceUnavailable as exc:
-        return exc.availability
-    names = sorted({c.name for c in disc.columns})
-    return Availability(True, ", ".join(names))
+available = availability_from(discover, lambda disc: ", ".join(sorted({c.name for c in disc.columns})))

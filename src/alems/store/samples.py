@@ -27,6 +27,8 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..parquet_io import write_parquet_atomic
+
 from ..config import SAMPLES_DIRNAME
 from ..errors import AlemsError
 
@@ -53,19 +55,6 @@ def relative_to_db(db_path, path: Path) -> str:
     return os.path.relpath(path, Path(os.path.abspath(db_path)).parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
                   phases: list[dict] | None = None, run: dict | None = None) -> int:
     """Write `table` (+ metadata, phases, run identity) atomically; returns the file size."""
@@ -78,21 +67,7 @@ def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
     meta[PHASES_KEY] = json.dumps(phases or [], default=str).encode()
     meta[RUN_KEY] = json.dumps(run or {}, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path.stat().st_size
+    return write_parquet_atomic(table, path, path.with_name(path.name + TMP_SUFFIX))
 
 
 def read_samples(path) -> pa.Table:
