@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
 import statistics
-from pathlib import Path
 
 import pandas as pd
 import polars as pl

@@ -37,7 +37,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -398,7 +398,6 @@ class BatchRunner:
 
     # ---- the batch
     def run(self) -> BatchSummary:
-        cfg = self.cfg
         if not self.task_sets:
             self.validate()
         conn, db_path = self._open_db()
