@@ -80,3 +80,110 @@ def test_bad_output_name(blocks_and_db, tmp_path):
     blocks, _ = blocks_and_db
     with pytest.raises(AlemsError, match=r"\.html or \.pdf"):
         write_report(blocks, tmp_path / "report.docx")
+
+
+# ------------------------------------------------------------------ conditions as text
+def test_value_text():
+    from alems.analysis.report import _value
+
+    assert _value(None) == "–" and _value("") == "–" and _value(float("nan")) == "–"
+    assert _value(True) == "yes" and _value(False) == "no"
+    assert _value(2.0) == "2" and _value(0.25) == "0.25" and _value(3) == "3"
+    assert _value(["local", "cloud"]) == "local, cloud" and _value([]) == "–"
+    assert _value({"cpus": 2, "energy_source": None, "load_1m": 2.21}) == \
+        "cpus: 2; energy source: –; load 1m: 2.21"
+    assert _value({"a": {"b": 1}}) == "a: (b: 1)"
+
+
+def test_conditions_show_no_raw_python_or_json(tmp_path):
+    import json
+
+    db = build_fixture_db(tmp_path / "c.db")
+    raw = sqlite3.connect(db)
+    host = {"host": "vm", "kernel": "6.1", "governor": None, "cpus": 2, "load_1m": 2.21,
+            "energy_source": None, "extra": {"numa": None, "smt": True}}
+    settings = {"model": None, "clip_negative": False, "providers": ["local"], "hz": 1000.0}
+    order = [["t1", "local", "agentic", 1], ["t1", "local", "linear", 1]]
+    raw.execute("UPDATE batch_sessions SET host_json = ?, settings_json = ?, order_json = ?",
+                (json.dumps(host), json.dumps(settings), json.dumps(order)))
+    raw.commit()
+    conn = open_db(db)
+    blocks = build_report(conn, db, resolve_group(conn, "latest"))
+    cond = dict(next(b for b in blocks if b.kind == "table").rows)
+    assert cond["machine: cpufreq governor"].startswith("–")
+    assert "not readable" in cond["machine: cpufreq governor"]
+    assert cond["machine: CPUs"] == "2" and cond["machine: load average (1 min)"] == "2.21"
+    assert cond["machine: energy source"] == "–"
+    assert cond["machine: other"] == "extra: (numa: –; smt: yes)"
+    assert cond["setting: model"] == "–" and cond["setting: clip_negative"] == "no"
+    assert cond["setting: providers"] == "local" and cond["setting: hz"] == "1000"
+    assert "t1/local/agentic #1, t1/local/linear #1" in cond["run order"]
+    for value in cond.values():
+        assert not re.search(r"\bNone\b|\bnull\b|[{}\[\]]|'", value), value
+
+
+# ------------------------------------------------------------------------ PDF layout
+def _render(blocks, path):
+    from alems.analysis.report import render_pdf
+
+    placed = []
+    pages = render_pdf(blocks, path, placed)
+    return pages, placed
+
+
+def _long_blocks(n_rows=90, intro_words=60):
+    from alems.analysis.report import Block
+
+    return [Block("h1", "A-LEMS report — layout"), Block("p", "intro " * intro_words),
+            Block("warn", "estimate notice " * 10), Block("h2", "Conditions"),
+            Block("table", "Batch conditions", ["item", "value"],
+                  [[f"setting: key_{i}", ("long value " * (i % 9)) or "–"]
+                   for i in range(n_rows)]),
+            Block("h2", "After")]
+
+
+def test_long_table_splits_across_pages_instead_of_jumping(tmp_path):
+    pages, placed = _render(_long_blocks(), tmp_path / "long.pdf")
+    heading = next(p for p in placed if p[0] == "h2" and p[2] == "Conditions")
+    pieces = [p for p in placed if p[0] == "table"]
+    assert heading[1] == 1 and pieces[0][1] == 1          # starts on page 1, under its heading
+    assert len(pieces) >= 2 and pages >= 2
+    assert [p[1] for p in pieces] == list(range(1, len(pieces) + 1))   # one piece a page
+    assert pieces[0][3] == 0 and pieces[-1][4] == 90       # every row once, in order
+    assert all(a[4] == b[3] for a, b in zip(pieces, pieces[1:]))
+    assert all(p[4] - p[3] >= 2 for p in pieces)           # no lone rows
+    captions = [p[2] for p in placed if p[0] == "p" and p[2].startswith("Batch conditions")]
+    assert captions[0] == "Batch conditions"
+    assert all(c == "Batch conditions (continued)" for c in captions[1:])
+    assert len(captions) == len(pieces)                    # caption + header on each page
+
+
+def test_heading_is_kept_with_the_start_of_its_table(tmp_path):
+    # push the heading towards the bottom of page 1: it must move with the table's first rows
+    for words in range(760, 900, 20):
+        _, placed = _render(_long_blocks(intro_words=words), tmp_path / f"h{words}.pdf")
+        heading = next(p for p in placed if p[0] == "h2" and p[2] == "Conditions")
+        first = next(p for p in placed if p[0] == "table")
+        assert heading[1] == first[1], words
+        assert first[4] - first[3] >= 3, words
+
+
+def test_short_table_moves_whole(tmp_path):
+    from alems.analysis.report import Block
+
+    moved = 0
+    for words in range(1660, 1721, 15):   # the table meets the end of page 2 at different rows
+        blocks = [Block("h1", "t"), Block("p", "filler " * words),
+                  Block("table", "small", ["a", "b"], [["1", "2"]] * 6)]
+        _, placed = _render(blocks, tmp_path / f"short{words}.pdf")
+        pieces = [p for p in placed if p[0] == "table"]
+        assert len(pieces) == 1 and pieces[0][3:] == (0, 6), words
+        moved += pieces[0][1] == 3
+    assert moved
+
+
+def test_report_pdf_page_one_holds_conditions(blocks_and_db, tmp_path):
+    blocks, _ = blocks_and_db
+    _, placed = _render(blocks, tmp_path / "r.pdf")
+    first = next(p for p in placed if p[0] == "table")
+    assert first[2] == "Batch conditions" and first[1] == 1
