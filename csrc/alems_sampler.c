@@ -20,6 +20,9 @@
 typedef struct {
     int fd;
     int64_t last; /* last good value, carried forward on a read error */
+    int group;    /* perf group: index of its leader (== own index for the leader), -1 none */
+    int next;     /* next member of the group in read order, -1 = last */
+    int nmemb;    /* leader only: members including the leader */
 } input_state;
 
 struct alems_sampler {
@@ -45,6 +48,8 @@ struct alems_sampler {
     char start_err[ALEMS_ERRMSG_LEN];
 
     char *textbuf;
+    uint64_t *groupbuf; /* one PERF_FORMAT_GROUP read: nr, enabled, running, values[] */
+    char note[ALEMS_ERRMSG_LEN]; /* start note (perf grouping fallbacks) */
     int64_t slot_val[ALEMS_MAX_CHANNELS];
     int slot_slow[ALEMS_MAX_CHANNELS]; /* -1 unused, 0 fast, 1 slow */
 
@@ -140,7 +145,10 @@ static int parse_pid_stat(const char *buf, size_t n, int64_t *out)
 
 /* ------------------------------------------------------------------ inputs */
 
-static int perf_open(const alems_channel *ch)
+/* Open one perf counter: on its own (group_fd < 0, grouped = 0), as a group leader
+ * (group_fd < 0, grouped = 1) or as a member of group_fd's group.  Members start enabled
+ * and follow their leader, which alone carries disabled/enable_on_exec. */
+static int perf_open(const alems_channel *ch, int group_fd, int grouped)
 {
     struct perf_event_attr attr;
     memset(&attr, 0, sizeof attr);
@@ -148,16 +156,41 @@ static int perf_open(const alems_channel *ch)
     attr.type = ch->perf_type;
     attr.config = ch->perf_config;
     attr.read_format = PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING;
+    if (grouped || group_fd >= 0)
+        attr.read_format |= PERF_FORMAT_GROUP;
     attr.inherit = (ch->perf_flags & ALEMS_PERF_INHERIT) ? 1 : 0;
-    if (ch->perf_flags & ALEMS_PERF_ENABLE_ON_EXEC) {
+    if ((ch->perf_flags & ALEMS_PERF_ENABLE_ON_EXEC) && group_fd < 0) {
         attr.disabled = 1;
         attr.enable_on_exec = 1;
     }
     attr.exclude_kernel = (ch->perf_flags & ALEMS_PERF_EXCLUDE_KERNEL) ? 1 : 0;
     attr.exclude_hv = (ch->perf_flags & ALEMS_PERF_EXCLUDE_HV) ? 1 : 0;
-    long fd = syscall(SYS_perf_event_open, &attr, (pid_t)ch->pid, ch->cpu, -1,
+    long fd = syscall(SYS_perf_event_open, &attr, (pid_t)ch->pid, ch->cpu, group_fd,
                       PERF_FLAG_FD_CLOEXEC);
     return fd < 0 ? -errno : (int)fd;
+}
+
+/* Only software counters are grouped. A hardware group is scheduled all-or-nothing: one
+ * that never fits beside the NMI watchdog would read 0 with running = 0 instead of being
+ * multiplexed, a made-up value. Software counters always run. */
+static int perf_groupable(const alems_channel *ch)
+{
+    return ch->kind == ALEMS_CH_PERF && ch->perf_type == PERF_TYPE_SOFTWARE;
+}
+
+/* Same target, same flags, same PMU type, same rate: one group. */
+static int perf_same_group(const alems_channel *a, const alems_channel *b)
+{
+    return a->perf_type == b->perf_type && a->pid == b->pid && a->cpu == b->cpu &&
+           a->perf_flags == b->perf_flags && (a->slow != 0) == (b->slow != 0);
+}
+
+/* Multiplexed counter: scale up to the enabled time. */
+static int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running)
+{
+    if (running > 0 && running < enabled)
+        val = (uint64_t)((unsigned __int128)val * enabled / running);
+    return (int64_t)val;
 }
 
 /* Read one input into *v.  textbuf holds ALEMS_TEXT_BUF bytes. */
@@ -196,10 +229,7 @@ static int read_input(const alems_channel *ch, int fd, char *textbuf, int64_t *v
             return -errno;
         if (r != sizeof d)
             return -EIO;
-        uint64_t val = d[0];
-        if (d[2] > 0 && d[2] < d[1]) /* multiplexed: scale up to the enabled time */
-            val = (uint64_t)((unsigned __int128)val * d[1] / d[2]);
-        *v = (int64_t)val;
+        *v = perf_scale(d[0], d[1], d[2]);
         return 0;
     }
     }
@@ -210,7 +240,7 @@ static int open_input(const alems_channel *ch, char *err, size_t errlen)
 {
     int fd;
     if (ch->kind == ALEMS_CH_PERF) {
-        fd = perf_open(ch);
+        fd = perf_open(ch, -1, 0);
         if (fd < 0 && err && errlen)
             snprintf(err, errlen,
                      "perf_event_open %s (type=%u config=0x%llx pid=%d cpu=%d): %s",
@@ -312,18 +342,23 @@ int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
     s->st = calloc((size_t)(n_inputs ? n_inputs : 1), sizeof *s->st);
     s->ring = calloc(ring_capacity, sizeof *s->ring);
     s->textbuf = malloc(ALEMS_TEXT_BUF);
-    if (!s->inputs || !s->st || !s->ring || !s->textbuf) {
+    s->groupbuf = calloc((size_t)n_inputs + 3, sizeof *s->groupbuf);
+    if (!s->inputs || !s->st || !s->ring || !s->textbuf || !s->groupbuf) {
         free(s->inputs);
         free(s->st);
         free(s->ring);
         free(s->textbuf);
+        free(s->groupbuf);
         free(s);
         return -ENOMEM;
     }
     if (n_inputs)
         memcpy(s->inputs, inputs, (size_t)n_inputs * sizeof *inputs);
-    for (int i = 0; i < n_inputs; i++)
+    for (int i = 0; i < n_inputs; i++) {
         s->st[i].fd = -1;
+        s->st[i].group = -1;
+        s->st[i].next = -1;
+    }
     s->period_ns = period_ns;
     s->slow_every = slow_every;
     s->late_threshold_ns = late_threshold_ns > 0 ? late_threshold_ns : period_ns / 2;
@@ -341,7 +376,103 @@ static void close_inputs(alems_sampler *s)
         if (s->st[i].fd >= 0)
             close(s->st[i].fd);
         s->st[i].fd = -1;
+        s->st[i].group = -1;
+        s->st[i].next = -1;
+        s->st[i].nmemb = 0;
     }
+}
+
+/* Read a whole perf group with one read() of its leader; every member's value goes to
+ * its own st[].last (carried forward, untouched, on an error). */
+static int read_group(alems_sampler *s, int leader)
+{
+    size_t nr = (size_t)s->st[leader].nmemb;
+    size_t want = (nr + 3) * sizeof *s->groupbuf;
+    ssize_t r = read(s->st[leader].fd, s->groupbuf, want);
+    if (r < 0)
+        return -errno;
+    if ((size_t)r != want || s->groupbuf[0] != nr)
+        return -EIO;
+    uint64_t enabled = s->groupbuf[1], running = s->groupbuf[2];
+    size_t k = 0;
+    for (int m = leader; m >= 0 && k < nr; m = s->st[m].next, k++)
+        s->st[m].last = perf_scale(s->groupbuf[3 + k], enabled, running);
+    return 0;
+}
+
+/* Read input i (a group leader reads its whole group; a member reads nothing: its value
+ * came with its leader's read, which precedes it in input order). */
+static int read_one(alems_sampler *s, int i)
+{
+    const input_state *st = &s->st[i];
+    if (st->group == i)
+        return read_group(s, i);
+    if (st->group >= 0)
+        return 0;
+    int64_t v;
+    int rc = read_input(&s->inputs[i], st->fd, s->textbuf, &v);
+    if (rc == 0)
+        s->st[i].last = v;
+    return rc;
+}
+
+static void add_note(alems_sampler *s, const alems_channel *ch, const char *what, int e)
+{
+    if (s->note[0]) /* the first refusal says what happened */
+        return;
+    snprintf(s->note, sizeof s->note,
+             "perf counter %.200s (pid=%d cpu=%d) %s (%s); it is read on its own", ch->path,
+             ch->pid, ch->cpu, what, strerror(e));
+}
+
+/* Open input i: perf counters join the group of the first earlier counter with the same
+ * target, or lead a new group when a later one will join; anything the kernel refuses
+ * to group is opened on its own, exactly as without grouping. */
+static int open_one(alems_sampler *s, int i, char *err, size_t errlen)
+{
+    const alems_channel *ch = &s->inputs[i];
+    input_state *st = &s->st[i];
+    st->group = -1;
+    st->next = -1;
+    st->nmemb = 0;
+    if (perf_groupable(ch)) {
+        int leader = -1;
+        for (int j = 0; j < i && leader < 0; j++)
+            if (s->st[j].group == j && perf_same_group(ch, &s->inputs[j]))
+                leader = j;
+        if (leader >= 0) {
+            int fd = perf_open(ch, s->st[leader].fd, 1);
+            if (fd >= 0) {
+                int last = leader;
+                while (s->st[last].next >= 0)
+                    last = s->st[last].next;
+                s->st[last].next = i;
+                s->st[leader].nmemb++;
+                st->group = leader;
+                st->fd = fd;
+                return fd;
+            }
+            add_note(s, ch, "could not join its group", -fd);
+        } else {
+            int later = 0;
+            for (int j = i + 1; j < s->n && !later; j++)
+                later = perf_groupable(&s->inputs[j]) && perf_same_group(ch, &s->inputs[j]);
+            if (later) {
+                int fd = perf_open(ch, -1, 1);
+                if (fd >= 0) {
+                    st->group = i;
+                    st->nmemb = 1;
+                    st->fd = fd;
+                    return fd;
+                }
+                add_note(s, ch, "could not lead a group", -fd);
+            }
+        }
+    }
+    int fd = open_input(ch, err, errlen);
+    if (fd >= 0)
+        st->fd = fd;
+    return fd;
 }
 
 static void take_sample(alems_sampler *s, uint32_t tick, int64_t t_ns, int slow, uint32_t flags)
@@ -353,11 +484,8 @@ static void take_sample(alems_sampler *s, uint32_t tick, int64_t t_ns, int slow,
         const alems_channel *ch = &s->inputs[i];
         if (ch->slow && !slow)
             continue;
-        int64_t v;
-        int rc = read_input(ch, s->st[i].fd, s->textbuf, &v);
-        if (rc == 0) {
-            s->st[i].last = v;
-        } else if (!(ch->kind == ALEMS_CH_PID_STAT && (rc == -ESRCH || rc == -ENOENT))) {
+        int rc = read_one(s, i);
+        if (rc < 0 && !(ch->kind == ALEMS_CH_PID_STAT && (rc == -ESRCH || rc == -ENOENT))) {
             /* A vanished process is not an error: its last CPU time stays. */
             int32_t zero = 0;
             if (atomic_compare_exchange_strong(&s->error_errno, &zero, -rc))
@@ -393,26 +521,27 @@ static void *sampler_main(void *arg)
         int e = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
         atomic_store(&s->rt_errno, e);
     }
+    pthread_setname_np(pthread_self(), "alems-sampler");
+    s->note[0] = 0;
     for (int i = 0; i < s->n && rc == 0; i++) {
-        int fd = open_input(&s->inputs[i], err, sizeof err);
-        if (fd < 0) {
+        int fd = open_one(s, i, err, sizeof err);
+        if (fd < 0)
             rc = fd;
-            break;
-        }
-        s->st[i].fd = fd;
-        int64_t v;
-        int r = read_input(&s->inputs[i], fd, s->textbuf, &v);
+    }
+    /* Read everything once (all group members are open by now). */
+    for (int i = 0; i < s->n && rc == 0; i++) {
+        int r = read_one(s, i);
         if (r < 0) {
             set_err(err, sizeof err, "cannot read %s: %s", s->inputs[i].path, -r);
             rc = r;
-        } else {
-            s->st[i].last = v;
         }
     }
-    if (rc < 0)
+    if (rc < 0) {
         close_inputs(s);
-    else
+    } else {
+        snprintf(err, sizeof err, "%s", s->note);
         atomic_store(&s->running, 1);
+    }
     pthread_mutex_lock(&s->mu);
     s->start_state = rc < 0 ? rc : 1;
     memcpy(s->start_err, err, sizeof err);
@@ -583,5 +712,6 @@ void alems_destroy(alems_sampler *s)
     free(s->st);
     free(s->ring);
     free(s->textbuf);
+    free(s->groupbuf);
     free(s);
 }

@@ -10,6 +10,16 @@
  * over all CPUs costs one slot.  Every public function returns 0 or -errno; the core
  * never aborts or exits.
  *
+ * Software perf counters of one target (same pid, cpu, perf_flags and slow flag) are
+ * opened as one perf group (the
+ * first one is the leader) and read together with one read() of the leader per tick,
+ * PERF_FORMAT_GROUP: one cross-CPU call instead of one per counter when the target runs
+ * on another CPU.  enable_on_exec/disabled go on the leader only; the multiplexing
+ * scaling uses the group's enabled/running times.  A counter the kernel will not group
+ * (or a leader refused PERF_FORMAT_GROUP) is opened and read on its own, and said so in
+ * alems_start's note.  Hardware counters and other PMUs (e.g. `power`) are read one by
+ * one: a hardware group is scheduled all-or-nothing and could read 0 without running.
+ *
  * Capacities and layouts are declared here only; Python reads them through cffi.
  */
 #ifndef ALEMS_SAMPLER_H
@@ -29,7 +39,8 @@
 #define ALEMS_CH_TEXT_FILE 1  /* first integer in the file (energy_uj, temp, cpuidle time) */
 #define ALEMS_CH_TEXT_KEYED 2 /* first integer after the line starting with `key` */
 #define ALEMS_CH_MSR 3        /* 8 bytes at offset = register, then & mask */
-#define ALEMS_CH_PERF 4       /* perf_event_open counter, scaled for multiplexing */
+#define ALEMS_CH_PERF 4       /* perf_event_open counter, scaled for multiplexing (grouped
+                                 per target, see above) */
 #define ALEMS_CH_PID_STAT 5   /* /proc/<pid>/stat: utime+stime+cutime+cstime (ticks) */
 
 /* perf flags (alems_channel.perf_flags) */
@@ -89,7 +100,8 @@ int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
  * scheduling). Call before alems_start; a refusal is reported in stats.rt_errno. */
 int alems_set_rt_priority(alems_sampler *s, int32_t priority);
 /* Start the thread; returns after every input was opened (0) or one failed (-errno,
- * message in err naming the file/event). */
+ * message in err naming the file/event).  On success err holds "" or a note (perf
+ * counters that could not be read as one group and are read one by one). */
 int alems_start(alems_sampler *s, char *err, size_t errlen);
 /* Ask the thread to take a final record and exit; join it and close the inputs. */
 int alems_stop(alems_sampler *s);

@@ -210,3 +210,110 @@ def test_missed_deadlines_are_skipped_not_bursted(tmp_path):
     assert st["max_lateness_ns"] >= 80_000_000 and st["late"] >= 1
     assert st["samples"] + st["skipped"] >= 590  # every deadline either sampled or skipped
     assert st["samples"] <= 540  # no burst of catch-up samples
+
+
+# ------------------------------------------------------------------ perf groups
+
+_SW = {"task_clock": 1, "page_faults": 2, "context_switches": 3, "cpu_migrations": 4}
+_BUSY = "import time\nt=time.process_time()\nwhile time.process_time()-t<{s}: pass\n"
+
+
+def _sw(pid, flags=n.PERF_INHERIT, slow=False, names=tuple(_SW)):
+    return [C("perf", f"sw:{k}", perf_type=1, perf_config=_SW[k], pid=pid, cpu=-1,
+              perf_flags=flags, slow=slow) for k in names]
+
+
+def _sampler_thread_tids() -> set[str]:
+    """This process's C sampler threads (the core names them alems-sampler)."""
+    out = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if Path(f"/proc/self/task/{tid}/comm").read_text().strip() == "alems-sampler":
+                out.add(tid)
+        except OSError:
+            pass
+    return out
+
+
+def test_grouped_counters_match_counters_read_alone():
+    """The four software counters of a busy child read as one perf group give the values
+    the same counters give when each is opened and read on its own (the pre-group path:
+    a counter with a target of its own is never grouped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _BUSY.format(s=0.3)])
+    grouped = _sw(proc.pid)
+    alone = (_sw(proc.pid, n.PERF_INHERIT | n.PERF_EXCLUDE_HV, names=["task_clock"])
+             + _sw(proc.pid, n.PERF_INHERIT | n.PERF_EXCLUDE_HV, slow=True, names=["page_faults"]))
+    s = n.NativeSampler([(spec, i) for i, spec in enumerate(grouped + alone)], 1_000_000, 1,
+                        1 << 12)
+    s.start()
+    note = s.note
+    _, status, ru = os.wait4(proc.pid, 0)
+    s.stop()
+    recs = _drain_all(s)
+    st = s.stats()
+    s.close()
+    assert status == 0 and note == "" and st["error_errno"] == 0
+    tc, pf, cs, mig, tc_alone, pf_alone = (int(v) for v in recs["values"][-1, :6])
+    cpu_ns = (ru.ru_utime + ru.ru_stime) * 1e9
+    assert 0.28e9 <= tc <= cpu_ns + 20e6  # ≈ the child's CPU time (opened just after spawn)
+    assert abs(tc - tc_alone) <= max(0.02 * tc, 5e6)
+    assert pf > 100 and abs(pf - pf_alone) <= max(0.05 * pf, 20)
+    assert cs >= 0 and mig >= 0
+    assert (np.diff(recs["values"][:, 0]) >= 0).all()  # cumulative, never goes back
+
+
+def test_one_read_per_perf_group(tmp_path):
+    """Kernel-side count (strace on the sampler thread): a group of four counters costs
+    one read() per tick, like the one energy file costs one pread()."""
+    import shutil
+    import signal
+    import subprocess
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace not installed")
+    f = tmp_path / "energy_uj"
+    f.write_text("1\n")
+    # 2 groups: 4 counters (flags A) + 2 counters (flags B); one text file.
+    inputs = (_sw(os.getpid()) + _sw(os.getpid(), n.PERF_INHERIT | n.PERF_EXCLUDE_HV,
+                                     names=["task_clock", "page_faults"])
+              + [C("text", str(f))])
+    s = n.NativeSampler([(spec, i) for i, spec in enumerate(inputs)], 1_000_000, 1, 1 << 14)
+    try:
+        before = _sampler_thread_tids()  # other tests' samplers may still be alive
+        s.start()
+        new = _sampler_thread_tids() - before
+        assert len(new) == 1
+        tid = new.pop()
+        for _attempt in range(2):  # a slow strace start-up may miss the first window
+            tr = subprocess.Popen(["strace", "-qq", "-c", "-e", "trace=read,pread64", "-p", tid],
+                                  stderr=subprocess.PIPE, text=True)
+            time.sleep(0.8)
+            tr.send_signal(signal.SIGINT)
+            out = tr.communicate(timeout=10)[1]
+            calls = {m.group(2): int(m.group(1)) for m in re.finditer(
+                r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", out, re.M)}
+            if calls.get("pread64", 0) >= 100:
+                break
+    finally:
+        s.stop()
+        s.close()
+    if "pread64" not in calls:
+        pytest.skip(f"strace could not trace the sampler thread: {out.strip()[:200]}")
+    assert calls["pread64"] >= 100
+    assert abs(calls.get("read", 0) - 2 * calls["pread64"]) <= 4  # 2 reads per tick, not 6
+
+
+def test_a_counter_that_cannot_open_still_fails_start_by_name():
+    """Grouping keeps the contract: a bad counter, leader or member, fails start with its
+    name (no half-built group left behind; the sampler can be closed)."""
+    bad = C("perf", "sw:bogus", perf_type=1, perf_config=999, pid=os.getpid(), cpu=-1,
+            perf_flags=n.PERF_INHERIT)
+    for order in ([bad] + _sw(os.getpid()), _sw(os.getpid())[:2] + [bad]):
+        s = n.NativeSampler([(spec, i) for i, spec in enumerate(order)], 1_000_000, 1, 1024)
+        with pytest.raises(n.NativeError) as ei:
+            s.start()
+        assert "sw:bogus" in ei.value.strerror
+        s.close()

@@ -125,14 +125,18 @@ class NativeSampler:
             raise NativeError(-rc, _errstr(err) or os.strerror(-rc))
         self._s = out[0]
         self.ring_capacity = ring_capacity
+        self.note = ""  # set by start(): e.g. perf counters the kernel would not group
         if rt_priority:
             lib.alems_set_rt_priority(self._s, int(rt_priority))
 
     def start(self) -> None:
+        """Open every input and start sampling. perf counters of one target are read as
+        one group (one read per tick); `note` says which ones the kernel would not group."""
         err = ffi.new("char[]", ERRMSG_LEN)
         rc = lib.alems_start(self._s, err, ERRMSG_LEN)
         if rc < 0:
             raise NativeError(-rc, _errstr(err) or os.strerror(-rc))
+        self.note = _errstr(err)
 
     def stop(self) -> None:
         if self._s is not None:

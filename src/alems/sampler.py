@@ -528,6 +528,8 @@ class Sampler(_PhaseMarks):
             native.close()
             raise AlemsError(f"sampler could not start: {exc.strerror}; "
                              "run `alems doctor` to see what is readable") from None
+        if native.note:  # perf counters read one by one: grouping refused by the kernel
+            notes.append(native.note)
         self._columns, self._used, self._est, self._notes = columns, used, est, notes
         self._inputs = inputs
         self._slow_every = slow_every

@@ -4,7 +4,9 @@
 - 'perf': hardware and software counters of the measured process tree (inherit=1).
   For a gated, not yet exec'd command the counters start disabled with enable_on_exec,
   so they count from the command's first instruction. A counter that cannot be opened is
-  skipped with its reason.
+  skipped with its reason. The C core opens the counters of one target (software ones
+  together, hardware ones together) as one perf group and reads each group with one
+  read() per tick; counters the kernel will not group are read one by one (a note says so).
 """
 
 from __future__ import annotations
