@@ -300,6 +300,17 @@ int alems_probe(const alems_channel *ch, int64_t *value, char *err, size_t errle
 
 /* ------------------------------------------------------------------ sampler */
 
+/* Free the sampler and its buffers (any of which may be NULL). */
+static void free_sampler(alems_sampler *s)
+{
+    free(s->inputs);
+    free(s->st);
+    free(s->ring);
+    free(s->textbuf);
+    free(s->groupbuf);
+    free(s);
+}
+
 int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
                  int64_t period_ns, int32_t slow_every, uint32_t ring_capacity,
                  int64_t late_threshold_ns, char *err, size_t errlen)
@@ -344,12 +355,7 @@ int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
     s->textbuf = malloc(ALEMS_TEXT_BUF);
     s->groupbuf = calloc((size_t)n_inputs + 3, sizeof *s->groupbuf);
     if (!s->inputs || !s->st || !s->ring || !s->textbuf || !s->groupbuf) {
-        free(s->inputs);
-        free(s->st);
-        free(s->ring);
-        free(s->textbuf);
-        free(s->groupbuf);
-        free(s);
+        free_sampler(s);
         return -ENOMEM;
     }
     if (n_inputs)
@@ -708,10 +714,5 @@ void alems_destroy(alems_sampler *s)
     close_inputs(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->inputs);
-    free(s->st);
-    free(s->ring);
-    free(s->textbuf);
-    free(s->groupbuf);
-    free(s);
+    free_sampler(s);
 }

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import AlemsError
+from .frames import FOOTPRINT_COLUMNS, run_footprints
 from .groups import Group
 from .samples import samples_file
 
@@ -52,27 +53,9 @@ def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | 
     if df.empty:
         raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
     # sustainability: fill missing (or, with --country, recompute) from the factor table
-    from ..config import DEFAULT_COUNTRY
-    from ..sustainability import footprint, load_factors
-
-    cols = ["carbon_g", "water_ml", "methane_mg"]
-    df[cols] = df[cols].astype(float)
-    need = df[cols].isna().any(axis=1) | (country is not None)
-    if need.any():
-        table = factors if isinstance(factors, dict) else load_factors(factors)
-        if country is not None and country.strip().upper() not in table:
-            footprint(0.0, country, table)   # raises: unknown country, listing the known ones
-        for idx in df.index[need]:
-            c = country or df.at[idx, "country"] or df.at[idx, "exp_country"] or DEFAULT_COUNTRY
-            if str(c).strip().upper() not in table:
-                continue   # no factor for that country: footprint stays NULL
-            e = df.at[idx, "dynamic_energy_uj"]
-            fp = footprint(None if pd.isna(e) else float(e), str(c), table)
-            for k, v in fp.items():
-                if country is not None or pd.isna(df.at[idx, k]):
-                    df.at[idx, k] = float("nan") if v is None else v
-            if country is not None:
-                df.at[idx, "country"] = country.upper()
+    df[FOOTPRINT_COLUMNS] = run_footprints(df, country, factors)
+    if country is not None:
+        df["country"] = country.upper()
     return df
 
 

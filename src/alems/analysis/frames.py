@@ -38,3 +38,36 @@ def phases_frame(conn: sqlite3.Connection, group_id: str) -> pd.DataFrame:
 def experiments_frame(conn: sqlite3.Connection, group_id: str) -> pd.DataFrame:
     return pd.read_sql_query("SELECT * FROM experiments WHERE group_id = ? ORDER BY exp_id",
                              conn, params=(group_id,))
+
+
+FOOTPRINT_COLUMNS = ["carbon_g", "water_ml", "methane_mg"]
+
+
+def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
+                   unknown: set | None = None) -> pd.DataFrame:
+    """carbon_g/water_ml/methane_mg per run: the stored values, or computed from the grid
+    factors where one is missing, or for every run when `country` is given. A run whose
+    country has no factor keeps NULL (its name goes into `unknown`); an unknown `country`
+    raises, listing the known ones."""
+    from ..config import DEFAULT_COUNTRY
+    from ..sustainability import footprint, load_factors
+
+    out = runs[FOOTPRINT_COLUMNS].astype(float).copy()
+    need = out.isna().any(axis=1) | (country is not None)
+    if not need.any():
+        return out
+    table = factors if isinstance(factors, dict) else load_factors(factors)
+    if country is not None and country.strip().upper() not in table:
+        footprint(0.0, country, table)   # raises: unknown country, listing the known ones
+    for idx in runs.index[need]:
+        c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or DEFAULT_COUNTRY
+        if str(c).strip().upper() not in table:
+            if unknown is not None:
+                unknown.add(str(c))
+            continue
+        energy_uj = runs.at[idx, "dynamic_energy_uj"]
+        fp = footprint(None if pd.isna(energy_uj) else float(energy_uj), str(c), table)
+        for k, v in fp.items():
+            if country is not None or pd.isna(out.at[idx, k]):
+                out.at[idx, k] = float("nan") if v is None else v
+    return out

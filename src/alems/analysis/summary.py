@@ -21,12 +21,11 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..errors import AlemsError
 from . import stats
-from .frames import phases_frame, runs_frame
+from .frames import phases_frame, run_footprints, runs_frame
 from .groups import Group
 from .samples import energy_between_uj, load_energy
 
@@ -62,31 +61,6 @@ def _f(x) -> float | None:
 
 def _interval_dict(iv: stats.Interval) -> dict:
     return {"n": iv.n, "mean": iv.mean, "sd": iv.sd, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
-
-
-def _footprints(runs: pd.DataFrame, country: str | None, factors, unknown: set) -> pd.DataFrame:
-    """carbon_g/water_ml/methane_mg per run: stored values, or computed when `country` is
-    given (recompute all) or a stored value is missing."""
-    from ..config import DEFAULT_COUNTRY
-    from ..sustainability import footprint, load_factors
-
-    out = runs[["carbon_g", "water_ml", "methane_mg"]].astype(float).copy()
-    need = out.isna().any(axis=1) | (country is not None)
-    if not need.any():
-        return out
-    table = factors if isinstance(factors, dict) else load_factors(factors)
-    if country is not None and country.strip().upper() not in table:
-        footprint(0.0, country, table)   # raises: unknown country, listing the known ones
-    for idx in runs.index[need]:
-        c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or DEFAULT_COUNTRY
-        if str(c).strip().upper() not in table:
-            unknown.add(str(c))
-            continue
-        fp = footprint(_f(runs.at[idx, "dynamic_energy_uj"]), str(c), table)
-        for k, v in fp.items():
-            if country is not None or pd.isna(out.at[idx, k]):
-                out.at[idx, k] = np.nan if v is None else v
-    return out
 
 
 def _phase_energy(phases: pd.DataFrame, runs: pd.DataFrame, db_path: Path) -> pd.Series:
@@ -125,7 +99,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                          "with --workflows linear,agentic")
     warnings: list[str] = []
     unknown_countries: set[str] = set()
-    fp = _footprints(runs, country, factors, unknown_countries)
+    fp = run_footprints(runs, country, factors, unknown_countries)
     if unknown_countries:
         warnings.append(f"no grid factors for {', '.join(sorted(unknown_countries))}: footprint "
                         "left empty for those runs (add them with --factors PATH)")

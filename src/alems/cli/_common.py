@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Annotated, Callable, TypeVar
 
 import typer
 
 from ..errors import AlemsError
 
 F = TypeVar("F", bound=Callable)
+
+# The hardware roots, shared by every command that reads hardware (see DESIGN.md).
+SysfsRootOption = Annotated[str, typer.Option(
+    "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")]
+ProcRootOption = Annotated[str, typer.Option(
+    "--proc-root", envvar="ALEMS_PROC_ROOT", help="Root of procfs.")]
+MsrPathOption = Annotated[str, typer.Option(
+    "--msr-path", envvar="ALEMS_MSR_PATH", help="MSR device path, `{cpu}` marks the CPU number.")]
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import config
-from ._common import handle_errors
+from ._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
 
 def perf_context(proc_root: str) -> dict:
@@ -128,13 +128,9 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def doctor(
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-        sysfs_root: Annotated[str, typer.Option(
-            "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")] = "/sys",
-        proc_root: Annotated[str, typer.Option(
-            "--proc-root", envvar="ALEMS_PROC_ROOT", help="Root of procfs.")] = "/proc",
-        msr_path: Annotated[str, typer.Option(
-            "--msr-path", envvar="ALEMS_MSR_PATH",
-            help="MSR device path, `{cpu}` marks the CPU number.")] = "/dev/cpu/{cpu}/msr",
+        sysfs_root: SysfsRootOption = "/sys",
+        proc_root: ProcRootOption = "/proc",
+        msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
     ) -> None:
         """List every energy/counter source, whether it is readable here, and how to fix it."""
         data = collect(sysfs_root, proc_root, msr_path)

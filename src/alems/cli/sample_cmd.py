@@ -26,7 +26,7 @@ import typer
 
 from .. import config
 from ..errors import AlemsError, UsageError
-from ._common import handle_errors
+from ._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
 # Highest rate accepted: a 50 µs period is already far above what RAPL updates (~1 ms).
 MAX_HZ = 20_000.0
@@ -320,13 +320,9 @@ def register(app: typer.Typer) -> None:
         ] = config.DEFAULT_SLOW_HZ,
         quiet: Annotated[bool, typer.Option(
             "--quiet", "-q", help="Do not print the summary table.")] = False,
-        sysfs_root: Annotated[str, typer.Option(
-            "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")] = "/sys",
-        proc_root: Annotated[str, typer.Option(
-            "--proc-root", envvar="ALEMS_PROC_ROOT", help="Root of procfs.")] = "/proc",
-        msr_path: Annotated[str, typer.Option(
-            "--msr-path", envvar="ALEMS_MSR_PATH",
-            help="MSR device path, `{cpu}` marks the CPU number.")] = "/dev/cpu/{cpu}/msr",
+        sysfs_root: SysfsRootOption = "/sys",
+        proc_root: ProcRootOption = "/proc",
+        msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
     ) -> None:
         """Run COMMAND under the sampler; write samples (Parquet) and a summary."""
         argv = list(command or [])

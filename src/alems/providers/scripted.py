@@ -24,7 +24,7 @@ class ScriptedCall:
 
 
 def default_reply(prompt: str, system: str | None = None) -> str:
-    """For dry runs: a one-step plan when asked for a plan, otherwise a placeholder answer."""
+    """For dry runs: a one-step plan when asked for a plan, otherwise the fixed answer "unknown"."""
     text = f"{system or ''}\n{prompt}"
     if "THINK:" in text and "TOOL" in text:
         return "1. THINK: work out the answer to the question"
