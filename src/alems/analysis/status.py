@@ -119,7 +119,10 @@ def status_lines(st: dict) -> list[str]:
         lines.append(f"  {v['workflow']:<8} {v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
                      f" failed {v['errors']:<3} wrong {v['wrong']:<3} mean run {mean}")
     if st["finished"]:
-        lines.append("  finished" if st["status"] != "running" else "  all planned runs done")
+        if st["status"] == "interrupted":
+            lines.append("  interrupted: run the same `alems batch` command again to resume")
+        else:
+            lines.append("  finished" if st["status"] != "running" else "  all planned runs done")
     else:
         lines.append(f"  ETA {format_duration(st['eta_s'])} (wall-clock overhead ×{st['overhead_factor']:.2f})")
     return lines
