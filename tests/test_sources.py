@@ -66,6 +66,21 @@ def test_msr_intel_layout_units_and_absent_registers(fake_roots):
     assert any("0x641" in a.reason for _, a in disc.skipped)  # uncore reads 0: not implemented
 
 
+def test_msr_server_dram_uses_the_fixed_unit(fake_roots):
+    """Skylake-X (family 6, model 0x55) counts DRAM in 15.3 µJ steps whatever the unit
+    register says; a client part (model 0x9E) uses the register's unit."""
+    fakehw.make_msr(fake_roots["msr_path"], [0], vendor="intel", esu=14, domains=("pkg", "dram"))
+    cpuinfo = os.path.join(fake_roots["proc_root"], "cpuinfo")
+    for model, dram_uj in ((0x55, 15.3), (0x9E, 1e6 / 2 ** 14)):
+        with open(cpuinfo, "w") as fh:
+            fh.write(f"processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n"
+                     f"model\t\t: {model}\n\n")
+        disc = msr.discover(_roots(fake_roots))
+        scale = {c.domain: c.scale for c in disc.columns}
+        assert scale["dram"] == pytest.approx(dram_uj)
+        assert scale["pkg"] == pytest.approx(1e6 / 2 ** 14)
+
+
 def test_msr_vendor_from_cpuinfo(fake_roots):
     fakehw.make_proc(fake_roots["proc_root"], vendor_id="AuthenticAMD")
     assert msr.vendor(_roots(fake_roots)) == "amd"

@@ -27,6 +27,12 @@ MASK32 = 0xFFFFFFFF
 INTEL = {"unit": 0x606, "regs": [("pkg", 0x611), ("core", 0x639), ("uncore", 0x641), ("dram", 0x619)]}
 AMD = {"unit": 0xC0010299, "pkg": 0xC001029B, "core": 0xC001029A}
 
+# Intel server parts whose DRAM counter ignores the unit register and counts in fixed
+# 15.3 µJ steps (family 6 models the Linux RAPL driver gives `dram_domain_energy_unit`):
+# Haswell-X, Broadwell-X, Skylake-X, Ice Lake-X/-D, Xeon Phi KNL/KNM.
+FIXED_DRAM_UNIT_MODELS = {0x3F, 0x4F, 0x55, 0x6A, 0x6C, 0x57, 0x85}
+FIXED_DRAM_UNIT_UJ = 15.3
+
 
 def vendor(roots: Roots, override: str | None = None) -> str:
     """'intel' or 'amd' from <proc>/cpuinfo (override: argument or ALEMS_CPU_VENDOR)."""
@@ -38,6 +44,22 @@ def vendor(roots: Roots, override: str | None = None) -> str:
         if line.startswith("vendor_id"):
             return "amd" if ("AuthenticAMD" in line or "HygonGenuine" in line) else "intel"
     return "intel"
+
+
+def intel_model(roots: Roots) -> int | None:
+    """Family-6 model number from <proc>/cpuinfo, None for another family or unreadable."""
+    family = model = None
+    for line in (read_text(roots.procf("cpuinfo")) or "").splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "cpu family" and family is None:
+            family = value.strip()
+        elif key == "model" and model is None:
+            model = value.strip()
+    try:
+        return int(model) if family == "6" and model is not None else None
+    except ValueError:
+        return None
 
 
 def unit_uj(raw_unit: int) -> float:
@@ -86,6 +108,10 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
             for domain, reg in INTEL["regs"]:
                 plan.append((domain, cpu, reg, f"package{pkg}"))
         unit_reg = INTEL["unit"]
+        model = intel_model(roots)
+        if model in FIXED_DRAM_UNIT_MODELS:
+            disc.info["dram_unit_uj"] = FIXED_DRAM_UNIT_UJ
+            disc.info["cpu_model"] = f"0x{model:02X}"
     else:
         unit_reg = AMD["unit"]
         for pkg, cpu in pkgs.items():
@@ -119,8 +145,9 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
             why = exc.strerror if exc is not None else "reads 0 (not implemented)"
             disc.skipped.append((f"{domain}@cpu{cpu}", Availability(False, f"0x{reg:x}: {why}")))
             continue
+        unit = disc.info.get("dram_unit_uj", units[cpu]) if domain == "dram" else units[cpu]
         disc.columns.append(Column(f"zone_msr_{domain}_{label}_energy_uj", [spec], "energy",
-                                   units[cpu], 1 << 32, domain, f"{domain}:{label}", source=NAME))
+                                   unit, 1 << 32, domain, f"{domain}:{label}", source=NAME))
     if not disc.columns:
         raise SourceUnavailable(first_failure if first_failure is not None else Availability(
             False, "no RAPL energy register readable: "
