@@ -7,7 +7,10 @@ skip with the reason, everything else runs against the fake trees in tests/fakeh
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,19 @@ def fake_roots(tmp_path):
     fakehw.make_proc(proc)
     return {"sysfs_root": str(sysfs), "proc_root": str(proc),
             "msr_path": str(tmp_path / "dev" / "cpu" / "{cpu}" / "msr")}
+
+
+def unprivileged_prefix() -> tuple[str, ...] | None:
+    """argv prefix that runs a command without the power to bypass file permissions:
+    nothing when we are not root; as root, setpriv dropping every capability (uid 0
+    stays, so the interpreter under /root is still reachable). None if impossible."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = (setpriv, "--bounding-set=-all", "--inh-caps=-all")
+    with tempfile.NamedTemporaryFile() as fh:
+        os.chmod(fh.name, 0)
+        probe = subprocess.run([*prefix, "cat", fh.name], capture_output=True)
+    return prefix if probe.returncode != 0 else None

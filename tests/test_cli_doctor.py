@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 import fakehw
+from conftest import unprivileged_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_SOURCES = {"powercap", "perf-power", "msr", "perf", "slow"}
@@ -178,22 +177,6 @@ def test_slow_sources_list_thermal_cpuidle_and_proc_stat(fake_roots):
 
 
 # ---------------------------------------------------------------- not root
-
-
-def unprivileged_prefix() -> tuple[str, ...] | None:
-    """argv prefix that runs a command without the power to bypass file permissions:
-    nothing when we are not root; as root, setpriv dropping every capability (uid 0
-    stays, so the interpreter under /root is still reachable). None if impossible."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    prefix = (setpriv, "--bounding-set=-all", "--inh-caps=-all")
-    with tempfile.NamedTemporaryFile() as fh:
-        os.chmod(fh.name, 0)
-        probe = subprocess.run([*prefix, "cat", fh.name], capture_output=True)
-    return prefix if probe.returncode != 0 else None
 
 
 def test_root_only_energy_uj_names_platypus_and_the_fix(fake_roots):

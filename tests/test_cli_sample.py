@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fakehw
+from conftest import unprivileged_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
@@ -149,18 +149,6 @@ def test_requested_powercap_missing_says_why_and_how_to_fix(empty_roots, tmp_pat
     assert not marker.exists()
 
 
-def _unprivileged_prefix() -> tuple[str, ...] | None:
-    """Run without the power to bypass file permissions (see test_cli_doctor.py)."""
-    if os.geteuid() != 0:
-        return ()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    prefix = (setpriv, "--bounding-set=-all", "--inh-caps=-all")
-    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True)
-    return prefix if probe.returncode == 0 else None
-
-
 @pytest.fixture
 def fake_env(fake_roots) -> dict:
     env = alems_env(Path(fake_roots["sysfs_root"]), fake_roots["proc_root"],
@@ -182,7 +170,7 @@ def test_unreadable_counter_gives_one_line_and_the_command_never_runs(fake_env, 
 
 
 def test_root_only_counters_name_the_reason_and_the_fix(fake_env, fake_roots, tmp_path):
-    prefix = _unprivileged_prefix()
+    prefix = unprivileged_prefix()
     if prefix is None:
         pytest.skip("cannot drop the right to read any file here (no setpriv)")
     tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
