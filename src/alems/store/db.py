@@ -29,8 +29,23 @@ BUSY_TIMEOUT_MS = 30_000
 
 # ---------------------------------------------------------------- SQL functions
 
+def _number(value) -> float | None:
+    """A SQL value as a float; NULL, text that is no number and NaN are skipped (None)."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
 class _Moments:
-    """Welford's running mean/variance (numerically stable in one pass)."""
+    """Welford's running mean/variance (numerically stable in one pass). Subclasses pick
+    the divisor (`ddof`: 1 sample, 0 population) and whether to take the square root."""
+
+    ddof = 1
+    root = False
 
     def __init__(self) -> None:
         self.n = 0
@@ -38,45 +53,35 @@ class _Moments:
         self.m2 = 0.0
 
     def step(self, value) -> None:
-        if value is None:
-            return
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return
-        if math.isnan(x):
+        x = _number(value)
+        if x is None:
             return
         self.n += 1
         delta = x - self.mean
         self.mean += delta / self.n
         self.m2 += delta * (x - self.mean)
 
-    def _var(self, ddof: int) -> float | None:
-        if self.n - ddof <= 0:
+    def finalize(self):
+        if self.n - self.ddof <= 0:
             return None
-        return max(self.m2, 0.0) / (self.n - ddof)
+        var = max(self.m2, 0.0) / (self.n - self.ddof)
+        return math.sqrt(var) if self.root else var
 
 
 class _SampleVariance(_Moments):
-    def finalize(self):
-        return self._var(1)
+    ddof, root = 1, False
 
 
 class _SampleStddev(_Moments):
-    def finalize(self):
-        v = self._var(1)
-        return None if v is None else math.sqrt(v)
+    ddof, root = 1, True
 
 
 class _PopVariance(_Moments):
-    def finalize(self):
-        return self._var(0)
+    ddof, root = 0, False
 
 
 class _PopStddev(_Moments):
-    def finalize(self):
-        v = self._var(0)
-        return None if v is None else math.sqrt(v)
+    ddof, root = 0, True
 
 
 class _Median:
@@ -84,13 +89,8 @@ class _Median:
         self.values: list[float] = []
 
     def step(self, value) -> None:
-        if value is None:
-            return
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return
-        if not math.isnan(x):
+        x = _number(value)
+        if x is not None:
             self.values.append(x)
 
     def finalize(self):
