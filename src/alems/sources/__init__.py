@@ -32,17 +32,21 @@ class SourceDef:
     description: str
     discover: Callable[..., Discovery]
     available: Callable[..., Availability]
+    describe: Callable[[Discovery], str]   # one line on what `discover` found
     energy: bool
 
 
 SOURCES: dict[str, SourceDef] = {
-    "powercap": SourceDef("powercap", powercap.DESCRIPTION, powercap.discover, powercap.available, True),
+    "powercap": SourceDef("powercap", powercap.DESCRIPTION, powercap.discover, powercap.available,
+                          powercap.describe, True),
     "perf-power": SourceDef("perf-power", "RAPL energy through the perf `power` PMU (system-wide)",
-                            perf.discover_power, perf.available_power, True),
-    "msr": SourceDef("msr", msr.DESCRIPTION, msr.discover, msr.available, True),
+                            perf.discover_power, perf.available_power, perf.describe_power, True),
+    "msr": SourceDef("msr", msr.DESCRIPTION, msr.discover, msr.available, msr.describe, True),
     "perf": SourceDef("perf", "hardware/software perf counters of the measured process tree",
-                      perf.discover_counters, perf.available_counters, False),
-    "slow": SourceDef("slow", slow.DESCRIPTION, slow.discover, slow.available, False),
+                      perf.discover_counters, perf.available_counters, perf.describe_counters,
+                      False),
+    "slow": SourceDef("slow", slow.DESCRIPTION, slow.discover, slow.available, slow.describe,
+                      False),
 }
 
 
@@ -80,8 +84,9 @@ def list_sources(sysfs_root: str | None = None, proc_root: str | None = None,
             continue
         items = [(c.zone or c.name, Availability(True, c.name)) for c in disc.columns]
         items += disc.skipped
-        availability = sdef.available(roots, **ctx)
-        if sdef.energy and availability.ok:
+        # Built from this discovery: available() would discover (and probe) all over again.
+        availability = Availability(True, sdef.describe(disc))
+        if sdef.energy:
             live = check_energy_advances(disc.columns)
             if not live.ok:
                 availability = live

@@ -155,5 +155,8 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
     return disc
 
 
-available = availability_from(discover, lambda disc: (
-    f"{disc.info['vendor']} layout, domains {', '.join(sorted({c.domain for c in disc.columns}))}"))
+def describe(disc: Discovery) -> str:
+    return f"{disc.info['vendor']} layout, domains {', '.join(sorted({c.domain for c in disc.columns}))}"
+
+
+available = availability_from(discover, describe)

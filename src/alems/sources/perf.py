@@ -119,8 +119,11 @@ def discover_power(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-available_power = availability_from(discover_power, lambda disc: (
-    "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns}))))
+def describe_power(disc: Discovery) -> str:
+    return "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns}))
+
+
+available_power = availability_from(discover_power, describe_power)
 
 
 # ------------------------------------------------------------------ counters
@@ -172,10 +175,10 @@ def discover_counters(roots: Roots, *, pid: int | None = None, gated: bool = Fal
     return disc
 
 
-def _describe_counters(disc: Discovery) -> str:
+def describe_counters(disc: Discovery) -> str:
     text = "counters " + ", ".join(c.name for c in disc.columns)
     missing = [n for n, _ in disc.skipped]
     return text + ("; not available: " + ", ".join(missing) if missing else "")
 
 
-available_counters = availability_from(discover_counters, _describe_counters)
+available_counters = availability_from(discover_counters, describe_counters)

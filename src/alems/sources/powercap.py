@@ -156,7 +156,10 @@ def discover(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-available = availability_from(discover, lambda disc: (
-    "zones " + ", ".join(f"{c.zone}={c.domain}" for c in disc.columns)))
+def describe(disc: Discovery) -> str:
+    return "zones " + ", ".join(f"{c.zone}={c.domain}" for c in disc.columns)
+
+
+available = availability_from(discover, describe)
 
 

@@ -83,4 +83,8 @@ def discover(roots: Roots, **_ctx) -> Discovery:
     return disc
 
 
-available = availability_from(discover, lambda disc: ", ".join(sorted({c.name for c in disc.columns})))
+def describe(disc: Discovery) -> str:
+    return ", ".join(sorted({c.name for c in disc.columns}))
+
+
+available = availability_from(discover, describe)
