@@ -36,9 +36,11 @@ setup(
     packages=[
         "alems",
         "alems.cli",
-        "alems.sources",
-        "alems.providers",
-        "alems.workflows",
+        "alems.measure",
+        "alems.measure.sources",
+        "alems.experiment",
+        "alems.experiment.providers",
+        "alems.experiment.workflows",
         "alems.store",
         "alems.analysis",
         "alems._data",
@@ -47,5 +49,5 @@ setup(
         "alems._data": ["tasks/*.jsonl", "tables/*.csv", "factors/*.csv", "factors/*.md"],
         "alems.store": ["*.sql"],
     },
-    cffi_modules=["src/alems/_build_native.py:ffibuilder"],
+    cffi_modules=["src/alems/measure/_build_native.py:ffibuilder"],
 )

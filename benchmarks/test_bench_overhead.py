@@ -28,9 +28,9 @@ import numpy as np
 
 from benchutil import REPO, WORKLOAD, make_static_powercap, record
 
-from alems import _native
-from alems._native import NativeSampler
-from alems.sampler import Sampler, spawn_gated
+from alems.measure import _native
+from alems.measure._native import NativeSampler
+from alems.measure.sampler import Sampler, spawn_gated
 from pysampler import PySampler
 
 HZ = 1000

@@ -20,8 +20,8 @@ import pytest
 
 from benchutil import make_fake_msr, make_static_powercap, record
 
-from alems import _native
-from alems._native import ChannelSpec, NativeSampler
+from alems.measure import _native
+from alems.measure._native import ChannelSpec, NativeSampler
 
 RATE_HZ = 5000
 RUN_S = 0.4

@@ -141,7 +141,7 @@ def build_fixture_db(path: Path, *, group_id: str = "g-20260110-100000",
     clock = created + timedelta(seconds=5)
     t_ns = 50_000_000_000
     order_index = 0
-    from alems.sustainability import footprint  # noqa: E402 (test helper)
+    from alems.experiment.sustainability import footprint  # noqa: E402 (test helper)
 
     for task in tasks:
         cur = conn.execute("INSERT INTO experiments (group_id, task_name, provider, model, workflows,"

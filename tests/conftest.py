@@ -23,7 +23,7 @@ IS_ROOT_REASON = "" if IS_ROOT else "not running as root"
 
 def _rapl() -> tuple[bool, str]:
     try:
-        from alems.sources import availability_of
+        from alems.measure.sources import availability_of
         av = availability_of("powercap", sysfs_root="/sys")
     except Exception as exc:  # the native core is not built
         return False, f"alems not importable: {exc}"
@@ -32,8 +32,8 @@ def _rapl() -> tuple[bool, str]:
 
 def _perf_hw() -> tuple[bool, str]:
     try:
-        from alems.sources import perf
-        from alems.sources.base import Roots
+        from alems.measure.sources import perf
+        from alems.measure.sources.base import Roots
         col, av = perf.open_counter("instructions", *perf.HARDWARE["instructions"],
                                     roots=Roots.resolve("/sys", "/proc", None))
     except Exception as exc:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from alems import batch as batch_mod
-from alems.batch import BatchConfig, BatchRunner, plan_order
+from alems.experiment import batch as batch_mod
+from alems.experiment.batch import BatchConfig, BatchRunner, plan_order
 from alems.errors import AlemsError
-from alems.providers import ProviderError
-from alems.providers.scripted import ScriptedProvider, default_reply
+from alems.experiment.providers import ProviderError
+from alems.experiment.providers.scripted import ScriptedProvider, default_reply
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 
@@ -350,7 +350,7 @@ def test_kill_9_then_same_command_resumes_without_loss_or_duplicates(tmp_path):
 
 
 def test_batch_with_replay_sampler_and_real_sample_results(tmp_path):
-    replay = pytest.importorskip("alems.replay")
+    replay = pytest.importorskip("alems.measure.replay")
     table = replay.synthetic_table(duration_s=30.0, hz=200.0, power_w={"pkg": 12.0})
     runner = make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1)
     runner.sampler_factory = lambda: replay.ReplaySampler(table, energy_source="powercap")

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from alems.baseline import Baseline
-from alems.metrics import ProcessCounters, cstate_bucket, phase_rows, run_metrics
-from alems.workflows import WorkflowResult
+from alems.experiment.baseline import Baseline
+from alems.experiment.metrics import ProcessCounters, cstate_bucket, phase_rows, run_metrics
+from alems.experiment.workflows import WorkflowResult
 
 from _fake_sampling import FakePhase, FakeResult, synthetic_table
 
@@ -208,7 +208,7 @@ def test_phase_rows_nesting_and_energy():
 
 def test_real_sampler_result_goes_through(tmp_path):
     """The real Sampler (whatever energy source this machine has) gives a complete row."""
-    sampler_mod = pytest.importorskip("alems.sampler")
+    sampler_mod = pytest.importorskip("alems.measure.sampler")
     s = sampler_mod.Sampler(hz=200)
     s.start()
     with s.phase("llm", "llm"):
@@ -222,7 +222,7 @@ def test_real_sampler_result_goes_through(tmp_path):
 
 def test_same_numbers_through_the_real_sample_result_class():
     """The sampler's own SampleResult (not a fake) over the synthetic table."""
-    sampler_mod = pytest.importorskip("alems.sampler")
+    sampler_mod = pytest.importorskip("alems.measure.sampler")
     phases = [sampler_mod.Phase(p.name, p.kind, p.start_ns, p.end_ns, dict(p.detail))
               for p in _phases()]
     result = sampler_mod.SampleResult(_full_table(), phases, "powercap", 1000.0,
@@ -240,7 +240,7 @@ def test_same_numbers_through_the_real_sample_result_class():
 
 
 def test_replay_sampler_result_gives_expected_energy():
-    replay = pytest.importorskip("alems.replay")
+    replay = pytest.importorskip("alems.measure.replay")
     table = replay.synthetic_table(duration_s=5.0, hz=1000.0, power_w={"pkg": 20.0, "core": 8.0})
     s = replay.ReplaySampler(table)
     s.start()
@@ -266,7 +266,7 @@ def _rewrite(path, text: str) -> None:
 
 def test_real_sampler_slow_columns_map_to_thermal_cstate_scheduler(tmp_path):
     """The real Sampler over fake sysfs/proc: its column names reach the right metrics."""
-    sampler_mod = pytest.importorskip("alems.sampler")
+    sampler_mod = pytest.importorskip("alems.measure.sampler")
     fakehw = pytest.importorskip("fakehw")
     sysfs, proc = tmp_path / "sys", tmp_path / "proc"
     tree = fakehw.make_powercap_tree(sysfs)

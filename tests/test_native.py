@@ -1,4 +1,4 @@
-"""The C core itself, through alems._native: parsing, ring, slots, errors, layout."""
+"""The C core itself, through alems.measure._native: parsing, ring, slots, errors, layout."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alems import _native as n
-from alems._alems_native import ffi, lib
-from alems._native import ChannelSpec as C
+from alems.measure import _native as n
+from alems.measure._alems_native import ffi, lib
+from alems.measure._native import ChannelSpec as C
 
 HEADER = Path(__file__).resolve().parents[1] / "csrc" / "alems_sampler.h"
 
@@ -177,7 +177,7 @@ def test_rate_and_timestamps_at_1khz(tmp_path):
 
 _STALL_CHILD = """
 import json, os, sys, time
-from alems._native import NativeSampler, ChannelSpec
+from alems.measure._native import NativeSampler, ChannelSpec
 s = NativeSampler([(ChannelSpec("text", sys.argv[1]), 0)], 1_000_000, 1, 1 << 12)
 s.start()
 print("started", flush=True)

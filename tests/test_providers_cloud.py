@@ -17,8 +17,8 @@ from anthropic_loopback import (  # noqa: E402
 )
 
 from alems.errors import AlemsError  # noqa: E402
-from alems.providers import Generation, GenerationSettings, ProviderError, get_provider  # noqa: E402
-from alems.providers.cloud import CloudProvider, retry_after_s  # noqa: E402
+from alems.experiment.providers import Generation, GenerationSettings, ProviderError, get_provider  # noqa: E402
+from alems.experiment.providers.cloud import CloudProvider, retry_after_s  # noqa: E402
 
 SETTINGS = GenerationSettings(max_tokens=64, temperature=0.3, seed=7)
 

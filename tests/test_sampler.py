@@ -11,7 +11,7 @@ import pytest
 
 import fakehw
 from alems.errors import AlemsError
-from alems.sampler import Sampler, spawn_gated
+from alems.measure.sampler import Sampler, spawn_gated
 from conftest import needs_perf_hw
 
 BUSY = "import time\nt=time.process_time()\nwhile time.process_time()-t<{s}: pass\n"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fakehw
-from alems.sampler import Sampler
+from alems.measure.sampler import Sampler
 
 
 def _run(sampler: Sampler, seconds: float):

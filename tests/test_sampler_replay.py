@@ -8,8 +8,8 @@ import pytest
 
 import fakehw
 from alems.errors import AlemsError
-from alems.replay import ReplaySampler, synthetic_table
-from alems.sampler import Sampler
+from alems.measure.replay import ReplaySampler, synthetic_table
+from alems.measure.sampler import Sampler
 
 
 def test_synthetic_replay_energy_per_phase():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from alems.scoring import normalise_text, parse_number, score
-from alems.tasks import TaskItem
+from alems.experiment.scoring import normalise_text, parse_number, score
+from alems.experiment.tasks import TaskItem
 
 
 def num(answer: str) -> TaskItem:

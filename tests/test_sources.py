@@ -9,9 +9,9 @@ import time
 import pytest
 
 import fakehw
-from alems._native import NativeError
-from alems.sources import ALL_SOURCES, availability_of, list_sources, msr, perf, powercap, slow
-from alems.sources.base import Roots
+from alems.measure._native import NativeError
+from alems.measure.sources import ALL_SOURCES, availability_of, list_sources, msr, perf, powercap, slow
+from alems.measure.sources.base import Roots
 from conftest import HAS_PERF_HW, HAS_PERF_HW_REASON
 
 
@@ -172,8 +172,8 @@ def test_a_frozen_energy_counter_is_not_passed_off_as_a_measurement(fake_roots):
     """A counter that reads but never advances (seen on a VM's perf power PMU) must not
     become the energy source: doctor says why, and automatic selection falls back to the
     labelled estimate."""
-    from alems.sampler import Sampler
-    from alems.sources import list_sources
+    from alems.measure.sampler import Sampler
+    from alems.measure.sources import list_sources
 
     fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)  # no writer: frozen
     report = {r.name: r for r in list_sources(**fake_roots)}["powercap"]
@@ -186,7 +186,7 @@ def test_a_frozen_energy_counter_is_not_passed_off_as_a_measurement(fake_roots):
 
 
 def test_a_live_energy_counter_is_chosen_automatically(fake_roots):
-    from alems.sampler import Sampler
+    from alems.measure.sampler import Sampler
 
     tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
     with fakehw.EnergyWriter(tree.targets):

@@ -6,12 +6,18 @@ from fractions import Fraction
 
 import pytest
 
-from alems import taskgen
+import importlib.util
+from pathlib import Path
+
+_TASKGEN = Path(__file__).resolve().parents[1] / "scripts" / "taskgen.py"
+_spec = importlib.util.spec_from_file_location("taskgen", _TASKGEN)
+taskgen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(taskgen)
 from alems.datafiles import data_dir, data_path
 from alems.errors import AlemsError
-from alems.scoring import score
-from alems.tasks import TaskItem, TaskSet, available_tasks, load_task_set
-from alems.tools import calculate, lookup
+from alems.experiment.scoring import score
+from alems.experiment.tasks import TaskItem, TaskSet, available_tasks, load_task_set
+from alems.experiment.tools import calculate, lookup
 
 REQUIRED = {"gsm8k_basic", "gsm8k_multi_step", "factual_qa", "logical_reasoning", "tool_arithmetic", "tool_lookup"}
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from alems.errors import AlemsError
-from alems.tools import TOOLS, ToolError, available_tables, calculate, describe_tools, lookup, run_tool
+from alems.experiment.tools import TOOLS, ToolError, available_tables, calculate, describe_tools, lookup, run_tool
 
 
 @pytest.mark.parametrize("expression, expected", [

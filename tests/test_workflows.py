@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from alems.providers import GenerationSettings, ProviderError, get_provider
-from alems.providers.scripted import ScriptedProvider
-from alems.tasks import TaskItem
-from alems.workflows import WorkflowResult, run_agentic, run_linear, run_workflow
-from alems.workflows.prompts import PlanStep, parse_plan
+from alems.experiment.providers import GenerationSettings, ProviderError, get_provider
+from alems.experiment.providers.scripted import ScriptedProvider
+from alems.experiment.tasks import TaskItem
+from alems.experiment.workflows import WorkflowResult, run_agentic, run_linear, run_workflow
+from alems.experiment.workflows.prompts import PlanStep, parse_plan
 
 SETTINGS = GenerationSettings(max_tokens=128, temperature=0.0, seed=11)
 BIG_A, BIG_B = 4821937, 615203
@@ -38,7 +38,7 @@ class RecordedPhase:
 
 
 class PhaseRecorder:
-    """Same phase() interface as alems.sampler.Sampler, keeping the nesting."""
+    """Same phase() interface as alems.measure.sampler.Sampler, keeping the nesting."""
 
     def __init__(self) -> None:
         self.phases: list[RecordedPhase] = []
@@ -132,7 +132,7 @@ def test_calculator_really_runs_and_its_result_reaches_the_synthesis():
     assert (result.llm_calls, result.tool_calls, result.steps) == (3, 1, 4)
     assert result.plan_fallback is False
     synthesis_prompt = provider.calls[-1].prompt
-    assert str(BIG_A * BIG_B) in synthesis_prompt  # computed by alems.tools, not scripted
+    assert str(BIG_A * BIG_B) in synthesis_prompt  # computed by alems.experiment.tools, not scripted
     think_prompt = provider.calls[1].prompt
     assert str(BIG_A * BIG_B) in think_prompt and "restate the product" in think_prompt
     step = next(e for e in result.trace if e["event"] == "step" and e["kind"] == "tool")
@@ -312,7 +312,7 @@ def test_default_scripted_provider_does_a_dry_run_of_both_arms():
 # ------------------------------------------------------------------ with the real sampler
 
 def test_agentic_phases_land_on_the_real_sampler_clock():
-    sampler_mod = pytest.importorskip("alems.sampler", reason="alems.sampler is not written yet")
+    sampler_mod = pytest.importorskip("alems.measure.sampler", reason="alems.measure.sampler is not written yet")
     provider = ScriptedProvider(
         plan_then("1. TOOL calculator: 6 * 7\n2. THINK: check it", "checked", "Answer: 42"),
         delay_s=0.02,

@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from .cli._common import handle_errors, run_app
-from .cli.batch_cmd import RESUME_HELP, batch_command
+from alems.cli._common import handle_errors, run_app
+from alems.cli.batch_cmd import RESUME_HELP, batch_command
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Run a batch of measured experiments (same as `alems batch`). "

@@ -3,6 +3,6 @@
 `alems status` (status). `groups.open_db` / `groups.resolve_group` pick the database and
 batch every command works on; `frames` and `samples` read rows and Parquet samples."""
 
-from .groups import LATEST, Group, open_db, resolve_group
+from alems.analysis.groups import LATEST, Group, open_db, resolve_group
 
 __all__ = ["LATEST", "Group", "open_db", "resolve_group"]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import AlemsError
-from .frames import FOOTPRINT_COLUMNS, run_footprints
-from .groups import Group
-from .samples import samples_file
+from alems.errors import AlemsError
+from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
+from alems.analysis.groups import Group
+from alems.analysis.samples import samples_file
 
 FORMATS = ("csv", "parquet", "json")
 

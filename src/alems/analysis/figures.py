@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .samples import load_energy, power_curve_w
+from alems.analysis.samples import load_energy, power_curve_w
 
 DPI = 150
 PHASE_COLORS = {"linear": "#9ecae1", "planning": "#fdd0a2", "execution": "#c7e9c0",

@@ -49,8 +49,8 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     factors where one is missing, or for every run when `country` is given. A run whose
     country has no factor keeps NULL (its name goes into `unknown`); an unknown `country`
     raises, listing the known ones."""
-    from ..config import DEFAULT_COUNTRY
-    from ..sustainability import footprint, load_factors
+    from alems.config import DEFAULT_COUNTRY
+    from alems.experiment.sustainability import footprint, load_factors
 
     out = runs[FOOTPRINT_COLUMNS].astype(float).copy()
     need = out.isna().any(axis=1) | (country is not None)

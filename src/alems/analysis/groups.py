@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlemsError
+from alems.errors import AlemsError
 
 LATEST = "latest"
 
@@ -20,7 +20,7 @@ def open_db(path: str | Path) -> sqlite3.Connection:
                          "--db PATH (env ALEMS_DB)")
     conn = None
     try:
-        from ..store import db as store_db  # type: ignore[attr-defined]
+        from alems.store import db as store_db  # type: ignore[attr-defined]
 
         conn = store_db.connect(path, create=False)
     except (ImportError, AttributeError):

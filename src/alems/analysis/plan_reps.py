@@ -16,10 +16,10 @@ import sqlite3
 
 import numpy as np
 
-from ..errors import AlemsError
-from . import stats
-from .frames import runs_frame
-from .groups import Group
+from alems.errors import AlemsError
+from alems.analysis import stats
+from alems.analysis.frames import runs_frame
+from alems.analysis.groups import Group
 
 
 def plan_formula(effect_size: float, power: float, alpha: float) -> dict:

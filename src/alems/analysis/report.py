@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import AlemsError
-from . import figures
-from .frames import phases_frame, runs_frame
-from .groups import Group
-from .summary import KIND_LABELS, build_summary
+from alems.errors import AlemsError
+from alems.analysis import figures
+from alems.analysis.frames import phases_frame, runs_frame
+from alems.analysis.groups import Group
+from alems.analysis.summary import KIND_LABELS, build_summary
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AlemsError
+from alems.errors import AlemsError
 
 
 def samples_file(db_path: str | Path, samples_path: str | None) -> Path | None:

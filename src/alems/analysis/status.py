@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
-from ..errors import AlemsError
-from .groups import Group, resolve_group
+from alems.errors import AlemsError
+from alems.analysis.groups import Group, resolve_group
 
 
 def _parse(text):

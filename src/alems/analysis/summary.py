@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import AlemsError
-from . import stats
-from .frames import phases_frame, run_footprints, runs_frame
-from .groups import Group
-from .samples import energy_between_uj, load_energy
+from alems.errors import AlemsError
+from alems.analysis import stats
+from alems.analysis.frames import phases_frame, run_footprints, runs_frame
+from alems.analysis.groups import Group
+from alems.analysis.samples import energy_between_uj, load_energy
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run

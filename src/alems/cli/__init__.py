@@ -5,8 +5,8 @@ import sys
 
 import typer
 
-from ._common import run_app
-from . import analysis_cmds, batch_cmd, doctor_cmd, query_cmd, sample_cmd
+from alems.cli._common import run_app
+from alems.cli import analysis_cmds, batch_cmd, doctor_cmd, query_cmd, sample_cmd
 
 app = typer.Typer(
     name="alems",

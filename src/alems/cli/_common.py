@@ -8,7 +8,7 @@ from typing import Annotated, Callable, TypeVar
 
 import typer
 
-from ..errors import AlemsError
+from alems.errors import AlemsError
 
 F = TypeVar("F", bound=Callable)
 

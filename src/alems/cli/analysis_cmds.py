@@ -14,8 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import UsageError
-from ._common import handle_errors
+from alems.errors import UsageError
+from alems.cli._common import handle_errors
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).",
                                      envvar="ALEMS_DB")]
@@ -30,7 +30,7 @@ FactorsOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _default_db() -> Path:
-    from ..config import DEFAULT_DB_PATH
+    from alems.config import DEFAULT_DB_PATH
 
     return Path(DEFAULT_DB_PATH)
 
@@ -41,7 +41,7 @@ def _need(*modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        from ..errors import AlemsError
+        from alems.errors import AlemsError
 
         raise AlemsError(f"this command needs {', '.join(missing)}; install them with "
                          "`pip install 'alems[reports]'`")
@@ -79,7 +79,7 @@ def _num(v, fmt=".3f") -> str:
 def _factors_arg(factors: Optional[Path]):
     if factors is None:
         return None
-    from ..sustainability import load_factors
+    from alems.experiment.sustainability import load_factors
 
     return load_factors(factors)
 
@@ -147,8 +147,8 @@ def register(app: typer.Typer) -> None:
         """Per task × provider × workflow statistics, the orchestration tax with a bootstrap
         CI, EpG, phase shares and warnings."""
         _need("pandas", "scipy")
-        from ..analysis.groups import open_db, resolve_group
-        from ..analysis.summary import build_summary, workflow_table
+        from alems.analysis.groups import open_db, resolve_group
+        from alems.analysis.summary import build_summary, workflow_table
 
         fmt = _choice(fmt, ("table", "csv", "json"), "--format")
         if not 0 < confidence < 1:
@@ -190,13 +190,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Repetitions needed: the spec's sample-size formula, or from a pilot batch."""
         _need("scipy")
-        from ..analysis.plan_reps import plan_formula, plan_from_group
+        from alems.analysis.plan_reps import plan_formula, plan_from_group
 
         fmt = _choice(fmt, ("table", "json"), "--format")
         if from_group is None:
             plan = plan_formula(effect_size, power, alpha)
         else:
-            from ..analysis.groups import open_db, resolve_group
+            from alems.analysis.groups import open_db, resolve_group
 
             _need("pandas")
             conn = open_db(db or _default_db())
@@ -239,8 +239,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
         _need("pandas")
-        from ..analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
-        from ..analysis.groups import open_db, resolve_group
+        from alems.analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
+        from alems.analysis.groups import open_db, resolve_group
 
         fmt = _choice(fmt, FORMATS, "--format")
         db = db or _default_db()
@@ -271,8 +271,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Self-contained HTML or PDF report: conditions, tables and figures."""
         _need("pandas", "scipy", "matplotlib")
-        from ..analysis.groups import open_db, resolve_group
-        from ..analysis.report import build_report, write_report
+        from alems.analysis.groups import open_db, resolve_group
+        from alems.analysis.report import build_report, write_report
 
         if not 0 < confidence < 1:
             raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
@@ -299,8 +299,8 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     ) -> None:
         """Progress of the running or last batch: runs done per workflow, failures, ETA."""
-        from ..analysis.groups import open_db
-        from ..analysis.status import batch_status, pick_group, require_runs_table, status_lines
+        from alems.analysis.groups import open_db
+        from alems.analysis.status import batch_status, pick_group, require_runs_table, status_lines
 
         fmt = _choice(fmt, ("table", "json"), "--format")
         if interval <= 0:

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import config
-from ._common import handle_errors
+from alems import config
+from alems.cli._common import handle_errors
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -74,8 +74,8 @@ def batch_command(
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = 5,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
-    from ..batch import BatchConfig, BatchRunner, format_summary, split_list
-    from .sample_cmd import parse_sources, validate_rate
+    from alems.experiment.batch import BatchConfig, BatchRunner, format_summary, split_list
+    from alems.cli.sample_cmd import parse_sources, validate_rate
 
     cfg = BatchConfig(
         tasks=split_list(tasks, "tasks"), providers=split_list(providers, "providers"),

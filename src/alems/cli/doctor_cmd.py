@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import config
-from ._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
+from alems import config
+from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
 
 def perf_context(proc_root: str) -> dict:
@@ -52,7 +52,7 @@ def _av_dict(av) -> dict:
 
 def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
     """Everything the report shows, as plain data (also the --json output)."""
-    from ..sources import ENERGY_ORDER, list_sources  # heavy: loads the C extension
+    from alems.measure.sources import ENERGY_ORDER, list_sources  # heavy: loads the C extension
 
     roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
     sources = []

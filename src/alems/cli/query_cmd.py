@@ -16,16 +16,16 @@ from typing import Annotated
 
 import typer
 
-from .. import config
-from ..errors import AlemsError, UsageError
-from ._common import handle_errors
+from alems import config
+from alems.errors import AlemsError, UsageError
+from alems.cli._common import handle_errors
 
 FORMATS = ("table", "csv", "json")
 WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
 
 
 def run_query(db_path: Path, sql: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
-    from ..store.db import connect
+    from alems.store.db import connect
 
     conn = connect(db_path, create=False)
     try:

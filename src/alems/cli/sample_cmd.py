@@ -24,9 +24,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .. import config
-from ..errors import AlemsError, UsageError
-from ._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
+from alems import config
+from alems.errors import AlemsError, UsageError
+from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
 # Highest rate accepted: a 50 µs period is already far above what RAPL updates (~1 ms).
 MAX_HZ = 20_000.0
@@ -123,7 +123,7 @@ def check_requested_sources(names: Optional[list[str]], roots: dict) -> None:
     """Each explicitly requested source must be readable; say why not and how to fix."""
     if not names:
         return
-    from ..sources import availability_of  # local import keeps `alems --help` fast
+    from alems.measure.sources import availability_of  # local import keeps `alems --help` fast
 
     for name in names:
         av = availability_of(name, **roots)
@@ -187,7 +187,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
                 sources: Optional[list[str]], slow_hz: float, roots: dict):
     """Spawn `argv` gated, sample it until it exits; return (result, returncode)."""
-    from ..sampler import Sampler, spawn_gated
+    from alems.measure.sampler import Sampler, spawn_gated
 
     proc, release = spawn_gated(argv)
     released = False

@@ -20,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import AlemsError
+from alems.errors import AlemsError
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")

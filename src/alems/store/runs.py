@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from ..errors import AlemsError
+from alems.errors import AlemsError
 
 
 def utc_now_iso() -> str:

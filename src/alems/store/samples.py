@@ -27,10 +27,10 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..parquet_io import write_parquet_atomic
+from alems.atomic_io import write_parquet_atomic
 
-from ..config import SAMPLES_DIRNAME
-from ..errors import AlemsError
+from alems.config import SAMPLES_DIRNAME
+from alems.errors import AlemsError
 
 PHASES_KEY = b"alems.phases"
 RUN_KEY = b"alems.run"

@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from . import config
-from ._native import ChannelSpec
-from .errors import AlemsError
-from .sources.base import Column, Roots, try_probe
+from alems import config
+from alems.measure._native import ChannelSpec
+from alems.errors import AlemsError
+from alems.measure.sources.base import Column, Roots, try_probe
 
 MODEL = "cpu_time_x_w_per_core"
 CPU_TICKS_COLUMN = "_estimate_cpu_ticks"

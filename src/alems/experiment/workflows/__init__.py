@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from alems.providers import Generation
+from alems.experiment.providers import Generation
 
 __all__ = ["WorkflowResult", "WORKFLOW_NAMES", "NullSampler", "run_linear", "run_agentic", "run_workflow"]
 
@@ -110,8 +110,8 @@ def sampler_or_null(sampler):
     return NullSampler() if sampler is None else sampler
 
 
-from alems.workflows.linear import run_linear  # noqa: E402
-from alems.workflows.agentic import run_agentic  # noqa: E402
+from alems.experiment.workflows.linear import run_linear  # noqa: E402
+from alems.experiment.workflows.agentic import run_agentic  # noqa: E402
 
 
 def run_workflow(name: str, provider, item, settings, sampler, **limits) -> WorkflowResult:

@@ -1,6 +1,6 @@
 """Public sampling API: Sampler, SampleResult, Phase, spawn_gated.
 
-The C core (alems._native) reads the inputs on absolute deadlines into a ring; a small
+The C core (alems.measure._native) reads the inputs on absolute deadlines into a ring; a small
 Python thread drains the ring in bulk every few tens of ms (so the ring stays small however
 long the run), and `stop()` turns the raw slots into wrap-corrected, unit-converted,
 cumulative-since-start columns in an Arrow table.
@@ -26,13 +26,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import __version__, config, estimate
-from .parquet_io import write_parquet_atomic
-from ._native import MAX_CHANNELS, RECORD_DTYPE, NativeError, NativeSampler
-from .errors import AlemsError
-from .sources import ENERGY_ORDER, SOURCES, Roots, SourceUnavailable
-from .sources.liveness import check_energy_advances
-from .sources.base import Column
+from alems import __version__, config
+
+from alems.measure import estimate
+from alems.atomic_io import write_parquet_atomic
+from alems.measure._native import MAX_CHANNELS, RECORD_DTYPE, NativeError, NativeSampler
+from alems.errors import AlemsError
+from alems.measure.sources import ENERGY_ORDER, SOURCES, Roots, SourceUnavailable
+from alems.measure.sources.liveness import check_energy_advances
+from alems.measure.sources.base import Column
 
 DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
 GAUGES = ("procs_running", "package_temp_c")

@@ -10,7 +10,7 @@ from pathlib import Path
 from cffi import FFI
 
 # setuptools rejects absolute source paths, so name them relative to where the build runs.
-_CSRC = os.path.relpath(Path(__file__).resolve().parents[2] / "csrc")
+_CSRC = os.path.relpath(Path(__file__).resolve().parents[3] / "csrc")
 
 def cdef_from_header(header_text: str) -> str:
     """The cdef, derived from the header so that nothing is declared twice: every
@@ -33,13 +33,13 @@ def cdef_from_header(header_text: str) -> str:
     return "\n".join(out)
 
 
-CDEF = cdef_from_header((Path(__file__).resolve().parents[2] / "csrc" / "alems_sampler.h")
+CDEF = cdef_from_header((Path(__file__).resolve().parents[3] / "csrc" / "alems_sampler.h")
                         .read_text(encoding="utf-8"))
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
-    "alems._alems_native",
+    "alems.measure._alems_native",
     '#include "alems_sampler.h"',
     sources=[os.path.join(_CSRC, "alems_sampler.c")],
     include_dirs=[_CSRC],

@@ -15,8 +15,8 @@ from __future__ import annotations
 import errno
 import os
 
-from .._native import ChannelSpec
-from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
+from alems.measure._native import ChannelSpec
+from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, package_of, perm_denied, read_int, read_text,
                    try_probe)
 

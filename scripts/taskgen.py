@@ -1,7 +1,7 @@
 """Generate the built-in task sets (data/tasks/*.jsonl) and data/tables/inventory.csv.
 
 Templated items get their answers computed here (exact arithmetic, seeded RNG), so the
-output is the same on every run: ``python -m alems.taskgen [--data DIR]`` rewrites the
+output is the same on every run: ``python scripts/taskgen.py [--data DIR]`` rewrites the
 committed files, and a test checks that regeneration gives byte-identical files.
 The factual questions are written by hand below; elements.csv and countries.csv are
 hand-written tables that ``tool_lookup`` reads.
@@ -16,7 +16,7 @@ import random
 from fractions import Fraction
 from pathlib import Path
 
-from alems.tasks import ANSWER_SUFFIX, TaskItem
+from alems.experiment.tasks import ANSWER_SUFFIX, TaskItem
 
 SEED = 20260127
 ITEMS_PER_SET = 40

@@ -18,7 +18,7 @@ import re
 import unicodedata
 from fractions import Fraction
 
-from alems.tasks import TaskItem
+from alems.experiment.tasks import TaskItem
 
 REL_TOLERANCE = 1e-6
 ABS_TOLERANCE = 1e-9

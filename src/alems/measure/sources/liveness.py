@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from .._native import RECORD_DTYPE, NativeError, NativeSampler
-from .base import Availability, Column
+from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
+from alems.measure.sources.base import Availability, Column
 
 WINDOW_S = 0.1
 _PERIOD_NS = 1_000_000  # 1 kHz, as fast as RAPL updates

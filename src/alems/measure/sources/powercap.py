@@ -13,8 +13,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .._native import ChannelSpec
-from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, perm_denied,
+from alems.measure._native import ChannelSpec
+from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, perm_denied,
                    read_int, read_text, try_probe)
 
 NAME = "powercap"

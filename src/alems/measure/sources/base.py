@@ -11,8 +11,8 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from .. import config
-from .._native import ChannelSpec, NativeError, probe
+from alems import config
+from alems.measure._native import ChannelSpec, NativeError, probe
 
 
 @dataclass(frozen=True)

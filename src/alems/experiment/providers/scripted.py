@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from alems.errors import AlemsError
-from alems.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment.providers import Generation, GenerationSettings, ProviderError
 
 
 @dataclass

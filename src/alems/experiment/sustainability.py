@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AlemsError
+from alems.errors import AlemsError
 
 UJ_PER_KWH = 3.6e12  # 1 kWh = 3.6e6 J = 3.6e12 µJ
 
@@ -33,7 +33,7 @@ class Factors:
 def default_factors_path() -> Path:
     """The shipped factor table (installed package data, else the source tree's data/)."""
     try:
-        from .datafiles import data_path
+        from alems.datafiles import data_path
 
         path = data_path("factors/grid_factors.csv")
         if path.is_file():

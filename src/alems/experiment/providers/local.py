@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from alems.errors import AlemsError
-from alems.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment.providers import Generation, GenerationSettings, ProviderError
 
 GGUF_MAGIC = b"GGUF"
 _LOCAL_EXTRA_HINT = "install the local extra: pip install 'alems[local]'"

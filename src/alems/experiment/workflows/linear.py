@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from alems.workflows import Tally, WorkflowResult, note_phase, sampler_or_null
-from alems.workflows.prompts import answer_prompt
+from alems.experiment.workflows import Tally, WorkflowResult, note_phase, sampler_or_null
+from alems.experiment.workflows.prompts import answer_prompt
 
 
 def run_linear(provider, item, settings, sampler) -> WorkflowResult:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 
-from alems import tools
+from alems.experiment import tools
 from alems.errors import AlemsError
-from alems.workflows import Tally, WorkflowResult, note_phase, sampler_or_null
-from alems.workflows import prompts
-from alems.workflows.prompts import PlanStep
+from alems.experiment.workflows import Tally, WorkflowResult, note_phase, sampler_or_null
+from alems.experiment.workflows import prompts
+from alems.experiment.workflows.prompts import PlanStep
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,9 +15,9 @@ import errno
 import os
 import re
 
-from .._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
+from alems.measure._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
                        PERF_INHERIT, ChannelSpec)
-from .base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
+from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, perm_denied, read_int, read_text, try_probe)
 
 PERF_TYPE_HARDWARE = 0

@@ -4,7 +4,7 @@ Each source has `available(roots, **ctx) -> Availability(ok, reason, fix)` and
 `discover(roots, **ctx) -> Discovery` (the columns to sample, plus what it skipped and
 why). `list_sources()` is what `alems doctor` renders.
 
-    from alems.sources import list_sources, availability_of
+    from alems.measure.sources import list_sources, availability_of
     for s in list_sources():          # SourceReport(name, description, availability, items)
         print(s.name, s.availability.ok, s.availability.reason, s.availability.fix)
         for item, av in s.items:      # per zone / counter / file, with its own reason
@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import AlemsError
-from . import msr, perf, powercap, slow
-from .base import Availability, Column, Discovery, Roots, SourceUnavailable
-from .liveness import check_energy_advances
+from alems.errors import AlemsError
+from alems.measure.sources import msr, perf, powercap, slow
+from alems.measure.sources.base import Availability, Column, Discovery, Roots, SourceUnavailable
+from alems.measure.sources.liveness import check_energy_advances
 
 # Automatic choice of the energy source tries these in order.
 ENERGY_ORDER = ("powercap", "perf-power", "msr")

@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from alems.errors import AlemsError
-from alems.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment.providers import Generation, GenerationSettings, ProviderError
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 _CLOUD_EXTRA_HINT = "install the cloud extra: pip install 'alems[cloud]'"

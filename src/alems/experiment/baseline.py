@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import config
-from .errors import AlemsError
-from .store.runs import utc_now_iso
+from alems import config
+from alems.errors import AlemsError
+from alems.store.runs import utc_now_iso
 
 DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
 DEFAULT_DURATION_S = 5.0

@@ -46,7 +46,7 @@ def answer_prompt(question: str) -> tuple[str, str]:
 
 
 def plan_prompt(question: str, tools_text: str, max_steps: int) -> tuple[str, str]:
-    """tools_text: one line per tool (and table), as alems.tools.describe_tools() gives."""
+    """tools_text: one line per tool (and table), as alems.experiment.tools.describe_tools() gives."""
     return (
         PLAN_SYSTEM.format(max_steps=max_steps, tools=tools_text.strip() or "- (none)"),
         f"Question: {question}\nPlan:",

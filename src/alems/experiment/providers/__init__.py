@@ -97,9 +97,9 @@ class Provider(Protocol):
 
 # name -> (module, class); imported lazily so that `local` does not need anthropic etc.
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "local": ("alems.providers.local", "LocalProvider"),
-    "cloud": ("alems.providers.cloud", "CloudProvider"),
-    "scripted": ("alems.providers.scripted", "ScriptedProvider"),
+    "local": ("alems.experiment.providers.local", "LocalProvider"),
+    "cloud": ("alems.experiment.providers.cloud", "CloudProvider"),
+    "scripted": ("alems.experiment.providers.scripted", "ScriptedProvider"),
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._alems_native import ffi, lib
+from alems.measure._alems_native import ffi, lib
 
 MAX_CHANNELS: int = lib.ALEMS_MAX_CHANNELS  # value slots per record
 MAX_INPUTS: int = lib.ALEMS_MAX_INPUTS

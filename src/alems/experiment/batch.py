@@ -42,13 +42,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from . import baseline as baseline_mod
-from . import config
-from .errors import AlemsError, UsageError
-from .metrics import ProcessCounters, phase_rows, run_metrics
-from .store import db as store_db
-from .store import runs as store_runs
-from .store import samples as store_samples
+from alems.experiment import baseline as baseline_mod
+from alems import config
+from alems.errors import AlemsError, UsageError
+from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.store import db as store_db
+from alems.store import runs as store_runs
+from alems.store import samples as store_samples
 
 WORKFLOWS = ("linear", "agentic")
 
@@ -205,7 +205,7 @@ class BatchSummary:
 
 
 def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
-    from .sampler import Sampler
+    from alems.measure.sampler import Sampler
 
     def make():
         return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None)
@@ -236,14 +236,14 @@ class BatchRunner:
     def validate(self) -> None:
         cfg = self.cfg
         validate_numbers(cfg)
-        from .tasks import load_task_set
+        from alems.experiment.tasks import load_task_set
 
         for name in cfg.tasks:
             ts = load_task_set(name)
             if len(ts) == 0:
                 raise AlemsError(f"task set {name!r} has no items")
             self.task_sets[name] = ts
-        from .providers import get_provider
+        from alems.experiment.providers import get_provider
 
         for name in cfg.providers:
             if self.provider_factory is not None:
@@ -258,7 +258,7 @@ class BatchRunner:
             provider.check()
             self.providers[name] = provider
         try:
-            from . import sustainability
+            from alems.experiment import sustainability
 
             factors = sustainability.load_factors()
             sustainability.footprint(0.0, cfg.country, factors)  # unknown country -> error
@@ -309,9 +309,9 @@ class BatchRunner:
     # ---- one run
     def _execute(self, key: RunKey, exp_id: int, group_id: str, conn, db_path: Path,
                  base) -> dict:
-        from .providers import GenerationSettings
-        from .scoring import score
-        from .workflows import run_linear, run_agentic
+        from alems.experiment.providers import GenerationSettings
+        from alems.experiment.scoring import score
+        from alems.experiment.workflows import run_linear, run_agentic
 
         cfg = self.cfg
         item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)

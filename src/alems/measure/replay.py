@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import AlemsError
-from .sampler import SampleResult, _PhaseMarks, arrow_to_numpy, numpy_to_arrow, table_from_columns
+from alems.errors import AlemsError
+from alems.measure.sampler import SampleResult, _PhaseMarks, arrow_to_numpy, numpy_to_arrow, table_from_columns
 
 
 def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,

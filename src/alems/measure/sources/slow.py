@@ -8,8 +8,8 @@ import glob
 import os
 import re
 
-from .._native import MAX_INPUTS, ChannelSpec
-from .base import Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, read_text, try_probe
+from alems.measure._native import MAX_INPUTS, ChannelSpec
+from alems.measure.sources.base import Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, read_text, try_probe
 
 NAME = "slow"
 DESCRIPTION = "thermal, cpuidle residency, /proc/stat interrupts/ctxt, run queue"
