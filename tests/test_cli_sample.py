@@ -110,7 +110,7 @@ def test_bad_rate_exits_2_with_one_line(empty_roots, hz):
 def test_unknown_source_exits_2_with_one_line(empty_roots):
     proc = run_alems(empty_roots, "sample", "--sources", "powercap,bogus", "--", "true")
     assert proc.returncode == 2
-    assert_one_error_line(proc, "bogus", "powercap, msr")
+    assert_one_error_line(proc, "bogus", "powercap, perf-power, msr")
 
 
 def test_unwritable_output_fails_before_the_command_runs(empty_roots, tmp_path):

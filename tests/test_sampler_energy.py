@@ -100,7 +100,7 @@ def test_parquet_roundtrip_with_phases(fake_roots, tmp_path):
     t = pq.read_table(out)
     meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
     assert meta["energy_source"] == "powercap"
-    assert '"planning"' in meta["phases"] and "host" in meta and "kernel" in meta
+    assert '"planning"' in meta["alems.phases"] and "host" in meta and "kernel" in meta
     assert fake_roots["sysfs_root"] in meta["roots"]
     assert t.num_rows == result.table.num_rows
     assert [p.name for p in result.phases] == ["plan"]

@@ -26,11 +26,9 @@ import typer
 
 from alems import config
 from alems.errors import AlemsError, UsageError
+from alems.measure.names import MAX_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
-# Highest rate accepted: a 50 µs period is already far above what RAPL updates (~1 ms).
-MAX_HZ = 20_000.0
-KNOWN_SOURCES = ("powercap", "msr", "perf-power", "perf", "slow")
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

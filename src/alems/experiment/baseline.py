@@ -27,7 +27,7 @@ from alems import config
 from alems.errors import AlemsError
 from alems.store.runs import utc_now_iso
 
-DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
+from alems.measure.names import DOMAINS
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0

@@ -45,6 +45,7 @@ from typing import Callable
 from alems.experiment import baseline as baseline_mod
 from alems import config
 from alems.errors import AlemsError, UsageError
+from alems.measure.names import MAX_HZ
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.store import db as store_db
 from alems.store import runs as store_runs
@@ -128,8 +129,8 @@ def validate_numbers(cfg: BatchConfig) -> None:
                          f"({cfg.repetitions}), got {cfg.start_from}")
     if cfg.cool_down_s < 0:
         raise UsageError(f"--cool-down must be >= 0 seconds, got {cfg.cool_down_s:g}")
-    if not cfg.hz > 0 or cfg.hz > 100_000:
-        raise UsageError(f"--hz must be in (0, 100000], got {cfg.hz:g}")
+    if not cfg.hz > 0 or cfg.hz > MAX_HZ:
+        raise UsageError(f"--hz must be in (0, {MAX_HZ:g}], got {cfg.hz:g}")
     if cfg.max_tokens < 1:
         raise UsageError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
     if not 0.0 <= cfg.temperature <= 2.0:

@@ -44,7 +44,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
+from alems.measure.names import DOMAINS
+
 PERF_COUNTERS = ("instructions", "cycles", "cache_references", "cache_misses",
                  "branch_misses", "page_faults", "task_clock_ns")
 POWER_WINDOW_NS = 10_000_000  # 10 ms

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alems.errors import AlemsError
+from alems.measure.names import PHASES_METADATA_KEY
 from alems.measure.sampler import SampleResult, _PhaseMarks, arrow_to_numpy, numpy_to_arrow, table_from_columns
 
 
@@ -51,7 +52,7 @@ class ReplaySampler(_PhaseMarks):
         if "t_ns" not in table.column_names or table.num_rows < 1:
             raise AlemsError("replay table needs a t_ns column and at least one row")
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        self._meta = {k: v for k, v in meta.items() if k not in ("phases", "summary")}
+        self._meta = {k: v for k, v in meta.items() if k not in (PHASES_METADATA_KEY, "summary")}
         self._table = table.replace_schema_metadata(None)
         self._t = arrow_to_numpy(table.column("t_ns")).astype(np.int64)
         self.energy_source = energy_source or meta.get("energy_source", "replay")

@@ -36,7 +36,7 @@ from alems.measure.sources import ENERGY_ORDER, SOURCES, Roots, SourceUnavailabl
 from alems.measure.sources.liveness import check_energy_advances
 from alems.measure.sources.base import Column
 
-DOMAINS = ("pkg", "core", "uncore", "dram", "psys")
+from alems.measure.names import DOMAINS, MAX_HZ, PHASES_METADATA_KEY
 GAUGES = ("procs_running", "package_temp_c")
 # Names the caller may pass in `sources`.
 SOURCE_NAMES = tuple(SOURCES)
@@ -287,7 +287,7 @@ class SampleResult:
 
     def file_metadata(self) -> dict[str, str]:
         meta = dict(self.metadata)
-        meta["phases"] = json.dumps([p.to_dict() for p in self.phases], default=str)
+        meta[PHASES_METADATA_KEY] = json.dumps([p.to_dict() for p in self.phases], default=str)
         return meta
 
     def write_parquet(self, path) -> None:
@@ -424,8 +424,8 @@ class Sampler(_PhaseMarks):
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or v <= 0:
                 raise AlemsError(f"{label} must be a positive number (got {v!r}); e.g. 1000")
-        if hz > 100_000:
-            raise AlemsError(f"hz {hz:g} is too high; the maximum is 100000")
+        if hz > MAX_HZ:
+            raise AlemsError(f"hz {hz:g} is too high; the maximum is {MAX_HZ:g}")
         if sources is not None:
             unknown = [s for s in sources if s not in SOURCES]
             if unknown:

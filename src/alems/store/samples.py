@@ -32,8 +32,10 @@ from alems.atomic_io import write_parquet_atomic
 from alems.config import SAMPLES_DIRNAME
 from alems.errors import AlemsError
 
-PHASES_KEY = b"alems.phases"
-RUN_KEY = b"alems.run"
+from alems.measure.names import PHASES_METADATA_KEY, RUN_METADATA_KEY
+
+PHASES_KEY = PHASES_METADATA_KEY.encode()
+RUN_KEY = RUN_METADATA_KEY.encode()
 TMP_SUFFIX = ".tmp"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -22,8 +22,7 @@ from alems.measure.sources.base import Availability, Column, Discovery, Roots, S
 from alems.measure.sources.liveness import check_energy_advances
 
 # Automatic choice of the energy source tries these in order.
-ENERGY_ORDER = ("powercap", "perf-power", "msr")
-ALL_SOURCES = ("powercap", "perf-power", "msr", "perf", "slow")
+from alems.measure.names import ENERGY_ORDER, SOURCE_NAMES as ALL_SOURCES
 
 
 @dataclass(frozen=True)
