@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from alems.experiment import batch as batch_mod
-from alems.experiment.batch import BatchConfig, BatchRunner, plan_order
+from alems.cli.progress import format_summary
+from alems.experiment.batch import BatchRunner
+from alems.experiment.plan import BatchConfig, plan_order
 from alems.errors import AlemsError
 from alems.experiment.providers import ProviderError
 from alems.experiment.providers.scripted import ScriptedProvider, default_reply
@@ -161,7 +162,7 @@ def test_batch_stores_consistent_runs_phases_and_tax(tmp_path):
     kinds = {k for (k,) in conn.execute("SELECT DISTINCT kind FROM phases")}
     assert {"linear", "planning", "execution", "synthesis", "llm"} <= kinds
     assert summary.tax_pairs == 4 and summary.mean_tax_percent > 150
-    text = batch_mod.format_summary(summary)
+    text = format_summary(summary)
     assert "g-test" in text and "linear" in text and "tax" in text
 
 

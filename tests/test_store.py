@@ -14,6 +14,7 @@ from alems.errors import AlemsError
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
+from alems.store import sessions as store_sessions
 
 from _fake_sampling import synthetic_table
 
@@ -158,9 +159,9 @@ def test_remove_orphans_only_touches_unknown_runs(tmp_path):
 
 
 def _session_and_exp(conn):
-    store_runs.insert_session(conn, group_id="g", settings={}, command="t", host={}, order=[],
-                              seed=1)
-    return store_runs.get_or_create_experiment(
+    store_sessions.insert_session(conn, group_id="g", settings={}, command="t", host={},
+                                  order=[], seed=1)
+    return store_sessions.get_or_create_experiment(
         conn, group_id="g", task_name="t", provider="scripted", model=None,
         workflows="linear,agentic", repetitions=2, seed=1, temperature=0.0, max_tokens=8,
         country="US")
@@ -184,7 +185,7 @@ def test_next_run_id_never_reuses_a_deleted_id(tmp_path):
 
 
 def _exp_again(conn):
-    return store_runs.get_or_create_experiment(
+    return store_sessions.get_or_create_experiment(
         conn, group_id="g", task_name="t", provider="scripted", model=None,
         workflows="linear,agentic", repetitions=3, seed=1, temperature=0.0, max_tokens=8,
         country="US")

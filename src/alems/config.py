@@ -9,9 +9,6 @@ from pathlib import Path
 # Where batch results go unless --db says otherwise (the spec's `data/experiments.db`).
 DEFAULT_DB_PATH = Path(os.environ.get("ALEMS_DB", "data/experiments.db"))
 
-# Full-rate samples: <db folder>/samples/group_id=…/exp_id=…/run_id=….parquet
-SAMPLES_DIRNAME = "samples"
-
 DEFAULT_HZ = 1000.0
 DEFAULT_SLOW_HZ = 10.0
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from alems.analysis.samples import load_energy, power_curve_w
+from alems.experiment.plan import WORKFLOWS
 
 DPI = 150
 PHASE_COLORS = {"linear": "#9ecae1", "planning": "#fdd0a2", "execution": "#c7e9c0",
@@ -48,7 +49,7 @@ def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
     first = ok.sort_values(["task_name", "provider"]).iloc[0]
     cell = ok[(ok["task_name"] == first["task_name"]) & (ok["provider"] == first["provider"])]
     chosen = []
-    for wf in ("linear", "agentic"):
+    for wf in WORKFLOWS:
         w = cell[cell["workflow_type"] == wf]
         if w.empty:
             continue
@@ -132,7 +133,7 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
     rng = np.random.default_rng(0)   # jitter only
     for ax, ((task, provider), cell) in zip(axes.flat, cells):
         data, labels = [], []
-        for wf in ("linear", "agentic"):
+        for wf in WORKFLOWS:
             vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
             if len(vals):
                 data.append(vals.to_numpy())

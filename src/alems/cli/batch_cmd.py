@@ -15,6 +15,9 @@ import typer
 
 from alems import config
 from alems.cli._common import handle_errors
+from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
+                                       DEFAULT_REPETITIONS)
+from alems.experiment.plan import WORKFLOWS
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -29,7 +32,8 @@ def batch_command(
     repetitions: Annotated[int, typer.Option("--repetitions", "-n",
                                              help="Repetitions per (task, provider, workflow).")] = 1,
     providers: Annotated[str, typer.Option("--providers", help="Comma-separated: local, cloud.")] = "local",
-    workflows: Annotated[str, typer.Option("--workflows", help="Comma-separated: linear, agentic.")] = "linear,agentic",
+    workflows: Annotated[str, typer.Option("--workflows", help=f"Comma-separated: "
+                                           f"{', '.join(WORKFLOWS)}.")] = ",".join(WORKFLOWS),
     cool_down: Annotated[float, typer.Option("--cool-down", help="Seconds of idle between runs.")] = 0.0,
     save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
                                           "without --db) the batch uses a temporary database, prints "
@@ -63,19 +67,21 @@ def batch_command(
     country: Annotated[str, typer.Option("--country", envvar="ALEMS_COUNTRY",
                                          help="Grid factors for carbon/water/methane.")] = config.DEFAULT_COUNTRY,
     baseline_duration: Annotated[float, typer.Option("--baseline-duration",
-                                                     help="Seconds per idle-baseline window.")] = 5.0,
-    baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = 3,
+                                                     help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
+    baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
     baseline_max_age: Annotated[float, typer.Option("--baseline-max-age", help="Re-measure the idle "
                                                     "baseline when older than this (s), or when the "
-                                                    "host, governor or energy source changed.")] = 3600.0,
+                                                    "host, governor or energy source changed.")] = DEFAULT_MAX_AGE_S,
     clip_negative: Annotated[bool, typer.Option("--clip-negative", help="Store negative dynamic energy "
                                                 "as 0 (recorded in runs.dynamic_clipped).")] = False,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = 5,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = 5,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
-    from alems.experiment.batch import BatchConfig, BatchRunner, format_summary, split_list
+    from alems.cli.progress import RichBatchProgress, format_summary
     from alems.cli.sample_cmd import parse_sources, validate_rate
+    from alems.experiment.batch import BatchRunner
+    from alems.experiment.plan import BatchConfig, split_list
 
     cfg = BatchConfig(
         tasks=split_list(tasks, "tasks"), providers=split_list(providers, "providers"),
@@ -90,7 +96,7 @@ def batch_command(
         baseline_max_age_s=baseline_max_age, clip_negative=clip_negative,
         new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls)
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
-    runner = BatchRunner(cfg, command=command)
+    runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose))
     runner.validate()
     summary = runner.run()
     print(format_summary(summary))

@@ -13,7 +13,6 @@ sampler's own thread, so the baseline is near 0 W: stored as measured.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -25,9 +24,10 @@ from typing import Callable
 
 from alems import config
 from alems.errors import AlemsError
+from alems.measure.names import DOMAINS
+from alems.store import baselines as store_baselines
 from alems.store.runs import utc_now_iso
 
-from alems.measure.names import DOMAINS
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0
@@ -127,42 +127,16 @@ def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAUL
 # ---------------------------------------------------------------- store / load
 
 def save(conn, b: Baseline) -> int:
-    row = {"measured_at": b.measured_at, "measured_t_ns": b.measured_t_ns,
-           "duration_s": b.duration_s, "repetitions": b.repetitions,
-           "energy_source": b.energy_source, "host": b.state.get("host"),
-           "governor": b.state.get("governor"), "load_1m": b.state.get("load_1m"),
-           "state_json": json.dumps(b.state)}
-    for dom in DOMAINS:
-        row[f"{dom}_power_w_mean"] = b.power_w.get(dom)
-        row[f"{dom}_power_w_std"] = b.power_w_std.get(dom)
-    names = list(row)
-    cur = conn.execute(f"INSERT INTO baselines ({', '.join(names)}) VALUES "
-                       f"({', '.join('?' for _ in names)})", [row[n] for n in names])
-    b.baseline_id = int(cur.lastrowid)
+    b.baseline_id = store_baselines.insert_baseline(
+        conn, measured_at=b.measured_at, measured_t_ns=b.measured_t_ns,
+        duration_s=b.duration_s, repetitions=b.repetitions, energy_source=b.energy_source,
+        state=b.state, power_w=b.power_w, power_w_std=b.power_w_std)
     return b.baseline_id
 
 
-def _from_row(row: dict) -> Baseline:
-    state = json.loads(row.get("state_json") or "{}")
-    state.setdefault("host", row.get("host"))
-    state.setdefault("governor", row.get("governor"))
-    state.setdefault("energy_source", row.get("energy_source"))
-    power = {d: row[f"{d}_power_w_mean"] for d in DOMAINS if row.get(f"{d}_power_w_mean") is not None}
-    std = {d: row.get(f"{d}_power_w_std") for d in power}
-    return Baseline(energy_source=row["energy_source"], duration_s=row["duration_s"],
-                    repetitions=row["repetitions"], power_w=power, power_w_std=std,
-                    measured_at=row["measured_at"], measured_t_ns=row.get("measured_t_ns"),
-                    state=state, baseline_id=row["baseline_id"])
-
-
 def latest(conn, energy_source: str, host: str | None = None) -> Baseline | None:
-    host = host or socket.gethostname()
-    cur = conn.execute("SELECT * FROM baselines WHERE energy_source = ? AND host = ? "
-                       "ORDER BY baseline_id DESC LIMIT 1", (energy_source, host))
-    row = cur.fetchone()
-    if row is None:
-        return None
-    return _from_row(dict(zip([d[0] for d in cur.description], row)))
+    row = store_baselines.latest_baseline(conn, energy_source, host or socket.gethostname())
+    return None if row is None else Baseline(**row)
 
 
 def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,

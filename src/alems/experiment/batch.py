@@ -1,11 +1,9 @@
-"""The batch runner: tasks × providers × repetitions × workflows, measured, stored, resumable.
+"""Batch execution: tasks × providers × repetitions × workflows, measured, stored, resumable.
 
-Order. The linear and agentic runs of one (task, provider, repetition) form a *pair*. The
-pairs are shuffled with the seed, and which arm goes first is counterbalanced: over all
-pairs, half start with linear and half with agentic (the odd one decided by the seed). The
-plan covers repetitions 1..N regardless of --start-from, so a run keeps its place
-(`runs.order_index`) and its arm position (`runs.pair_order`: 0 first, 1 second) across
-resumptions; the plan is stored in `batch_sessions.order_json`.
+The plan (counterbalanced order) and the resume rule are in `alems.experiment.plan`; every
+SQL statement and the samples folder layout are in `alems.store`; the progress bar, run
+lines and closing summary are drawn by the caller through a `BatchProgress` hook
+(`alems.cli.progress`).
 
 One run. A fresh sampler (this process: the model runs in-process) starts, the workflow runs
 and marks its phases, the sampler stops, the answer is scored. Then, inside one write
@@ -15,175 +13,31 @@ inserted, and the transaction commits. A crash before the commit leaves at most 
 file without a row, which the next start of the same session deletes. A run whose workflow
 raised (provider error after retries, anything else) is stored with status 'error' and its
 message, with the energy it spent; the batch goes on.
-
-Resume rule. A session is identified by its group id. Running a batch again continues a
-session, never repeating a stored run (ok or error) and never losing one:
-- with --group-id G: session G is continued (its design — tasks, providers, workflows,
-  seed, temperature, max tokens, model, rate — must match; repetitions may grow);
-- without --group-id: the newest *unfinished* session in the database with the same design
-  and repetitions is continued; if there is none (or --new-session is given) a new session
-  starts with a fresh id (YYYYmmdd-HHMMSS-xxxx).
---start-from K skips repetitions below K in this invocation.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import secrets
 import shlex
 import sqlite3
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from alems.experiment import baseline as baseline_mod
 from alems import config
-from alems.errors import AlemsError, UsageError
-from alems.measure.names import MAX_HZ
+from alems.errors import AlemsError
+from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
+                                   planned_runs, runs_to_do, validate_numbers)
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
-
-WORKFLOWS = ("linear", "agentic")
-
-
-# ---------------------------------------------------------------- configuration
-
-@dataclass
-class BatchConfig:
-    tasks: list[str]
-    providers: list[str]
-    workflows: list[str] = field(default_factory=lambda: list(WORKFLOWS))
-    repetitions: int = 1
-    start_from: int = 1
-    cool_down_s: float = 0.0
-    seed: int = 42
-    temperature: float = 0.0
-    max_tokens: int = 256
-    group_id: str | None = None
-    model: str | None = None
-    cloud_model: str | None = None
-    threads: int | None = None       # local model: CPU threads (None = physical cores)
-    n_ctx: int = 2048                # local model: context size in tokens
-    hz: float = config.DEFAULT_HZ
-    sources: list[str] | None = None
-    country: str = config.DEFAULT_COUNTRY
-    db_path: Path | None = None
-    save_db: bool = True
-    verbose: bool = False
-    baseline_duration_s: float = baseline_mod.DEFAULT_DURATION_S
-    baseline_reps: int = baseline_mod.DEFAULT_REPETITIONS
-    baseline_max_age_s: float = baseline_mod.DEFAULT_MAX_AGE_S
-    clip_negative: bool = False
-    new_session: bool = False
-    max_steps: int = 5
-    max_tool_calls: int = 5
-
-    def design(self) -> dict:
-        """What defines the experiment: must match to continue a session."""
-        return {"tasks": list(self.tasks), "providers": list(self.providers),
-                "workflows": list(self.workflows), "seed": self.seed,
-                "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "model": self.model, "cloud_model": self.cloud_model, "hz": self.hz,
-                "threads": self.threads, "n_ctx": self.n_ctx,
-                "sources": self.sources, "max_steps": self.max_steps,
-                "max_tool_calls": self.max_tool_calls}
-
-    def settings(self) -> dict:
-        d = self.design()
-        d.update(repetitions=self.repetitions, cool_down_s=self.cool_down_s,
-                 country=self.country, clip_negative=self.clip_negative,
-                 baseline_duration_s=self.baseline_duration_s,
-                 baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s)
-        return d
-
-
-def split_list(text: str | None, what: str) -> list[str]:
-    items = [p.strip() for p in (text or "").split(",") if p.strip()]
-    if not items:
-        raise UsageError(f"--{what} is empty; give a comma-separated list")
-    seen = []
-    for item in items:
-        if item in seen:
-            raise UsageError(f"--{what} names {item!r} twice")
-        seen.append(item)
-    return seen
-
-
-def new_group_id() -> str:
-    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-
-
-def validate_numbers(cfg: BatchConfig) -> None:
-    if cfg.repetitions < 1:
-        raise UsageError(f"--repetitions must be >= 1, got {cfg.repetitions}")
-    if not 1 <= cfg.start_from <= cfg.repetitions:
-        raise UsageError(f"--start-from must be between 1 and --repetitions "
-                         f"({cfg.repetitions}), got {cfg.start_from}")
-    if cfg.cool_down_s < 0:
-        raise UsageError(f"--cool-down must be >= 0 seconds, got {cfg.cool_down_s:g}")
-    if not cfg.hz > 0 or cfg.hz > MAX_HZ:
-        raise UsageError(f"--hz must be in (0, {MAX_HZ:g}], got {cfg.hz:g}")
-    if cfg.max_tokens < 1:
-        raise UsageError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
-    if not 0.0 <= cfg.temperature <= 2.0:
-        raise UsageError(f"--temperature must be between 0 and 2, got {cfg.temperature:g}")
-    if not cfg.baseline_duration_s > 0:
-        raise UsageError(f"--baseline-duration must be > 0 s, got {cfg.baseline_duration_s:g}")
-    if cfg.baseline_reps < 1:
-        raise UsageError(f"--baseline-reps must be >= 1, got {cfg.baseline_reps}")
-    if cfg.baseline_max_age_s < 0:
-        raise UsageError(f"--baseline-max-age must be >= 0 s, got {cfg.baseline_max_age_s:g}")
-    bad = [w for w in cfg.workflows if w not in WORKFLOWS]
-    if bad:
-        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
-    if cfg.group_id is not None:
-        store_samples.samples_path("x.db", cfg.group_id, 0, 0)  # checks the characters
-
-
-# ---------------------------------------------------------------- order
-
-@dataclass(frozen=True)
-class RunKey:
-    task: str
-    provider: str
-    workflow: str
-    rep: int                  # 1-based
-    order_index: int          # position in the full plan
-    pair_order: int | None    # 0: first arm of its pair, 1: second; None without pairs
-
-    def as_list(self) -> list:
-        return [self.task, self.provider, self.workflow, self.rep]
-
-
-def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list[RunKey]:
-    """The full, seeded, counterbalanced run order (see the module docstring)."""
-    rng = random.Random(f"alems-batch-order|{seed}")
-    pairs = [(t, p, r) for t in tasks for p in providers for r in range(1, repetitions + 1)]
-    rng.shuffle(pairs)
-    arms = [w for w in WORKFLOWS if w in workflows]
-    keys: list[RunKey] = []
-    if len(arms) == 2:
-        n = len(pairs)
-        linear_first = [True] * (n // 2) + [False] * (n // 2)
-        if n % 2:
-            linear_first.append(rng.random() < 0.5)
-        rng.shuffle(linear_first)
-        for (t, p, r), lin_first in zip(pairs, linear_first):
-            order = ("linear", "agentic") if lin_first else ("agentic", "linear")
-            for pos, w in enumerate(order):
-                keys.append(RunKey(t, p, w, r, len(keys), pos))
-    else:
-        for t, p, r in pairs:
-            keys.append(RunKey(t, p, arms[0], r, len(keys), None))
-    return keys
+from alems.store import sessions as store_sessions
 
 
 # ---------------------------------------------------------------- summary
@@ -205,6 +59,26 @@ class BatchSummary:
     interrupted: bool = False
 
 
+class BatchProgress:
+    """What the runner reports while it works through its runs; a UI subclass draws it
+    (`alems.cli.progress`). This base draws nothing."""
+
+    def begin(self, total: int) -> None:
+        """`total` runs are about to be done."""
+
+    def cooling(self, seconds: float) -> None:
+        """Idle `seconds` before the next run."""
+
+    def running(self, key: RunKey) -> None:
+        """Run `key` starts."""
+
+    def finished(self, key: RunKey, row: dict) -> None:
+        """Run `key` is stored as `row` ({} when another process stored it first)."""
+
+    def end(self, completed: bool) -> None:
+        """All runs done (completed) or the batch stopped early."""
+
+
 def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
     from alems.measure.sampler import Sampler
 
@@ -221,13 +95,13 @@ class BatchRunner:
     def __init__(self, cfg: BatchConfig, *, sampler_factory: Callable[[], object] | None = None,
                  provider_factory: Callable[[str], object] | None = None,
                  log: Callable[[str], None] | None = None, command: str | None = None,
-                 progress: bool = True):
+                 progress: BatchProgress | None = None):
         self.cfg = cfg
         self.sampler_factory = sampler_factory
         self.provider_factory = provider_factory
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.command = command or " ".join(shlex.quote(a) for a in sys.argv)
-        self.show_progress = progress
+        self.progress = progress or BatchProgress()
         self.task_sets: dict = {}
         self.providers: dict = {}
         self.footprint = None
@@ -282,30 +156,12 @@ class BatchRunner:
         return store_db.connect(path), path
 
     def _choose_session(self, conn) -> tuple[str, bool]:
-        """(group_id, resumed)."""
+        """(group_id, resumed), by the resume rule of `alems.experiment.plan`."""
         cfg = self.cfg
-        design = json.dumps(cfg.design(), sort_keys=True)
-        if cfg.group_id:
-            existing = store_runs.get_session(conn, cfg.group_id)
-            if existing is None:
-                return cfg.group_id, False
-            old = json.loads(existing["settings_json"])
-            old_design = {k: old.get(k) for k in cfg.design()}
-            if json.dumps(old_design, sort_keys=True) != design:
-                diff = [k for k in cfg.design() if old_design.get(k) != cfg.design()[k]]
-                raise AlemsError(
-                    f"group {cfg.group_id!r} was started with different settings "
-                    f"({', '.join(f'{k}={old_design.get(k)!r}' for k in diff)}); repeat them "
-                    "to resume it, or pass a new --group-id")
-            return cfg.group_id, True
-        if not cfg.new_session:
-            for sess in store_runs.unfinished_sessions(conn):
-                old = json.loads(sess["settings_json"])
-                old_design = {k: old.get(k) for k in cfg.design()}
-                if (json.dumps(old_design, sort_keys=True) == design
-                        and old.get("repetitions") == cfg.repetitions):
-                    return sess["group_id"], True
-        return new_group_id(), False
+        named = store_sessions.get_session(conn, cfg.group_id) if cfg.group_id else None
+        unfinished = ([] if cfg.group_id or cfg.new_session
+                      else store_sessions.unfinished_sessions(conn))
+        return choose_session(cfg, named, unfinished)
 
     # ---- one run
     def _execute(self, key: RunKey, exp_id: int, group_id: str, conn, db_path: Path,
@@ -419,18 +275,19 @@ class BatchRunner:
         host = baseline_mod.machine_state(None)
         with store_db.transaction(conn):
             if resumed:
-                store_runs.update_session(conn, group_id, status="running",
-                                          settings_json=json.dumps(cfg.settings(), sort_keys=True),
-                                          order_json=json.dumps([k.as_list() for k in plan]))
+                store_sessions.update_session(
+                    conn, group_id, status="running",
+                    settings_json=json.dumps(cfg.settings(), sort_keys=True),
+                    order_json=json.dumps([k.as_list() for k in plan]))
             else:
-                store_runs.insert_session(conn, group_id=group_id, settings=cfg.settings(),
-                                          command=self.command, host=host,
-                                          order=[k.as_list() for k in plan], seed=cfg.seed)
+                store_sessions.insert_session(
+                    conn, group_id=group_id, settings=cfg.settings(), command=self.command,
+                    host=host, order=[k.as_list() for k in plan], seed=cfg.seed)
             exp_ids = {}
             for t in cfg.tasks:
                 for p in cfg.providers:
                     provider = self.providers[p]
-                    exp_ids[(t, p)] = store_runs.get_or_create_experiment(
+                    exp_ids[(t, p)] = store_sessions.get_or_create_experiment(
                         conn, group_id=group_id, task_name=t, provider=p,
                         model=getattr(provider, "model", None) and str(provider.model),
                         workflows=",".join(cfg.workflows), repetitions=cfg.repetitions,
@@ -442,15 +299,14 @@ class BatchRunner:
         # Under the write lock: a concurrent writer holds it from its Parquet write to its
         # commit, so any file without a row seen here belongs to a run that died.
         with store_db.transaction(conn):
-            done = store_runs.completed_runs(conn, group_id)
+            done = store_sessions.completed_runs(conn, group_id)
             removed = store_samples.remove_orphans(db_path, group_id, done.values())
         if removed:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
-        todo = [k for k in plan if k.rep >= cfg.start_from
-                and (k.task, k.provider, k.workflow, k.rep) not in done]
+        todo = runs_to_do(plan, cfg.start_from, done)
         summary = BatchSummary(group_id=group_id, db_path=Path(os.path.abspath(db_path)),
                                saved=cfg.save_db,
-                               planned=len([k for k in plan if k.rep >= cfg.start_from]))
+                               planned=len(planned_runs(plan, cfg.start_from)))
         summary.done_before = summary.planned - len(todo)
         verb = "resuming" if resumed else "starting"
         self.log(f"{verb} batch {group_id}: {len(todo)} run(s) to do"
@@ -465,11 +321,11 @@ class BatchRunner:
             if conn.in_transaction:
                 conn.rollback()
             with store_db.transaction(conn):
-                store_runs.update_session(conn, group_id, status="interrupted")
+                store_sessions.update_session(conn, group_id, status="interrupted")
             raise
         self._fill_summary(conn, summary)
         with store_db.transaction(conn):
-            store_runs.update_session(conn, group_id, status="completed")
+            store_sessions.update_session(conn, group_id, status="completed")
         return summary
 
     def _energy_source(self) -> str:
@@ -491,108 +347,31 @@ class BatchRunner:
                 duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
                 max_age_s=cfg.baseline_max_age_s, log=self.log)
 
-        progress = _make_progress(self.show_progress)
-        t_start_s = time.monotonic()
-        with progress:
-            task_id = progress.add_task("runs", total=len(todo))
+        progress = self.progress
+        progress.begin(len(todo))
+        completed = False
+        try:
             for i, key in enumerate(todo):
                 if i > 0 and cfg.cool_down_s > 0:
-                    progress.update(task_id, description=f"cool-down {cfg.cool_down_s:g} s")
+                    progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
                 base = current_baseline()
-                progress.update(task_id, description=f"{key.task}/{key.provider}/"
-                                                     f"{key.workflow} rep {key.rep}")
+                progress.running(key)
                 row = self._execute(key, exp_ids[(key.task, key.provider)], group_id, conn,
                                     db_path, base)
                 summary.ran += 1
                 if row.get("status") == "error":
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
-                progress.advance(task_id)
-                # Without a terminal the bar is off: each run line carries the count and ETA.
-                counter = "" if progress.live.is_started else _count_eta(
-                    i + 1, len(todo), time.monotonic() - t_start_s) + " "
-                if cfg.verbose and row:
-                    progress.console.print(counter + _run_line(key, row), markup=False,
-                                           highlight=False, soft_wrap=True)
-                elif counter and self.show_progress:
-                    progress.console.print(counter.strip(), markup=False, highlight=False)
-            progress.update(task_id, description="runs done")
+                progress.finished(key, row)
+            completed = True
+        finally:
+            progress.end(completed)
 
     def _fill_summary(self, conn, summary: BatchSummary) -> None:
-        g = summary.group_id
-        q = conn.execute
-        summary.ok = q("SELECT COUNT(*) FROM runs r JOIN experiments e USING (exp_id) "
-                       "WHERE e.group_id = ? AND r.status = 'ok'", (g,)).fetchone()[0]
-        summary.errors = q("SELECT COUNT(*) FROM runs r JOIN experiments e USING (exp_id) "
-                           "WHERE e.group_id = ? AND r.status != 'ok'", (g,)).fetchone()[0]
-        for wf, n, mean_j in q(
-                "SELECT r.workflow_type, COUNT(*), AVG(r.dynamic_energy_uj / 1e6) FROM runs r "
-                "JOIN experiments e USING (exp_id) WHERE e.group_id = ? AND r.status = 'ok' "
-                "GROUP BY r.workflow_type", (g,)):
-            summary.per_workflow[wf] = (n, mean_j)
-        n, mean_tax = q("SELECT COUNT(tax_percent), AVG(tax_percent) FROM "
-                        "orchestration_tax_summary ots JOIN experiments e USING (exp_id) "
-                        "WHERE e.group_id = ?", (g,)).fetchone()
-        summary.tax_pairs, summary.mean_tax_percent = n, mean_tax
+        totals = store_sessions.session_totals(conn, summary.group_id)
+        summary.ok, summary.errors = totals.ok, totals.errors
+        summary.per_workflow.update(totals.per_workflow)
+        summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
         if summary.energy_source is None:
-            row = q("SELECT r.energy_source FROM runs r JOIN experiments e USING (exp_id) "
-                    "WHERE e.group_id = ? AND r.energy_source IS NOT NULL LIMIT 1",
-                    (g,)).fetchone()
-            summary.energy_source = row[0] if row else None
-
-
-def _make_progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, disable=not enabled or not console.is_terminal,
-                    transient=False)
-
-
-def _count_eta(done: int, total: int, elapsed_s: float) -> str:
-    """'[3/18 ETA 2m10s]' from the mean time per run so far."""
-    left_s = elapsed_s / done * (total - done) if done else 0.0
-    minutes, seconds = divmod(int(round(left_s)), 60)
-    return f"[{done}/{total} ETA {minutes}m{seconds:02d}s]"
-
-
-def _run_line(key: RunKey, row: dict) -> str:
-    energy = row.get("total_energy_uj")
-    energy_txt = "n/a" if energy is None else f"{energy / 1e6:.3f} J"
-    dyn = row.get("dynamic_energy_uj")
-    dyn_txt = "" if dyn is None else f" (dynamic {dyn / 1e6:.3f} J)"
-    dur = (row.get("duration_ns") or 0) / 1e9
-    success = row.get("success")
-    verdict = {1: "correct", 0: "wrong"}.get(success, "error" if row.get("error") else "n/a")
-    return (f"{key.task} {key.provider} {key.workflow} rep {key.rep}: "
-            f"{energy_txt}{dyn_txt} [{row.get('energy_source')}] {dur:.2f} s {verdict}"
-            + (f" — {row['error']}" if row.get("error") else ""))
-
-
-def format_summary(s: BatchSummary) -> str:
-    lines = [f"batch {s.group_id}: {s.ran} run(s) now, {s.ok} ok and {s.errors} failed "
-             f"in total" + (f"; energy source {s.energy_source}" if s.energy_source else "")]
-    if s.per_workflow:
-        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21}")
-        for wf in WORKFLOWS:
-            if wf in s.per_workflow:
-                n, mean_j = s.per_workflow[wf]
-                val = "n/a" if mean_j is None else f"{mean_j:.4f} J"
-                lines.append(f"  {wf:<9} {n:>5} {val:>21}")
-    if s.tax_pairs:
-        lines.append(f"  mean orchestration tax: {s.mean_tax_percent:+.1f} % over "
-                     f"{s.tax_pairs} pair(s)")
-    elif s.per_workflow:
-        lines.append("  mean orchestration tax: n/a (no complete pair with positive linear "
-                     "dynamic energy)")
-    if s.saved:
-        samples = store_samples.samples_root(s.db_path) / f"group_id={s.group_id}"
-        lines.append(f"  data: {s.db_path} (group_id = '{s.group_id}'); samples: {samples}")
-    else:
-        lines.append("  data: not saved (pass --save-db to keep the database)")
-    return "\n".join(lines)
+            summary.energy_source = totals.energy_source

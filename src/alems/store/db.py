@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -243,7 +242,3 @@ def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator
         raise
     else:
         conn.commit()
-
-
-def db_dir(db_path) -> Path:
-    return Path(os.path.abspath(db_path)).parent

@@ -1,4 +1,5 @@
-"""Rows of the index: batch sessions, experiments, runs, phases, orchestration-tax pairs.
+"""Rows of the index: runs, phases, orchestration-tax pairs (sessions and experiments:
+`alems.store.sessions`; idle baselines: `alems.store.baselines`).
 
 Callers own the transaction (see `store.db.transaction`); these functions only execute
 statements, so a run, its phases and its tax row go in together or not at all.
@@ -22,7 +23,8 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
+def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
+    """INSERT `row` (column -> value) into `table`; returns the new rowid."""
     known = _columns(conn, table)
     unknown = sorted(set(row) - known)
     if unknown:
@@ -32,66 +34,6 @@ def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
            f"VALUES ({', '.join('?' for _ in names)})")
     cur = conn.execute(sql, [row[n] for n in names])
     return int(cur.lastrowid)
-
-
-# ---------------------------------------------------------------- sessions
-
-def get_session(conn: sqlite3.Connection, group_id: str) -> dict | None:
-    conn.row_factory = sqlite3.Row
-    try:
-        row = conn.execute("SELECT * FROM batch_sessions WHERE group_id = ?",
-                           (group_id,)).fetchone()
-    finally:
-        conn.row_factory = None
-    return dict(row) if row else None
-
-
-def unfinished_sessions(conn: sqlite3.Connection) -> list[dict]:
-    """Sessions not marked completed, newest first."""
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM batch_sessions WHERE status != 'completed' "
-                            "ORDER BY created_at DESC").fetchall()
-    finally:
-        conn.row_factory = None
-    return [dict(r) for r in rows]
-
-
-def insert_session(conn: sqlite3.Connection, *, group_id: str, settings: dict, command: str,
-                   host: dict, order: list, seed: int | None) -> None:
-    now = utc_now_iso()
-    _insert(conn, "batch_sessions", {
-        "group_id": group_id, "created_at": now, "updated_at": now, "command": command,
-        "settings_json": json.dumps(settings, sort_keys=True), "host_json": json.dumps(host),
-        "order_json": json.dumps(order), "seed": seed, "status": "running"})
-
-
-def update_session(conn: sqlite3.Connection, group_id: str, **fields) -> None:
-    fields["updated_at"] = utc_now_iso()
-    names = list(fields)
-    conn.execute(f"UPDATE batch_sessions SET {', '.join(f'{n} = ?' for n in names)} "
-                 "WHERE group_id = ?", [fields[n] for n in names] + [group_id])
-
-
-# ---------------------------------------------------------------- experiments
-
-def get_or_create_experiment(conn: sqlite3.Connection, *, group_id: str, task_name: str,
-                             provider: str, model: str | None, workflows: str,
-                             repetitions: int, seed: int | None, temperature: float | None,
-                             max_tokens: int | None, country: str | None,
-                             config: dict | None = None) -> int:
-    row = conn.execute("SELECT exp_id, repetitions FROM experiments WHERE group_id = ? AND "
-                       "task_name = ? AND provider = ?", (group_id, task_name, provider)).fetchone()
-    if row:
-        if repetitions > row[1]:
-            conn.execute("UPDATE experiments SET repetitions = ? WHERE exp_id = ?",
-                         (repetitions, row[0]))
-        return int(row[0])
-    return _insert(conn, "experiments", {
-        "group_id": group_id, "task_name": task_name, "provider": provider, "model": model,
-        "workflows": workflows, "repetitions": repetitions, "seed": seed,
-        "temperature": temperature, "max_tokens": max_tokens, "country": country,
-        "created_at": utc_now_iso(), "config_json": json.dumps(config or {}, default=str)})
 
 
 # ---------------------------------------------------------------- runs
@@ -105,22 +47,13 @@ def next_run_id(conn: sqlite3.Connection) -> int:
 
 
 def insert_run(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
-    return _insert(conn, "runs", row)
-
-
-def completed_runs(conn: sqlite3.Connection, group_id: str) -> dict[tuple[str, str, str, int], int]:
-    """(task, provider, workflow, rep) -> run_id of every run row of the session."""
-    rows = conn.execute(
-        "SELECT e.task_name, e.provider, r.workflow_type, r.run_number, r.run_id "
-        "FROM runs r JOIN experiments e ON r.exp_id = e.exp_id WHERE e.group_id = ?",
-        (group_id,)).fetchall()
-    return {(t, p, w, int(n)): int(rid) for t, p, w, n, rid in rows}
+    return insert_row(conn, "runs", row)
 
 
 def insert_phases(conn: sqlite3.Connection, run_id: int, phases: Iterable[dict]) -> int:
     count = 0
     for ph in phases:
-        _insert(conn, "phases", {
+        insert_row(conn, "phases", {
             "run_id": run_id, "seq": ph["seq"], "name": ph["name"], "kind": ph["kind"],
             "parent_seq": ph.get("parent_seq"), "start_ns": ph["start_ns"],
             "end_ns": ph["end_ns"], "duration_ns": ph["duration_ns"],

@@ -28,12 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
-
-from alems.config import SAMPLES_DIRNAME
 from alems.errors import AlemsError
-
 from alems.measure.names import PHASES_METADATA_KEY, RUN_METADATA_KEY
 
+SAMPLES_DIRNAME = "samples"
 PHASES_KEY = PHASES_METADATA_KEY.encode()
 RUN_KEY = RUN_METADATA_KEY.encode()
 TMP_SUFFIX = ".tmp"
@@ -44,13 +42,22 @@ def samples_root(db_path) -> Path:
     return Path(os.path.abspath(db_path)).parent / SAMPLES_DIRNAME
 
 
-def samples_path(db_path, group_id: str, exp_id: int, run_id: int) -> Path:
-    """<db dir>/samples/group_id=<g>/exp_id=<e>/run_id=<r>.parquet"""
+def check_group_id(group_id: str) -> None:
+    """A group id names a folder: only letters, digits, '.', '_' and '-'."""
     if not _SAFE.match(str(group_id)):
         raise AlemsError(f"group id {group_id!r} may only hold letters, digits, '.', '_' "
                          "and '-'; pass another --group-id")
-    return (samples_root(db_path) / f"group_id={group_id}" / f"exp_id={int(exp_id)}"
-            / f"run_id={int(run_id)}.parquet")
+
+
+def group_dir(db_path, group_id: str) -> Path:
+    """<db dir>/samples/group_id=<g>"""
+    check_group_id(group_id)
+    return samples_root(db_path) / f"group_id={group_id}"
+
+
+def samples_path(db_path, group_id: str, exp_id: int, run_id: int) -> Path:
+    """<db dir>/samples/group_id=<g>/exp_id=<e>/run_id=<r>.parquet"""
+    return group_dir(db_path, group_id) / f"exp_id={int(exp_id)}" / f"run_id={int(run_id)}.parquet"
 
 
 def relative_to_db(db_path, path: Path) -> str:
@@ -72,10 +79,6 @@ def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
     return write_parquet_atomic(table, path, path.with_name(path.name + TMP_SUFFIX))
 
 
-def read_samples(path) -> pa.Table:
-    return pq.read_table(path)
-
-
 def read_phases(path) -> list[dict]:
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(PHASES_KEY, b"[]"))
@@ -94,7 +97,7 @@ def _run_id_of(path: Path) -> int | None:
 def remove_orphans(db_path, group_id: str, known_run_ids: Iterable[int]) -> list[Path]:
     """Delete files of `group_id` that no committed run row points at (a run killed between
     its Parquet write and its commit) and leftover temporary files. Returns what went."""
-    root = samples_root(db_path) / f"group_id={group_id}"
+    root = group_dir(db_path, group_id)
     if not root.is_dir():
         return []
     known = set(int(r) for r in known_run_ids)

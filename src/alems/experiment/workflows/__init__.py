@@ -16,11 +16,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from alems.experiment.plan import WORKFLOWS as WORKFLOW_NAMES
 from alems.experiment.providers import Generation
 
 __all__ = ["WorkflowResult", "WORKFLOW_NAMES", "NullSampler", "run_linear", "run_agentic", "run_workflow"]
-
-WORKFLOW_NAMES: tuple[str, ...] = ("linear", "agentic")
 
 
 @dataclass

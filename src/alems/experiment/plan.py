@@ -1,0 +1,218 @@
+"""Batch planning and the resume decision: pure functions, no I/O.
+
+Order. The linear and agentic runs of one (task, provider, repetition) form a *pair*. The
+pairs are shuffled with the seed, and which arm goes first is counterbalanced: over all
+pairs, half start with linear and half with agentic (the odd one decided by the seed). The
+plan covers repetitions 1..N regardless of --start-from, so a run keeps its place
+(`runs.order_index`) and its arm position (`runs.pair_order`: 0 first, 1 second) across
+resumptions; the plan is stored in `batch_sessions.order_json`.
+
+Resume rule. A session is identified by its group id. Running a batch again continues a
+session, never repeating a stored run (ok or error) and never losing one:
+- with --group-id G: session G is continued (its design — tasks, providers, workflows,
+  seed, temperature, max tokens, model, rate — must match; repetitions may grow);
+- without --group-id: the newest *unfinished* session in the database with the same design
+  and repetitions is continued; if there is none (or --new-session is given) a new session
+  starts with a fresh id (YYYYmmdd-HHMMSS-xxxx).
+--start-from K skips repetitions below K in this invocation.
+
+The caller reads the stored sessions and runs (`alems.store.sessions`) and hands them in.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from alems import config
+from alems.errors import AlemsError, UsageError
+from alems.experiment import baseline as baseline_mod
+from alems.measure.names import MAX_HZ
+
+# The two arms, in their canonical order (plan, summaries, --workflows default).
+WORKFLOWS = ("linear", "agentic")
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass
+class BatchConfig:
+    tasks: list[str]
+    providers: list[str]
+    workflows: list[str] = field(default_factory=lambda: list(WORKFLOWS))
+    repetitions: int = 1
+    start_from: int = 1
+    cool_down_s: float = 0.0
+    seed: int = 42
+    temperature: float = 0.0
+    max_tokens: int = 256
+    group_id: str | None = None
+    model: str | None = None
+    cloud_model: str | None = None
+    threads: int | None = None       # local model: CPU threads (None = physical cores)
+    n_ctx: int = 2048                # local model: context size in tokens
+    hz: float = config.DEFAULT_HZ
+    sources: list[str] | None = None
+    country: str = config.DEFAULT_COUNTRY
+    db_path: Path | None = None
+    save_db: bool = True
+    verbose: bool = False
+    baseline_duration_s: float = baseline_mod.DEFAULT_DURATION_S
+    baseline_reps: int = baseline_mod.DEFAULT_REPETITIONS
+    baseline_max_age_s: float = baseline_mod.DEFAULT_MAX_AGE_S
+    clip_negative: bool = False
+    new_session: bool = False
+    max_steps: int = 5
+    max_tool_calls: int = 5
+
+    def design(self) -> dict:
+        """What defines the experiment: must match to continue a session."""
+        return {"tasks": list(self.tasks), "providers": list(self.providers),
+                "workflows": list(self.workflows), "seed": self.seed,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "model": self.model, "cloud_model": self.cloud_model, "hz": self.hz,
+                "threads": self.threads, "n_ctx": self.n_ctx,
+                "sources": self.sources, "max_steps": self.max_steps,
+                "max_tool_calls": self.max_tool_calls}
+
+    def settings(self) -> dict:
+        d = self.design()
+        d.update(repetitions=self.repetitions, cool_down_s=self.cool_down_s,
+                 country=self.country, clip_negative=self.clip_negative,
+                 baseline_duration_s=self.baseline_duration_s,
+                 baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s)
+        return d
+
+
+def split_list(text: str | None, what: str) -> list[str]:
+    items = [p.strip() for p in (text or "").split(",") if p.strip()]
+    if not items:
+        raise UsageError(f"--{what} is empty; give a comma-separated list")
+    seen = []
+    for item in items:
+        if item in seen:
+            raise UsageError(f"--{what} names {item!r} twice")
+        seen.append(item)
+    return seen
+
+
+def new_group_id() -> str:
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def validate_numbers(cfg: BatchConfig) -> None:
+    if cfg.repetitions < 1:
+        raise UsageError(f"--repetitions must be >= 1, got {cfg.repetitions}")
+    if not 1 <= cfg.start_from <= cfg.repetitions:
+        raise UsageError(f"--start-from must be between 1 and --repetitions "
+                         f"({cfg.repetitions}), got {cfg.start_from}")
+    if cfg.cool_down_s < 0:
+        raise UsageError(f"--cool-down must be >= 0 seconds, got {cfg.cool_down_s:g}")
+    if not cfg.hz > 0 or cfg.hz > MAX_HZ:
+        raise UsageError(f"--hz must be in (0, {MAX_HZ:g}], got {cfg.hz:g}")
+    if cfg.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
+    if not 0.0 <= cfg.temperature <= 2.0:
+        raise UsageError(f"--temperature must be between 0 and 2, got {cfg.temperature:g}")
+    if not cfg.baseline_duration_s > 0:
+        raise UsageError(f"--baseline-duration must be > 0 s, got {cfg.baseline_duration_s:g}")
+    if cfg.baseline_reps < 1:
+        raise UsageError(f"--baseline-reps must be >= 1, got {cfg.baseline_reps}")
+    if cfg.baseline_max_age_s < 0:
+        raise UsageError(f"--baseline-max-age must be >= 0 s, got {cfg.baseline_max_age_s:g}")
+    bad = [w for w in cfg.workflows if w not in WORKFLOWS]
+    if bad:
+        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
+    if cfg.group_id is not None:
+        from alems.store.samples import check_group_id  # the id names a samples folder
+
+        check_group_id(cfg.group_id)
+
+
+# ---------------------------------------------------------------- order
+
+@dataclass(frozen=True)
+class RunKey:
+    task: str
+    provider: str
+    workflow: str
+    rep: int                  # 1-based
+    order_index: int          # position in the full plan
+    pair_order: int | None    # 0: first arm of its pair, 1: second; None without pairs
+
+    def as_list(self) -> list:
+        return [self.task, self.provider, self.workflow, self.rep]
+
+
+def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list[RunKey]:
+    """The full, seeded, counterbalanced run order (see the module docstring)."""
+    rng = random.Random(f"alems-batch-order|{seed}")
+    pairs = [(t, p, r) for t in tasks for p in providers for r in range(1, repetitions + 1)]
+    rng.shuffle(pairs)
+    arms = [w for w in WORKFLOWS if w in workflows]
+    keys: list[RunKey] = []
+    if len(arms) == 2:
+        n = len(pairs)
+        linear_first = [True] * (n // 2) + [False] * (n // 2)
+        if n % 2:
+            linear_first.append(rng.random() < 0.5)
+        rng.shuffle(linear_first)
+        for (t, p, r), lin_first in zip(pairs, linear_first):
+            order = WORKFLOWS if lin_first else WORKFLOWS[::-1]
+            for pos, w in enumerate(order):
+                keys.append(RunKey(t, p, w, r, len(keys), pos))
+    else:
+        for t, p, r in pairs:
+            keys.append(RunKey(t, p, arms[0], r, len(keys), None))
+    return keys
+
+
+# ---------------------------------------------------------------- resume
+
+def _stored_design(cfg: BatchConfig, session: Mapping) -> tuple[dict, dict]:
+    """(the stored settings, their design keys) of a `batch_sessions` row."""
+    old = json.loads(session["settings_json"])
+    return old, {k: old.get(k) for k in cfg.design()}
+
+
+def choose_session(cfg: BatchConfig, named: Mapping | None,
+                   unfinished: Iterable[Mapping]) -> tuple[str, bool]:
+    """(group_id, resumed) by the resume rule. `named`: the stored session of
+    cfg.group_id (None if absent or no --group-id); `unfinished`: the stored sessions not
+    completed, newest first (ignored with --group-id or --new-session)."""
+    design = json.dumps(cfg.design(), sort_keys=True)
+    if cfg.group_id:
+        if named is None:
+            return cfg.group_id, False
+        _, old_design = _stored_design(cfg, named)
+        if json.dumps(old_design, sort_keys=True) != design:
+            diff = [k for k in cfg.design() if old_design.get(k) != cfg.design()[k]]
+            raise AlemsError(
+                f"group {cfg.group_id!r} was started with different settings "
+                f"({', '.join(f'{k}={old_design.get(k)!r}' for k in diff)}); repeat them "
+                "to resume it, or pass a new --group-id")
+        return cfg.group_id, True
+    if not cfg.new_session:
+        for sess in unfinished:
+            old, old_design = _stored_design(cfg, sess)
+            if (json.dumps(old_design, sort_keys=True) == design
+                    and old.get("repetitions") == cfg.repetitions):
+                return sess["group_id"], True
+    return new_group_id(), False
+
+
+def planned_runs(plan: list[RunKey], start_from: int) -> list[RunKey]:
+    """The runs this invocation is responsible for (repetitions from --start-from on)."""
+    return [k for k in plan if k.rep >= start_from]
+
+
+def runs_to_do(plan: list[RunKey], start_from: int,
+               done: Mapping[tuple[str, str, str, int], int]) -> list[RunKey]:
+    """Planned runs without a stored row; `done` maps (task, provider, workflow, rep)."""
+    return [k for k in planned_runs(plan, start_from)
+            if (k.task, k.provider, k.workflow, k.rep) not in done]
