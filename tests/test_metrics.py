@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from alems.experiment.baseline import Baseline
-from alems.experiment.metrics import ProcessCounters, cstate_bucket, phase_rows, run_metrics
+from alems.experiment.counter_metrics import cstate_bucket
+from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.workflows import WorkflowResult
 
 from _fake_sampling import FakePhase, FakeResult, synthetic_table

@@ -14,19 +14,11 @@ Definitions (one each, see DESIGN.md):
   baseline (negative values kept unless clip_negative, then 0 with ``dynamic_clipped`` = 1).
 - ``reasoning_energy_uj`` = core energy − idle core power × duration;
   ``orchestration_energy_uj`` = dynamic − reasoning.
-- ``avg_power_watts`` = total energy ÷ duration; ``package_power_max_w`` = the highest
-  package power over any window of `POWER_WINDOW_NS` (single 1 ms steps are counter noise).
-- Perf counters are deltas over the span; ``ipc`` only when instructions and cycles were
-  both measured; ``cache_miss_rate`` = cache_misses ÷ cache_references (a fraction).
-- Thermal from ``package_temp_c``: mean (``package_temp_celsius``), first (start), max,
-  delta = max − start, gradient = least-squares slope in °C/s.
-- C-states: ``cstate_<STATE>_time_us`` deltas summed by class of the cpuidle state name —
-  C2* → c2, C3* → c3, C4*/C5*/C6* (C6, C6S, C6-SKX …) → c6, C7* and deeper (C7s, C8, C9,
-  C10) → c7. POLL and C1/C1E are shallow states with no column. Seconds, summed over CPUs.
-- Scheduler: voluntary/involuntary context switches of this process (getrusage deltas, all
-  threads); ``thread_migrations`` from the ``cpu_migrations`` perf counter;
-  ``run_queue_length`` = mean of /proc/stat ``procs_running``; ``interrupt_rate`` =
-  /proc/stat ``intr`` delta ÷ duration (per second, whole machine).
+- ``avg_power_watts`` = total energy ÷ duration.
+- Perf counters, package power peak, thermal, C-states, run queue, interrupts and sampling
+  quality: `alems.experiment.counter_metrics`.
+- Context switches: voluntary/involuntary context switches of this process (getrusage
+  deltas, all threads).
 - Phase times: sums of phases of kind planning/execution/synthesis; waiting = marked
   ``waiting`` phases, or if an agentic run marked none, the span not covered by an ``llm``
   or ``tool`` phase. Linear runs have no planning/execution/synthesis: NULL, "not
@@ -40,16 +32,11 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from alems.experiment import counter_metrics as hw
 from alems.measure.names import DOMAINS
 
-PERF_COUNTERS = ("instructions", "cycles", "cache_references", "cache_misses",
-                 "branch_misses", "page_faults", "task_clock_ns")
-POWER_WINDOW_NS = 10_000_000  # 10 ms
-CSTATE_BUCKETS = ("c2", "c3", "c6", "c7")
 NS_PER_MS = 1e6
 
 
@@ -81,48 +68,6 @@ class ProcessCounters:
     def now() -> "ProcessCounters":
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ProcessCounters(int(ru.ru_nvcsw), int(ru.ru_nivcsw))
-
-
-# ---------------------------------------------------------------- table helpers
-
-def _float_column(table: pa.Table, name: str) -> np.ndarray | None:
-    if name not in table.column_names:
-        return None
-    col = pc.cast(table.column(name), pa.float64())
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=float)
-
-
-def _span_mask(t: np.ndarray, t0: int, t1: int) -> np.ndarray:
-    return (t >= t0) & (t <= t1)
-
-
-def _cumulative_delta(t: np.ndarray, values: np.ndarray | None, t0: int, t1: int) -> float | None:
-    if values is None:
-        return None
-    v = values[_span_mask(t, t0, t1)]
-    v = v[~np.isnan(v)]
-    if v.size < 2:
-        return None
-    return float(v[-1] - v[0])
-
-
-def cstate_bucket(state: str) -> str | None:
-    """Map a cpuidle state name (C1E, C6, C6S, C7s, C10, C3_ACPI, POLL …) to c2/c3/c6/c7."""
-    import re
-
-    m = re.match(r"^C(\d+)", state.strip().upper())
-    if not m:
-        return None
-    n = int(m.group(1))
-    if n == 2:
-        return "c2"
-    if n == 3:
-        return "c3"
-    if 4 <= n <= 6:
-        return "c6"
-    if n >= 7:
-        return "c7"
-    return None
 
 
 def _interval_union_ns(intervals: list[tuple[int, int]]) -> int:
@@ -185,9 +130,7 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     duration_ns = max(t1 - t0, 0)
     duration_s = duration_ns / 1e9
     table: pa.Table = result.table
-    t = _float_column(table, "t_ns")
-    if t is None:
-        t = np.zeros(0)
+    t = hw.sample_times(table)
 
     m.set("t_start_ns", t0)
     m.set("t_end_ns", t1)
@@ -255,38 +198,12 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         m.set("avg_power_watts", total / duration_ns * 1e3)
     else:
         m.set("avg_power_watts", None, m.null_reasons.get("total_energy_uj") or "zero duration")
-    m.set("package_power_max_w", *_peak_power(t, _float_column(table, "pkg_energy_uj"), t0, t1))
+    pkg = hw.float_column(table, "pkg_energy_uj")
+    m.set("package_power_max_w", *hw.peak_power(t, pkg, t0, t1))
 
-    # ---- perf counters
-    counters: dict[str, float | None] = {}
-    for name in PERF_COUNTERS + ("cpu_migrations",):
-        if name not in table.column_names:
-            counters[name] = None
-            continue
-        value = None
-        try:
-            value = result.counter_delta(name, t0, t1)
-        except Exception:  # noqa: BLE001 - fall back to the table
-            value = None
-        if value is None:
-            value = _cumulative_delta(t, _float_column(table, name), t0, t1)
-        counters[name] = value
-    for name in PERF_COUNTERS:
-        value = counters[name]
-        m.set(name, None if value is None else int(round(value)),
-              f"perf counter {name} not measured (no '{name}' column: hardware/software perf "
-              "events unavailable here; see `alems doctor`)")
-    ins, cyc = m.columns["instructions"], m.columns["cycles"]
-    if ins is not None and cyc:
-        m.set("ipc", ins / cyc)
-    else:
-        m.set("ipc", None, "needs both instructions and cycles measured"
-              + ("" if cyc is None or ins is None else " (cycles = 0)"))
-    refs, misses = m.columns["cache_references"], m.columns["cache_misses"]
-    if refs and misses is not None:
-        m.set("cache_miss_rate", misses / refs)
-    else:
-        m.set("cache_miss_rate", None, "needs cache_references (> 0) and cache_misses measured")
+    # ---- hardware counters
+    counters = hw.perf_metrics(m, result, t, t0, t1)
+    ins = m.columns["instructions"]
 
     # ---- tokens and efficiency
     prompt_tokens = getattr(workflow, "prompt_tokens", None)
@@ -317,11 +234,9 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     # ---- timing
     _timing(m, result, workflow, workflow_type, t0, t1)
 
-    # ---- thermal
-    _thermal(m, t, _float_column(table, "package_temp_c"), t0, t1)
-
-    # ---- C-states
-    _cstates(m, t, table, t0, t1)
+    # ---- thermal, C-states
+    hw.thermal_metrics(m, t, table, t0, t1)
+    hw.cstate_metrics(m, t, table, t0, t1)
 
     # ---- scheduler
     if process_before is not None and process_after is not None:
@@ -331,22 +246,7 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     else:
         for name in ("context_switches_voluntary", "context_switches_involuntary"):
             m.set(name, None, "process context-switch counters were not read")
-    mig = counters.get("cpu_migrations")
-    m.set("thread_migrations", None if mig is None else int(round(mig)),
-          "cpu_migrations perf event not measured (see `alems doctor`)")
-    procs = _float_column(table, "procs_running")
-    if procs is not None:
-        v = procs[_span_mask(t, t0, t1)]
-        v = v[~np.isnan(v)]
-        m.set("run_queue_length", float(v.mean()) if v.size else None,
-              "no procs_running sample inside the run")
-    else:
-        m.set("run_queue_length", None, "/proc/stat procs_running not sampled")
-    intr = _cumulative_delta(t, _float_column(table, "interrupts"), t0, t1)
-    if intr is not None and duration_s > 0:
-        m.set("interrupt_rate", intr / duration_s)
-    else:
-        m.set("interrupt_rate", None, "/proc/stat intr not sampled (or fewer than 2 reads)")
+    hw.scheduler_metrics(m, t, table, counters, t0, t1)
 
     # ---- agentic / workload
     for name in ("llm_calls", "tool_calls", "steps"):
@@ -395,33 +295,8 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
             m.set(name, fp.get(name), why)
 
     # ---- sampling quality
-    summary = getattr(result, "summary", None) or {}
-    m.set("sample_count", int(table.num_rows))
-    m.set("requested_hz", summary.get("requested_hz"), "sampler summary has no requested_hz")
-    span_t = t[_span_mask(t, t0, t1)] if t.size else t
-    if span_t.size >= 2 and span_t[-1] > span_t[0]:
-        m.set("achieved_hz", (span_t.size - 1) / ((span_t[-1] - span_t[0]) / 1e9))
-    else:
-        m.set("achieved_hz", summary.get("achieved_hz"), "fewer than 2 samples")
-    for name in ("late_samples", "dropped_samples"):
-        m.set(name, summary.get(name), f"sampler summary has no {name}")
+    hw.sampling_metrics(m, result, t, t0, t1)
     return m
-
-
-def _peak_power(t: np.ndarray, pkg: np.ndarray | None, t0: int, t1: int):
-    if pkg is None:
-        return None, "no package energy column in the samples"
-    mask = _span_mask(t, t0, t1) & ~np.isnan(pkg)
-    tt, ee = t[mask], pkg[mask]
-    if tt.size < 2 or tt[-1] - tt[0] < POWER_WINDOW_NS:
-        return None, f"run shorter than the {POWER_WINDOW_NS / 1e6:g} ms power window"
-    ends = np.searchsorted(tt, tt + POWER_WINDOW_NS, side="left")
-    ok = ends < tt.size
-    starts = np.nonzero(ok)[0]
-    ends = ends[ok]
-    dt = tt[ends] - tt[starts]
-    power = (ee[ends] - ee[starts]) / dt * 1e3  # µJ/ns -> W
-    return float(power.max()), None
 
 
 def _timing(m: RunMetrics, result, workflow, workflow_type, t0: int, t1: int) -> None:
@@ -458,58 +333,3 @@ def _timing(m: RunMetrics, result, workflow, workflow_type, t0: int, t1: int) ->
         m.set("compute_time_ms", workflow.compute_ns / NS_PER_MS)
 
 
-def _thermal(m: RunMetrics, t: np.ndarray, temp: np.ndarray | None, t0: int, t1: int) -> None:
-    names = ("package_temp_celsius", "start_temp_c", "max_temp_c", "thermal_delta_c",
-             "thermal_gradient")
-    if temp is None:
-        for name in names:
-            m.set(name, None, "no package temperature sensor readable (thermal zones / "
-                              "coretemp hwmon absent)")
-        return
-    mask = _span_mask(t, t0, t1) & ~np.isnan(temp)
-    tt, vv = t[mask], temp[mask]
-    if vv.size == 0:
-        for name in names:
-            m.set(name, None, "no temperature read inside the run")
-        return
-    m.set("package_temp_celsius", float(vv.mean()))
-    m.set("start_temp_c", float(vv[0]))
-    m.set("max_temp_c", float(vv.max()))
-    m.set("thermal_delta_c", float(vv.max() - vv[0]))
-    if vv.size >= 2 and tt[-1] > tt[0]:
-        x = (tt - tt[0]) / 1e9
-        slope = float(np.polyfit(x, vv, 1)[0])
-        m.set("thermal_gradient", slope)
-    else:
-        m.set("thermal_gradient", None, "fewer than 2 temperature reads in the run")
-
-
-def _cstates(m: RunMetrics, t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
-    states = {}
-    for name in table.column_names:
-        if name.startswith("cstate_") and name.endswith("_time_us"):
-            states[name[len("cstate_"):-len("_time_us")]] = name
-    if not states:
-        for b in CSTATE_BUCKETS:
-            m.set(f"{b}_time_seconds", None, "cpuidle residency not available "
-                                             "(no cpuidle states in sysfs)")
-        return
-    sums: dict[str, float] = {}
-    seen: dict[str, bool] = {}
-    for state, col in states.items():
-        bucket = cstate_bucket(state)
-        if bucket is None:
-            continue
-        seen[bucket] = True
-        delta = _cumulative_delta(t, _float_column(table, col), t0, t1)
-        if delta is not None:
-            sums[bucket] = sums.get(bucket, 0.0) + delta / 1e6
-    listed = ", ".join(sorted(states))
-    for b in CSTATE_BUCKETS:
-        if b in sums:
-            m.set(f"{b}_time_seconds", sums[b])
-        elif seen.get(b):
-            m.set(f"{b}_time_seconds", None, "fewer than 2 cpuidle reads inside the run")
-        else:
-            m.set(f"{b}_time_seconds", None,
-                  f"this CPU has no {b.upper()}-class idle state (states: {listed})")
