@@ -1,69 +1,27 @@
-"""Small stand-ins for the sampler's results, for the store/metrics/baseline/batch tests.
+"""Known-truth samples for the store/metrics/baseline/batch tests, on the shipped classes.
 
-`FakeResult` has the documented SampleResult interface (table, phases, energy_source,
-summary, metadata, t_start_ns/t_end_ns, energy_uj, counter_delta) over a synthetic table
-whose numbers the tests know exactly: package power `pkg_w` W, core power `core_w` W.
+The tests know the numbers exactly because the tables are synthetic (constant power per
+domain); everything that turns a table into energies, counter deltas and phases is the
+shipped code: results are `SampleResult`s, samplers are `ReplaySampler`s.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-DOMAIN_COLUMNS = {"pkg": "pkg_energy_uj", "core": "core_energy_uj", "uncore": "uncore_energy_uj",
-                  "dram": "dram_energy_uj", "psys": "psys_energy_uj"}
-
-
-@dataclass
-class FakePhase:
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int | None
-    detail: dict = field(default_factory=dict)
-
-
-class FakeResult:
-    def __init__(self, table: pa.Table, *, phases=None, energy_source="powercap",
-                 t_start_ns=None, t_end_ns=None, summary=None):
-        self.table = table
-        self.phases = list(phases or [])
-        self.energy_source = energy_source
-        t = table.column("t_ns").to_numpy()
-        self.t_start_ns = int(t[0]) if t_start_ns is None else t_start_ns
-        self.t_end_ns = int(t[-1]) if t_end_ns is None else t_end_ns
-        self.domains = [d for d, c in DOMAIN_COLUMNS.items() if c in table.column_names]
-        self.summary = summary if summary is not None else {
-            "requested_hz": 1000.0, "late_samples": 0, "dropped_samples": 0}
-        self.metadata = {"alems.energy_source": energy_source, "alems.requested_hz": "1000"}
-
-    def _interp(self, column: str, t_ns: int) -> float:
-        t = self.table.column("t_ns").to_numpy().astype(float)
-        v = self.table.column(column).to_numpy().astype(float)
-        return float(np.interp(t_ns, t, v))
-
-    def energy_uj(self, t0_ns=None, t1_ns=None) -> dict:
-        t0 = self.t_start_ns if t0_ns is None else t0_ns
-        t1 = self.t_end_ns if t1_ns is None else t1_ns
-        return {d: self._interp(c, t1) - self._interp(c, t0) for d, c in DOMAIN_COLUMNS.items()
-                if c in self.table.column_names}
-
-    def counter_delta(self, name, t0_ns=None, t1_ns=None):
-        if name not in self.table.column_names:
-            return None
-        t0 = self.t_start_ns if t0_ns is None else t0_ns
-        t1 = self.t_end_ns if t1_ns is None else t1_ns
-        return self._interp(name, t1) - self._interp(name, t0)
+from alems.measure import replay
+from alems.measure.replay import ReplaySampler
+from alems.measure.sampler import Phase, SampleResult
 
 
 def synthetic_table(*, n: int = 1001, hz: float = 1000.0, t0_ns: int = 10_000_000_000,
                     pkg_w: float | None = 20.0, core_w: float | None = 12.0,
                     extra: dict | None = None) -> pa.Table:
-    """n samples at `hz`; energy columns grow at exactly pkg_w / core_w watts."""
+    """n samples at `hz` from `t0_ns`; energy columns grow at exactly pkg_w / core_w watts."""
     t = t0_ns + np.round(np.arange(n) * (1e9 / hz)).astype(np.int64)
     secs = (t - t0_ns) / 1e9
     cols = {"t_ns": pa.array(t, pa.int64())}
@@ -76,50 +34,71 @@ def synthetic_table(*, n: int = 1001, hz: float = 1000.0, t0_ns: int = 10_000_00
     return pa.table(cols)
 
 
-class FakeSampler:
-    """Start/stop around real wall time; energy grows at `pkg_w` W (as a real source would
-    report an idle or busy machine). Phases are recorded like the real Sampler's."""
+def sample_result(table: pa.Table, *, phases=(), energy_source: str = "powercap",
+                  hz: float = 1000.0, summary: dict | None = None) -> SampleResult:
+    """The sampler's own result class over `table`. `summary` replaces the one it computes
+    (e.g. {} for a sampler that reported none)."""
+    result = SampleResult(table, list(phases), energy_source, hz)
+    if summary is not None:
+        result.summary = dict(summary)
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def _idle_table(pkg_w: float, core_w: float | None, hz: float) -> pa.Table:
+    # Longer than any test's run or baseline window (ReplaySampler keeps rows up to stop()).
+    power = {"pkg": pkg_w} if core_w is None else {"pkg": pkg_w, "core": core_w}
+    return replay.synthetic_table(duration_s=120.0, hz=hz, power_w=power)
+
+
+def idle_sampler(pkg_w: float, core_w: float | None = None, *, hz: float = 1000.0,
+                 energy_source: str = "powercap") -> ReplaySampler:
+    """A ReplaySampler whose machine draws a constant pkg_w (and core_w) watts."""
+    return ReplaySampler(_idle_table(pkg_w, core_w, hz), energy_source=energy_source)
+
+
+class BusyReplaySampler(ReplaySampler):
+    """A ReplaySampler at a constant `pkg_w`, plus `busy_w` more package power while an
+    `llm` phase is open (a model call works the CPU; the rest of a run is near idle).
+
+    stop() returns the shipped SampleResult over the replayed rows, with the busy phases'
+    energy added to the cumulative package column: busy_w × time inside `llm` phases."""
 
     def __init__(self, pkg_w: float = 5.0, core_w: float | None = 2.0, hz: float = 200.0,
                  energy_source: str = "powercap", busy_w: float = 0.0):
-        self.pkg_w, self.core_w, self.hz = pkg_w, core_w, hz
-        self.busy_w = busy_w      # extra package power while inside an `llm` phase
-        self.energy_source = energy_source
-        self._phases: list[FakePhase] = []
-        self.result = None
-
-    @staticmethod
-    def now_ns() -> int:
-        return time.monotonic_ns()
+        super().__init__(_idle_table(pkg_w, core_w, hz), energy_source=energy_source)
+        self.busy_w = busy_w
+        self._period_ns = int(round(1e9 / hz))
+        self._started_ns = 0
 
     def start(self) -> None:
-        self._t0 = self.now_ns()
+        super().start()
+        self._started_ns = time.monotonic_ns()
 
-    def stop(self) -> FakeResult:
-        t1 = self.now_ns()
-        n = max(2, int((t1 - self._t0) / 1e9 * self.hz) + 1)
-        t = np.linspace(self._t0, t1, n).astype(np.int64)
-        secs = (t - self._t0) / 1e9
-        busy_s = np.zeros(n)
-        for ph in self._phases:
+    def stop(self) -> SampleResult:
+        # The real Sampler always records a sample at start and one at stop; a replay keeps
+        # the table's rows up to stop(), so a run shorter than one period (a provider that
+        # fails at once) waits for the second row instead of ending with a single sample.
+        left_ns = self._started_ns + self._period_ns - time.monotonic_ns()
+        if left_ns > 0:
+            time.sleep(left_ns / 1e9)
+        idle = super().stop()
+        if not self.busy_w:
+            return idle
+        table = idle.table
+        t = table.column("t_ns").to_numpy()
+        busy_s = np.zeros(len(t))
+        for ph in idle.phases:
             if ph.kind == "llm":
-                end = ph.end_ns if ph.end_ns is not None else t1
+                end = ph.end_ns if ph.end_ns is not None else int(t[-1])
                 busy_s += np.clip(t - ph.start_ns, 0, end - ph.start_ns) / 1e9
-        pkg = (secs * self.pkg_w + busy_s * self.busy_w) * 1e6
-        cols = {"t_ns": pa.array(t, pa.int64()),
-                "pkg_energy_uj": pa.array(pkg, pa.float64())}
-        if self.core_w is not None:
-            cols["core_energy_uj"] = pa.array(secs * self.core_w * 1e6, pa.float64())
-        self.result = FakeResult(pa.table(cols), phases=self._phases,
-                                 energy_source=self.energy_source, t_start_ns=self._t0,
-                                 t_end_ns=t1)
+        pkg = table.column("pkg_energy_uj").to_numpy() + busy_s * self.busy_w * 1e6
+        table = table.set_column(table.column_names.index("pkg_energy_uj"), "pkg_energy_uj",
+                                 pa.array(pkg, pa.float64()))
+        self.result = SampleResult(table, idle.phases, idle.energy_source, idle.requested_hz,
+                                   metadata=idle.metadata)
         return self.result
 
-    @contextlib.contextmanager
-    def phase(self, name: str, kind: str | None = None, **detail):
-        ph = FakePhase(name, kind or name, self.now_ns(), None, dict(detail))
-        self._phases.append(ph)
-        try:
-            yield ph
-        finally:
-            ph.end_ns = self.now_ns()
+
+__all__ = ["Phase", "SampleResult", "ReplaySampler", "synthetic_table", "sample_result",
+           "idle_sampler", "BusyReplaySampler"]

@@ -11,7 +11,7 @@ from alems.experiment import baseline as bl
 from alems.errors import AlemsError
 from alems.store import db as store_db
 
-from _fake_sampling import FakeSampler
+from _fake_sampling import idle_sampler
 
 
 class CountingFactory:
@@ -26,7 +26,7 @@ class CountingFactory:
     def __call__(self):
         w = self.watts[self.made % len(self.watts)]
         self.made += 1
-        return FakeSampler(pkg_w=w, core_w=self.core, energy_source=self.source)
+        return idle_sampler(w, self.core, energy_source=self.source)
 
 
 def test_measure_mean_std_n():

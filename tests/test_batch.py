@@ -24,7 +24,7 @@ from alems.experiment.providers.scripted import ScriptedProvider, default_reply
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 
-from _fake_sampling import FakeSampler
+from _fake_sampling import BusyReplaySampler
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["gsm8k_basic", "factual_qa"]
@@ -54,8 +54,8 @@ def make_runner(tmp_path, *, fail_agentic_rep=None, **cfg_kw) -> BatchRunner:
     def provider_factory(name):
         return Provider(three_step_reply, delay_s=0.005)
 
-    return BatchRunner(cfg, sampler_factory=lambda: FakeSampler(pkg_w=2.0, core_w=None,
-                                                                busy_w=30.0, hz=200.0),
+    return BatchRunner(cfg, sampler_factory=lambda: BusyReplaySampler(pkg_w=2.0, core_w=None,
+                                                                      busy_w=30.0, hz=200.0),
                        provider_factory=provider_factory, log=lambda m: None, progress=False)
 
 

@@ -15,7 +15,7 @@ from alems.experiment.counter_metrics import cstate_bucket
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.workflows import WorkflowResult
 
-from _fake_sampling import FakePhase, FakeResult, synthetic_table
+from _fake_sampling import Phase, sample_result, synthetic_table
 
 T0 = 10_000_000_000
 N = 2001           # 2 s at 1 kHz
@@ -52,13 +52,13 @@ def _workflow(**kw):
 def _phases():
     ms = 1_000_000
     return [
-        FakePhase("planning", "planning", T0, T0 + 500 * ms),
-        FakePhase("llm", "llm", T0 + 10 * ms, T0 + 490 * ms),
-        FakePhase("execution", "execution", T0 + 500 * ms, T0 + 1500 * ms),
-        FakePhase("tool:calculator", "tool", T0 + 600 * ms, T0 + 700 * ms),
-        FakePhase("waiting", "waiting", T0 + 700 * ms, T0 + 800 * ms),
-        FakePhase("synthesis", "synthesis", T0 + 1500 * ms, T0 + 2000 * ms),
-        FakePhase("waiting", "waiting", T0 + 1500 * ms, T0 + 1550 * ms),
+        Phase("planning", "planning", T0, T0 + 500 * ms),
+        Phase("llm", "llm", T0 + 10 * ms, T0 + 490 * ms),
+        Phase("execution", "execution", T0 + 500 * ms, T0 + 1500 * ms),
+        Phase("tool:calculator", "tool", T0 + 600 * ms, T0 + 700 * ms),
+        Phase("waiting", "waiting", T0 + 700 * ms, T0 + 800 * ms),
+        Phase("synthesis", "synthesis", T0 + 1500 * ms, T0 + 2000 * ms),
+        Phase("waiting", "waiting", T0 + 1500 * ms, T0 + 1550 * ms),
     ]
 
 
@@ -68,7 +68,7 @@ BASE = Baseline(energy_source="powercap", duration_s=1.0, repetitions=3,
 
 
 def test_full_platform_metrics_are_exact():
-    result = FakeResult(_full_table(), phases=_phases(), energy_source="powercap")
+    result = sample_result(_full_table(), phases=_phases(), energy_source="powercap")
     m = run_metrics(result, _workflow(), baseline=BASE, workflow_type="agentic",
                     extracted_answer="42", correct=True,
                     process_before=ProcessCounters(10, 3), process_after=ProcessCounters(25, 4),
@@ -125,7 +125,7 @@ def test_full_platform_metrics_are_exact():
 
 def test_missing_sources_are_null_with_reasons_never_zero():
     table = synthetic_table(n=101, hz=100.0, pkg_w=3.0, core_w=None)
-    result = FakeResult(table, energy_source="estimate", summary={})
+    result = sample_result(table, energy_source="estimate", summary={})
     m = run_metrics(result, _workflow(prompt_tokens=None), baseline=None, workflow_type="linear")
     c, why = m.columns, m.null_reasons
     assert c["pkg_energy_uj"] == pytest.approx(3e6)
@@ -149,7 +149,7 @@ def test_negative_dynamic_energy_kept_or_clipped_with_flag():
     table = synthetic_table(n=101, hz=100.0, pkg_w=3.0, core_w=None)
     hot_base = Baseline(energy_source="estimate", duration_s=1, repetitions=1,
                         power_w={"pkg": 4.0}, measured_at="2025-01-01T00:00:00+00:00")
-    result = FakeResult(table, energy_source="estimate")
+    result = sample_result(table, energy_source="estimate")
     kept = run_metrics(result, _workflow(), baseline=hot_base, workflow_type="linear")
     assert kept.columns["dynamic_energy_uj"] == pytest.approx(-1e6)
     assert kept.columns["dynamic_clipped"] == 0
@@ -161,14 +161,14 @@ def test_negative_dynamic_energy_kept_or_clipped_with_flag():
 
 
 def test_baseline_from_another_source_is_not_used():
-    result = FakeResult(synthetic_table(n=11, hz=10.0), energy_source="estimate")
+    result = sample_result(synthetic_table(n=11, hz=10.0), energy_source="estimate")
     m = run_metrics(result, _workflow(), baseline=BASE, workflow_type="linear")
     assert m.columns["dynamic_energy_uj"] is None
     assert "powercap" in m.null_reasons["dynamic_energy_uj"]
 
 
 def test_failed_run_keeps_energy_but_no_scores():
-    result = FakeResult(synthetic_table(n=101, hz=100.0), energy_source="powercap")
+    result = sample_result(synthetic_table(n=101, hz=100.0), energy_source="powercap")
     m = run_metrics(result, None, baseline=BASE, workflow_type="agentic")
     assert m.columns["dynamic_energy_uj"] == pytest.approx(15e6)
     assert m.columns["success"] is None and m.columns["llm_calls"] is None
@@ -177,10 +177,10 @@ def test_failed_run_keeps_energy_but_no_scores():
 
 def test_agentic_waiting_computed_when_not_marked():
     ms = 1_000_000
-    phases = [FakePhase("planning", "planning", T0, T0 + 400 * ms),
-              FakePhase("llm", "llm", T0, T0 + 300 * ms),
-              FakePhase("tool:lookup", "tool", T0 + 500 * ms, T0 + 600 * ms)]
-    result = FakeResult(synthetic_table(n=1001, hz=1000.0, t0_ns=T0), phases=phases)
+    phases = [Phase("planning", "planning", T0, T0 + 400 * ms),
+              Phase("llm", "llm", T0, T0 + 300 * ms),
+              Phase("tool:lookup", "tool", T0 + 500 * ms, T0 + 600 * ms)]
+    result = sample_result(synthetic_table(n=1001, hz=1000.0, t0_ns=T0), phases=phases)
     m = run_metrics(result, _workflow(), baseline=BASE, workflow_type="agentic")
     assert m.columns["waiting_time_ms"] == pytest.approx(1000 - 300 - 100)
     assert m.columns["execution_time_ms"] is None
@@ -195,7 +195,7 @@ def test_cstate_mapping(name, bucket):
 
 
 def test_phase_rows_nesting_and_energy():
-    result = FakeResult(_full_table(), phases=_phases())
+    result = sample_result(_full_table(), phases=_phases())
     rows = phase_rows(result)
     by_name = [(r["seq"], r["name"], r["parent_seq"]) for r in rows]
     assert by_name[:3] == [(1, "planning", None), (2, "llm", 1), (3, "execution", None)]
