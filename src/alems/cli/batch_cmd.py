@@ -17,7 +17,8 @@ from alems import config
 from alems.cli._common import handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
-from alems.experiment.plan import WORKFLOWS
+from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
+                                   DEFAULT_N_CTX, DEFAULT_SEED, WORKFLOWS)
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -45,10 +46,10 @@ def batch_command(
     start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
                                             "earlier ones are skipped.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the run order, task items and models.")] = 42,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the run order, task items and models.")] = DEFAULT_SEED,
     temperature: Annotated[float, typer.Option("--temperature", envvar="TEMPERATURE", show_envvar=True,
                                                help="Sampling temperature for every model call.")] = 0.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = 256,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
     group_id: Annotated[Optional[str], typer.Option("--group-id", help="Session id; default: resume "
                                                     "the newest unfinished session with the same "
                                                     "settings, else a new id YYYYmmdd-HHMMSS-xxxx.")] = None,
@@ -60,7 +61,7 @@ def batch_command(
                                                        help="Model name for the cloud provider.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the local model "
                                                    "(default: physical cores).")] = None,
-    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size (tokens) of the local model.")] = 2048,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size (tokens) of the local model.")] = DEFAULT_N_CTX,
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
     sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
                                                    "perf-power, perf, slow); default automatic.")] = None,
@@ -74,8 +75,8 @@ def batch_command(
                                                     "host, governor or energy source changed.")] = DEFAULT_MAX_AGE_S,
     clip_negative: Annotated[bool, typer.Option("--clip-negative", help="Store negative dynamic energy "
                                                 "as 0 (recorded in runs.dynamic_clipped).")] = False,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = 5,
-    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = 5,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = DEFAULT_MAX_STEPS,
+    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = DEFAULT_MAX_TOOL_CALLS,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.cli.progress import RichBatchProgress, format_summary

@@ -36,6 +36,12 @@ from alems.measure.names import MAX_HZ
 
 # The two arms, in their canonical order (plan, summaries, --workflows default).
 WORKFLOWS = ("linear", "agentic")
+# Batch defaults, shared by BatchConfig and the `alems batch` flags.
+DEFAULT_SEED = 42
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_N_CTX = 2048
+DEFAULT_MAX_STEPS = 5
+DEFAULT_MAX_TOOL_CALLS = 5
 
 
 # ---------------------------------------------------------------- configuration
@@ -48,14 +54,14 @@ class BatchConfig:
     repetitions: int = 1
     start_from: int = 1
     cool_down_s: float = 0.0
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     temperature: float = 0.0
-    max_tokens: int = 256
+    max_tokens: int = DEFAULT_MAX_TOKENS
     group_id: str | None = None
     model: str | None = None
     cloud_model: str | None = None
     threads: int | None = None       # local model: CPU threads (None = physical cores)
-    n_ctx: int = 2048                # local model: context size in tokens
+    n_ctx: int = DEFAULT_N_CTX       # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
     sources: list[str] | None = None
     country: str = config.DEFAULT_COUNTRY
@@ -67,8 +73,8 @@ class BatchConfig:
     baseline_max_age_s: float = baseline_mod.DEFAULT_MAX_AGE_S
     clip_negative: bool = False
     new_session: bool = False
-    max_steps: int = 5
-    max_tool_calls: int = 5
+    max_steps: int = DEFAULT_MAX_STEPS
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
