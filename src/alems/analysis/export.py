@@ -23,33 +23,13 @@ from alems.errors import AlemsError
 from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
 from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file
+from alems.store import reads
 
 FORMATS = ("csv", "parquet", "json")
 
-EXPORT_SQL = """
-SELECT e.group_id, e.task_name, e.provider, e.model, e.workflows AS exp_workflows,
-       e.repetitions AS exp_repetitions, e.seed AS exp_seed, e.temperature, e.max_tokens,
-       e.country AS exp_country, e.created_at AS exp_created_at,
-       r.*,
-       b.measured_at AS baseline_measured_at, b.pkg_power_w_mean AS baseline_pkg_power_w_mean,
-       b.pkg_power_w_std AS baseline_pkg_power_w_std, b.repetitions AS baseline_repetitions,
-       ots.pair_id AS tax_pair_id, ots.tax_ratio AS tax_ratio, ots.tax_percent AS tax_percent,
-       ots.linear_run_id AS tax_linear_run_id, ots.agentic_run_id AS tax_agentic_run_id,
-       ots.linear_dynamic_energy_uj AS tax_linear_dynamic_energy_uj,
-       ots.agentic_dynamic_energy_uj AS tax_agentic_dynamic_energy_uj
-FROM runs r
-JOIN experiments e ON r.exp_id = e.exp_id
-LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
-LEFT JOIN orchestration_tax_summary ots
-       ON ots.linear_run_id = r.run_id OR ots.agentic_run_id = r.run_id
-WHERE e.group_id = ?
-ORDER BY r.exp_id, r.run_number, r.workflow_type
-"""
-
-
 def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | None = None,
                       factors=None) -> pd.DataFrame:
-    df = pd.read_sql_query(EXPORT_SQL, conn, params=(group.group_id,))
+    df = reads.export_runs_frame(conn, group.group_id)
     if df.empty:
         raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
     # sustainability: fill missing (or, with --country, recompute) from the factor table
@@ -124,9 +104,7 @@ def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise AlemsError(f"--output {output} exists and is not an empty folder; the samples "
                          "dataset needs a new or empty folder")
-    rows = conn.execute("SELECT r.run_id, r.exp_id, r.samples_path FROM runs r JOIN experiments e"
-                        " ON r.exp_id = e.exp_id WHERE e.group_id = ? ORDER BY r.run_id",
-                        (group.group_id,)).fetchall()
+    rows = reads.run_sample_paths(conn, group.group_id)
     if not rows:
         raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
     found, missing = [], []

@@ -1,44 +1,13 @@
-"""The group's runs and phases as pandas DataFrames (one query each)."""
+"""The group's runs and phases as pandas DataFrames (read by the store) and each run's
+footprint from the grid factors."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pandas as pd
 
-RUN_COLUMNS_SQL = """
-SELECT r.*, e.group_id, e.task_name, e.provider, e.model, e.temperature, e.max_tokens,
-       e.repetitions AS planned_repetitions, e.seed AS exp_seed, e.country AS exp_country,
-       e.created_at AS exp_created_at,
-       b.measured_at AS baseline_measured_at, b.energy_source AS baseline_energy_source,
-       b.pkg_power_w_mean AS baseline_pkg_power_w_mean,
-       b.pkg_power_w_std AS baseline_pkg_power_w_std, b.repetitions AS baseline_repetitions,
-       b.duration_s AS baseline_duration_s
-FROM runs r
-JOIN experiments e ON r.exp_id = e.exp_id
-LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
-WHERE e.group_id = ?
-ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
-"""
+from alems.store.reads import phases_frame, runs_frame
 
-
-def runs_frame(conn: sqlite3.Connection, group_id: str) -> pd.DataFrame:
-    return pd.read_sql_query(RUN_COLUMNS_SQL, conn, params=(group_id,))
-
-
-def phases_frame(conn: sqlite3.Connection, group_id: str) -> pd.DataFrame:
-    return pd.read_sql_query(
-        """SELECT p.*, r.exp_id, r.workflow_type, r.status AS run_status
-           FROM phases p JOIN runs r ON p.run_id = r.run_id
-           JOIN experiments e ON r.exp_id = e.exp_id
-           WHERE e.group_id = ? ORDER BY p.run_id, p.seq""",
-        conn, params=(group_id,))
-
-
-def experiments_frame(conn: sqlite3.Connection, group_id: str) -> pd.DataFrame:
-    return pd.read_sql_query("SELECT * FROM experiments WHERE group_id = ? ORDER BY exp_id",
-                             conn, params=(group_id,))
-
+__all__ = ["FOOTPRINT_COLUMNS", "phases_frame", "run_footprints", "runs_frame"]
 
 FOOTPRINT_COLUMNS = ["carbon_g", "water_ml", "methane_mg"]
 

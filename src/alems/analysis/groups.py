@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alems.errors import AlemsError
+from alems.store import db as store_db
+from alems.store import reads
 
 LATEST = "latest"
 
@@ -18,26 +20,16 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     if not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch` first or pass "
                          "--db PATH (env ALEMS_DB)")
-    conn = None
     try:
-        from alems.store import db as store_db  # type: ignore[attr-defined]
-
         conn = store_db.connect(path, create=False)
-    except (ImportError, AttributeError):
-        conn = None
     except sqlite3.Error as exc:
         raise AlemsError(f"cannot open database {path}: {exc}") from None
-    if conn is None:
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise AlemsError(f"cannot open database {path}: {exc}") from None
     conn.row_factory = sqlite3.Row
     try:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = reads.table_names(conn)
     except sqlite3.DatabaseError as exc:
         raise AlemsError(f"{path} is not an A-LEMS database: {exc}") from None
-    needed = {"batch_sessions", "experiments", "runs", "phases", "orchestration_tax_summary"}
+    needed = reads.ANALYSIS_TABLES
     if not needed <= names:
         if not names & needed:
             raise AlemsError(f"database {path} is empty (no A-LEMS tables); run `alems batch` "
@@ -73,15 +65,13 @@ def resolve_group(conn: sqlite3.Connection, group_id_or_latest: str | None = LAT
     """The batch session named `group_id_or_latest`, or the newest one for 'latest'/None."""
     wanted = (group_id_or_latest or LATEST).strip()
     if wanted.lower() == LATEST:
-        row = conn.execute("SELECT * FROM batch_sessions ORDER BY created_at DESC, rowid DESC "
-                           "LIMIT 1").fetchone()
+        row = reads.latest_group_row(conn)
         if row is None:
             raise AlemsError("the database has no batch sessions yet; run `alems batch` first")
     else:
-        row = conn.execute("SELECT * FROM batch_sessions WHERE group_id = ?", (wanted,)).fetchone()
+        row = reads.group_row(conn, wanted)
         if row is None:
-            known = [r[0] for r in conn.execute(
-                "SELECT group_id FROM batch_sessions ORDER BY created_at DESC LIMIT 5")]
+            known = reads.recent_group_ids(conn, 5)
             hint = (f"recent groups: {', '.join(known)}" if known
                     else "the database has no batch sessions")
             raise AlemsError(f"unknown group id {wanted!r}; {hint} (or use --group-id latest)")

@@ -1,18 +1,16 @@
 """`alems report`: a self-contained HTML or PDF report of one batch.
 
 The content is built once (`build_report`: headings, paragraphs, tables, PNG figures) and
-rendered by `render_html` (tables as HTML, figures as base64 <img>) or `render_pdf`
-(matplotlib PdfPages: text and tables drawn on A4 pages, the same PNGs placed as images).
+rendered by `render_html` (tables as HTML, figures as base64 <img>); `render_pdf` typesets
+that same HTML on A4 pages with WeasyPrint, following the stylesheet's print rules.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 import sqlite3
-import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ from alems.analysis import figures
 from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.store import reads
 
 
 @dataclass
@@ -112,7 +111,7 @@ def _conditions(conn: sqlite3.Connection, group: Group, summary: dict, runs) -> 
         rows.append(["model(s)", "; ".join(models)])
     base_ids = sorted({int(b) for b in runs["baseline_id"].dropna()})
     for bid in base_ids:
-        b = conn.execute("SELECT * FROM baselines WHERE baseline_id = ?", (bid,)).fetchone()
+        b = reads.baseline_row(conn, bid)
         if b is None:
             continue
         sd = b["pkg_power_w_std"]
@@ -241,14 +240,30 @@ def _pct(v) -> str:
 
 
 # ------------------------------------------------------------------------------ HTML
-_CSS = """body{font-family:system-ui,Arial,sans-serif;max-width:1000px;margin:2em auto;color:#222}
+# One stylesheet for the browser and for paged media. The print rules are what WeasyPrint
+# lays the PDF out with: A4 pages numbered at the foot; a table's header row repeated on each
+# page it spans, under a running "(continued)" caption; a heading or caption never last on a
+# page; a table split only after its first three rows and before its last two; a short table
+# (SHORT_TABLE_ROWS rows or fewer) or a figure moved whole to the next page.
+SHORT_TABLE_ROWS = 12
+_CSS = """body{font-family:system-ui,Arial,sans-serif;color:#222}
+@media screen{body{max-width:1000px;margin:2em auto}}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
 th,td{border:1px solid #bbb;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#eee}caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 .warn{background:#fff4d6;border-left:4px solid #e6a400;padding:4px 8px;margin:4px 0}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.9em;color:#444}
-@media print{thead{display:table-header-group}tr,figure{break-inside:avoid}
-h1,h2{break-after:avoid}}"""
+@page{size:A4;margin:16mm 14mm 18mm;font-family:system-ui,Arial,sans-serif;
+@top-left{content:string(table-continued,start);font-size:8pt;color:#555}
+@bottom-center{content:"A-LEMS report — page " counter(page) " of " counter(pages);
+font-size:7pt;color:grey}}
+@media print{body{font-size:9pt}h1{font-size:16pt}h2{font-size:12.5pt;margin:1.2em 0 0.5em}
+thead{display:table-header-group}tr,figure,.warn,table.short{break-inside:avoid}
+h1,h2,caption{break-after:avoid}
+tbody tr:nth-child(-n+2),tbody tr:nth-last-child(2){break-after:avoid}
+tbody tr:first-child{string-set:table-continued attr(data-continued)}
+.table-end{string-set:table-continued ""}td{overflow-wrap:anywhere}
+img{max-height:22cm}}"""
 
 
 def render_html(blocks: list[Block]) -> str:
@@ -265,10 +280,14 @@ def render_html(blocks: list[Block]) -> str:
             parts.append(f'<div class="warn">⚠ {e(b.text)}</div>')
         elif b.kind == "table":
             head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
-            body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
-                           for r in b.rows)
-            parts.append(f"<table><caption>{e(b.text)}</caption><thead><tr>{head}</tr></thead>"
-                         f"<tbody>{body}</tbody></table>")
+            rows = b.rows or [["–"] * len(b.columns)]
+            cont = f' data-continued="{e(b.text)} (continued)"'
+            body = "".join(f"<tr{cont if i == 0 else ''}>"
+                           + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
+                           for i, r in enumerate(rows))
+            short = ' class="short"' if len(rows) <= SHORT_TABLE_ROWS else ""
+            parts.append(f"<table{short}><caption>{e(b.text)}</caption><thead><tr>{head}</tr>"
+                         f'</thead><tbody>{body}</tbody></table><div class="table-end"></div>')
         elif b.kind == "figure":
             data = base64.b64encode(b.png).decode("ascii")
             parts.append(f'<figure><img alt="{e(b.text)}" src="data:image/png;base64,{data}">'
@@ -278,301 +297,19 @@ def render_html(blocks: list[Block]) -> str:
 
 
 # ------------------------------------------------------------------------------- PDF
-PAGE_W_IN, PAGE_H_IN = 8.27, 11.69      # A4 portrait
-MARGIN_IN = 0.6
-_LINE = {"h1": 0.42, "h2": 0.34, "p": 0.19, "warn": 0.19}
-_SIZE = {"h1": 15, "h2": 12, "p": 8.5, "warn": 8.5}
-_WRAP = {"h1": 70, "h2": 90, "p": 118, "warn": 112}
-
-
-class _Pdf:
-    def __init__(self, pdf):
-        self.pdf = pdf
-        self.fig = None
-        self.y = 0.0
-        self.pages = 0
-        self.page_ax = None
-        self.placed: list[tuple] = []   # (kind, page, text[, first row, end row]) as drawn
-        self._renderer = None
-        self._widths: dict = {}
-
-    def new_page(self):
-        import matplotlib.pyplot as plt
-
-        self.flush()
-        self.fig = plt.figure(figsize=(PAGE_W_IN, PAGE_H_IN))
-        self.y = PAGE_H_IN - MARGIN_IN
-        self.pages += 1
-        # one invisible axes over the whole page, in inches from the bottom left corner
-        self.page_ax = self.fig.add_axes([0, 0, 1, 1])
-        self.page_ax.set_xlim(0, PAGE_W_IN)
-        self.page_ax.set_ylim(0, PAGE_H_IN)
-        self.page_ax.axis("off")
-        self.fig.text(0.5, 0.3 / PAGE_H_IN, f"A-LEMS report — page {self.pages}", ha="center",
-                      fontsize=7, color="grey")
-
-    def flush(self):
-        import matplotlib.pyplot as plt
-
-        if self.fig is not None:
-            self.pdf.savefig(self.fig)
-            plt.close(self.fig)
-            self.fig = None
-
-    def need(self, height_in: float):
-        if self.fig is None or self.y - height_in < MARGIN_IN:
-            self.new_page()
-
-    def text(self, kind: str, text: str, keep_with_in: float = 0.6):
-        """Wrapped text; a heading starts a new page unless `keep_with_in` inches of what
-        follows it fit below it."""
-        prefix = "⚠ " if kind == "warn" else ""
-        lines = textwrap.wrap(prefix + text, _WRAP[kind]) or [""]
-        for i, line in enumerate(lines):
-            self.need(_LINE[kind] + (keep_with_in + 0.1 if kind == "h2" and i == 0 else 0))
-            if kind == "h2" and i == 0:
-                self.y -= 0.1
-            if i == 0:
-                self.placed.append((kind, self.pages, text))
-            self.fig.text(MARGIN_IN / PAGE_W_IN, self.y / PAGE_H_IN, line, fontsize=_SIZE[kind],
-                          va="top", weight="bold" if kind in ("h1", "h2") else "normal",
-                          color="#8a5a00" if kind == "warn" else "black", parse_math=False)
-            self.y -= _LINE[kind]
-
-    # -------------------------------------------------------------------- tables
-    # A table is laid out once (column widths from the measured text, cells wrapped to them),
-    # then drawn in chunks: as many rows as fit on the page, the rest on the next page(s) under
-    # the caption "(continued)" and a repeated header row. A table is split only when at least
-    # _MIN_ROWS rows go on this page and _MIN_ROWS_AFTER rows on the next one; otherwise it
-    # starts on a new page.
-    _MIN_ROWS = 3
-    _MIN_ROWS_AFTER = 2
-    _SHORT_IN = 2.0
-    _PAD_PT = 4.0          # left/right padding in a cell
-    _VPAD_PT = 2.2         # top/bottom padding in a cell
-    _GAP_IN = 0.04         # between the caption and the table
-
-    def _measure(self, text: str, size: float, bold: bool = False) -> float:
-        """Width of one line of text in points."""
-        key = (text, size, bold)
-        if key not in self._widths:
-            if self._renderer is None:
-                from matplotlib.backends.backend_agg import RendererAgg
-
-                self._renderer = RendererAgg(10, 10, 72)
-            from matplotlib.font_manager import FontProperties
-
-            prop = FontProperties(size=size, weight="bold" if bold else "normal")
-            self._widths[key] = self._renderer.get_text_width_height_descent(
-                text, prop, ismath=False)[0]
-        return self._widths[key]
-
-    def _wrap(self, text: str, width_pt: float, size: float, bold: bool = False) -> list[str]:
-        """Greedy word wrap to a width in points; a word wider than the width is broken."""
-        out: list[str] = []
-        for para in str(text).split("\n"):
-            line = ""
-            for word in para.split(" "):
-                cand = f"{line} {word}" if line else word
-                if self._measure(cand, size, bold) <= width_pt:
-                    line = cand
-                    continue
-                if line:
-                    out.append(line)
-                line = word
-                while len(line) > 1 and self._measure(line, size, bold) > width_pt:
-                    cut = len(line) - 1
-                    while cut > 1 and self._measure(line[:cut], size, bold) > width_pt:
-                        cut -= 1
-                    out.append(line[:cut])
-                    line = line[cut:]
-            out.append(line)
-        return out or [""]
-
-    def _table_layout(self, columns: list[str], rows: list[list[str]]) -> dict:
-        rows = [[str(c) for c in r] for r in rows] or [["–"] * len(columns)]
-        size = 7.5 if len(columns) <= 4 else 6.5
-        avail = (PAGE_W_IN - 2 * MARGIN_IN) * 72
-        pad = 2 * self._PAD_PT
-        ncol = len(columns)
-
-        def longest(i, words: bool) -> float:
-            def parts(t):
-                return t.split() if words else t.split("\n")
-            w = max([self._measure(x, size, True) for x in parts(columns[i])] or [0])
-            return max([w] + [self._measure(x, size) for r in rows for x in parts(r[i])])
-
-        natural = [longest(i, False) + pad for i in range(ncol)]   # no wrapping at all
-        minimum = [min(longest(i, True), 80.0) + pad for i in range(ncol)]  # no word broken
-        if sum(natural) <= avail:
-            # everything on one line: stretch the columns to the full width
-            widths = [x * avail / sum(natural) for x in natural]
-        elif sum(minimum) >= avail:
-            widths = [x * avail / sum(minimum) for x in minimum]
-        else:
-            # every column gets its longest word; the space left goes first to the columns
-            # that then need least to fit on one line, the rest shared in proportion
-            widths = list(minimum)
-            extra = avail - sum(minimum)
-            want = {i: natural[i] - minimum[i] for i in range(ncol)}
-            for i in sorted(want, key=want.get):
-                share = extra / len(want)
-                if want[i] > share:
-                    break
-                widths[i] += want.pop(i)
-                extra -= widths[i] - minimum[i]
-            total_want = sum(want.values())
-            for i in want:
-                widths[i] += extra * want[i] / total_want
-        line_h = size * 1.25
-        room = [w - pad + 0.01 for w in widths]     # + 0.01: rounding of the fitted widths
-        head = [self._wrap(c, room[i], size, True) for i, c in enumerate(columns)]
-        cells = [[self._wrap(c, room[i], size) for i, c in enumerate(r)] for r in rows]
-
-        def height(r):
-            return (max(len(c) for c in r) * line_h + 2 * self._VPAD_PT) / 72
-
-        return {"size": size, "line_h": line_h / 72, "widths": [w / 72 for w in widths],
-                "head": head, "head_h": height(head), "cells": cells,
-                "heights": [height(r) for r in cells]}
-
-    def _caption_h(self, caption: str) -> float:
-        return len(textwrap.wrap(caption, _WRAP["p"]) or [""]) * _LINE["p"] + self._GAP_IN
-
-    def _whole_h(self, caption: str, lay: dict) -> float:
-        return self._caption_h(caption) + lay["head_h"] + sum(lay["heights"])
-
-    def _splittable(self, caption: str, lay: dict) -> bool:
-        """Short tables (few rows, or under _SHORT_IN tall) are kept in one piece."""
-        return (len(lay["heights"]) >= self._MIN_ROWS + self._MIN_ROWS_AFTER
-                and self._whole_h(caption, lay) > self._SHORT_IN)
-
-    def table_keep_in(self, caption: str, columns: list[str], rows: list[list[str]]) -> float:
-        """Height that a heading before this table needs below it: the caption, the header
-        row and the first rows (the whole table if it is too short to split)."""
-        lay = self._table_layout(columns, rows)
-        if not self._splittable(caption, lay):
-            return min(self._whole_h(caption, lay), PAGE_H_IN - 2 * MARGIN_IN - 0.6)
-        return self._caption_h(caption) + lay["head_h"] + sum(lay["heights"][:self._MIN_ROWS])
-
-    def _at_top(self) -> bool:
-        return self.fig is not None and self.y >= PAGE_H_IN - MARGIN_IN - 1e-6
-
-    def table(self, caption: str, columns: list[str], rows: list[list[str]]):
-        lay = self._table_layout(columns, rows)
-        heights = lay["heights"]
-        n = len(heights)
-        if self.fig is None:
-            self.new_page()
-        if (not self._splittable(caption, lay) and not self._at_top()
-                and self._whole_h(caption, lay) > self.y - MARGIN_IN):
-            self.new_page()                                # a short table moves whole
-        start = 0
-        while start < n:
-            cap = caption if start == 0 else caption + " (continued)"
-            space = self.y - MARGIN_IN - self._caption_h(cap) - lay["head_h"]
-            fit, used = 0, 0.0
-            while start + fit < n and used + heights[start + fit] <= space:
-                used += heights[start + fit]
-                fit += 1
-            left = n - start
-            if fit < left:
-                if left - fit < self._MIN_ROWS_AFTER:      # no lone last rows on a page
-                    fit = left - self._MIN_ROWS_AFTER
-                if fit < self._MIN_ROWS and not self._at_top():
-                    self.new_page()
-                    continue
-                fit = max(fit, 1)                          # a row taller than a page: clipped
-            self.text("p", cap)
-            self.y -= self._GAP_IN
-            self._draw_rows(lay, start, start + fit)
-            self.placed.append(("table", self.pages, caption, start, start + fit))
-            start += fit
-            if start < n:
-                self.new_page()
-        self.y -= 0.15
-
-    def _draw_rows(self, lay: dict, start: int, end: int):
-        from matplotlib.patches import Rectangle
-
-        ax = self.page_ax
-        size, line_h = lay["size"], lay["line_h"]
-        pad, vpad = self._PAD_PT / 72, self._VPAD_PT / 72
-        todo = [(lay["head"], lay["head_h"], "#e8e8e8", True)]
-        todo += [(lay["cells"][i], lay["heights"][i], "#f7f7f7" if (i - start) % 2 else "white",
-                  False) for i in range(start, end)]
-        for cells, h, fill, bold in todo:
-            x = MARGIN_IN
-            for lines, w in zip(cells, lay["widths"]):
-                ax.add_patch(Rectangle((x, self.y - h), w, h, facecolor=fill,
-                                       edgecolor="#a0a0a0", linewidth=0.4))
-                for k, line in enumerate(lines):
-                    ax.text(x + pad, self.y - vpad - k * line_h, line, fontsize=size, va="top",
-                            ha="left", weight="bold" if bold else "normal", parse_math=False)
-                x += w
-            self.y -= h
-
-    @staticmethod
-    def figure_size_in(img) -> tuple[float, float]:
-        h_px, w_px = img.shape[:2]
-        width = PAGE_W_IN - 2 * MARGIN_IN
-        height = width * h_px / w_px
-        max_h = PAGE_H_IN - 2 * MARGIN_IN - 0.6
-        if height > max_h:
-            width, height = width * max_h / height, max_h
-        return width, height
-
-    def figure(self, caption: str, img):
-        width, height = self.figure_size_in(img)
-        self.need(height + 0.5)
-        ax = self.fig.add_axes([MARGIN_IN / PAGE_W_IN, (self.y - height) / PAGE_H_IN,
-                                width / PAGE_W_IN, height / PAGE_H_IN])
-        ax.imshow(img, interpolation="antialiased")
-        self.placed.append(("figure", self.pages, caption))
-        ax.axis("off")
-        self.y -= height + 0.1
-        self.text("p", caption)
-        self.y -= 0.15
-
-
-def _keep_with_next(w: _Pdf, blocks: list[Block], images: dict, i: int) -> float:
-    """Inches of what follows heading `i` that must fit on the page with it: the start of a
-    table (caption, header, first rows), a whole figure, or a few lines of text."""
-    if i + 1 >= len(blocks):
-        return 0.0
-    nxt = blocks[i + 1]
-    if nxt.kind == "figure":
-        return w.figure_size_in(images[i + 1])[1] + 0.5
-    if nxt.kind == "table":
-        return w.table_keep_in(nxt.text, nxt.columns, nxt.rows)
-    lines = len(textwrap.wrap(nxt.text, _WRAP.get(nxt.kind, 118))) if nxt.kind in _LINE else 3
-    return min(max(lines, 1), 3) * _LINE["p"]
-
-
-def render_pdf(blocks: list[Block], output: Path, placed: list | None = None) -> int:
-    """Write the PDF; returns the number of pages. `placed`, when given, receives what went on
-    which page: (kind, page, text) for text and figures, ("table", page, caption, first row,
-    end row) for each piece of a table."""
-    figures._plt()
-    import matplotlib.image as mpimg
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    title = next((b.text for b in blocks if b.kind == "h1"), "A-LEMS report")
-    with PdfPages(output, metadata={"Title": title, "Creator": "A-LEMS"}) as pdf:
-        w = _Pdf(pdf)
-        images = {i: mpimg.imread(io.BytesIO(b.png), format="png")
-                  for i, b in enumerate(blocks) if b.kind == "figure"}
-        for i, b in enumerate(blocks):
-            if b.kind in _LINE:
-                w.text(b.kind, b.text, keep_with_in=_keep_with_next(w, blocks, images, i))
-            elif b.kind == "table":
-                w.table(b.text, b.columns, b.rows)
-            elif b.kind == "figure":
-                w.figure(b.text, images[i])
-        w.flush()
-    if placed is not None:
-        placed.extend(w.placed)
-    return w.pages
+def render_pdf(blocks: list[Block], output: str | Path) -> int:
+    """Typeset the HTML report on A4 pages (WeasyPrint); returns the number of pages."""
+    try:
+        from weasyprint import HTML
+    except ImportError:
+        raise AlemsError("a PDF report needs weasyprint; install it with "
+                         "`pip install 'alems[reports]'`, or write .html") from None
+    except OSError as exc:   # the Python package is there, Pango is not
+        raise AlemsError(f"weasyprint cannot load Pango ({exc}); install it, e.g. `apt-get "
+                         "install libpango-1.0-0 libpangoft2-1.0-0`, or write .html") from None
+    document = HTML(string=render_html(blocks)).render()
+    document.write_pdf(output)
+    return len(document.pages)
 
 
 def write_report(blocks: list[Block], output: str | Path) -> Path:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from alems.errors import AlemsError
 from alems.analysis.groups import Group, resolve_group
+from alems.store import reads
 
 
 def _parse(text):
@@ -29,24 +30,15 @@ def pick_group(conn: sqlite3.Connection, group_id: str | None) -> Group:
     """The given group; else the newest running batch; else the newest batch."""
     if group_id and group_id.lower() != "latest":
         return resolve_group(conn, group_id)
-    row = conn.execute("SELECT group_id FROM batch_sessions WHERE status = 'running' "
-                       "ORDER BY created_at DESC LIMIT 1").fetchone()
-    return resolve_group(conn, row[0] if row else "latest")
+    return resolve_group(conn, reads.running_group_id(conn) or "latest")
 
 
 def batch_status(conn: sqlite3.Connection, group: Group) -> dict:
-    exps = conn.execute("SELECT exp_id, workflows, repetitions FROM experiments WHERE group_id = ?",
-                        (group.group_id,)).fetchall()
     planned: dict[str, int] = {}
-    for _, workflows, reps in exps:
+    for workflows, reps in reads.planned_workflows(conn, group.group_id):
         for wf in [w.strip() for w in (workflows or "").split(",") if w.strip()]:
             planned[wf] = planned.get(wf, 0) + int(reps or 0)
-    rows = conn.execute(
-        """SELECT r.workflow_type, COUNT(*), SUM(r.status != 'ok'), SUM(r.success = 1),
-                  SUM(r.success = 0), AVG(r.duration_ns), SUM(r.duration_ns),
-                  MIN(r.started_at), MAX(r.started_at)
-           FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
-           WHERE e.group_id = ? GROUP BY r.workflow_type""", (group.group_id,)).fetchall()
+    rows = reads.workflow_progress(conn, group.group_id)
     per_wf = {}
     first = last = None
     sum_ns = 0.0
@@ -129,5 +121,5 @@ def status_lines(st: dict) -> list[str]:
 
 
 def require_runs_table(conn: sqlite3.Connection) -> None:
-    if conn.execute("SELECT COUNT(*) FROM batch_sessions").fetchone()[0] == 0:
+    if reads.count_groups(conn) == 0:
         raise AlemsError("the database has no batch sessions yet; start one with `alems batch`")

@@ -278,6 +278,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
         if output.suffix.lower() not in (".html", ".htm", ".pdf"):
             raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
+        if output.suffix.lower() == ".pdf":
+            _need("weasyprint")
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)

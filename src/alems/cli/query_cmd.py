@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +16,9 @@ from typing import Annotated
 import typer
 
 from alems import config
-from alems.errors import AlemsError, UsageError
+from alems.errors import UsageError
 from alems.cli._common import handle_errors
+from alems.store.reads import EXAMPLE_QUERY
 
 FORMATS = ("table", "csv", "json")
 WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
@@ -26,27 +26,13 @@ WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
 
 def run_query(db_path: Path, sql: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
     from alems.store.db import connect
+    from alems.store.reads import run_user_query
 
     conn = connect(db_path, create=False)
     try:
-        if not write:
-            conn.execute("PRAGMA query_only = ON")
-        try:
-            cur = conn.execute(sql)
-            rows = cur.fetchall()
-            columns = [d[0] for d in cur.description or []]
-            if write:
-                conn.commit()
-        except sqlite3.Warning as exc:  # e.g. more than one statement
-            raise AlemsError(f"query rejected: {exc}") from None
-        except sqlite3.Error as exc:
-            msg = " ".join(str(exc).split())
-            if not write and "readonly" in msg.replace("-", "").replace(" ", "").lower():
-                msg += " (queries are read-only; pass --write to modify the database)"
-            raise AlemsError(f"SQL error: {msg}") from None
+        return run_user_query(conn, sql, write=write)
     finally:
         conn.close()
-    return columns, rows
 
 
 def _cell(value) -> str:
@@ -99,7 +85,7 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
 
 
 def query_command(
-    sql: Annotated[str, typer.Argument(help="One SQL statement, e.g. \"SELECT * FROM runs LIMIT 5\".")],
+    sql: Annotated[str, typer.Argument(help=f"One SQL statement, e.g. \"{EXAMPLE_QUERY}\".")],
     db: Annotated[Path, typer.Option("--db", envvar="ALEMS_DB", show_envvar=True,
                                      help="SQLite index to query.")] = config.DEFAULT_DB_PATH,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",

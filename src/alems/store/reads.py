@@ -1,0 +1,169 @@
+"""Reads of the SQLite index for analysis and `alems query`: every SELECT they need, by name.
+
+Functions that return tables give pandas DataFrames (pandas is imported on first use: it
+comes with the `reports` extra); the others return sqlite3 rows or plain values.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from alems.errors import AlemsError
+
+# The tables an analysis command needs; an older or foreign database lacks some.
+ANALYSIS_TABLES = frozenset({"batch_sessions", "experiments", "runs", "phases",
+                             "orchestration_tax_summary"})
+# Shown in `alems query --help`.
+EXAMPLE_QUERY = "SELECT * FROM runs LIMIT 5"
+
+_RUNS_SQL = """
+SELECT r.*, e.group_id, e.task_name, e.provider, e.model, e.temperature, e.max_tokens,
+       e.repetitions AS planned_repetitions, e.seed AS exp_seed, e.country AS exp_country,
+       e.created_at AS exp_created_at,
+       b.measured_at AS baseline_measured_at, b.energy_source AS baseline_energy_source,
+       b.pkg_power_w_mean AS baseline_pkg_power_w_mean,
+       b.pkg_power_w_std AS baseline_pkg_power_w_std, b.repetitions AS baseline_repetitions,
+       b.duration_s AS baseline_duration_s
+FROM runs r
+JOIN experiments e ON r.exp_id = e.exp_id
+LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
+WHERE e.group_id = ?
+ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
+"""
+
+_PHASES_SQL = """
+SELECT p.*, r.exp_id, r.workflow_type, r.status AS run_status
+FROM phases p JOIN runs r ON p.run_id = r.run_id
+JOIN experiments e ON r.exp_id = e.exp_id
+WHERE e.group_id = ? ORDER BY p.run_id, p.seq
+"""
+
+# runs joined with their experiment, baseline and tax-pair rows (`alems export`)
+_EXPORT_SQL = """
+SELECT e.group_id, e.task_name, e.provider, e.model, e.workflows AS exp_workflows,
+       e.repetitions AS exp_repetitions, e.seed AS exp_seed, e.temperature, e.max_tokens,
+       e.country AS exp_country, e.created_at AS exp_created_at,
+       r.*,
+       b.measured_at AS baseline_measured_at, b.pkg_power_w_mean AS baseline_pkg_power_w_mean,
+       b.pkg_power_w_std AS baseline_pkg_power_w_std, b.repetitions AS baseline_repetitions,
+       ots.pair_id AS tax_pair_id, ots.tax_ratio AS tax_ratio, ots.tax_percent AS tax_percent,
+       ots.linear_run_id AS tax_linear_run_id, ots.agentic_run_id AS tax_agentic_run_id,
+       ots.linear_dynamic_energy_uj AS tax_linear_dynamic_energy_uj,
+       ots.agentic_dynamic_energy_uj AS tax_agentic_dynamic_energy_uj
+FROM runs r
+JOIN experiments e ON r.exp_id = e.exp_id
+LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
+LEFT JOIN orchestration_tax_summary ots
+       ON ots.linear_run_id = r.run_id OR ots.agentic_run_id = r.run_id
+WHERE e.group_id = ?
+ORDER BY r.exp_id, r.run_number, r.workflow_type
+"""
+
+_PROGRESS_SQL = """
+SELECT r.workflow_type, COUNT(*), SUM(r.status != 'ok'), SUM(r.success = 1),
+       SUM(r.success = 0), AVG(r.duration_ns), SUM(r.duration_ns),
+       MIN(r.started_at), MAX(r.started_at)
+FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
+WHERE e.group_id = ? GROUP BY r.workflow_type
+"""
+
+
+def _frame(conn: sqlite3.Connection, sql: str, params: tuple):
+    import pandas as pd
+
+    return pd.read_sql_query(sql, conn, params=params)
+
+
+# ------------------------------------------------------------------ tables and batches
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    """Names of the database's tables (raises sqlite3.DatabaseError if it is no database)."""
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def latest_group_row(conn: sqlite3.Connection) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM batch_sessions ORDER BY created_at DESC, rowid DESC "
+                        "LIMIT 1").fetchone()
+
+
+def group_row(conn: sqlite3.Connection, group_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM batch_sessions WHERE group_id = ?", (group_id,)).fetchone()
+
+
+def recent_group_ids(conn: sqlite3.Connection, limit: int = 5) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT group_id FROM batch_sessions ORDER BY created_at DESC LIMIT ?", (limit,))]
+
+
+def running_group_id(conn: sqlite3.Connection) -> str | None:
+    """The newest batch whose status is still 'running', if any."""
+    row = conn.execute("SELECT group_id FROM batch_sessions WHERE status = 'running' "
+                       "ORDER BY created_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def count_groups(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM batch_sessions").fetchone()[0]
+
+
+def baseline_row(conn: sqlite3.Connection, baseline_id: int) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM baselines WHERE baseline_id = ?",
+                        (baseline_id,)).fetchone()
+
+
+# ------------------------------------------------------------------ one batch's rows
+def runs_frame(conn: sqlite3.Connection, group_id: str):
+    """The group's runs with their experiment and baseline columns (one row per run)."""
+    return _frame(conn, _RUNS_SQL, (group_id,))
+
+
+def phases_frame(conn: sqlite3.Connection, group_id: str):
+    """The group's phases with their run's exp_id, workflow_type and run_status."""
+    return _frame(conn, _PHASES_SQL, (group_id,))
+
+
+def export_runs_frame(conn: sqlite3.Connection, group_id: str):
+    """The group's runs joined with experiment, baseline and tax-pair columns."""
+    return _frame(conn, _EXPORT_SQL, (group_id,))
+
+
+def run_sample_paths(conn: sqlite3.Connection, group_id: str) -> list[tuple[int, int, str | None]]:
+    """(run_id, exp_id, samples_path) of the group's runs, by run_id."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT r.run_id, r.exp_id, r.samples_path FROM runs r JOIN experiments e "
+        "ON r.exp_id = e.exp_id WHERE e.group_id = ? ORDER BY r.run_id", (group_id,))]
+
+
+def planned_workflows(conn: sqlite3.Connection, group_id: str) -> list[tuple[str | None, int | None]]:
+    """(comma-separated workflows, repetitions) of each experiment of the group."""
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT workflows, repetitions FROM experiments WHERE group_id = ? ORDER BY exp_id",
+        (group_id,))]
+
+
+def workflow_progress(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
+    """Per workflow of the group: (workflow, runs, failed, correct, wrong, mean duration_ns,
+    summed duration_ns, first started_at, last started_at)."""
+    return [tuple(r) for r in conn.execute(_PROGRESS_SQL, (group_id,))]
+
+
+# ------------------------------------------------------------------ `alems query`
+def run_user_query(conn: sqlite3.Connection, sql: str, *,
+                   write: bool = False) -> tuple[list[str], list[tuple]]:
+    """Run one statement of the user's; (column names, rows). Read-only unless `write`.
+    SQLite's complaint becomes one AlemsError line."""
+    if not write:
+        conn.execute("PRAGMA query_only = ON")
+    try:
+        cur = conn.execute(sql)
+        rows = cur.fetchall()
+        columns = [d[0] for d in cur.description or []]
+        if write:
+            conn.commit()
+    except sqlite3.Warning as exc:  # e.g. more than one statement
+        raise AlemsError(f"query rejected: {exc}") from None
+    except sqlite3.Error as exc:
+        msg = " ".join(str(exc).split())
+        if not write and "readonly" in msg.replace("-", "").replace(" ", "").lower():
+            msg += " (queries are read-only; pass --write to modify the database)"
+        raise AlemsError(f"SQL error: {msg}") from None
+    return columns, rows
