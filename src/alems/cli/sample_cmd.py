@@ -256,7 +256,9 @@ def estimate_note(summary: dict) -> Optional[str]:
     """The plain warning printed when energy was estimated, not measured."""
     if summary.get("energy_source") != "estimate":
         return None
-    model = summary.get("estimate_w_per_core", config.ESTIMATE_W_PER_CORE)
+    model = summary.get("estimate_w_per_core")
+    if model is None:
+        model = config.estimate_w_per_core()
     return (f"energy_source: estimate (CPU time × {model:g} W/core) — not a measurement; "
             "run `alems doctor` to see why no energy counter is readable")
 

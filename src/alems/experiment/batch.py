@@ -74,7 +74,7 @@ class BatchConfig:
     n_ctx: int = 2048                # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
     sources: list[str] | None = None
-    country: str = config.DEFAULT_COUNTRY
+    country: str = field(default_factory=config.default_country)
     db_path: Path | None = None
     save_db: bool = True
     verbose: bool = False
@@ -273,7 +273,7 @@ class BatchRunner:
     def _open_db(self) -> tuple[sqlite3.Connection, Path]:
         cfg = self.cfg
         if cfg.save_db:
-            path = Path(cfg.db_path or config.DEFAULT_DB_PATH)
+            path = Path(cfg.db_path or config.default_db_path())
         else:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="alems-batch-")
             path = Path(self._tmpdir.name) / "experiments.db"
