@@ -329,6 +329,10 @@ def register(app: typer.Typer) -> None:
         hz = validate_rate("--hz", hz)
         slow_hz = validate_rate("--slow-hz", slow_hz)
         source_names = parse_sources(sources)
+        # The sampler's environment settings, checked before anything runs (whichever
+        # energy source this machine ends up using).
+        config.estimate_w_per_core()
+        config.rt_priority()
         if output is not None:
             check_writable(output, "--output")
         if summary_json is not None:

@@ -321,8 +321,9 @@ class BatchRunner:
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
         started_at = store_runs.utc_now_iso()
-        before = ProcessCounters.now()
         sampler.start()
+        instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
+        before = ProcessCounters.now(instrument)
         workflow, error = None, None
         try:
             if key.workflow == "linear":
@@ -336,8 +337,8 @@ class BatchRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
             error = f"{type(exc).__name__}: {exc}".strip()
+        after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
         result = sampler.stop()
-        after = ProcessCounters.now()
         extracted, correct = None, None
         if workflow is not None:
             try:

@@ -29,7 +29,7 @@ from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    Phase, SampleResult, build_columns, table_from_columns, wrap_corrected)
+    Phase, SampleResult, build_columns, table_from_columns)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
 

@@ -12,7 +12,6 @@ The Messages API takes no seed: every Generation says `seed_applied=False`.
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from typing import Callable
 
