@@ -48,6 +48,10 @@
 #define ALEMS_PERF_ENABLE_ON_EXEC 2 /* also starts disabled */
 #define ALEMS_PERF_EXCLUDE_KERNEL 4
 #define ALEMS_PERF_EXCLUDE_HV 8
+/* Test only (fault injection, never set by the sampler itself): the core treats this
+ * counter as one the kernel refuses to add to a group (EINVAL), so the read-on-its-own
+ * fallback and alems_start's note can be tested on any machine. */
+#define ALEMS_PERF_TEST_NO_JOIN 256
 
 /* record flags */
 #define ALEMS_REC_SLOW 1 /* slow inputs were read on this tick */
@@ -88,6 +92,7 @@ typedef struct {
     int32_t error_input;      /* index of the input that failed, -1 = none */
     int32_t running;
     int32_t rt_errno;         /* SCHED_FIFO requested but refused: its errno, else 0 */
+    int32_t thread_tid;       /* the sampling thread's kernel thread id (gettid), from start */
 } alems_stats;
 
 typedef struct alems_sampler alems_sampler;
@@ -100,8 +105,8 @@ int alems_create(alems_sampler **out, const alems_channel *inputs, int n_inputs,
  * scheduling). Call before alems_start; a refusal is reported in stats.rt_errno. */
 int alems_set_rt_priority(alems_sampler *s, int32_t priority);
 /* Start the thread; returns after every input was opened (0) or one failed (-errno,
- * message in err naming the file/event).  On success err holds "" or a note (perf
- * counters that could not be read as one group and are read one by one). */
+ * message in err naming the file/event).  On success err holds "" or a note (the first
+ * perf counter that could not be read in its group and is read on its own). */
 int alems_start(alems_sampler *s, char *err, size_t errlen);
 /* Ask the thread to take a final record and exit; join it and close the inputs. */
 int alems_stop(alems_sampler *s);

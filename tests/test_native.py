@@ -317,3 +317,43 @@ def test_a_counter_that_cannot_open_still_fails_start_by_name():
             s.start()
         assert "sw:bogus" in ei.value.strerror
         s.close()
+
+
+def test_a_counter_refused_by_its_group_is_read_alone_and_start_says_so():
+    """Fault injection (ALEMS_PERF_TEST_NO_JOIN, test only): the members cannot join their
+    leader's group, so each is read on its own; start() succeeds and its note names the
+    first refused counter (the note used to be dropped on success)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _BUSY.format(s=0.3)])
+    refused = _sw(proc.pid, n.PERF_INHERIT | n.PERF_TEST_NO_JOIN)
+    s = n.NativeSampler([(spec, i) for i, spec in enumerate(refused)], 1_000_000, 1, 1 << 12)
+    s.start()
+    note = s.note
+    _, status, ru = os.wait4(proc.pid, 0)
+    s.stop()
+    recs = _drain_all(s)
+    st = s.stats()
+    s.close()
+    assert status == 0 and st["error_errno"] == 0
+    assert "perf counter sw:page_faults" in note and "could not join its group" in note
+    assert "read on its own" in note and f"pid={proc.pid}" in note
+    tc, pf = (int(v) for v in recs["values"][-1, :2])
+    cpu_ns = (ru.ru_utime + ru.ru_stime) * 1e9
+    assert 0.28e9 <= tc <= cpu_ns + 20e6  # the leader, alone in its group, still counts
+    assert pf > 100  # and so does a member read on its own
+
+
+def test_start_publishes_the_sampling_threads_tid():
+    """thread_tid is the C thread's kernel id (named alems-sampler) as soon as start()
+    returns: callers exclude it when counting the workload's threads."""
+    before = _sampler_thread_tids()
+    s = n.NativeSampler([(C("pidstat", f"/proc/{os.getpid()}/stat"), 0)], 1_000_000, 1, 1024)
+    assert s.thread_tid == 0
+    s.start()
+    try:
+        assert {str(s.thread_tid)} == _sampler_thread_tids() - before
+    finally:
+        s.stop()
+        s.close()

@@ -1,33 +1,168 @@
-"""Defaults in one place. Each can be overridden by an environment variable (named
-beside it) and by the matching CLI flag, which wins."""
+"""Defaults and environment variables, in one place.
+
+Every environment variable the package reads is read here, by a function, when it is
+used (never at import: a bad value must not break `import alems` or `alems --help`), and
+validated here: a bad value raises one UsageError naming the variable, the value and a
+valid example. A CLI flag, where there is one, wins over the variable.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
-# Where batch results go unless --db says otherwise (the spec's `data/experiments.db`).
-DEFAULT_DB_PATH = Path(os.environ.get("ALEMS_DB", "data/experiments.db"))
+from alems.errors import UsageError
+
+# Where batch results go unless --db or ALEMS_DB says otherwise (the spec's
+# `data/experiments.db`).
+DB_PATH = Path("data/experiments.db")
 
 DEFAULT_HZ = 1000.0
 DEFAULT_SLOW_HZ = 10.0
 
 # Estimate used only where no energy counter is readable: CPU time of the measured
 # process tree × this many watts per busy core. Labelled `estimate` wherever it appears.
-ESTIMATE_W_PER_CORE = float(os.environ.get("ALEMS_ESTIMATE_W_PER_CORE", "10.0"))
+ESTIMATE_W_PER_CORE = 10.0
 
 # Country whose grid factors turn energy into carbon/water/methane (data/factors/).
-DEFAULT_COUNTRY = os.environ.get("ALEMS_COUNTRY", "US")
+COUNTRY = "US"
+
+# The C sampling thread asks for SCHED_FIFO at this priority (best effort; 0 = normal
+# scheduling): it sleeps >99 % of the time, and under load normal scheduling wakes it
+# milliseconds late.
+RT_PRIORITY = 10
+
+SYSFS_ROOT = "/sys"
+PROC_ROOT = "/proc"
+MSR_PATH = "/dev/cpu/{cpu}/msr"
+
+
+def _env(name: str) -> str | None:
+    """The variable's value, None when unset or empty (empty means 'use the default')."""
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def _bad(name: str, value: str, want: str, example: str) -> UsageError:
+    return UsageError(f"environment variable {name}={value!r} is not valid: {want}; "
+                      f"e.g. {name}={example}, or unset it")
+
+
+def _positive_float(name: str, default: float, example: str) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(name, raw, "not a number", example) from None
+    if not math.isfinite(value) or value <= 0:
+        raise _bad(name, raw, "must be a finite number > 0", example)
+    return value
+
+
+def _int_at_least(name: str, default: int, low: int, example: str) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _bad(name, raw, "not an integer", example) from None
+    if value < low:
+        raise _bad(name, raw, f"must be >= {low}", example)
+    return value
+
+
+def default_db_path() -> Path:
+    """ALEMS_DB, else data/experiments.db."""
+    raw = _env("ALEMS_DB")
+    if raw is not None and not raw.strip():
+        raise _bad("ALEMS_DB", raw, "a path is needed", "data/experiments.db")
+    return Path(raw) if raw is not None else DB_PATH
+
+
+def estimate_w_per_core() -> float:
+    """ALEMS_ESTIMATE_W_PER_CORE (watts per busy core of the CPU-time estimate)."""
+    return _positive_float("ALEMS_ESTIMATE_W_PER_CORE", ESTIMATE_W_PER_CORE, "10")
+
+
+def default_country() -> str:
+    """ALEMS_COUNTRY (grid factors' country code), else US."""
+    raw = _env("ALEMS_COUNTRY")
+    if raw is None:
+        return COUNTRY
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,15}", raw.strip()):
+        raise _bad("ALEMS_COUNTRY", raw, "a country code of letters", "US")
+    return raw.strip()
+
+
+def factors_path() -> Path | None:
+    """ALEMS_FACTORS: a grid-factor CSV overriding the shipped one (None = shipped)."""
+    raw = _env("ALEMS_FACTORS")
+    return None if raw is None else Path(raw)
+
+
+def _root(name: str, default: str, example: str) -> str:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if not raw.strip():
+        raise _bad(name, raw, "a path is needed", example)
+    return raw
 
 
 def sysfs_root() -> str:
-    return os.environ.get("ALEMS_SYSFS_ROOT", "/sys")
+    return _root("ALEMS_SYSFS_ROOT", SYSFS_ROOT, "/sys")
 
 
 def proc_root() -> str:
-    return os.environ.get("ALEMS_PROC_ROOT", "/proc")
+    return _root("ALEMS_PROC_ROOT", PROC_ROOT, "/proc")
 
 
 def msr_path_template() -> str:
-    """MSR device path with `{cpu}` where the CPU number goes."""
-    return os.environ.get("ALEMS_MSR_PATH", "/dev/cpu/{cpu}/msr")
+    """MSR device path with `{cpu}` where the CPU number goes (ALEMS_MSR_PATH)."""
+    raw = _root("ALEMS_MSR_PATH", MSR_PATH, MSR_PATH)
+    if "{cpu}" not in raw:
+        raise _bad("ALEMS_MSR_PATH", raw, "it must contain {cpu}", MSR_PATH)
+    return raw
+
+
+def rt_priority() -> int:
+    """ALEMS_RT_PRIORITY: SCHED_FIFO priority of the sampling thread (0 disables)."""
+    return _int_at_least("ALEMS_RT_PRIORITY", RT_PRIORITY, 0, "10")
+
+
+def cpu_vendor() -> str | None:
+    """ALEMS_CPU_VENDOR: 'intel' or 'amd' overriding /proc/cpuinfo; None = detect."""
+    raw = _env("ALEMS_CPU_VENDOR")
+    if raw is None:
+        return None
+    if raw.strip().lower() not in ("intel", "amd"):
+        raise _bad("ALEMS_CPU_VENDOR", raw, "intel or amd", "intel")
+    return raw.strip().lower()
+
+
+def msr_stride() -> int:
+    """ALEMS_MSR_STRIDE: bytes per register in the MSR file (1 on real hardware; test
+    fixtures use 8)."""
+    return _int_at_least("ALEMS_MSR_STRIDE", 1, 1, "1")
+
+
+def cloud_model() -> str | None:
+    """ALEMS_CLOUD_MODEL: the cloud provider's model name (None = its default)."""
+    return _env("ALEMS_CLOUD_MODEL")
+
+
+def anthropic_api_key() -> str | None:
+    return _env("ANTHROPIC_API_KEY")
+
+
+def anthropic_base_url() -> str | None:
+    """ANTHROPIC_BASE_URL: an http(s) URL (None = the SDK's default)."""
+    raw = _env("ANTHROPIC_BASE_URL")
+    if raw is not None and not re.match(r"https?://[^\s/]+", raw):
+        raise _bad("ANTHROPIC_BASE_URL", raw, "an http(s) URL", "https://api.anthropic.com")
+    return raw

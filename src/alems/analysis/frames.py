@@ -18,7 +18,7 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     factors where one is missing, or for every run when `country` is given. A run whose
     country has no factor keeps NULL (its name goes into `unknown`); an unknown `country`
     raises, listing the known ones."""
-    from alems.config import DEFAULT_COUNTRY
+    from alems.config import default_country
     from alems.experiment.sustainability import footprint, load_factors
 
     out = runs[FOOTPRINT_COLUMNS].astype(float).copy()
@@ -29,7 +29,7 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     if country is not None and country.strip().upper() not in table:
         footprint(0.0, country, table)   # raises: unknown country, listing the known ones
     for idx in runs.index[need]:
-        c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or DEFAULT_COUNTRY
+        c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or default_country()
         if str(c).strip().upper() not in table:
             if unknown is not None:
                 unknown.add(str(c))

@@ -30,9 +30,9 @@ FactorsOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _default_db() -> Path:
-    from alems.config import DEFAULT_DB_PATH
+    from alems.config import default_db_path
 
-    return Path(DEFAULT_DB_PATH)
+    return default_db_path()
 
 
 def _need(*modules: str) -> None:

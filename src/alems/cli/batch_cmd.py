@@ -41,7 +41,7 @@ def batch_command(
                                           "its summary and deletes it.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
                                                "Parquet samples go to <db folder>/samples/. "
-                                               f"[default: {config.DEFAULT_DB_PATH}, or "
+                                               f"[default: {config.DB_PATH}, or "
                                                "$ALEMS_DB]")] = None,
     start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
                                             "earlier ones are skipped.")] = 1,
@@ -65,8 +65,9 @@ def batch_command(
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
     sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
                                                    "perf-power, perf, slow); default automatic.")] = None,
-    country: Annotated[str, typer.Option("--country", envvar="ALEMS_COUNTRY",
-                                         help="Grid factors for carbon/water/methane.")] = config.DEFAULT_COUNTRY,
+    country: Annotated[Optional[str], typer.Option(
+        "--country", help=f"Grid factors for carbon/water/methane. [default: $ALEMS_COUNTRY, "
+        f"else {config.COUNTRY}]", show_default=False)] = None,
     baseline_duration: Annotated[float, typer.Option("--baseline-duration",
                                                      help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
     baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
@@ -90,8 +91,9 @@ def batch_command(
         start_from=start_from, cool_down_s=cool_down, seed=seed, temperature=temperature,
         max_tokens=max_tokens, group_id=group_id, model=model, cloud_model=cloud_model,
         threads=threads, n_ctx=n_ctx,
-        hz=validate_rate("--hz", hz), sources=parse_sources(sources), country=country,
-        db_path=db if db is not None else config.DEFAULT_DB_PATH,
+        hz=validate_rate("--hz", hz), sources=parse_sources(sources),
+        country=country if country is not None else config.default_country(),
+        db_path=db if db is not None else config.default_db_path(),
         save_db=save_db or db is not None, verbose=verbose,
         baseline_duration_s=baseline_duration, baseline_reps=baseline_reps,
         baseline_max_age_s=baseline_max_age, clip_negative=clip_negative,

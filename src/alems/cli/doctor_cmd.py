@@ -52,11 +52,14 @@ def _av_dict(av) -> dict:
 
 def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
     """Everything the report shows, as plain data (also the --json output)."""
-    from alems.measure.sources import ENERGY_ORDER, list_sources  # heavy: loads the C extension
+    # heavy: loads the C extension
+    from alems.measure.plan import choose_energy
+    from alems.measure.sources import Roots, list_sources
 
     roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
     sources = []
-    for report in list_sources(**roots):
+    reports = list_sources(**roots)
+    for report in reports:
         sources.append({
             "name": report.name,
             "description": report.description,
@@ -64,14 +67,16 @@ def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
             "items": [{"item": item, **_av_dict(av)} for item, av in report.items],
         })
     by_name = {s["name"]: s for s in sources}
-    energy = next((n for n in ENERGY_ORDER if by_name.get(n, {}).get("ok")), None)
+    # The Sampler's own choice, over the discoveries just made (liveness included).
+    choice = choose_energy(Roots.resolve(sysfs_root, proc_root, msr_path),
+                           found={r.name: r.discovery for r in reports})
+    energy = choice.name
+    energy_source = choice.label
     if energy is None:
-        energy_source = "estimate"
         energy_note = (f"no energy counter is readable; `alems sample` would report an "
-                       f"estimate (CPU time × {config.ESTIMATE_W_PER_CORE:g} W/core) — "
+                       f"estimate (CPU time × {config.estimate_w_per_core():g} W/core) — "
                        "not a measurement")
     else:
-        energy_source = "perf" if energy == "perf-power" else energy
         energy_note = f"`alems sample` would measure energy with {energy}"
     extras = [n for n in ("perf", "slow") if by_name.get(n, {}).get("ok")]
     return {

@@ -11,7 +11,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -86,8 +86,9 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
 
 def query_command(
     sql: Annotated[str, typer.Argument(help=f"One SQL statement, e.g. \"{EXAMPLE_QUERY}\".")],
-    db: Annotated[Path, typer.Option("--db", envvar="ALEMS_DB", show_envvar=True,
-                                     help="SQLite index to query.")] = config.DEFAULT_DB_PATH,
+    db: Annotated[Optional[Path], typer.Option(
+        "--db", help=f"SQLite index to query. [default: $ALEMS_DB, else {config.DB_PATH}]",
+        show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the "
                                         "database (read-only otherwise).")] = False,
@@ -97,7 +98,8 @@ def query_command(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not sql.strip():
         raise UsageError("the SQL statement is empty")
-    columns, rows = run_query(db, sql, write=write)
+    columns, rows = run_query(db if db is not None else config.default_db_path(), sql,
+                              write=write)
     write_output(columns, rows, fmt)
 
 

@@ -256,7 +256,9 @@ def estimate_note(summary: dict) -> Optional[str]:
     """The plain warning printed when energy was estimated, not measured."""
     if summary.get("energy_source") != "estimate":
         return None
-    model = summary.get("estimate_w_per_core", config.ESTIMATE_W_PER_CORE)
+    model = summary.get("estimate_w_per_core")
+    if model is None:
+        model = config.estimate_w_per_core()
     return (f"energy_source: estimate (CPU time × {model:g} W/core) — not a measurement; "
             "run `alems doctor` to see why no energy counter is readable")
 
@@ -327,6 +329,10 @@ def register(app: typer.Typer) -> None:
         hz = validate_rate("--hz", hz)
         slow_hz = validate_rate("--slow-hz", slow_hz)
         source_names = parse_sources(sources)
+        # The sampler's environment settings, checked before anything runs (whichever
+        # energy source this machine ends up using).
+        config.estimate_w_per_core()
+        config.rt_priority()
         if output is not None:
             check_writable(output, "--output")
         if summary_json is not None:

@@ -147,7 +147,7 @@ class BatchRunner:
     def _open_db(self) -> tuple[sqlite3.Connection, Path]:
         cfg = self.cfg
         if cfg.save_db:
-            path = Path(cfg.db_path or config.DEFAULT_DB_PATH)
+            path = Path(cfg.db_path or config.default_db_path())
         else:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="alems-batch-")
             path = Path(self._tmpdir.name) / "experiments.db"
@@ -177,8 +177,9 @@ class BatchRunner:
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
         started_at = store_runs.utc_now_iso()
-        before = ProcessCounters.now()
         sampler.start()
+        instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
+        before = ProcessCounters.now(instrument)
         workflow, error = None, None
         try:
             if key.workflow == "linear":
@@ -192,8 +193,8 @@ class BatchRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
             error = f"{type(exc).__name__}: {exc}".strip()
+        after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
         result = sampler.stop()
-        after = ProcessCounters.now()
         extracted, correct = None, None
         if workflow is not None:
             try:

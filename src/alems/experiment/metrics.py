@@ -28,7 +28,6 @@ Definitions (one each, see DESIGN.md):
 from __future__ import annotations
 
 import math
-import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +58,19 @@ class RunMetrics:
 
 @dataclass(frozen=True)
 class ProcessCounters:
-    """This process's context switches so far, all threads (getrusage RUSAGE_SELF)."""
+    """This process's context switches so far: every thread, exited ones included, except
+    `exclude_tids` (the sampler's own: Sampler.instrument_tids). Take both snapshots while
+    the sampler runs, so that its threads can be told apart."""
 
     voluntary: int
     involuntary: int
 
     @staticmethod
-    def now() -> "ProcessCounters":
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return ProcessCounters(int(ru.ru_nvcsw), int(ru.ru_nivcsw))
+    def now(exclude_tids=()) -> "ProcessCounters":
+        from alems.measure.ctxsw import process_switches
+
+        sw = process_switches(exclude_tids)
+        return ProcessCounters(sw.voluntary, sw.involuntary)
 
 
 def _interval_union_ns(intervals: list[tuple[int, int]]) -> int:

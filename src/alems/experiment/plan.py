@@ -64,7 +64,7 @@ class BatchConfig:
     n_ctx: int = DEFAULT_N_CTX       # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
     sources: list[str] | None = None
-    country: str = config.DEFAULT_COUNTRY
+    country: str = field(default_factory=config.default_country)
     db_path: Path | None = None
     save_db: bool = True
     verbose: bool = False

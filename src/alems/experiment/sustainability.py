@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from alems import config
 from alems.errors import AlemsError
 
 UJ_PER_KWH = 3.6e12  # 1 kWh = 3.6e6 J = 3.6e12 µJ
@@ -58,7 +59,7 @@ def _number(text: str | None, *, where: str) -> float | None:
 def load_factors(path: str | os.PathLike | None = None) -> dict[str, Factors]:
     """Read a factor CSV; `path` None -> $ALEMS_FACTORS, else the shipped table."""
     if path is None:
-        path = os.environ.get("ALEMS_FACTORS") or default_factors_path()
+        path = config.factors_path() or default_factors_path()
     path = Path(path)
     if not path.is_file():
         raise AlemsError(f"factor file not found: {path}; pass an existing CSV with --factors "

@@ -11,6 +11,8 @@ from cffi import FFI
 
 # setuptools rejects absolute source paths, so name them relative to where the build runs.
 _CSRC = os.path.relpath(Path(__file__).resolve().parents[3] / "csrc")
+# The C core's parts (csrc/internal.h says what each holds).
+_SOURCES = ("alems_sampler.c", "inputs.c", "perf_group.c", "timer_loop.c")
 
 def cdef_from_header(header_text: str) -> str:
     """The cdef, derived from the header so that nothing is declared twice: every
@@ -41,7 +43,7 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "alems.measure._alems_native",
     '#include "alems_sampler.h"',
-    sources=[os.path.join(_CSRC, "alems_sampler.c")],
+    sources=[os.path.join(_CSRC, f) for f in _SOURCES],
     include_dirs=[_CSRC],
     extra_compile_args=["-O2", "-pthread", "-std=gnu11", "-Wall"],
     extra_link_args=["-pthread"],

@@ -31,6 +31,8 @@ PERF_INHERIT = lib.ALEMS_PERF_INHERIT
 PERF_ENABLE_ON_EXEC = lib.ALEMS_PERF_ENABLE_ON_EXEC
 PERF_EXCLUDE_KERNEL = lib.ALEMS_PERF_EXCLUDE_KERNEL
 PERF_EXCLUDE_HV = lib.ALEMS_PERF_EXCLUDE_HV
+# Test only: the core refuses this counter a place in a perf group (fault injection).
+PERF_TEST_NO_JOIN = lib.ALEMS_PERF_TEST_NO_JOIN
 REC_SLOW = lib.ALEMS_REC_SLOW
 REC_FINAL = lib.ALEMS_REC_FINAL
 
@@ -131,7 +133,8 @@ class NativeSampler:
 
     def start(self) -> None:
         """Open every input and start sampling. perf counters of one target are read as
-        one group (one read per tick); `note` says which ones the kernel would not group."""
+        one group (one read per tick); `note` names the first counter the kernel would not
+        group (read on its own instead), else ""."""
         err = ffi.new("char[]", ERRMSG_LEN)
         rc = lib.alems_start(self._s, err, ERRMSG_LEN)
         if rc < 0:
@@ -155,7 +158,12 @@ class NativeSampler:
         return {f: int(getattr(st, f)) for f in (
             "samples", "late", "max_lateness_ns", "dropped", "skipped", "slow_reads",
             "read_ns_total", "thread_cpu_ns", "error_errno", "error_input", "running",
-            "rt_errno")}
+            "rt_errno", "thread_tid")}
+
+    @property
+    def thread_tid(self) -> int:
+        """Kernel thread id of the C sampling thread (0 before start)."""
+        return self.stats()["thread_tid"]
 
     def close(self) -> None:
         if self._s is not None:

@@ -25,12 +25,7 @@ CPU_TICKS_COLUMN = "_estimate_cpu_ticks"
 def w_per_core(value: float | None = None) -> float:
     """Parameter, else ALEMS_ESTIMATE_W_PER_CORE, else config default; must be > 0."""
     if value is None:
-        env = os.environ.get("ALEMS_ESTIMATE_W_PER_CORE")
-        try:
-            value = float(env) if env else config.ESTIMATE_W_PER_CORE
-        except ValueError:
-            raise AlemsError(f"ALEMS_ESTIMATE_W_PER_CORE={env!r} is not a number; "
-                             "set it to watts per busy core, e.g. 10") from None
+        return config.estimate_w_per_core()
     if not (value > 0):
         raise AlemsError(f"estimate W per core must be > 0 (got {value}); e.g. 10")
     return float(value)

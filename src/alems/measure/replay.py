@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from alems.errors import AlemsError
 from alems.measure.names import PHASES_METADATA_KEY
-from alems.measure.sampler import SampleResult, _PhaseMarks, arrow_to_numpy, numpy_to_arrow, table_from_columns
+from alems.measure.protocol import PhaseMarks
+from alems.measure.result import SampleResult, arrow_to_numpy, numpy_to_arrow, table_from_columns
 
 
 def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
@@ -40,7 +41,7 @@ def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
     return table_from_columns(cols).replace_schema_metadata(meta)
 
 
-class ReplaySampler(_PhaseMarks):
+class ReplaySampler(PhaseMarks):
     def __init__(self, table: pa.Table | str | os.PathLike, *, energy_source: str | None = None,
                  hz: float | None = None):
         if not isinstance(table, pa.Table):

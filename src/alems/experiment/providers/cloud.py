@@ -12,10 +12,10 @@ The Messages API takes no seed: every Generation says `seed_applied=False`.
 from __future__ import annotations
 
 import inspect
-import os
 import time
 from typing import Callable
 
+from alems import config
 from alems.errors import AlemsError
 from alems.experiment.providers import Generation, GenerationSettings, ProviderError
 
@@ -67,9 +67,9 @@ class CloudProvider:
         send_temperature: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.model = model or os.environ.get("ALEMS_CLOUD_MODEL") or DEFAULT_MODEL
-        self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self.model = model or config.cloud_model() or DEFAULT_MODEL
+        self.api_key = api_key or config.anthropic_api_key()
+        self.base_url = base_url or config.anthropic_base_url()
         if int(max_attempts) < 1:
             raise AlemsError(f"max_attempts must be at least 1, got {max_attempts!r}")
         if backoff_base_s < 0 or backoff_max_s < 0:

@@ -55,19 +55,15 @@ class SourceReport:
     description: str
     availability: Availability
     items: list[tuple[str, Availability]] = field(default_factory=list)
-
-
-def get(name: str) -> SourceDef:
-    try:
-        return SOURCES[name]
-    except KeyError:
-        raise AlemsError(f"unknown source '{name}'; choose from {', '.join(SOURCES)}") from None
+    discovery: Discovery | None = None  # what discover() found; None if unavailable
 
 
 def availability_of(name: str, sysfs_root: str | None = None, proc_root: str | None = None,
                     msr_path: str | None = None, **ctx) -> Availability:
     """Whether source `name` is readable here, and if not why and the fix."""
-    return get(name).available(Roots.resolve(sysfs_root, proc_root, msr_path), **ctx)
+    if name not in SOURCES:
+        raise AlemsError(f"unknown source '{name}'; choose from {', '.join(SOURCES)}")
+    return SOURCES[name].available(Roots.resolve(sysfs_root, proc_root, msr_path), **ctx)
 
 
 def list_sources(sysfs_root: str | None = None, proc_root: str | None = None,
@@ -89,9 +85,9 @@ def list_sources(sysfs_root: str | None = None, proc_root: str | None = None,
             live = check_energy_advances(disc.columns)
             if not live.ok:
                 availability = live
-        reports.append(SourceReport(sdef.name, sdef.description, availability, items))
+        reports.append(SourceReport(sdef.name, sdef.description, availability, items, disc))
     return reports
 
 
 __all__ = ["Availability", "Column", "Discovery", "Roots", "SourceUnavailable", "SourceReport",
-           "SOURCES", "ENERGY_ORDER", "ALL_SOURCES", "availability_of", "list_sources", "get"]
+           "SOURCES", "ENERGY_ORDER", "ALL_SOURCES", "availability_of", "list_sources"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 
+from alems import config
 from alems.measure._native import ChannelSpec
 from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, package_of, perm_denied, read_int, read_text,
@@ -36,7 +37,7 @@ FIXED_DRAM_UNIT_UJ = 15.3
 
 def vendor(roots: Roots, override: str | None = None) -> str:
     """'intel' or 'amd' from <proc>/cpuinfo (override: argument or ALEMS_CPU_VENDOR)."""
-    v = (override or os.environ.get("ALEMS_CPU_VENDOR") or "").lower()
+    v = (override or config.cpu_vendor() or "").lower()
     if v in ("intel", "amd"):
         return v
     text = read_text(roots.procf("cpuinfo")) or ""
@@ -68,10 +69,7 @@ def unit_uj(raw_unit: int) -> float:
 
 
 def stride() -> int:
-    try:
-        return max(1, int(os.environ.get("ALEMS_MSR_STRIDE", "1")))
-    except ValueError:
-        return 1
+    return config.msr_stride()
 
 
 def _read_reg(path: str, reg: int) -> int:

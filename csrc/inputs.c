@@ -1,0 +1,194 @@
+/* One input of the C core: open, read, parse (text files, MSRs, a perf counter on its
+ * own), and the probe used by discovery and `alems doctor`. */
+#include "internal.h"
+
+int64_t alems_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void set_err(char *err, size_t errlen, const char *fmt, const char *a, int e)
+{
+    if (err && errlen)
+        snprintf(err, errlen, fmt, a, strerror(e));
+}
+
+/* ------------------------------------------------------------------ parsing */
+
+static int parse_int(const char *p, const char *end, int64_t *out)
+{
+    while (p < end && !((*p >= '0' && *p <= '9') ||
+                        (*p == '-' && p + 1 < end && p[1] >= '0' && p[1] <= '9')))
+        p++;
+    if (p >= end)
+        return -ENODATA;
+    int neg = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    int64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        v = v * 10 + (*p++ - '0');
+    *out = neg ? -v : v;
+    return 0;
+}
+
+static int parse_keyed(const char *buf, size_t n, const char *key, int64_t *out)
+{
+    size_t klen = strlen(key);
+    const char *end = buf + n;
+    const char *line = buf;
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *lend = nl ? nl : end;
+        if ((size_t)(lend - line) >= klen && memcmp(line, key, klen) == 0)
+            return parse_int(line + klen, lend, out);
+        line = nl ? nl + 1 : end;
+    }
+    return -ENODATA;
+}
+
+/* /proc/<pid>/stat: fields after the last ')' start at field 3; utime is field 14. */
+static int parse_pid_stat(const char *buf, size_t n, int64_t *out)
+{
+    const char *end = buf + n;
+    const char *p = NULL;
+    for (const char *q = buf; q < end; q++)
+        if (*q == ')')
+            p = q;
+    if (!p)
+        return -ENODATA;
+    p++;
+    int field = 2;
+    int64_t sum = 0;
+    while (p < end && field < 17) {
+        while (p < end && *p == ' ')
+            p++;
+        if (p >= end)
+            break;
+        field++;
+        const char *tok = p;
+        while (p < end && *p != ' ' && *p != '\n')
+            p++;
+        if (field >= 14 && field <= 17) {
+            int64_t v;
+            if (parse_int(tok, p, &v) < 0)
+                return -ENODATA;
+            sum += v;
+        }
+    }
+    if (field < 17)
+        return -ENODATA;
+    *out = sum;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ inputs */
+
+/* Read one input into *v.  textbuf holds ALEMS_TEXT_BUF bytes. */
+int read_input(const alems_channel *ch, int fd, char *textbuf, int64_t *v)
+{
+    ssize_t r;
+    switch (ch->kind) {
+    case ALEMS_CH_TEXT_FILE:
+    case ALEMS_CH_TEXT_KEYED:
+    case ALEMS_CH_PID_STAT:
+        r = pread(fd, textbuf, ALEMS_TEXT_BUF - 1, 0);
+        if (r < 0)
+            return -errno;
+        textbuf[r] = 0;
+        if (ch->kind == ALEMS_CH_TEXT_FILE)
+            return parse_int(textbuf, textbuf + r, v);
+        if (ch->kind == ALEMS_CH_TEXT_KEYED)
+            return parse_keyed(textbuf, (size_t)r, ch->key, v);
+        return parse_pid_stat(textbuf, (size_t)r, v);
+    case ALEMS_CH_MSR: {
+        uint64_t raw;
+        r = pread(fd, &raw, sizeof raw, (off_t)ch->offset);
+        if (r < 0)
+            return -errno;
+        if (r != sizeof raw)
+            return -EIO;
+        if (ch->mask)
+            raw &= ch->mask;
+        *v = (int64_t)raw;
+        return 0;
+    }
+    case ALEMS_CH_PERF: {
+        uint64_t d[3]; /* value, time enabled, time running */
+        r = read(fd, d, sizeof d);
+        if (r < 0)
+            return -errno;
+        if (r != sizeof d)
+            return -EIO;
+        *v = perf_scale(d[0], d[1], d[2]);
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+int open_input(const alems_channel *ch, char *err, size_t errlen)
+{
+    int fd;
+    if (ch->kind == ALEMS_CH_PERF) {
+        fd = perf_open(ch, -1, 0);
+        if (fd < 0 && err && errlen)
+            snprintf(err, errlen,
+                     "perf_event_open %s (type=%u config=0x%llx pid=%d cpu=%d): %s",
+                     ch->path, ch->perf_type, (unsigned long long)ch->perf_config, ch->pid,
+                     ch->cpu, strerror(-fd));
+        return fd;
+    }
+    fd = open(ch->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        set_err(err, errlen, "cannot open %s: %s", ch->path, e);
+        return -e;
+    }
+    return fd;
+}
+
+int check_channel(const alems_channel *ch, char *err, size_t errlen)
+{
+    if (ch->kind < ALEMS_CH_TEXT_FILE || ch->kind > ALEMS_CH_PID_STAT) {
+        set_err(err, errlen, "unknown input kind for %s (%s)", ch->path, EINVAL);
+        return -EINVAL;
+    }
+    if (ch->slot < 0 || ch->slot >= ALEMS_MAX_CHANNELS) {
+        set_err(err, errlen, "value slot out of range for %s (%s)", ch->path, EINVAL);
+        return -EINVAL;
+    }
+    if (memchr(ch->path, 0, ALEMS_PATH_LEN) == NULL || memchr(ch->key, 0, ALEMS_KEY_LEN) == NULL) {
+        set_err(err, errlen, "unterminated path or key (%s%s)", "", EINVAL);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int alems_probe(const alems_channel *ch, int64_t *value, char *err, size_t errlen)
+{
+    int rc = check_channel(ch, err, errlen);
+    if (rc < 0)
+        return rc;
+    char *buf = malloc(ALEMS_TEXT_BUF);
+    if (!buf)
+        return -ENOMEM;
+    int fd = open_input(ch, err, errlen);
+    if (fd < 0) {
+        free(buf);
+        return fd;
+    }
+    int64_t v = 0;
+    rc = read_input(ch, fd, buf, &v);
+    if (rc < 0)
+        set_err(err, errlen, "cannot read %s: %s", ch->path, -rc);
+    else if (value)
+        *value = v;
+    close(fd);
+    free(buf);
+    return rc;
+}
