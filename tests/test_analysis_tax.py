@@ -148,3 +148,13 @@ def test_format_headline_without_interval():
     line = format_headline(row)
     assert "2.50×" in line and "one pair: no interval" in line
     assert "n/a" in format_headline(tax_rows([])[-1])
+
+
+def test_headline_without_scipy_keeps_the_ratio(db, monkeypatch):
+    """The batch's closing line runs without the [reports] extra: ratio, and a reason."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    row = headline_tax(sqlite3.connect(db), resolve_group(open_db(db), "latest").group_id)
+    assert row["tax_ratio"] > 1 and row["ci_low"] is None and "scipy" in row["ci_null_reason"]
+    assert "scipy" in format_headline(row)
