@@ -34,7 +34,7 @@ def test_summary_json_and_csv(db):
     r = alems("summary", "--db", str(db), "--format", "json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert {t["task"] for t in s["tax"]} == {"gsm8k_basic", "factual_qa"}
+    assert {t["task"] for t in s["tax"]} == {"gsm8k_basic", "factual_qa", "all"}   # + pooled rows
     assert all(t["tax_ratio"] > 1 for t in s["tax"])
     r = alems("summary", "--db", str(db), "--format", "csv", "--group-id", s["group_id"])
     assert r.returncode == 0, r.stderr

@@ -146,7 +146,13 @@ def test_plan_reps_from_pilot(db):
     row = next(r for r in energy if r["task"] == "gsm8k_basic" and r["workflow"] == "linear")
     assert row["cv"] == pytest.approx(cv)
     expected = max(2, int(np.ceil((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) ** 2 * cv ** 2 / 0.01)))
-    assert row["repetitions"] == expected
+    assert row["repetitions_z"] == expected          # the spec's z formula, kept beside
+    # issue 8.10: the figure used is t-based: the smallest n whose t-test has power 0.8
+    d = 0.1 / cv
+    n_t = row["repetitions"]
+    power = lambda n: (sps.nct.sf(sps.t.ppf(0.975, n - 1), n - 1, d * np.sqrt(n))
+                       + sps.nct.cdf(-sps.t.ppf(0.975, n - 1), n - 1, d * np.sqrt(n)))
+    assert n_t >= expected and power(n_t) >= 0.8 and (n_t == 2 or power(n_t - 1) < 0.8)
     assert plan["repetitions"] == max(r["repetitions"] for r in plan["rows"])
     assert any(r["metric"] == "tax_ratio" for r in plan["rows"])
 
@@ -188,3 +194,38 @@ def test_country_override_and_unknown_country(db, tmp_path):
     s = build_summary(conn2, db, resolve_group(conn2, "latest"))
     assert all(w["carbon_g_total"] is None for w in s["workflows"])
     assert any("no grid factors for ZZ" in w for w in s["warnings"])
+
+
+def test_negative_dynamic_energy_has_no_footprint(tmp_path):
+    """Issue 8.3: the summary used to recompute carbon for a run the store left NULL
+    (dynamic energy below the idle baseline) and add negative grams."""
+    db = build_fixture_db(tmp_path / "neg.db", with_error=False)
+    raw = sqlite3.connect(db)
+    rid = raw.execute("SELECT run_id FROM runs r JOIN experiments e USING (exp_id) WHERE "
+                      "e.task_name='gsm8k_basic' AND workflow_type='linear' AND run_number=1"
+                      ).fetchone()[0]
+    raw.execute("UPDATE runs SET dynamic_energy_uj=-2e6, carbon_g=NULL, water_ml=NULL, "
+                "methane_mg=NULL WHERE run_id=?", (rid,))
+    raw.commit()
+    others = raw.execute("SELECT SUM(carbon_g) FROM runs r JOIN experiments e USING (exp_id) "
+                         "WHERE e.task_name='gsm8k_basic' AND workflow_type='linear'").fetchone()[0]
+    conn = open_db(db)
+    group = resolve_group(conn, "latest")
+    s = build_summary(conn, db, group)
+    row = _row(s, "gsm8k_basic", "linear")
+    assert row["carbon_g_total"] == pytest.approx(others) and row["n_runs_without_carbon"] == 1
+    assert any("below the idle baseline" in w for w in s["warnings"])
+    fr = build_summary(conn, db, group, country="FR")          # every run recomputed
+    assert all(w["carbon_g_total"] > 0 for w in fr["workflows"])
+    assert _row(fr, "gsm8k_basic", "linear")["n_runs_without_carbon"] == 1
+
+
+def test_every_figure_names_its_estimator_and_interval(summary):
+    for w in summary["workflows"]:
+        for metric in ("dynamic_energy_j", "duration_s", "avg_power_w"):
+            assert w[metric]["estimator"] == "mean of runs"
+            assert "Student t" in w[metric]["interval_method"]
+    for t in summary["tax"]:
+        assert t["estimator"].startswith("ratio of sums")
+        assert "log" in t["interval_method"] and "jackknife" in t["interval_method"]
+    assert summary["headline"]["task"] == "all" and summary["headline"]["provider"] == "all"

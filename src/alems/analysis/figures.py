@@ -179,7 +179,7 @@ def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float) -> bytes
     hi = max((t["ci_high"] or t["tax_ratio"]) for t in rows)
     ax.set_xlim(min(0.9, min((t["ci_low"] or t["tax_ratio"]) for t in rows) * 0.9), hi * 1.3)
     ax.set_xlabel(f"orchestration tax = Σ agentic / Σ linear dynamic energy "
-                  f"({int(confidence * 100)} % bootstrap CI)")
+                  f"({int(confidence * 100)} % CI: t on the log ratio, jackknife SE)")
     ax.set_title("Orchestration tax per task and provider" + _est(estimate), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -1,17 +1,25 @@
-"""`alems plan-reps`: how many repetitions a batch needs.
+"""`alems plan-reps`: how many repetitions (pairs) a batch needs.
+
+The design is paired: each repetition runs the linear and the agentic workflow of the same
+task back to back, and a test of their difference is a one-sample test on the n pair
+differences. The effect size is therefore d = mean difference ÷ SD of the differences.
 
 Two modes:
-- formula: the spec's calculator, n = ceil(((z_{1-α/2} + z_power) / effect_size)²), where
-  effect_size is a standardised effect (difference ÷ standard deviation);
-- pilot (`--from-group`): effect_size is read as a *relative* effect (0.1 = 10 % of the
-  mean) and the pilot batch's coefficient of variation (sd ÷ mean) turns it into a
-  standardised one, d = effect ÷ CV. Done per task × provider × workflow on dynamic energy,
-  and per task × provider on the paired tax ratios agentic_i ÷ linear_i (to detect a
-  relative change of the tax). The batch needs the largest of these.
+- formula: the spec's calculator n = ceil(((z_{1-α/2} + z_power) / d)²) — the normal (z)
+  approximation, kept as the spec documents it (0.1 / 0.8 / 0.05 → 785) — beside the
+  smallest n whose paired *t*-test reaches the power (noncentral t; what a t-test on the
+  data will actually deliver, a few more pairs);
+- pilot (`--from-group`): the effect is *relative* (0.1 = 10 %). For the tax, it is sized
+  on the log pair ratios log(agentic_i / linear_i): detecting a 10 % change of the tax is
+  a shift of log(1.1) in their mean, so d = log(1 + effect) ÷ SD(log ratios). For each
+  workflow's energy, d = effect ÷ CV (a one-sample t-test of a shift of effect × mean).
+  The batch needs the largest n. A pilot of fewer than 10 pairs gets a warning: its SD is
+  too uncertain for the figure to be more than a rough guide.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
 import numpy as np
@@ -21,13 +29,20 @@ from alems.analysis import stats
 from alems.analysis.frames import runs_frame
 from alems.analysis.groups import Group
 
+MIN_PILOT_PAIRS = 10
+DESIGN = "paired design (effect = mean difference ÷ SD of the pair differences)"
+FORMULA_Z = "ceil(((z_(1-alpha/2) + z_power) / d)^2)  [spec; normal approximation]"
+FORMULA_T = "smallest n with paired t-test power >= power (noncentral t, df n-1, ncp d*sqrt(n))"
+
 
 def plan_formula(effect_size: float, power: float, alpha: float) -> dict:
     _check(effect_size, power, alpha)
-    return {"mode": "formula", "effect_size": effect_size, "power": power, "alpha": alpha,
-            "z_sum": stats.z_sum(power, alpha),
+    return {"mode": "formula", "design": DESIGN, "effect_size": effect_size, "power": power,
+            "alpha": alpha, "z_sum": stats.z_sum(power, alpha),
             "repetitions": stats.required_repetitions(effect_size, power, alpha),
-            "formula": "ceil(((z_(1-alpha/2) + z_power) / effect_size)^2)"}
+            "formula": FORMULA_Z,
+            "repetitions_t": stats.t_repetitions(effect_size, power, alpha),
+            "formula_t": FORMULA_T}
 
 
 def _check(effect_size: float, power: float, alpha: float) -> None:
@@ -48,6 +63,16 @@ def _cv(values) -> tuple[int, float | None, float | None, float | None]:
     return n, mean, sd, (sd / abs(mean) if mean else None)
 
 
+def sd_upper_factor(n: int, confidence: float = 0.95) -> float | None:
+    """How much larger the true SD may be than one estimated from n values (one-sided
+    `confidence` bound, chi-square with n − 1 df); None below 2 values."""
+    from scipy import stats as sps
+
+    if n < 2:
+        return None
+    return math.sqrt((n - 1) / float(sps.chi2.ppf(1 - confidence, n - 1)))
+
+
 def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, power: float,
                     alpha: float) -> dict:
     _check(effect_size, power, alpha)
@@ -56,32 +81,60 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
         raise AlemsError(f"pilot group {group.group_id!r} has no runs yet")
     ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()].copy()
     ok["e_j"] = ok["dynamic_energy_uj"].astype(float) / 1e6
-    rows = []
+    rows, warnings = [], []
     for (task, provider, wf), cell in ok.groupby(["task_name", "provider", "workflow_type"]):
-        rows.append(_row("energy", task, provider, wf, cell["e_j"].tolist(),
-                         effect_size, power, alpha))
+        n, mean, sd, cv = _cv(cell["e_j"].tolist())
+        d = None if not cv else effect_size / cv
+        rows.append(_row("energy", task, provider, wf, n, mean, sd, cv, d, power, alpha,
+                         "one-sample t: a shift of effect × mean; d = effect ÷ CV"))
     for (task, provider), cell in ok.groupby(["task_name", "provider"]):
         lin = cell[cell["workflow_type"] == "linear"].set_index("run_number")["e_j"]
         ag = cell[cell["workflow_type"] == "agentic"].set_index("run_number")["e_j"]
         common = sorted(set(lin.index) & set(ag.index))
         if not common:
             continue
-        ratios = [ag[i] / lin[i] for i in common if lin[i] > 0]
-        rows.append(_row("tax_ratio", task, provider, "paired", ratios, effect_size, power, alpha))
+        logs = [math.log(ag[i] / lin[i]) for i in common if lin[i] > 0 and ag[i] > 0]
+        n, mean_log, sd_log, _ = _cv(logs)
+        d = None if not sd_log else math.log1p(effect_size) / sd_log
+        row = _row("tax_ratio", task, provider, "paired (log ratios)", n,
+                   None if mean_log is None else math.exp(mean_log), sd_log, None, d, power,
+                   alpha, "paired t on log(agentic/linear): d = log(1 + effect) ÷ SD(log ratio)")
+        row["mean_label"] = "geometric mean of pair ratios"
+        rows.append(row)
+        if n < MIN_PILOT_PAIRS:
+            factor = sd_upper_factor(n)
+            more = ("" if factor is None else
+                    f"; the true SD may be {factor:.1f}× the pilot's (95 % bound), which "
+                    f"would need {factor ** 2:.0f}× the repetitions")
+            warnings.append(f"{task}/{provider}: the pilot has only {n} complete pair(s) "
+                            f"(< {MIN_PILOT_PAIRS}), so its SD — and the repetitions it gives — are "
+                            f"rough{more}")
     if not rows:
         raise AlemsError(f"pilot group {group.group_id!r} has no completed runs with energy")
     needed = [r["repetitions"] for r in rows if r["repetitions"] is not None]
     done = int(runs.groupby(["exp_id", "workflow_type"])["run_number"].nunique().min())
-    return {"mode": "pilot", "group_id": group.group_id, "effect_size": effect_size,
-            "effect_meaning": "relative to the mean (0.1 = 10 %)", "power": power,
-            "alpha": alpha, "pilot_repetitions": done, "rows": rows,
-            "repetitions": max(needed) if needed else None,
-            "formula": "max(2, ceil(((z_(1-alpha/2) + z_power) * CV / effect_size)^2))"}
+    return {"mode": "pilot", "group_id": group.group_id, "design": DESIGN,
+            "effect_size": effect_size, "effect_meaning": "relative to the mean (0.1 = 10 %)",
+            "power": power, "alpha": alpha, "pilot_repetitions": done, "rows": rows,
+            "repetitions": max(needed) if needed else None, "warnings": warnings,
+            "formula": FORMULA_T,
+            "formula_z": "max(2, ceil(((z_(1-alpha/2) + z_power) / d)^2))  [spec, for reference]"}
 
 
-def _row(metric, task, provider, workflow, values, effect_size, power, alpha) -> dict:
-    n, mean, sd, cv = _cv(values)
-    reps = None if cv is None else stats.repetitions_for_relative_effect(cv, effect_size, power, alpha)
+def _row(metric, task, provider, workflow, n, mean, sd, cv, d, power, alpha, test) -> dict:
+    note = None
+    if n < 2 or sd is None:
+        reps = reps_z = None
+        note = "needs ≥ 2 pilot runs with energy"
+    elif sd == 0:
+        reps = reps_z = 2
+        note = "no spread in the pilot: 2 is a floor, not an estimate"
+    elif d is None:
+        reps = reps_z = None
+        note = "mean is 0: a relative effect is undefined"
+    else:
+        reps = stats.t_repetitions(d, power, alpha)
+        reps_z = max(2, stats.required_repetitions(d, power, alpha))
     return {"metric": metric, "task": task, "provider": provider, "workflow": workflow,
-            "pilot_n": n, "mean": mean, "sd": sd, "cv": cv, "repetitions": reps,
-            "note": None if reps is not None else "needs ≥ 2 pilot runs with energy"}
+            "pilot_n": n, "mean": mean, "sd": sd, "cv": cv, "effect_d": d, "test": test,
+            "repetitions": reps, "repetitions_z": reps_z, "note": note}

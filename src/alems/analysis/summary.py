@@ -1,17 +1,20 @@
 """`alems summary`: per-workflow statistics, the orchestration tax and where agentic energy
-goes, with warnings wherever the data cannot carry a conclusion.
+goes, with warnings wherever the data cannot carry a conclusion. docs/METHODS.md says what
+each figure is and which estimator and interval it uses.
 
 Definitions (shared/DESIGN.md):
 - energy statistics use dynamic (workload) energy of runs that completed (status 'ok');
 - success rate = correct answers / all runs (an errored run is not a success);
 - EpG = dynamic energy of *all* runs that have one (failed included) / number correct;
-- tax ratio = Σ agentic / Σ linear dynamic energy over complete pairs (same task, provider
-  and repetition, both arms ok) — a ratio of means over the same pairs — with a percentile
-  bootstrap CI resampling pairs (fixed seed); tax_percent = (ratio − 1) × 100. The mean of
-  the per-pair ratios is reported alongside for reference;
+- the tax is `alems.analysis.tax`: Σ agentic / Σ linear dynamic energy over complete
+  pairs, per task × provider, per provider and overall, with a t interval on its log
+  (jackknife standard error); the summary's first line is `tax.format_headline` of the
+  overall row. The mean of the per-pair ratios is reported alongside, labelled as such;
 - phase shares are of the agentic runs' *package* energy (phases.energy_uj is package
   energy, idle included), by stage (planning/execution/synthesis) and by activity (model
-  calls, tools, waiting); the remainder is time outside any such phase.
+  calls, tools, waiting); the remainder is time outside any such phase;
+- footprints follow the store's NULL rule: none for a run whose dynamic energy is NULL or
+  negative (below the idle baseline).
 """
 
 from __future__ import annotations
@@ -28,11 +31,17 @@ from alems.analysis import stats
 from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.samples import energy_between_uj, load_energy
+from alems.analysis.tax import ALL, format_headline, headline_tax, overall, pair_up, tax_rows
+
+__all__ = ["build_summary", "workflow_table", "headline_tax", "format_headline"]
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
-MIN_BOOTSTRAP_PAIRS = 10           # percentile bootstrap is too narrow below this
+FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
+NEGATIVE_DYNAMIC_REASON = ("dynamic energy is negative (below the idle baseline); "
+                           "footprint undefined")   # the store's wording (experiment/metrics)
+MEAN_CI = "Student t interval of the mean of runs, n − 1 dof"
 STAGE_KINDS = ("planning", "execution", "synthesis")
 ACTIVITY_KINDS = ("llm", "tool", "waiting")
 KIND_LABELS = {"planning": "planning", "execution": "execution", "synthesis": "synthesis",
@@ -60,7 +69,23 @@ def _f(x) -> float | None:
 
 
 def _interval_dict(iv: stats.Interval) -> dict:
-    return {"n": iv.n, "mean": iv.mean, "sd": iv.sd, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+    """Mean, sd and t interval; for these positive quantities an interval reaching below 0
+    is flagged (the t interval is symmetric; it then says only "at most ci_high")."""
+    below = iv.ci_low is not None and iv.ci_low < 0
+    return {"n": iv.n, "mean": iv.mean, "sd": iv.sd, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+            "estimator": "mean of runs", "interval_method": MEAN_CI,
+            "ci_note": ("the t interval reaches below 0 for a positive quantity: too few or "
+                        "too spread runs; read it as 'at most ci_high'") if below else None}
+
+
+def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.DataFrame, int]:
+    """run_footprints with the store's NULL rule applied: a run with negative dynamic energy
+    has no footprint (recomputing it would give negative grams). Returns (frame, runs
+    nulled by the rule)."""
+    fp = run_footprints(runs, country, factors, unknown)
+    negative = runs["dynamic_energy_uj"].astype(float) < 0
+    fp.loc[negative, :] = float("nan")
+    return fp, int(negative.sum())
 
 
 def _phase_energy(phases: pd.DataFrame, runs: pd.DataFrame, db_path: Path) -> pd.Series:
@@ -83,9 +108,7 @@ def _phase_energy(phases: pd.DataFrame, runs: pd.DataFrame, db_path: Path) -> pd
 
 
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
-                  confidence: float = 0.95, country: str | None = None, factors=None,
-                  bootstrap_seed: int = stats.DEFAULT_BOOTSTRAP_SEED,
-                  bootstrap_resamples: int = stats.DEFAULT_BOOTSTRAP_RESAMPLES) -> dict:
+                  confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
     runs = runs_frame(conn, group.group_id)
     if runs.empty:
@@ -99,7 +122,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                          "with --workflows linear,agentic")
     warnings: list[str] = []
     unknown_countries: set[str] = set()
-    fp = run_footprints(runs, country, factors, unknown_countries)
+    fp, n_negative = _footprints(runs, country, factors, unknown_countries)
     if unknown_countries:
         warnings.append(f"no grid factors for {', '.join(sorted(unknown_countries))}: footprint "
                         "left empty for those runs (add them with --factors PATH)")
@@ -138,6 +161,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             "carbon_g_total": _f(cell["carbon_g_fp"].sum(min_count=1)),
             "water_ml_total": _f(cell["water_ml_fp"].sum(min_count=1)),
             "methane_mg_total": _f(cell["methane_mg_fp"].sum(min_count=1)),
+            "n_runs_without_carbon": int(cell["carbon_g_fp"].isna().sum()),
         }
         workflow_rows.append(row)
         label = f"{task}/{provider}/{wf}"
@@ -152,46 +176,27 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         if epg is None:
             warnings.append(f"{label}: EpG undefined — {epg_reason}")
 
-    tax_rows = []
-    for (task, provider, exp_id), cell in runs.groupby(["task_name", "provider", "exp_id"], sort=True):
-        ok = cell[cell["ok"]]
-        lin = ok[ok["workflow_type"] == "linear"].set_index("run_number")["dynamic_energy_j"]
-        ag = ok[ok["workflow_type"] == "agentic"].set_index("run_number")["dynamic_energy_j"]
-        common = sorted(set(lin.index) & set(ag.index))
-        est = stats.bootstrap_ratio_of_means(lin.loc[common].tolist(), ag.loc[common].tolist(),
-                                             confidence=confidence, seed=bootstrap_seed,
-                                             resamples=bootstrap_resamples)
-        wf_rows = {r["workflow"]: r for r in workflow_rows
-                   if r["task"] == task and r["provider"] == provider}
-        tax_rows.append({
-            "task": task, "provider": provider, "n_pairs": est.n_pairs,
-            "tax_ratio": est.ratio, "ci_low": est.ci_low, "ci_high": est.ci_high,
-            "tax_percent": est.percent,
-            "tax_percent_ci_low": None if est.ci_low is None else (est.ci_low - 1) * 100,
-            "tax_percent_ci_high": None if est.ci_high is None else (est.ci_high - 1) * 100,
-            "mean_of_pair_ratios": est.mean_of_pair_ratios,
-            "method": "ratio of means over complete pairs; percentile bootstrap over pairs",
-            "bootstrap_seed": est.seed, "bootstrap_resamples": est.resamples,
-            "epg_linear_j": wf_rows.get("linear", {}).get("epg_j"),
-            "epg_agentic_j": wf_rows.get("agentic", {}).get("epg_j"),
-            "estimate": bool(is_estimate[cell.index].any()),
-        })
-        label = f"{task}/{provider}"
-        if est.ratio is None:
-            warnings.append(f"{label}: no complete linear/agentic pair with energy — no tax")
-        elif est.ci_low is None:
-            warnings.append(f"{label}: only {est.n_pairs} complete pair — no CI for the tax")
-        elif est.n_pairs < MIN_BOOTSTRAP_PAIRS:
-            warnings.append(f"{label}: the tax CI rests on only {est.n_pairs} pairs — a bootstrap "
-                            f"over fewer than {MIN_BOOTSTRAP_PAIRS} pairs understates the "
-                            "uncertainty; run more repetitions")
-        if est.ci_low is not None and est.ci_low <= 1.0 <= est.ci_high:
-            warnings.append(f"{label}: tax CI [{est.ci_low:.2f}, {est.ci_high:.2f}] includes 1.0 — "
-                            "the data do not show an orchestration tax")
-        dropped = int(cell["run_number"].nunique() - len(common))
+    ok_runs = runs[runs["ok"]]
+    pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
+                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"]))
+    taxes = tax_rows(pairs, confidence,
+                     cells=runs.groupby(["task_name", "provider"]).groups.keys())
+    epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
+    for t in taxes:
+        in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
+                 ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
+        t["epg_linear_j"] = epg.get((t["task"], t["provider"], "linear"))
+        t["epg_agentic_j"] = epg.get((t["task"], t["provider"], "agentic"))
+        t["estimate"] = bool(is_estimate[in_row].any())
+        # the report's caption still reads these; no bootstrap any more
+        t["bootstrap_seed"] = t["bootstrap_resamples"] = None
+        warnings.extend(_tax_warnings(t, confidence))
+    for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
+        n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)
+        dropped = int(cell["run_number"].nunique() - n_pairs)
         if dropped > 0:
-            warnings.append(f"{label}: {dropped} repetition(s) left out of the tax (an arm "
-                            "errored or has no energy)")
+            warnings.append(f"{task}/{provider}: {dropped} repetition(s) left out of the tax "
+                            "(an arm errored or has no energy)")
 
     phase_rows = _phase_shares(conn, runs, group, db_path)
 
@@ -218,23 +223,59 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     no_base = int(runs["baseline_id"].isna().sum())
     if no_base:
         warnings.append(f"{no_base} run(s) have no baseline: their dynamic energy is unavailable")
+    if n_negative:
+        warnings.append(f"{n_negative} run(s) have no carbon/water/methane: "
+                        f"{NEGATIVE_DYNAMIC_REASON} (left out of the footprint totals)")
     warnings.extend(_baseline_warnings(runs))
+    headline = overall(taxes)
     return {
         "group_id": group.group_id, "created_at": group.created_at, "status": group.status,
         "confidence": confidence, "estimate": bool(n_est),
         "energy_sources": sorted(set(runs["energy_source"].dropna())),
-        "workflows": workflow_rows, "tax": tax_rows, "phases": phase_rows, "warnings": warnings,
+        "headline": headline, "headline_text": format_headline(headline),
+        "workflows": workflow_rows, "tax": taxes, "phases": phase_rows, "warnings": warnings,
         "definitions": {
             "dynamic_energy": "package energy − baseline power × duration (µJ → J)",
-            "tax_ratio": "Σ agentic / Σ linear dynamic energy over complete pairs; 95 % CI: "
-                         "percentile bootstrap over pairs, fixed seed",
+            "tax_ratio": stats.RATIO_ESTIMATOR + "; per task × provider, per provider "
+                         "(task 'all') and overall (task and provider 'all')",
+            "tax_ci": stats.RATIO_INTERVAL,
             "tax_percent": "(tax_ratio − 1) × 100",
+            "mean_of_pair_ratios": stats.MEAN_OF_RATIOS_LABEL,
+            "spec_tax_percent": "the spec's AVG(ots.tax_percent) is a mean of per-pair "
+                                "percentages, not this tax",
             "epg": "dynamic energy of all runs (failed included) ÷ correct answers",
             "phase_share": "share of agentic package energy (idle included) per phase kind",
-            "ci": f"{int(confidence * 100)} % CI of the mean, Student t with n−1 dof",
+            "ci": f"{int(confidence * 100)} % CI of the mean, {MEAN_CI}",
             "avg_power_w": "package energy ÷ duration (runs.avg_power_watts)",
+            "footprint": "dynamic energy × grid factor; NULL where dynamic energy is NULL or "
+                         "negative",
         },
     }
+
+
+def _tax_warnings(t: dict, confidence: float) -> list[str]:
+    label = f"{t['task']}/{t['provider']}"
+    pct = int(round(confidence * 100))
+    if t["tax_ratio"] is None:
+        return [f"{label}: no tax — {t['ci_null_reason'] or 'no complete pair'}"]
+    out = []
+    if t["ci_low"] is None:
+        out.append(f"{label}: no {pct} % interval for the tax — {t['ci_null_reason']}")
+        return out
+    pooled_copy = t["task"] == ALL and t["provider"] != ALL   # its tasks warn already
+    if t["n_pairs"] < FEW_PAIRS and not pooled_copy:
+        out.append(f"{label}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
+                   "ratios are roughly log-normal, which so few pairs cannot show; run "
+                   f"{FEW_PAIRS}+ repetitions")
+    if t["coverage_checked"] is False:
+        out.append(f"{label}: pair ratios spread more (sd of log ratio "
+                   f"{t['sd_log_pair_ratio'] or 0:.2f}, linear CV {t['cv_linear'] or 0:.2f}) than "
+                   f"the interval's coverage check ({stats.COVERAGE_CHECKED_LOG_SD}, "
+                   f"{stats.COVERAGE_CHECKED_LINEAR_CV}); the interval may be too narrow")
+    if t["includes_one"]:
+        out.append(f"{label}: tax CI [{t['ci_low']:.2f}, {t['ci_high']:.2f}] includes 1.0 — "
+                   "the data do not show an orchestration tax")
+    return out
 
 
 def _baseline_warnings(runs: pd.DataFrame) -> list[str]:

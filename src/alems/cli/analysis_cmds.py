@@ -92,41 +92,69 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def _mean_sd_ci(d: dict) -> tuple[str, str]:
+    """('mean ± sd', '[low, high]') rounded to what the interval supports; a † marks an
+    interval of a positive quantity that reaches below 0."""
+    from alems.analysis.precision import decimals_for, fmt_interval, fmt_value
+
+    mean, low, high = fmt_interval(d["mean"], d["ci_low"], d["ci_high"])
+    half = None if d["ci_low"] is None else (d["ci_high"] - d["ci_low"]) / 2
+    sd = "–" if d["sd"] is None else (
+        fmt_value(d["sd"]) if decimals_for(half) is None
+        else fmt_value(d["sd"], half))
+    dagger = "†" if d.get("ci_note") else ""
+    return f"{mean} ± {sd}", f"[{low}, {high}]{dagger}"
+
+
 def _summary_tables(s: dict) -> None:
     from rich.table import Table
+
+    from alems.analysis.precision import fmt_interval, fmt_value
 
     con = _console()
     est = " [ESTIMATE — not measured]" if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
+    con.print(s["headline_text"] + est, highlight=False, markup=False)
     t = Table(title=f"Batch {s['group_id']} ({s['status']}): per workflow — dynamic energy{est}")
     for c in ("task", "provider", "workflow", "n", "success", "energy J mean±sd",
               f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"):
         t.add_column(c)
+    daggers = False
     for w in s["workflows"]:
-        e = w["dynamic_energy_j"]
+        e_ms, e_ci = _mean_sd_ci(w["dynamic_energy_j"])
+        daggers = daggers or e_ci.endswith("†")
+        dur, pw = w["duration_s"], w["avg_power_w"]
         t.add_row(w["task"], w["provider"], w["workflow"], str(w["n_runs"]),
-                  f"{w['n_correct']}/{w['n_runs']}",
-                  f"{_num(e['mean'])} ± {_num(e['sd'])}",
-                  f"[{_num(e['ci_low'])}, {_num(e['ci_high'])}]",
-                  _num(w["duration_s"]["mean"]), _num(w["avg_power_w"]["mean"], ".1f"),
-                  _num(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})",
+                  f"{w['n_correct']}/{w['n_runs']}", e_ms, e_ci,
+                  fmt_interval(dur["mean"], dur["ci_low"], dur["ci_high"])[0],
+                  fmt_interval(pw["mean"], pw["ci_low"], pw["ci_high"])[0],
+                  fmt_value(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})",
                   _num(w["carbon_g_total"], ".3g"))
     con.print(t)
-    t = Table(title=f"Orchestration tax (Σ agentic / Σ linear over pairs, bootstrap {pct}% CI){est}")
-    for c in ("task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %", "EpG lin J",
-              "EpG agt J"):
+    if daggers:
+        con.print(f"† the {pct} % t interval reaches below 0 J for a positive quantity: too few "
+                  "or too spread runs; read it as 'at most' its upper bound", highlight=False)
+    t = Table(title=f"Orchestration tax = Σ agentic ÷ Σ linear dynamic energy over complete pairs "
+                    f"({pct}% CI: t on the log ratio, jackknife SE){est}")
+    for c in ("task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
+              "mean of pair ratios (not the tax)", "EpG lin J", "EpG agt J"):
         t.add_column(c)
     for x in s["tax"]:
-        t.add_row(x["task"], x["provider"], str(x["n_pairs"]), _num(x["tax_ratio"]),
-                  f"[{_num(x['ci_low'])}, {_num(x['ci_high'])}]", _num(x["tax_percent"], ".1f"),
-                  _num(x["epg_linear_j"]), _num(x["epg_agentic_j"]))
+        ratio, low, high = fmt_interval(x["tax_ratio"], x["ci_low"], x["ci_high"])
+        ci = (f"[{low}, {high}]" if x["ci_low"] is not None
+              else f"– ({x['ci_null_reason']})" if x["tax_ratio"] is not None else "–")
+        pct_txt = "–" if x["tax_percent"] is None else fmt_interval(
+            x["tax_percent"], x["tax_percent_ci_low"], x["tax_percent_ci_high"])[0]
+        t.add_row(x["task"], x["provider"], str(x["n_pairs"]), ratio, ci, pct_txt,
+                  fmt_value(x["mean_of_pair_ratios"]), fmt_value(x["epg_linear_j"]),
+                  fmt_value(x["epg_agentic_j"]))
     con.print(t)
     if s["phases"]:
         t = Table(title=f"Share of agentic package energy per phase{est}")
         for c in ("task", "provider", "basis", "phase", "energy J", "share"):
             t.add_column(c)
         for p in s["phases"]:
-            t.add_row(p["task"], p["provider"], p["basis"], p["label"], _num(p["energy_j"]),
+            t.add_row(p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}")
         con.print(t)
     for w in s["warnings"]:
@@ -144,8 +172,9 @@ def register(app: typer.Typer) -> None:
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
-        """Per task × provider × workflow statistics, the orchestration tax with a bootstrap
-        CI, EpG, phase shares and warnings."""
+        """The overall orchestration tax with its CI first, then per task × provider ×
+        workflow statistics, the tax per task, provider and overall, EpG, phase shares and
+        warnings (methods: docs/METHODS.md)."""
         _need("pandas", "scipy")
         from alems.analysis.groups import open_db, resolve_group
         from alems.analysis.summary import build_summary, workflow_table
@@ -169,6 +198,7 @@ def register(app: typer.Typer) -> None:
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+            print(s["headline_text"], file=sys.stderr)
             for msg in s["warnings"]:
                 print(f"warning: {msg}", file=sys.stderr)
         else:
@@ -178,7 +208,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def plan_reps_cmd(
         effect_size: Annotated[float, typer.Option(
-            "--effect-size", help="Effect to detect: standardised (difference ÷ sd) in formula "
+            "--effect-size", help="Effect to detect: standardised (mean pair difference ÷ sd of the "
+            "differences; paired design) in formula "
             "mode; relative to the mean (0.1 = 10 %) with --from-group.")] = 0.1,
         power: Annotated[float, typer.Option(help="Statistical power, e.g. 0.8.")] = 0.8,
         alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
@@ -205,23 +236,34 @@ def register(app: typer.Typer) -> None:
             _print_json(plan)
             return
         if plan["mode"] == "formula":
-            print(f"repetitions per workflow: {plan['repetitions']}  (effect size {effect_size}, "
-                  f"power {power}, alpha {alpha}; n = {plan['formula']})")
+            print(f"repetitions (pairs) per workflow: {plan['repetitions']} by the spec's "
+                  f"z formula, n = {plan['formula']}; {plan['repetitions_t']} by the paired "
+                  f"t-test's exact power (a t-test on the data needs these)")
+            print(f"  assumes a {plan['design']} (effect size {effect_size}, power {power}, "
+                  f"alpha {alpha}, two-sided)")
             return
         from rich.table import Table
 
+        from alems.analysis.precision import fmt_value
+
         t = Table(title=f"Pilot {plan['group_id']} ({plan['pilot_repetitions']} reps): repetitions "
-                        f"to detect a {effect_size:.0%} change (power {power}, alpha {alpha})")
-        for c in ("metric", "task", "provider", "workflow", "pilot n", "mean", "CV", "reps needed"):
+                        f"to detect a {effect_size:.0%} change (power {power}, alpha {alpha}; "
+                        "t-test, spec's z formula beside)")
+        for c in ("metric", "task", "provider", "workflow", "pilot n", "mean", "CV / sd(log)",
+                  "reps (t)", "reps (z, spec)"):
             t.add_column(c)
         for r in plan["rows"]:
+            spread = r["cv"] if r["metric"] == "energy" else r["sd"]
             t.add_row(r["metric"], r["task"], r["provider"], r["workflow"], str(r["pilot_n"]),
-                      _num(r["mean"]), _num(r["cv"]),
-                      str(r["repetitions"]) if r["repetitions"] is not None else f"– ({r['note']})")
+                      fmt_value(r["mean"]), fmt_value(spread),
+                      str(r["repetitions"]) if r["repetitions"] is not None else f"– ({r['note']})",
+                      str(r["repetitions_z"]) if r["repetitions_z"] is not None else "–")
         _console().print(t)
         print(f"repetitions needed for the full batch: "
               f"{plan['repetitions'] if plan['repetitions'] is not None else 'unknown'}  "
-              f"(n = {plan['formula']})")
+              f"(assumes a {plan['design']}; tax sized on log pair ratios; n = {plan['formula']})")
+        for w in plan["warnings"]:
+            print(f"warning: {w}")
 
     @app.command("export")
     @handle_errors

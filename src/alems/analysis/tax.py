@@ -1,0 +1,117 @@
+"""THE orchestration tax, computed one way for the summary, the report and the batch's
+closing line: Σ agentic ÷ Σ linear dynamic energy over complete pairs (same task, provider
+and repetition; both runs ok with a dynamic energy), per task × provider, per provider
+over all tasks (`task` "all") and overall (`task` and `provider` "all"), each with the
+interval of `stats.ratio_of_sums`. Needs numpy (and scipy for the interval), not pandas.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable
+
+from alems.analysis import stats
+from alems.analysis.precision import fmt_interval
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Pair:
+    task: str
+    provider: str
+    run_number: int
+    linear_j: float
+    agentic_j: float
+
+
+def pair_up(runs: Iterable[tuple]) -> list[Pair]:
+    """Complete pairs from (task, provider, run_number, workflow_type, dynamic_energy_j) of
+    runs that completed with a dynamic energy; a repetition lacking an arm is left out."""
+    arms: dict[tuple, dict[str, float]] = {}
+    for task, provider, rep, wf, energy_j in runs:
+        if energy_j is None or energy_j != energy_j:      # None or NaN: not usable
+            continue
+        arms.setdefault((task, provider, int(rep)), {})[wf] = float(energy_j)
+    return [Pair(t, p, r, a["linear"], a["agentic"])
+            for (t, p, r), a in sorted(arms.items()) if "linear" in a and "agentic" in a]
+
+
+def read_pairs(conn: sqlite3.Connection, group_id: str) -> list[Pair]:
+    """The group's complete pairs, straight from `runs` (what `build_summary` pairs too)."""
+    rows = conn.execute(
+        "SELECT e.task_name, e.provider, r.run_number, r.workflow_type, "
+        "r.dynamic_energy_uj / 1e6 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
+        (group_id,)).fetchall()
+    return pair_up(tuple(r) for r in rows)
+
+
+def _row(task: str, provider: str, pairs: list[Pair], strata, confidence: float) -> dict:
+    est = stats.ratio_of_sums([p.linear_j for p in pairs], [p.agentic_j for p in pairs],
+                              confidence=confidence, strata=strata)
+    pct = (lambda v: None if v is None else (v - 1.0) * 100.0)
+    return {
+        "task": task, "provider": provider, "n_pairs": est.n_pairs,
+        "n_tasks": len({p.task for p in pairs}),
+        "tax_ratio": est.ratio, "ci_low": est.ci_low, "ci_high": est.ci_high,
+        "ci_null_reason": est.ci_null_reason, "confidence": confidence, "df": est.df,
+        "includes_one": est.includes_one,
+        "tax_percent": est.percent, "tax_percent_ci_low": pct(est.ci_low),
+        "tax_percent_ci_high": pct(est.ci_high),
+        "estimator": stats.RATIO_ESTIMATOR, "interval_method": stats.RATIO_INTERVAL,
+        "mean_of_pair_ratios": est.mean_of_pair_ratios,
+        "mean_of_pair_ratios_label": stats.MEAN_OF_RATIOS_LABEL,
+        "sd_log_pair_ratio": est.sd_log_pair_ratio, "cv_linear": est.cv_linear,
+        "coverage_checked": (None if est.ci_low is None else not est.outside_checked_range),
+    }
+
+
+def tax_rows(pairs: list[Pair], confidence: float = 0.95,
+             cells: Iterable[tuple[str, str]] = ()) -> list[dict]:
+    """Rows per task × provider (also for `cells` without a complete pair), then per
+    provider over all tasks, then overall. Pooled rows stratify the interval by task ×
+    provider; a pooled row over a single task is the same computation as that task's row."""
+    rows = []
+    cells = {cell: [] for cell in cells}
+    for p in pairs:
+        cells.setdefault((p.task, p.provider), []).append(p)
+    for (task, provider), cell in sorted(cells.items()):
+        rows.append(_row(task, provider, cell, None, confidence))
+    providers = sorted({provider for _, provider in cells})
+    for provider in providers:
+        cell = [p for p in pairs if p.provider == provider]
+        rows.append(_row(ALL, provider, cell, [p.task for p in cell], confidence))
+    rows.append(_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
+                     confidence))
+    return rows
+
+
+def overall(rows: list[dict]) -> dict:
+    """The overall row (task "all", provider "all") of `tax_rows` output or summary['tax']."""
+    return next(r for r in rows if r["task"] == ALL and r["provider"] == ALL)
+
+
+def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.95) -> dict:
+    """The headline: the overall tax row of the group (see `format_headline`)."""
+    return overall(tax_rows(read_pairs(conn, group_id), confidence))
+
+
+def format_headline(row: dict) -> str:
+    """One line: the overall tax with its interval, or why there is none."""
+    n = row["n_pairs"]
+    scope = (f"over {n} complete pair(s)" if row["task"] != ALL
+             else f"over {n} complete pair(s) of {row.get('n_tasks', '?')} task(s)")
+    if row["tax_ratio"] is None:
+        return f"orchestration tax: n/a — {row['ci_null_reason'] or 'no complete pair'}"
+    pct = int(round(row["confidence"] * 100))
+    if row["ci_low"] is None:
+        ratio = f"{row['tax_ratio']:.2f}×"
+        return (f"orchestration tax: {ratio} (Σ agentic ÷ Σ linear dynamic energy {scope}); "
+                f"no {pct} % interval: {row['ci_null_reason']}")
+    ratio, low, high = fmt_interval(row["tax_ratio"], row["ci_low"], row["ci_high"])
+    verdict = ("includes 1: no detectable tax" if row["includes_one"]
+               else "excludes 1")
+    return (f"orchestration tax: {ratio}× [{pct} % CI {low}–{high}] "
+            f"(Σ agentic ÷ Σ linear dynamic energy {scope}; interval {verdict})")
