@@ -30,7 +30,8 @@ HERE = Path(__file__).resolve().parent
 TOKEN_COOKIE = "alems_token"
 LIVE_REFRESH_MS = 1000
 BUSY_RETRY_S = 2
-OPEN_PATHS = ("/login", "/static/app.css")
+OPEN_PATHS = ("/login", "/favicon.ico")
+OPEN_PREFIX = "/static/"   # the page's own CSS and JS: no results in them
 
 
 def plotly_js_path() -> Path:
@@ -80,7 +81,8 @@ class TokenGate(BaseHTTPMiddleware):
         return bool(given) and secrets.compare_digest(given.encode(), self.token.encode())
 
     async def dispatch(self, request, call_next):
-        if not self.token or request.url.path in OPEN_PATHS:
+        path = request.url.path
+        if not self.token or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             return await call_next(request)
         if self._ok(request.query_params.get("token")):
             rest = {k: v for k, v in request.query_params.items() if k != "token"}

@@ -28,7 +28,8 @@ def energy_column(domain: str) -> str:
 
 def power_w(t_ns: np.ndarray, energy_uj: np.ndarray, smooth_ms: float = SMOOTH_MS
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(t s from the first sample, power W) at every sample, over a centred window."""
+    """(t s from the first sample, power W) at every sample, over a centred window of
+    ~`smooth_ms` (the first and last half-window repeat their nearest full window)."""
     t_ns = np.asarray(t_ns, dtype=np.int64)
     e = np.asarray(energy_uj, dtype=np.float64)
     ok = np.isfinite(e)
@@ -38,16 +39,20 @@ def power_w(t_ns: np.ndarray, energy_uj: np.ndarray, smooth_ms: float = SMOOTH_M
     if n < 2:
         return np.array([]), np.array([])
     period_ns = float(np.median(np.diff(t_ns[: min(n, 10_000)]))) or 1.0
-    half = max(int(round(smooth_ms * 1e6 / period_ns / 2)), 1)
-    idx = np.arange(n)
-    hi = np.minimum(idx + half, n - 1)
-    lo = np.maximum(idx - half, 0)
-    span_s = (t_ns[hi] - t_ns[lo]) / 1e9
+    half = min(max(int(round(smooth_ms * 1e6 / period_ns / 2)), 1), (n - 1) // 2 or 1)
+    # slices, not index arrays: one pass over memory per operand (3.6 M samples in ~50 ms)
+    span_ns = (t_ns[2 * half:] - t_ns[: n - 2 * half]).astype(np.float64) if n > 2 * half \
+        else np.array([float(t_ns[-1] - t_ns[0])])
+    delta_uj = (e[2 * half:] - e[: n - 2 * half]) if n > 2 * half else np.array([e[-1] - e[0]])
     with np.errstate(divide="ignore", invalid="ignore"):
-        watts = (e[hi] - e[lo]) / 1e6 / span_s
-    t_s = (t_ns - t_ns[0]) / 1e9
+        mid = delta_uj / span_ns * 1e3        # µJ/ns = 1e3 W
+    watts = np.empty(n)
+    watts[:half] = mid[0]
+    watts[half: half + mid.size] = mid
+    watts[half + mid.size:] = mid[-1]
+    t_s = (t_ns - t_ns[0]) * 1e-9
     good = np.isfinite(watts)
-    return t_s[good], watts[good]
+    return (t_s, watts) if good.all() else (t_s[good], watts[good])
 
 
 def envelope(x: np.ndarray, y: np.ndarray, n_out: int = DEFAULT_POINTS
@@ -95,7 +100,7 @@ def read_samples_table(path: Path, t_range_s: tuple[float, float] | None = None,
     try:
         names = pq.read_schema(path).names
         cols = ["t_ns"] + [energy_column(d) for d in DOMAINS if energy_column(d) in names]
-        table = pq.read_table(path, columns=cols)
+        table = pq.read_table(path, columns=cols, memory_map=True)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise AlemsError(f"cannot read samples {path}: {exc}") from None
     return _slice(table, t_range_s, t0_ns)

@@ -29,7 +29,8 @@ function enableZoom() {
       Plotly.restyle(div, { x: full.slice(0, n).map((t) => t.x), y: full.slice(0, n).map((t) => t.y) }, idx);
       return;
     }
-    const t0 = ev["xaxis.range[0]"], t1 = ev["xaxis.range[1]"];
+    const range = ev["xaxis.range"] || [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    const [t0, t1] = range;
     if (t0 === undefined || t1 === undefined) return;
     const resp = await fetch(`${window.ALEMS_ZOOM_URL}?t0=${t0}&t1=${t1}`);
     if (!resp.ok) return;
@@ -63,6 +64,10 @@ async function pollLive() {
           ? `${lr.task_name} / ${lr.provider} / ${lr.workflow_type} rep ${lr.run_number} (${lr.status})` : "none yet";
         document.getElementById("live-updated").textContent = new Date().toLocaleTimeString();
         document.getElementById("live-curve-note").textContent = st.curve_note || (st.curve_file ? `from ${st.curve_file}` : "");
+        const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+        document.querySelector("#live-workflows tbody").innerHTML = st.workflows.map((w) =>
+          `<tr><td>${w.workflow}</td><td>${w.done}</td><td>${w.planned ?? "?"}</td>` +
+          `<td>${w.errors}</td><td>${fmt(w.mean_run_s)}</td></tr>`).join("");
         sec.dataset.done = String(p.done);
         sec.dataset.polls = String(polls);
         if (st.curve) {
@@ -70,7 +75,7 @@ async function pollLive() {
           sec.dataset.curvePoints = String(traces[0].x.length);
           Plotly.react(fig, traces, { title: { text: "Run in progress: power so far" },
             xaxis: { title: { text: "time since run start (s)" } }, yaxis: { title: { text: "power (W)" }, rangemode: "tozero" },
-            margin: { l: 60, r: 20, t: 40, b: 50 } }, PLOT_CONFIG);
+            height: 420, margin: { l: 60, r: 20, t: 40, b: 50 } }, PLOT_CONFIG);
         }
       }
     } catch (e) { /* server restarting: try again next tick */ }
