@@ -43,11 +43,13 @@ setup(
         "alems.experiment.workflows",
         "alems.store",
         "alems.analysis",
+        "alems.dashboard",
         "alems._data",
     ],
     package_data={
         "alems._data": ["tasks/*.jsonl", "tables/*.csv", "factors/*.csv", "factors/*.md"],
         "alems.store": ["*.sql"],
+        "alems.dashboard": ["templates/*.html", "static/*"],
     },
     cffi_modules=["src/alems/measure/_build_native.py:ffibuilder"],
 )

@@ -1,0 +1,138 @@
+"""Plotly figure specs (plain dicts, rendered by the bundled plotly.js in the page)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from alems.measure.names import DOMAINS
+
+ARM_COLORS = {"linear": "#1f77b4", "agentic": "#d62728"}
+DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")))
+PHASE_COLORS = {"planning": "#ff7f0e", "execution": "#2ca02c", "synthesis": "#9467bd",
+                "linear": "#1f77b4", "llm": "#d62728", "tool": "#17becf", "waiting": "#7f7f7f"}
+TOP_BAND = 0.93      # top-level phases are named above this height (paper coordinates)
+CHILD_BAND = 0.06    # nested phases (model calls, tools, waiting) drawn as a strip below
+_BASE_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "template": None,
+                "paper_bgcolor": "#ffffff", "plot_bgcolor": "#fafafa",
+                "legend": {"orientation": "h", "y": -0.2}}
+
+
+def to_json(fig: dict) -> str:
+    """Figure JSON that is safe inside a <script> element (no '<', '>' or '&' left raw)."""
+    import plotly.io
+
+    text = plotly.io.to_json(fig, validate=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _layout(title: str, **kw) -> dict:
+    lay = dict(_BASE_LAYOUT, title={"text": title, "x": 0.01})
+    lay.update(kw)
+    return lay
+
+
+def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | None = None,
+                 title: str = "Power per energy domain") -> dict:
+    data = []
+    for domain, c in curves.items():
+        data.append({"type": "scatter", "mode": "lines", "name": f"{domain} W",
+                     "x": c["t_s"], "y": c["w"],
+                     "line": {"width": 1, "color": DOMAIN_COLORS.get(domain)},
+                     "hovertemplate": f"{domain}: %{{y:.2f}} W at %{{x:.3f}} s<extra></extra>"})
+    shapes, notes = [], []
+    for p in phases or []:
+        if t0_ns is None:
+            break
+        x0, x1 = (p["start_ns"] - t0_ns) / 1e9, (p["end_ns"] - t0_ns) / 1e9
+        color = PHASE_COLORS.get(p["kind"], "#bbbbbb")
+        if p.get("parent_seq") is None:
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1,
+                           "y0": 0, "y1": 1, "fillcolor": color, "opacity": 0.12,
+                           "line": {"width": 0}, "layer": "below"})
+            notes.append({"x": (x0 + x1) / 2, "y": TOP_BAND, "xref": "x", "yref": "paper",
+                          "text": p["name"], "showarrow": False,
+                          "font": {"size": 11, "color": color}})
+        else:
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1,
+                           "y0": 0, "y1": CHILD_BAND, "fillcolor": color, "opacity": 0.7,
+                           "line": {"width": 0.5, "color": "#ffffff"}})
+    for kind in sorted({p["kind"] for p in phases or [] if p.get("parent_seq") is not None}):
+        # legend entries naming the strip's colours
+        data.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None],
+                     "name": f"phase: {kind}", "marker": {"symbol": "square", "size": 10,
+                                                        "color": PHASE_COLORS.get(kind, "#bbb")}})
+    return {"data": data, "layout": _layout(
+        title, shapes=shapes, annotations=notes, hovermode="x",
+        xaxis={"title": {"text": "time since run start (s)"}, "rangeslider": {"visible": False}},
+        yaxis={"title": {"text": "power (W)"}, "rangemode": "tozero"})}
+
+
+def energy_distribution_figure(runs: list[dict]) -> dict:
+    """Dynamic energy (J) of every completed run, one box per task × provider and arm."""
+    data = []
+    for arm in ("linear", "agentic"):
+        xs, ys, text = [], [], []
+        for r in runs:
+            if r["workflow_type"] != arm or r["status"] != "ok" or r["dynamic_energy_uj"] is None:
+                continue
+            xs.append(f"{r['task_name']} / {r['provider']}")
+            ys.append(r["dynamic_energy_uj"] / 1e6)
+            text.append(f"run {r['run_id']} (rep {r['run_number']})")
+        if ys:
+            data.append({"type": "box", "name": arm, "x": xs, "y": ys, "text": text,
+                         "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
+                         "marker": {"color": ARM_COLORS[arm], "size": 4},
+                         "hovertemplate": "%{text}: %{y:.3f} J<extra>" + arm + "</extra>"})
+    return {"data": data, "layout": _layout(
+        "Dynamic energy per run, by arm", boxmode="group",
+        yaxis={"title": {"text": "dynamic energy (J)"}, "rangemode": "tozero"})}
+
+
+def phase_figure(phase_rows: list[dict]) -> dict:
+    """Share of agentic package energy per phase kind (summary's phase rows), stacked."""
+    labels: list[str] = []
+    for p in phase_rows:
+        if p["label"] not in labels:
+            labels.append(p["label"])
+    data = []
+    for label in labels:
+        rows = [p for p in phase_rows if p["label"] == label]
+        kind = rows[0]["kind"]
+        data.append({"type": "bar", "orientation": "h", "name": label,
+                     "y": [f"{p['task']} / {p['provider']} · by {p['basis']}" for p in rows],
+                     "x": [p["share"] * 100 for p in rows],
+                     "customdata": [p["energy_j"] for p in rows],
+                     "marker": {"color": PHASE_COLORS.get(kind, "#bbbbbb")},
+                     "hovertemplate": label + ": %{x:.1f} % (%{customdata:.3f} J)<extra></extra>"})
+    return {"data": data, "layout": _layout(
+        "Where agentic package energy goes", barmode="stack",
+        xaxis={"title": {"text": "share of agentic package energy (%)"}, "range": [0, 100]},
+        yaxis={"automargin": True})}
+
+
+def compare_figure(rows: list[dict]) -> dict:
+    """Tax ratio with its interval for each compared group's headline rows."""
+    xs, ys, lo, hi = [], [], [], []
+    for r in rows:
+        ratio = r.get("tax_ratio")
+        if ratio is None or not math.isfinite(ratio):
+            continue
+        xs.append(r["label"])
+        ys.append(ratio)
+        lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
+        hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
+    data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": "#d62728"},
+             "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
+             "hovertemplate": "%{x}: %{y:.2f}×<extra></extra>"}]
+    return {"data": data, "layout": _layout(
+        "Orchestration tax (agentic ÷ linear energy) with interval",
+        shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
+                 "line": {"dash": "dot", "color": "#555"}}],
+        yaxis={"title": {"text": "tax ratio (×)"}, "rangemode": "tozero"})}
+
+
+def curves_json(curves: dict) -> str:
+    """Just the curves (for the live page and zoom requests), as plain JSON."""
+    return json.dumps({d: {"t_s": c["t_s"].tolist(), "w": c["w"].tolist(),
+                           "n_samples": c["n_samples"]} for d, c in curves.items()})

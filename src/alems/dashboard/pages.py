@@ -1,0 +1,238 @@
+"""What each page shows, gathered from the database through the analysis API (the same
+code as `alems summary` and `alems status`) and store/dashboard_reads (the page's own
+queries). Nothing here builds SQL."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from alems.errors import AlemsError
+from alems.analysis.groups import resolve_group
+from alems.analysis.samples import samples_file
+from alems.analysis.status import batch_status, format_duration, pick_group
+from alems.dashboard import curves as curves_mod
+from alems.dashboard import figures
+from alems.store import dashboard_reads as reads
+
+ESTIMATE = "estimate"
+OVERALL = "all"  # summary's tax row over every task and provider has task = provider = "all"
+# counters shown on the run page, in this order, with their units in the column names
+COUNTER_COLUMNS = (
+    "duration_ns", "energy_source", "pkg_energy_uj", "core_energy_uj", "uncore_energy_uj",
+    "dram_energy_uj", "psys_energy_uj", "baseline_energy_uj", "dynamic_energy_uj",
+    "avg_power_watts", "package_power_max_w", "instructions", "cycles", "ipc",
+    "cache_references", "cache_misses", "cache_miss_rate", "branch_misses", "page_faults",
+    "task_clock_ns", "llm_calls", "tool_calls", "steps", "prompt_tokens", "completion_tokens",
+    "total_tokens", "energy_per_token_uj", "start_temp_c", "max_temp_c",
+    "context_switches_voluntary", "context_switches_involuntary", "c6_time_seconds",
+    "sample_count", "requested_hz", "achieved_hz", "late_samples", "dropped_samples",
+    "carbon_g", "water_ml", "methane_mg")
+
+
+def energy_label(sources: list[str]) -> dict:
+    """'measured (powercap)' or 'ESTIMATE', never unlabelled."""
+    if not sources:
+        return {"text": "unknown (no runs yet)", "estimate": False}
+    if ESTIMATE in sources:
+        measured = [s for s in sources if s != ESTIMATE]
+        extra = f" + measured ({', '.join(measured)})" if measured else ""
+        return {"text": f"ESTIMATE (CPU time × W/core){extra}", "estimate": True}
+    return {"text": f"measured ({', '.join(sources)})", "estimate": False}
+
+
+def _progress(st: dict) -> dict:
+    planned = st["planned"]
+    pct = None if not planned else min(100.0, 100.0 * st["done"] / planned)
+    return {"done": st["done"], "planned": planned, "percent": pct, "errors": st["errors"],
+            "eta": format_duration(st["eta_s"]), "eta_s": st["eta_s"],
+            "finished": st["finished"]}
+
+
+# ----------------------------------------------------------------------------- groups
+def groups_page(conn) -> dict:
+    facts = reads.group_facts(conn)
+    rows = []
+    for gid in reads.group_ids(conn):
+        group = resolve_group(conn, gid)
+        st = batch_status(conn, group)
+        f = facts.get(gid, {})
+        rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
+                     "updated_at": group.updated_at, "progress": _progress(st),
+                     "energy": energy_label(f.get("energy_sources", [])),
+                     "host": group.host.get("host") or group.host.get("hostname") or "–",
+                     "cpu": group.host.get("cpu_model") or "",
+                     "models": f.get("models", []), "providers": f.get("providers", []),
+                     "tasks": f.get("tasks", [])})
+    return {"groups": rows}
+
+
+# ----------------------------------------------------------------------------- a group
+def headline_row(summary: dict) -> dict | None:
+    """The one tax figure a group is known by: the summary's overall row (task and provider
+    'all') where it has one, else its only row; None when several rows and no overall."""
+    rows = summary.get("tax", [])
+    for r in rows:
+        if r.get("task") == OVERALL and r.get("provider") == OVERALL:
+            return r
+    return rows[0] if len(rows) == 1 else None
+
+
+def accuracy_per_arm(summary: dict) -> list[dict]:
+    arms: dict[str, dict] = {}
+    for w in summary.get("workflows", []):
+        a = arms.setdefault(w["workflow"], {"workflow": w["workflow"], "n_runs": 0,
+                                            "n_correct": 0, "n_errors": 0})
+        a["n_runs"] += w["n_runs"]
+        a["n_correct"] += w["n_correct"]
+        a["n_errors"] += w["n_errors"]
+    for a in arms.values():
+        a["accuracy"] = a["n_correct"] / a["n_runs"] if a["n_runs"] else None
+    return [arms[k] for k in sorted(arms)]
+
+
+def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
+    """`alems summary`'s dict for the group (same function, same defaults), or why not."""
+    from alems.analysis.summary import build_summary
+
+    try:
+        return build_summary(conn, db_path, group), None
+    except AlemsError as exc:
+        return None, str(exc)
+
+
+def group_page(conn, db_path: Path, group_id: str) -> dict:
+    group = resolve_group(conn, group_id)
+    st = batch_status(conn, group)
+    runs = reads.group_runs(conn, group.group_id)
+    summary, why = summarize(conn, db_path, group)
+    ctx = {"group": group, "progress": _progress(st), "runs": runs, "summary": summary,
+           "summary_error": why,
+           "energy": energy_label(sorted({r["energy_source"] for r in runs
+                                          if r["energy_source"]})),
+           "figures": {}}
+    if runs:
+        ctx["figures"]["energy"] = figures.to_json(figures.energy_distribution_figure(runs))
+    if summary:
+        ctx["headline"] = headline_row(summary)
+        ctx["accuracy"] = accuracy_per_arm(summary)
+        if summary["phases"]:
+            ctx["figures"]["phases"] = figures.to_json(figures.phase_figure(summary["phases"]))
+    return ctx
+
+
+# ----------------------------------------------------------------------------- a run
+def run_power(db_path: Path, run: dict, t_range_s=None,
+              n_out: int = curves_mod.DEFAULT_POINTS) -> tuple[dict, str | None]:
+    """Downsampled power curves of a stored run (time 0 = run start; `t_range_s` a window
+    in that time), or why there are none."""
+    path = samples_file(db_path, run.get("samples_path"))
+    if path is None:
+        return {}, "this run has no samples file recorded"
+    if not path.is_file():
+        return {}, f"samples file {path} is missing"
+    t0 = run.get("t_start_ns")
+    table = curves_mod.read_samples_table(path, t_range_s, t0)
+    curves = curves_mod.curves_from_table(table, n_out, t0_ns=t0)
+    if not curves:
+        return {}, f"samples file {path.name} holds no energy counter"
+    return curves, None
+
+
+def _trace_events(text: str | None) -> list[dict]:
+    try:
+        trace = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return [{"event": "trace", "fields": {"raw": text}}]
+    if isinstance(trace, dict):
+        trace = [trace]
+    events = []
+    for ev in trace or []:
+        if not isinstance(ev, dict):
+            ev = {"event": "value", "value": ev}
+        fields = {k: (v if isinstance(v, str) else json.dumps(v, default=str))
+                  for k, v in ev.items() if k != "event" and v not in (None, "", [], {})}
+        events.append({"event": str(ev.get("event", "?")), "fields": fields})
+    return events
+
+
+def run_page(conn, db_path: Path, run_id: int) -> dict:
+    run = reads.run_detail(conn, run_id)
+    if run is None:
+        raise AlemsError(f"no run {run_id} in this database")
+    phases = reads.run_phases(conn, run_id)
+    curves, why = run_power(db_path, run)
+    null_reasons = {}
+    try:
+        null_reasons = json.loads(run.get("null_reasons") or "{}")
+    except json.JSONDecodeError:
+        pass
+    counters = [{"name": c, "value": run.get(c), "why_null": null_reasons.get(c)}
+                for c in COUNTER_COLUMNS if c in run]
+    events = _trace_events(run.get("trace_json"))
+    fig = figures.power_figure(curves, phases, run.get("t_start_ns"),
+                               title=f"Run {run_id}: power per energy domain") if curves else None
+    return {"run": run, "phases": phases, "counters": counters, "events": events,
+            "plan": [e for e in events if e["event"] == "plan"],
+            "tool_calls": [e for e in events if e["fields"].get("kind") == "tool"
+                           or e["event"] == "tool"],
+            "energy": energy_label([run["energy_source"]] if run.get("energy_source") else []),
+            "power_note": why, "figure": figures.to_json(fig) if fig else None,
+            "n_samples": max((c["n_samples"] for c in curves.values()), default=0)}
+
+
+# ----------------------------------------------------------------------------- compare
+def _ratio(a, b):
+    if a is None or b is None or not b or not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    return a / b
+
+
+def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
+    ctx = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [], "ratio": None}
+    if not a or not b:
+        return ctx
+    for gid in (a, b):
+        group = resolve_group(conn, gid)
+        summary, why = summarize(conn, db_path, group)
+        sources = summary["energy_sources"] if summary else []
+        ctx["sides"].append({"group": group, "summary": summary, "summary_error": why,
+                             "headline": headline_row(summary) if summary else None,
+                             "accuracy": accuracy_per_arm(summary) if summary else [],
+                             "energy": energy_label(sources)})
+    ha, hb = (s["headline"] for s in ctx["sides"])
+    ctx["ratio"] = _ratio(ha and ha["tax_ratio"], hb and hb["tax_ratio"])
+    bars = []
+    for side in ctx["sides"]:
+        for t in (side["summary"] or {}).get("tax", []):
+            bars.append(dict(t, label=f"{side['group'].group_id}: {t['task']}/{t['provider']}"))
+    ctx["figure"] = figures.to_json(figures.compare_figure(bars)) if bars else None
+    return ctx
+
+
+# ----------------------------------------------------------------------------- live
+def live_state(conn, db_path: Path, group_id: str | None) -> dict:
+    """Progress, ETA and the power so far of the run in progress (from its .partial
+    samples stream when the batch writes one), as JSON-ready data."""
+    group = pick_group(conn, group_id)
+    st = batch_status(conn, group)
+    from alems.store.samples import samples_root
+
+    partial = curves_mod.newest_partial(samples_root(db_path) / f"group_id={group.group_id}")
+    live = {"group_id": group.group_id, "status": group.status, "progress": _progress(st),
+            "workflows": st["workflows"], "last_run": reads.latest_run_started(conn, group.group_id),
+            "curve": None, "curve_note": None}
+    if partial is None:
+        live["curve_note"] = ("no samples stream of a run in progress (batch between runs, "
+                              "finished, or not writing .partial files): progress only")
+        return live
+    table = curves_mod.read_partial(partial)
+    curves = curves_mod.curves_from_table(table) if table is not None else {}
+    if not curves:
+        live["curve_note"] = f"{partial.name}: no complete samples yet"
+        return live
+    live["curve"] = {d: {"t_s": c["t_s"].tolist(), "w": c["w"].tolist(),
+                         "n_samples": c["n_samples"]} for d, c in curves.items()}
+    live["curve_file"] = partial.name
+    return live

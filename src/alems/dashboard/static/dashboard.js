@@ -1,0 +1,87 @@
+// Draws the figures embedded in the page (JSON in <script type="application/json">),
+// re-reads a zoomed window of a run's power at full detail, and polls the live state.
+"use strict";
+
+const PLOT_CONFIG = { responsive: true, displaylogo: false };
+
+function drawFigures() {
+  document.querySelectorAll("div[data-figure]").forEach((div) => {
+    const fig = JSON.parse(document.getElementById(div.dataset.figure).textContent);
+    Plotly.newPlot(div, fig.data, fig.layout, PLOT_CONFIG);
+  });
+}
+
+function curveTraces(curves) {
+  return Object.entries(curves).map(([domain, c]) => ({
+    type: "scatter", mode: "lines", name: domain + " W", x: c.t_s, y: c.w, line: { width: 1 },
+  }));
+}
+
+// Zoom on a run's power: fetch that window's envelope so peaks stay exact at every scale.
+function enableZoom() {
+  const div = document.getElementById("fig-power");
+  if (!div || !window.ALEMS_ZOOM_URL) return;
+  const full = div.data.map((t) => ({ x: t.x, y: t.y }));
+  div.on("plotly_relayout", async (ev) => {
+    const n = div.data.filter((t) => t.mode === "lines").length;
+    const idx = [...Array(n).keys()];
+    if (ev["xaxis.autorange"]) {
+      Plotly.restyle(div, { x: full.slice(0, n).map((t) => t.x), y: full.slice(0, n).map((t) => t.y) }, idx);
+      return;
+    }
+    const range = ev["xaxis.range"] || [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    const [t0, t1] = range;
+    if (t0 === undefined || t1 === undefined) return;
+    const resp = await fetch(`${window.ALEMS_ZOOM_URL}?t0=${t0}&t1=${t1}`);
+    if (!resp.ok) return;
+    const curves = Object.values(await resp.json());
+    if (curves.length !== n) return;
+    Plotly.restyle(div, { x: curves.map((c) => c.t_s), y: curves.map((c) => c.w) }, idx);
+    div.dataset.zoomed = String(curves[0].t_s.length);
+  });
+}
+
+async function pollLive() {
+  const sec = document.getElementById("live");
+  if (!sec) return;
+  const url = `/api/live?group=${encodeURIComponent(sec.dataset.group)}`;
+  const fig = document.getElementById("fig-live");
+  let polls = 0;
+  const tick = async () => {
+    try {
+      const resp = await fetch(url);
+      if (resp.ok) {
+        const st = await resp.json();
+        polls += 1;
+        const p = st.progress;
+        document.getElementById("live-progress").innerHTML =
+          `<div class="progress"><div class="bar" style="width:${p.percent || 0}%"></div>` +
+          `<span class="label">${p.done}/${p.planned ?? "?"}${p.errors ? " · " + p.errors + " failed" : ""}</span></div>`;
+        document.getElementById("live-eta").textContent = p.finished ? "done" : p.eta;
+        document.getElementById("live-status").textContent = st.status;
+        const lr = st.last_run;
+        document.getElementById("live-last").textContent = lr
+          ? `${lr.task_name} / ${lr.provider} / ${lr.workflow_type} rep ${lr.run_number} (${lr.status})` : "none yet";
+        document.getElementById("live-updated").textContent = new Date().toLocaleTimeString();
+        document.getElementById("live-curve-note").textContent = st.curve_note || (st.curve_file ? `from ${st.curve_file}` : "");
+        const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+        document.querySelector("#live-workflows tbody").innerHTML = st.workflows.map((w) =>
+          `<tr><td>${w.workflow}</td><td>${w.done}</td><td>${w.planned ?? "?"}</td>` +
+          `<td>${w.errors}</td><td>${fmt(w.mean_run_s)}</td></tr>`).join("");
+        sec.dataset.done = String(p.done);
+        sec.dataset.polls = String(polls);
+        if (st.curve) {
+          const traces = curveTraces(st.curve);
+          sec.dataset.curvePoints = String(traces[0].x.length);
+          Plotly.react(fig, traces, { title: { text: "Run in progress: power so far" },
+            xaxis: { title: { text: "time since run start (s)" } }, yaxis: { title: { text: "power (W)" }, rangemode: "tozero" },
+            height: 420, margin: { l: 60, r: 20, t: 40, b: 50 } }, PLOT_CONFIG);
+        }
+      }
+    } catch (e) { /* server restarting: try again next tick */ }
+    setTimeout(tick, Number(sec.dataset.refreshMs) || 1000);
+  };
+  tick();
+}
+
+document.addEventListener("DOMContentLoaded", () => { drawFigures(); enableZoom(); pollLive(); });

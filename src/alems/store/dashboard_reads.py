@@ -1,0 +1,116 @@
+"""The dashboard's reads: a read-only connection and the few fixed queries its pages need.
+
+Every statement here is a constant with `?` parameters; nothing a browser sends is ever
+run as SQL. The connection is opened with SQLite's ``mode=ro`` URI, so the dashboard
+cannot change the database even by mistake, and may read while `alems batch` writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from alems.errors import AlemsError
+
+BUSY_TIMEOUT_S = 5.0
+# Tables the dashboard reads; a database without them is empty or still being created.
+DASHBOARD_TABLES = ("batch_sessions", "experiments", "runs", "phases")
+
+
+class DatabaseBusy(AlemsError):
+    """The database is locked or half-created by a writer; a moment later it will read."""
+
+
+def open_readonly(path: str | Path) -> sqlite3.Connection:
+    """`path` opened read-only (rows as sqlite3.Row); clear errors when it is unusable."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise AlemsError(f"no database at {path} yet; record a batch with "
+                         "`alems batch --save-db` (or pass --db PATH)")
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        names = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise DatabaseBusy(f"database {path} is being written right now ({exc}); "
+                               "this page retries in a moment") from None
+        raise AlemsError(f"cannot open database {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise AlemsError(f"{path} is not an A-LEMS database: {exc}") from None
+    missing = [t for t in DASHBOARD_TABLES if t not in names]
+    if missing:
+        conn.close()
+        if len(missing) == len(DASHBOARD_TABLES):
+            raise AlemsError(f"database {path} is empty (no A-LEMS tables yet); a batch that "
+                             "is starting creates them — record one with `alems batch --save-db`")
+        raise AlemsError(f"database {path} lacks table(s) {', '.join(missing)}; it is being "
+                         "created, or was not written by this version of A-LEMS")
+    return conn
+
+
+def group_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every batch session, newest first."""
+    return [r[0] for r in conn.execute(
+        "SELECT group_id FROM batch_sessions ORDER BY created_at DESC, rowid DESC")]
+
+
+def group_facts(conn: sqlite3.Connection) -> dict[str, dict]:
+    """group_id -> models, providers, tasks and energy sources seen, for the groups page."""
+    facts: dict[str, dict] = {}
+    for gid, models, providers, tasks in conn.execute(
+            "SELECT group_id, GROUP_CONCAT(DISTINCT model), GROUP_CONCAT(DISTINCT provider), "
+            "GROUP_CONCAT(DISTINCT task_name) FROM experiments GROUP BY group_id"):
+        facts[gid] = {"models": _split(models), "providers": _split(providers),
+                      "tasks": _split(tasks), "energy_sources": []}
+    for gid, sources in conn.execute(
+            "SELECT e.group_id, GROUP_CONCAT(DISTINCT r.energy_source) FROM runs r "
+            "JOIN experiments e ON r.exp_id = e.exp_id GROUP BY e.group_id"):
+        facts.setdefault(gid, {"models": [], "providers": [], "tasks": []})
+        facts[gid]["energy_sources"] = _split(sources)
+    return facts
+
+
+def _split(text: str | None) -> list[str]:
+    return sorted({t for t in (text or "").split(",") if t})
+
+
+RUN_LIST_SQL = """
+SELECT r.run_id, e.task_name, e.provider, e.model, r.workflow_type, r.run_number, r.status,
+       r.error, r.success, r.started_at, r.duration_ns, r.energy_source, r.pkg_energy_uj,
+       r.dynamic_energy_uj, r.avg_power_watts, r.llm_calls, r.tool_calls
+FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
+WHERE e.group_id = ?
+ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
+"""
+
+
+def group_runs(conn: sqlite3.Connection, group_id: str) -> list[dict]:
+    """One light row per run of the group (no samples, no trace)."""
+    return [dict(r) for r in conn.execute(RUN_LIST_SQL, (group_id,))]
+
+
+def run_detail(conn: sqlite3.Connection, run_id: int) -> dict | None:
+    """Every column of one run plus its experiment's group, task, provider and model."""
+    row = conn.execute(
+        "SELECT r.*, e.group_id, e.task_name, e.provider, e.model FROM runs r "
+        "JOIN experiments e ON r.exp_id = e.exp_id WHERE r.run_id = ?", (int(run_id),)).fetchone()
+    return None if row is None else dict(row)
+
+
+def run_phases(conn: sqlite3.Connection, run_id: int) -> list[dict]:
+    return [dict(r) for r in conn.execute(
+        "SELECT seq, name, kind, parent_seq, start_ns, end_ns, duration_ns, energy_uj, "
+        "detail_json FROM phases WHERE run_id = ? ORDER BY seq", (int(run_id),))]
+
+
+def latest_run_started(conn: sqlite3.Connection, group_id: str) -> dict | None:
+    """The newest stored run of the group (what the live page names as 'last run')."""
+    row = conn.execute(
+        "SELECT r.run_id, e.task_name, e.provider, r.workflow_type, r.run_number, r.status, "
+        "r.started_at FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ? ORDER BY r.run_id DESC LIMIT 1", (group_id,)).fetchone()
+    return None if row is None else dict(row)
