@@ -34,6 +34,11 @@ COUNTRY = "US"
 # milliseconds late.
 RT_PRIORITY = 10
 
+# NVIDIA GPUs: NVML is loaded at run time from this library (never linked), and read at
+# this rate: the driver's energy counter does not move faster.
+NVML_LIB = "libnvidia-ml.so.1"
+DEFAULT_GPU_HZ = 100.0
+
 SYSFS_ROOT = "/sys"
 PROC_ROOT = "/proc"
 MSR_PATH = "/dev/cpu/{cpu}/msr"
@@ -166,3 +171,14 @@ def anthropic_base_url() -> str | None:
     if raw is not None and not re.match(r"https?://[^\s/]+", raw):
         raise _bad("ANTHROPIC_BASE_URL", raw, "an http(s) URL", "https://api.anthropic.com")
     return raw
+
+
+def nvml_lib() -> str:
+    """ALEMS_NVML_LIB: path (or soname) of the NVML library, else libnvidia-ml.so.1."""
+    return _root("ALEMS_NVML_LIB", NVML_LIB, "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")
+
+
+def cuda_visible_devices() -> str | None:
+    """CUDA_VISIBLE_DEVICES as set (None when unset). Unlike other variables an empty value
+    is meaningful here: CUDA then sees no GPU."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

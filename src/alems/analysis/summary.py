@@ -31,7 +31,8 @@ from alems.analysis import stats
 from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.samples import energy_between_uj, load_energy
-from alems.analysis.tax import ALL, format_headline, headline_tax, overall, pair_up, tax_rows
+from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_energy_j,
+                                format_headline, headline_tax, overall, pair_up, tax_rows)
 
 __all__ = ["build_summary", "workflow_table", "headline_tax", "format_headline"]
 
@@ -228,13 +229,17 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                         f"{NEGATIVE_DYNAMIC_REASON} (left out of the footprint totals)")
     warnings.extend(_baseline_warnings(runs))
     headline = overall(taxes)
+    devices = _all_devices_tax(ok_runs, confidence)
     return {
         "group_id": group.group_id, "created_at": group.created_at, "status": group.status,
         "confidence": confidence, "estimate": bool(n_est),
         "energy_sources": sorted(set(runs["energy_source"].dropna())),
         "headline": headline, "headline_text": format_headline(headline),
         "workflows": workflow_rows, "tax": taxes, "phases": phase_rows, "warnings": warnings,
+        "tax_energy": CPU_LABEL, **devices,
         "definitions": {
+            "tax_all_devices": "the same tax over CPU package + GPU dynamic energy (runs that "
+                               "measured a GPU through NVML); absent when none did",
             "dynamic_energy": "package energy − baseline power × duration (µJ → J)",
             "tax_ratio": stats.RATIO_ESTIMATOR + "; per task × provider, per provider "
                          "(task 'all') and overall (task and provider 'all')",
@@ -251,6 +256,19 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                          "negative",
         },
     }
+
+
+def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
+    """The tax over every measured device, labelled, where runs measured a GPU."""
+    if "gpu_dynamic_energy_uj" not in ok_runs or not ok_runs["gpu_dynamic_energy_uj"].notna().any():
+        return {}
+    energy = [all_device_energy_j(c, g) for c, g in zip(ok_runs["dynamic_energy_uj"],
+                                                        ok_runs["gpu_dynamic_energy_uj"])]
+    pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
+                        ok_runs["workflow_type"], energy))
+    rows = tax_rows(pairs, confidence)
+    return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
+            "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
 
 
 def _tax_warnings(t: dict, confidence: float) -> list[str]:

@@ -15,6 +15,10 @@ from alems.analysis import stats
 from alems.analysis.precision import fmt_interval
 
 ALL = "all"
+# Which energy a tax is over: the spec's definition (CPU package dynamic energy), or every
+# measured device (CPU package + NVIDIA GPUs) where the runs measured a GPU.
+CPU_LABEL = "CPU package energy (the spec's definition)"
+ALL_DEVICES_LABEL = "all measured devices (CPU package + GPU)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,16 @@ def read_pairs(conn: sqlite3.Connection, group_id: str) -> list[Pair]:
         "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
         (group_id,)).fetchall()
     return pair_up(tuple(r) for r in rows)
+
+
+def all_device_energy_j(cpu_dynamic_uj, gpu_dynamic_uj) -> float | None:
+    """A run's dynamic energy over every measured device (J): CPU package + GPUs; None
+    unless both are known (a run without a GPU has no all-devices energy)."""
+    if cpu_dynamic_uj is None or gpu_dynamic_uj is None:
+        return None
+    if cpu_dynamic_uj != cpu_dynamic_uj or gpu_dynamic_uj != gpu_dynamic_uj:  # NaN
+        return None
+    return (float(cpu_dynamic_uj) + float(gpu_dynamic_uj)) / 1e6
 
 
 def _row(task: str, provider: str, pairs: list[Pair], strata, confidence: float) -> dict:

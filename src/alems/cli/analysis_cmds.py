@@ -114,7 +114,11 @@ def _summary_tables(s: dict) -> None:
     con = _console()
     est = " [ESTIMATE — not measured]" if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
-    con.print(s["headline_text"] + est, highlight=False, markup=False)
+    if s.get("headline_all_devices_text"):  # runs measured GPUs: both taxes, labelled
+        con.print(f"{s['tax_energy']}: {s['headline_text']}{est}", highlight=False, markup=False)
+        con.print(s["headline_all_devices_text"] + est, highlight=False, markup=False)
+    else:
+        con.print(s["headline_text"] + est, highlight=False, markup=False)
     t = Table(title=f"Batch {s['group_id']} ({s['status']}): per workflow — dynamic energy{est}")
     for c in ("task", "provider", "workflow", "n", "success", "energy J mean±sd",
               f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"):

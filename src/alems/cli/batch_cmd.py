@@ -65,6 +65,11 @@ def batch_command(
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
     sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
                                                    "perf-power, perf, slow); default automatic.")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="NVIDIA GPUs to measure (NVML "
+                                                "indices, e.g. 0,2; or none); default: "
+                                                "CUDA_VISIBLE_DEVICES, else all.")] = None,
+    gpu_layers: Annotated[int, typer.Option("--gpu-layers", help="Local model layers offloaded "
+                                            "to the GPU (llama.cpp n_gpu_layers; -1 = all).")] = 0,
     country: Annotated[Optional[str], typer.Option(
         "--country", help=f"Grid factors for carbon/water/methane. [default: $ALEMS_COUNTRY, "
         f"else {config.COUNTRY}]", show_default=False)] = None,
@@ -84,6 +89,7 @@ def batch_command(
     from alems.cli.sample_cmd import parse_sources, validate_rate
     from alems.experiment.batch import BatchRunner
     from alems.experiment.plan import BatchConfig, split_list
+    from alems.measure.sources.gpu import parse_gpus
 
     cfg = BatchConfig(
         tasks=split_list(tasks, "tasks"), providers=split_list(providers, "providers"),
@@ -92,6 +98,7 @@ def batch_command(
         max_tokens=max_tokens, group_id=group_id, model=model, cloud_model=cloud_model,
         threads=threads, n_ctx=n_ctx,
         hz=validate_rate("--hz", hz), sources=parse_sources(sources),
+        gpus=parse_gpus(gpus), gpu_layers=gpu_layers,
         country=country if country is not None else config.default_country(),
         db_path=db if db is not None else config.default_db_path(),
         save_db=save_db or db is not None, verbose=verbose,

@@ -79,6 +79,9 @@ def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
     else:
         energy_note = f"`alems sample` would measure energy with {energy}"
     extras = [n for n in ("perf", "slow") if by_name.get(n, {}).get("ok")]
+    gpu = gpu_section()
+    if any(g["ok"] and g["selected"] for g in gpu["gpus"]):
+        extras.append("gpu")
     return {
         "roots": roots,
         "context": perf_context(proc_root),
@@ -86,7 +89,36 @@ def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
         "energy_source": energy_source,
         "energy_source_detail": energy_note,
         "sample_would_use": ([energy] if energy else ["estimate"]) + extras,
+        "gpu": gpu,
     }
+
+
+def gpu_section() -> dict:
+    """NVIDIA GPUs through NVML: each GPU, its name, whether its energy counter works."""
+    from dataclasses import asdict
+
+    from alems.measure.sources.gpu import DESCRIPTION, report
+
+    return {"description": DESCRIPTION, "nvml_lib": config.nvml_lib(), **asdict(report())}
+
+
+def _render_gpu(console, gpu: dict) -> None:
+    from rich.markup import escape
+
+    mark = "[green]yes[/green]" if gpu["ok"] else "[red]NO[/red]"
+    console.print(f"\n[bold]gpu[/bold] ({escape(gpu['description'])}; "
+                  f"{escape(gpu['nvml_lib'])}; {escape(gpu['selection'])}): {mark} — "
+                  f"{escape(gpu['reason'])}")
+    if gpu["fix"]:
+        console.print(f"    fix: {escape(gpu['fix'])}")
+    for g in gpu["gpus"]:
+        what = f"gpu{g['index']} {g['name']} ({g['uuid'] or 'no UUID'})"
+        if g["ok"]:
+            sel = "" if g["selected"] else " — not selected by default"
+            note = f"; {g['reason']}" if g["reason"] else ""
+            console.print(f"  [green]✓[/green] {escape(what)} → {g['method']}{escape(note)}{sel}")
+        else:
+            console.print(f"  [red]✗[/red] {escape(what)}: {escape(g['reason'])}")
 
 
 def _render(data: dict) -> None:
@@ -123,6 +155,7 @@ def _render(data: dict) -> None:
                 console.print(f"  [red]✗[/red] {escape(item['item'])}: {escape(reason)}")
                 if item["fix"]:
                     console.print(f"      fix: {escape(item['fix'])}")
+    _render_gpu(console, data["gpu"])
     console.print(f"\nenergy source: [bold]{data['energy_source']}[/bold] — "
                   f"{escape(data['energy_source_detail'])}")
     console.print("alems sample would use: " + ", ".join(data["sample_would_use"]))

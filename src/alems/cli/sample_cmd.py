@@ -183,14 +183,15 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
-                sources: Optional[list[str]], slow_hz: float, roots: dict):
+                sources: Optional[list[str]], slow_hz: float, roots: dict,
+                gpus: Optional[list[int]] = None):
     """Spawn `argv` gated, sample it until it exits; return (result, returncode)."""
     from alems.measure.sampler import Sampler, spawn_gated
 
     proc, release = spawn_gated(argv)
     released = False
     try:
-        sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz, **roots)
+        sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz, gpus=gpus, **roots)
         sampler.start()
         try:
             release()
@@ -239,6 +240,10 @@ def data_warnings(summary: dict) -> list[str]:
     if summary.get("read_error"):
         warnings.append(f"a counter stopped being readable during the run: "
                         f"{summary['read_error']}")
+    for gpu in summary.get("gpus") or []:
+        if gpu.get("error"):
+            warnings.append(f"GPU {gpu['index']} ({gpu['name']}): {gpu['error']}; "
+                            "its energy is not reported")
     return warnings
 
 
@@ -282,6 +287,10 @@ def print_summary(summary: dict) -> None:
     for domain in energy:
         table.add_row(f"energy_j.{domain}", _fmt(energy.get(domain)))
         table.add_row(f"avg_power_w.{domain}", _fmt(power.get(domain)))
+    for gpu in summary.get("gpus") or []:
+        label = f"energy_j.gpu{gpu['index']}"
+        table.add_row(f"{label} ({gpu['name']}, {gpu['method']})",
+                      _fmt((summary.get("gpu_energy_j") or {}).get(gpu["column"])))
     for name, value in (summary.get("counters") or {}).items():
         table.add_row(f"counters.{name}", _fmt(value))
     table.add_row("exit_code", _fmt(summary.get("exit_code")))
@@ -318,6 +327,9 @@ def register(app: typer.Typer) -> None:
         slow_hz: Annotated[float, typer.Option(
             "--slow-hz", help="Rate of the slow sources (thermal, cpuidle, /proc/stat).")
         ] = config.DEFAULT_SLOW_HZ,
+        gpus: Annotated[Optional[str], typer.Option(
+            "--gpus", help="NVIDIA GPUs to measure (NVML indices, e.g. 0,2; or none); "
+            "default: CUDA_VISIBLE_DEVICES, else all (none without NVML).")] = None,
         quiet: Annotated[bool, typer.Option(
             "--quiet", "-q", help="Do not print the summary table.")] = False,
         sysfs_root: SysfsRootOption = "/sys",
@@ -329,6 +341,9 @@ def register(app: typer.Typer) -> None:
         hz = validate_rate("--hz", hz)
         slow_hz = validate_rate("--slow-hz", slow_hz)
         source_names = parse_sources(sources)
+        from alems.measure.sources.gpu import parse_gpus  # local: keeps --help fast
+
+        gpu_list = parse_gpus(gpus)
         # The sampler's environment settings, checked before anything runs (whichever
         # energy source this machine ends up using).
         config.estimate_w_per_core()
@@ -343,7 +358,8 @@ def register(app: typer.Typer) -> None:
 
         with SignalForwarder() as forwarder:
             result, returncode = run_sampled(
-                argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots)
+                argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
+                gpus=gpu_list)
             code = exit_code_of(returncode)
             if output is not None:
                 result.write_parquet(output)

@@ -7,6 +7,10 @@ average). A stored baseline is reused while it is fresh: younger than `max_age_s
 in the same state (host, governor, energy source; load is recorded, not compared). Otherwise
 a new one is measured.
 
+Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is stored as the
+`gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
+baseline taken without a GPU is not reused for runs that measure one.
+
 With the `estimate` source (CPU time of this process × W/core) the idle windows see only the
 sampler's own thread, so the baseline is near 0 W: stored as measured.
 """
@@ -31,7 +35,8 @@ from alems.store.runs import utc_now_iso
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0
-STATE_KEYS = ("host", "governor", "energy_source")
+STATE_KEYS = ("host", "governor", "energy_source", "gpus")
+GPU = "gpu"  # power_w key of all measured GPUs together
 
 
 @dataclass
@@ -77,10 +82,21 @@ def read_load_1m(proc_root: str | None = None) -> float | None:
         return None
 
 
-def machine_state(energy_source: str) -> dict:
-    return {"host": socket.gethostname(), "governor": read_governor(),
-            "energy_source": energy_source, "load_1m": read_load_1m(),
-            "kernel": os.uname().release, "cpus": os.cpu_count()}
+def machine_state(energy_source: str, gpus: list[str] | None = None) -> dict:
+    """gpus: names of the measured GPUs (None: none measured; the key is left out then, so
+    older baselines without it still compare equal)."""
+    state = {"host": socket.gethostname(), "governor": read_governor(),
+             "energy_source": energy_source, "load_1m": read_load_1m(),
+             "kernel": os.uname().release, "cpus": os.cpu_count()}
+    if gpus:
+        state["gpus"] = list(gpus)
+    return state
+
+
+def gpu_names(result) -> list[str] | None:
+    """'index:name' of the GPUs a SampleResult measured (None when none)."""
+    gpus = (getattr(result, "summary", None) or {}).get("gpus") or []
+    return [f"{g['index']}:{g['name']}" for g in gpus] or None
 
 
 def state_change(old: dict, new: dict) -> str | None:
@@ -100,8 +116,11 @@ def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAUL
         raise AlemsError(f"baseline duration must be > 0 s, got {duration_s!r}")
     if not isinstance(repetitions, int) or repetitions < 1:
         raise AlemsError(f"baseline repetitions must be a positive integer, got {repetitions!r}")
+    from alems.measure.gpu_sampler import energy_uj as gpu_energy_uj
+
     powers: dict[str, list[float]] = {}
     source = None
+    gpus = None
     for _ in range(repetitions):
         sampler = sampler_factory()
         sampler.start()
@@ -116,12 +135,16 @@ def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAUL
         for dom, uj in (result.energy_uj(result.t_start_ns, result.t_end_ns) or {}).items():
             if dom in DOMAINS and uj is not None:
                 powers.setdefault(dom, []).append(float(uj) / 1e6 / span_s)
+        gpus = gpu_names(result)
+        gpu_uj, _, _ = gpu_energy_uj(result, result.t_start_ns, result.t_end_ns)
+        if gpu_uj is not None:
+            powers.setdefault(GPU, []).append(gpu_uj / 1e6 / span_s)
     mean = {d: statistics.fmean(v) for d, v in powers.items()}
     std = {d: (statistics.stdev(v) if len(v) >= 2 else None) for d, v in powers.items()}
     return Baseline(energy_source=source or "unknown", duration_s=float(duration_s),
                     repetitions=repetitions, power_w=mean, power_w_std=std,
                     measured_at=utc_now_iso(), measured_t_ns=time.monotonic_ns(),
-                    state=machine_state(source or "unknown"))
+                    state=machine_state(source or "unknown", gpus))
 
 
 # ---------------------------------------------------------------- store / load
@@ -156,9 +179,11 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
                    max_age_s: float = DEFAULT_MAX_AGE_S, force: bool = False,
-                   log: Callable[[str], None] | None = None) -> Baseline:
-    """A fresh stored baseline for this machine state, or a newly measured (and saved) one."""
-    state = machine_state(energy_source)
+                   log: Callable[[str], None] | None = None,
+                   gpus: list[str] | None = None) -> Baseline:
+    """A fresh stored baseline for this machine state, or a newly measured (and saved) one.
+    gpus: the GPUs the runs measure (gpu_names), part of the state compared."""
+    state = machine_state(energy_source, gpus)
     current = None if force else latest(conn, energy_source, state["host"])
     why = "re-measure requested" if force else staleness(current, state, max_age_s=max_age_s)
     if why is None:

@@ -83,7 +83,7 @@ def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
     from alems.measure.sampler import Sampler
 
     def make():
-        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None)
+        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None, gpus=cfg.gpus)
     return make
 
 
@@ -126,7 +126,8 @@ class BatchRunner:
             else:
                 options = {}
                 if name == "local":
-                    options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx)
+                    options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx,
+                                   gpu_layers=cfg.gpu_layers)
                 elif name == "cloud":
                     options["model"] = cfg.cloud_model
                 provider = get_provider(name, **options)
@@ -212,6 +213,9 @@ class BatchRunner:
                "item_id": item.id, "status": "ok" if error is None else "error",
                "error": error, "started_at": started_at}
         row.update(metrics.columns)
+        row["gpu_layers"] = getattr(provider, "gpu_layers", None)
+        if row["gpu_layers"] is None:
+            metrics.null_reasons["gpu_layers"] = f"provider {key.provider!r} offloads no layers"
         row["trace_json"] = json.dumps(getattr(workflow, "trace", None), default=str) \
             if workflow is not None else None
         if workflow is None:
@@ -335,7 +339,9 @@ class BatchRunner:
         if source:
             return source
         sampler.start()
-        return sampler.stop().energy_source
+        result = sampler.stop()
+        self._gpus = baseline_mod.gpu_names(result)  # the baseline must cover these GPUs
+        return result.energy_source
 
     def _run_plan(self, todo, exp_ids, group_id, conn, db_path, summary) -> None:
         cfg = self.cfg
@@ -346,7 +352,8 @@ class BatchRunner:
             return baseline_mod.get_or_measure(
                 conn, self.sampler_factory, energy_source,
                 duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-                max_age_s=cfg.baseline_max_age_s, log=self.log)
+                max_age_s=cfg.baseline_max_age_s, log=self.log,
+                gpus=getattr(self, "_gpus", None))
 
         progress = self.progress
         progress.begin(len(todo))

@@ -15,6 +15,11 @@ Definitions (one each, see DESIGN.md):
 - ``reasoning_energy_uj`` = core energy − idle core power × duration;
   ``orchestration_energy_uj`` = dynamic − reasoning.
 - ``avg_power_watts`` = total energy ÷ duration.
+- GPUs (NVML, same clock): ``gpu_energy_uj`` = all measured GPUs over the span;
+  ``gpu_baseline_energy_uj`` = idle GPU power × duration; ``gpu_dynamic_energy_uj`` =
+  the difference (never clipped); ``gpu_names`` / ``gpu_energy_method`` say which GPUs and
+  whether their energy counter or integrated power was read. NULL, with the reason, when
+  no GPU was measured. The CPU columns above never include the GPU.
 - Perf counters, package power peak, thermal, C-states, run queue, interrupts and sampling
   quality: `alems.experiment.counter_metrics`.
 - Context switches: voluntary/involuntary context switches of this process (getrusage
@@ -203,6 +208,7 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         m.set("avg_power_watts", None, m.null_reasons.get("total_energy_uj") or "zero duration")
     pkg = hw.float_column(table, "pkg_energy_uj")
     m.set("package_power_max_w", *hw.peak_power(t, pkg, t0, t1))
+    _gpu(m, result, baseline, t0, t1, duration_s)
 
     # ---- hardware counters
     counters = hw.perf_metrics(m, result, t, t0, t1)
@@ -300,6 +306,35 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     # ---- sampling quality
     hw.sampling_metrics(m, result, t, t0, t1)
     return m
+
+
+def _gpu(m: RunMetrics, result, baseline, t0: int, t1: int, duration_s: float) -> None:
+    import json
+
+    from alems.experiment.baseline import GPU, gpu_names
+    from alems.measure.gpu_sampler import energy_uj
+
+    total, why, gpus = energy_uj(result, t0, t1)
+    m.set("gpu_energy_uj", total, why)
+    methods = sorted({g["method"] for g in gpus})
+    m.set("gpu_names", json.dumps([{k: g.get(k) for k in ("index", "name", "uuid", "method")}
+                                   for g in gpus]) if gpus else None, why)
+    m.set("gpu_energy_method", (methods[0] if len(methods) == 1 else "mixed") if gpus else None,
+          why)
+    idle_w = (getattr(baseline, "power_w", None) or {}).get(GPU)
+    if total is None:
+        base_why = why
+    elif baseline is None:
+        base_why = "no idle baseline was measured"
+    elif idle_w is None:
+        base_why = "the idle baseline has no GPU power (measured without GPUs)"
+    elif (getattr(baseline, "state", None) or {}).get("gpus") != gpu_names(result):
+        idle_w, base_why = None, "the idle baseline measured other GPUs"
+    else:
+        base_why = None
+    gpu_base = idle_w * duration_s * 1e6 if base_why is None else None
+    m.set("gpu_baseline_energy_uj", gpu_base, base_why)
+    m.set("gpu_dynamic_energy_uj", None if gpu_base is None else total - gpu_base, base_why)
 
 
 def _timing(m: RunMetrics, result, workflow, workflow_type, t0: int, t1: int) -> None:

@@ -64,6 +64,8 @@ class BatchConfig:
     n_ctx: int = DEFAULT_N_CTX       # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
     sources: list[str] | None = None
+    gpus: list[int] | None = None    # NVML indices; None = default (CUDA_VISIBLE_DEVICES)
+    gpu_layers: int = 0              # local model: llama.cpp n_gpu_layers
     country: str = field(default_factory=config.default_country)
     db_path: Path | None = None
     save_db: bool = True
@@ -83,7 +85,8 @@ class BatchConfig:
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "model": self.model, "cloud_model": self.cloud_model, "hz": self.hz,
                 "threads": self.threads, "n_ctx": self.n_ctx,
-                "sources": self.sources, "max_steps": self.max_steps,
+                "sources": self.sources, "gpus": self.gpus, "gpu_layers": self.gpu_layers,
+                "max_steps": self.max_steps,
                 "max_tool_calls": self.max_tool_calls}
 
     def settings(self) -> dict:

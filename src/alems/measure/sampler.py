@@ -24,6 +24,7 @@ import numpy as np
 from alems import __version__, config
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
+from alems.measure import gpu_sampler
 from alems.measure.ctxsw import SwitchTracker
 from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
@@ -62,19 +63,22 @@ class Sampler(PhaseMarks):
     estimate; plus perf counters and slow sources where readable).
     pid: the process whose tree perf counters follow (None = this process). A pid from
     spawn_gated() that is not yet released gets enable_on_exec counters.
+    gpus: NVML indices of the GPUs to measure at gpu_hz (alems.measure.gpu_sampler);
+    None = default (CUDA_VISIBLE_DEVICES, else all, none without NVML); [] = none.
     """
 
     def __init__(self, hz: float = config.DEFAULT_HZ, *, sources: Sequence[str] | None = None,
                  pid: int | None = None, slow_hz: float = config.DEFAULT_SLOW_HZ,
                  sysfs_root: str | None = None, proc_root: str | None = None,
                  msr_path: str | None = None, system_wide: bool = False,
-                 estimate_w_per_core: float | None = None, rt_priority: int | None = None):
+                 estimate_w_per_core: float | None = None, rt_priority: int | None = None,
+                 gpus: Sequence[int] | None = None, gpu_hz: float = config.DEFAULT_GPU_HZ):
         if rt_priority is None:
             rt_priority = config.rt_priority()
         if rt_priority < 0:
             raise AlemsError(f"rt_priority must be >= 0 (got {rt_priority}); 0 disables")
         self.rt_priority = int(rt_priority)
-        for label, v in (("hz", hz), ("slow_hz", slow_hz)):
+        for label, v in (("hz", hz), ("slow_hz", slow_hz), ("gpu_hz", gpu_hz)):
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or v <= 0:
                 raise AlemsError(f"{label} must be a positive number (got {v!r}); e.g. 1000")
@@ -90,6 +94,9 @@ class Sampler(PhaseMarks):
         self.system_wide = bool(system_wide)
         self.roots = Roots.resolve(sysfs_root, proc_root, msr_path)
         self._w_per_core = estimate_w_per_core
+        self.gpus = None if gpus is None else [int(g) for g in gpus]
+        self.gpu_hz = float(gpu_hz)
+        self._gpu: gpu_sampler.GpuSampler | None = None
         self.energy_source: str = ""
         self.result: SampleResult | None = None
         self._native: NativeSampler | None = None
@@ -121,10 +128,18 @@ class Sampler(PhaseMarks):
                                    rt_priority=self.rt_priority)
         except NativeError as exc:
             raise AlemsError(f"cannot set up the sampler: {exc.strerror}") from None
+        try:  # GPUs first: their reads bracket the C sampler's records
+            self._gpu = gpu_sampler.start(self.gpus, self.gpu_hz, notes)
+        except BaseException:
+            native.close()
+            raise
         try:
             native.start()
         except NativeError as exc:
             native.close()
+            if self._gpu is not None:
+                self._gpu.stop()
+                self._gpu = None
             raise AlemsError(f"sampler could not start: {exc.strerror}; "
                              "run `alems doctor` to see what is readable") from None
         if native.note:  # perf counters read one by one: the kernel refused to group them
@@ -145,6 +160,8 @@ class Sampler(PhaseMarks):
         self._ctx.poll()
         self._drainer.start()
         self._tids = (native.thread_tid, self._drainer.native_id)
+        if self._gpu is not None:
+            self._tids += (self._gpu.native_id,)
         self._ctx.exclude.update(self._tids)
 
     def _drain_once(self) -> None:
@@ -175,13 +192,15 @@ class Sampler(PhaseMarks):
         finally:
             self._stop_evt.set()
             self._drainer.join()  # never free the ring under a running drain
+        gpu_trace = self._gpu.stop() if self._gpu is not None else None
+        self._gpu = None
         try:
             self._drain_once()
             stats = native.stats()
         finally:
             native.close()
             self._native = None
-        self.result = self._result(stats)
+        self.result = self._result(stats, gpu_trace)
         self._chunks = []
         self._buf = None
         return self.result
@@ -195,7 +214,7 @@ class Sampler(PhaseMarks):
             self.stop()
 
     # -------------------------------------------------------------- result
-    def _result(self, stats: dict) -> SampleResult:
+    def _result(self, stats: dict, gpu_trace=None) -> SampleResult:
         nslots = len(self._columns)
         if self._chunks:
             t = np.concatenate([c[0] for c in self._chunks])
@@ -203,9 +222,11 @@ class Sampler(PhaseMarks):
         else:
             t, raw = np.zeros(0, np.int64), np.zeros((0, nslots), np.int64)
         cols, units = build_columns(t, raw, self._columns, self._est)
-        table = table_from_columns(cols)
         extra: dict = {"sources": list(self._used), "source_notes": list(self._notes),
                        "slow_hz": self.hz / self._slow_every}
+        gpu_meta: dict = {}
+        gpu_sampler.merge(gpu_trace, cols, units, extra, gpu_meta, extra["sources"])
+        table = table_from_columns(cols)
         if self._est is not None:
             extra["estimate_model"] = dict(self._est)
             extra["estimate_w_per_core"] = self._est["w_per_core"]
@@ -224,7 +245,7 @@ class Sampler(PhaseMarks):
             extra["process_scope"] = self._ctx.scope()
         meta = {
             "alems_version": __version__,
-            "sources": json.dumps(self._used),
+            "sources": json.dumps(extra["sources"]),
             "energy_source": self.energy_source,
             "rate_hz": repr(self.hz),
             "slow_hz": repr(self.hz / self._slow_every),
@@ -238,4 +259,5 @@ class Sampler(PhaseMarks):
         }
         if self._est is not None:
             meta["estimate_model"] = json.dumps(self._est)
+        meta.update(gpu_meta)
         return SampleResult(table, self._phases, self.energy_source, self.hz, stats, meta, extra)

@@ -1,5 +1,5 @@
 """Idle baselines in the index: one row per measured baseline, per-domain power columns
-``<domain>_power_w_mean`` / ``<domain>_power_w_std``.
+``<domain>_power_w_mean`` / ``<domain>_power_w_std`` (plus ``gpu``: all measured GPUs).
 
 `insert_baseline` executes only; the caller owns the transaction.
 """
@@ -22,7 +22,7 @@ def insert_baseline(conn: sqlite3.Connection, *, measured_at: str, measured_t_ns
            "energy_source": energy_source, "host": state.get("host"),
            "governor": state.get("governor"), "load_1m": state.get("load_1m"),
            "state_json": json.dumps(state)}
-    for dom in DOMAINS:
+    for dom in (*DOMAINS, "gpu"):
         row[f"{dom}_power_w_mean"] = power_w.get(dom)
         row[f"{dom}_power_w_std"] = power_w_std.get(dom)
     return insert_row(conn, "baselines", row)
@@ -42,7 +42,7 @@ def latest_baseline(conn: sqlite3.Connection, energy_source: str, host: str) -> 
     state = json.loads(row.get("state_json") or "{}")
     for key in ("host", "governor", "energy_source"):
         state.setdefault(key, row.get(key))
-    power = {d: row[f"{d}_power_w_mean"] for d in DOMAINS
+    power = {d: row[f"{d}_power_w_mean"] for d in (*DOMAINS, "gpu")
              if row.get(f"{d}_power_w_mean") is not None}
     return {"baseline_id": row["baseline_id"], "measured_at": row["measured_at"],
             "measured_t_ns": row.get("measured_t_ns"), "duration_s": row["duration_s"],

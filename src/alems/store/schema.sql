@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS baselines (
     uncore_power_w_mean REAL, uncore_power_w_std REAL,
     dram_power_w_mean   REAL, dram_power_w_std   REAL,
     psys_power_w_mean   REAL, psys_power_w_std   REAL,
+    gpu_power_w_mean    REAL, gpu_power_w_std    REAL,   -- all measured GPUs together (NVML)
     host              TEXT,
     governor          TEXT,
     load_1m           REAL,
@@ -91,6 +92,14 @@ CREATE TABLE IF NOT EXISTS runs (
     energy_per_instruction_uj REAL,
     avg_power_watts     REAL,
     package_power_max_w REAL,             -- peak of instantaneous package power
+
+    -- NVIDIA GPUs (NVML), on the same clock; NULL when no GPU was measured
+    gpu_energy_uj          REAL,          -- all measured GPUs over the run span
+    gpu_baseline_energy_uj REAL,          -- idle GPU power x duration
+    gpu_dynamic_energy_uj  REAL,          -- gpu_energy - gpu_baseline
+    gpu_names              TEXT,          -- JSON list: index, name, uuid, method per GPU
+    gpu_energy_method      TEXT,          -- energy-counter | power-integrated | mixed
+    gpu_layers             INTEGER,       -- llama.cpp n_gpu_layers of the local provider
 
     -- performance counters (measured process tree)
     instructions        INTEGER,

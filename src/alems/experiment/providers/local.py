@@ -77,6 +77,7 @@ class LocalProvider:
         model: str | os.PathLike | None = None,
         n_threads: int | None = None,
         n_ctx: int = 2048,
+        gpu_layers: int = 0,
     ):
         # `model` is accepted as an alias so a CLI's `--model PATH` can pass straight through.
         if model_path is not None and model is not None and str(model_path) != str(model):
@@ -89,6 +90,11 @@ class LocalProvider:
         self.n_ctx = int(n_ctx)
         if self.n_ctx < 64:
             raise AlemsError(f"n_ctx must be at least 64 tokens, got {n_ctx!r}; the default is 2048")
+        # llama.cpp's n_gpu_layers: layers offloaded to the GPU (0 = CPU only, -1 = all);
+        # it only takes effect with a GPU build of llama-cpp-python.
+        self.gpu_layers = int(gpu_layers)
+        if self.gpu_layers < -1:
+            raise AlemsError(f"gpu_layers must be -1 (all), 0 (none) or more, got {gpu_layers!r}")
         self._llm = None
         self._model_path: Path | None = self._explicit_path
 
@@ -123,6 +129,7 @@ class LocalProvider:
                 model_path=str(path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
+                n_gpu_layers=self.gpu_layers,
                 verbose=False,
             )
         except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError

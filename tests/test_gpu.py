@@ -1,0 +1,232 @@
+"""GPU energy through NVML, tested through a fake NVML library (tests/fake_nvml.c) whose
+counters a writer process advances (tests/gpu_fake.py): the real ctypes loading, device
+selection, sampling thread, integration and merge onto the sample clock all run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from alems.errors import AlemsError, UsageError
+from alems.measure.sampler import Sampler
+from alems.measure.sources import gpu as gpu_source
+
+from gpu_fake import CC, FakeGpu, FakeNvml
+
+pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler to build the fake NVML")
+ALEMS = [sys.executable, "-m", "alems"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for k in ("ALEMS_NVML_LIB", "FAKE_NVML_FILE", "FAKE_NVML_INIT_RC", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(k, raising=False)
+    gpu_source._live_cache.clear()
+
+
+def within(measured, truth, rel=0.01):
+    assert measured is not None and truth > 0
+    assert abs(measured - truth) <= rel * truth, (measured, truth)
+
+
+def sample(seconds: float, **kw):
+    s = Sampler(1000, **kw)
+    s.start()
+    time.sleep(seconds)
+    return s.stop()
+
+
+# ---------------------------------------------------------------- accuracy and timeline
+
+def test_energy_counter_and_integrated_power_within_1_percent_on_one_timeline(tmp_path, monkeypatch):
+    gpus = [FakeGpu(schedule=[(0.0, 100.0), (1.2, 300.0)]),
+            FakeGpu(name="NVIDIA Fake T4", uuid="GPU-t4", energy_rc=3,   # no energy counter
+                    schedule=[(0.0, 40.0), (1.2, 120.0)])]
+    with FakeNvml(tmp_path, gpus, monkeypatch) as fake:
+        r = sample(2.4)
+        t = r.table.column("t_ns").to_numpy()
+        assert {"gpu0_energy_uj", "gpu1_energy_uj", "pkg_energy_uj"} <= set(r.table.column_names)
+        assert "gpu" in r.summary["sources"]
+        methods = {g["index"]: g["method"] for g in r.summary["gpus"]}
+        assert methods == {0: gpu_source.ENERGY, 1: gpu_source.POWER}
+        units = json.loads(r.metadata["units"])
+        assert "power integrated" in units["gpu1_energy_uj"]
+        assert "energy counter" in units["gpu0_energy_uj"]
+        assert any("power-integrated" in n for n in r.summary["source_notes"])
+        # whole run
+        for i in (0, 1):
+            within(r.summary["gpu_energy_j"][f"gpu{i}_energy_uj"],
+                   fake.truth_j(i, r.t_start_ns, r.t_end_ns))
+        # the two halves around the power step: the GPU curve is aligned with t_ns
+        t_step = fake.t0_ns + int(1.2e9)
+        assert r.t_start_ns + 2e8 < t_step < r.t_end_ns - 2e8
+        for i in (0, 1):
+            for a, b in ((r.t_start_ns, t_step), (t_step, r.t_end_ns)):
+                within(r.counter_delta(f"gpu{i}_energy_uj", a, b) / 1e6,
+                       fake.truth_j(i, a, b))
+        assert np.all(np.diff(t) > 0)
+
+
+def test_gpu_thread_keeps_the_1khz_sampler_on_time(tmp_path, monkeypatch):
+    with FakeNvml(tmp_path, [FakeGpu(), FakeGpu(uuid="GPU-2")], monkeypatch):
+        r = sample(1.0)
+        assert r.summary["gpu_reads"] >= 50          # ~100 Hz of its own
+        assert r.summary["achieved_hz"] > 900        # RAPL's 1 kHz loop is not slowed
+        assert len(r.summary["gpus"]) == 2
+
+
+# ---------------------------------------------------------------- failures
+
+def test_missing_library_changes_nothing_and_explicit_gpus_say_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEMS_NVML_LIB", str(tmp_path / "no-such-libnvidia-ml.so.1"))
+    r = sample(0.2)
+    assert not any(c.startswith("gpu") for c in r.table.column_names)
+    assert "gpu" not in r.summary["sources"] and "gpus" not in r.summary
+    with pytest.raises(AlemsError, match="cannot be loaded.*ALEMS_NVML_LIB"):
+        Sampler(1000, gpus=[0]).start()
+    rep = gpu_source.report()
+    assert not rep.ok and "cannot be loaded" in rep.reason and "NVIDIA driver" in rep.fix
+
+
+@pytest.mark.parametrize("rc,fix", [(9, "nvidia-smi"), (4, "video")])
+def test_nvml_init_error(tmp_path, monkeypatch, rc, fix):
+    with FakeNvml(tmp_path, [FakeGpu()], monkeypatch, init_rc=rc):
+        r = sample(0.2)
+        assert "gpus" not in r.summary
+        assert any(n.startswith("gpu: NVML: nvmlInit_v2") for n in r.summary["source_notes"])
+        with pytest.raises(AlemsError, match=fix):
+            Sampler(1000, gpus=[0]).start()
+        rep = gpu_source.report()
+        assert not rep.ok and fix in rep.fix
+
+
+def test_device_disappearing_mid_run_gives_null_with_reason(tmp_path, monkeypatch):
+    # GPU 1 drops out of NVML 1 s after the writer starts, i.e. during the run
+    gpus = [FakeGpu(), FakeGpu(name="Flaky", uuid="GPU-flaky", lost_after_s=1.0)]
+    with FakeNvml(tmp_path, gpus, monkeypatch) as fake:
+        r = sample(1.8)
+        assert r.t_start_ns < fake.t0_ns + 1e9 < r.t_end_ns
+    from alems.experiment.metrics import run_metrics
+
+    info = {g["index"]: g for g in r.summary["gpus"]}
+    assert "GPU is lost" in info[1]["error"] and "error" not in info[0]
+    assert r.summary["gpu_energy_j"]["gpu1_energy_uj"] is None
+    within(r.summary["gpu_energy_j"]["gpu0_energy_uj"], fake.truth_j(0, r.t_start_ns, r.t_end_ns))
+    col = r.table.column("gpu1_energy_uj").to_numpy()
+    assert not math.isnan(col[0]) and math.isnan(col[-1])
+    m = run_metrics(r)
+    assert m.columns["gpu_energy_uj"] is None
+    assert "GPU is lost" in m.null_reasons["gpu_energy_uj"]
+
+
+def test_counter_that_never_advances_is_rejected(tmp_path, monkeypatch):
+    gpus = [FakeGpu(name="Frozen", uuid="GPU-frozen", frozen=True), FakeGpu(uuid="GPU-ok")]
+    with FakeNvml(tmp_path, gpus, monkeypatch):
+        r = sample(0.3)
+        assert [g["index"] for g in r.summary["gpus"]] == [1]
+        assert any("gpu0 (Frozen): not used" in n and "did not advance" in n
+                   for n in r.summary["source_notes"])
+        with pytest.raises(AlemsError, match="did not advance"):
+            Sampler(1000, gpus=[0]).start()
+        rep = gpu_source.report()
+        assert [g["ok"] for g in rep.gpus] == [False, True]
+
+
+def test_counter_frozen_during_the_run_is_not_a_measurement():
+    from alems.measure import gpu_sampler
+
+    dev = gpu_source.GpuDevice(0, "G", None, gpu_source.ENERGY)
+    t = np.arange(0, 2_000_000_001, 10_000_000, dtype=np.int64)
+    trace = gpu_sampler.GpuTrace([dev], t, {0: np.zeros(len(t))}, {}, 100.0)
+    cols, extra = {"t_ns": t.copy()}, {}
+    gpu_sampler.merge(trace, cols, {}, extra, {}, [])
+    assert extra["gpu_energy_j"]["gpu0_energy_uj"] is None
+    assert "did not change" in extra["gpus"][0]["error"]
+
+
+# ---------------------------------------------------------------- selection
+
+def test_cuda_visible_devices_parsing():
+    uuids = {0: "GPU-aaaa-1", 1: "GPU-bbbb-2", 2: "GPU-bbbc-3"}
+    sel = gpu_source.cuda_selection
+    assert sel(None, uuids) == (None, [])
+    assert sel("", uuids) == ([], [])
+    assert sel("-1", uuids) == ([], [])
+    assert sel("2,0", uuids) == ([2, 0], [])
+    assert sel("GPU-aaaa", uuids) == ([0], [])
+    assert sel("bbbb", uuids) == ([1], [])
+    idx, notes = sel("1,7,0", uuids)            # CUDA stops at the first invalid entry
+    assert idx == [1] and "7" in notes[0]
+    idx, notes = sel("GPU-bbb", uuids)          # ambiguous prefix
+    assert idx == [] and "more than one" in notes[0]
+    idx, notes = sel("MIG-1234", uuids)
+    assert idx == [] and "MIG" in notes[0]
+
+
+def test_parse_gpus():
+    assert gpu_source.parse_gpus(None) is None and gpu_source.parse_gpus("auto") is None
+    assert gpu_source.parse_gpus("none") == []
+    assert gpu_source.parse_gpus("0, 2,0") == [0, 2]
+    with pytest.raises(UsageError, match="not a GPU index"):
+        gpu_source.parse_gpus("0,x")
+
+
+def test_cuda_visible_devices_and_gpus_choose_devices(tmp_path, monkeypatch):
+    gpus = [FakeGpu(uuid="GPU-aaaa"), FakeGpu(uuid="GPU-bbbb"), FakeGpu(uuid="GPU-cccc")]
+    with FakeNvml(tmp_path, gpus, monkeypatch):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-cccc,1")
+        assert [g["index"] for g in sample(0.2).summary["gpus"]] == [2, 1]
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        assert "gpus" not in sample(0.2).summary
+        r = sample(0.2, gpus=[0, 2])                 # --gpus wins over the variable
+        assert [g["index"] for g in r.summary["gpus"]] == [0, 2]
+        assert "gpus" not in sample(0.2, gpus=[]).summary
+        with pytest.raises(AlemsError, match="no GPU 5"):
+            Sampler(1000, gpus=[5]).start()
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_alems_sample_stores_gpu_beside_cpu_energy(tmp_path):
+    with FakeNvml(tmp_path, [FakeGpu(schedule=[(0.0, 200.0)])]) as fake:
+        env = {**os.environ, **fake.env()}
+        out, js = tmp_path / "s.parquet", tmp_path / "s.json"
+        p = subprocess.run([*ALEMS, "sample", "-q", "-o", str(out), "--summary-json", str(js),
+                            "--", "sleep", "1"], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        table = pq.read_table(out)
+        assert {"t_ns", "pkg_energy_uj", "gpu0_energy_uj"} <= set(table.column_names)
+        t = table.column("t_ns").to_numpy()
+        summary = json.loads(js.read_text())
+        within(summary["gpu_energy_j"]["gpu0_energy_uj"], fake.truth_j(0, int(t[0]), int(t[-1])))
+        assert summary["gpus"][0]["name"] == "NVIDIA Fake H100"
+        doc = subprocess.run([*ALEMS, "doctor", "--json"], env=env, capture_output=True,
+                             text=True)
+        gpu = json.loads(doc.stdout)["gpu"]
+        assert gpu["ok"] and gpu["gpus"][0]["method"] == gpu_source.ENERGY
+        assert "gpu" in json.loads(doc.stdout)["sample_would_use"]
+
+
+def test_without_nvml_sample_works_and_doctor_says_why(tmp_path):
+    env = {**os.environ, "ALEMS_NVML_LIB": str(tmp_path / "missing.so")}
+    out = tmp_path / "s.parquet"
+    p = subprocess.run([*ALEMS, "sample", "-q", "-o", str(out), "--", "true"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert not any(c.startswith("gpu") for c in pq.read_table(out).column_names)
+    p = subprocess.run([*ALEMS, "sample", "--gpus", "0", "--", "true"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and p.stderr.startswith("alems: error: --gpus:")
+    assert "Traceback" not in p.stderr
+    doc = subprocess.run([*ALEMS, "doctor"], env=env, capture_output=True, text=True)
+    assert doc.returncode == 0
+    assert "no GPU measured" in doc.stdout and "fix: install the NVIDIA driver" in doc.stdout
