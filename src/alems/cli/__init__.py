@@ -7,6 +7,7 @@ import typer
 
 from alems.cli._common import run_app
 from alems.cli import analysis_cmds, batch_cmd, doctor_cmd, query_cmd, sample_cmd
+from alems.cli import merge_cmd
 
 app = typer.Typer(
     name="alems",
@@ -17,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds):
+for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, merge_cmd):
     _module.register(app)
 
 
