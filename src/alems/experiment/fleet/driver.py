@@ -29,6 +29,7 @@ SLOT = "alems_slot"
 MAX_NODE_LOSSES = 3
 POLL_S = 0.5                  # how often the driver looks for freed or new slots
 START_TIMEOUT_S = 600.0       # the first node must load its model within this
+JOIN_WAIT_S = 30.0            # then the batch waits this long for the others to join
 
 
 def node_label(info: dict) -> str:
@@ -85,9 +86,9 @@ class Fleet:
                 raise AlemsError("no fleet node could start the batch"
                                  + ("" if fleet.refused else
                                     f" within {START_TIMEOUT_S:g} s (is the {SLOT} in use?)"))
-            time.sleep(POLL_S)   # nodes that load about as fast join the first round
-            fleet.collect(ray.wait(list(fleet.spawning), num_returns=len(fleet.spawning),
-                                   timeout=0)[0] if fleet.spawning else [])
+            if fleet.spawning:   # the others join now, or later while the batch runs
+                fleet.collect(ray.wait(list(fleet.spawning), num_returns=len(fleet.spawning),
+                                       timeout=JOIN_WAIT_S)[0])
         except BaseException:
             fleet.close()
             raise

@@ -31,8 +31,22 @@ class NodeWorker:
                                         provider_factory=provider_factory,
                                         node_id=self.node_id)
             self.energy_source = self.executor.energy_source()
+            self._warm_up()
         except Exception as exc:  # noqa: BLE001 - told to the driver as one line
             self.error = f"{type(exc).__name__}: {exc}".strip()
+
+    def _warm_up(self) -> None:
+        """Load what the first run would load lazily (the metrics' table code pulls in
+        pandas: over a second), so the node is ready when its first pair arrives."""
+        from alems.experiment import scoring, workflows  # noqa: F401
+        from alems.experiment.metrics import run_metrics
+
+        try:
+            sampler = self.executor.sampler_factory()
+            sampler.start()
+            run_metrics(sampler.stop())
+        except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
+            pass
 
     def describe(self) -> dict:
         """Who this node is (or why it cannot take part: `error`)."""
