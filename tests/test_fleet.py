@@ -45,8 +45,17 @@ def cluster():
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS)] + ([old] if old else []))
     node = dict(num_cpus=1, resources={"alems_slot": 1}, object_store_memory=100 * 1024**2,
                 node_ip_address="127.0.0.1")
-    c = Cluster(initialize_head=True, head_node_args=dict(node, include_dashboard=False))
-    c.add_node(**node)
+    for attempt in (1, 2):   # Ray gives a raylet 30 s to start: too few on a loaded machine
+        c = None
+        try:
+            c = Cluster(initialize_head=True, head_node_args=dict(node, include_dashboard=False))
+            c.add_node(**node)
+            break
+        except Exception:
+            if c is not None:
+                c.shutdown()
+            if attempt == 2:
+                raise
     try:
         yield c
     finally:
