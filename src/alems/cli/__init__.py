@@ -6,7 +6,8 @@ import sys
 import typer
 
 from alems.cli._common import run_app
-from alems.cli import analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd, query_cmd, sample_cmd
+from alems.cli import (analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd, merge_cmd, query_cmd,
+                       sample_cmd)
 
 app = typer.Typer(
     name="alems",
@@ -17,7 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, dashboard_cmd):
+for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, dashboard_cmd,
+                merge_cmd):
     _module.register(app)
 
 

@@ -83,12 +83,22 @@ def batch_command(
                                                 "as 0 (recorded in runs.dynamic_clipped).")] = False,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = DEFAULT_MAX_STEPS,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = DEFAULT_MAX_TOOL_CALLS,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster "
+                                                       "(auto, HOST:PORT, ray://HOST:10001): one "
+                                                       "measurement at a time on each node that "
+                                                       "offers the resource alems_slot; this "
+                                                       "process alone writes --db. Needs "
+                                                       "alems[fleet].")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N "
+                                                 "deterministic slices of the plan (whole pairs); "
+                                                 "needs --group-id; join the shards' databases "
+                                                 "with `alems merge`.")] = None,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.cli.progress import RichBatchProgress, format_summary
     from alems.cli.sample_cmd import parse_sources, validate_rate
     from alems.experiment.batch import BatchRunner
-    from alems.experiment.plan import BatchConfig, split_list
+    from alems.experiment.plan import BatchConfig, parse_shard, split_list
     from alems.measure.sources.gpu import parse_gpus
 
     cfg = BatchConfig(
@@ -104,7 +114,8 @@ def batch_command(
         save_db=save_db or db is not None, verbose=verbose,
         baseline_duration_s=baseline_duration, baseline_reps=baseline_reps,
         baseline_max_age_s=baseline_max_age, clip_negative=clip_negative,
-        new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls)
+        new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls,
+        ray_address=ray_address, shard=parse_shard(shard))
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose))
     runner.validate()

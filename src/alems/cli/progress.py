@@ -28,6 +28,11 @@ def count_eta(done: int, total: int, elapsed_s: float) -> str:
     return f"[{done}/{total} ETA {minutes}m{seconds:02d}s]"
 
 
+def node_counts(per_node: dict) -> str:
+    """'nodes: vm-a/1a2b3c4d 4, vm-b/5e6f7a8b 3' (runs stored per fleet node)."""
+    return "nodes: " + ", ".join(f"{label} {n}" for label, n in sorted(per_node.items()))
+
+
 def run_line(key: RunKey, row: dict) -> str:
     energy = row.get("total_energy_uj")
     energy_txt = "n/a" if energy is None else f"{energy / 1e6:.3f} J"
@@ -53,6 +58,7 @@ class RichBatchProgress(BatchProgress):
         self._done = 0
         self._total = 0
         self._t_start_s = 0.0
+        self._per_node: dict = {}    # fleet: node label -> runs stored
 
     def begin(self, total: int) -> None:
         self._bar.start()
@@ -64,15 +70,26 @@ class RichBatchProgress(BatchProgress):
         self._bar.update(self._task, description=f"cool-down {seconds:g} s")
 
     def running(self, key: RunKey) -> None:
+        if self._per_node:   # a fleet runs several at once: the bar shows the nodes
+            return
         self._bar.update(self._task, description=f"{key.task}/{key.provider}/"
                                                  f"{key.workflow} rep {key.rep}")
 
     def finished(self, key: RunKey, row: dict) -> None:
         self._bar.advance(self._task)
         self._done += 1
+        nodes = ""
+        if row.get("node_id"):     # a fleet: the ETA is the whole fleet's (runs/s of all)
+            from alems.experiment.fleet import node_label
+
+            label = node_label(row)
+            self._per_node[label] = self._per_node.get(label, 0) + 1
+            nodes = node_counts(self._per_node)
+            self._bar.update(self._task, description=nodes)
         # Without a terminal the bar is off: each run line carries the count and ETA.
         counter = "" if self._bar.live.is_started else count_eta(
-            self._done, self._total, time.monotonic() - self._t_start_s) + " "
+            self._done, self._total, time.monotonic() - self._t_start_s) + " " + (
+            f"[{nodes}] " if nodes else "")
         if self.verbose and row:
             self._bar.console.print(counter + run_line(key, row), markup=False,
                                     highlight=False, soft_wrap=True)

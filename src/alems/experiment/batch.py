@@ -5,14 +5,18 @@ SQL statement and the samples folder layout are in `alems.store`; the progress b
 lines and closing summary are drawn by the caller through a `BatchProgress` hook
 (`alems.cli.progress`).
 
-One run. A fresh sampler (this process: the model runs in-process) starts, the workflow runs
-and marks its phases, the sampler stops, the answer is scored. Then, inside one write
+One run (`alems.experiment.execute`). A fresh sampler (this process: the model runs
+in-process) starts, the workflow runs and marks its phases, the sampler stops, the answer is
+scored. Then, inside one write
 transaction: the Parquet file is written (temporary file, fsync, rename), the run row, its
 phases and — when the other arm of the pair is already stored — the pair's tax row are
 inserted, and the transaction commits. A crash before the commit leaves at most a Parquet
 file without a row, which the next start of the same session deletes. A run whose workflow
 raised (provider error after retries, anything else) is stored with status 'error' and its
 message, with the energy it spent; the batch goes on.
+
+With `ray_address` the runs go to a fleet of Ray nodes (`alems.experiment.fleet`) and this
+process stays the only writer; with `shard` (K, N) only the K-th of N slices of the plan runs.
 """
 
 from __future__ import annotations
@@ -29,13 +33,11 @@ from pathlib import Path
 from typing import Callable
 
 from alems import config
-from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
-from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.experiment.execute import RunExecutor, store_measured
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
-                                   planned_runs, runs_to_do, validate_numbers)
+                                   planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.store import db as store_db
-from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 from alems.store import sessions as store_sessions
 
@@ -79,14 +81,6 @@ class BatchProgress:
         """All runs done (completed) or the batch stopped early."""
 
 
-def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
-    from alems.measure.sampler import Sampler
-
-    def make():
-        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None, gpus=cfg.gpus)
-    return make
-
-
 # ---------------------------------------------------------------- the runner
 
 class BatchRunner:
@@ -104,45 +98,28 @@ class BatchRunner:
         self.progress = progress or BatchProgress()
         self.task_sets: dict = {}
         self.providers: dict = {}
-        self.footprint = None
+        self.executor = None
+        self.fleet = None
         self._tmpdir = None
 
     # ---- validation (before any run)
     def validate(self) -> None:
         cfg = self.cfg
         validate_numbers(cfg)
-        from alems.experiment.tasks import load_task_set
+        if cfg.ray_address is not None:
+            # The model loads on the fleet's nodes, not here (see alems.experiment.fleet).
+            from alems.experiment.fleet import Fleet
 
-        for name in cfg.tasks:
-            ts = load_task_set(name)
-            if len(ts) == 0:
-                raise AlemsError(f"task set {name!r} has no items")
-            self.task_sets[name] = ts
-        from alems.experiment.providers import get_provider
-
-        for name in cfg.providers:
-            if self.provider_factory is not None:
-                provider = self.provider_factory(name)
-            else:
-                options = {}
-                if name == "local":
-                    options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx,
-                                   gpu_layers=cfg.gpu_layers)
-                elif name == "cloud":
-                    options["model"] = cfg.cloud_model
-                provider = get_provider(name, **options)
-            provider.check()
-            self.providers[name] = provider
-        try:
-            from alems.experiment import sustainability
-
-            factors = sustainability.load_factors()
-            sustainability.footprint(0.0, cfg.country, factors)  # unknown country -> error
-            self.footprint = lambda uj, country: sustainability.footprint(uj, country, factors)
-        except ImportError:
-            self.footprint = None
-        if self.sampler_factory is None:
-            self.sampler_factory = _default_sampler_factory(cfg)
+            self.executor = RunExecutor(cfg, load_providers=False)
+            self.fleet = Fleet.start(cfg, sampler_factory=self.sampler_factory,
+                                     provider_factory=self.provider_factory, log=self.log)
+            self.providers = self.fleet.providers()
+        else:
+            self.executor = RunExecutor(cfg, sampler_factory=self.sampler_factory,
+                                        provider_factory=self.provider_factory)
+            self.providers = self.executor.providers
+            self.sampler_factory = self.executor.sampler_factory
+        self.task_sets = self.executor.task_sets
 
     # ---- database and session
     def _open_db(self) -> tuple[sqlite3.Connection, Path]:
@@ -164,103 +141,6 @@ class BatchRunner:
                       else store_sessions.unfinished_sessions(conn))
         return choose_session(cfg, named, unfinished)
 
-    # ---- one run
-    def _execute(self, key: RunKey, exp_id: int, group_id: str, conn, db_path: Path,
-                 base) -> dict:
-        from alems.experiment.providers import GenerationSettings
-        from alems.experiment.scoring import score
-        from alems.experiment.workflows import run_linear, run_agentic
-
-        cfg = self.cfg
-        item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)
-        provider = self.providers[key.provider]
-        settings = GenerationSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                      seed=cfg.seed)
-        sampler = self.sampler_factory()
-        started_at = store_runs.utc_now_iso()
-        sampler.start()
-        instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
-        before = ProcessCounters.now(instrument)
-        workflow, error = None, None
-        try:
-            if key.workflow == "linear":
-                workflow = run_linear(provider, item, settings, sampler)
-            else:
-                workflow = run_agentic(provider, item, settings, sampler,
-                                       max_steps=cfg.max_steps,
-                                       max_tool_calls=cfg.max_tool_calls)
-        except KeyboardInterrupt:
-            sampler.stop()
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
-            error = f"{type(exc).__name__}: {exc}".strip()
-        after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
-        result = sampler.stop()
-        extracted, correct = None, None
-        if workflow is not None:
-            try:
-                extracted, correct = score(workflow.answer, item)
-            except Exception as exc:  # noqa: BLE001
-                error = f"scoring failed: {type(exc).__name__}: {exc}"
-        metrics = run_metrics(
-            result, workflow, baseline=base, workflow_type=key.workflow, item=item,
-            extracted_answer=extracted, correct=correct, clip_negative=cfg.clip_negative,
-            process_before=before, process_after=after, country=cfg.country,
-            footprint=self.footprint)
-        phases = phase_rows(result)
-        row = {"exp_id": exp_id, "workflow_type": key.workflow, "run_number": key.rep,
-               "pair_order": key.pair_order, "order_index": key.order_index,
-               "item_id": item.id, "status": "ok" if error is None else "error",
-               "error": error, "started_at": started_at}
-        row.update(metrics.columns)
-        row["gpu_layers"] = getattr(provider, "gpu_layers", None)
-        if row["gpu_layers"] is None:
-            metrics.null_reasons["gpu_layers"] = f"provider {key.provider!r} offloads no layers"
-        row["trace_json"] = json.dumps(getattr(workflow, "trace", None), default=str) \
-            if workflow is not None else None
-        if workflow is None:
-            metrics.null_reasons.setdefault("trace_json", "no workflow result (run failed)")
-        meta = dict(getattr(result, "metadata", None) or {})
-        identity = {"group_id": group_id, "exp_id": exp_id, "task": key.task,
-                    "provider": key.provider, "workflow_type": key.workflow,
-                    "run_number": key.rep, "item_id": item.id}
-        written: Path | None = None
-        try:
-            with store_db.transaction(conn):
-                run_id = store_runs.next_run_id(conn)
-                path = store_samples.samples_path(db_path, group_id, exp_id, run_id)
-                identity["run_id"] = run_id
-                written = path
-                store_samples.write_samples(path, result.table, metadata=meta,
-                                            phases=phases, run=identity)
-                row["run_id"] = run_id
-                row["samples_path"] = store_samples.relative_to_db(db_path, path)
-                row["null_reasons"] = json.dumps(metrics.null_reasons, sort_keys=True)
-                store_runs.insert_run(conn, row)
-                store_runs.insert_phases(conn, run_id, phases)
-                if len(self.cfg.workflows) == 2:
-                    store_runs.insert_tax_if_paired(conn, exp_id, key.rep)
-        except BaseException as exc:
-            if written is not None:
-                try:
-                    written.unlink()
-                except OSError:
-                    pass
-            if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
-                self.log(f"run {key.as_list()} was stored meanwhile by another process; "
-                         "kept that one")
-                return {}
-            if isinstance(exc, OSError):
-                raise AlemsError(f"cannot write the samples of run {key.as_list()} under "
-                                 f"{store_samples.samples_root(db_path)}: "
-                                 f"{exc.strerror or exc}; free space or choose another --db; "
-                                 "rerun the same command to resume") from None
-            if isinstance(exc, sqlite3.Error):
-                raise AlemsError(f"cannot store run {key.as_list()} in {db_path}: {exc}; "
-                                 "rerun the same command to resume") from None
-            raise
-        return row
-
     # ---- the batch
     def run(self) -> BatchSummary:
         if not self.task_sets:
@@ -270,6 +150,8 @@ class BatchRunner:
             return self._run(conn, db_path)
         finally:
             conn.close()
+            if self.fleet is not None:
+                self.fleet.close()
             if self._tmpdir is not None:
                 self._tmpdir.cleanup()
 
@@ -308,10 +190,11 @@ class BatchRunner:
             removed = store_samples.remove_orphans(db_path, group_id, done.values())
         if removed:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
-        todo = runs_to_do(plan, cfg.start_from, done)
+        todo = shard_runs(runs_to_do(plan, cfg.start_from, done), cfg.shard)
         summary = BatchSummary(group_id=group_id, db_path=Path(os.path.abspath(db_path)),
                                saved=cfg.save_db,
-                               planned=len(planned_runs(plan, cfg.start_from)))
+                               planned=len(shard_runs(planned_runs(plan, cfg.start_from),
+                                                      cfg.shard)))
         summary.done_before = summary.planned - len(todo)
         verb = "resuming" if resumed else "starting"
         self.log(f"{verb} batch {group_id}: {len(todo)} run(s) to do"
@@ -333,27 +216,20 @@ class BatchRunner:
             store_sessions.update_session(conn, group_id, status="completed")
         return summary
 
-    def _energy_source(self) -> str:
-        sampler = self.sampler_factory()
-        source = getattr(sampler, "energy_source", None)
-        if source:
-            return source
-        sampler.start()
-        result = sampler.stop()
-        self._gpus = baseline_mod.gpu_names(result)  # the baseline must cover these GPUs
-        return result.energy_source
-
     def _run_plan(self, todo, exp_ids, group_id, conn, db_path, summary) -> None:
         cfg = self.cfg
-        energy_source = self._energy_source()
+        if self.fleet is not None:
+            self.fleet.run(todo, exp_ids, group_id, conn, db_path, summary, self.progress)
+            return
+        energy_source = self.executor.energy_source()
         summary.energy_source = energy_source
 
         def current_baseline():
             return baseline_mod.get_or_measure(
-                conn, self.sampler_factory, energy_source,
+                conn, self.executor.sampler_factory, energy_source,
                 duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
                 max_age_s=cfg.baseline_max_age_s, log=self.log,
-                gpus=getattr(self, "_gpus", None))
+                gpus=getattr(self.executor, "gpus", None))
 
         progress = self.progress
         progress.begin(len(todo))
@@ -365,8 +241,11 @@ class BatchRunner:
                     time.sleep(cfg.cool_down_s)
                 base = current_baseline()
                 progress.running(key)
-                row = self._execute(key, exp_ids[(key.task, key.provider)], group_id, conn,
-                                    db_path, base)
+                measured = self.executor.measure(key, base)
+                stored = store_measured(conn, db_path, group_id,
+                                        [(exp_ids[(key.task, key.provider)], measured)],
+                                        paired=len(cfg.workflows) == 2, log=self.log)
+                row = stored[0] if stored else {}
                 summary.ran += 1
                 if row.get("status") == "error":
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "

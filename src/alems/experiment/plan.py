@@ -77,6 +77,8 @@ class BatchConfig:
     new_session: bool = False
     max_steps: int = DEFAULT_MAX_STEPS
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    ray_address: str | None = None   # run on a Ray cluster (alems.experiment.fleet)
+    shard: tuple[int, int] | None = None   # (K, N): only the K-th of N slices of the plan
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
@@ -95,6 +97,8 @@ class BatchConfig:
                  country=self.country, clip_negative=self.clip_negative,
                  baseline_duration_s=self.baseline_duration_s,
                  baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s)
+        if self.shard is not None:
+            d["shard"] = list(self.shard)
         return d
 
 
@@ -137,6 +141,9 @@ def validate_numbers(cfg: BatchConfig) -> None:
     bad = [w for w in cfg.workflows if w not in WORKFLOWS]
     if bad:
         raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
+    if cfg.shard is not None and not cfg.group_id:
+        raise UsageError("--shard needs --group-id G, the same on every shard, so that "
+                         "`alems merge` joins the shards into one session")
     if cfg.group_id is not None:
         from alems.store.samples import check_group_id  # the id names a samples folder
 
@@ -225,3 +232,41 @@ def runs_to_do(plan: list[RunKey], start_from: int,
     """Planned runs without a stored row; `done` maps (task, provider, workflow, rep)."""
     return [k for k in planned_runs(plan, start_from)
             if (k.task, k.provider, k.workflow, k.rep) not in done]
+
+
+# ---------------------------------------------------------------- pairs and shards
+
+def pair_index(key: RunKey) -> int:
+    """The position of `key`'s pair in the plan (a run without a pair is its own)."""
+    return key.order_index // 2 if key.pair_order is not None else key.order_index
+
+
+def pair_units(keys: Iterable[RunKey]) -> list[list[RunKey]]:
+    """`keys` grouped by pair, in plan order, each unit's arms in their planned order."""
+    units: dict[int, list[RunKey]] = {}
+    for k in sorted(keys, key=lambda k: k.order_index):
+        units.setdefault(pair_index(k), []).append(k)
+    return list(units.values())
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N), 1 <= K <= N; None for None."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    try:
+        shard = (int(k), int(n)) if sep else None
+    except ValueError:
+        shard = None
+    if shard is None or not 1 <= shard[0] <= shard[1]:
+        raise UsageError(f"--shard must be K/N with 1 <= K <= N (e.g. 2/8), got {text!r}")
+    return shard
+
+
+def shard_runs(keys: list[RunKey], shard: tuple[int, int] | None) -> list[RunKey]:
+    """The runs of slice K of N: whole pairs, pair i of the plan going to slice i mod N + 1,
+    so every slice gets an even share of the shuffled, counterbalanced order."""
+    if shard is None:
+        return keys
+    k, n = shard
+    return [key for key in keys if pair_index(key) % n == k - 1]

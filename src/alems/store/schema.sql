@@ -174,6 +174,11 @@ CREATE TABLE IF NOT EXISTS runs (
     dropped_samples     INTEGER,
 
     null_reasons        TEXT,             -- JSON: column -> why it is NULL
+
+    -- the machine that ran it (a fleet spreads a batch over several)
+    host                TEXT,             -- hostname
+    node_id             TEXT,             -- Ray node id (NULL for a local batch)
+    cpu_model           TEXT,             -- e.g. 'Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz'
     UNIQUE (exp_id, workflow_type, run_number)
 );
 

@@ -1,0 +1,243 @@
+"""One run, split in two so that a local batch and a fleet node share the code:
+
+- `RunExecutor.measure(key, baseline)` runs and measures one run where the model lives (this
+  process for a local batch, a Ray actor on a fleet node) and returns a `MeasuredRun`: the
+  run's row (no ids yet), its samples table, sampler metadata and phases. No I/O.
+- `store_measured(conn, db_path, group_id, items, paired)` is the single writer: inside one
+  write transaction it writes each run's Parquet file (atomic), its row and phases, and the
+  pair's tax row when both arms are stored. A failure removes the files it wrote.
+
+Every run records the machine it ran on: host, CPU model and (on a fleet) the Ray node id.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from alems.errors import AlemsError
+from alems.experiment import baseline as baseline_mod
+from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.experiment.plan import BatchConfig, RunKey
+from alems.store import db as store_db
+from alems.store import runs as store_runs
+from alems.store import samples as store_samples
+
+LOCAL_NODE_REASON = "ran locally, not on a Ray cluster"
+
+
+def read_cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's marketing name ('model name' on x86, 'Model'/'Hardware' on Arm)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key and value.strip():
+                return value.strip()
+    return platform.processor() or None
+
+
+def machine_identity(node_id: str | None = None) -> dict:
+    """host, cpu_model, node_id of this process's machine (node_id: the Ray node)."""
+    return {"host": socket.gethostname(), "cpu_model": read_cpu_model(), "node_id": node_id}
+
+
+@dataclass
+class MeasuredRun:
+    key: RunKey
+    row: dict             # runs columns except exp_id, run_id, samples_path, null_reasons
+    null_reasons: dict
+    table: object         # pyarrow.Table of samples
+    metadata: dict        # the sampler's metadata
+    phases: list
+
+
+def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
+    from alems.measure.sampler import Sampler
+
+    def make():
+        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None, gpus=cfg.gpus)
+    return make
+
+
+class RunExecutor:
+    """Loads the task sets and providers once (the model), then measures runs."""
+
+    def __init__(self, cfg: BatchConfig, *, sampler_factory: Callable[[], object] | None = None,
+                 provider_factory: Callable[[str], object] | None = None,
+                 node_id: str | None = None, load_providers: bool = True):
+        from alems.experiment.tasks import load_task_set
+
+        self.cfg = cfg
+        self.task_sets = {}
+        for name in cfg.tasks:
+            ts = load_task_set(name)
+            if len(ts) == 0:
+                raise AlemsError(f"task set {name!r} has no items")
+            self.task_sets[name] = ts
+        self.providers = {}
+        if load_providers:
+            self.providers = {name: _make_provider(cfg, name, provider_factory)
+                              for name in cfg.providers}
+        self.footprint = None
+        try:
+            from alems.experiment import sustainability
+
+            factors = sustainability.load_factors()
+            sustainability.footprint(0.0, cfg.country, factors)  # unknown country -> error
+            self.footprint = lambda uj, country: sustainability.footprint(uj, country, factors)
+        except ImportError:
+            pass
+        self.sampler_factory = sampler_factory or _default_sampler_factory(cfg)
+        self.identity = machine_identity(node_id)
+        self.gpus: list[str] | None = None  # GPU names, known after energy_source()
+
+    def energy_source(self) -> str:
+        sampler = self.sampler_factory()
+        source = getattr(sampler, "energy_source", None)
+        if source:
+            return source
+        sampler.start()
+        result = sampler.stop()
+        self.gpus = baseline_mod.gpu_names(result)  # the baseline must cover these GPUs
+        return result.energy_source
+
+    def models(self) -> dict:
+        return {name: (str(p.model) if getattr(p, "model", None) else None)
+                for name, p in self.providers.items()}
+
+    def measure(self, key: RunKey, base) -> MeasuredRun:
+        from alems.experiment.providers import GenerationSettings
+        from alems.experiment.scoring import score
+        from alems.experiment.workflows import run_agentic, run_linear
+
+        cfg = self.cfg
+        item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)
+        provider = self.providers[key.provider]
+        settings = GenerationSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                      seed=cfg.seed)
+        sampler = self.sampler_factory()
+        started_at = store_runs.utc_now_iso()
+        before = ProcessCounters.now()
+        sampler.start()
+        workflow, error = None, None
+        try:
+            if key.workflow == "linear":
+                workflow = run_linear(provider, item, settings, sampler)
+            else:
+                workflow = run_agentic(provider, item, settings, sampler,
+                                       max_steps=cfg.max_steps,
+                                       max_tool_calls=cfg.max_tool_calls)
+        except KeyboardInterrupt:
+            sampler.stop()
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
+            error = f"{type(exc).__name__}: {exc}".strip()
+        result = sampler.stop()
+        after = ProcessCounters.now()
+        extracted, correct = None, None
+        if workflow is not None:
+            try:
+                extracted, correct = score(workflow.answer, item)
+            except Exception as exc:  # noqa: BLE001
+                error = f"scoring failed: {type(exc).__name__}: {exc}"
+        metrics = run_metrics(
+            result, workflow, baseline=base, workflow_type=key.workflow, item=item,
+            extracted_answer=extracted, correct=correct, clip_negative=cfg.clip_negative,
+            process_before=before, process_after=after, country=cfg.country,
+            footprint=self.footprint)
+        row = {"workflow_type": key.workflow, "run_number": key.rep,
+               "pair_order": key.pair_order, "order_index": key.order_index,
+               "item_id": item.id, "status": "ok" if error is None else "error",
+               "error": error, "started_at": started_at}
+        row.update(metrics.columns)
+        row["gpu_layers"] = getattr(provider, "gpu_layers", None)
+        if row["gpu_layers"] is None:
+            metrics.null_reasons["gpu_layers"] = f"provider {key.provider!r} offloads no layers"
+        row["trace_json"] = json.dumps(getattr(workflow, "trace", None), default=str) \
+            if workflow is not None else None
+        reasons = dict(metrics.null_reasons)
+        if workflow is None:
+            reasons.setdefault("trace_json", "no workflow result (run failed)")
+        for column, value in self.identity.items():
+            row[column] = value
+            if value is None:
+                reasons[column] = (LOCAL_NODE_REASON if column == "node_id"
+                                   else "not readable on this machine")
+        return MeasuredRun(key=key, row=row, null_reasons=reasons, table=result.table,
+                           metadata=dict(getattr(result, "metadata", None) or {}),
+                           phases=phase_rows(result))
+
+
+def _make_provider(cfg: BatchConfig, name: str, provider_factory):
+    from alems.experiment.providers import get_provider
+
+    if provider_factory is not None:
+        provider = provider_factory(name)
+    else:
+        options = {}
+        if name == "local":
+            options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx,
+                           gpu_layers=cfg.gpu_layers)
+        elif name == "cloud":
+            options["model"] = cfg.cloud_model
+        provider = get_provider(name, **options)
+    provider.check()
+    return provider
+
+
+def store_measured(conn: sqlite3.Connection, db_path: Path, group_id: str,
+                   items: list[tuple[int, MeasuredRun]], *, paired: bool,
+                   log: Callable[[str], None]) -> list[dict]:
+    """Store (exp_id, measured run) items in one transaction (see the module docstring).
+    Returns their rows; [] when another process stored one of them first (nothing kept)."""
+    written: list[Path] = []
+    rows: list[dict] = []
+    what = [m.key.as_list() for _, m in items]
+    try:
+        with store_db.transaction(conn):
+            for exp_id, m in items:
+                run_id = store_runs.next_run_id(conn)
+                path = store_samples.samples_path(db_path, group_id, exp_id, run_id)
+                identity = {"group_id": group_id, "exp_id": exp_id, "run_id": run_id,
+                            "task": m.key.task, "provider": m.key.provider,
+                            "workflow_type": m.key.workflow, "run_number": m.key.rep,
+                            "item_id": m.row.get("item_id")}
+                written.append(path)
+                store_samples.write_samples(path, m.table, metadata=m.metadata,
+                                            phases=m.phases, run=identity)
+                row = dict(m.row, exp_id=exp_id, run_id=run_id,
+                           samples_path=store_samples.relative_to_db(db_path, path),
+                           null_reasons=json.dumps(m.null_reasons, sort_keys=True))
+                store_runs.insert_run(conn, row)
+                store_runs.insert_phases(conn, run_id, m.phases)
+                if paired:
+                    store_runs.insert_tax_if_paired(conn, exp_id, m.key.rep)
+                rows.append(row)
+    except BaseException as exc:
+        for path in written:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+            log(f"run(s) {what} were stored meanwhile by another process; kept those")
+            return []
+        if isinstance(exc, OSError):
+            raise AlemsError(f"cannot write the samples of run(s) {what} under "
+                             f"{store_samples.samples_root(db_path)}: "
+                             f"{exc.strerror or exc}; free space or choose another --db; "
+                             "rerun the same command to resume") from None
+        if isinstance(exc, sqlite3.Error):
+            raise AlemsError(f"cannot store run(s) {what} in {db_path}: {exc}; "
+                             "rerun the same command to resume") from None
+        raise
+    return rows

@@ -1,0 +1,252 @@
+"""`alems merge OUT.db IN.db…`: join databases and their sample folders into one.
+
+For shards of one batch (`alems batch --shard K/N --group-id G`, each on its own machine)
+or any databases of A-LEMS. Sessions with the same group id become one session (their
+settings must agree, apart from the shard); experiments with the same (group, task,
+provider) become one; runs, phases and baselines are copied with new ids, each run's
+Parquet file is rewritten under OUT's samples folder with its new ids in its metadata, and
+the pairs' tax rows are computed as a batch computes them.
+
+A run that is already in OUT or in an earlier input (same group, task, provider, workflow,
+repetition) is a duplicate: the merge refuses it and names it, before anything is written.
+The whole merge is one transaction: it all goes in, or nothing does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from alems.atomic_io import write_parquet_atomic
+from alems.errors import AlemsError, UsageError
+from alems.store import db as store_db
+from alems.store import runs as store_runs
+from alems.store import samples as store_samples
+
+REQUIRED_TABLES = ("batch_sessions", "experiments", "runs", "phases", "baselines")
+SHARD_KEY = "shard"      # the one setting in which sessions to be joined may differ
+SHOW_DUPLICATES = 3
+
+
+@dataclass
+class MergeCount:
+    path: Path
+    sessions: list = field(default_factory=list)
+    experiments: int = 0
+    runs: int = 0
+    baselines: int = 0
+    samples: int = 0
+
+    def line(self) -> str:
+        return (f"merged {self.path}: {len(self.sessions)} session(s) "
+                f"({', '.join(self.sessions) or '-'}), {self.experiments} new experiment(s), "
+                f"{self.runs} run(s), {self.samples} sample file(s), "
+                f"{self.baselines} baseline(s)")
+
+
+def _open_input(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise AlemsError(f"database not found: {path}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise AlemsError(f"{path} is not an A-LEMS database ({exc})") from None
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if missing:
+        conn.close()
+        raise AlemsError(f"{path} is not an A-LEMS database (no table {missing[0]})")
+    version = store_db.schema_version(conn)
+    if version is not None and version > store_db.SCHEMA_VERSION:
+        conn.close()
+        raise AlemsError(f"{path} has schema version {version}, newer than this A-LEMS "
+                         f"({store_db.SCHEMA_VERSION}); upgrade alems")
+    return conn
+
+
+def _run_keys(conn) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT r.*, e.group_id AS m_group, e.task_name AS m_task, e.provider AS m_provider "
+        "FROM runs r JOIN experiments e ON r.exp_id = e.exp_id ORDER BY r.run_id").fetchall()
+
+
+def _key(r) -> tuple:
+    return (r["m_group"], r["m_task"], r["m_provider"], r["workflow_type"], r["run_number"])
+
+
+def _settings_differ(a: str, b: str) -> list[str]:
+    x, y = json.loads(a or "{}"), json.loads(b or "{}")
+    return sorted(k for k in set(x) | set(y) if k != SHARD_KEY and x.get(k) != y.get(k))
+
+
+def _check(out, out_path: Path, inputs: list[tuple[Path, sqlite3.Connection]]) -> None:
+    """Refuse duplicates, sessions that disagree and missing sample files (nothing written)."""
+    seen = {_key(r): out_path for r in _run_keys(out)}
+    sessions = {r[0]: (r[1], out_path) for r in
+                out.execute("SELECT group_id, settings_json FROM batch_sessions")}
+    for path, conn in inputs:
+        for s in conn.execute("SELECT group_id, settings_json FROM batch_sessions"):
+            if s["group_id"] in sessions:
+                diff = _settings_differ(sessions[s["group_id"]][0], s["settings_json"])
+                if diff:
+                    raise AlemsError(f"{path}: session {s['group_id']!r} was run with other "
+                                     f"settings than in {sessions[s['group_id']][1]} "
+                                     f"({', '.join(diff)}); nothing merged")
+            else:
+                sessions[s["group_id"]] = (s["settings_json"], path)
+        dups = []
+        for r in _run_keys(conn):
+            k = _key(r)
+            if k in seen:
+                dups.append((k, seen[k]))
+            else:
+                seen[k] = path
+            if r["samples_path"] and not (path.parent / r["samples_path"]).is_file():
+                raise AlemsError(f"{path}: the samples of run {r['run_id']} "
+                                 f"({path.parent / r['samples_path']}) are missing; nothing merged")
+        if dups:
+            (g, t, p, w, n), where = dups[0]
+            more = f" (and {len(dups) - 1} more)" if len(dups) > 1 else ""
+            raise AlemsError(f"{path}: {len(dups)} run(s) already in {where}, e.g. group "
+                             f"{g!r} {t}/{p} {w} rep {n}{more}; merging them twice would "
+                             "duplicate them; nothing merged")
+
+
+def _insert(out, table: str, row: sqlite3.Row, drop: tuple = (), **values) -> int:
+    have = {r[1] for r in out.execute(f"PRAGMA table_info({table})")}
+    data = {k: row[k] for k in row.keys() if k in have and k not in drop}
+    data.update(values)
+    return store_runs.insert_row(out, table, data)
+
+
+def _merge_one(out, out_path: Path, path: Path, conn, written: list[Path]) -> MergeCount:
+    count = MergeCount(path)
+    for s in conn.execute("SELECT * FROM batch_sessions ORDER BY created_at"):
+        count.sessions.append(s["group_id"])
+        old = out.execute("SELECT settings_json FROM batch_sessions WHERE group_id = ?",
+                          (s["group_id"],)).fetchone()
+        if old is None:
+            _insert(out, "batch_sessions", s)
+        elif json.loads(old[0] or "{}").get(SHARD_KEY) != json.loads(
+                s["settings_json"] or "{}").get(SHARD_KEY):
+            settings = json.loads(old[0])
+            settings.pop(SHARD_KEY, None)      # the joined session is no single shard
+            out.execute("UPDATE batch_sessions SET settings_json = ? WHERE group_id = ?",
+                        (json.dumps(settings, sort_keys=True), s["group_id"]))
+    exp_map = {}
+    for e in conn.execute("SELECT * FROM experiments ORDER BY exp_id"):
+        found = out.execute("SELECT exp_id FROM experiments WHERE group_id = ? AND "
+                            "task_name = ? AND provider = ?",
+                            (e["group_id"], e["task_name"], e["provider"])).fetchone()
+        if found:
+            exp_map[e["exp_id"]] = found[0]
+            out.execute("UPDATE experiments SET repetitions = MAX(repetitions, ?) "
+                        "WHERE exp_id = ?", (e["repetitions"], found[0]))
+        else:
+            exp_map[e["exp_id"]] = _insert(out, "experiments", e, drop=("exp_id",))
+            count.experiments += 1
+    base_map = {}
+    for b in conn.execute("SELECT * FROM baselines ORDER BY baseline_id"):
+        found = out.execute("SELECT baseline_id FROM baselines WHERE measured_at = ? AND "
+                            "energy_source = ? AND host IS ? AND measured_t_ns IS ?",
+                            (b["measured_at"], b["energy_source"], b["host"],
+                             b["measured_t_ns"])).fetchone()
+        if found:
+            base_map[b["baseline_id"]] = found[0]
+        else:
+            base_map[b["baseline_id"]] = _insert(out, "baselines", b, drop=("baseline_id",))
+            count.baselines += 1
+    pairs = set()
+    for r in _run_keys(conn):
+        run_id = store_runs.next_run_id(out)
+        exp_id = exp_map[r["exp_id"]]
+        values = {"run_id": run_id, "exp_id": exp_id,
+                  "baseline_id": base_map.get(r["baseline_id"])}
+        if r["samples_path"]:
+            dest = store_samples.samples_path(out_path, r["m_group"], exp_id, run_id)
+            _copy_samples(path.parent / r["samples_path"], dest, r["m_group"], exp_id, run_id)
+            written.append(dest)
+            values["samples_path"] = store_samples.relative_to_db(out_path, dest)
+            count.samples += 1
+        _insert(out, "runs", r, drop=("m_group", "m_task", "m_provider"), **values)
+        for ph in conn.execute("SELECT * FROM phases WHERE run_id = ? ORDER BY seq",
+                               (r["run_id"],)):
+            _insert(out, "phases", ph, drop=("phase_id",), run_id=run_id)
+        pairs.add((exp_id, r["run_number"]))
+        count.runs += 1
+    for exp_id, run_number in sorted(pairs):
+        store_runs.insert_tax_if_paired(out, exp_id, run_number)
+    return count
+
+
+def _copy_samples(src: Path, dest: Path, group_id: str, exp_id: int, run_id: int) -> None:
+    table = pq.ParquetFile(src).read()
+    meta = dict(table.schema.metadata or {})
+    ident = json.loads(meta.get(store_samples.RUN_KEY, b"{}"))
+    ident.update(group_id=group_id, exp_id=exp_id, run_id=run_id)
+    meta[store_samples.RUN_KEY] = json.dumps(ident, default=str).encode()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table.replace_schema_metadata(meta), dest,
+                         dest.with_name(dest.name + store_samples.TMP_SUFFIX))
+
+
+def _close_sessions(out, group_ids) -> None:
+    """A joined session is completed when every planned run is there."""
+    for g in group_ids:
+        order, status = out.execute("SELECT order_json, status FROM batch_sessions "
+                                    "WHERE group_id = ?", (g,)).fetchone()
+        planned = len(json.loads(order or "[]"))
+        have = out.execute("SELECT COUNT(*) FROM runs r JOIN experiments e USING (exp_id) "
+                           "WHERE e.group_id = ?", (g,)).fetchone()[0]
+        new = "completed" if planned and have >= planned else (
+            "interrupted" if status == "completed" else status)
+        out.execute("UPDATE batch_sessions SET status = ?, updated_at = ? WHERE group_id = ?",
+                    (new, store_runs.utc_now_iso(), g))
+
+
+def merge(out_path, in_paths) -> list[MergeCount]:
+    """Merge `in_paths` into `out_path` (created if absent); one MergeCount per input."""
+    out_path = Path(out_path)
+    paths = [Path(p) for p in in_paths]
+    if not paths:
+        raise UsageError("give at least one input database: alems merge OUT.db IN.db…")
+    real = [os.path.realpath(p) for p in paths]
+    if os.path.realpath(out_path) in real:
+        raise UsageError(f"{out_path} is both the output and an input")
+    if len(set(real)) != len(real):
+        dup = next(p for p, r in zip(paths, real) if real.count(r) > 1)
+        raise UsageError(f"{dup} is given twice")
+    inputs = [(p, _open_input(p)) for p in paths]
+    out = store_db.connect(out_path)
+    out.row_factory = sqlite3.Row
+    written: list[Path] = []
+    try:
+        _check(out, out_path, inputs)
+        counts = []
+        with store_db.transaction(out):
+            for path, conn in inputs:
+                counts.append(_merge_one(out, out_path, path, conn, written))
+            _close_sessions(out, {g for c in counts for g in c.sessions})
+        return counts
+    except BaseException as exc:
+        for f in written:
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        if isinstance(exc, sqlite3.Error):
+            raise AlemsError(f"cannot merge into {out_path}: {exc}; nothing merged") from None
+        if isinstance(exc, OSError):
+            raise AlemsError(f"cannot write the samples under {store_samples.samples_root(out_path)}: "
+                             f"{exc.strerror or exc}; nothing merged") from None
+        raise
+    finally:
+        out.close()
+        for _, conn in inputs:
+            conn.close()
