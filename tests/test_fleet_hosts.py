@@ -28,7 +28,7 @@ def frame(pairs):
 def test_per_host_and_host_blocked_pooled_tax():
     pairs = [("a", r, 1.0, 2.0, "X", "powercap") for r in range(1, 6)]
     pairs += [("b", r, 10.0, 30.0, "X", "powercap") for r in range(6, 11)]
-    res = host_tax(frame(pairs), resamples=500)
+    res = host_tax(frame(pairs))
     by_host = {r["host"]: r for r in res.per_host}
     assert by_host["a"]["tax_ratio"] == pytest.approx(2.0) and by_host["a"]["n_pairs"] == 5
     assert by_host["b"]["tax_ratio"] == pytest.approx(3.0)
@@ -45,7 +45,7 @@ def test_warns_when_hosts_differ_and_drops_crossed_pairs():
              ("b", 3, 1.0, 3.0, "EPYC", "estimate"), ("b", 4, 1.0, 3.5, "EPYC", "estimate")]
     df = frame(pairs)
     df.loc[(df["run_number"] == 4) & (df["workflow_type"] == "agentic"), "host"] = "a"
-    res = host_tax(df, resamples=200)
+    res = host_tax(df)
     text = " | ".join(res.warnings)
     assert "energy source" in text and "powercap" in text and "b: estimate" in text
     assert "CPU model" in text and "Xeon" in text and "EPYC" in text
@@ -59,7 +59,24 @@ def test_runs_of_a_local_batch_are_one_host(tmp_path):
     runs = runs_frame(conn, "g-test")
     runs["ok"] = runs["status"] == "ok"
     runs["dynamic_energy_j"] = runs["dynamic_energy_uj"] / 1e6
-    res = host_tax(runs, resamples=200)
+    res = host_tax(runs)
     assert len(res.hosts) == 1 and res.hosts[0]["runs"] == 8 and res.warnings == []
     assert sorted(r["n_pairs"] for r in res.per_host) == [2, 2]
     assert [r["tax_ratio"] for r in res.per_host] == [p["tax_ratio"] for p in res.pooled]
+
+
+def test_summary_carries_per_host_tax_and_warns_when_hosts_differ(tmp_path):
+    from alems.analysis.groups import open_db, resolve_group
+    from alems.analysis.summary import build_summary
+
+    make_runner(tmp_path).run()
+    db = tmp_path / "data" / "experiments.db"
+    with sqlite3.connect(db) as conn:  # as if repetition 2 of every pair ran on another machine
+        conn.execute("UPDATE runs SET host = 'node-b', cpu_model = 'EPYC' WHERE run_number = 2")
+        conn.execute("UPDATE runs SET cpu_model = 'Xeon' WHERE run_number != 2")
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    hosts = {r["host"] for r in s["hosts"]["per_host"]}
+    assert len(hosts) == 2 and "node-b" in hosts
+    assert all(r["blocked_by"] == "host" and r["n_hosts"] == 2 for r in s["hosts"]["pooled"])
+    assert any("CPU model" in w and "EPYC" in w for w in s["warnings"])

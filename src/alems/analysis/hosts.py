@@ -5,11 +5,11 @@ machines, so a pair is only meaningful on one host: a pair counts for a host whe
 ran there (a fleet never splits a pair; a pair whose arms carry different hosts — half run
 by a local batch, half by a fleet — is left out and counted in a warning).
 
-- per host: for each (host, task, provider) the ratio of means over that host's complete
-  pairs, with the percentile bootstrap over its pairs (`stats.bootstrap_ratio_of_means`);
-- pooled: for each (task, provider) Σ agentic / Σ linear over the pairs of all hosts, with a
-  *stratified* bootstrap: each replicate resamples pairs within each host, keeping every
-  host's number of pairs, so the between-host differences never enter the resampling.
+- per host: for each (host, task, provider) the tax of `alems.analysis.tax` (Σ agentic ÷
+  Σ linear over that host's complete pairs, log-jackknife t interval);
+- pooled: for each (task, provider) Σ agentic ÷ Σ linear over the pairs of all hosts, its
+  interval stratified by host (the host is a block: pairs are compared only within a host,
+  and between-host differences in energy level do not widen or bias the interval).
 
 Warnings say when hosts differ in energy source or CPU model (their energies are not of
 the same kind; compare the per-host rows) and when pairs cross hosts.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from alems.analysis import stats
+from alems.analysis import tax
 
 UNKNOWN_HOST = "unknown host"
 
@@ -52,37 +52,6 @@ def _pairs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return pairs[["host", "linear_j", "agentic_j"]].reset_index(), int((~same).sum())
 
 
-def stratified_ratio(blocks: list[tuple[np.ndarray, np.ndarray]], *, confidence: float,
-                     seed: int, resamples: int) -> dict:
-    """Σ agentic / Σ linear over all blocks' pairs with a bootstrap that resamples pairs
-    within each block ((linear, agentic) arrays per block)."""
-    lin = np.concatenate([b[0] for b in blocks]) if blocks else np.array([])
-    ag = np.concatenate([b[1] for b in blocks]) if blocks else np.array([])
-    out = {"n_pairs": int(lin.size), "n_hosts": len(blocks), "tax_ratio": None,
-           "ci_low": None, "ci_high": None, "tax_percent": None,
-           "method": "ratio of means over complete same-host pairs; percentile bootstrap "
-                     "resampling pairs within each host", "bootstrap_seed": seed,
-           "bootstrap_resamples": resamples}
-    if lin.size == 0 or lin.sum() <= 0:
-        return out
-    ratio = float(ag.sum() / lin.sum())
-    out.update(tax_ratio=ratio, tax_percent=(ratio - 1.0) * 100.0)
-    if lin.size < 2:
-        return out
-    rng = np.random.default_rng(seed)
-    lin_sums = np.zeros(resamples)
-    ag_sums = np.zeros(resamples)
-    for b_lin, b_ag in blocks:
-        idx = rng.integers(0, b_lin.size, size=(resamples, b_lin.size))
-        lin_sums += b_lin[idx].sum(axis=1)
-        ag_sums += b_ag[idx].sum(axis=1)
-    keep = lin_sums > 0
-    alpha = 1.0 - confidence
-    low, high = np.quantile(ag_sums[keep] / lin_sums[keep], [alpha / 2, 1 - alpha / 2])
-    out.update(ci_low=float(low), ci_high=float(high))
-    return out
-
-
 def _describe_hosts(runs: pd.DataFrame) -> list[dict]:
     hosts = []
     for host, cell in runs.groupby("host", sort=True):
@@ -100,9 +69,7 @@ def _differ_warning(hosts: list[dict], key: str, what: str, consequence: str) ->
     return f"hosts differ in {what} ({listed}) — {consequence}"
 
 
-def host_tax(runs: pd.DataFrame, *, confidence: float = 0.95,
-             seed: int = stats.DEFAULT_BOOTSTRAP_SEED,
-             resamples: int = stats.DEFAULT_BOOTSTRAP_RESAMPLES) -> HostTax:
+def host_tax(runs: pd.DataFrame, *, confidence: float = 0.95) -> HostTax:
     """Per-host and host-blocked pooled tax rows, and the warnings (module docstring)."""
     runs = runs.copy()
     if "host" not in runs:
@@ -113,19 +80,17 @@ def host_tax(runs: pd.DataFrame, *, confidence: float = 0.95,
     runs["host"] = runs["host"].where(runs["host"].notna(), UNKNOWN_HOST)
     result = HostTax(hosts=_describe_hosts(runs))
     pairs, crossed = _pairs(runs)
+    def as_pairs(cell: pd.DataFrame) -> list[tax.Pair]:
+        return [tax.Pair(r.task_name, r.provider, int(r.run_number), float(r.linear_j),
+                         float(r.agentic_j)) for r in cell.itertuples()]
+
     for (host, task, provider), cell in pairs.groupby(["host", "task_name", "provider"], sort=True):
-        est = stats.bootstrap_ratio_of_means(cell["linear_j"].tolist(), cell["agentic_j"].tolist(),
-                                             confidence=confidence, seed=seed, resamples=resamples)
-        result.per_host.append({
-            "host": host, "task": task, "provider": provider, "n_pairs": est.n_pairs,
-            "tax_ratio": est.ratio, "ci_low": est.ci_low, "ci_high": est.ci_high,
-            "tax_percent": est.percent, "mean_of_pair_ratios": est.mean_of_pair_ratios})
+        result.per_host.append({"host": host, **tax.tax_row(task, provider, as_pairs(cell),
+                                                            None, confidence)})
     for (task, provider), cell in pairs.groupby(["task_name", "provider"], sort=True):
-        blocks = [(g["linear_j"].to_numpy(float), g["agentic_j"].to_numpy(float))
-                  for _, g in cell.groupby("host", sort=True)]
-        result.pooled.append({"task": task, "provider": provider,
-                              **stratified_ratio(blocks, confidence=confidence, seed=seed,
-                                                 resamples=resamples)})
+        row = tax.tax_row(task, provider, as_pairs(cell), cell["host"].tolist(), confidence)
+        result.pooled.append({**row, "n_hosts": int(cell["host"].nunique()),
+                              "blocked_by": "host"})
     if len(result.hosts) > 1:
         for key, what, consequence in (
                 ("energy_sources", "energy source",

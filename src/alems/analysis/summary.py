@@ -28,6 +28,7 @@ import pandas as pd
 
 from alems.errors import AlemsError
 from alems.analysis import stats
+from alems.analysis.hosts import host_tax
 from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.samples import energy_between_uj, load_energy
@@ -228,6 +229,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         warnings.append(f"{n_negative} run(s) have no carbon/water/methane: "
                         f"{NEGATIVE_DYNAMIC_REASON} (left out of the footprint totals)")
     warnings.extend(_baseline_warnings(runs))
+    hosts = host_tax(runs, confidence=confidence)
+    warnings.extend(hosts.warnings)
     headline = overall(taxes)
     devices = _all_devices_tax(ok_runs, confidence)
     return {
@@ -237,6 +240,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         "headline": headline, "headline_text": format_headline(headline),
         "workflows": workflow_rows, "tax": taxes, "phases": phase_rows, "warnings": warnings,
         "tax_energy": CPU_LABEL, **devices,
+        "hosts": {"machines": hosts.hosts, "per_host": hosts.per_host, "pooled": hosts.pooled},
         "definitions": {
             "tax_all_devices": "the same tax over CPU package + GPU dynamic energy (runs that "
                                "measured a GPU through NVML); absent when none did",

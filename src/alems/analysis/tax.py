@@ -62,7 +62,7 @@ def all_device_energy_j(cpu_dynamic_uj, gpu_dynamic_uj) -> float | None:
     return (float(cpu_dynamic_uj) + float(gpu_dynamic_uj)) / 1e6
 
 
-def _row(task: str, provider: str, pairs: list[Pair], strata, confidence: float) -> dict:
+def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: float) -> dict:
     est = stats.ratio_of_sums([p.linear_j for p in pairs], [p.agentic_j for p in pairs],
                               confidence=confidence, strata=strata)
     pct = (lambda v: None if v is None else (v - 1.0) * 100.0)
@@ -92,12 +92,12 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
     for p in pairs:
         cells.setdefault((p.task, p.provider), []).append(p)
     for (task, provider), cell in sorted(cells.items()):
-        rows.append(_row(task, provider, cell, None, confidence))
+        rows.append(tax_row(task, provider, cell, None, confidence))
     providers = sorted({provider for _, provider in cells})
     for provider in providers:
         cell = [p for p in pairs if p.provider == provider]
-        rows.append(_row(ALL, provider, cell, [p.task for p in cell], confidence))
-    rows.append(_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
+        rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence))
+    rows.append(tax_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
                      confidence))
     return rows
 
