@@ -32,6 +32,7 @@ from alems.measure.result import (  # noqa: F401  (re-exported: the historic imp
     Phase, SampleResult, build_columns, table_from_columns)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
+from alems.measure import threads as instrument_threads
 
 _DRAIN_INTERVAL_S = 0.05
 _MAX_RING = 1 << 15
@@ -107,6 +108,11 @@ class Sampler(PhaseMarks):
     def start(self) -> None:
         if self._native is not None:
             raise AlemsError("sampler already started; call stop() first")
+        # Our threads are made by an uncounted thread, so they inherit no workload counter.
+        instrument_threads.run_outside_workload(self._start)
+        instrument_threads.register(self._tids)
+
+    def _start(self) -> None:
         plan = plan_sources(self.sources, self.roots, pid=self.pid,
                             system_wide=self.system_wide, w_per_core=self._w_per_core)
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
@@ -175,6 +181,7 @@ class Sampler(PhaseMarks):
         finally:
             self._stop_evt.set()
             self._drainer.join()  # never free the ring under a running drain
+            instrument_threads.unregister(self._tids)
         try:
             self._drain_once()
             stats = native.stats()
