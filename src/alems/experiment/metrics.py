@@ -149,10 +149,13 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         energy_error = str(exc)
     else:
         energy_error = None
+    null_reason = getattr(result, "energy_null_reason", None)
     for dom in DOMAINS:
         value = energy.get(dom)
+        why = energy_error or (  # too few samples, or a gap that could hide a wrap
+            null_reason(dom, t0, t1) if null_reason is not None and dom in energy else None)
         m.set(f"{dom}_energy_uj", None if value is None else float(value),
-              energy_error or f"energy source {src!r} exposes no {dom} domain on this machine")
+              why or f"energy source {src!r} exposes no {dom} domain on this machine")
     total = m.columns["pkg_energy_uj"]
     m.set("total_energy_uj", total, m.null_reasons.get("pkg_energy_uj"))
 
@@ -299,6 +302,11 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
 
     # ---- sampling quality
     hw.sampling_metrics(m, result, t, t0, t1)
+    summary = getattr(result, "summary", None) or {}
+    m.set("max_sample_gap_ns", summary.get("max_gap_ns"),
+          "fewer than 2 samples" if "max_gap_ns" in summary else "sampler reported no gaps")
+    m.set("skipped_deadlines", summary.get("skipped_deadlines"),
+          "sampler reported no skipped deadlines")
     return m
 
 

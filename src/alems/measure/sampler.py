@@ -25,7 +25,7 @@ from alems import __version__, config
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure.ctxsw import SwitchTracker
-from alems.measure.names import MAX_HZ
+from alems.measure.names import DOMAINS, MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
@@ -33,6 +33,7 @@ from alems.measure.result import (  # noqa: F401  (re-exported: the historic imp
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
 from alems.measure import threads as instrument_threads
+from alems.measure.gaps import check_rate, wrap_gaps
 
 _DRAIN_INTERVAL_S = 0.05
 _MAX_RING = 1 << 15
@@ -116,6 +117,7 @@ class Sampler(PhaseMarks):
         plan = plan_sources(self.sources, self.roots, pid=self.pid,
                             system_wide=self.system_wide, w_per_core=self._w_per_core)
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
+        check_rate(self.hz, columns)  # refuse a rate at which a skipped sample hides a wrap
         self.energy_source = plan.energy_source
         inputs = [(spec, slot) for slot, col in enumerate(columns) for spec in col.inputs]
         period_ns = max(1, int(round(1e9 / self.hz)))
@@ -212,7 +214,10 @@ class Sampler(PhaseMarks):
         cols, units = build_columns(t, raw, self._columns, self._est)
         table = table_from_columns(cols)
         extra: dict = {"sources": list(self._used), "source_notes": list(self._notes),
-                       "slow_hz": self.hz / self._slow_every}
+                       "slow_hz": self.hz / self._slow_every,
+                       "wrap_gaps": wrap_gaps(t, self._columns, {
+                           d: cols[f"{d}_energy_uj"] for d in DOMAINS
+                           if f"{d}_energy_uj" in cols})}
         if self._est is not None:
             extra["estimate_model"] = dict(self._est)
             extra["estimate_w_per_core"] = self._est["w_per_core"]

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from alems.errors import AlemsError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
