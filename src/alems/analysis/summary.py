@@ -188,8 +188,6 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         t["epg_linear_j"] = epg.get((t["task"], t["provider"], "linear"))
         t["epg_agentic_j"] = epg.get((t["task"], t["provider"], "agentic"))
         t["estimate"] = bool(is_estimate[in_row].any())
-        # the report's caption still reads these; no bootstrap any more
-        t["bootstrap_seed"] = t["bootstrap_resamples"] = None
         warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
         n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)

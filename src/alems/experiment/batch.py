@@ -32,6 +32,8 @@ from alems import config
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.experiment import conditions
+from alems.measure.quiet import LoadProbe
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
                                    planned_runs, runs_to_do, validate_numbers)
 from alems.store import db as store_db
@@ -54,6 +56,7 @@ class BatchSummary:
     errors: int = 0
     per_workflow: dict = field(default_factory=dict)   # workflow -> (n ok, mean dynamic J)
     mean_tax_percent: float | None = None
+    headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
@@ -178,6 +181,7 @@ class BatchRunner:
         sampler = self.sampler_factory()
         started_at = store_runs.utc_now_iso()
         sampler.start()
+        load = LoadProbe().start()  # what else ran (issue 8: flag runs that were not quiet)
         instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
         before = ProcessCounters.now(instrument)
         workflow, error = None, None
@@ -189,11 +193,13 @@ class BatchRunner:
                                        max_steps=cfg.max_steps,
                                        max_tool_calls=cfg.max_tool_calls)
         except KeyboardInterrupt:
+            load.stop()
             sampler.stop()
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
             error = f"{type(exc).__name__}: {exc}".strip()
         after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
+        background = load.stop()
         result = sampler.stop()
         extracted, correct = None, None
         if workflow is not None:
@@ -206,6 +212,8 @@ class BatchRunner:
             extracted_answer=extracted, correct=correct, clip_negative=cfg.clip_negative,
             process_before=before, process_after=after, country=cfg.country,
             footprint=self.footprint)
+        for name, (value, why) in background.items():
+            metrics.set(name, value, why)
         phases = phase_rows(result)
         row = {"exp_id": exp_id, "workflow_type": key.workflow, "run_number": key.rep,
                "pair_order": key.pair_order, "order_index": key.order_index,
@@ -342,12 +350,17 @@ class BatchRunner:
         energy_source = self._energy_source()
         summary.energy_source = energy_source
 
+        max_age_s = cfg.baseline_max_age_s if cfg.baseline_every_s is None \
+            else min(cfg.baseline_max_age_s, cfg.baseline_every_s)
+
         def current_baseline():
             return baseline_mod.get_or_measure(
                 conn, self.sampler_factory, energy_source,
                 duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-                max_age_s=cfg.baseline_max_age_s, log=self.log)
+                max_age_s=max_age_s, log=self.log)
 
+        if cfg.warm_up:
+            conditions.warm_up(self.providers, cfg, self.log)
         progress = self.progress
         progress.begin(len(todo))
         completed = False
@@ -357,6 +370,8 @@ class BatchRunner:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
                 base = current_baseline()
+                if cfg.require_quiet:
+                    conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
                 row = self._execute(key, exp_ids[(key.task, key.provider)], group_id, conn,
                                     db_path, base)
@@ -374,5 +389,7 @@ class BatchRunner:
         summary.ok, summary.errors = totals.ok, totals.errors
         summary.per_workflow.update(totals.per_workflow)
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
+        if len(self.cfg.workflows) >= 2:
+            summary.headline_text = conditions.headline_text(conn, summary.group_id)
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source

@@ -184,6 +184,15 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         m.set("dynamic_energy_uj", None, why)
         m.set("dynamic_clipped", None, why)
     dynamic = m.columns["dynamic_energy_uj"]
+    # The idle baseline is a mean of n windows: its standard error × duration is the
+    # uncertainty it adds to dynamic energy.
+    pkg_sd = (getattr(baseline, "power_w_std", None) or {}).get("pkg") if base_power else None
+    n_base = getattr(baseline, "repetitions", 0) or 0
+    if dynamic is not None and pkg_sd is not None and n_base >= 2:
+        m.set("dynamic_energy_se_uj", pkg_sd / math.sqrt(n_base) * duration_s * 1e6)
+    else:
+        m.set("dynamic_energy_se_uj", None, m.null_reasons.get("dynamic_energy_uj")
+              or "the baseline has one window: no standard error")
 
     core = m.columns["core_energy_uj"]
     core_idle_w = base_power.get("core")
