@@ -225,6 +225,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         warnings.append(f"{n_negative} run(s) have no carbon/water/methane: "
                         f"{NEGATIVE_DYNAMIC_REASON} (left out of the footprint totals)")
     warnings.extend(_baseline_warnings(runs))
+    warnings.extend(_conditions_warnings(runs))
     headline = overall(taxes)
     return {
         "group_id": group.group_id, "created_at": group.created_at, "status": group.status,
@@ -294,6 +295,26 @@ def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
         if isinstance(b_src, str) and r_src and r_src != {b_src}:
             out.append(f"baseline #{int(bid)} came from {b_src} but runs used "
                        f"{', '.join(sorted(r_src))}")
+    return out
+
+
+def _conditions_warnings(runs: pd.DataFrame) -> list[str]:
+    """Runs measured on a machine that was not quiet (alems.measure.quiet), and runs whose
+    energy is unknown because a sampling gap could hide a counter wrap."""
+    out = []
+    if "quiet" in runs:
+        loud = runs[runs["quiet"] == 0]
+        if len(loud):
+            first = loud.iloc[0]
+            out.append(f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+                       f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
+                       f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
+                       "includes other work's — rerun with --require-quiet")
+    if "null_reasons" in runs:
+        gaps = runs["null_reasons"].fillna("").str.contains("counter wrap", regex=False)
+        if gaps.any():
+            out.append(f"{int(gaps.sum())} run(s) have unknown energy: a gap between samples "
+                       "could hide a whole counter wrap (see runs.max_sample_gap_ns)")
     return out
 
 
