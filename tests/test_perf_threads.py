@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import sqlite3
 import threading
 
@@ -27,11 +28,13 @@ def _thread_cpu_ns(tid: int) -> int:
 
 
 def workload_cpu_ns() -> int:
-    """CPU time of every live thread of this process except the instrument's."""
-    total = 0
-    for tid in instrument_threads.workload_tids():
+    """CPU time of this process (every thread, exited ones too: getrusage) minus the
+    instrument's threads (alive over the measured span)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    total = int(round((ru.ru_utime + ru.ru_stime) * 1e9))
+    for tid in instrument_threads.instrument_tids():
         try:
-            total += _thread_cpu_ns(tid)
+            total -= _thread_cpu_ns(tid)
         except OSError:
             pass
     return total
@@ -44,26 +47,24 @@ class Pool:
         self.jobs = [threading.Event() for _ in range(n)]
         self.done = [threading.Event() for _ in range(n)]
         self.quit = False
-        self.work_s = 0.0
+        self.work = 0
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True)
                         for i in range(n)]
         for t in self.threads:
             t.start()
 
     def _loop(self, i: int) -> None:
-        import time
         while True:
             self.jobs[i].wait()
             self.jobs[i].clear()
             if self.quit:
                 return
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < self.work_s:
+            for _ in range(self.work):  # a fixed amount of CPU work, however loaded
                 hashlib.sha256(_DATA).digest()  # releases the GIL: both threads run
             self.done[i].set()
 
-    def run(self, seconds: float) -> None:
-        self.work_s = seconds
+    def run(self, hashes: int) -> None:
+        self.work = hashes
         for e in self.jobs:
             e.set()
         for e in self.done:
@@ -93,7 +94,7 @@ def test_sampler_counts_threads_created_before_it_started():
         s = Sampler(hz=100, sources=["perf"])
         s.start()
         c0 = workload_cpu_ns()
-        pool.run(0.3)
+        pool.run(60)
         c1 = workload_cpu_ns()
         res = s.stop()
     finally:
@@ -123,13 +124,26 @@ class _Measured:
         return self.s.stop()
 
 
-def test_every_batch_run_counts_the_models_threads(tmp_path):
+class _NoProbe:
+    """The background-load probe's thread is not the subject here."""
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return {}
+
+
+def test_every_batch_run_counts_the_models_threads(tmp_path, monkeypatch):
     _perf_or_skip()
+    import alems.experiment.batch as batch_mod
+
+    monkeypatch.setattr(batch_mod, "LoadProbe", _NoProbe)
     pool = Pool(2)
 
     class Provider(ScriptedProvider):
         def generate(self, prompt, settings, *, system=None):
-            pool.run(0.12)
+            pool.run(30)
             return super().generate(prompt, settings, system=system)
 
     cfg = BatchConfig(tasks=["gsm8k_basic"], providers=["scripted"], repetitions=2, seed=1,

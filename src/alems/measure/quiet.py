@@ -106,7 +106,8 @@ class LoadProbe:
         _, self._steal0, self._total0 = read_stat(self.proc_root)
         self._poll()
         self._thread = threading.Thread(target=self._loop, name="alems-load", daemon=True)
-        self._thread.start()
+        # made by an uncounted thread: the probe inherits none of the workload's counters
+        instrument_threads.run_outside_workload(self._thread.start)
         return self
 
     def stop(self) -> dict[str, tuple[object, str | None]]:
