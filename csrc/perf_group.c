@@ -90,7 +90,7 @@ int read_one(alems_sampler *s, int i)
     const input_state *st = &s->st[i];
     if (st->group == i)
         return read_group(s, i);
-    if (st->group >= 0)
+    if (st->group >= 0 || st->fd < 0) /* member, or a thread that exited before opening */
         return 0;
     int64_t v;
     int rc = read_input(&s->inputs[i], st->fd, s->textbuf, &v);
@@ -103,6 +103,8 @@ static void add_note(alems_sampler *s, const alems_channel *ch, const char *what
 {
     if (s->note[0]) /* the first refusal says what happened */
         return;
+    if (e == ESRCH && (ch->perf_flags & ALEMS_PERF_THREAD))
+        return; /* a thread that exited meanwhile: not a grouping refusal */
     snprintf(s->note, sizeof s->note,
              "perf counter %.200s (pid=%d cpu=%d) %s (%s); it is read on its own", ch->path,
              ch->pid, ch->cpu, what, strerror(e));
@@ -155,5 +157,9 @@ int open_one(alems_sampler *s, int i, char *err, size_t errlen)
     int fd = open_input(ch, err, errlen);
     if (fd >= 0)
         st->fd = fd;
+    if (fd == -ESRCH && ch->kind == ALEMS_CH_PERF && (ch->perf_flags & ALEMS_PERF_THREAD)) {
+        st->last = 0; /* the thread exited between listing and opening: it counts nothing */
+        return 0;
+    }
     return fd;
 }

@@ -145,6 +145,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     pct = int(round(confidence * 100))
     out: list[Block] = [
         Block("h1", f"A-LEMS report — batch {group.group_id}"),
+        Block("p", summary["headline_text"] + est_tag),  # the same headline everywhere
         Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
                    f"{db_path.name}. Energy is package energy (RAPL) minus the idle baseline "
                    f"(dynamic energy); intervals are {pct} % confidence intervals."),
@@ -174,9 +175,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        _fmt(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
     out.append(Block("table", f"Orchestration tax (Σ agentic ÷ Σ linear dynamic energy over "
-                              f"complete pairs; {pct} % percentile bootstrap CI over pairs, "
-                              f"seed {summary['tax'][0]['bootstrap_seed'] if summary['tax'] else '–'})"
-                              f"{est_tag}",
+                              f"complete pairs; {pct} % interval: "
+                              f"{summary['definitions']['tax_ci']}){est_tag}",
                      ["task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
                       "mean pair ratio", "EpG linear J", "EpG agentic J"],
                      [[t["task"], t["provider"], str(t["n_pairs"]),
@@ -218,7 +218,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     for caption, png in (
         (f"Figure 2. Dynamic energy per run by workflow (box: quartiles; dots: runs){est_tag}.",
          figures.energy_distributions(runs, est)),
-        (f"Figure 3. Orchestration tax with {pct} % bootstrap CI; dashed line = no tax{est_tag}.",
+        (f"Figure 3. Orchestration tax with its {pct} % interval; dashed line = no tax{est_tag}.",
          figures.tax_ratios(summary["tax"], est, confidence)),
         (f"Figure 4. Share of agentic package energy by stage and by activity{est_tag}.",
          figures.phase_breakdown(summary["phases"], est)),

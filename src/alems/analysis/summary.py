@@ -190,8 +190,6 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         t["epg_linear_j"] = epg.get((t["task"], t["provider"], "linear"))
         t["epg_agentic_j"] = epg.get((t["task"], t["provider"], "agentic"))
         t["estimate"] = bool(is_estimate[in_row].any())
-        # the report's caption still reads these; no bootstrap any more
-        t["bootstrap_seed"] = t["bootstrap_resamples"] = None
         warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
         n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)
@@ -231,6 +229,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     warnings.extend(_baseline_warnings(runs))
     hosts = host_tax(runs, confidence=confidence)
     warnings.extend(hosts.warnings)
+    warnings.extend(_conditions_warnings(runs))
     headline = overall(taxes)
     devices = _all_devices_tax(ok_runs, confidence)
     return {
@@ -318,6 +317,26 @@ def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
         if isinstance(b_src, str) and r_src and r_src != {b_src}:
             out.append(f"baseline #{int(bid)} came from {b_src} but runs used "
                        f"{', '.join(sorted(r_src))}")
+    return out
+
+
+def _conditions_warnings(runs: pd.DataFrame) -> list[str]:
+    """Runs measured on a machine that was not quiet (alems.measure.quiet), and runs whose
+    energy is unknown because a sampling gap could hide a counter wrap."""
+    out = []
+    if "quiet" in runs:
+        loud = runs[runs["quiet"] == 0]
+        if len(loud):
+            first = loud.iloc[0]
+            out.append(f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+                       f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
+                       f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
+                       "includes other work's — rerun with --require-quiet")
+    if "null_reasons" in runs:
+        gaps = runs["null_reasons"].fillna("").str.contains("counter wrap", regex=False)
+        if gaps.any():
+            out.append(f"{int(gaps.sum())} run(s) have unknown energy: a gap between samples "
+                       "could hide a whole counter wrap (see runs.max_sample_gap_ns)")
     return out
 
 

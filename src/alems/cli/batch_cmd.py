@@ -17,7 +17,7 @@ from alems import config
 from alems.cli._common import handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
-from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
+from alems.experiment.plan import (DEFAULT_QUIET_TIMEOUT_S, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
                                    DEFAULT_N_CTX, DEFAULT_SEED, WORKFLOWS)
 
 RESUME_HELP = (
@@ -93,6 +93,14 @@ def batch_command(
                                                  "deterministic slices of the plan (whole pairs); "
                                                  "needs --group-id; join the shards' databases "
                                                  "with `alems merge`.")] = None,
+    baseline_every: Annotated[Optional[float], typer.Option("--baseline-every", help="Re-measure the "
+                                                            "idle baseline at least every this many minutes.")] = None,
+    require_quiet: Annotated[bool, typer.Option("--require-quiet", help="Before each run, wait for a "
+                                                "quiet machine (see docs/METHODS.md).")] = False,
+    quiet_timeout: Annotated[float, typer.Option("--quiet-timeout", help="Longest wait for a quiet "
+                                                 "machine (s); then the run goes ahead, flagged.")] = DEFAULT_QUIET_TIMEOUT_S,
+    no_warm_up: Annotated[bool, typer.Option("--no-warm-up", help="Skip the unmeasured warm-up call "
+                                             "per provider.")] = False,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.cli.progress import RichBatchProgress, format_summary
@@ -115,7 +123,9 @@ def batch_command(
         baseline_duration_s=baseline_duration, baseline_reps=baseline_reps,
         baseline_max_age_s=baseline_max_age, clip_negative=clip_negative,
         new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls,
-        ray_address=ray_address, shard=parse_shard(shard))
+        ray_address=ray_address, shard=parse_shard(shard),
+        baseline_every_s=None if baseline_every is None else baseline_every * 60,
+        require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up)
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose))
     runner.validate()

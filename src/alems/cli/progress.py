@@ -112,12 +112,11 @@ def format_summary(s: BatchSummary) -> str:
                 n, mean_j = s.per_workflow[wf]
                 val = "n/a" if mean_j is None else f"{mean_j:.4f} J"
                 lines.append(f"  {wf:<9} {n:>5} {val:>21}")
+    if s.headline_text:  # the same headline as `alems summary` and the report
+        lines.append(f"  {s.headline_text}")
     if s.tax_pairs:
-        lines.append(f"  mean orchestration tax: {s.mean_tax_percent:+.1f} % over "
-                     f"{s.tax_pairs} pair(s)")
-    elif s.per_workflow:
-        lines.append("  mean orchestration tax: n/a (no complete pair with positive linear "
-                     "dynamic energy)")
+        lines.append(f"  (mean of per-pair tax percentages: {s.mean_tax_percent:+.1f} % over "
+                     f"{s.tax_pairs} pair(s))")
     if s.saved:
         from alems.store.samples import group_dir
 

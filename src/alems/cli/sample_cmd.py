@@ -225,11 +225,11 @@ def summary_for_output(result, argv: List[str], exit_code: int, output: Optional
 
 def data_warnings(summary: dict) -> list[str]:
     """Problems with the measurement itself that the numbers alone would hide."""
-    warnings = []
+    warnings = list(summary.get("warnings") or [])  # the sampler's own (e.g. wrap gaps)
     source = summary.get("energy_source")
     energy = summary.get("energy_j") or {}
     if (source not in (None, "estimate") and (summary.get("duration_s") or 0) >= 0.1
-            and all(not v for v in energy.values())):
+            and all(v == 0 for v in energy.values())):
         domains = ", ".join(energy) or "no domain"
         warnings.append(
             f"the {source} energy counters did not advance during the run ({domains}: 0 J); "

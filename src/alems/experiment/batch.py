@@ -35,6 +35,7 @@ from typing import Callable
 from alems import config
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.execute import RunExecutor, store_measured
+from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.store import db as store_db
@@ -56,6 +57,7 @@ class BatchSummary:
     errors: int = 0
     per_workflow: dict = field(default_factory=dict)   # workflow -> (n ok, mean dynamic J)
     mean_tax_percent: float | None = None
+    headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
@@ -224,13 +226,18 @@ class BatchRunner:
         energy_source = self.executor.energy_source()
         summary.energy_source = energy_source
 
+        max_age_s = cfg.baseline_max_age_s if cfg.baseline_every_s is None \
+            else min(cfg.baseline_max_age_s, cfg.baseline_every_s)
+
         def current_baseline():
             return baseline_mod.get_or_measure(
                 conn, self.executor.sampler_factory, energy_source,
                 duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-                max_age_s=cfg.baseline_max_age_s, log=self.log,
+                max_age_s=max_age_s, log=self.log,
                 gpus=getattr(self.executor, "gpus", None))
 
+        if cfg.warm_up:
+            conditions.warm_up(self.providers, cfg, self.log)
         progress = self.progress
         progress.begin(len(todo))
         completed = False
@@ -240,6 +247,8 @@ class BatchRunner:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
                 base = current_baseline()
+                if cfg.require_quiet:
+                    conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
                 measured = self.executor.measure(key, base)
                 stored = store_measured(conn, db_path, group_id,
@@ -260,5 +269,7 @@ class BatchRunner:
         summary.ok, summary.errors = totals.ok, totals.errors
         summary.per_workflow.update(totals.per_workflow)
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
+        if len(self.cfg.workflows) >= 2:
+            summary.headline_text = conditions.headline_text(conn, summary.group_id)
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source

@@ -24,6 +24,7 @@ from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.plan import BatchConfig, RunKey
+from alems.measure.quiet import LoadProbe
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
@@ -126,8 +127,10 @@ class RunExecutor:
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
         started_at = store_runs.utc_now_iso()
-        before = ProcessCounters.now()
         sampler.start()
+        load = LoadProbe().start()  # what else ran (a run on a busy machine is flagged)
+        instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
+        before = ProcessCounters.now(instrument)
         workflow, error = None, None
         try:
             if key.workflow == "linear":
@@ -137,12 +140,14 @@ class RunExecutor:
                                        max_steps=cfg.max_steps,
                                        max_tool_calls=cfg.max_tool_calls)
         except KeyboardInterrupt:
+            load.stop()
             sampler.stop()
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
             error = f"{type(exc).__name__}: {exc}".strip()
+        after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
+        background = load.stop()
         result = sampler.stop()
-        after = ProcessCounters.now()
         extracted, correct = None, None
         if workflow is not None:
             try:
@@ -154,6 +159,8 @@ class RunExecutor:
             extracted_answer=extracted, correct=correct, clip_negative=cfg.clip_negative,
             process_before=before, process_after=after, country=cfg.country,
             footprint=self.footprint)
+        for name, (value, why) in background.items():
+            metrics.set(name, value, why)
         row = {"workflow_type": key.workflow, "run_number": key.rep,
                "pair_order": key.pair_order, "order_index": key.order_index,
                "item_id": item.id, "status": "ok" if error is None else "error",

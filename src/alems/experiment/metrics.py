@@ -154,10 +154,13 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         energy_error = str(exc)
     else:
         energy_error = None
+    null_reason = getattr(result, "energy_null_reason", None)
     for dom in DOMAINS:
         value = energy.get(dom)
+        why = energy_error or (  # too few samples, or a gap that could hide a wrap
+            null_reason(dom, t0, t1) if null_reason is not None and dom in energy else None)
         m.set(f"{dom}_energy_uj", None if value is None else float(value),
-              energy_error or f"energy source {src!r} exposes no {dom} domain on this machine")
+              why or f"energy source {src!r} exposes no {dom} domain on this machine")
     total = m.columns["pkg_energy_uj"]
     m.set("total_energy_uj", total, m.null_reasons.get("pkg_energy_uj"))
 
@@ -186,6 +189,15 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
         m.set("dynamic_energy_uj", None, why)
         m.set("dynamic_clipped", None, why)
     dynamic = m.columns["dynamic_energy_uj"]
+    # The idle baseline is a mean of n windows: its standard error × duration is the
+    # uncertainty it adds to dynamic energy.
+    pkg_sd = (getattr(baseline, "power_w_std", None) or {}).get("pkg") if base_power else None
+    n_base = getattr(baseline, "repetitions", 0) or 0
+    if dynamic is not None and pkg_sd is not None and n_base >= 2:
+        m.set("dynamic_energy_se_uj", pkg_sd / math.sqrt(n_base) * duration_s * 1e6)
+    else:
+        m.set("dynamic_energy_se_uj", None, m.null_reasons.get("dynamic_energy_uj")
+              or "the baseline has one window: no standard error")
 
     core = m.columns["core_energy_uj"]
     core_idle_w = base_power.get("core")
@@ -305,6 +317,11 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
 
     # ---- sampling quality
     hw.sampling_metrics(m, result, t, t0, t1)
+    summary = getattr(result, "summary", None) or {}
+    m.set("max_sample_gap_ns", summary.get("max_gap_ns"),
+          "fewer than 2 samples" if "max_gap_ns" in summary else "sampler reported no gaps")
+    m.set("skipped_deadlines", summary.get("skipped_deadlines"),
+          "sampler reported no skipped deadlines")
     return m
 
 

@@ -1,8 +1,10 @@
 """Batch planning and the resume decision: pure functions, no I/O.
 
-Order. The linear and agentic runs of one (task, provider, repetition) form a *pair*. The
-pairs are shuffled with the seed, and which arm goes first is counterbalanced: over all
-pairs, half start with linear and half with agentic (the odd one decided by the seed). The
+Order. The runs of the arms (linear, agentic, …) of one (task, provider, repetition) form a
+*pair* (a set of k arms). The pairs are shuffled with the seed, and the arm order is
+counterbalanced within each (task, provider) stratum: its pairs use the k rotations of the
+arm list equally often (so each arm is first, second, … equally often; with 2 arms half
+start with linear, half with agentic), the remainder drawn by the seed. The
 plan covers repetitions 1..N regardless of --start-from, so a run keeps its place
 (`runs.order_index`) and its arm position (`runs.pair_order`: 0 first, 1 second) across
 resumptions; the plan is stored in `batch_sessions.order_json`.
@@ -42,6 +44,7 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_N_CTX = 2048
 DEFAULT_MAX_STEPS = 5
 DEFAULT_MAX_TOOL_CALLS = 5
+DEFAULT_QUIET_TIMEOUT_S = 300.0
 
 
 # ---------------------------------------------------------------- configuration
@@ -79,6 +82,10 @@ class BatchConfig:
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     ray_address: str | None = None   # run on a Ray cluster (alems.experiment.fleet)
     shard: tuple[int, int] | None = None   # (K, N): only the K-th of N slices of the plan
+    baseline_every_s: float | None = None   # re-measure the idle baseline this often
+    require_quiet: bool = False             # wait for a quiet machine before each run
+    quiet_timeout_s: float = DEFAULT_QUIET_TIMEOUT_S
+    warm_up: bool = True                    # one unmeasured call per provider first
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
@@ -96,7 +103,9 @@ class BatchConfig:
         d.update(repetitions=self.repetitions, cool_down_s=self.cool_down_s,
                  country=self.country, clip_negative=self.clip_negative,
                  baseline_duration_s=self.baseline_duration_s,
-                 baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s)
+                 baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s,
+                 baseline_every_s=self.baseline_every_s, require_quiet=self.require_quiet,
+                 quiet_timeout_s=self.quiet_timeout_s, warm_up=self.warm_up)
         if self.shard is not None:
             d["shard"] = list(self.shard)
         return d
@@ -138,6 +147,11 @@ def validate_numbers(cfg: BatchConfig) -> None:
         raise UsageError(f"--baseline-reps must be >= 1, got {cfg.baseline_reps}")
     if cfg.baseline_max_age_s < 0:
         raise UsageError(f"--baseline-max-age must be >= 0 s, got {cfg.baseline_max_age_s:g}")
+    if cfg.baseline_every_s is not None and not cfg.baseline_every_s > 0:
+        raise UsageError(f"--baseline-every must be > 0 minutes, got "
+                         f"{cfg.baseline_every_s / 60:g}")
+    if not cfg.quiet_timeout_s >= 0:
+        raise UsageError(f"--quiet-timeout must be >= 0 s, got {cfg.quiet_timeout_s:g}")
     bad = [w for w in cfg.workflows if w not in WORKFLOWS]
     if bad:
         raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
@@ -165,26 +179,33 @@ class RunKey:
         return [self.task, self.provider, self.workflow, self.rep]
 
 
+def arm_orders(arms, n: int, rng: random.Random) -> list[tuple[str, ...]]:
+    """`n` arm orders for the pairs of one stratum: the k rotations of `arms` (each arm
+    once in each position, a Latin square) used equally often, the n mod k left over
+    drawn without repetition; shuffled."""
+    k = len(arms)
+    rotations = [tuple(arms[(i + j) % k] for j in range(k)) for i in range(k)]
+    orders = rotations * (n // k) + rng.sample(rotations, n % k)
+    rng.shuffle(orders)
+    return orders
+
+
 def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list[RunKey]:
-    """The full, seeded, counterbalanced run order (see the module docstring)."""
+    """The full, seeded, counterbalanced run order (see the module docstring): which arm
+    runs first is balanced within each (task, provider) stratum, over any number of arms."""
     rng = random.Random(f"alems-batch-order|{seed}")
-    pairs = [(t, p, r) for t in tasks for p in providers for r in range(1, repetitions + 1)]
-    rng.shuffle(pairs)
-    arms = [w for w in WORKFLOWS if w in workflows]
+    arms = [w for w in WORKFLOWS if w in workflows] + [w for w in workflows
+                                                       if w not in WORKFLOWS]
+    groups: list[tuple[str, str, int, tuple[str, ...]]] = []
+    for t in tasks:
+        for p in providers:
+            orders = arm_orders(arms, repetitions, rng)
+            groups += [(t, p, r, orders[r - 1]) for r in range(1, repetitions + 1)]
+    rng.shuffle(groups)
     keys: list[RunKey] = []
-    if len(arms) == 2:
-        n = len(pairs)
-        linear_first = [True] * (n // 2) + [False] * (n // 2)
-        if n % 2:
-            linear_first.append(rng.random() < 0.5)
-        rng.shuffle(linear_first)
-        for (t, p, r), lin_first in zip(pairs, linear_first):
-            order = WORKFLOWS if lin_first else WORKFLOWS[::-1]
-            for pos, w in enumerate(order):
-                keys.append(RunKey(t, p, w, r, len(keys), pos))
-    else:
-        for t, p, r in pairs:
-            keys.append(RunKey(t, p, arms[0], r, len(keys), None))
+    for t, p, r, order in groups:
+        for pos, w in enumerate(order):
+            keys.append(RunKey(t, p, w, r, len(keys), pos if len(order) > 1 else None))
     return keys
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
 from alems.measure import estimate
+from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
 from alems.measure.sources.base import Column
 
@@ -86,6 +87,8 @@ class SampleResult:
         self._t = arrow_to_numpy(table.column("t_ns")) if table.num_rows else np.zeros(0, np.int64)
         self.t_start_ns = int(self._t[0]) if len(self._t) else 0
         self.t_end_ns = int(self._t[-1]) if len(self._t) else 0
+        # Gaps that could hide a whole counter wrap (alems.measure.gaps), from the sampler.
+        self.wrap_gaps = list((extra_summary or {}).get("wrap_gaps") or [])
         self.summary = self._summarize(stats or {}, extra_summary or {})
         self.metadata = dict(metadata or {})
         self.metadata["energy_source"] = energy_source
@@ -102,16 +105,30 @@ class SampleResult:
         t1 = self.t_end_ns if t1_ns is None else int(t1_ns)
         return t0, t1
 
-    def energy_uj(self, t0_ns: int | None = None, t1_ns: int | None = None) -> dict[str, float]:
-        """Energy per canonical domain between t0 and t1, interpolated at the bounds."""
-        if len(self._t) == 0:
-            return {d: 0.0 for d in self.domains}
+    def energy_uj(self, t0_ns: int | None = None,
+                  t1_ns: int | None = None) -> dict[str, float | None]:
+        """Energy per canonical domain between t0 and t1, interpolated at the bounds; None
+        (see `energy_null_reason`) with fewer than 2 samples or across a gap that could
+        hide a whole counter wrap."""
         t0, t1 = self._bounds(t0_ns, t1_ns)
-        out = {}
+        out: dict[str, float | None] = {}
         for d in self.domains:
+            if self.energy_null_reason(d, t0, t1) is not None:
+                out[d] = None
+                continue
             y = self._col(f"{d}_energy_uj")
             out[d] = _interp(self._t, y, t1) - _interp(self._t, y, t0)
         return out
+
+    def energy_null_reason(self, domain: str, t0_ns: int | None = None,
+                           t1_ns: int | None = None) -> str | None:
+        """Why the energy of `domain` between t0 and t1 is unknown (None: it is known)."""
+        if len(self._t) < 2:
+            return (f"only {len(self._t)} sample(s): energy needs two (the run was shorter "
+                    "than one sampling period, or the sampler failed)")
+        t0, t1 = self._bounds(t0_ns, t1_ns)
+        hit = gaps_within(self.wrap_gaps, domain, t0, t1)
+        return gap_reason(max(hit, key=lambda g: g["gap_s"])) if hit else None
 
     def counter_delta(self, name: str, t0_ns: int | None = None, t1_ns: int | None = None):
         """Increase of a cumulative counter column between t0 and t1 (None if absent)."""
@@ -136,10 +153,15 @@ class SampleResult:
     def _summarize(self, stats: dict, extra: dict) -> dict:
         n = len(self._t)
         duration_s = (self.t_end_ns - self.t_start_ns) / 1e9 if n >= 2 else 0.0
-        energy_j = {}
+        energy_j: dict[str, float | None] = {}
+        warnings: list[str] = []
         for d in self.domains:
+            why = self.energy_null_reason(d)
             y = self._col(f"{d}_energy_uj")
-            energy_j[d] = float(y[-1] - y[0]) / 1e6 if n else 0.0
+            energy_j[d] = None if why else float(y[-1] - y[0]) / 1e6
+            if why:
+                warnings.append(f"energy_j.{d} is null: {why}")
+        gaps = np.diff(self._t) if n >= 2 else np.zeros(0, np.int64)
         summary = {
             "duration_s": duration_s,
             "samples": n,
@@ -151,8 +173,10 @@ class SampleResult:
             "skipped_deadlines": int(stats.get("skipped", 0)),
             "energy_source": self.energy_source,
             "energy_j": energy_j,
-            "avg_power_w": {d: (e / duration_s if duration_s > 0 else None)
+            "avg_power_w": {d: (e / duration_s if duration_s > 0 and e is not None else None)
                             for d, e in energy_j.items()},
+            "max_gap_ns": int(gaps.max()) if len(gaps) else None,
+            "warnings": warnings,
             "counters": {c: self.counter_delta(c) for c in self.counter_columns()},
         }
         if "thread_cpu_ns" in stats:

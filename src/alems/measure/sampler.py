@@ -26,13 +26,15 @@ from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure import gpu_sampler
 from alems.measure.ctxsw import SwitchTracker
-from alems.measure.names import MAX_HZ
+from alems.measure.names import DOMAINS, MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
     Phase, SampleResult, build_columns, table_from_columns)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
+from alems.measure import threads as instrument_threads
+from alems.measure.gaps import check_rate, wrap_gaps
 
 _DRAIN_INTERVAL_S = 0.05
 _MAX_RING = 1 << 15
@@ -114,9 +116,15 @@ class Sampler(PhaseMarks):
     def start(self) -> None:
         if self._native is not None:
             raise AlemsError("sampler already started; call stop() first")
+        # Our threads are made by an uncounted thread, so they inherit no workload counter.
+        instrument_threads.run_outside_workload(self._start)
+        instrument_threads.register(self._tids)
+
+    def _start(self) -> None:
         plan = plan_sources(self.sources, self.roots, pid=self.pid,
                             system_wide=self.system_wide, w_per_core=self._w_per_core)
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
+        check_rate(self.hz, columns)  # refuse a rate at which a skipped sample hides a wrap
         self.energy_source = plan.energy_source
         inputs = [(spec, slot) for slot, col in enumerate(columns) for spec in col.inputs]
         period_ns = max(1, int(round(1e9 / self.hz)))
@@ -192,6 +200,7 @@ class Sampler(PhaseMarks):
         finally:
             self._stop_evt.set()
             self._drainer.join()  # never free the ring under a running drain
+            instrument_threads.unregister(self._tids)
         gpu_trace = self._gpu.stop() if self._gpu is not None else None
         self._gpu = None
         try:
@@ -223,7 +232,10 @@ class Sampler(PhaseMarks):
             t, raw = np.zeros(0, np.int64), np.zeros((0, nslots), np.int64)
         cols, units = build_columns(t, raw, self._columns, self._est)
         extra: dict = {"sources": list(self._used), "source_notes": list(self._notes),
-                       "slow_hz": self.hz / self._slow_every}
+                       "slow_hz": self.hz / self._slow_every,
+                       "wrap_gaps": wrap_gaps(t, self._columns, {
+                           d: cols[f"{d}_energy_uj"] for d in DOMAINS
+                           if f"{d}_energy_uj" in cols})}
         gpu_meta: dict = {}
         gpu_sampler.merge(gpu_trace, cols, units, extra, gpu_meta, extra["sources"])
         table = table_from_columns(cols)

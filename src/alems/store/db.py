@@ -21,7 +21,7 @@ from typing import Iterator
 
 from alems.errors import AlemsError
 
-SCHEMA_VERSION = 3   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy)
+SCHEMA_VERSION = 3   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps, quiet, baseline SE)
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS runs (
     baseline_id         INTEGER REFERENCES baselines(baseline_id),
     baseline_energy_uj  REAL,             -- baseline pkg power x duration
     dynamic_energy_uj   REAL,             -- total - baseline (workload energy)
+    dynamic_energy_se_uj REAL,            -- its standard error from the baseline's (SE x duration)
     dynamic_clipped     INTEGER,          -- 1 when a negative dynamic energy was clipped to 0
     reasoning_energy_uj REAL,             -- core - idle core
     orchestration_energy_uj REAL,         -- workload - reasoning
@@ -172,6 +173,15 @@ CREATE TABLE IF NOT EXISTS runs (
     achieved_hz         REAL,
     late_samples        INTEGER,
     dropped_samples     INTEGER,
+    max_sample_gap_ns   INTEGER,          -- longest gap between two samples
+    skipped_deadlines   INTEGER,          -- sampling deadlines the sampler skipped
+
+    -- background load over the run (alems.measure.quiet)
+    other_procs_running REAL,             -- mean runnable tasks beyond ours (/proc/stat)
+    steal_fraction      REAL,             -- CPU time stolen by the hypervisor ÷ CPU time
+    load_1m             REAL,             -- 1-minute load average at the start
+    quiet               INTEGER,          -- 1 quiet, 0 not (reason in not_quiet_reason)
+    not_quiet_reason    TEXT,
 
     null_reasons        TEXT,             -- JSON: column -> why it is NULL
 

@@ -1,8 +1,10 @@
 """perf_event_open sources.
 
 - 'perf-power': the `power` PMU (RAPL through perf), system-wide on one CPU per package.
-- 'perf': hardware and software counters of the measured process tree (inherit=1).
-  For a gated, not yet exec'd command the counters start disabled with enable_on_exec,
+- 'perf': hardware and software counters of the measured process tree: one counter per
+  thread that exists at the start (minus the instrument's own, alems.measure.threads), each
+  with inherit=1 so that threads created later by those threads are counted too. A thread
+  that exits before its counter opens counts nothing (no error). For a gated, not yet exec'd command the counters start disabled with enable_on_exec,
   so they count from the command's first instruction. A counter that cannot be opened is
   skipped with its reason. The C core opens the counters of one target (software ones
   together, hardware ones together) as one perf group and reads each group with one
@@ -16,7 +18,8 @@ import os
 import re
 
 from alems.measure._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
-                       PERF_INHERIT, ChannelSpec)
+                       PERF_INHERIT, PERF_THREAD, ChannelSpec)
+from alems.measure.threads import workload_tids
 from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
                    first_cpu_per_package, perm_denied, read_int, read_text, try_probe)
 
@@ -135,8 +138,12 @@ def counter_specs(name: str, ptype: int, config: int, *, pid: int | None, gated:
                             pid=-1, cpu=c, perf_flags=extra_flags) for c in cpus(roots)]
     flags = PERF_INHERIT | extra_flags | (PERF_ENABLE_ON_EXEC if gated else 0)
     target = os.getpid() if pid is None else pid
-    return [ChannelSpec("perf", name, perf_type=ptype, perf_config=config, pid=target,
-                        cpu=-1, perf_flags=flags)]
+    tids = [] if gated else workload_tids(target)  # a gated child has one thread
+    if not tids:
+        return [ChannelSpec("perf", name, perf_type=ptype, perf_config=config, pid=target,
+                            cpu=-1, perf_flags=flags)]
+    return [ChannelSpec("perf", f"{name}/tid{tid}", perf_type=ptype, perf_config=config,
+                        pid=tid, cpu=-1, perf_flags=flags | PERF_THREAD) for tid in tids]
 
 
 def open_counter(name: str, ptype: int, config: int, *, pid: int | None = None,

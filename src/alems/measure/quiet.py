@@ -1,0 +1,150 @@
+"""Background load: what else ran on the machine during a run, and waiting for quiet.
+
+Recorded per run (`runs` columns):
+- ``other_procs_running``: mean over the run of the runnable tasks machine-wide
+  (/proc/stat ``procs_running``) minus this process's own runnable threads and the probe
+  itself, polled every POLL_S;
+- ``steal_fraction``: CPU time the hypervisor gave to other guests ÷ all CPU time over the
+  run (/proc/stat ``steal``; NULL where the kernel reports none, i.e. the field is absent);
+- ``load_1m``: the 1-minute load average at the start (context only; it includes our own).
+
+A run is *quiet* when other_procs_running ≤ MAX_OTHER_RUNNABLE and steal_fraction ≤
+MAX_STEAL_FRACTION; otherwise ``quiet`` = 0 and ``not_quiet_reason`` says which threshold
+was crossed. `wait_for_quiet` (batch --require-quiet) polls a WAIT_WINDOW_S window until it
+is quiet, up to a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from alems import config
+from alems.measure import threads as instrument_threads
+
+POLL_S = 0.1
+MAX_OTHER_RUNNABLE = 0.5      # mean runnable tasks beyond ours: half a CPU kept busy
+MAX_STEAL_FRACTION = 0.02     # 2 % of CPU time stolen by other guests
+WAIT_WINDOW_S = 1.0
+
+
+def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int | None]:
+    """(procs_running, steal ticks or None, total ticks) from /proc/stat."""
+    try:
+        text = (Path(proc_root or config.proc_root()) / "stat").read_text()
+    except OSError:
+        return None, None, None
+    running = steal = total = None
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            vals = [int(v) for v in line.split()[1:]]
+            total = sum(vals[:8]) if len(vals) >= 8 else sum(vals)
+            steal = vals[7] if len(vals) >= 8 else None
+        elif line.startswith("procs_running "):
+            running = int(line.split()[1])
+    return running, steal, total
+
+
+def own_running(pid: int | None = None) -> int:
+    """Threads of this process in state R now."""
+    target = os.getpid() if pid is None else pid
+    n = 0
+    for tid in instrument_threads.workload_tids(target) + sorted(
+            instrument_threads.instrument_tids()):
+        try:
+            with open(f"/proc/{target}/task/{tid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "R":
+                    n += 1
+        except (OSError, IndexError):
+            pass
+    return n
+
+
+def assess(other: float | None, steal: float | None) -> tuple[int | None, str | None]:
+    """(quiet 1/0 or None, reason when not quiet or unknown)."""
+    if other is None:
+        return None, "background load unknown (/proc/stat unreadable)"
+    why = []
+    if other > MAX_OTHER_RUNNABLE:
+        why.append(f"{other:.2f} other runnable task(s) on average "
+                   f"(quiet: <= {MAX_OTHER_RUNNABLE:g})")
+    if steal is not None and steal > MAX_STEAL_FRACTION:
+        why.append(f"{steal:.1%} of CPU time stolen by the hypervisor "
+                   f"(quiet: <= {MAX_STEAL_FRACTION:.0%})")
+    return (0, "; ".join(why)) if why else (1, None)
+
+
+class LoadProbe:
+    """Polls the background load from start() to stop() in an instrument thread."""
+
+    def __init__(self, proc_root: str | None = None, poll_s: float = POLL_S):
+        self.proc_root = proc_root
+        self.poll_s = poll_s
+        self._others: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _poll(self) -> None:
+        running, _, _ = read_stat(self.proc_root)
+        if running is not None:  # the probe itself is running while it reads
+            self._others.append(max(0, running - own_running()))
+
+    def _loop(self) -> None:
+        instrument_threads.register([threading.get_native_id()])
+        try:
+            while not self._stop.wait(self.poll_s):
+                self._poll()
+        finally:
+            instrument_threads.unregister([threading.get_native_id()])
+
+    def start(self) -> "LoadProbe":
+        from alems.experiment.baseline import read_load_1m
+
+        self.load_1m = read_load_1m(self.proc_root)
+        _, self._steal0, self._total0 = read_stat(self.proc_root)
+        self._poll()
+        self._thread = threading.Thread(target=self._loop, name="alems-load", daemon=True)
+        # made by an uncounted thread: the probe inherits none of the workload's counters
+        instrument_threads.run_outside_workload(self._thread.start)
+        return self
+
+    def stop(self) -> dict[str, tuple[object, str | None]]:
+        """column -> (value, reason when None) for the `runs` row."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._poll()
+        _, steal1, total1 = read_stat(self.proc_root)
+        other = sum(self._others) / len(self._others) if self._others else None
+        steal = None
+        why_steal = "the kernel reports no steal time here"
+        if None not in (self._steal0, steal1, self._total0, total1):
+            dt = total1 - self._total0
+            steal = (steal1 - self._steal0) / dt if dt > 0 else None
+            why_steal = "no CPU time passed" if steal is None else None
+        quiet, reason = assess(other, steal)
+        return {"other_procs_running": (other, "/proc/stat unreadable"),
+                "steal_fraction": (steal, why_steal),
+                "load_1m": (self.load_1m, "/proc/loadavg unreadable"),
+                "quiet": (quiet, reason),
+                "not_quiet_reason": (reason, "the run was quiet" if quiet else reason)}
+
+
+def wait_for_quiet(timeout_s: float, *, proc_root: str | None = None,
+                   window_s: float = WAIT_WINDOW_S, sleep=time.sleep) -> tuple[bool, float, str | None]:
+    """Poll windows of `window_s` until one is quiet or `timeout_s` passed:
+    (quiet, seconds waited, the last reason it was not)."""
+    t0 = time.monotonic()
+    reason = None
+    while True:
+        probe = LoadProbe(proc_root).start()
+        sleep(window_s)
+        cols = probe.stop()
+        quiet, reason = cols["quiet"][0], cols["quiet"][1]
+        waited = time.monotonic() - t0
+        if quiet == 1:
+            return True, waited, None
+        if waited >= timeout_s:
+            return False, waited, reason
