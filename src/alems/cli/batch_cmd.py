@@ -29,7 +29,7 @@ def batch_command(
     repetitions: Annotated[int, typer.Option("--repetitions", "-n",
                                              help="Repetitions per (task, provider, workflow).")] = 1,
     providers: Annotated[str, typer.Option("--providers", help="Comma-separated: local, cloud.")] = "local",
-    workflows: Annotated[str, typer.Option("--workflows", help="Comma-separated: linear, agentic.")] = "linear,agentic",
+    workflows: Annotated[str, typer.Option("--workflows", help="Comma-separated: linear, agentic, react.")] = "linear,agentic",
     cool_down: Annotated[float, typer.Option("--cool-down", help="Seconds of idle between runs.")] = 0.0,
     save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
                                           "without --db) the batch uses a temporary database, prints "

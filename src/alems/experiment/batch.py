@@ -28,6 +28,7 @@ session, never repeating a stored run (ok or error) and never losing one:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -51,7 +52,7 @@ from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 
-WORKFLOWS = ("linear", "agentic")
+from alems.experiment.workflows.base import DEFAULT_WORKFLOWS, WORKFLOW_NAMES as WORKFLOWS
 
 
 # ---------------------------------------------------------------- configuration
@@ -60,7 +61,7 @@ WORKFLOWS = ("linear", "agentic")
 class BatchConfig:
     tasks: list[str]
     providers: list[str]
-    workflows: list[str] = field(default_factory=lambda: list(WORKFLOWS))
+    workflows: list[str] = field(default_factory=lambda: list(DEFAULT_WORKFLOWS))
     repetitions: int = 1
     start_from: int = 1
     cool_down_s: float = 0.0
@@ -180,6 +181,14 @@ def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list
             order = ("linear", "agentic") if lin_first else ("agentic", "linear")
             for pos, w in enumerate(order):
                 keys.append(RunKey(t, p, w, r, len(keys), pos))
+    elif len(arms) > 2:
+        # Triples (or more): every order of the arms equally often, in a seeded shuffle.
+        perms = list(itertools.permutations(arms))
+        orders = [perms[i % len(perms)] for i in range(len(pairs))]
+        rng.shuffle(orders)
+        for (t, p, r), order in zip(pairs, orders):
+            for pos, w in enumerate(order):
+                keys.append(RunKey(t, p, w, r, len(keys), pos))
     else:
         for t, p, r in pairs:
             keys.append(RunKey(t, p, arms[0], r, len(keys), None))
@@ -199,6 +208,8 @@ class BatchSummary:
     ok: int = 0
     errors: int = 0
     per_workflow: dict = field(default_factory=dict)   # workflow -> (n ok, mean dynamic J)
+    accuracy: dict = field(default_factory=dict)       # workflow -> (n correct, n scored)
+    arm_tax: dict = field(default_factory=dict)        # non-linear arm -> (n pairs, mean tax %)
     mean_tax_percent: float | None = None
     tax_pairs: int = 0
     energy_source: str | None = None
@@ -312,7 +323,7 @@ class BatchRunner:
                  base) -> dict:
         from alems.experiment.providers import GenerationSettings
         from alems.experiment.scoring import score
-        from alems.experiment.workflows import run_linear, run_agentic
+        from alems.experiment.workflows import run_workflow
 
         cfg = self.cfg
         item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)
@@ -325,12 +336,8 @@ class BatchRunner:
         sampler.start()
         workflow, error = None, None
         try:
-            if key.workflow == "linear":
-                workflow = run_linear(provider, item, settings, sampler)
-            else:
-                workflow = run_agentic(provider, item, settings, sampler,
-                                       max_steps=cfg.max_steps,
-                                       max_tool_calls=cfg.max_tool_calls)
+            workflow = run_workflow(key.workflow, provider, item, settings, sampler,
+                                    max_steps=cfg.max_steps, max_tool_calls=cfg.max_tool_calls)
         except KeyboardInterrupt:
             sampler.stop()
             raise
@@ -377,7 +384,7 @@ class BatchRunner:
                 row["null_reasons"] = json.dumps(metrics.null_reasons, sort_keys=True)
                 store_runs.insert_run(conn, row)
                 store_runs.insert_phases(conn, run_id, phases)
-                if len(self.cfg.workflows) == 2:
+                if {"linear", "agentic"} <= set(self.cfg.workflows):
                     store_runs.insert_tax_if_paired(conn, exp_id, key.rep)
         except BaseException as exc:
             if written is not None:
@@ -531,6 +538,21 @@ class BatchRunner:
                 "JOIN experiments e USING (exp_id) WHERE e.group_id = ? AND r.status = 'ok' "
                 "GROUP BY r.workflow_type", (g,)):
             summary.per_workflow[wf] = (n, mean_j)
+        for wf, n_correct, n_scored in q(
+                "SELECT r.workflow_type, SUM(r.success), COUNT(r.success) FROM runs r "
+                "JOIN experiments e USING (exp_id) WHERE e.group_id = ? AND r.status = 'ok' "
+                "GROUP BY r.workflow_type", (g,)):
+            summary.accuracy[wf] = (n_correct or 0, n_scored)
+        # Each non-linear arm against the linear run of the same (experiment, repetition).
+        for wf, n, mean_tax in q(
+                "SELECT a.workflow_type, COUNT(*), AVG((a.dynamic_energy_uj - l.dynamic_energy_uj)"
+                " * 100.0 / l.dynamic_energy_uj) FROM runs a JOIN runs l ON l.exp_id = a.exp_id"
+                " AND l.run_number = a.run_number AND l.workflow_type = 'linear'"
+                " JOIN experiments e ON e.exp_id = a.exp_id WHERE e.group_id = ?"
+                " AND a.workflow_type != 'linear' AND a.status = 'ok' AND l.status = 'ok'"
+                " AND l.dynamic_energy_uj > 0 AND a.dynamic_energy_uj IS NOT NULL"
+                " GROUP BY a.workflow_type", (g,)):
+            summary.arm_tax[wf] = (n, mean_tax)
         n, mean_tax = q("SELECT COUNT(tax_percent), AVG(tax_percent) FROM "
                         "orchestration_tax_summary ots JOIN experiments e USING (exp_id) "
                         "WHERE e.group_id = ?", (g,)).fetchone()
@@ -577,13 +599,25 @@ def _run_line(key: RunKey, row: dict) -> str:
 def format_summary(s: BatchSummary) -> str:
     lines = [f"batch {s.group_id}: {s.ran} run(s) now, {s.ok} ok and {s.errors} failed "
              f"in total" + (f"; energy source {s.energy_source}" if s.energy_source else "")]
+    low = []
     if s.per_workflow:
-        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21}")
+        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21} {'accuracy':>14}"
+                     f" {'tax vs linear':>14}")
         for wf in WORKFLOWS:
             if wf in s.per_workflow:
                 n, mean_j = s.per_workflow[wf]
                 val = "n/a" if mean_j is None else f"{mean_j:.4f} J"
-                lines.append(f"  {wf:<9} {n:>5} {val:>21}")
+                right, scored = s.accuracy.get(wf, (0, 0))
+                acc = f"{right}/{scored} {100 * right / scored:.0f} %" if scored else "n/a"
+                if scored and right / scored < 0.5:
+                    low.append(wf)
+                pairs, tax = s.arm_tax.get(wf, (0, None))
+                tax_txt = "" if wf == "linear" else "n/a" if tax is None else f"{tax:+.1f} % ({pairs})"
+                lines.append(f"  {wf:<9} {n:>5} {val:>21} {acc:>14} {tax_txt:>14}")
+    if low:
+        lines.append(f"  note: accuracy below 50 % ({', '.join(low)}): the tax compares arms that "
+                     "mostly fail; for real numbers pass --model PATH (a 1-8 B instruct GGUF) or "
+                     "--providers cloud")
     if s.tax_pairs:
         lines.append(f"  mean orchestration tax: {s.mean_tax_percent:+.1f} % over "
                      f"{s.tax_pairs} pair(s)")
