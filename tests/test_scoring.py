@@ -149,3 +149,11 @@ def test_answer_inside_a_sentence_counts(response, truth):
 ])
 def test_a_number_answer_is_the_final_number_asserted(response, truth):
     assert score(response, num(truth))[1] is True
+
+
+def test_a_sentence_that_takes_the_answer_back_is_wrong():
+    """From a real SmolLM2 run: the last mention of the answer is negated."""
+    response = ("The first person to walk on the Moon was Neil Armstrong, who made the historic "
+                "historic historic; however, the first person to walk on the Moon was not Neil "
+                "Armstrong, but instead, it was named Buzz Alday.")
+    assert score(response, text("Neil Armstrong", "Armstrong"))[1] is False

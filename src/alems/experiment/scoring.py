@@ -12,8 +12,8 @@ first sentence, else the last number of that sentence once parenthesised asides 
 dropped ("Answer: Sofia has 30, gives 24 away, so 6 are left" -> 6).
 Text: case, accents, punctuation, articles and whitespace are ignored; the ground truth or
 any alias must appear as whole words in the answer's sentence ("The first person to walk on
-the Moon was Neil Armstrong." is correct for Neil Armstrong), unless the sentence negates
-it ("not Paris"). yes/no answers also accept true/false.
+the Moon was Neil Armstrong." is correct for Neil Armstrong), unless its last mention is
+negated ("not Paris", "Paris is not"). yes/no answers also accept true/false.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _yes_no(text: str) -> str | None:
     return None
 
 
-_NEGATION = re.compile(r"\b(?:not|isn t|never|no)\s+$")                 # 'not Paris'
+_NEGATION_WORDS = {"not", "never", "no", "t"}   # 't' of isn't / wasn't after normalising
 _NEGATED_AFTER = re.compile(r"^\s*(?:is|was|are)\s+not\b|^\s*(?:isn|wasn|aren)\s+t\b")  # 'Paris is not'
 
 
@@ -159,8 +159,9 @@ def _text_matches(extracted: str, accepted: list[str]) -> bool:
         want = normalise_text(candidate)
         if not want:
             continue
-        at = padded.find(f" {want} ")
-        if at >= 0 and not (_NEGATION.search(padded[:at + 1])
+        at = padded.rfind(f" {want} ")      # the last mention is the final assertion
+        before = padded[:at].split()[-3:]          # 'was not Neil Armstrong' for 'Armstrong'
+        if at >= 0 and not (_NEGATION_WORDS & set(before)
                             or _NEGATED_AFTER.search(padded[at + len(want) + 1:])):
             return True
     return False
