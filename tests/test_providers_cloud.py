@@ -207,7 +207,6 @@ def test_refusal_ends_the_run_without_further_calls():
     with LoopbackServer([refusal()]) as server:
         provider, _ = make(server)
         result = run_agentic(provider, QUESTION, SETTINGS, None)
-        react = None
         server.push(tool_use("calculator", {"expression": "24 * 17"}, text="First the crates."),
                     refusal("I can't continue with this."))
         react = run_react(provider, QUESTION, SETTINGS, None)
