@@ -4,6 +4,8 @@
     with LoopbackServer([rate_limited(retry_after="1"), ok("4")]) as server:
         provider = CloudProvider(api_key="test", base_url=server.url, ...)
 
+A reply may carry tool_use blocks (`tool_use(...)`, `calls(...)`) and any stop_reason
+(`refusal()`), so the native tool-use loop can be driven through the real SDK.
 Replies are consumed in order, one per request; when the script is empty the `default`
 reply answers. Every request is recorded in `server.requests` (path, lower-cased headers, JSON body).
 The server binds 127.0.0.1 on a random port, serves each request on its own thread, and
@@ -29,10 +31,30 @@ class Reply:
     error_type: str | None = None
     message: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    blocks: list[dict] | None = None     # content blocks; None: one text block of `text`
+    stop_reason: str = "end_turn"
 
 
 def ok(text: str = "Hello from the loopback server.", input_tokens: int = 12, output_tokens: int = 7) -> Reply:
     return Reply(200, text, input_tokens, output_tokens)
+
+
+def calls(*uses: tuple[str, dict], text: str = "", input_tokens: int = 40, output_tokens: int = 20) -> Reply:
+    """A reply asking for tool calls: (name, input) pairs, optionally after some text."""
+    blocks = [{"type": "text", "text": text}] if text else []
+    blocks += [{"type": "tool_use", "id": f"toolu_loopback_{next(_ids)}", "name": name, "input": inp}
+               for name, inp in uses]
+    return Reply(200, text, input_tokens, output_tokens, blocks=blocks, stop_reason="tool_use")
+
+
+def tool_use(name: str, inp: dict, text: str = "") -> Reply:
+    return calls((name, inp), text=text)
+
+
+def refusal(text: str = "") -> Reply:
+    """The model declines: stop_reason 'refusal', maybe with no text at all."""
+    blocks = [{"type": "text", "text": text}] if text else []
+    return Reply(200, text, 10, 1, blocks=blocks, stop_reason="refusal")
 
 
 def rate_limited(retry_after: str | None = "1") -> Reply:
@@ -123,9 +145,10 @@ class LoopbackServer:
                     "id": f"msg_loopback_{next(_ids)}",
                     "type": "message",
                     "role": "assistant",
-                    "content": [{"type": "text", "text": reply.text}],
+                    "content": reply.blocks if reply.blocks is not None
+                    else [{"type": "text", "text": reply.text}],
                     "model": (body or {}).get("model", "claude-loopback"),
-                    "stop_reason": "end_turn",
+                    "stop_reason": reply.stop_reason,
                     "stop_sequence": None,
                     "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
                 }

@@ -9,6 +9,9 @@ pytest.importorskip("anthropic", reason="the cloud extra (anthropic SDK) is not 
 from anthropic_loopback import (  # noqa: E402
     LoopbackServer,
     auth_error,
+    calls,
+    refusal,
+    tool_use,
     ok,
     overloaded,
     rate_limited,
@@ -149,3 +152,90 @@ def test_unknown_provider_and_unknown_option_are_clear():
         get_provider("gpt")
     with pytest.raises(AlemsError, match="does not take option.*n_ctx"):
         get_provider("cloud", n_ctx=512)
+
+
+# ------------------------------------------------------------------ native tool use
+
+from alems.experiment.tasks import TaskItem  # noqa: E402
+from alems.experiment.workflows import run_agentic, run_react  # noqa: E402
+
+QUESTION = TaskItem("q1", "A crate holds 24 bottles. How many bottles are in 17 crates after 5 break?",
+                    "403", "number")
+
+
+def test_agentic_plan_is_native_tool_use_and_results_go_back_as_tool_result_blocks():
+    plan = calls(("calculator", {"expression": "24 * 17 - 5"}),
+                 ("lookup", {"table": "elements", "key": "Iron", "column": "symbol"}),
+                 text="I will compute it.")
+    with LoopbackServer([plan, ok("There are 403 bottles.\nAnswer: 403")]) as server:
+        provider, _ = make(server)
+        result = run_agentic(provider, QUESTION, SETTINGS, None, max_steps=5, max_tool_calls=5)
+    assert result.answer == "There are 403 bottles.\nAnswer: 403"
+    assert (result.llm_calls, result.tool_calls, result.malformed_tool_calls) == (2, 2, 0)
+    assert result.plan_fallback is False
+    first, second = (r["body"] for r in server.requests)
+    assert [t["name"] for t in first["tools"]] == ["calculator", "lookup"]
+    assert first["tools"][1]["input_schema"]["properties"]["table"]["enum"] == ["countries", "elements", "inventory"]
+    assert first["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": False}
+    assert second["tool_choice"] == {"type": "none"}
+    assistant, user = second["messages"][1:]
+    uses = [b for b in assistant["content"] if b["type"] == "tool_use"]
+    assert assistant["content"][0] == {"type": "text", "text": "I will compute it."}
+    results = [b for b in user["content"] if b["type"] == "tool_result"]
+    assert [r["tool_use_id"] for r in results] == [u["id"] for u in uses]
+    assert [(r["content"], r["is_error"]) for r in results] == [("403", False), ("Fe", False)]
+    assert user["content"][-1]["type"] == "text"  # the synthesis instruction follows the results
+
+
+def test_malformed_tool_calls_are_answered_with_errors_and_counted():
+    plan = calls(("calculator", {"expr": "2+2"}), ("web_search", {"query": "bottles"}),
+                 ("calculator", {"expression": "2 +* 2"}))
+    with LoopbackServer([plan, ok("Answer: 4")]) as server:
+        provider, _ = make(server)
+        result = run_agentic(provider, QUESTION, SETTINGS, None)
+    assert (result.malformed_tool_calls, result.tool_calls) == (3, 0)
+    results = [b for b in server.requests[1]["body"]["messages"][2]["content"] if b["type"] == "tool_result"]
+    assert len(results) == 3 and all(r["is_error"] for r in results)
+    assert "missing expression" in results[0]["content"] and "unknown expr" in results[0]["content"]
+    assert "unknown tool 'web_search'" in results[1]["content"]
+    assert "cannot parse" in results[2]["content"]
+    tools_run = [e for e in result.trace if e["event"] == "tool"]
+    assert [e["malformed"] for e in tools_run] == [True, True, True]
+
+
+def test_refusal_ends_the_run_without_further_calls():
+    with LoopbackServer([refusal()]) as server:
+        provider, _ = make(server)
+        result = run_agentic(provider, QUESTION, SETTINGS, None)
+        server.push(tool_use("calculator", {"expression": "24 * 17"}, text="First the crates."),
+                    refusal("I can't continue with this."))
+        react = run_react(provider, QUESTION, SETTINGS, None)
+    assert len(server.requests) == 3
+    assert result.answer == "" and result.llm_calls == 1 and result.plan_fallback is False
+    assert any(e["event"] == "refusal" for e in result.trace)
+    assert react.answer == "I can't continue with this." and react.tool_calls == 1
+    assert any(e["event"] == "refusal" for e in react.trace)
+
+
+def test_react_loop_one_call_per_step_then_answer():
+    with LoopbackServer([tool_use("calculator", {"expression": "24 * 17 - 5"}, text="Multiply, subtract."),
+                         ok("There are 403 bottles left.")]) as server:
+        provider, _ = make(server)
+        result = run_react(provider, QUESTION, SETTINGS, None, max_steps=4, max_tool_calls=2)
+    assert result.answer == "There are 403 bottles left."
+    assert (result.llm_calls, result.tool_calls) == (2, 1)
+    first, second = (r["body"] for r in server.requests)
+    assert first["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    (res,) = [b for b in second["messages"][-1]["content"] if b["type"] == "tool_result"]
+    assert res["content"] == "403" and res["is_error"] is False
+    step = next(e for e in result.trace if e["event"] == "step")
+    assert step["thought"] == "Multiply, subtract."
+
+
+def test_react_last_step_is_asked_for_an_answer_without_tools():
+    with LoopbackServer([tool_use("calculator", {"expression": "24 * 17"}),
+                         ok("Answer: 403")]) as server:
+        provider, _ = make(server)
+        result = run_react(provider, QUESTION, SETTINGS, None, max_steps=2)
+    assert result.answer == "Answer: 403"
+    assert server.requests[1]["body"]["tool_choice"] == {"type": "none"}

@@ -110,3 +110,50 @@ def test_parse_number_forms():
     assert parse_number("-3/4").value == -0.75
     assert parse_number("H2O") is None
     assert parse_number("50%").percent is True
+
+
+# ------------------------------------------------------------------ the hand-labelled set
+
+def test_scorer_agrees_with_hand_labels():
+    """tests/data/scoring_labels.jsonl: real SmolLM2 responses and cloud-style answers of
+    both arms, each verdict set by reading the response (see the file's `source`)."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in
+            (Path(__file__).parent / "data" / "scoring_labels.jsonl").read_text().splitlines()]
+    assert len(rows) >= 150 and {r["arm"] for r in rows} >= {"linear", "agentic"}
+    wrong = []
+    for r in rows:
+        item = TaskItem(id=r["id"], prompt="p", answer=r["expected"], answer_type=r["answer_type"],
+                        aliases=r["aliases"])
+        if score(r["response"], item)[1] is not r["verdict"]:
+            wrong.append((r["id"], r["response"], r["verdict"]))
+    assert 1 - len(wrong) / len(rows) >= 0.98, wrong
+
+
+@pytest.mark.parametrize("response, truth", [
+    ("The first person to walk on the Moon was Neil Armstrong.", "Neil Armstrong"),
+    ("The chemical symbol for gold is Au.", "Au"),
+])
+def test_answer_inside_a_sentence_counts(response, truth):
+    assert score(response, text(truth))[1] is True
+
+
+@pytest.mark.parametrize("response, truth", [
+    ("He earns $336 and has $292 left after spending $44.", "292"),
+    ("Using the calculator, 14 * 9 = 126. There are 126 stamps in 9 boxes.", "126"),
+    ("Spiders are arachnids with 8 legs (insects have 6).", "8"),
+    ("Answer: Sofia has 30 cookies, gives away 24, so 6 are left.", "6"),
+    ("Answer: 403 bottles (24 * 17 - 5)", "403"),
+])
+def test_a_number_answer_is_the_final_number_asserted(response, truth):
+    assert score(response, num(truth))[1] is True
+
+
+def test_a_sentence_that_takes_the_answer_back_is_wrong():
+    """From a real SmolLM2 run: the last mention of the answer is negated."""
+    response = ("The first person to walk on the Moon was Neil Armstrong, who made the historic "
+                "historic historic; however, the first person to walk on the Moon was not Neil "
+                "Armstrong, but instead, it was named Buzz Alday.")
+    assert score(response, text("Neil Armstrong", "Armstrong"))[1] is False

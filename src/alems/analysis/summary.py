@@ -183,6 +183,16 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                         ok_runs["workflow_type"], ok_runs["dynamic_energy_j"]))
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
+    # every other non-linear arm (e.g. react) against linear, computed the same way
+    other_arms = sorted(set(ok_runs["workflow_type"]) - {"linear", "agentic"})
+    arm_tax = {}
+    for arm in other_arms:
+        rows = tax_rows(pair_up(zip(ok_runs["task_name"], ok_runs["provider"],
+                                    ok_runs["run_number"], ok_runs["workflow_type"],
+                                    ok_runs["dynamic_energy_j"]), arm), confidence)
+        for r in rows:
+            r["arm"] = arm
+        arm_tax[arm] = {"rows": rows, "headline_text": format_headline(overall(rows))}
     epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     for t in taxes:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
@@ -239,6 +249,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         "headline": headline, "headline_text": format_headline(headline),
         "workflows": workflow_rows, "tax": taxes, "phases": phase_rows, "warnings": warnings,
         "tax_energy": CPU_LABEL, **devices,
+        "arm_tax": arm_tax,
         "hosts": {"machines": hosts.hosts, "per_host": hosts.per_host, "pooled": hosts.pooled},
         "definitions": {
             "tax_all_devices": "the same tax over CPU package + GPU dynamic energy (runs that "

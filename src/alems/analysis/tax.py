@@ -30,26 +30,28 @@ class Pair:
     agentic_j: float
 
 
-def pair_up(runs: Iterable[tuple]) -> list[Pair]:
+def pair_up(runs: Iterable[tuple], arm: str = "agentic") -> list[Pair]:
     """Complete pairs from (task, provider, run_number, workflow_type, dynamic_energy_j) of
-    runs that completed with a dynamic energy; a repetition lacking an arm is left out."""
+    runs that completed with a dynamic energy; a repetition lacking an arm is left out.
+    `arm` is the non-linear arm set against linear (`agentic`, or e.g. `react`); the pair's
+    `agentic_j` then holds that arm's energy."""
     arms: dict[tuple, dict[str, float]] = {}
     for task, provider, rep, wf, energy_j in runs:
         if energy_j is None or energy_j != energy_j:      # None or NaN: not usable
             continue
         arms.setdefault((task, provider, int(rep)), {})[wf] = float(energy_j)
-    return [Pair(t, p, r, a["linear"], a["agentic"])
-            for (t, p, r), a in sorted(arms.items()) if "linear" in a and "agentic" in a]
+    return [Pair(t, p, r, a["linear"], a[arm])
+            for (t, p, r), a in sorted(arms.items()) if "linear" in a and arm in a]
 
 
-def read_pairs(conn: sqlite3.Connection, group_id: str) -> list[Pair]:
+def read_pairs(conn: sqlite3.Connection, group_id: str, arm: str = "agentic") -> list[Pair]:
     """The group's complete pairs, straight from `runs` (what `build_summary` pairs too)."""
     rows = conn.execute(
         "SELECT e.task_name, e.provider, r.run_number, r.workflow_type, "
         "r.dynamic_energy_uj / 1e6 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
         "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
         (group_id,)).fetchall()
-    return pair_up(tuple(r) for r in rows)
+    return pair_up((tuple(r) for r in rows), arm)
 
 
 def all_device_energy_j(cpu_dynamic_uj, gpu_dynamic_uj) -> float | None:
@@ -107,25 +109,29 @@ def overall(rows: list[dict]) -> dict:
     return next(r for r in rows if r["task"] == ALL and r["provider"] == ALL)
 
 
-def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.95) -> dict:
-    """The headline: the overall tax row of the group (see `format_headline`)."""
-    return overall(tax_rows(read_pairs(conn, group_id), confidence))
+def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.95,
+                 arm: str = "agentic") -> dict:
+    """The headline: the overall tax row of the group (see `format_headline`); `arm` sets
+    another non-linear arm (e.g. `react`) against linear the same way."""
+    return {**overall(tax_rows(read_pairs(conn, group_id, arm), confidence)), "arm": arm}
 
 
 def format_headline(row: dict) -> str:
     """One line: the overall tax with its interval, or why there is none."""
     n = row["n_pairs"]
+    arm = row.get("arm", "agentic")
+    name = "orchestration tax" if arm == "agentic" else f"orchestration tax of {arm}"
     scope = (f"over {n} complete pair(s)" if row["task"] != ALL
              else f"over {n} complete pair(s) of {row.get('n_tasks', '?')} task(s)")
     if row["tax_ratio"] is None:
-        return f"orchestration tax: n/a — {row['ci_null_reason'] or 'no complete pair'}"
+        return f"{name}: n/a — {row['ci_null_reason'] or 'no complete pair'}"
     pct = int(round(row["confidence"] * 100))
     if row["ci_low"] is None:
         ratio = f"{row['tax_ratio']:.2f}×"
-        return (f"orchestration tax: {ratio} (Σ agentic ÷ Σ linear dynamic energy {scope}); "
+        return (f"{name}: {ratio} (Σ {arm} ÷ Σ linear dynamic energy {scope}); "
                 f"no {pct} % interval: {row['ci_null_reason']}")
     ratio, low, high = fmt_interval(row["tax_ratio"], row["ci_low"], row["ci_high"])
     verdict = ("includes 1: no detectable tax" if row["includes_one"]
                else "excludes 1")
-    return (f"orchestration tax: {ratio}× [{pct} % CI {low}–{high}] "
-            f"(Σ agentic ÷ Σ linear dynamic energy {scope}; interval {verdict})")
+    return (f"{name}: {ratio}× [{pct} % CI {low}–{high}] "
+            f"(Σ {arm} ÷ Σ linear dynamic energy {scope}; interval {verdict})")

@@ -18,7 +18,8 @@ from alems.cli._common import handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
 from alems.experiment.plan import (DEFAULT_QUIET_TIMEOUT_S, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
-                                   DEFAULT_N_CTX, DEFAULT_SEED, WORKFLOWS)
+                                   DEFAULT_N_CTX, DEFAULT_SEED, DEFAULT_WORKFLOWS,
+                                   WORKFLOWS)
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -34,7 +35,7 @@ def batch_command(
                                              help="Repetitions per (task, provider, workflow).")] = 1,
     providers: Annotated[str, typer.Option("--providers", help="Comma-separated: local, cloud.")] = "local",
     workflows: Annotated[str, typer.Option("--workflows", help=f"Comma-separated: "
-                                           f"{', '.join(WORKFLOWS)}.")] = ",".join(WORKFLOWS),
+                                           f"{', '.join(WORKFLOWS)}.")] = ",".join(DEFAULT_WORKFLOWS),
     cool_down: Annotated[float, typer.Option("--cool-down", help="Seconds of idle between runs.")] = 0.0,
     save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
                                           "without --db) the batch uses a temporary database, prints "

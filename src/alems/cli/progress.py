@@ -9,6 +9,9 @@ from alems.experiment.batch import BatchProgress, BatchSummary
 from alems.experiment.plan import WORKFLOWS, RunKey
 
 
+# Below this share of correct answers the closing lines say the tax compares failing arms.
+LOW_ACCURACY = 0.5
+
 def make_progress(enabled: bool):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -105,15 +108,26 @@ class RichBatchProgress(BatchProgress):
 def format_summary(s: BatchSummary) -> str:
     lines = [f"batch {s.group_id}: {s.ran} run(s) now, {s.ok} ok and {s.errors} failed "
              f"in total" + (f"; energy source {s.energy_source}" if s.energy_source else "")]
+    low = []
     if s.per_workflow:
-        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21}")
+        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21} {'accuracy':>14}")
         for wf in WORKFLOWS:
             if wf in s.per_workflow:
                 n, mean_j = s.per_workflow[wf]
                 val = "n/a" if mean_j is None else f"{mean_j:.4f} J"
-                lines.append(f"  {wf:<9} {n:>5} {val:>21}")
+                right, scored = s.accuracy.get(wf, (0, 0))
+                acc = f"{right}/{scored} {100 * right / scored:.0f} %" if scored else "n/a"
+                if scored and right / scored < LOW_ACCURACY:
+                    low.append(wf)
+                lines.append(f"  {wf:<9} {n:>5} {val:>21} {acc:>14}")
     if s.headline_text:  # the same headline as `alems summary` and the report
         lines.append(f"  {s.headline_text}")
+    for line in s.arm_headlines.values():
+        lines.append(f"  {line}")
+    if low:
+        lines.append(f"  note: accuracy below {LOW_ACCURACY:.0%} ({', '.join(low)}): the tax "
+                     "compares arms that mostly fail; for research numbers pass --model PATH "
+                     "(a 1-8 B instruct GGUF) or --providers cloud")
     if s.tax_pairs:
         lines.append(f"  (mean of per-pair tax percentages: {s.mean_tax_percent:+.1f} % over "
                      f"{s.tax_pairs} pair(s))")

@@ -21,6 +21,7 @@ process stays the only writer; with `shard` (K, N) only the K-th of N slices of 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -36,7 +37,7 @@ from alems import config
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.execute import RunExecutor, store_measured
 from alems.experiment import conditions
-from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
+from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.store import db as store_db
 from alems.store import samples as store_samples
@@ -56,6 +57,8 @@ class BatchSummary:
     ok: int = 0
     errors: int = 0
     per_workflow: dict = field(default_factory=dict)   # workflow -> (n ok, mean dynamic J)
+    accuracy: dict = field(default_factory=dict)       # workflow -> (n correct, n scored)
+    arm_headlines: dict = field(default_factory=dict)  # other non-linear arm -> its tax line
     mean_tax_percent: float | None = None
     headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
     tax_pairs: int = 0
@@ -253,7 +256,7 @@ class BatchRunner:
                 measured = self.executor.measure(key, base)
                 stored = store_measured(conn, db_path, group_id,
                                         [(exp_ids[(key.task, key.provider)], measured)],
-                                        paired=len(cfg.workflows) == 2, log=self.log)
+                                        paired=has_tax_pair(cfg.workflows), log=self.log)
                 row = stored[0] if stored else {}
                 summary.ran += 1
                 if row.get("status") == "error":
@@ -268,8 +271,13 @@ class BatchRunner:
         totals = store_sessions.session_totals(conn, summary.group_id)
         summary.ok, summary.errors = totals.ok, totals.errors
         summary.per_workflow.update(totals.per_workflow)
+        summary.accuracy.update(totals.accuracy)
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
         if len(self.cfg.workflows) >= 2:
             summary.headline_text = conditions.headline_text(conn, summary.group_id)
+            for arm in self.cfg.workflows:
+                if arm not in ("linear", "agentic") and "linear" in self.cfg.workflows:
+                    summary.arm_headlines[arm] = conditions.headline_text(
+                        conn, summary.group_id, arm=arm)
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source

@@ -36,8 +36,9 @@ def wait_quiet(timeout_s: float, log: Callable[[str], None]) -> bool:
     return quiet
 
 
-def headline_text(conn, group_id: str) -> str:
-    """The overall tax line, the same as `alems summary`'s and the report's first line."""
+def headline_text(conn, group_id: str, arm: str = "agentic") -> str:
+    """The overall tax line, the same as `alems summary`'s and the report's first line
+    (`arm`: another non-linear arm against linear, e.g. react)."""
     from alems.analysis.tax import format_headline, headline_tax
 
-    return format_headline(headline_tax(conn, group_id))
+    return format_headline(headline_tax(conn, group_id, arm=arm))

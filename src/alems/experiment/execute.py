@@ -118,7 +118,7 @@ class RunExecutor:
     def measure(self, key: RunKey, base) -> MeasuredRun:
         from alems.experiment.providers import GenerationSettings
         from alems.experiment.scoring import score
-        from alems.experiment.workflows import run_agentic, run_linear
+        from alems.experiment.workflows import run_workflow
 
         cfg = self.cfg
         item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)
@@ -133,12 +133,8 @@ class RunExecutor:
         before = ProcessCounters.now(instrument)
         workflow, error = None, None
         try:
-            if key.workflow == "linear":
-                workflow = run_linear(provider, item, settings, sampler)
-            else:
-                workflow = run_agentic(provider, item, settings, sampler,
-                                       max_steps=cfg.max_steps,
-                                       max_tool_calls=cfg.max_tool_calls)
+            workflow = run_workflow(key.workflow, provider, item, settings, sampler,
+                                    max_steps=cfg.max_steps, max_tool_calls=cfg.max_tool_calls)
         except KeyboardInterrupt:
             load.stop()
             sampler.stop()

@@ -36,8 +36,8 @@ from alems.errors import AlemsError, UsageError
 from alems.experiment import baseline as baseline_mod
 from alems.measure.names import MAX_HZ
 
-# The two arms, in their canonical order (plan, summaries, --workflows default).
-WORKFLOWS = ("linear", "agentic")
+# The arms (defined once in workflows/base.py) and what a batch runs unless told.
+from alems.experiment.workflows.base import DEFAULT_WORKFLOWS, WORKFLOW_NAMES as WORKFLOWS
 # Batch defaults, shared by BatchConfig and the `alems batch` flags.
 DEFAULT_SEED = 42
 DEFAULT_MAX_TOKENS = 256
@@ -53,7 +53,7 @@ DEFAULT_QUIET_TIMEOUT_S = 300.0
 class BatchConfig:
     tasks: list[str]
     providers: list[str]
-    workflows: list[str] = field(default_factory=lambda: list(WORKFLOWS))
+    workflows: list[str] = field(default_factory=lambda: list(DEFAULT_WORKFLOWS))
     repetitions: int = 1
     start_from: int = 1
     cool_down_s: float = 0.0
@@ -110,6 +110,11 @@ class BatchConfig:
             d["shard"] = list(self.shard)
         return d
 
+
+
+def has_tax_pair(workflows) -> bool:
+    """Whether a batch stores the spec's linear/agentic tax rows (orchestration_tax_summary)."""
+    return {"linear", "agentic"} <= set(workflows)
 
 def split_list(text: str | None, what: str) -> list[str]:
     items = [p.strip() for p in (text or "").split(",") if p.strip()]

@@ -7,9 +7,13 @@ response and text tasks the last non-empty line.
 Numbers: commas, $, units, percentages, fractions (3/4, 1 1/2) and negative numbers are
 understood. Two integer values must be equal; otherwise the tolerance is relative 1e-6 or
 absolute 1e-9. A percentage matches either its value or its value ÷ 100.
+A marked answer gives the final number it asserts: the number after the last '=' of its
+first sentence, else the last number of that sentence once parenthesised asides are
+dropped ("Answer: Sofia has 30, gives 24 away, so 6 are left" -> 6).
 Text: case, accents, punctuation, articles and whitespace are ignored; the ground truth or
-any alias must be the whole answer, or begin or end a short answer ("Paris is the capital").
-yes/no answers also accept true/false.
+any alias must appear as whole words in the answer's sentence ("The first person to walk on
+the Moon was Neil Armstrong." is correct for Neil Armstrong), unless its last mention is
+negated ("not Paris", "Paris is not"). yes/no answers also accept true/false.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from alems.experiment.tasks import TaskItem
 
 REL_TOLERANCE = 1e-6
 ABS_TOLERANCE = 1e-9
-SHORT_ANSWER_WORDS = 8
+LONG_SEGMENT_WORDS = 30        # a longer answer line is judged by its last sentence
 
 _MARKER = re.compile(
     r"(?:final\s+)?answer(?:\s+is)?\s*[:=]\s*|(?:final\s+)?answer\s+is\b\s*|####\s*",
@@ -77,8 +81,8 @@ def _from_match(match: re.Match) -> ParsedNumber | None:
     return ParsedNumber(value, bool(match.group("pct")), match.group(0).strip())
 
 
-def find_numbers(text: str) -> list[ParsedNumber]:
-    """Every number in the text, in order."""
+def _numbers_at(text: str) -> list[tuple[int, ParsedNumber]]:
+    """(start offset, number) of every number in the text, in order."""
     found = []
     for match in _NUMBER.finditer(text):
         start = match.start("whole")
@@ -86,8 +90,13 @@ def find_numbers(text: str) -> list[ParsedNumber]:
             continue                     # part of a word or identifier, e.g. 'H2O', 'x1'
         parsed = _from_match(match)
         if parsed is not None:
-            found.append(parsed)
+            found.append((match.start(), parsed))
     return found
+
+
+def find_numbers(text: str) -> list[ParsedNumber]:
+    """Every number in the text, in order."""
+    return [number for _, number in _numbers_at(text)]
 
 
 def parse_number(text: str) -> ParsedNumber | None:
@@ -134,20 +143,26 @@ def _yes_no(text: str) -> str | None:
     return None
 
 
+_NEGATION_WORDS = {"not", "never", "no", "t"}   # 't' of isn't / wasn't after normalising
+_NEGATED_AFTER = re.compile(r"^\s*(?:is|was|are)\s+not\b|^\s*(?:isn|wasn|aren)\s+t\b")  # 'Paris is not'
+
+
 def _text_matches(extracted: str, accepted: list[str]) -> bool:
+    if len(normalise_text(extracted).split()) > LONG_SEGMENT_WORDS:
+        sentences = [x for x in re.split(r"(?<=[.!?])\s+", extracted.strip()) if x.strip()]
+        extracted = sentences[-1] if sentences else extracted
     got = _LEADS.sub("", normalise_text(extracted)).strip()
     if not got:
         return False
-    words = got.split()
+    padded = f" {got} "
     for candidate in accepted:
         want = normalise_text(candidate)
         if not want:
             continue
-        if got == want:
-            return True
-        if len(words) <= SHORT_ANSWER_WORDS and (
-            got.startswith(want + " ") or got.endswith(" " + want)
-        ):
+        at = padded.rfind(f" {want} ")      # the last mention is the final assertion
+        before = padded[:at].split()[-3:]          # 'was not Neil Armstrong' for 'Armstrong'
+        if at >= 0 and not (_NEGATION_WORDS & set(before)
+                            or _NEGATED_AFTER.search(padded[at + len(want) + 1:])):
             return True
     return False
 
@@ -170,8 +185,26 @@ def _marked_segments(response: str) -> list[str]:
 def _number_in_segment(segment: str) -> ParsedNumber | None:
     segment = re.split(r"(?<=[^\d\s])\.\s|\.\s+(?=[A-Z])|;", segment, maxsplit=1)[0]   # first sentence
     if "=" in segment:                               # 'Answer: 5 + 3 = 8'
-        segment = segment.rsplit("=", 1)[1]
-    return parse_number(segment)
+        return parse_number(segment.rsplit("=", 1)[1])
+    numbers = find_numbers(re.sub(r"\([^()]*\)", " ", segment)) or find_numbers(segment)
+    return numbers[-1] if numbers else None
+
+
+_CUE = re.compile(r"(?:=|\b(?:is|are|was|were|has|have|had|gets?|got|costs?|equals?|makes?|"
+                  r"gives?|totals?|leaves?|to)\b)(?:\s+[^\s\d$=]+){0,4}\s*$", re.IGNORECASE)
+
+
+def _asserted_number(response: str) -> ParsedNumber | None:
+    """Without an answer marker: the last number a clause asserts ('… has $292 left',
+    '= 126', 'gets 5 cookies'), parenthesised asides dropped; else the last number."""
+    text = re.sub(r"\([^()]*\)", " ", response)
+    found = _numbers_at(text) or _numbers_at(response)
+    if not _numbers_at(text):
+        text = response
+    cued = [n for start, n in found if _CUE.search(text[max(0, start - 60):start])]
+    if cued:
+        return cued[-1]
+    return found[-1][1] if found else None
 
 
 def extract_answer(response: str, item: TaskItem) -> str | None:
@@ -187,9 +220,9 @@ def _extract(response: str, item: TaskItem) -> tuple[str | None, ParsedNumber | 
             number = _number_in_segment(segment)
             if number is not None:
                 return _display(number), number
-        numbers = find_numbers(response)
-        if numbers:
-            return _display(numbers[-1]), numbers[-1]
+        number = _asserted_number(response)
+        if number is not None:
+            return _display(number), number
         word = _word_number(segments[0] if segments else response)
         if word is not None:
             return _display(word), word

@@ -1,7 +1,8 @@
 """The agent's tools: a safe calculator (walks Python's AST, never eval) and a table lookup.
 
-``run_tool(name, argument)`` is what a workflow calls with the text a model wrote; it
-returns the tool's output as a string or raises ``ToolError`` with one clear line.
+``run_call(name, {fields})`` runs a structured tool call (``check_call`` says whether it is
+well-formed, against ``input_schemas()``); ``run_tool(name, text)`` runs one from argument
+text. Both return the output as a string or raise ``ToolError`` with one clear line.
 """
 
 from __future__ import annotations
@@ -56,24 +57,9 @@ def _round(x, ndigits=None):
     return round(x, ndigits)
 
 
-def _min(*args):
-    if not args:
-        raise ToolError("calculator: min() needs at least one number")
-    return min(args)
-
-
-def _max(*args):
-    if not args:
-        raise ToolError("calculator: max() needs at least one number")
-    return max(args)
-
-
 _FUNCTIONS: dict[str, tuple[Callable, int, int]] = {   # name -> (function, min args, max args)
-    "sqrt": (_sqrt, 1, 1),
-    "abs": (abs, 1, 1),
-    "round": (_round, 1, 2),
-    "min": (_min, 1, 50),
-    "max": (_max, 1, 50),
+    "sqrt": (_sqrt, 1, 1), "abs": (abs, 1, 1), "round": (_round, 1, 2),
+    "min": (lambda *a: min(a), 1, 50), "max": (lambda *a: max(a), 1, 50),   # arity checked
 }
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -286,9 +272,7 @@ def lookup(table: str, key: str, column: str | None = None) -> str:
 
 
 def _lookup_argument(argument: str) -> str:
-    """'table, key' or 'table, key, column' (also ':' or '|' as separators).
-
-    '|' is tried first: it never occurs inside a key, while ',' can."""
+    """'table, key[, column]' (or ':' / '|'); '|' first: unlike ',' it is never in a key."""
     text = argument.strip().strip("`").strip()
     for separator in ("|", ",", ":"):
         if separator in text:
@@ -329,6 +313,72 @@ TOOLS: dict[str, Tool] = {
         _lookup_argument,
     ),
 }
+
+
+def table_keys(table: str) -> list[str]:
+    return [row[0] for row in _load_table(table)[2]]   # first column, file order
+
+
+def input_schemas() -> dict[str, dict]:
+    """Each tool's input as a JSON schema: what a structured tool call must hold. The cloud
+    provider sends these as the Messages API's `tools`; `check_call` enforces them."""
+    tables = available_tables()
+    return {
+        "calculator": {
+            "type": "object",
+            "properties": {"expression": {"type": "string", "description":
+                           "arithmetic: numbers, + - * / ** and parentheses, e.g. 24 * 17 - 5"}},
+            "required": ["expression"],
+            "additionalProperties": False,
+        },
+        "lookup": {
+            "type": "object",
+            "properties": {
+                "table": {"type": "string", "enum": tables, "description": "the reference table"},
+                "key": {"type": "string", "description": "the row, by the table's first column"},
+                "column": {"type": "string", "description": "optional: the column to read"},
+            },
+            "required": ["table", "key"],
+            "additionalProperties": False,
+        },
+    }
+
+
+def check_call(name: str, arguments) -> str:
+    """The argument text of a structured tool call, or ToolError saying why the call is
+    malformed (unknown tool, missing or extra field, not text, unparseable expression).
+    A well-formed call may still fail when run (division by zero, no such row)."""
+    schemas = input_schemas()
+    if name not in schemas:
+        raise ToolError(f"unknown tool {name!r}; tools: {', '.join(schemas)}")
+    if not isinstance(arguments, dict):
+        raise ToolError(f"{name}: the input must be an object, got {type(arguments).__name__}")
+    schema = schemas[name]
+    wrong = [f"missing {k}" for k in schema["required"] if k not in arguments]
+    wrong += [f"unknown {k}" for k in sorted(set(arguments) - set(schema["properties"]))]
+    if wrong:
+        raise ToolError(f"{name}: {', '.join(wrong)}; fields: {', '.join(schema['properties'])}")
+    for key, value in arguments.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ToolError(f"{name}: {key} must be non-empty text, got {value!r}")
+    if name == "calculator":
+        text = _normalise_expression(arguments["expression"])
+        try:
+            ast.parse(text, mode="eval")
+        except (SyntaxError, ValueError, RecursionError):
+            raise ToolError(f"calculator: cannot parse {arguments['expression']!r}; "
+                            "write plain arithmetic such as 12 * (3 + 4)") from None
+        return arguments["expression"]
+    table = arguments["table"]
+    if table not in schema["properties"]["table"]["enum"]:
+        raise ToolError(f"lookup: unknown table {table!r}; tables: {', '.join(available_tables())}")
+    parts = [table, arguments["key"]] + ([arguments["column"]] if "column" in arguments else [])
+    return "|".join(parts)
+
+
+def run_call(name: str, arguments: dict) -> str:
+    """Run a structured tool call; ToolError if it is malformed or the tool fails."""
+    return run_tool(name, check_call(name, arguments))
 
 
 def describe_tools() -> str:

@@ -79,7 +79,7 @@ def insert_tax_if_paired(conn: sqlite3.Connection, exp_id: int, run_number: int)
         "SELECT workflow_type, run_id, dynamic_energy_uj, energy_source, status FROM runs "
         "WHERE exp_id = ? AND run_number = ?", (exp_id, run_number)).fetchall()
     arms = {r[0]: r for r in rows}
-    if set(arms) != {"linear", "agentic"}:
+    if not {"linear", "agentic"} <= set(arms):
         return None
     lin, ag = arms["linear"], arms["agentic"]
     if lin[4] != "ok" or ag[4] != "ok":

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS baselines (
 CREATE TABLE IF NOT EXISTS runs (
     run_id        INTEGER PRIMARY KEY AUTOINCREMENT,
     exp_id        INTEGER NOT NULL REFERENCES experiments(exp_id),
-    workflow_type TEXT NOT NULL CHECK (workflow_type IN ('linear', 'agentic')),
+    workflow_type TEXT NOT NULL CHECK (workflow_type IN ('linear', 'agentic', 'react')),
     run_number    INTEGER NOT NULL,       -- repetition, 1-based
     pair_order    INTEGER,                -- 0 = this arm ran first in its pair, 1 = second
     order_index   INTEGER,                -- position in the batch's randomised order

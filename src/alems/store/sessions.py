@@ -90,6 +90,7 @@ class SessionTotals:
     ok: int = 0
     errors: int = 0
     per_workflow: dict = field(default_factory=dict)   # workflow -> (n ok, mean dynamic J)
+    accuracy: dict = field(default_factory=dict)       # workflow -> (n correct, n scored)
     tax_pairs: int = 0
     mean_tax_percent: float | None = None
     energy_source: str | None = None                    # of any stored run (None if none)
@@ -109,6 +110,11 @@ def session_totals(conn: sqlite3.Connection, group_id: str) -> SessionTotals:
             "JOIN experiments e USING (exp_id) WHERE e.group_id = ? AND r.status = 'ok' "
             "GROUP BY r.workflow_type", g):
         s.per_workflow[wf] = (n, mean_j)
+    for wf, n_correct, n_scored in q(
+            "SELECT r.workflow_type, SUM(r.success), COUNT(r.success) FROM runs r "
+            "JOIN experiments e USING (exp_id) WHERE e.group_id = ? AND r.status = 'ok' "
+            "GROUP BY r.workflow_type", g):
+        s.accuracy[wf] = (int(n_correct or 0), int(n_scored))
     s.tax_pairs, s.mean_tax_percent = q(
         "SELECT COUNT(tax_percent), AVG(tax_percent) FROM orchestration_tax_summary ots "
         "JOIN experiments e USING (exp_id) WHERE e.group_id = ?", g).fetchone()

@@ -23,7 +23,7 @@ from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.execute import store_measured
 from alems.experiment.fleet.node import NodeWorker
-from alems.experiment.plan import BatchConfig, pair_units
+from alems.experiment.plan import BatchConfig, has_tax_pair, pair_units
 
 SLOT = "alems_slot"
 MAX_NODE_LOSSES = 3
@@ -166,7 +166,7 @@ class Fleet:
         ray = _ray()
         cfg = self.cfg
         units = deque(pair_units(todo))
-        paired = len(cfg.workflows) == 2
+        paired = has_tax_pair(cfg.workflows)
         losses: Counter = Counter()
         baselines: dict = {}           # (host, energy source) -> Baseline with an id
         inflight: dict = {}            # run_pair ref -> (actor, unit)

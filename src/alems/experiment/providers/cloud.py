@@ -7,6 +7,7 @@ back-off, honouring `retry-after` / `retry-after-ms`; after `max_attempts` the c
 with ProviderError, which the batch runner records as a failed run.
 
 The Messages API takes no seed: every Generation says `seed_applied=False`.
+`converse()` uses the API's native tool use with the same tools as every provider.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Callable
 
 from alems import config
 from alems.errors import AlemsError
-from alems.experiment.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment import tools
+from alems.experiment.providers import (
+    Generation, GenerationSettings, ProviderError, Reply, ToolCall, Turn)
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 _CLOUD_EXTRA_HINT = "install the cloud extra: pip install 'alems[cloud]'"
@@ -114,21 +117,53 @@ class CloudProvider:
     def generate(
         self, prompt: str, settings: GenerationSettings, *, system: str | None = None
     ) -> Generation:
-        anthropic = _import_anthropic()
-        client = self._get_client()
-        request = {
-            "model": self.model,
-            "max_tokens": settings.max_tokens,
-            "messages": [{"role": "user", "content": prompt}],
-        }
+        request = self._request(settings, system, [{"role": "user", "content": prompt}])
+        response, gen = self._create(request)
+        return gen
+
+    def converse(self, conversation: list[Turn], settings: GenerationSettings, *,
+                 system: str | None = None, mode: str = "answer", max_calls: int = 1) -> Reply:
+        """Native tool use: the tools go as `tools`, calls come back as tool_use blocks and
+        results go back as tool_result blocks. plan: any number of calls (the workflow
+        enforces max_calls); step: at most one call (parallel tool use off); answer: none."""
+        request = self._request(settings, system, to_messages(conversation))
+        request["tools"] = [{"name": name, "description": tools.TOOLS[name].description,
+                             "input_schema": schema}
+                            for name, schema in tools.input_schemas().items()]
+        request["tool_choice"] = (
+            {"type": "none"} if mode == "answer"
+            else {"type": "auto", "disable_parallel_tool_use": mode == "step"})
+        response, gen = self._create(request)
+        calls = []
+        for block in response.content:
+            if getattr(block, "type", "") == "tool_use":
+                call = ToolCall(block.name, block.input, block.id)
+                try:
+                    tools.check_call(call.name, call.input)
+                except tools.ToolError as exc:
+                    call.malformed = str(exc)
+                calls.append(call)
+        stop = getattr(response, "stop_reason", None)
+        answer = gen.text if mode == "answer" or (mode == "step" and not calls) else None
+        return Reply(gen, text=gen.text, calls=calls, answer=answer,
+                     truncated=stop == "max_tokens", refusal=stop == "refusal")
+
+    def _request(self, settings: GenerationSettings, system: str | None, messages: list) -> dict:
+        request = {"model": self.model, "max_tokens": settings.max_tokens, "messages": messages}
         if system:
             request["system"] = system
         if self.send_temperature:
             # Newer SDKs have no `temperature` parameter; the field still goes in the body.
-            if _create_takes(client, "temperature"):
+            if _create_takes(self._get_client(), "temperature"):
                 request["temperature"] = settings.temperature
             else:
                 request["extra_body"] = {"temperature": settings.temperature}
+        return request
+
+    def _create(self, request: dict):
+        """(response, Generation): the call with our retries and back-off."""
+        anthropic = _import_anthropic()
+        client = self._get_client()
         t_start = time.perf_counter_ns()
         api_ns = 0
         attempt = 0
@@ -179,7 +214,7 @@ class CloudProvider:
             getattr(block, "text", "") for block in response.content if getattr(block, "type", "") == "text"
         )
         usage = getattr(response, "usage", None)
-        return Generation(
+        return response, Generation(
             text=text,
             prompt_tokens=getattr(usage, "input_tokens", None),
             completion_tokens=getattr(usage, "output_tokens", None),
@@ -190,6 +225,29 @@ class CloudProvider:
             attempts=attempt,
             seed_applied=False,
         )
+
+
+def to_messages(conversation: list[Turn]) -> list[dict]:
+    """Turns as Messages API messages: assistant calls as tool_use blocks, results as
+    tool_result blocks; a user text after results joins their message (roles alternate)."""
+    messages: list[dict] = []
+    for turn in conversation:
+        if turn.role == "assistant":
+            blocks = [{"type": "text", "text": turn.text}] if turn.text else []
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
+                        "input": c.input if isinstance(c.input, dict) else {}} for c in turn.calls]
+            messages.append({"role": "assistant", "content": blocks})
+            continue
+        if turn.role == "tool":
+            blocks = [{"type": "tool_result", "tool_use_id": r.call.id, "content": r.output,
+                       "is_error": r.is_error} for r in turn.results]
+        else:
+            blocks = [{"type": "text", "text": turn.text}]
+        if messages and messages[-1]["role"] == "user":
+            messages[-1]["content"] += blocks
+        else:
+            messages.append({"role": "user", "content": blocks})
+    return messages
 
 
 def _create_takes(client, name: str) -> bool:

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from alems.errors import AlemsError
-from alems.experiment.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment.providers import (
+    Generation, GenerationSettings, ProviderError, Reply, Turn, structured)
 
 GGUF_MAGIC = b"GGUF"
 _LOCAL_EXTRA_HINT = "install the local extra: pip install 'alems[local]'"
@@ -96,6 +97,7 @@ class LocalProvider:
         if self.gpu_layers < -1:
             raise AlemsError(f"gpu_layers must be -1 (all), 0 (none) or more, got {gpu_layers!r}")
         self._llm = None
+        self._grammars: dict = {}     # (mode, max_calls) -> compiled LlamaGrammar
         self._model_path: Path | None = self._explicit_path
 
     @property
@@ -142,11 +144,36 @@ class LocalProvider:
     def generate(
         self, prompt: str, settings: GenerationSettings, *, system: str | None = None
     ) -> Generation:
-        llm = self._load()
         messages = []
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
+        return self._complete(messages, settings)[0]
+
+    def converse(self, conversation: list[Turn], settings: GenerationSettings, *,
+                 system: str | None = None, mode: str = "answer", max_calls: int = 1) -> Reply:
+        """Plans and steps are decoded under the tools' grammar (see providers.structured)."""
+        messages = structured.render(system, conversation, mode, max_calls)
+        if mode == "answer":
+            gen, _ = self._complete(messages, settings)
+            return Reply(gen, text=gen.text, answer=gen.text)
+        grammar = self._grammar(mode, max_calls)
+        gen, finish = self._complete(messages, settings, grammar=grammar)
+        parsed = structured.parse(gen.text, mode)
+        return Reply(gen, text=parsed["thought"], calls=parsed["calls"], answer=parsed["answer"],
+                     readable=parsed["readable"], truncated=finish == "length")
+
+    def _grammar(self, mode: str, max_calls: int):
+        key = (mode, max_calls)
+        if key not in self._grammars:
+            from llama_cpp import LlamaGrammar
+
+            self._grammars[key] = LlamaGrammar.from_string(
+                structured.grammar_text(mode, max_calls), verbose=False)
+        return self._grammars[key]
+
+    def _complete(self, messages: list[dict], settings: GenerationSettings, grammar=None):
+        llm = self._load()
         t0 = time.perf_counter_ns()
         try:
             llm.reset()  # no prompt-prefix reuse across calls: each call costs what it costs
@@ -155,6 +182,7 @@ class LocalProvider:
                 max_tokens=settings.max_tokens,
                 temperature=settings.temperature,
                 seed=settings.seed,
+                grammar=grammar,
             )
         except Exception as exc:
             raise ProviderError(
@@ -163,7 +191,8 @@ class LocalProvider:
             ) from exc
         wall_ns = time.perf_counter_ns() - t0
         usage = response.get("usage") or {}
-        text = response["choices"][0]["message"].get("content") or ""
+        choice = response["choices"][0]
+        text = choice["message"].get("content") or ""
         return Generation(
             text=text,
             prompt_tokens=usage.get("prompt_tokens"),
@@ -172,4 +201,4 @@ class LocalProvider:
             api_latency_ns=0,
             compute_ns=wall_ns,
             model=self.model,
-        )
+        ), choice.get("finish_reason")

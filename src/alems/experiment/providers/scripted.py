@@ -2,6 +2,9 @@
 
 Replies come from a list (in order) or from a function of the prompt. Every call is
 recorded in `calls` (prompt, system, settings) so tests can check what each arm sent.
+`converse()` speaks the local models' text protocol (providers.structured): the prompt is
+the rendered conversation, and plan / step replies are read as that JSON (no grammar
+binds a script, so a reply may also be unreadable, as a test may want).
 Tokens are whitespace-separated words, which keeps them deterministic and non-zero.
 """
 
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from alems.errors import AlemsError
-from alems.experiment.providers import Generation, GenerationSettings, ProviderError
+from alems.experiment.providers import (
+    Generation, GenerationSettings, ProviderError, Reply, Turn, structured)
 
 
 @dataclass
@@ -24,10 +28,12 @@ class ScriptedCall:
 
 
 def default_reply(prompt: str, system: str | None = None) -> str:
-    """For dry runs: a one-step plan when asked for a plan, otherwise the fixed answer "unknown"."""
-    text = f"{system or ''}\n{prompt}"
-    if "THINK:" in text and "TOOL" in text:
-        return "1. THINK: work out the answer to the question"
+    """For dry runs: an empty plan, a step that answers, or the fixed answer "unknown"."""
+    text = system or ""
+    if '"tool_calls"' in text:
+        return '{"tool_calls": []}'
+    if '"thought"' in text:
+        return '{"thought": "I cannot tell", "answer": "unknown"}'
     return "Answer: unknown"
 
 
@@ -89,6 +95,19 @@ class ScriptedProvider:
             compute_ns=wall_ns,
             model=self.model,
         )
+
+
+    def converse(self, conversation: list[Turn], settings: GenerationSettings, *,
+                 system: str | None = None, mode: str = "answer", max_calls: int = 1) -> Reply:
+        messages = structured.render(system, conversation, mode, max_calls)
+        system_text = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
+        prompt = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
+        gen = self.generate(prompt, settings, system=system_text)
+        if mode == "answer":
+            return Reply(gen, text=gen.text, answer=gen.text)
+        parsed = structured.parse(gen.text, mode)
+        return Reply(gen, text=parsed["thought"], calls=parsed["calls"], answer=parsed["answer"],
+                     readable=parsed["readable"])
 
 
 def _positional_count(fn) -> int:

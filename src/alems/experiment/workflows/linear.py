@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alems.experiment.workflows import Tally, WorkflowResult, note_phase, sampler_or_null
+from alems.experiment.workflows.base import Tally, WorkflowResult, note_phase, sampler_or_null
 from alems.experiment.workflows.prompts import answer_prompt
 
 
