@@ -3,9 +3,12 @@
 A baseline is `repetitions` windows of `duration_s` each; per domain it keeps the mean and
 the sample standard deviation (NULL for a single window) of the window powers, plus when it
 was taken and the machine state (host, CPU frequency governor, energy source, 1-minute load
-average). A stored baseline is reused while it is fresh: younger than `max_age_s` and taken
-in the same state (host, governor, energy source; load is recorded, not compared). Otherwise
-a new one is measured.
+average). A stored baseline is reused only while it is fresh and safe: younger than
+`max_age_s`, taken in the same state (host, governor, energy source), measured with at least
+the requested window length and number of windows, and — unless this process measured it —
+on a machine that was quiet (1-minute load at most QUIET_LOAD_PER_CPU per CPU) or no busier
+than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded (MIN_DURATION_S … MAX_DURATION_S): a window of a
+few milliseconds holds a couple of samples and can report any power at all.
 
 With the `estimate` source (CPU time of this process × W/core) the idle windows see only the
 sampler's own thread, so the baseline is near 0 W: stored as measured.
@@ -31,6 +34,13 @@ from alems.store.runs import utc_now_iso
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0
+MIN_DURATION_S = 0.05
+MAX_DURATION_S = 600.0
+MAX_REPETITIONS = 100
+# A baseline measured with more load than this (1-minute load average per CPU) was not
+# idle: the batch that measured it uses it (with a warning); later batches reuse it only
+# while the machine is as busy (within this margin), never on a quieter machine.
+QUIET_LOAD_PER_CPU = 0.5
 STATE_KEYS = ("host", "governor", "energy_source")
 
 
@@ -96,8 +106,9 @@ def state_change(old: dict, new: dict) -> str | None:
 def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAULT_DURATION_S,
             repetitions: int = DEFAULT_REPETITIONS, sleep=time.sleep) -> Baseline:
     """Run `repetitions` idle windows of `duration_s` with fresh samplers from the factory."""
-    if not duration_s > 0:
-        raise AlemsError(f"baseline duration must be > 0 s, got {duration_s!r}")
+    if not 0 < duration_s <= MAX_DURATION_S:  # also NaN; the CLI's floor is MIN_DURATION_S
+        raise AlemsError(f"baseline duration must be > 0 and at most {MAX_DURATION_S:g} s, "
+                         f"got {duration_s!r}")
     if not isinstance(repetitions, int) or repetitions < 1:
         raise AlemsError(f"baseline repetitions must be a positive integer, got {repetitions!r}")
     powers: dict[str, list[float]] = {}
@@ -139,11 +150,33 @@ def latest(conn, energy_source: str, host: str | None = None) -> Baseline | None
     return None if row is None else Baseline(**row)
 
 
+def not_quiet(state: dict, now: dict | None = None) -> str | None:
+    """Why a baseline taken in `state` overstates idle power (None if it does not): its
+    load per CPU was above QUIET_LOAD_PER_CPU and — given `now` — above now's by more."""
+    load, cpus = state.get("load_1m"), state.get("cpus") or 1
+    if load is None or load <= QUIET_LOAD_PER_CPU * cpus:
+        return None
+    load_now = (now or {}).get("load_1m")
+    if now is not None and load_now is not None and load <= load_now + QUIET_LOAD_PER_CPU * cpus:
+        return None
+    return f"the machine was busy (1-minute load {load:.2f} on {cpus} CPU(s))"
+
+
 def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,
-              now: datetime | None = None) -> str | None:
-    """Why `b` cannot be reused in `state` (None when it is fresh)."""
+              now: datetime | None = None, duration_s: float | None = None,
+              repetitions: int | None = None, trusted: bool = False) -> str | None:
+    """Why `b` cannot be reused in `state` (None when it is fresh and safe): also when it
+    was measured with shorter windows than `duration_s`, fewer than `repetitions`, or —
+    unless `trusted` (this process measured it) — on a busy machine."""
     if b is None:
         return "no stored baseline"
+    if duration_s is not None and b.duration_s < duration_s * (1 - 1e-9):
+        return f"stored baseline used {b.duration_s:g} s windows, {duration_s:g} s requested"
+    if repetitions is not None and b.repetitions < repetitions:
+        return f"stored baseline has {b.repetitions} window(s), {repetitions} requested"
+    busy = None if trusted else not_quiet(b.state, state)
+    if busy:
+        return f"stored baseline is unsafe: {busy}"
     age = b.age_s(now)
     if age > max_age_s:
         return f"baseline is {age:.0f} s old (limit {max_age_s:g} s)"
@@ -155,12 +188,18 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
 def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: str, *,
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
-                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool = False,
-                   log: Callable[[str], None] | None = None) -> Baseline:
-    """A fresh stored baseline for this machine state, or a newly measured (and saved) one."""
+                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool | str = False,
+                   log: Callable[[str], None] | None = None,
+                   trusted_ids: set | None = None) -> Baseline:
+    """A fresh, safe stored baseline for this machine state, or a newly measured (and
+    saved) one. `force`: re-measure (a string says why); `trusted_ids`: baselines this
+    process measured (reused even if the machine was busy; new ids are added)."""
     state = machine_state(energy_source)
     current = None if force else latest(conn, energy_source, state["host"])
-    why = "re-measure requested" if force else staleness(current, state, max_age_s=max_age_s)
+    why = (force if isinstance(force, str) else "re-measure requested") if force else \
+        staleness(current, state, max_age_s=max_age_s, duration_s=duration_s,
+                  repetitions=repetitions,
+                  trusted=current is not None and current.baseline_id in (trusted_ids or ()))
     if why is None:
         return current
     if log:
@@ -169,6 +208,12 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
     if b.energy_source != energy_source:
         raise AlemsError(f"baseline sampler used energy source {b.energy_source!r}, runs use "
                          f"{energy_source!r}; pass the same --sources to both")
+    busy = not_quiet(b.state)
+    if busy and log:
+        log(f"warning: idle baseline measured while {busy}; it overstates idle power and "
+            "will not be reused by later batches")
     with conn:
         save(conn, b)
+    if trusted_ids is not None:
+        trusted_ids.add(b.baseline_id)
     return b
