@@ -62,8 +62,8 @@ def check_output_path(path, *, what: str = "--output") -> Path:
         raise UsageError(f"{what} {path}: give a file name")
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        st = None
+    except (FileNotFoundError, NotADirectoryError):
+        st = None  # the folder checks below say what is wrong
     except OSError as exc:
         raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
     if st is not None and not stat.S_ISREG(st.st_mode):

@@ -34,7 +34,7 @@ from alems.store.runs import utc_now_iso
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0
-MIN_DURATION_S = 0.05
+MIN_DURATION_S = 0.01
 MAX_DURATION_S = 600.0
 MAX_REPETITIONS = 100
 # A baseline measured with more load than this (1-minute load average per CPU) was not
@@ -217,3 +217,44 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
     if trusted_ids is not None:
         trusted_ids.add(b.baseline_id)
     return b
+
+
+def negative_run_note(run: list, row: dict, base: Baseline) -> str | None:
+    """Why a stored run points at a bad baseline: its dynamic energy came out negative (or
+    was clipped to 0), i.e. the idle power is above what the run drew. None if fine."""
+    dyn = row.get("dynamic_energy_uj")
+    if not row or ((dyn is None or dyn >= 0) and not row.get("dynamic_clipped")):
+        return None
+    idle = ", ".join(f"{d} {w:.2f} W" for d, w in sorted((base.power_w or {}).items()))
+    return (f"run {run} has negative dynamic energy: the idle baseline ({idle or 'n/a'}, "
+            f"measured {base.measured_at}) is above its power")
+
+
+class BaselineKeeper:
+    """The baseline a batch uses before each run: `current()` reuses or measures one (a
+    baseline this process measured is trusted even on a busy machine); `check_run` warns
+    about a run with negative dynamic energy and has the next `current()` re-measure —
+    once per baseline, so a truly noisy setup does not re-measure before every run."""
+
+    def __init__(self, conn, sampler_factory, energy_source: str, *, duration_s: float,
+                 repetitions: int, max_age_s: float, log: Callable[[str], None]):
+        self.conn, self.factory, self.source = conn, sampler_factory, energy_source
+        self.kw = dict(duration_s=duration_s, repetitions=repetitions, max_age_s=max_age_s)
+        self.log = log
+        self.trusted: set = set()
+        self.replaced: set = set()
+        self.force: str | bool = False
+
+    def current(self) -> Baseline:
+        force, self.force = self.force, False
+        return get_or_measure(self.conn, self.factory, self.source, log=self.log,
+                              force=force, trusted_ids=self.trusted, **self.kw)
+
+    def check_run(self, run: list, row: dict, base: Baseline) -> None:
+        why = negative_run_note(run, row, base)
+        if why is None:
+            return
+        self.log(f"warning: {why}")
+        if base.baseline_id not in self.replaced:
+            self.replaced.add(base.baseline_id)
+            self.force = why

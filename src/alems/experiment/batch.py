@@ -13,6 +13,10 @@ inserted, and the transaction commits. A crash before the commit leaves at most 
 file without a row, which the next start of the same session deletes. A run whose workflow
 raised (provider error after retries, anything else) is stored with status 'error' and its
 message, with the energy it spent; the batch goes on.
+
+One process per session: the session's lock file (`alems.store.locks`) is held while the
+batch works it; SIGTERM/SIGHUP stop it like Ctrl-C (session marked 'interrupted'); a
+failing progress display or log stream (a closed pipe) never stops a measurement.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
                                    planned_runs, runs_to_do, validate_numbers)
+from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
 from alems.store import db as store_db
+from alems.store import locks as store_locks
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 from alems.store import sessions as store_sessions
@@ -99,13 +105,14 @@ class BatchRunner:
         self.cfg = cfg
         self.sampler_factory = sampler_factory
         self.provider_factory = provider_factory
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = quiet_output(log or (lambda msg: print(msg, file=sys.stderr)))
         self.command = command or " ".join(shlex.quote(a) for a in sys.argv)
-        self.progress = progress or BatchProgress()
+        self.progress = QuietProxy(progress or BatchProgress())
         self.task_sets: dict = {}
         self.providers: dict = {}
         self.footprint = None
         self._tmpdir = None
+        self._lock: store_locks.SessionLock | None = None
 
     # ---- validation (before any run)
     def validate(self) -> None:
@@ -261,17 +268,26 @@ class BatchRunner:
     def run(self) -> BatchSummary:
         if not self.task_sets:
             self.validate()
-        conn, db_path = self._open_db()
-        try:
-            return self._run(conn, db_path)
-        finally:
-            conn.close()
-            if self._tmpdir is not None:
-                self._tmpdir.cleanup()
+        with signals_as_interrupt():
+            conn, db_path = self._open_db()
+            try:
+                return self._run(conn, db_path)
+            except sqlite3.Error as exc:  # read-only database or mount, full disk, …
+                raise AlemsError(f"cannot use database {db_path}: {exc}; completed runs are "
+                                 "kept, rerun the same command to resume") from None
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+                conn.close()
+                if self._tmpdir is not None:
+                    self._tmpdir.cleanup()
 
     def _run(self, conn, db_path: Path) -> BatchSummary:
         cfg = self.cfg
         group_id, resumed = self._choose_session(conn)
+        self._lock = store_locks.SessionLock(db_path, group_id).acquire()
+        if self._lock.describe_taken_over():
+            self.log(self._lock.describe_taken_over())
         plan = plan_order(cfg.tasks, cfg.providers, cfg.workflows, cfg.repetitions, cfg.seed)
         host = baseline_mod.machine_state(None)
         with store_db.transaction(conn):
@@ -319,10 +335,13 @@ class BatchRunner:
                 self._run_plan(todo, exp_ids, group_id, conn, db_path, summary)
         except BaseException:
             summary.interrupted = True
-            if conn.in_transaction:
-                conn.rollback()
-            with store_db.transaction(conn):
-                store_sessions.update_session(conn, group_id, status="interrupted")
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+                with store_db.transaction(conn):
+                    store_sessions.update_session(conn, group_id, status="interrupted")
+            except sqlite3.Error as exc:  # e.g. the disk filled up: say so, keep the cause
+                self.log(f"could not mark session {group_id} interrupted: {exc}")
             raise
         self._fill_summary(conn, summary)
         with store_db.transaction(conn):
@@ -342,11 +361,9 @@ class BatchRunner:
         energy_source = self._energy_source()
         summary.energy_source = energy_source
 
-        def current_baseline():
-            return baseline_mod.get_or_measure(
-                conn, self.sampler_factory, energy_source,
-                duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-                max_age_s=cfg.baseline_max_age_s, log=self.log)
+        baselines = baseline_mod.BaselineKeeper(
+            conn, self.sampler_factory, energy_source, duration_s=cfg.baseline_duration_s,
+            repetitions=cfg.baseline_reps, max_age_s=cfg.baseline_max_age_s, log=self.log)
 
         progress = self.progress
         progress.begin(len(todo))
@@ -356,11 +373,12 @@ class BatchRunner:
                 if i > 0 and cfg.cool_down_s > 0:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
-                base = current_baseline()
+                base = baselines.current()
                 progress.running(key)
                 row = self._execute(key, exp_ids[(key.task, key.provider)], group_id, conn,
                                     db_path, base)
                 summary.ran += 1
+                baselines.check_run(key.as_list(), row, base)
                 if row.get("status") == "error":
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
