@@ -54,10 +54,17 @@ def tmp_path_for(path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def check_output_path(path, *, what: str = "--output") -> Path:
-    """Refuse now (UsageError, one line) what could not be written after the work."""
+def check_output_path(path, *, what: str = "--output", make_parent: bool = False) -> Path:
+    """Refuse now (UsageError, one line) what could not be written after the work.
+    `make_parent`: create missing folders above the file first (mkdir -p)."""
     path = Path(path)
     name = path.name
+    if make_parent and str(path.parent) and not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder of {what} {path}: "
+                             f"{exc.strerror or exc}") from None
     if not name or name in (".", ".."):
         raise UsageError(f"{what} {path}: give a file name")
     try:
