@@ -118,8 +118,9 @@ def test_short_baseline_is_not_reused_by_a_batch_asking_for_longer_windows(tmp_p
     db = tmp_path / "experiments.db"
     r = alems(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
     assert r.returncode == 0, r.stderr
-    r = alems(tmp_path, *batch_args(db, "--workflows", "linear", "--new-session", reps=1)[:-6],
-              "--baseline-duration", "0.1", "--baseline-reps", "1", "--seed", "3")
+    args = batch_args(db, "--workflows", "linear", "--new-session", reps=1)
+    args[args.index("--baseline-duration") + 1] = "0.1"
+    r = alems(tmp_path, *args)
     assert r.returncode == 0, r.stderr
     assert "measuring idle baseline" in r.stderr and "0.02 s windows" in r.stderr
     conn = sqlite3.connect(db)

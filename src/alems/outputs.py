@@ -72,7 +72,9 @@ def check_output_path(path, *, what: str = "--output", make_parent: bool = False
     except (FileNotFoundError, NotADirectoryError):
         st = None  # the folder checks below say what is wrong
     except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+        if exc.errno != errno.ENAMETOOLONG:  # a too-long name: the length check says so
+            raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+        st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         if any(test(st.st_mode) for test in _DIRECT):
             return path  # written in place, never replaced

@@ -176,15 +176,24 @@ def connect(path, *, create: bool = True) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.DatabaseError as exc:
-        raise AlemsError(f"cannot open database {path}: {exc}") from None
+        raise AlemsError(f"cannot open database {path}: {exc}{_read_only_hint(path)}") from None
     register_functions(conn)
     if create:
         try:
             init_schema(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise AlemsError(f"cannot initialise database {path}: {exc}") from None
+            raise AlemsError(f"cannot initialise database {path}: {exc}"
+                             f"{_read_only_hint(path)}") from None
     return conn
+
+
+def _read_only_hint(path: Path) -> str:
+    """Why a database cannot be written, when its folder is read-only (a read-only mount)."""
+    if os.access(path.parent, os.W_OK):
+        return ""
+    return (" (its folder is read-only: a batch needs a writable --db; the analysis "
+            "commands and `alems query` read it as it is)")
 
 
 def connect_readonly(path) -> sqlite3.Connection:
