@@ -73,11 +73,15 @@ def count_runs(db_path: Path) -> int:
 
 def check_store(db_path: Path) -> list[dict]:
     """No duplicated run, every run's Parquet file readable, no orphan or temporary file,
-    the SQLite file intact. Returns the runs."""
+    the SQLite file intact. Returns the runs (none when the batch died before storing any)."""
+    if not db_path.exists():
+        return []
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+            return []
         rows = [dict(r) for r in conn.execute(
             "SELECT r.*, e.group_id, e.task_name FROM runs r JOIN experiments e "
             "USING (exp_id) ORDER BY run_id")]
@@ -125,8 +129,7 @@ def fill(path: Path) -> None:
             while True:
                 fh.write(b"\0" * 65536)
                 fh.flush()
-    with open(path / "filler2", "wb") as fh:
-        with contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 512)
-                fh.flush()
+    with contextlib.suppress(OSError), open(path / "filler", "ab") as fh:
+        while True:  # the last partial block
+            fh.write(b"\0" * 512)
+            fh.flush()
