@@ -135,7 +135,7 @@ def safe_replace(tmp, path) -> None:
     except FileNotFoundError:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        raise AlemsError(f"refusing to replace {path}: it is {_kind(mode)}")
+        raise AlemsError(f"cannot write {path}: it is {_kind(mode)}, which is never replaced")
     os.replace(tmp, path)
 
 

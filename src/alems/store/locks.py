@@ -108,12 +108,11 @@ class SessionLock:
 
 def holder_alive(db_path, group_id: str) -> bool | None:
     """True: a live process holds the session's lock; False: nobody does (the batch that
-    ran it is gone); None: cannot tell (lock file unreadable)."""
+    ran it is gone); None: cannot tell (no lock file — a batch of an A-LEMS without session
+    locks, or on another machine — or an unreadable one)."""
     path = lock_path(db_path, group_id)
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
     except OSError:
         return None
     try:
