@@ -1,33 +1,27 @@
-"""Write a Parquet file so that a crash never leaves half a file under the final name."""
+"""Write a Parquet file so that a crash never leaves half a file under the final name,
+and never replace a device node, FIFO or socket with a regular file (see alems.outputs)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alems.outputs import atomic_target
 
-def write_parquet_atomic(table: pa.Table, path, tmp_path) -> int:
+
+def write_parquet_atomic(table: pa.Table, path, tmp_path=None) -> int:
     """Write `table` to `tmp_path` (same folder), fsync, rename onto `path`, fsync the
-    folder; remove the temporary on any failure. Returns the file size in bytes."""
-    path, tmp_path = Path(path), Path(tmp_path)
-    try:
-        with open(tmp_path, "wb") as fh:
+    folder; remove the temporary on any failure. A character device or FIFO target is
+    written in place. Returns the bytes written (the file size for a regular file)."""
+    path = Path(path)
+    with atomic_target(path, tmp_path) as target:
+        with open(target, "wb") as fh:
             pq.write_table(table, fh, compression="zstd")
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path.stat().st_size
+            written = fh.tell() if fh.seekable() else None
+            if target != path:
+                os.fsync(fh.fileno())
+    return written if written is not None else 0

@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sqlite3
 from pathlib import Path
 
 import pandas as pd
 
 from alems.errors import AlemsError
+from alems.outputs import atomic_target
 from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
 from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file
@@ -37,11 +37,6 @@ def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | 
     if country is not None:
         df["country"] = country.upper()
     return df
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def _json_value(v):
@@ -63,8 +58,8 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
     if output.is_dir():
         raise AlemsError(f"--output {output} is a folder; give a file name, e.g. "
                          f"{output / ('results.' + fmt)}")
-    tmp = _atomic_target(output)
-    try:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_target(output) as tmp:  # a device/FIFO is written in place, never replaced
         if fmt == "csv":
             df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n",
                       encoding="utf-8")
@@ -87,10 +82,6 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
                                     b" methane_mg: mg CH4"}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
             pq.write_table(table, tmp)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return output
 
 

@@ -21,7 +21,7 @@ def open_db(path: str | Path) -> sqlite3.Connection:
         raise AlemsError(f"database not found: {path}; run `alems batch` first or pass "
                          "--db PATH (env ALEMS_DB)")
     try:
-        conn = store_db.connect(path, create=False)
+        conn = store_db.connect_readonly(path)  # also on a read-only mount
     except sqlite3.Error as exc:
         raise AlemsError(f"cannot open database {path}: {exc}") from None
     conn.row_factory = sqlite3.Row

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from alems.errors import AlemsError
+from alems.outputs import atomic_target
 from alems.analysis import figures
 from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
@@ -318,14 +318,9 @@ def write_report(blocks: list[Block], output: str | Path) -> Path:
     if suffix not in (".html", ".htm", ".pdf"):
         raise AlemsError(f"--output {output}: give a name ending in .html or .pdf")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_target(output) as tmp:  # a device/FIFO is written in place, never replaced
         if suffix == ".pdf":
             render_pdf(blocks, tmp)
         else:
             tmp.write_text(render_html(blocks), encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return output

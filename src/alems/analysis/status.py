@@ -3,7 +3,9 @@
 Planned runs per workflow come from the experiments rows (repetitions × each listed
 workflow); the total also from batch_sessions.order_json when present. ETA = runs left
 per workflow × that workflow's mean run time × the observed wall-clock overhead (cool-down,
-model loading, …: elapsed wall time ÷ summed run time).
+model loading, …: elapsed wall time ÷ summed run time). A session still marked 'running'
+whose batch process is gone (its lock file is not held: killed, machine rebooted) is shown
+as such, without an ETA, and counts as finished for `--watch`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def pick_group(conn: sqlite3.Connection, group_id: str | None) -> Group:
     return resolve_group(conn, reads.running_group_id(conn) or "latest")
 
 
-def batch_status(conn: sqlite3.Connection, group: Group) -> dict:
+def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
     planned: dict[str, int] = {}
     for workflows, reps in reads.planned_workflows(conn, group.group_id):
         for wf in [w.strip() for w in (workflows or "").split(",") if w.strip()]:
@@ -81,7 +83,13 @@ def batch_status(conn: sqlite3.Connection, group: Group) -> dict:
                 eta_known = False
             else:
                 eta_s += left * mean * overhead
-    finished = group.status != "running" or (planned_total is not None and done_total >= planned_total)
+    gone = False
+    if group.status == "running" and db_path is not None:
+        from alems.store.locks import holder_alive
+
+        gone = holder_alive(db_path, group.group_id) is False
+    finished = (group.status != "running" or gone
+                or (planned_total is not None and done_total >= planned_total))
     return {"group_id": group.group_id, "status": group.status, "created_at": group.created_at,
             "planned": planned_total, "done": done_total,
             "errors": sum(v["errors"] for v in per_wf.values()),
@@ -89,8 +97,8 @@ def batch_status(conn: sqlite3.Connection, group: Group) -> dict:
             "workflows": [per_wf[k] for k in sorted(per_wf)],
             "last_run_started_at": last.isoformat() if last else None,
             "overhead_factor": overhead,
-            "eta_s": (0.0 if finished else (eta_s if eta_known else None)),
-            "finished": finished}
+            "eta_s": (None if gone else 0.0 if finished else (eta_s if eta_known else None)),
+            "finished": finished, "process_gone": gone}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -110,7 +118,10 @@ def status_lines(st: dict) -> list[str]:
         mean = "-" if v["mean_run_s"] is None else f"{v['mean_run_s']:.2f} s"
         lines.append(f"  {v['workflow']:<8} {v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
                      f" failed {v['errors']:<3} wrong {v['wrong']:<3} mean run {mean}")
-    if st["finished"]:
+    if st.get("process_gone"):
+        lines.append("  the batch process is gone (killed or the machine restarted); run the "
+                     "same `alems batch` command again to resume")
+    elif st["finished"]:
         if st["status"] == "interrupted":
             lines.append("  interrupted: run the same `alems batch` command again to resume")
         else:

@@ -36,7 +36,10 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except AlemsError as exc:
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", None)  # alems.interrupts.Terminated
+            if signum is not None:
+                fail(f"stopped by {exc}; completed work was saved", 128 + signum)
             fail("interrupted (Ctrl-C); completed work was saved", 130)
 
     return wrapper  # type: ignore[return-value]

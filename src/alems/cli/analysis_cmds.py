@@ -289,6 +289,10 @@ def register(app: typer.Typer) -> None:
         from alems.analysis.groups import open_db, resolve_group
 
         fmt = _choice(fmt, FORMATS, "--format")
+        if not samples:  # before any work: a file we can write and never a device we replace
+            from alems.outputs import check_output_path
+
+            check_output_path(output, what="--output", make_parent=True)
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
@@ -326,6 +330,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
         if output.suffix.lower() == ".pdf":
             _need("weasyprint")
+        from alems.outputs import check_output_path
+
+        check_output_path(output, what="--output", make_parent=True)
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
@@ -358,7 +365,7 @@ def register(app: typer.Typer) -> None:
             conn = open_db(db)
             try:
                 require_runs_table(conn)
-                st = batch_status(conn, pick_group(conn, group_id))
+                st = batch_status(conn, pick_group(conn, group_id), db_path=db)
             finally:
                 conn.close()
             if fmt == "json":

@@ -131,7 +131,9 @@ def batch_command(
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose))
     runner.validate()
     summary = runner.run()
-    print(format_summary(summary))
+    from alems.interrupts import quiet_output
+
+    quiet_output(print)(format_summary(summary))  # a closed pipe loses only the text
 
 
 def register(app) -> None:

@@ -2,14 +2,18 @@
 
 The connection is `store.db.connect`, so STDDEV, VARIANCE, SQRT, MEDIAN … work. A missing
 database is one error line (a query never creates an empty one); a bad query gives SQLite's
-own message in one line, exit 1. Read-only unless --write.
+own message in one line, exit 1. Read-only unless --write: the database is opened
+read-only and an authorizer allows reads only (no ATTACH, VACUUM INTO, setting PRAGMAs).
+Ctrl-C stops a running query (exit 130), so does --timeout (exit 1).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,17 +25,28 @@ from alems.cli._common import handle_errors
 from alems.store.reads import EXAMPLE_QUERY
 
 FORMATS = ("table", "csv", "json")
-WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
+WIDE_COLUMNS = 12
+MAX_TIMEOUT_S = 7 * 86_400.0  # more columns than this: one "column: value" block per row
 
 
-def run_query(db_path: Path, sql: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
-    from alems.store.db import connect
+def run_query(db_path: Path, sql: str, *, write: bool = False,
+              timeout_s: float | None = None) -> tuple[list[str], list[tuple]]:
+    from alems.store.db import connect, connect_readonly
     from alems.store.reads import run_user_query
 
-    conn = connect(db_path, create=False)
+    conn = connect(db_path, create=False) if write else connect_readonly(db_path)
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SQLite runs the statement in C, where Python's own Ctrl-C cannot reach it; the
+        # progress handler polls this flag instead.
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        return run_user_query(conn, sql, write=write)
+        return run_user_query(conn, sql, write=write, timeout_s=timeout_s,
+                              stop_requested=stop.is_set)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         conn.close()
 
 
@@ -92,14 +107,19 @@ def query_command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the "
                                         "database (read-only otherwise).")] = False,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", help="Stop the query after this many seconds (default: no limit; "
+        "Ctrl-C always stops it).", show_default=False)] = None,
 ) -> None:
     """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not sql.strip():
         raise UsageError("the SQL statement is empty")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:  # also NaN
+        raise UsageError(f"--timeout must be between 0 and {MAX_TIMEOUT_S:g} s, got {timeout}")
     columns, rows = run_query(db if db is not None else config.default_db_path(), sql,
-                              write=write)
+                              write=write, timeout_s=timeout)
     write_output(columns, rows, fmt)
 
 

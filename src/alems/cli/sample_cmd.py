@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -26,7 +25,7 @@ import typer
 
 from alems import config
 from alems.errors import AlemsError, UsageError
-from alems.measure.names import MAX_HZ, SOURCE_NAMES as KNOWN_SOURCES
+from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -50,6 +49,8 @@ class CommandNotExecutable(AlemsError):
 def validate_rate(name: str, hz: float) -> float:
     if not (hz > 0):  # also rejects NaN
         raise UsageError(f"{name} must be > 0 (got {hz:g}); e.g. {name} 1000")
+    if hz < MIN_HZ:
+        raise UsageError(f"{name} {hz:g} is too low; the minimum is {MIN_HZ:g}")
     if hz > MAX_HZ:
         raise UsageError(f"{name} {hz:g} is too high; the maximum is {MAX_HZ:g}")
     return float(hz)
@@ -70,26 +71,38 @@ def parse_sources(text: Optional[str]) -> Optional[list[str]]:
 
 
 def check_writable(path: Path, flag: str) -> Path:
-    """Fail now, not after the run, if `path` cannot be created."""
-    path = Path(path)
-    if path.is_dir():
-        raise AlemsError(f"{flag} {path} is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        why = "is not a directory" if parent.exists() else "does not exist"
-        raise AlemsError(
-            f"cannot write {flag} {path}: {parent} {why} (create the directory or choose "
-            "another path)"
-        )
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-    except OSError as exc:
-        raise AlemsError(
-            f"cannot write {flag} {path}: {exc.strerror or exc}; choose a writable location"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
+    """Fail now, not after the run, if `path` cannot be written (alems.outputs)."""
+    from alems.outputs import check_output_path
+
+    return check_output_path(path, what=flag)
+
+
+def check_outputs(output: Optional[Path], summary_json: Optional[Path], hz: float) -> None:
+    """Both outputs writable, distinct, and room for the samples (see sample_bytes_needed)."""
+    from alems.outputs import check_free_space, same_file, writes_directly
+
+    if output is not None:
+        check_writable(output, "--output")
+    if summary_json is not None:
+        check_writable(summary_json, "--summary-json")
+    if output is not None and summary_json is not None and same_file(output, summary_json) \
+            and not writes_directly(output):
+        raise UsageError(f"-o and --summary-json both name {output}; the JSON would "
+                         "overwrite the samples, give two different files")
+    if output is not None and not writes_directly(output):
+        check_free_space(output, sample_bytes_needed(hz), what="--output")
+
+
+# Room an output needs before the command starts: FREE_SPACE_MIN_S of samples at the
+# requested rate, each row at most SAMPLE_ROW_BYTES (t_ns + ~30 counter columns, 8 B each,
+# before compression), plus a margin for Parquet's metadata.
+FREE_SPACE_MIN_S = 600
+SAMPLE_ROW_BYTES = 256
+FREE_SPACE_MARGIN_BYTES = 1 << 20
+
+
+def sample_bytes_needed(hz: float) -> int:
+    return int(hz * FREE_SPACE_MIN_S * SAMPLE_ROW_BYTES) + FREE_SPACE_MARGIN_BYTES
 
 
 def resolve_command(argv: List[str]) -> str:
@@ -167,19 +180,11 @@ class SignalForwarder:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from alems.outputs import atomic_target
+
+    with atomic_target(path) as target, open(target, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
 
 
 def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
@@ -348,10 +353,7 @@ def register(app: typer.Typer) -> None:
         # energy source this machine ends up using).
         config.estimate_w_per_core()
         config.rt_priority()
-        if output is not None:
-            check_writable(output, "--output")
-        if summary_json is not None:
-            check_writable(summary_json, "--summary-json")
+        check_outputs(output, summary_json, hz)
         resolve_command(argv)
         roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
         check_requested_sources(source_names, roots)

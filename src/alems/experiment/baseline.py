@@ -3,9 +3,12 @@
 A baseline is `repetitions` windows of `duration_s` each; per domain it keeps the mean and
 the sample standard deviation (NULL for a single window) of the window powers, plus when it
 was taken and the machine state (host, CPU frequency governor, energy source, 1-minute load
-average). A stored baseline is reused while it is fresh: younger than `max_age_s` and taken
-in the same state (host, governor, energy source; load is recorded, not compared). Otherwise
-a new one is measured.
+average). A stored baseline is reused only while it is fresh and safe: younger than
+`max_age_s`, taken in the same state (host, governor, energy source), measured with at least
+the requested window length and number of windows, and — unless this process measured it —
+on a machine that was quiet (1-minute load at most QUIET_LOAD_PER_CPU per CPU) or no busier
+than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded (MIN_DURATION_S … MAX_DURATION_S): a window of a
+few milliseconds holds a couple of samples and can report any power at all.
 
 Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is stored as the
 `gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
@@ -35,6 +38,13 @@ from alems.store.runs import utc_now_iso
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
 DEFAULT_MAX_AGE_S = 3600.0
+MIN_DURATION_S = 0.01
+MAX_DURATION_S = 600.0
+MAX_REPETITIONS = 100
+# A baseline measured with more load than this (1-minute load average per CPU) was not
+# idle: the batch that measured it uses it (with a warning); later batches reuse it only
+# while the machine is as busy (within this margin), never on a quieter machine.
+QUIET_LOAD_PER_CPU = 0.5
 STATE_KEYS = ("host", "governor", "energy_source", "gpus")
 GPU = "gpu"  # power_w key of all measured GPUs together
 
@@ -112,8 +122,9 @@ def state_change(old: dict, new: dict) -> str | None:
 def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAULT_DURATION_S,
             repetitions: int = DEFAULT_REPETITIONS, sleep=time.sleep) -> Baseline:
     """Run `repetitions` idle windows of `duration_s` with fresh samplers from the factory."""
-    if not duration_s > 0:
-        raise AlemsError(f"baseline duration must be > 0 s, got {duration_s!r}")
+    if not 0 < duration_s <= MAX_DURATION_S:  # also NaN; the CLI's floor is MIN_DURATION_S
+        raise AlemsError(f"baseline duration must be > 0 and at most {MAX_DURATION_S:g} s, "
+                         f"got {duration_s!r}")
     if not isinstance(repetitions, int) or repetitions < 1:
         raise AlemsError(f"baseline repetitions must be a positive integer, got {repetitions!r}")
     from alems.measure.gpu_sampler import energy_uj as gpu_energy_uj
@@ -162,11 +173,33 @@ def latest(conn, energy_source: str, host: str | None = None) -> Baseline | None
     return None if row is None else Baseline(**row)
 
 
+def not_quiet(state: dict, now: dict | None = None) -> str | None:
+    """Why a baseline taken in `state` overstates idle power (None if it does not): its
+    load per CPU was above QUIET_LOAD_PER_CPU and — given `now` — above now's by more."""
+    load, cpus = state.get("load_1m"), state.get("cpus") or 1
+    if load is None or load <= QUIET_LOAD_PER_CPU * cpus:
+        return None
+    load_now = (now or {}).get("load_1m")
+    if now is not None and load_now is not None and load <= load_now + QUIET_LOAD_PER_CPU * cpus:
+        return None
+    return f"the machine was busy (1-minute load {load:.2f} on {cpus} CPU(s))"
+
+
 def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,
-              now: datetime | None = None) -> str | None:
-    """Why `b` cannot be reused in `state` (None when it is fresh)."""
+              now: datetime | None = None, duration_s: float | None = None,
+              repetitions: int | None = None, trusted: bool = False) -> str | None:
+    """Why `b` cannot be reused in `state` (None when it is fresh and safe): also when it
+    was measured with shorter windows than `duration_s`, fewer than `repetitions`, or —
+    unless `trusted` (this process measured it) — on a busy machine."""
     if b is None:
         return "no stored baseline"
+    if duration_s is not None and b.duration_s < duration_s * (1 - 1e-9):
+        return f"stored baseline used {b.duration_s:g} s windows, {duration_s:g} s requested"
+    if repetitions is not None and b.repetitions < repetitions:
+        return f"stored baseline has {b.repetitions} window(s), {repetitions} requested"
+    busy = None if trusted else not_quiet(b.state, state)
+    if busy:
+        return f"stored baseline is unsafe: {busy}"
     age = b.age_s(now)
     if age > max_age_s:
         return f"baseline is {age:.0f} s old (limit {max_age_s:g} s)"
@@ -178,14 +211,19 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
 def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: str, *,
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
-                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool = False,
+                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool | str = False,
                    log: Callable[[str], None] | None = None,
-                   gpus: list[str] | None = None) -> Baseline:
-    """A fresh stored baseline for this machine state, or a newly measured (and saved) one.
-    gpus: the GPUs the runs measure (gpu_names), part of the state compared."""
+                   trusted_ids: set | None = None, gpus: list[str] | None = None) -> Baseline:
+    """A fresh, safe stored baseline for this machine state, or a newly measured (and
+    saved) one. `force`: re-measure (a string says why); `trusted_ids`: baselines this
+    process measured (reused even if the machine was busy; new ids are added); `gpus`: the
+    GPUs the runs measure (gpu_names), part of the state compared."""
     state = machine_state(energy_source, gpus)
     current = None if force else latest(conn, energy_source, state["host"])
-    why = "re-measure requested" if force else staleness(current, state, max_age_s=max_age_s)
+    why = (force if isinstance(force, str) else "re-measure requested") if force else \
+        staleness(current, state, max_age_s=max_age_s, duration_s=duration_s,
+                  repetitions=repetitions,
+                  trusted=current is not None and current.baseline_id in (trusted_ids or ()))
     if why is None:
         return current
     if log:
@@ -194,6 +232,55 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
     if b.energy_source != energy_source:
         raise AlemsError(f"baseline sampler used energy source {b.energy_source!r}, runs use "
                          f"{energy_source!r}; pass the same --sources to both")
+    busy = not_quiet(b.state)
+    if busy and log:
+        log(f"warning: idle baseline measured while {busy}; it overstates idle power and "
+            "will not be reused by later batches")
     with conn:
         save(conn, b)
+    if trusted_ids is not None:
+        trusted_ids.add(b.baseline_id)
     return b
+
+
+def negative_run_note(run: list, row: dict, base: Baseline) -> str | None:
+    """Why a stored run points at a bad baseline: its dynamic energy came out negative (or
+    was clipped to 0), i.e. the idle power is above what the run drew. None if fine."""
+    dyn = row.get("dynamic_energy_uj")
+    if not row or ((dyn is None or dyn >= 0) and not row.get("dynamic_clipped")):
+        return None
+    idle = ", ".join(f"{d} {w:.2f} W" for d, w in sorted((base.power_w or {}).items()))
+    return (f"run {run} has negative dynamic energy: the idle baseline ({idle or 'n/a'}, "
+            f"measured {base.measured_at}) is above its power")
+
+
+class BaselineKeeper:
+    """The baseline a batch uses before each run: `current()` reuses or measures one (a
+    baseline this process measured is trusted even on a busy machine); `check_run` warns
+    about a run with negative dynamic energy and has the next `current()` re-measure —
+    once per baseline, so a truly noisy setup does not re-measure before every run."""
+
+    def __init__(self, conn, sampler_factory, energy_source: str, *, duration_s: float,
+                 repetitions: int, max_age_s: float, log: Callable[[str], None],
+                 gpus: list[str] | None = None):
+        self.conn, self.factory, self.source = conn, sampler_factory, energy_source
+        self.kw = dict(duration_s=duration_s, repetitions=repetitions, max_age_s=max_age_s,
+                       gpus=gpus)
+        self.log = log
+        self.trusted: set = set()
+        self.replaced: set = set()
+        self.force: str | bool = False
+
+    def current(self) -> Baseline:
+        force, self.force = self.force, False
+        return get_or_measure(self.conn, self.factory, self.source, log=self.log,
+                              force=force, trusted_ids=self.trusted, **self.kw)
+
+    def check_run(self, run: list, row: dict, base: Baseline) -> None:
+        why = negative_run_note(run, row, base)
+        if why is None:
+            return
+        self.log(f"warning: {why}")
+        if base.baseline_id not in self.replaced:
+            self.replaced.add(base.baseline_id)
+            self.force = why

@@ -17,6 +17,10 @@ message, with the energy it spent; the batch goes on.
 
 With `ray_address` the runs go to a fleet of Ray nodes (`alems.experiment.fleet`) and this
 process stays the only writer; with `shard` (K, N) only the K-th of N slices of the plan runs.
+
+One process per session: the session's lock file (`alems.store.locks`) is held while the
+batch works it; SIGTERM/SIGHUP stop it like Ctrl-C (session marked 'interrupted'); a
+failing progress display or log stream (a closed pipe) never stops a measurement.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.store import db as store_db
+from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
+from alems.store import locks as store_locks
 from alems.store import samples as store_samples
 from alems.store import sessions as store_sessions
 
@@ -98,14 +104,15 @@ class BatchRunner:
         self.cfg = cfg
         self.sampler_factory = sampler_factory
         self.provider_factory = provider_factory
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = quiet_output(log or (lambda msg: print(msg, file=sys.stderr)))
         self.command = command or " ".join(shlex.quote(a) for a in sys.argv)
-        self.progress = progress or BatchProgress()
+        self.progress = QuietProxy(progress or BatchProgress())
         self.task_sets: dict = {}
         self.providers: dict = {}
         self.executor = None
         self.fleet = None
         self._tmpdir = None
+        self._lock: store_locks.SessionLock | None = None
 
     # ---- validation (before any run)
     def validate(self) -> None:
@@ -150,19 +157,28 @@ class BatchRunner:
     def run(self) -> BatchSummary:
         if not self.task_sets:
             self.validate()
-        conn, db_path = self._open_db()
-        try:
-            return self._run(conn, db_path)
-        finally:
-            conn.close()
-            if self.fleet is not None:
-                self.fleet.close()
-            if self._tmpdir is not None:
-                self._tmpdir.cleanup()
+        with signals_as_interrupt():
+            conn, db_path = self._open_db()
+            try:
+                return self._run(conn, db_path)
+            except sqlite3.Error as exc:  # read-only database or mount, full disk, …
+                raise AlemsError(f"cannot use database {db_path}: {exc}; completed runs are "
+                                 "kept, rerun the same command to resume") from None
+            finally:
+                if self._lock is not None:
+                    self._lock.release()
+                conn.close()
+                if self.fleet is not None:
+                    self.fleet.close()
+                if self._tmpdir is not None:
+                    self._tmpdir.cleanup()
 
     def _run(self, conn, db_path: Path) -> BatchSummary:
         cfg = self.cfg
         group_id, resumed = self._choose_session(conn)
+        self._lock = store_locks.SessionLock(db_path, group_id).acquire()
+        if self._lock.describe_taken_over():
+            self.log(self._lock.describe_taken_over())
         plan = plan_order(cfg.tasks, cfg.providers, cfg.workflows, cfg.repetitions, cfg.seed)
         host = baseline_mod.machine_state(None)
         with store_db.transaction(conn):
@@ -211,10 +227,13 @@ class BatchRunner:
                 self._run_plan(todo, exp_ids, group_id, conn, db_path, summary)
         except BaseException:
             summary.interrupted = True
-            if conn.in_transaction:
-                conn.rollback()
-            with store_db.transaction(conn):
-                store_sessions.update_session(conn, group_id, status="interrupted")
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+                with store_db.transaction(conn):
+                    store_sessions.update_session(conn, group_id, status="interrupted")
+            except sqlite3.Error as exc:  # e.g. the disk filled up: say so, keep the cause
+                self.log(f"could not mark session {group_id} interrupted: {exc}")
             raise
         self._fill_summary(conn, summary)
         with store_db.transaction(conn):
@@ -231,13 +250,10 @@ class BatchRunner:
 
         max_age_s = cfg.baseline_max_age_s if cfg.baseline_every_s is None \
             else min(cfg.baseline_max_age_s, cfg.baseline_every_s)
-
-        def current_baseline():
-            return baseline_mod.get_or_measure(
-                conn, self.executor.sampler_factory, energy_source,
-                duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-                max_age_s=max_age_s, log=self.log,
-                gpus=getattr(self.executor, "gpus", None))
+        baselines = baseline_mod.BaselineKeeper(
+            conn, self.executor.sampler_factory, energy_source,
+            duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
+            max_age_s=max_age_s, log=self.log, gpus=getattr(self.executor, "gpus", None))
 
         if cfg.warm_up:
             conditions.warm_up(self.providers, cfg, self.log)
@@ -249,7 +265,7 @@ class BatchRunner:
                 if i > 0 and cfg.cool_down_s > 0:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
-                base = current_baseline()
+                base = baselines.current()
                 if cfg.require_quiet:
                     conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
@@ -259,6 +275,7 @@ class BatchRunner:
                                         paired=has_tax_pair(cfg.workflows), log=self.log)
                 row = stored[0] if stored else {}
                 summary.ran += 1
+                baselines.check_run(key.as_list(), row, base)
                 if row.get("status") == "error":
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")

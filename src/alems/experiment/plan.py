@@ -24,6 +24,8 @@ The caller reads the stored sessions and runs (`alems.store.sessions`) and hands
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from typing import Iterable, Mapping
 from alems import config
 from alems.errors import AlemsError, UsageError
 from alems.experiment import baseline as baseline_mod
-from alems.measure.names import MAX_HZ
+from alems.measure.names import MAX_HZ, MIN_HZ
 
 # The arms (defined once in workflows/base.py) and what a batch runs unless told.
 from alems.experiment.workflows.base import DEFAULT_WORKFLOWS, WORKFLOW_NAMES as WORKFLOWS
@@ -132,41 +134,74 @@ def new_group_id() -> str:
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+# Accepted range of every number a batch takes, checked before anything runs (inclusive
+# bounds; floats must also be finite). The upper bounds keep a typo from hanging the
+# machine or allocating gigabytes: the whole plan is held in memory and in order_json.
+MAX_REPETITIONS = 10_000
+MAX_PLANNED_RUNS = 200_000          # tasks x providers x repetitions x workflows
+MAX_SEED = 2**63 - 1                # stored as a SQLite INTEGER (signed 64 bits)
+MAX_COOL_DOWN_S = 3600.0
+NUMBER_RANGES = {
+    # flag: (attribute, low, high)
+    "--repetitions": ("repetitions", 1, MAX_REPETITIONS),
+    "--cool-down": ("cool_down_s", 0.0, MAX_COOL_DOWN_S),
+    "--seed": ("seed", 0, MAX_SEED),
+    "--temperature": ("temperature", 0.0, 2.0),
+    "--max-tokens": ("max_tokens", 1, 32_768),
+    "--n-ctx": ("n_ctx", 64, 131_072),
+    "--hz": ("hz", MIN_HZ, MAX_HZ),
+    "--baseline-duration": ("baseline_duration_s", baseline_mod.MIN_DURATION_S,
+                            baseline_mod.MAX_DURATION_S),
+    "--baseline-reps": ("baseline_reps", 1, baseline_mod.MAX_REPETITIONS),
+    "--baseline-max-age": ("baseline_max_age_s", 0.0, 30 * 86_400.0),
+    "--max-steps": ("max_steps", 1, 100),
+    "--max-tool-calls": ("max_tool_calls", 0, 1_000),
+    "--quiet-timeout": ("quiet_timeout_s", 0.0, 86_400.0),
+}
+
+
+def _check_range(flag: str, value, low, high) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{flag} must be a finite number between {low:g} and {high:g}, "
+                         f"got {value}")
+    if not low <= value <= high:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise UsageError(f"{flag} must be between {low:g} and {high:g}, got {shown}")
+
+
 def validate_numbers(cfg: BatchConfig) -> None:
-    if cfg.repetitions < 1:
-        raise UsageError(f"--repetitions must be >= 1, got {cfg.repetitions}")
+    """Every number against NUMBER_RANGES, then the ones that depend on each other."""
+    for flag, (attr, low, high) in NUMBER_RANGES.items():
+        _check_range(flag, getattr(cfg, attr), low, high)
+    if cfg.threads is not None:
+        _check_range("--threads", cfg.threads, 1, max_threads())
     if not 1 <= cfg.start_from <= cfg.repetitions:
         raise UsageError(f"--start-from must be between 1 and --repetitions "
                          f"({cfg.repetitions}), got {cfg.start_from}")
-    if cfg.cool_down_s < 0:
-        raise UsageError(f"--cool-down must be >= 0 seconds, got {cfg.cool_down_s:g}")
-    if not cfg.hz > 0 or cfg.hz > MAX_HZ:
-        raise UsageError(f"--hz must be in (0, {MAX_HZ:g}], got {cfg.hz:g}")
-    if cfg.max_tokens < 1:
-        raise UsageError(f"--max-tokens must be >= 1, got {cfg.max_tokens}")
-    if not 0.0 <= cfg.temperature <= 2.0:
-        raise UsageError(f"--temperature must be between 0 and 2, got {cfg.temperature:g}")
-    if not cfg.baseline_duration_s > 0:
-        raise UsageError(f"--baseline-duration must be > 0 s, got {cfg.baseline_duration_s:g}")
-    if cfg.baseline_reps < 1:
-        raise UsageError(f"--baseline-reps must be >= 1, got {cfg.baseline_reps}")
-    if cfg.baseline_max_age_s < 0:
-        raise UsageError(f"--baseline-max-age must be >= 0 s, got {cfg.baseline_max_age_s:g}")
-    if cfg.baseline_every_s is not None and not cfg.baseline_every_s > 0:
-        raise UsageError(f"--baseline-every must be > 0 minutes, got "
-                         f"{cfg.baseline_every_s / 60:g}")
-    if not cfg.quiet_timeout_s >= 0:
-        raise UsageError(f"--quiet-timeout must be >= 0 s, got {cfg.quiet_timeout_s:g}")
-    bad = [w for w in cfg.workflows if w not in WORKFLOWS]
-    if bad:
-        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
+    if cfg.baseline_every_s is not None:  # checked in minutes, as the flag takes it
+        _check_range("--baseline-every", cfg.baseline_every_s / 60, 0.1, 30 * 1440.0)
     if cfg.shard is not None and not cfg.group_id:
         raise UsageError("--shard needs --group-id G, the same on every shard, so that "
                          "`alems merge` joins the shards into one session")
+    bad = [w for w in cfg.workflows if w not in WORKFLOWS]
+    if bad:
+        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
+    planned = len(cfg.tasks) * len(cfg.providers) * len(cfg.workflows) * cfg.repetitions
+    if planned > MAX_PLANNED_RUNS:
+        raise UsageError(f"the batch plans {planned:,} runs, more than {MAX_PLANNED_RUNS:,}; "
+                         "split it into several batches")
     if cfg.group_id is not None:
         from alems.store.samples import check_group_id  # the id names a samples folder
 
         check_group_id(cfg.group_id)
+
+
+def max_threads() -> int:
+    """--threads upper bound: the CPUs this process may run on (more only oversubscribe)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- order

@@ -25,6 +25,12 @@ ANSWER_TYPES = ("number", "text")
 TOOL_NAMES = ("calculator", "lookup")
 ANSWER_SUFFIX = "Give the final answer after 'Answer:'."
 
+# Bounds on task files: a line (one item) and a prompt far beyond any model's context only
+# cost memory and time before failing; JSON nested deeper than any item needs is refused.
+MAX_LINE_CHARS = 1_000_000
+MAX_PROMPT_CHARS = 200_000
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
 _NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -106,6 +112,10 @@ def load_task_set(name_or_path: str) -> TaskSet:
 
 def _read_file(path: Path, *, name: str) -> TaskSet:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise AlemsError(f"task file {path} is {size / 1e6:.0f} MB, more than "
+                             f"{MAX_FILE_BYTES / 1e6:.0f} MB; split it")
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AlemsError(f"cannot read task file {path}: {exc}; check the path and that it is UTF-8 text") from exc
@@ -135,10 +145,15 @@ def _bad(path: Path, line_no: int, what: str) -> AlemsError:
 
 
 def _parse_line(line: str, path: Path, line_no: int, *, stem: str) -> TaskItem:
+    if len(line) > MAX_LINE_CHARS:
+        raise _bad(path, line_no, f"the line is {len(line):,} characters long, more than "
+                   f"{MAX_LINE_CHARS:,}")
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise _bad(path, line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise _bad(path, line_no, "JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise _bad(path, line_no, "a line must be a JSON object")
     if "prompt" in record:
@@ -156,6 +171,9 @@ def _text_field(record: dict, key: str, path: Path, line_no: int) -> str:
         value = repr(value) if isinstance(value, float) else str(value)
     if not isinstance(value, str) or not value.strip():
         raise _bad(path, line_no, f"'{key}' must be a non-empty string")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise _bad(path, line_no, f"'{key}' is {len(value):,} characters long, more than "
+                   f"{MAX_PROMPT_CHARS:,}")
     return value.strip()
 
 

@@ -12,8 +12,9 @@ SOURCE_NAMES = ("powercap", "perf-power", "msr", "perf", "slow")
 ENERGY_ORDER = ("powercap", "perf-power", "msr")
 
 # Sampling rates accepted everywhere (Hz). A 50 µs period is already far above what RAPL
-# updates (~1 ms); anything higher only measures the sampler.
-MIN_HZ = 0.0  # exclusive
+# updates (~1 ms); anything higher only measures the sampler. Below MIN_HZ (one sample per
+# 10 s) a run has too few samples to integrate and a stop waits a whole period.
+MIN_HZ = 0.1
 MAX_HZ = 20_000.0
 
 # Parquet key-value metadata: phase marks (JSON list) and the run's ids (JSON object).

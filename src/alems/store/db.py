@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sqlite3
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 from alems.errors import AlemsError
 
@@ -174,15 +176,56 @@ def connect(path, *, create: bool = True) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.DatabaseError as exc:
-        raise AlemsError(f"cannot open database {path}: {exc}") from None
+        raise AlemsError(f"cannot open database {path}: {exc}{_read_only_hint(path)}") from None
     register_functions(conn)
     if create:
         try:
             init_schema(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise AlemsError(f"cannot initialise database {path}: {exc}") from None
+            raise AlemsError(f"cannot initialise database {path}: {exc}"
+                             f"{_read_only_hint(path)}") from None
     return conn
+
+
+def _read_only_hint(path: Path) -> str:
+    """Why a database cannot be written, when its folder is read-only (a read-only mount)."""
+    if os.access(path.parent, os.W_OK):
+        return ""
+    return (" (its folder is read-only: a batch needs a writable --db; the analysis "
+            "commands and `alems query` read it as it is)")
+
+
+def connect_readonly(path) -> sqlite3.Connection:
+    """Open an existing index for reading only (analysis commands, `alems query`): nothing
+    is created or changed. A WAL database on a read-only mount (no -shm file can be made)
+    is opened immutable, which is safe because nothing can write it there either."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
+                         "or pass --db PATH")
+    base = "file:" + quote(str(path.resolve()))
+    last: sqlite3.Error | None = None
+    for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(base + suffix, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            last = exc
+            continue
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            last = exc
+            if suffix == "?mode=ro" and not os.access(path.parent, os.W_OK):
+                continue  # read-only folder: the WAL index cannot be created
+            break
+        except sqlite3.DatabaseError:  # not a database at all: the caller's check says so
+            pass
+        register_functions(conn)
+        return conn
+    raise AlemsError(f"cannot open database {path} for reading: {last}")
 
 
 def schema_version(conn: sqlite3.Connection) -> int | None:

@@ -7,6 +7,7 @@ comes with the `reports` extra); the others return sqlite3 rows or plain values.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from alems.errors import AlemsError
 
@@ -147,12 +148,57 @@ def workflow_progress(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
 
 
 # ------------------------------------------------------------------ `alems query`
-def run_user_query(conn: sqlite3.Connection, sql: str, *,
-                   write: bool = False) -> tuple[list[str], list[tuple]]:
-    """Run one statement of the user's; (column names, rows). Read-only unless `write`.
-    SQLite's complaint becomes one AlemsError line."""
+# Without --write a query runs on a read-only connection under an authorizer that allows
+# reads only: no ATTACH/DETACH (VACUUM INTO attaches its target), no PRAGMA that sets
+# anything, no transaction control. These PRAGMAs only report.
+_PRAGMAS_WITH_ARGUMENT = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"})
+_PRAGMAS_QUERY_ONLY = frozenset({
+    "database_list", "collation_list", "function_list", "pragma_list", "module_list",
+    "compile_options", "user_version", "schema_version", "application_id", "journal_mode",
+    "page_count", "page_size", "freelist_count", "encoding", "data_version", "foreign_keys"})
+_READ_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                           getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+# How often (SQLite virtual-machine steps) the stop/timeout check runs.
+PROGRESS_STEPS = 10_000
+
+
+def read_only_authorizer(action, arg1, arg2, _db, _trigger):
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA:
+        name = (arg1 or "").lower()
+        if name in _PRAGMAS_WITH_ARGUMENT or (name in _PRAGMAS_QUERY_ONLY and arg2 is None):
+            return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+class QueryStopped(AlemsError):
+    """The query was stopped by its --timeout."""
+
+
+def run_user_query(conn: sqlite3.Connection, sql: str, *, write: bool = False,
+                   timeout_s: float | None = None,
+                   stop_requested=lambda: False) -> tuple[list[str], list[tuple]]:
+    """Run one statement of the user's; (column names, rows). Read-only unless `write`
+    (the caller opens a read-only connection; the authorizer refuses the rest). The
+    statement is abandoned when `stop_requested()` turns true (Ctrl-C: KeyboardInterrupt)
+    or after `timeout_s` (QueryStopped). SQLite's complaint becomes one AlemsError line."""
     if not write:
         conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(read_only_authorizer)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    why: list[str] = []
+
+    def check() -> int:
+        if stop_requested():
+            why.append("interrupt")
+        elif deadline is not None and time.monotonic() > deadline:
+            why.append("timeout")
+        return 1 if why else 0
+
+    conn.set_progress_handler(check, PROGRESS_STEPS)
     try:
         cur = conn.execute(sql)
         rows = cur.fetchall()
@@ -162,8 +208,19 @@ def run_user_query(conn: sqlite3.Connection, sql: str, *,
     except sqlite3.Warning as exc:  # e.g. more than one statement
         raise AlemsError(f"query rejected: {exc}") from None
     except sqlite3.Error as exc:
+        if why == ["interrupt"]:
+            raise KeyboardInterrupt from None
+        if why:
+            raise QueryStopped(f"query stopped after --timeout {timeout_s:g} s; narrow it "
+                               "(WHERE, LIMIT) or give a longer --timeout") from None
         msg = " ".join(str(exc).split())
-        if not write and "readonly" in msg.replace("-", "").replace(" ", "").lower():
-            msg += " (queries are read-only; pass --write to modify the database)"
+        if not write and ("authoriz" in msg or "readonly" in
+                          msg.replace("-", "").replace(" ", "").lower()):
+            msg += (" (queries are read-only: no ATTACH, VACUUM INTO or setting PRAGMAs; "
+                    "pass --write to modify the database)")
         raise AlemsError(f"SQL error: {msg}") from None
+    finally:
+        conn.set_progress_handler(None, 0)
+        if not write:
+            conn.set_authorizer(None)
     return columns, rows

@@ -1,0 +1,214 @@
+"""Output files, written safely even as root.
+
+`check_output_path(path, what=...)` is called before any work: it refuses, in one line, a
+target that is a directory, a block device, a socket, a name too long for the file system,
+a missing or unwritable folder. `atomic_target(path)` then gives the name to write: a
+temporary file `.<name>.<pid>.tmp` beside the target that is renamed onto it on success —
+or, when the target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
+a named pipe), the target itself, so a device node is never replaced by a regular file.
+`safe_replace` is the rename that refuses to go over anything but a regular file.
+Temporary files of processes that no longer run are removed (`remove_stale_tmp`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Iterator
+
+from alems.errors import AlemsError, UsageError
+
+TMP_SUFFIX = ".tmp"
+# The temporary-name decorations around the target's name: "." + name + ".<pid>.tmp".
+_TMP_EXTRA_CHARS = 1 + 1 + 10 + len(TMP_SUFFIX)
+# Written straight to the node instead of through a temporary file + rename.
+_DIRECT = (stat.S_ISCHR, stat.S_ISFIFO)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISFIFO, "a FIFO")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def writes_directly(path) -> bool:
+    """True when `path` (after symlinks) is a character device or FIFO: write it in place."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return any(test(mode) for test in _DIRECT)
+
+
+def tmp_path_for(path) -> Path:
+    """`.<name>.<pid>.tmp` in the target's folder (same file system: rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def check_output_path(path, *, what: str = "--output", make_parent: bool = False) -> Path:
+    """Refuse now (UsageError, one line) what could not be written after the work.
+    `make_parent`: create missing folders above the file first (mkdir -p)."""
+    path = Path(path)
+    name = path.name
+    if make_parent and str(path.parent) and not path.parent.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder of {what} {path}: "
+                             f"{exc.strerror or exc}") from None
+    if not name or name in (".", ".."):
+        raise UsageError(f"{what} {path}: give a file name")
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None  # the folder checks below say what is wrong
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:  # a too-long name: the length check says so
+            raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if any(test(st.st_mode) for test in _DIRECT):
+            return path  # written in place, never replaced
+        raise UsageError(f"{what} {path} is {_kind(st.st_mode)}; give a regular file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"{what} {path}: folder {parent} {why}; create it or choose "
+                         "another path")
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(name)) + _TMP_EXTRA_CHARS > name_max:
+        raise UsageError(f"{what}: the file name is {len(os.fsencode(name))} bytes long; "
+                         f"this file system allows {name_max - _TMP_EXTRA_CHARS} here")
+    probe = parent / f".{name}.{os.getpid()}.probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}; choose a "
+                         "writable location") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return path
+
+
+def same_file(a, b) -> bool:
+    """Whether two output names point at the same file (also through links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+
+
+def check_free_space(path, need_bytes: int, *, what: str = "--output") -> None:
+    """Refuse when the file system of `path` has less than `need_bytes` free."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no answer: the write itself will say
+    if free < need_bytes:
+        raise AlemsError(f"{what} {path}: only {free / 1e6:.1f} MB free on its file system, "
+                         f"about {need_bytes / 1e6:.1f} MB are needed; free space or choose "
+                         "another location")
+
+
+def safe_replace(tmp, path) -> None:
+    """os.replace, but never over a directory, device, FIFO or socket (nor a symlink to
+    one); a symlink to a regular file has its target replaced, the link stays."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise AlemsError(f"cannot write {path}: it is {_kind(mode)}, which is never replaced")
+    os.replace(tmp, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_target(path, tmp=None) -> Iterator[Path]:
+    """Yield the name to write `path` through (see the module docstring). On success the
+    temporary file is fsynced and renamed onto `path`; on any failure it is removed."""
+    path = Path(path)
+    if writes_directly(path):
+        yield path
+        return
+    remove_stale_tmp(path)
+    tmp = Path(tmp) if tmp is not None else tmp_path_for(path)
+    try:
+        yield tmp
+        with contextlib.suppress(OSError):  # e.g. a library closed it already: best effort
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        safe_replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent if str(path.parent) else Path("."))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_tmp(path) -> list[Path]:
+    """Delete `.<name>.<pid>.tmp` / `.<name>.tmp-<pid>` beside `path` whose process is gone
+    (a kill -9 during a final write). Returns what went."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(r"^\.%s\.(?:(\d+)\.tmp|tmp-(\d+))$" % re.escape(path.name))
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m:
+            continue
+        pid = int(m.group(1) or m.group(2))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+    return removed
