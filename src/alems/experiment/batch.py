@@ -44,6 +44,7 @@ from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.store import db as store_db
+from alems.errors import AlemsError
 from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
 from alems.store import locks as store_locks
 from alems.store import samples as store_samples
