@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from alems.analysis import figures
 from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.outputs import atomic_output
 from alems.store import reads
 
 
@@ -317,15 +317,9 @@ def write_report(blocks: list[Block], output: str | Path) -> Path:
     suffix = output.suffix.lower()
     if suffix not in (".html", ".htm", ".pdf"):
         raise AlemsError(f"--output {output}: give a name ending in .html or .pdf")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(output) as tmp:   # the folder was checked, never created here
         if suffix == ".pdf":
             render_pdf(blocks, tmp)
         else:
             tmp.write_text(render_html(blocks), encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return output

@@ -271,7 +271,9 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="File to write (or, with "
                                              "--samples, a new folder for the dataset).")],
         group_id: GroupOpt = "latest",
-        fmt: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
+        fmt: Annotated[Optional[str], typer.Option(
+            "--format", help="csv | parquet | json; default: from the --output extension "
+            "(.csv, .parquet, .json), else csv.", show_default=False)] = None,
         samples: Annotated[bool, typer.Option(
             "--samples", help="Export the full-rate samples as one partitioned Parquet dataset "
             "(group_id=/exp_id=/run_id=) instead of the runs table.")] = False,
@@ -281,16 +283,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
         _need("pandas")
-        from alems.analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
+        from alems.analysis.export import (choose_format, runs_export_frame, write_runs,
+                                           write_samples_dataset)
         from alems.analysis.groups import open_db, resolve_group
+        from alems.outputs import check_output_path
 
-        fmt = _choice(fmt, FORMATS, "--format")
+        fmt = choose_format(output, fmt, samples)
+        output = check_output_path(output, "--output", folder=samples)
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
         if samples:
-            if fmt != "parquet":
-                raise UsageError("--samples writes a Parquet dataset; use --format parquet")
             info = write_samples_dataset(conn, Path(db), group, output)
             print(f"wrote {info['rows']} samples of {info['runs']} runs to {info['output']}")
             if info["missing_runs"]:
@@ -320,6 +323,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
         if output.suffix.lower() not in (".html", ".htm", ".pdf"):
             raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
+        from alems.outputs import check_output_path
+
+        output = check_output_path(output, "--output")
         if output.suffix.lower() == ".pdf":
             _need("weasyprint")
         db = db or _default_db()

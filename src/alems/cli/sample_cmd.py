@@ -26,6 +26,7 @@ import typer
 
 from alems import config
 from alems.errors import AlemsError, UsageError
+from alems.outputs import check_output_path, finish_file
 from alems.measure.names import MAX_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
@@ -70,26 +71,9 @@ def parse_sources(text: Optional[str]) -> Optional[list[str]]:
 
 
 def check_writable(path: Path, flag: str) -> Path:
-    """Fail now, not after the run, if `path` cannot be created."""
-    path = Path(path)
-    if path.is_dir():
-        raise AlemsError(f"{flag} {path} is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        why = "is not a directory" if parent.exists() else "does not exist"
-        raise AlemsError(
-            f"cannot write {flag} {path}: {parent} {why} (create the directory or choose "
-            "another path)"
-        )
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-    except OSError as exc:
-        raise AlemsError(
-            f"cannot write {flag} {path}: {exc.strerror or exc}; choose a writable location"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
-    return path
+    """Fail now, not after the run, if `path` cannot be created (the rule of every output:
+    `alems.outputs.check_output_path`)."""
+    return check_output_path(path, flag)
 
 
 def resolve_command(argv: List[str]) -> str:
@@ -175,7 +159,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        finish_file(Path(tmp), path)  # the umask's mode, like the Parquet file
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

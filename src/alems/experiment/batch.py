@@ -31,6 +31,7 @@ from typing import Callable
 from alems import config
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
+from alems.experiment.batch_hooks import completed_twin, watch_phases
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, plan_order,
                                    planned_runs, runs_to_do, validate_numbers)
@@ -57,6 +58,7 @@ class BatchSummary:
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
+    already_complete: bool = False   # the identical batch was done before; nothing ran
 
 
 class BatchProgress:
@@ -69,8 +71,14 @@ class BatchProgress:
     def cooling(self, seconds: float) -> None:
         """Idle `seconds` before the next run."""
 
+    def planned(self, keys: list[RunKey]) -> None:
+        """The runs about to be done, in order (called just before `begin`)."""
+
     def running(self, key: RunKey) -> None:
         """Run `key` starts."""
+
+    def phase(self, key: RunKey, names: tuple[str, ...]) -> None:
+        """Run `key` is now inside these nested phases (outermost first; () = none)."""
 
     def finished(self, key: RunKey, row: dict) -> None:
         """Run `key` is stored as `row` ({} when another process stored it first)."""
@@ -176,6 +184,7 @@ class BatchRunner:
         settings = GenerationSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
+        watch_phases(sampler, lambda names: self.progress.phase(key, names))
         started_at = store_runs.utc_now_iso()
         sampler.start()
         instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
@@ -271,8 +280,18 @@ class BatchRunner:
 
     def _run(self, conn, db_path: Path) -> BatchSummary:
         cfg = self.cfg
-        group_id, resumed = self._choose_session(conn)
         plan = plan_order(cfg.tasks, cfg.providers, cfg.workflows, cfg.repetitions, cfg.seed)
+        twin = completed_twin(cfg, plan, conn)
+        if twin is not None:
+            self.log(f"batch {twin} with these settings is already complete; showing its "
+                     "results (add --new-session to run it again)")
+            summary = BatchSummary(group_id=twin, db_path=Path(os.path.abspath(db_path)),
+                                   saved=True, planned=len(planned_runs(plan, cfg.start_from)),
+                                   already_complete=True)
+            summary.done_before = summary.planned
+            self._fill_summary(conn, summary)
+            return summary
+        group_id, resumed = self._choose_session(conn)
         host = baseline_mod.machine_state(None)
         with store_db.transaction(conn):
             if resumed:
@@ -349,6 +368,7 @@ class BatchRunner:
                 max_age_s=cfg.baseline_max_age_s, log=self.log)
 
         progress = self.progress
+        progress.planned(list(todo))
         progress.begin(len(todo))
         completed = False
         try:
