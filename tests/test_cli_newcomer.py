@@ -224,3 +224,42 @@ def test_cloud_error_names_only_what_the_user_can_set(tmp_path):
     line = one_error_line(alems(tmp_path, "batch", "--tasks", "gsm8k_basic", "--providers",
                                 "cloud", env_extra=env), 1, "ANTHROPIC_API_KEY")
     assert "api_key" not in line
+
+
+# ---------------------------------------------------------------- progress of a long run
+
+def test_progress_hears_each_runs_phases_and_eta_uses_each_arms_mean(tmp_path):
+    from alems.cli.progress import RunState, eta_s
+    from alems.experiment.batch import BatchProgress
+    from alems.experiment.plan import RunKey
+    from test_batch import make_runner
+
+    class Recording(BatchProgress):
+        def __init__(self):
+            self.planned_keys, self.phases = [], []
+
+        def planned(self, keys):
+            self.planned_keys = list(keys)
+
+        def phase(self, key, names):
+            self.phases.append((key.workflow, names))
+
+    runner = make_runner(tmp_path, repetitions=1)
+    runner.progress = rec = Recording()
+    runner.run()
+    assert len(rec.planned_keys) == 2 * len(runner.cfg.tasks)
+    agentic = {names for wf, names in rec.phases if wf == "agentic"}
+    assert ("planning",) in agentic and ("planning", "llm") in agentic and () in agentic
+
+    def key(wf, rep):
+        return RunKey("t", "p", wf, rep, 0, 0)
+
+    left = [key("linear", 2), key("agentic", 2), key("agentic", 3)]
+    assert eta_s(left, {}) is None                         # nothing known yet
+    assert eta_s(left, {"linear": [2.0]}) == 6.0           # first run: its mean for all
+    assert eta_s(left, {"linear": [2.0], "agentic": [10.0, 20.0]}) == 2.0 + 15.0 + 15.0
+    state = RunState()
+    state.key, state.phases = key("agentic", 1), ("execution", "tool:calc")
+    state.t_run_s = __import__("time").monotonic() - 75
+    assert "agentic rep 1 · execution › tool:calc · 1m15s" in state.current()
+    assert state.eta() == "ETA after the first run"
