@@ -60,14 +60,16 @@ class RunState:
         self.t_run_s = 0.0
         self.remaining: list[RunKey] = []
         self.durations_s: dict[str, list[float]] = {}
+        self.cool_down_s = 0.0   # idle before each further run
+        self.finished = False
 
     def current(self) -> str:
         if self.cooling_s is not None:
             return f"cool-down {self.cooling_s:g} s"
         if self.key is None:
-            return "starting"
+            return "done" if self.finished else "starting"
         k = self.key
-        phase = " › ".join(self.phases) or "setup"
+        phase = " › ".join(self.phases) or "between phases"
         return (f"{k.task}/{k.provider}/{k.workflow} rep {k.rep} · {phase} · "
                 f"{fmt_duration(time.monotonic() - self.t_run_s)}")
 
@@ -75,6 +77,7 @@ class RunState:
         left = eta_s(self.remaining, self.durations_s)
         if left is None:
             return "ETA after the first run"
+        left += self.cool_down_s * len(self.remaining)
         if self.key is not None and self.cooling_s is None:   # time already spent on it
             left = max(left - (time.monotonic() - self.t_run_s), 0.0)
         return f"ETA {fmt_duration(left)}"
@@ -124,7 +127,7 @@ class RichBatchProgress(BatchProgress):
         self._done, self._total = 0, total
 
     def cooling(self, seconds: float) -> None:
-        self.state.cooling_s = seconds
+        self.state.cooling_s = self.state.cool_down_s = seconds
 
     def running(self, key: RunKey) -> None:
         st = self.state
@@ -151,6 +154,7 @@ class RichBatchProgress(BatchProgress):
 
     def end(self, completed: bool) -> None:
         self.state.key, self.state.cooling_s = None, None
+        self.state.finished = completed
         self._bar.stop()
 
 
