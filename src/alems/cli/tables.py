@@ -4,8 +4,9 @@ never cut; other cells wrap; when even that does not fit, each row becomes a blo
 
 from __future__ import annotations
 
-import os
 import sys
+
+from alems import config
 
 PIPE_WIDTH = 200   # no terminal and no $COLUMNS: wide enough for every table
 
@@ -14,7 +15,7 @@ def console():
     """A rich console on stdout: the terminal's width, else $COLUMNS, else PIPE_WIDTH."""
     from rich.console import Console
 
-    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+    if sys.stdout.isatty() or config.terminal_columns() is not None:
         return Console()
     return Console(width=PIPE_WIDTH)
 
