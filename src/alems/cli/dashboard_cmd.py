@@ -77,9 +77,9 @@ def dashboard_command(
     if missing:
         raise AlemsError(f"the dashboard needs {', '.join(missing)}; install them with "
                          "`pip install 'alems[dashboard]'`")
-    from alems.config import DEFAULT_DB_PATH
+    from alems.config import default_db_path
 
-    db_path = Path(db if db is not None else DEFAULT_DB_PATH).resolve()
+    db_path = Path(db if db is not None else default_db_path()).resolve()
     import uvicorn
 
     from alems.dashboard.app import create_app
