@@ -33,7 +33,7 @@ def test_content_has_conditions_tables_and_four_figures(blocks_and_db):
     kinds = [b.kind for b in blocks]
     assert kinds.count("figure") == 4
     tables = [b for b in blocks if b.kind == "table"]
-    conditions = dict(tables[0].rows)
+    conditions = dict(next(t for t in tables if t.text == "Batch conditions").rows)
     for key in ("group id", "machine: host", "energy source(s)", "seed", "run order", "baseline #1"):
         assert key in conditions
     assert any("Orchestration tax" in t.text for t in tables)
@@ -111,7 +111,7 @@ def test_conditions_show_no_raw_python_or_json(tmp_path):
     raw.commit()
     conn = open_db(db)
     blocks = build_report(conn, db, resolve_group(conn, "latest"))
-    cond = dict(next(b for b in blocks if b.kind == "table").rows)
+    cond = dict(next(b for b in blocks if b.kind == "table" and b.text == "Batch conditions").rows)
     assert cond["machine: cpufreq governor"].startswith("–")
     assert "not readable" in cond["machine: cpufreq governor"]
     assert cond["machine: CPUs"] == "2" and cond["machine: load average (1 min)"] == "2.21"
@@ -224,8 +224,9 @@ def test_short_table_moves_whole(tmp_path):
     assert moved
 
 
-def test_report_pdf_page_one_holds_conditions(blocks_and_db, tmp_path):
+def test_report_pdf_page_one_holds_the_headline(blocks_and_db, tmp_path):
+    # issue 11: the answer first (tax, accuracy per arm, energy source), conditions later
     blocks, _ = blocks_and_db
     _, placed = _render(blocks, tmp_path / "r.pdf")
     first = next(p for p in placed if p[0] == "table")
-    assert first[2] == "Batch conditions" and first[1] == 1
+    assert first[2].startswith("Accuracy per arm") and first[1] == 1

@@ -89,6 +89,12 @@ def default_db_path() -> Path:
     return Path(raw) if raw is not None else DB_PATH
 
 
+def terminal_columns() -> int | None:
+    """COLUMNS (the terminal width a shell exports; rich honours it too), None if unset."""
+    raw = _env("COLUMNS")
+    return int(raw) if raw is not None and raw.strip().isdigit() else None
+
+
 def estimate_w_per_core() -> float:
     """ALEMS_ESTIMATE_W_PER_CORE (watts per busy core of the CPU-time estimate)."""
     return _positive_float("ALEMS_ESTIMATE_W_PER_CORE", ESTIMATE_W_PER_CORE, "10")

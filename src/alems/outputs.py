@@ -1,13 +1,16 @@
-"""Output files, written safely even as root.
+"""Output files: one rule for every output (`sample -o/--summary-json`, `export`, `report`),
+written safely even as root.
 
-`check_output_path(path, what=...)` is called before any work: it refuses, in one line, a
-target that is a directory, a block device, a socket, a name too long for the file system,
-a missing or unwritable folder. `atomic_target(path)` then gives the name to write: a
+`check_output_path(path, what)` is called before any work: it refuses, in one line and exit
+2, a target that is a directory, a block device, a socket, a name too long for the file
+system, a missing (never created silently) or unwritable folder; for a dataset folder
+(`folder=True`) one that exists and is not empty. `atomic_target(path)` then gives the name to write: a
 temporary file `.<name>.<pid>.tmp` beside the target that is renamed onto it on success —
 or, when the target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
 a named pipe), the target itself, so a device node is never replaced by a regular file.
 `safe_replace` is the rename that refuses to go over anything but a regular file.
-Temporary files of processes that no longer run are removed (`remove_stale_tmp`).
+Temporary files of processes that no longer run are removed (`remove_stale_tmp`). A new
+file's mode follows the user's umask like any other program's output.
 """
 
 from __future__ import annotations
@@ -54,17 +57,18 @@ def tmp_path_for(path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def check_output_path(path, *, what: str = "--output", make_parent: bool = False) -> Path:
-    """Refuse now (UsageError, one line) what could not be written after the work.
-    `make_parent`: create missing folders above the file first (mkdir -p)."""
-    path = Path(path)
+def check_output_path(path, what: str = "--output", *, folder: bool = False) -> Path:
+    """Refuse now (UsageError: one line, exit 2) what could not be written after the work;
+    return the path made absolute. `folder=True`: `path` is a dataset folder to create
+    (new, or existing and empty)."""
+    path = Path(path).expanduser().absolute()
     name = path.name
-    if make_parent and str(path.parent) and not path.parent.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create the folder of {what} {path}: "
-                             f"{exc.strerror or exc}") from None
+    if folder:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"{what} {path} exists and is not an empty directory; give a "
+                             "new or empty one")
+        _check_folder(path.parent, path, what)
+        return path
     if not name or name in (".", ".."):
         raise UsageError(f"{what} {path}: give a file name")
     try:
@@ -79,19 +83,24 @@ def check_output_path(path, *, what: str = "--output", make_parent: bool = False
         if any(test(st.st_mode) for test in _DIRECT):
             return path  # written in place, never replaced
         raise UsageError(f"{what} {path} is {_kind(st.st_mode)}; give a regular file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        why = "is not a directory" if parent.exists() else "does not exist"
-        raise UsageError(f"{what} {path}: folder {parent} {why}; create it or choose "
-                         "another path")
+    _check_folder(path.parent, path, what)
     try:
-        name_max = os.pathconf(parent, "PC_NAME_MAX")
+        name_max = os.pathconf(path.parent, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
     if len(os.fsencode(name)) + _TMP_EXTRA_CHARS > name_max:
         raise UsageError(f"{what}: the file name is {len(os.fsencode(name))} bytes long; "
                          f"this file system allows {name_max - _TMP_EXTRA_CHARS} here")
-    probe = parent / f".{name}.{os.getpid()}.probe"
+    return path
+
+
+def _check_folder(parent: Path, path: Path, what: str) -> None:
+    """The folder must already exist (it is never created silently) and be writable."""
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"cannot write {what} {path}: {parent} {why} (create it first, "
+                         "or choose another path)")
+    probe = parent / f".{path.name[:200]}.{os.getpid()}.probe"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -100,7 +109,13 @@ def check_output_path(path, *, what: str = "--output", make_parent: bool = False
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
-    return path
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """`base` as the user's umask lets a new file have it (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
 
 
 def same_file(a, b) -> bool:
@@ -160,6 +175,8 @@ def atomic_target(path, tmp=None) -> Iterator[Path]:
     tmp = Path(tmp) if tmp is not None else tmp_path_for(path)
     try:
         yield tmp
+        with contextlib.suppress(OSError):  # umask mode, whatever created the file
+            os.chmod(tmp, umask_mode())
         with contextlib.suppress(OSError):  # e.g. a library closed it already: best effort
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -212,3 +229,7 @@ def remove_stale_tmp(path) -> list[Path]:
             if exc.errno not in (errno.ENOENT, errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
     return removed
+
+
+# The name the CLI's writers use: every output goes through the same atomic, device-safe path.
+atomic_output = atomic_target

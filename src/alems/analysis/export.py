@@ -18,14 +18,36 @@ from pathlib import Path
 
 import pandas as pd
 
-from alems.errors import AlemsError
-from alems.outputs import atomic_target
+from alems.errors import AlemsError, UsageError
+from alems.outputs import atomic_output
 from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
 from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file
+from alems.outputs import atomic_output
 from alems.store import reads
 
 FORMATS = ("csv", "parquet", "json")
+EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+DEFAULT_FORMAT = "csv"   # a name without a known extension
+
+
+def choose_format(output: Path, fmt: str | None, samples: bool) -> str:
+    """The export format: --format if given, else the output's extension, else CSV;
+    --samples is always Parquet. A --format the extension contradicts is refused."""
+    if fmt is not None and fmt.lower() not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    fmt = fmt.lower() if fmt else None
+    if samples:
+        if fmt not in (None, "parquet"):
+            raise UsageError("--samples writes a Parquet dataset; drop --format or use "
+                             "--format parquet")
+        return "parquet"
+    by_ext = EXTENSIONS.get(Path(output).suffix.lower())
+    if fmt and by_ext and fmt != by_ext:
+        raise UsageError(f"--format {fmt} does not match --output {Path(output).name} "
+                         f"({by_ext}); rename the file or drop --format")
+    return fmt or by_ext or DEFAULT_FORMAT
+
 
 def runs_export_frame(conn: sqlite3.Connection, group: Group, *, country: str | None = None,
                       factors=None) -> pd.DataFrame:
@@ -58,8 +80,7 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
     if output.is_dir():
         raise AlemsError(f"--output {output} is a folder; give a file name, e.g. "
                          f"{output / ('results.' + fmt)}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(output) as tmp:  # a device/FIFO is written in place, never replaced
+    with atomic_output(output) as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n",
                       encoding="utf-8")

@@ -12,14 +12,16 @@ from alems.store import db as store_db
 from alems.store import reads
 
 LATEST = "latest"
+# A batch command that keeps its database (without --save-db it is deleted at the end).
+BATCH_HINT = "alems batch --tasks gsm8k_basic --save-db"
 
 
 def open_db(path: str | Path) -> sqlite3.Connection:
     """Open an existing A-LEMS database (never creates one). Rows come back as sqlite3.Row."""
-    path = Path(path)
+    path = Path(path).absolute()   # from another folder a relative name says nothing
     if not path.is_file():
-        raise AlemsError(f"database not found: {path}; run `alems batch` first or pass "
-                         "--db PATH (env ALEMS_DB)")
+        raise AlemsError(f"database not found: {path}; record a batch into it with "
+                         f"`{BATCH_HINT}` or point to one with --db PATH (env ALEMS_DB)")
     try:
         conn = store_db.connect_readonly(path)  # also on a read-only mount
     except sqlite3.Error as exc:
@@ -32,8 +34,8 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     needed = reads.ANALYSIS_TABLES
     if not needed <= names:
         if not names & needed:
-            raise AlemsError(f"database {path} is empty (no A-LEMS tables); run `alems batch` "
-                             "to record a batch first")
+            raise AlemsError(f"database {path} is empty (no A-LEMS tables); record a batch "
+                             f"with `{BATCH_HINT}`")
         raise AlemsError(f"database {path} lacks table(s) {', '.join(sorted(needed - names))}; "
                          "it was not written by this version of A-LEMS")
     return conn
@@ -62,19 +64,22 @@ def _loads(text: str | None, default):
 
 
 def resolve_group(conn: sqlite3.Connection, group_id_or_latest: str | None = LATEST) -> Group:
-    """The batch session named `group_id_or_latest`, or the newest one for 'latest'/None."""
+    """The batch session named `group_id_or_latest`; for 'latest'/None the newest one that
+    has runs (a just-started or empty session must not hide finished results), else the
+    newest one."""
     wanted = (group_id_or_latest or LATEST).strip()
     if wanted.lower() == LATEST:
-        row = reads.latest_group_row(conn)
+        row = reads.latest_group_with_runs_row(conn) or reads.latest_group_row(conn)
         if row is None:
-            raise AlemsError("the database has no batch sessions yet; run `alems batch` first")
+            raise AlemsError(f"the database has no batch sessions yet; record one with "
+                             f"`{BATCH_HINT}`")
     else:
         row = reads.group_row(conn, wanted)
         if row is None:
             known = reads.recent_group_ids(conn, 5)
             hint = (f"recent groups: {', '.join(known)}" if known
                     else "the database has no batch sessions")
-            raise AlemsError(f"unknown group id {wanted!r}; {hint} (or use --group-id latest)")
+            raise AlemsError(f"unknown group id {wanted!r}; {hint} (or use 'latest')")
     return Group(
         group_id=row["group_id"], created_at=row["created_at"], status=row["status"],
         seed=row["seed"], settings=_loads(row["settings_json"], {}),

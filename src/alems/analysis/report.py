@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from alems.errors import AlemsError
-from alems.outputs import atomic_target
 from alems.analysis import figures
 from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.outputs import atomic_output
 from alems.store import reads
 
 
@@ -147,21 +147,19 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
         Block("h1", f"A-LEMS report — batch {group.group_id}"),
         Block("p", summary["headline_text"] + est_tag),  # the same headline everywhere
         Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-                   f"{db_path.name}. Energy is package energy (RAPL) minus the idle baseline "
+                   f"{db_path.name}. Energy is {_energy_basis(summary)} minus the idle baseline "
                    f"(dynamic energy); intervals are {pct} % confidence intervals."),
     ]
     if est:
         out.append(Block("warn", "All energy figures in this report marked ESTIMATE come from a "
                                  "CPU-time × W/core model, not from a hardware counter."))
-    out.append(Block("h2", "Conditions"))
-    out.append(Block("table", "Batch conditions", ["item", "value"],
-                     _conditions(conn, group, summary, runs)))
-    out.append(Block("h2", "Warnings"))
-    if summary["warnings"]:
-        out.extend(Block("warn", w) for w in summary["warnings"])
-    else:
-        out.append(Block("p", "None: the data raise no flags."))
-
+    # the answer first: tax with its interval, accuracy per arm, energy source
+    out.append(Block("h2", "Headline"))
+    out.append(Block("p", summary["headline_text"] + est_tag))
+    out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
+                     ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
+    out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
+                          + (" — ESTIMATE, not measured" if est else "") + "."))
     out.append(Block("h2", "Summary per task, provider and workflow"))
     out.append(Block("table", f"Per workflow: dynamic energy, duration and average package "
                               f"power (mean ± sd, {pct} % t-interval of the mean){est_tag}",
@@ -170,7 +168,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                      [[w["task"], w["provider"], w["workflow"],
                        f"{w['n_runs']} ({w['n_ok']}/{w['n_errors']})",
                        f"{w['n_correct']}/{w['n_runs']} ({w['success_rate']:.0%})",
-                       _ms(w["dynamic_energy_j"]), _ci(w["dynamic_energy_j"]),
+                       *_energy_cells(w["dynamic_energy_j"]),
                        _ms(w["duration_s"], 3), _ms(w["avg_power_w"], 1),
                        _fmt(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
@@ -185,6 +183,10 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        _fmt(t["tax_percent"], 1), _fmt(t["mean_of_pair_ratios"]),
                        _fmt(t["epg_linear_j"]), _fmt(t["epg_agentic_j"])]
                       for t in summary["tax"]]))
+    if any(w["dynamic_energy_j"].get("ci_note") for w in summary["workflows"]):
+        out.append(Block("p", f"† The {pct} % t interval reaches below 0 J although energy is "
+                              "positive: too few or too spread runs; read it as 'at most' its "
+                              "upper bound, and run more repetitions."))
     if summary["phases"]:
         kinds = ["planning", "execution", "synthesis", "llm", "tool", "waiting"]
         table = {}
@@ -225,10 +227,52 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     ):
         if png:
             out.append(Block("figure", caption, png=png))
+    out.append(Block("h2", "Conditions"))
+    out.append(Block("table", "Batch conditions", ["item", "value"],
+                     _conditions(conn, group, summary, runs)))
+    out.append(Block("h2", "Warnings"))
+    if summary["warnings"]:
+        out.extend(Block("warn", w) for w in summary["warnings"])
+    else:
+        out.append(Block("p", "None: the data raise no flags."))
     out.append(Block("h2", "Definitions"))
     for k, v in summary["definitions"].items():
         out.append(Block("p", f"{k}: {v}"))
     return out
+
+
+def _energy_basis(summary: dict) -> str:
+    """What the energy figures really are, from the sources the runs used."""
+    sources = summary["energy_sources"]
+    if summary["estimate"] and sources == ["estimate"]:
+        return "an ESTIMATE (CPU time × W/core), not a hardware measurement,"
+    names = ", ".join(s for s in sources if s != "estimate") or "–"
+    basis = f"package energy measured by {names}"
+    return basis + (" (some runs: an ESTIMATE from CPU time)" if summary["estimate"] else "")
+
+
+def _accuracy_rows(summary: dict) -> list[list[str]]:
+    arms: dict[str, list[int]] = {}
+    for w in summary["workflows"]:
+        n = arms.setdefault(w["workflow"], [0, 0])
+        n[0] += w["n_runs"]
+        n[1] += w["n_correct"]
+    return [[wf, str(n), str(c), "–" if not n else f"{c / n:.0%}"]
+            for wf, (n, c) in sorted(arms.items())]
+
+
+def _energy_cells(d: dict) -> list[str]:
+    """('mean ± sd', '[low, high]') rounded to what the interval supports; † marks an
+    interval of a positive quantity that reaches below 0."""
+    from alems.analysis.precision import fmt_interval, fmt_value
+
+    mean, low, high = fmt_interval(d["mean"], d["ci_low"], d["ci_high"])
+    if d["mean"] is None:
+        return ["–", "–"]
+    half = None if d["ci_low"] is None else (d["ci_high"] - d["ci_low"]) / 2
+    sd = "" if d["sd"] is None else f" ± {fmt_value(d['sd'], half)}"
+    ci = "–" if d["ci_low"] is None else f"[{low}, {high}]" + ("†" if d.get("ci_note") else "")
+    return [mean + sd, ci]
 
 
 def _sig(v) -> str:
@@ -317,8 +361,7 @@ def write_report(blocks: list[Block], output: str | Path) -> Path:
     suffix = output.suffix.lower()
     if suffix not in (".html", ".htm", ".pdf"):
         raise AlemsError(f"--output {output}: give a name ending in .html or .pdf")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(output) as tmp:  # a device/FIFO is written in place, never replaced
+    with atomic_output(output) as tmp:   # the folder was checked, never created here
         if suffix == ".pdf":
             render_pdf(blocks, tmp)
         else:

@@ -133,4 +133,6 @@ def status_lines(st: dict) -> list[str]:
 
 def require_runs_table(conn: sqlite3.Connection) -> None:
     if reads.count_groups(conn) == 0:
-        raise AlemsError("the database has no batch sessions yet; start one with `alems batch`")
+        from alems.analysis.groups import BATCH_HINT
+
+        raise AlemsError(f"the database has no batch sessions yet; start one with `{BATCH_HINT}`")

@@ -18,6 +18,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"alems {version('alems')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            print("alems (version unknown: not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """A-LEMS: measure the energy of LLM workflows and the orchestration tax (agentic vs
+    linear) from hardware counters."""
+
+
 for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, dashboard_cmd,
                 merge_cmd):
     _module.register(app)

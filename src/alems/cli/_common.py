@@ -7,10 +7,14 @@ import sys
 from typing import Annotated, Callable, TypeVar
 
 import typer
+import typer.main
 
 from alems.errors import AlemsError
 
 F = TypeVar("F", bound=Callable)
+
+# Shown as the default of every --db (rich help would eat a "[default: …]" in the text).
+DB_DEFAULT_TEXT = "data/experiments.db, or $ALEMS_DB"
 
 # The hardware roots, shared by every command that reads hardware (see DESIGN.md).
 SysfsRootOption = Annotated[str, typer.Option(
@@ -45,16 +49,52 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
+def _walk(command):
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _walk(sub)
+
+
+def build_command(app: typer.Typer):
+    """The click command of `app`, with help fixed in one place for every sub-command:
+    an on/off flag shows no value placeholder (typer prints `<bool>`, which invites
+    `--save-db true`)."""
+    command = typer.main.get_command(app)
+    for cmd in _walk(command):
+        for param in cmd.params:
+            _no_placeholder(param)
+        cmd.get_help_option = _help_option_without_placeholder(cmd.get_help_option)
+    return command
+
+
+def _no_placeholder(param) -> None:
+    if param is not None and getattr(param, "is_flag", False) and not getattr(param, "count",
+                                                                               False):
+        param.metavar = ""
+
+
+def _help_option_without_placeholder(get_help_option):
+    def wrapper(ctx):
+        option = get_help_option(ctx)
+        _no_placeholder(option)
+        return option
+    return wrapper
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "alems") -> int:
     """Run a typer app so that a flag that does not parse is one line too (exit 2), like
-    every other A-LEMS error, instead of click's framed box."""
+    every other A-LEMS error, instead of click's framed box; `-h` is `--help` everywhere."""
     try:  # recent typer vendors click
         from typer._click.exceptions import UsageError as ClickUsageError
     except ImportError:  # pragma: no cover - typer on the real click
         from click.exceptions import UsageError as ClickUsageError
 
     try:
-        code = app(args=argv, prog_name=prog_name, standalone_mode=False)
+        code = build_command(app).main(args=argv, prog_name=prog_name, standalone_mode=False,
+                                       help_option_names=HELP_OPTION_NAMES)
     except ClickUsageError as exc:
         print(f"alems: error: {exc.format_message()}", file=sys.stderr)
         return 2

@@ -15,17 +15,17 @@ from typing import Annotated, Optional
 import typer
 
 from alems.errors import UsageError
-from alems.cli._common import handle_errors
+from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).",
-                                     envvar="ALEMS_DB")]
+                                     show_default=DB_DEFAULT_TEXT)]
 GroupOpt = Annotated[str, typer.Option("--group-id", help="Batch session id, or 'latest'.")]
 CountryOpt = Annotated[Optional[str], typer.Option(
     "--country", help="Country whose grid factors give carbon/water/methane; default: the "
     "country stored with each run (else ALEMS_COUNTRY / US).")]
 FactorsOpt = Annotated[Optional[Path], typer.Option(
     "--factors", help="CSV of grid factors overriding the shipped table "
-    "(columns: country,carbon_g_per_kwh,water_ml_per_kwh,methane_mg_per_kwh,source).",
+    "(columns: country, carbon_g_per_kwh, water_ml_per_kwh, methane_mg_per_kwh, source).",
     envvar="ALEMS_FACTORS")]
 
 
@@ -86,10 +86,9 @@ def _factors_arg(factors: Optional[Path]):
 
 # ----------------------------------------------------------------------------- summary
 def _console():
-    """Rich console; full width when piped (no terminal to fit)."""
-    from rich.console import Console
+    from alems.cli.tables import console
 
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    return console()
 
 
 def _mean_sd_ci(d: dict) -> tuple[str, str]:
@@ -107,9 +106,8 @@ def _mean_sd_ci(d: dict) -> tuple[str, str]:
 
 
 def _summary_tables(s: dict) -> None:
-    from rich.table import Table
-
     from alems.analysis.precision import fmt_interval, fmt_value
+    from alems.cli.tables import print_table
 
     con = _console()
     est = " [ESTIMATE — not measured]" if s["estimate"] else ""
@@ -119,54 +117,53 @@ def _summary_tables(s: dict) -> None:
         con.print(s["headline_all_devices_text"] + est, highlight=False, markup=False)
     else:
         con.print(s["headline_text"] + est, highlight=False, markup=False)
-    t = Table(title=f"Batch {s['group_id']} ({s['status']}): per workflow — dynamic energy{est}")
-    for c in ("task", "provider", "workflow", "n", "success", "energy J mean±sd",
-              f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"):
-        t.add_column(c)
+    rows = []
     daggers = False
     for w in s["workflows"]:
         e_ms, e_ci = _mean_sd_ci(w["dynamic_energy_j"])
         daggers = daggers or e_ci.endswith("†")
         dur, pw = w["duration_s"], w["avg_power_w"]
-        t.add_row(w["task"], w["provider"], w["workflow"], str(w["n_runs"]),
-                  f"{w['n_correct']}/{w['n_runs']}", e_ms, e_ci,
-                  fmt_interval(dur["mean"], dur["ci_low"], dur["ci_high"])[0],
-                  fmt_interval(pw["mean"], pw["ci_low"], pw["ci_high"])[0],
-                  fmt_value(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})",
-                  _num(w["carbon_g_total"], ".3g"))
-    con.print(t)
+        rows.append([w["task"], w["provider"], w["workflow"], str(w["n_runs"]),
+                     f"{w['n_correct']}/{w['n_runs']}", e_ms, e_ci,
+                     fmt_interval(dur["mean"], dur["ci_low"], dur["ci_high"])[0],
+                     fmt_interval(pw["mean"], pw["ci_low"], pw["ci_high"])[0],
+                     fmt_value(w["epg_j"]) if w["epg_j"] is not None
+                     else f"– ({w['epg_null_reason']})",
+                     _num(w["carbon_g_total"], ".3g")])
+    print_table(con, f"Batch {s['group_id']} ({s['status']}): per workflow — dynamic "
+                     f"energy{est}",
+                ["task", "provider", "workflow", "n", "success", "energy J mean±sd",
+                 f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"], rows)
     if daggers:
         con.print(f"† the {pct} % t interval reaches below 0 J for a positive quantity: too few "
                   "or too spread runs; read it as 'at most' its upper bound", highlight=False)
-    t = Table(title=f"Orchestration tax = Σ agentic ÷ Σ linear dynamic energy over complete pairs "
-                    f"({pct}% CI: t on the log ratio, jackknife SE){est}")
-    for c in ("task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
-              "mean of pair ratios (not the tax)", "EpG lin J", "EpG agt J"):
-        t.add_column(c)
+    rows = []
     for x in s["tax"]:
         ratio, low, high = fmt_interval(x["tax_ratio"], x["ci_low"], x["ci_high"])
         ci = (f"[{low}, {high}]" if x["ci_low"] is not None
               else f"– ({x['ci_null_reason']})" if x["tax_ratio"] is not None else "–")
         pct_txt = "–" if x["tax_percent"] is None else fmt_interval(
             x["tax_percent"], x["tax_percent_ci_low"], x["tax_percent_ci_high"])[0]
-        t.add_row(x["task"], x["provider"], str(x["n_pairs"]), ratio, ci, pct_txt,
-                  fmt_value(x["mean_of_pair_ratios"]), fmt_value(x["epg_linear_j"]),
-                  fmt_value(x["epg_agentic_j"]))
-    con.print(t)
+        rows.append([x["task"], x["provider"], str(x["n_pairs"]), ratio, ci, pct_txt,
+                     fmt_value(x["mean_of_pair_ratios"]), fmt_value(x["epg_linear_j"]),
+                     fmt_value(x["epg_agentic_j"])])
+    print_table(con, f"Orchestration tax = Σ agentic ÷ Σ linear dynamic energy over complete "
+                     f"pairs ({pct}% CI: t on the log ratio, jackknife SE){est}",
+                ["task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
+                 "mean of pair ratios (not the tax)", "EpG lin J", "EpG agt J"], rows)
     if s["phases"]:
-        t = Table(title=f"Share of agentic package energy per phase{est}")
-        for c in ("task", "provider", "basis", "phase", "energy J", "share"):
-            t.add_column(c)
-        for p in s["phases"]:
-            t.add_row(p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
-                      f"{p['share']:.1%}")
-        con.print(t)
+        print_table(con, f"Share of agentic package energy per phase{est}",
+                    ["task", "provider", "basis", "phase", "energy J", "share"],
+                    [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
+                      f"{p['share']:.1%}"] for p in s["phases"]])
     for w in s["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("summary")
+    @app.command("summary", help="The orchestration tax with its CI, then statistics per "
+                 "task × provider × workflow, EpG, phase shares and warnings (methods: "
+                 "docs/METHODS.md).")
     @handle_errors
     def summary_cmd(
         group_id: GroupOpt = "latest",
@@ -176,9 +173,6 @@ def register(app: typer.Typer) -> None:
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
-        """The overall orchestration tax with its CI first, then per task × provider ×
-        workflow statistics, the tax per task, provider and overall, EpG, phase shares and
-        warnings (methods: docs/METHODS.md)."""
         _need("pandas", "scipy")
         from alems.analysis.groups import open_db, resolve_group
         from alems.analysis.summary import build_summary, workflow_table
@@ -218,7 +212,7 @@ def register(app: typer.Typer) -> None:
         power: Annotated[float, typer.Option(help="Statistical power, e.g. 0.8.")] = 0.8,
         alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
         from_group: Annotated[Optional[str], typer.Option(
-            "--from-group", help="Pilot batch (id or 'latest') whose observed variance sets "
+            "--from-group", "--group-id", help="Pilot batch (id or 'latest') whose observed variance sets "
             "the needed repetitions.")] = None,
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
@@ -246,23 +240,22 @@ def register(app: typer.Typer) -> None:
             print(f"  assumes a {plan['design']} (effect size {effect_size}, power {power}, "
                   f"alpha {alpha}, two-sided)")
             return
-        from rich.table import Table
-
         from alems.analysis.precision import fmt_value
+        from alems.cli.tables import print_table
 
-        t = Table(title=f"Pilot {plan['group_id']} ({plan['pilot_repetitions']} reps): repetitions "
-                        f"to detect a {effect_size:.0%} change (power {power}, alpha {alpha}; "
-                        "t-test, spec's z formula beside)")
-        for c in ("metric", "task", "provider", "workflow", "pilot n", "mean", "CV / sd(log)",
-                  "reps (t)", "reps (z, spec)"):
-            t.add_column(c)
+        rows = []
         for r in plan["rows"]:
             spread = r["cv"] if r["metric"] == "energy" else r["sd"]
-            t.add_row(r["metric"], r["task"], r["provider"], r["workflow"], str(r["pilot_n"]),
-                      fmt_value(r["mean"]), fmt_value(spread),
-                      str(r["repetitions"]) if r["repetitions"] is not None else f"– ({r['note']})",
-                      str(r["repetitions_z"]) if r["repetitions_z"] is not None else "–")
-        _console().print(t)
+            rows.append([r["metric"], r["task"], r["provider"], r["workflow"], str(r["pilot_n"]),
+                         fmt_value(r["mean"]), fmt_value(spread),
+                         str(r["repetitions"]) if r["repetitions"] is not None
+                         else f"– ({r['note']})",
+                         str(r["repetitions_z"]) if r["repetitions_z"] is not None else "–"])
+        print_table(_console(), f"Pilot {plan['group_id']} ({plan['pilot_repetitions']} reps): "
+                    f"repetitions to detect a {effect_size:.0%} change (power {power}, alpha "
+                    f"{alpha}; t-test, spec's z formula beside)",
+                    ["metric", "task", "provider", "workflow", "pilot n", "mean", "CV / sd(log)",
+                     "reps (t)", "reps (z, spec)"], rows)
         print(f"repetitions needed for the full batch: "
               f"{plan['repetitions'] if plan['repetitions'] is not None else 'unknown'}  "
               f"(assumes a {plan['design']}; tax sized on log pair ratios; n = {plan['formula']})")
@@ -275,7 +268,9 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="File to write (or, with "
                                              "--samples, a new folder for the dataset).")],
         group_id: GroupOpt = "latest",
-        fmt: Annotated[str, typer.Option("--format", help="csv | parquet | json")] = "csv",
+        fmt: Annotated[Optional[str], typer.Option(
+            "--format", help="csv | parquet | json; default: from the --output extension "
+            "(.csv, .parquet, .json), else csv.", show_default=False)] = None,
         samples: Annotated[bool, typer.Option(
             "--samples", help="Export the full-rate samples as one partitioned Parquet dataset "
             "(group_id=/exp_id=/run_id=) instead of the runs table.")] = False,
@@ -285,20 +280,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
         _need("pandas")
-        from alems.analysis.export import FORMATS, runs_export_frame, write_runs, write_samples_dataset
+        from alems.analysis.export import (choose_format, runs_export_frame, write_runs,
+                                           write_samples_dataset)
         from alems.analysis.groups import open_db, resolve_group
+        from alems.outputs import check_output_path
 
-        fmt = _choice(fmt, FORMATS, "--format")
-        if not samples:  # before any work: a file we can write and never a device we replace
-            from alems.outputs import check_output_path
-
-            check_output_path(output, what="--output", make_parent=True)
+        fmt = choose_format(output, fmt, samples)
+        output = check_output_path(output, "--output", folder=samples)
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
         if samples:
-            if fmt != "parquet":
-                raise UsageError("--samples writes a Parquet dataset; use --format parquet")
             info = write_samples_dataset(conn, Path(db), group, output)
             print(f"wrote {info['rows']} samples of {info['runs']} runs to {info['output']}")
             if info["missing_runs"]:
@@ -328,6 +320,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
         if output.suffix.lower() not in (".html", ".htm", ".pdf"):
             raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
+        from alems.outputs import check_output_path
+
+        output = check_output_path(output, "--output")
         if output.suffix.lower() == ".pdf":
             _need("weasyprint")
         from alems.outputs import check_output_path

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from alems import config
-from alems.cli._common import handle_errors
+from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
 from alems.experiment.plan import (DEFAULT_QUIET_TIMEOUT_S, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
@@ -41,9 +41,8 @@ def batch_command(
                                           "without --db) the batch uses a temporary database, prints "
                                           "its summary and deletes it.")] = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
-                                               "Parquet samples go to <db folder>/samples/. "
-                                               f"[default: {config.DB_PATH}, or "
-                                               "$ALEMS_DB]")] = None,
+                                               "Parquet samples go to <db folder>/samples/.",
+                                               show_default=DB_DEFAULT_TEXT)] = None,
     start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
                                             "earlier ones are skipped.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,
@@ -72,8 +71,8 @@ def batch_command(
     gpu_layers: Annotated[int, typer.Option("--gpu-layers", help="Local model layers offloaded "
                                             "to the GPU (llama.cpp n_gpu_layers; -1 = all).")] = 0,
     country: Annotated[Optional[str], typer.Option(
-        "--country", help=f"Grid factors for carbon/water/methane. [default: $ALEMS_COUNTRY, "
-        f"else {config.COUNTRY}]", show_default=False)] = None,
+        "--country", help="Grid factors for carbon/water/methane.",
+        show_default=f"$ALEMS_COUNTRY, else {config.COUNTRY}")] = None,
     baseline_duration: Annotated[float, typer.Option("--baseline-duration",
                                                      help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
     baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,

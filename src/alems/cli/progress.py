@@ -3,8 +3,10 @@ the count/ETA and per-run lines (--verbose, or no terminal) and the closing summ
 
 from __future__ import annotations
 
+import shlex
 import time
 
+from alems.analysis.precision import fmt_value
 from alems.experiment.batch import BatchProgress, BatchSummary
 from alems.experiment.plan import WORKFLOWS, RunKey
 
@@ -12,23 +14,30 @@ from alems.experiment.plan import WORKFLOWS, RunKey
 # Below this share of correct answers the closing lines say the tax compares failing arms.
 LOW_ACCURACY = 0.5
 
-def make_progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
 
-    console = Console(stderr=True)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=console, disable=not enabled or not console.is_terminal,
-                    transient=False)
+def eta_s(remaining: list[RunKey], durations_s: dict[str, list[float]]) -> float | None:
+    """Seconds left: each remaining run costs the running mean of its own arm (workflow),
+    or, before that arm has finished a run, the mean of all finished runs; None before
+    any run finished. The first pair thus already gives both arms their own cost."""
+    every = [d for ds in durations_s.values() for d in ds]
+    if not every:
+        return None
+    overall = sum(every) / len(every)
+    return sum(sum(durations_s[k.workflow]) / len(durations_s[k.workflow])
+               if durations_s.get(k.workflow) else overall for k in remaining)
 
 
-def count_eta(done: int, total: int, elapsed_s: float) -> str:
-    """'[3/18 ETA 2m10s]' from the mean time per run so far."""
-    left_s = elapsed_s / done * (total - done) if done else 0.0
-    minutes, seconds = divmod(int(round(left_s)), 60)
-    return f"[{done}/{total} ETA {minutes}m{seconds:02d}s]"
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def count_eta(done: int, total: int, left_s: float | None) -> str:
+    """'[3/18 ETA 2m10s]'; '?' until a run has finished."""
+    return f"[{done}/{total} ETA {fmt_duration(left_s)}]"
 
 
 def node_counts(per_node: dict) -> str:
@@ -38,9 +47,9 @@ def node_counts(per_node: dict) -> str:
 
 def run_line(key: RunKey, row: dict) -> str:
     energy = row.get("total_energy_uj")
-    energy_txt = "n/a" if energy is None else f"{energy / 1e6:.3f} J"
+    energy_txt = "n/a" if energy is None else f"{fmt_value(energy / 1e6)} J"
     dyn = row.get("dynamic_energy_uj")
-    dyn_txt = "" if dyn is None else f" (dynamic {dyn / 1e6:.3f} J)"
+    dyn_txt = "" if dyn is None else f" (dynamic {fmt_value(dyn / 1e6)} J)"
     dur = (row.get("duration_ns") or 0) / 1e9
     success = row.get("success")
     verdict = {1: "correct", 0: "wrong"}.get(success, "error" if row.get("error") else "n/a")
@@ -49,36 +58,99 @@ def run_line(key: RunKey, row: dict) -> str:
             + (f" — {row['error']}" if row.get("error") else ""))
 
 
+class RunState:
+    """What the bar shows of the batch: the current run, its phase and elapsed time, and
+    the ETA from finished runs' durations by arm."""
+
+    def __init__(self) -> None:
+        self.key: RunKey | None = None
+        self.phases: tuple[str, ...] = ()
+        self.cooling_s: float | None = None
+        self.t_run_s = 0.0
+        self.remaining: list[RunKey] = []
+        self.durations_s: dict[str, list[float]] = {}
+        self.cool_down_s = 0.0   # idle before each further run
+        self.finished = False
+
+    def current(self) -> str:
+        if self.cooling_s is not None:
+            return f"cool-down {self.cooling_s:g} s"
+        if self.key is None:
+            return "done" if self.finished else "starting"
+        k = self.key
+        phase = " › ".join(self.phases) or "between phases"
+        return (f"{k.task}/{k.provider}/{k.workflow} rep {k.rep} · {phase} · "
+                f"{fmt_duration(time.monotonic() - self.t_run_s)}")
+
+    def eta(self) -> str:
+        left = eta_s(self.remaining, self.durations_s)
+        if left is None:
+            return "ETA after the first run"
+        left += self.cool_down_s * len(self.remaining)
+        if self.key is not None and self.cooling_s is None:   # time already spent on it
+            left = max(left - (time.monotonic() - self.t_run_s), 0.0)
+        return f"ETA {fmt_duration(left)}"
+
+
+def make_progress(enabled: bool, state: RunState):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Live(ProgressColumn):
+        """Re-rendered by rich's refresh thread: the run's elapsed time moves."""
+
+        def __init__(self, text) -> None:
+            super().__init__()
+            self.text = text
+
+        def render(self, task) -> Text:
+            return Text(self.text(), overflow="fold")
+
+    console = Console(stderr=True)
+    return Progress(BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                    Live(state.eta), Live(state.current), console=console,
+                    disable=not enabled or not console.is_terminal, transient=False)
+
+
 class RichBatchProgress(BatchProgress):
-    """A rich progress bar on a terminal; without one, each run prints its count and ETA
-    (with --verbose: followed by the run line)."""
+    """A rich progress bar on a terminal (current run, its phase and elapsed time, ETA);
+    without one, each run prints its count and ETA (with --verbose: and the run line)."""
 
     def __init__(self, *, enabled: bool = True, verbose: bool = False):
         self.enabled = enabled
         self.verbose = verbose
-        self._bar = make_progress(enabled)
+        self.state = RunState()
+        self._bar = make_progress(enabled, self.state)
         self._task = None
         self._done = 0
         self._total = 0
-        self._t_start_s = 0.0
         self._per_node: dict = {}    # fleet: node label -> runs stored
+
+    def planned(self, keys: list[RunKey]) -> None:
+        self.state.remaining = list(keys)
 
     def begin(self, total: int) -> None:
         self._bar.start()
         self._task = self._bar.add_task("runs", total=total)
         self._done, self._total = 0, total
-        self._t_start_s = time.monotonic()
 
     def cooling(self, seconds: float) -> None:
-        self._bar.update(self._task, description=f"cool-down {seconds:g} s")
+        self.state.cooling_s = self.state.cool_down_s = seconds
 
     def running(self, key: RunKey) -> None:
-        if self._per_node:   # a fleet runs several at once: the bar shows the nodes
-            return
-        self._bar.update(self._task, description=f"{key.task}/{key.provider}/"
-                                                 f"{key.workflow} rep {key.rep}")
+        st = self.state
+        st.key, st.phases, st.cooling_s, st.t_run_s = key, (), None, time.monotonic()
+        if key in st.remaining:
+            st.remaining.remove(key)
+
+    def phase(self, key: RunKey, names: tuple[str, ...]) -> None:
+        self.state.phases = names
 
     def finished(self, key: RunKey, row: dict) -> None:
+        st = self.state
+        st.durations_s.setdefault(key.workflow, []).append(time.monotonic() - st.t_run_s)
         self._bar.advance(self._task)
         self._done += 1
         nodes = ""
@@ -91,30 +163,40 @@ class RichBatchProgress(BatchProgress):
             self._bar.update(self._task, description=nodes)
         # Without a terminal the bar is off: each run line carries the count and ETA.
         counter = "" if self._bar.live.is_started else count_eta(
-            self._done, self._total, time.monotonic() - self._t_start_s) + " " + (
-            f"[{nodes}] " if nodes else "")
+            self._done, self._total, self._eta_s()) + " " + (f"[{nodes}] " if nodes else "")
         if self.verbose and row:
             self._bar.console.print(counter + run_line(key, row), markup=False,
                                     highlight=False, soft_wrap=True)
         elif counter and self.enabled:
             self._bar.console.print(counter.strip(), markup=False, highlight=False)
 
+    def _eta_s(self) -> float | None:
+        """The per-arm ETA; a fleet runs one measurement per node at once."""
+        eta = eta_s(self.state.remaining, self.state.durations_s)
+        if eta is not None and self._per_node:
+            eta /= len(self._per_node)
+        return eta
+
     def end(self, completed: bool) -> None:
-        if completed:
-            self._bar.update(self._task, description="runs done")
+        self.state.key, self.state.cooling_s = None, None
+        self.state.finished = completed
         self._bar.stop()
 
 
 def format_summary(s: BatchSummary) -> str:
-    lines = [f"batch {s.group_id}: {s.ran} run(s) now, {s.ok} ok and {s.errors} failed "
-             f"in total" + (f"; energy source {s.energy_source}" if s.energy_source else "")]
+    if s.already_complete:
+        head = (f"batch {s.group_id} was already complete: nothing ran; {s.ok} ok and "
+                f"{s.errors} failed stored (add --new-session to run it again)")
+    else:
+        head = f"batch {s.group_id}: {s.ran} run(s) now, {s.ok} ok and {s.errors} failed in total"
+    lines = [head + (f"; energy source {s.energy_source}" if s.energy_source else "")]
     low = []
     if s.per_workflow:
         lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21} {'accuracy':>14}")
         for wf in WORKFLOWS:
             if wf in s.per_workflow:
                 n, mean_j = s.per_workflow[wf]
-                val = "n/a" if mean_j is None else f"{mean_j:.4f} J"
+                val = "n/a" if mean_j is None else f"{fmt_value(mean_j)} J"
                 right, scored = s.accuracy.get(wf, (0, 0))
                 acc = f"{right}/{scored} {100 * right / scored:.0f} %" if scored else "n/a"
                 if scored and right / scored < LOW_ACCURACY:
@@ -136,6 +218,8 @@ def format_summary(s: BatchSummary) -> str:
 
         lines.append(f"  data: {s.db_path} (group_id = '{s.group_id}'); "
                      f"samples: {group_dir(s.db_path, s.group_id)}")
+        lines.append(f"  next: alems summary --db {shlex.quote(str(s.db_path))} "
+                     f"--group-id {s.group_id}")
     else:
         lines.append("  data: not saved (pass --save-db to keep the database)")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import typer
 
 from alems import config
 from alems.errors import UsageError
-from alems.cli._common import handle_errors
+from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.store.reads import EXAMPLE_QUERY
 
 FORMATS = ("table", "csv", "json")
@@ -102,8 +102,7 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
 def query_command(
     sql: Annotated[str, typer.Argument(help=f"One SQL statement, e.g. \"{EXAMPLE_QUERY}\".")],
     db: Annotated[Optional[Path], typer.Option(
-        "--db", help=f"SQLite index to query. [default: $ALEMS_DB, else {config.DB_PATH}]",
-        show_default=False)] = None,
+        "--db", help="SQLite index to query.", show_default=DB_DEFAULT_TEXT)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the "
                                         "database (read-only otherwise).")] = False,
@@ -118,8 +117,8 @@ def query_command(
         raise UsageError("the SQL statement is empty")
     if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:  # also NaN
         raise UsageError(f"--timeout must be between 0 and {MAX_TIMEOUT_S:g} s, got {timeout}")
-    columns, rows = run_query(db if db is not None else config.default_db_path(), sql,
-                              write=write, timeout_s=timeout)
+    db = (db if db is not None else config.default_db_path()).absolute()  # in messages too
+    columns, rows = run_query(db, sql, write=write, timeout_s=timeout)
     write_output(columns, rows, fmt)
 
 

@@ -25,6 +25,7 @@ import typer
 
 from alems import config
 from alems.errors import AlemsError, UsageError
+from alems.outputs import check_output_path
 from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
 
@@ -72,9 +73,7 @@ def parse_sources(text: Optional[str]) -> Optional[list[str]]:
 
 def check_writable(path: Path, flag: str) -> Path:
     """Fail now, not after the run, if `path` cannot be written (alems.outputs)."""
-    from alems.outputs import check_output_path
-
-    return check_output_path(path, what=flag)
+    return check_output_path(path, flag)
 
 
 def check_outputs(output: Optional[Path], summary_json: Optional[Path], hz: float) -> None:

@@ -43,6 +43,7 @@ from alems.experiment.execute import RunExecutor, store_measured
 from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
+from alems.experiment.batch_hooks import completed_twin
 from alems.store import db as store_db
 from alems.errors import AlemsError
 from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
@@ -71,6 +72,7 @@ class BatchSummary:
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
+    already_complete: bool = False   # the identical batch was done before; nothing ran
 
 
 class BatchProgress:
@@ -83,8 +85,14 @@ class BatchProgress:
     def cooling(self, seconds: float) -> None:
         """Idle `seconds` before the next run."""
 
+    def planned(self, keys: list[RunKey]) -> None:
+        """The runs about to be done, in order (called just before `begin`)."""
+
     def running(self, key: RunKey) -> None:
         """Run `key` starts."""
+
+    def phase(self, key: RunKey, names: tuple[str, ...]) -> None:
+        """Run `key` is now inside these nested phases (outermost first; () = none)."""
 
     def finished(self, key: RunKey, row: dict) -> None:
         """Run `key` is stored as `row` ({} when another process stored it first)."""
@@ -176,11 +184,21 @@ class BatchRunner:
 
     def _run(self, conn, db_path: Path) -> BatchSummary:
         cfg = self.cfg
+        plan = plan_order(cfg.tasks, cfg.providers, cfg.workflows, cfg.repetitions, cfg.seed)
+        twin = completed_twin(cfg, plan, conn)
+        if twin is not None:
+            self.log(f"batch {twin} with these settings is already complete; showing its "
+                     "results (add --new-session to run it again)")
+            summary = BatchSummary(group_id=twin, db_path=Path(os.path.abspath(db_path)),
+                                   saved=True, planned=len(planned_runs(plan, cfg.start_from)),
+                                   already_complete=True)
+            summary.done_before = summary.planned
+            self._fill_summary(conn, summary)
+            return summary
         group_id, resumed = self._choose_session(conn)
         self._lock = store_locks.SessionLock(db_path, group_id).acquire()
         if self._lock.describe_taken_over():
             self.log(self._lock.describe_taken_over())
-        plan = plan_order(cfg.tasks, cfg.providers, cfg.workflows, cfg.repetitions, cfg.seed)
         host = baseline_mod.machine_state(None)
         with store_db.transaction(conn):
             if resumed:
@@ -259,6 +277,7 @@ class BatchRunner:
         if cfg.warm_up:
             conditions.warm_up(self.providers, cfg, self.log)
         progress = self.progress
+        progress.planned(list(todo))
         progress.begin(len(todo))
         completed = False
         try:
@@ -270,7 +289,8 @@ class BatchRunner:
                 if cfg.require_quiet:
                     conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
-                measured = self.executor.measure(key, base)
+                measured = self.executor.measure(
+                    key, base, on_phase=lambda names, key=key: self.progress.phase(key, names))
                 stored = store_measured(conn, db_path, group_id,
                                         [(exp_ids[(key.task, key.provider)], measured)],
                                         paired=has_tax_pair(cfg.workflows), log=self.log)

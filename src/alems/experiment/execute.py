@@ -23,6 +23,7 @@ from typing import Callable
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
+from alems.experiment.batch_hooks import watch_phases
 from alems.experiment.plan import BatchConfig, RunKey
 from alems.measure.quiet import LoadProbe
 from alems.store import db as store_db
@@ -115,7 +116,8 @@ class RunExecutor:
         return {name: (str(p.model) if getattr(p, "model", None) else None)
                 for name, p in self.providers.items()}
 
-    def measure(self, key: RunKey, base) -> MeasuredRun:
+    def measure(self, key: RunKey, base, on_phase=None) -> MeasuredRun:
+        """Measure one run (no I/O); `on_phase(names)` hears each change of nested phase."""
         from alems.experiment.providers import GenerationSettings
         from alems.experiment.scoring import score
         from alems.experiment.workflows import run_workflow
@@ -126,6 +128,8 @@ class RunExecutor:
         settings = GenerationSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
+        if on_phase is not None:
+            watch_phases(sampler, on_phase)
         started_at = store_runs.utc_now_iso()
         sampler.start()
         load = LoadProbe().start()  # what else ran (a run on a busy machine is flagged)

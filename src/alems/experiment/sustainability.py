@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alems import config
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 
 UJ_PER_KWH = 3.6e12  # 1 kWh = 3.6e6 J = 3.6e12 µJ
 
@@ -94,7 +94,7 @@ def footprint(dynamic_energy_uj: float | None, country: str,
         factors = load_factors(factors)
     code = (country or "").strip().upper()
     if code not in factors:
-        raise AlemsError(f"no grid factors for country {country!r}; known: "
+        raise UsageError(f"no grid factors for country {country!r}; known: "
                          f"{', '.join(sorted(factors))} (add a row with --factors PATH)")
     row = factors[code]
     out: dict[str, float | None] = {}

@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from alems.datafiles import data_dir
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 
 ANSWER_TYPES = ("number", "text")
 TOOL_NAMES = ("calculator", "lookup")
@@ -104,7 +104,7 @@ def load_task_set(name_or_path: str) -> TaskSet:
     if path.is_file():
         return _read_file(path, name=path.stem)
     what = "file not found" if ("/" in text or text.endswith(".jsonl")) else "unknown task set"
-    raise AlemsError(
+    raise UsageError(
         f"{what}: {text!r}; use a built-in task set ({', '.join(names) or 'none installed'}) "
         "or the path of a JSONL task file"
     )

@@ -86,6 +86,14 @@ def latest_group_row(conn: sqlite3.Connection) -> sqlite3.Row | None:
                         "LIMIT 1").fetchone()
 
 
+def latest_group_with_runs_row(conn: sqlite3.Connection) -> sqlite3.Row | None:
+    """The newest batch session that has at least one stored run."""
+    return conn.execute(
+        "SELECT s.* FROM batch_sessions s WHERE EXISTS (SELECT 1 FROM runs r JOIN experiments e "
+        "ON e.exp_id = r.exp_id WHERE e.group_id = s.group_id) "
+        "ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1").fetchone()
+
+
 def group_row(conn: sqlite3.Connection, group_id: str) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM batch_sessions WHERE group_id = ?", (group_id,)).fetchone()
 

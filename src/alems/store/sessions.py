@@ -36,6 +36,17 @@ def unfinished_sessions(conn: sqlite3.Connection) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def completed_sessions(conn: sqlite3.Connection) -> list[dict]:
+    """Sessions marked completed, newest first."""
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM batch_sessions WHERE status = 'completed' "
+                            "ORDER BY created_at DESC").fetchall()
+    finally:
+        conn.row_factory = None
+    return [dict(r) for r in rows]
+
+
 def insert_session(conn: sqlite3.Connection, *, group_id: str, settings: dict, command: str,
                    host: dict, order: list, seed: int | None) -> None:
     now = utc_now_iso()

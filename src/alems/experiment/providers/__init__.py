@@ -24,7 +24,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 
 __all__ = [
     "Generation",
@@ -173,14 +173,16 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "scripted": ("alems.experiment.providers.scripted", "ScriptedProvider"),
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+# What error messages offer; `scripted` stays usable (tests, dry runs) but is not advertised.
+ADVERTISED_PROVIDERS: tuple[str, ...] = ("local", "cloud")
 
 
 def get_provider(name: str, **options) -> Provider:
     """Build the provider called `name`; unknown names or options give one clear line."""
     key = (name or "").strip().lower()
     if key not in _REGISTRY:
-        raise AlemsError(
-            f"unknown provider {name!r}; choose one of: {', '.join(PROVIDER_NAMES)}"
+        raise UsageError(   # a bad --providers value: a usage error (exit 2)
+            f"unknown provider {name!r}; choose one of: {', '.join(ADVERTISED_PROVIDERS)}"
         )
     module_name, class_name = _REGISTRY[key]
     cls = getattr(importlib.import_module(module_name), class_name)

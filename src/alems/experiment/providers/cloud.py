@@ -90,8 +90,8 @@ class CloudProvider:
         _import_anthropic()
         if not self.api_key:
             raise AlemsError(
-                "ANTHROPIC_API_KEY is not set; export ANTHROPIC_API_KEY=... (or pass api_key) "
-                "to use the cloud provider"
+                "ANTHROPIC_API_KEY is not set; export ANTHROPIC_API_KEY=... to use the cloud "
+                "provider"
             )
 
     def _get_client(self):

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 from alems.experiment.providers import (
     Generation, GenerationSettings, ProviderError, Reply, Turn, structured)
 
@@ -53,7 +53,7 @@ def physical_cores() -> int:
 def check_gguf(path: Path) -> None:
     """One clear line when `path` is missing, unreadable or not a GGUF file."""
     if not path.exists():
-        raise AlemsError(f"model file {path} does not exist; pass an existing GGUF file with --model PATH")
+        raise UsageError(f"model file {path} does not exist; pass an existing GGUF file with --model PATH")
     if not path.is_file():
         raise AlemsError(f"model path {path} is not a file; pass a GGUF file with --model PATH")
     try:
