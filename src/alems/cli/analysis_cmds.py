@@ -325,9 +325,6 @@ def register(app: typer.Typer) -> None:
         output = check_output_path(output, "--output")
         if output.suffix.lower() == ".pdf":
             _need("weasyprint")
-        from alems.outputs import check_output_path
-
-        check_output_path(output, what="--output", make_parent=True)
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
