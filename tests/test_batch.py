@@ -24,6 +24,8 @@ from alems.experiment.providers.scripted import ScriptedProvider, default_reply
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 
+from _hardening_util import count_runs
+
 from _fake_sampling import BusyReplaySampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -336,17 +338,6 @@ def test_run_experiment_module_without_save_db_keeps_nothing(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def _count_runs(db_path: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 def test_kill_9_then_same_command_resumes_without_loss_or_duplicates(tmp_path):
     args = ["batch", "--tasks", "gsm8k_basic,factual_qa", "--repetitions", "3", "--providers",
             "scripted", "--save-db", "--hz", "200", "--cool-down", "0.25",
@@ -356,11 +347,11 @@ def test_kill_9_then_same_command_resumes_without_loss_or_duplicates(tmp_path):
                             env=env_for(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while _count_runs(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while count_runs(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    before = _count_runs(db_path)
+    before = count_runs(db_path)
     assert 3 <= before < 12, "the batch must be killed part-way"
     first_rows = {(r["task_name"], r["workflow_type"], r["run_number"]): r["run_id"]
                   for r in all_runs(db_path)}
@@ -419,7 +410,7 @@ def test_ctrl_c_marks_session_interrupted_and_keeps_completed_runs(tmp_path):
                             env=env_for(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while _count_runs(db_path) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    while count_runs(db_path) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)

@@ -25,26 +25,25 @@ def get_session(conn: sqlite3.Connection, group_id: str) -> dict | None:
     return dict(row) if row else None
 
 
-def unfinished_sessions(conn: sqlite3.Connection) -> list[dict]:
-    """Sessions not marked completed, newest first."""
+def _sessions(conn: sqlite3.Connection, completed: bool) -> list[dict]:
+    """Sessions marked completed (or not), newest first."""
     conn.row_factory = sqlite3.Row
     try:
-        rows = conn.execute("SELECT * FROM batch_sessions WHERE status != 'completed' "
-                            "ORDER BY created_at DESC").fetchall()
+        rows = conn.execute("SELECT * FROM batch_sessions WHERE (status = 'completed') = ? "
+                            "ORDER BY created_at DESC", (completed,)).fetchall()
     finally:
         conn.row_factory = None
     return [dict(r) for r in rows]
+
+
+def unfinished_sessions(conn: sqlite3.Connection) -> list[dict]:
+    """Sessions not marked completed, newest first."""
+    return _sessions(conn, False)
 
 
 def completed_sessions(conn: sqlite3.Connection) -> list[dict]:
     """Sessions marked completed, newest first."""
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute("SELECT * FROM batch_sessions WHERE status = 'completed' "
-                            "ORDER BY created_at DESC").fetchall()
-    finally:
-        conn.row_factory = None
-    return [dict(r) for r in rows]
+    return _sessions(conn, True)
 
 
 def insert_session(conn: sqlite3.Connection, *, group_id: str, settings: dict, command: str,
