@@ -33,7 +33,8 @@ from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.samples import energy_between_uj, load_energy
 from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_energy_j,
-                                format_headline, headline_tax, overall, pair_up, tax_rows)
+                                format_headline, headline_tax, other_arm_taxes, overall, pair_up,
+                                tax_rows)
 
 __all__ = ["build_summary", "workflow_table", "headline_tax", "format_headline"]
 
@@ -183,16 +184,9 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                         ok_runs["workflow_type"], ok_runs["dynamic_energy_j"]))
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
-    # every other non-linear arm (e.g. react) against linear, computed the same way
-    other_arms = sorted(set(ok_runs["workflow_type"]) - {"linear", "agentic"})
-    arm_tax = {}
-    for arm in other_arms:
-        rows = tax_rows(pair_up(zip(ok_runs["task_name"], ok_runs["provider"],
-                                    ok_runs["run_number"], ok_runs["workflow_type"],
-                                    ok_runs["dynamic_energy_j"]), arm), confidence)
-        for r in rows:
-            r["arm"] = arm
-        arm_tax[arm] = {"rows": rows, "headline_text": format_headline(overall(rows))}
+    arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
+                                       ok_runs["run_number"], ok_runs["workflow_type"],
+                                       ok_runs["dynamic_energy_j"])), confidence)
     epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     for t in taxes:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \

@@ -46,12 +46,9 @@ def pair_up(runs: Iterable[tuple], arm: str = "agentic") -> list[Pair]:
 
 def read_pairs(conn: sqlite3.Connection, group_id: str, arm: str = "agentic") -> list[Pair]:
     """The group's complete pairs, straight from `runs` (what `build_summary` pairs too)."""
-    rows = conn.execute(
-        "SELECT e.task_name, e.provider, r.run_number, r.workflow_type, "
-        "r.dynamic_energy_uj / 1e6 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
-        "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
-        (group_id,)).fetchall()
-    return pair_up((tuple(r) for r in rows), arm)
+    from alems.store.reads import run_energies
+
+    return pair_up((tuple(r) for r in run_energies(conn, group_id)), arm)
 
 
 def all_device_energy_j(cpu_dynamic_uj, gpu_dynamic_uj) -> float | None:
@@ -102,6 +99,16 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
     rows.append(tax_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
                      confidence))
     return rows
+
+
+def other_arm_taxes(runs: list[tuple], confidence: float = 0.95) -> dict:
+    """Every non-linear arm other than agentic (e.g. react) against linear, the same way:
+    {arm: {"rows": tax rows, "headline_text": its one line}} from `pair_up`'s run tuples."""
+    out = {}
+    for arm in sorted({r[3] for r in runs} - {"linear", "agentic"}):
+        rows = [{**r, "arm": arm} for r in tax_rows(pair_up(runs, arm), confidence)]
+        out[arm] = {"rows": rows, "headline_text": format_headline(overall(rows))}
+    return out
 
 
 def overall(rows: list[dict]) -> dict:

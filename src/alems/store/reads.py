@@ -155,6 +155,16 @@ def workflow_progress(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
     return [tuple(r) for r in conn.execute(_PROGRESS_SQL, (group_id,))]
 
 
+def run_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
+    """(task, provider, run_number, workflow_type, dynamic energy J) of the group's runs that
+    completed with a dynamic energy: what the headline tax pairs up."""
+    return conn.execute(
+        "SELECT e.task_name, e.provider, r.run_number, r.workflow_type, "
+        "r.dynamic_energy_uj / 1e6 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
+        (group_id,)).fetchall()
+
+
 # ------------------------------------------------------------------ `alems query`
 # Without --write a query runs on a read-only connection under an authorizer that allows
 # reads only: no ATTACH/DETACH (VACUUM INTO attaches its target), no PRAGMA that sets
