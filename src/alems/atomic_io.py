@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,10 +14,17 @@ import pyarrow.parquet as pq
 def write_parquet_atomic(table: pa.Table, path, tmp_path) -> int:
     """Write `table` to `tmp_path` (same folder), fsync, rename onto `path`, fsync the
     folder; remove the temporary on any failure. Returns the file size in bytes."""
+    return write_atomic(path, tmp_path,
+                        lambda fh: pq.write_table(table, fh, compression="zstd"))
+
+
+def write_atomic(path, tmp_path, write: Callable[[BinaryIO], object]) -> int:
+    """`write(fh)` into `tmp_path` (same folder), fsync, rename onto `path`, fsync the
+    folder; remove the temporary on any failure. Returns the file size in bytes."""
     path, tmp_path = Path(path), Path(tmp_path)
     try:
         with open(tmp_path, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -19,3 +19,9 @@ MAX_HZ = 20_000.0
 # Parquet key-value metadata: phase marks (JSON list) and the run's ids (JSON object).
 PHASES_METADATA_KEY = "alems.phases"
 RUN_METADATA_KEY = "alems.run"
+
+# A run's samples while it runs: an Arrow IPC stream at `<final samples path>` + this.
+PARTIAL_SUFFIX = ".partial"
+# Parquet key-value metadata of a file recovered from the stream of a killed run (JSON:
+# samples, duration_s, recovered_at).
+RECOVERED_METADATA_KEY = "alems.recovered"
