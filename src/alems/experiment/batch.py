@@ -176,6 +176,9 @@ class BatchRunner:
         settings = GenerationSettings(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                       seed=cfg.seed)
         sampler = self.sampler_factory()
+        if hasattr(sampler, "stream_to"):  # samples to disk as they come (bounded memory)
+            sampler.stream_to(store_samples.new_partial_path(
+                db_path, group_id, exp_id, store_runs.next_run_id(conn)))
         started_at = store_runs.utc_now_iso()
         sampler.start()
         instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
@@ -227,8 +230,13 @@ class BatchRunner:
                 path = store_samples.samples_path(db_path, group_id, exp_id, run_id)
                 identity["run_id"] = run_id
                 written = path
-                store_samples.write_samples(path, result.table, metadata=meta,
-                                            phases=phases, run=identity)
+                if getattr(result, "partial_path", None):
+                    store_samples.write_streamed_samples(path, result.partial_path,
+                                                         metadata=meta, phases=phases,
+                                                         run=identity)
+                else:
+                    store_samples.write_samples(path, result.table, metadata=meta,
+                                                phases=phases, run=identity)
                 row["run_id"] = run_id
                 row["samples_path"] = store_samples.relative_to_db(db_path, path)
                 row["null_reasons"] = json.dumps(metrics.null_reasons, sort_keys=True)
@@ -302,8 +310,12 @@ class BatchRunner:
         with store_db.transaction(conn):
             done = store_sessions.completed_runs(conn, group_id)
             removed = store_samples.remove_orphans(db_path, group_id, done.values())
+            discarded = store_samples.discard_dead_partials(db_path, group_id)
         if removed:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
+        for partial, held in discarded:  # a killed run is redone, never stored half
+            self.log(f"discarded the partial samples of a killed run ({held['samples']} "
+                     f"samples, {held['duration_s']:.1f} s, {partial.name}); it will be redone")
         todo = runs_to_do(plan, cfg.start_from, done)
         summary = BatchSummary(group_id=group_id, db_path=Path(os.path.abspath(db_path)),
                                saved=cfg.save_db,

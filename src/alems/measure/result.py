@@ -127,6 +127,11 @@ class SampleResult:
         self.metadata["energy_source"] = energy_source
         self.metadata["summary"] = json.dumps(self.summary, default=str, sort_keys=True)
 
+    def update_summary(self, **items) -> None:
+        """Add to the summary (and to the copy that goes into the file's metadata)."""
+        self.summary.update(items)
+        self.metadata["summary"] = json.dumps(self.summary, default=str, sort_keys=True)
+
     @property
     def table(self) -> pa.Table:
         if self._table is None:

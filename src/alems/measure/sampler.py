@@ -88,7 +88,8 @@ class Sampler(PhaseMarks):
                  sysfs_root: str | None = None, proc_root: str | None = None,
                  msr_path: str | None = None, system_wide: bool = False,
                  estimate_w_per_core: float | None = None, rt_priority: int | None = None,
-                 counters_full_rate: bool = False, keep_samples: bool = True):
+                 counters_full_rate: bool = False, keep_samples: bool = True,
+                 switch_poll_s: float | None = _CTX_POLL_S):
         if rt_priority is None:
             rt_priority = config.rt_priority()
         if rt_priority < 0:
@@ -112,6 +113,9 @@ class Sampler(PhaseMarks):
         self._w_per_core = estimate_w_per_core
         self.counters_full_rate = bool(counters_full_rate)
         self.keep_samples = bool(keep_samples)
+        # None: poll the workload's context switches only at each drain (a caller that
+        # gets exact totals another way, e.g. `alems sample` from its child's rusage).
+        self.switch_poll_s = switch_poll_s
         self._stream_path: str | None = None
         self.energy_source: str = ""
         self.result: SampleResult | None = None
@@ -217,7 +221,7 @@ class Sampler(PhaseMarks):
 
     def _drain_loop(self) -> None:
         next_drain = time.monotonic() + self._drain_s
-        while not self._stop_evt.wait(min(_CTX_POLL_S, self._drain_s)):
+        while not self._stop_evt.wait(min(self.switch_poll_s or self._drain_s, self._drain_s)):
             self._ctx.poll()
             if time.monotonic() >= next_drain:
                 self._drain_once()

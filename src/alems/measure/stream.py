@@ -41,6 +41,19 @@ def partial_path_of(final) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
+def check_no_partial(final) -> Path:
+    """The stream a run writing `final` will use; a leftover one (a killed run) is never
+    overwritten. Returns its path."""
+    partial = partial_path_of(final)
+    if is_live(partial):
+        raise AlemsError(f"{partial} is being written by another running sampler; "
+                         "choose another output")
+    if partial.exists():
+        raise AlemsError(f"{partial} holds the samples of a run that was killed; keep them "
+                         f"with `alems sample --recover {final}`, or delete that file")
+    return partial
+
+
 def is_live(partial) -> bool:
     """True while a writer holds `partial` (its flock); False for a dead run's file."""
     try:
