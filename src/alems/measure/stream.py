@@ -86,7 +86,9 @@ class PartialWriter:
             raise AlemsError(f"cannot create {self.path}: {exc.strerror or exc}; "
                              "choose a writable location") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fh = os.fdopen(fd, "wb", buffering=0)
+        self._lock_fd = fd
+        # Arrow's own file: each batch goes to the OS at once, without Python in between.
+        self._fh = pa.OSFile(os.fspath(self.path), "w")
         self._writer = ipc.new_stream(self._fh, self.schema)
         self.samples = 0
 
@@ -108,6 +110,7 @@ class PartialWriter:
         finally:
             self._fh.close()
             self._fh = None
+            os.close(self._lock_fd)
 
 
 def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
