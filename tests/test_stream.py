@@ -291,3 +291,34 @@ def test_process_counters_are_read_at_the_slow_rate_by_default(fake_roots):
     fast = run(counters_full_rate=True)
     assert fast.summary["counter_hz"] == 500.0
     assert len(np.unique(np.asarray(fast.table.column("task_clock_ns")))) > 100
+
+
+# ---------------------------------------------------------------- batch
+
+
+def test_resumed_batch_discards_the_partial_samples_of_a_killed_run_and_says_so(tmp_path):
+    from test_batch import assert_store_consistent, make_runner
+    from alems.store import samples as store_samples
+
+    db_path = tmp_path / "data" / "experiments.db"
+    dead = stream.partial_path_of(store_samples.samples_path(db_path, "g-test", 1, 99))
+    dead.parent.mkdir(parents=True)
+    w = stream.PartialWriter(dead, pa.schema([("t_ns", pa.int64())]))
+    w.write({"t_ns": np.array([0, 500_000_000, 1_000_000_000], np.int64)})
+    w.close()   # the writer is gone: nobody holds the lock any more
+    live = stream.partial_path_of(store_samples.samples_path(db_path, "g-test", 1, 98))
+    holder = stream.PartialWriter(live, pa.schema([("t_ns", pa.int64())]))  # still writing
+    logs: list[str] = []
+    runner = make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1)
+    runner.log = logs.append
+    try:
+        runner.run()
+        assert live.exists(), "a stream another process is writing must stay"
+    finally:
+        holder.close()
+    live.unlink()
+    assert not dead.exists()
+    said = [m for m in logs if "discarded the partial samples of a killed run" in m]
+    assert len(said) == 1 and "3 samples, 1.0 s" in said[0] and "redone" in said[0]
+    rows = assert_store_consistent(db_path)
+    assert 99 not in {r["run_id"] for r in rows} and len(rows) == 2
