@@ -77,8 +77,9 @@ typedef struct {
 
 typedef struct {
     int64_t t_ns;        /* CLOCK_MONOTONIC, taken just before the inputs are read */
-    uint32_t tick;       /* deadline index (skipped deadlines leave gaps) */
+    uint64_t tick;       /* deadline index (skipped deadlines leave gaps) */
     uint32_t flags;      /* ALEMS_REC_* */
+    uint32_t reserved;   /* 0; keeps values 8-byte aligned */
     int64_t values[ALEMS_MAX_CHANNELS];
 } alems_record;
 
@@ -86,7 +87,8 @@ typedef struct {
     uint64_t samples;         /* records produced */
     uint64_t late;            /* wake-ups later than late_threshold_ns */
     int64_t max_lateness_ns;
-    uint64_t dropped;         /* records lost because the ring was full */
+    uint64_t dropped;         /* records lost because the ring was full (never the final
+                                 one: the last slot is kept for it) */
     uint64_t skipped;         /* deadlines skipped because we were > 1 period behind */
     uint64_t slow_reads;
     int64_t read_ns_total;    /* time spent reading inputs (all ticks) */

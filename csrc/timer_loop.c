@@ -4,7 +4,7 @@
 
 #define STOP_SLICE_NS 50000000LL /* longest uninterrupted sleep (stop latency bound) */
 
-static void take_sample(alems_sampler *s, uint32_t tick, int64_t t_ns, int slow, uint32_t flags)
+static void take_sample(alems_sampler *s, uint64_t tick, int64_t t_ns, int slow, uint32_t flags)
 {
     for (int k = 0; k < ALEMS_MAX_CHANNELS; k++)
         if (s->slot_slow[k] == 0 || (slow && s->slot_slow[k] == 1))
@@ -27,7 +27,10 @@ static void take_sample(alems_sampler *s, uint32_t tick, int64_t t_ns, int slow,
 
     uint64_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
-    if (head - tail >= s->cap) {
+    /* One slot stays free for the final record: an energy integral cannot lose the
+     * run's end, so when the ring is full the newest ordinary record is dropped. */
+    uint64_t room = (flags & ALEMS_REC_FINAL) ? s->cap : s->cap - 1;
+    if (head - tail >= room) {
         atomic_fetch_add_explicit(&s->dropped, 1, memory_order_relaxed);
     } else {
         alems_record *r = &s->ring[head & (s->cap - 1)];
@@ -120,13 +123,13 @@ void *sampler_main(void *arg)
             atomic_fetch_add_explicit(&s->skipped, n, memory_order_relaxed);
         }
         int slow = (k % (uint64_t)s->slow_every) == 0;
-        take_sample(s, (uint32_t)k, now, slow, 0);
+        take_sample(s, k, now, slow, 0);
         atomic_fetch_add_explicit(&s->read_ns_total, alems_now_ns() - now,
                                   memory_order_relaxed);
         k++;
     }
     /* Final record so the run's end is covered, slow inputs included. */
-    take_sample(s, (uint32_t)k, alems_now_ns(), 1, ALEMS_REC_FINAL);
+    take_sample(s, k, alems_now_ns(), 1, ALEMS_REC_FINAL);
     struct timespec cpu;
     if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
         atomic_store(&s->thread_cpu_ns, (int64_t)cpu.tv_sec * 1000000000LL + cpu.tv_nsec);

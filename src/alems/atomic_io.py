@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,13 +14,20 @@ from alems.outputs import atomic_target
 
 
 def write_parquet_atomic(table: pa.Table, path, tmp_path=None) -> int:
-    """Write `table` to `tmp_path` (same folder), fsync, rename onto `path`, fsync the
-    folder; remove the temporary on any failure. A character device or FIFO target is
-    written in place. Returns the bytes written (the file size for a regular file)."""
+    """Write `table` as Parquet through `write_atomic`."""
+    return write_atomic(path, tmp_path,
+                        lambda fh: pq.write_table(table, fh, compression="zstd"))
+
+
+def write_atomic(path, tmp_path, write: Callable[[BinaryIO], object]) -> int:
+    """`write(fh)` into a temporary file in the same folder (`tmp_path`, or the default of
+    alems.outputs), fsync, rename onto `path`, fsync the folder; remove the temporary on any
+    failure. A character device or FIFO target is written in place. Returns the bytes
+    written (the file size for a regular file)."""
     path = Path(path)
     with atomic_target(path, tmp_path) as target:
         with open(target, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
+            write(fh)
             fh.flush()
             written = fh.tell() if fh.seekable() else None
             if target != path:

@@ -7,6 +7,9 @@ counters first, then the command is released, so counters see its first instruct
 SIGINT/SIGTERM/SIGHUP are forwarded to the command; whatever happens to it, the samples
 taken so far are written as a complete Parquet file and `alems` exits with its exit code
 (128 + N when signal N killed it).
+
+With `-o run.parquet` the samples stream to `run.parquet.partial` while the command runs
+(alems.measure.stream); after a kill of `alems` itself, `--recover run.parquet` keeps them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -186,16 +190,30 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         fh.write("\n")
 
 
+def _switches(ru) -> dict:
+    return {"voluntary_ctxt_switches": ru.ru_nvcsw, "nonvoluntary_ctxt_switches": ru.ru_nivcsw}
+
+
 def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
                 sources: Optional[list[str]], slow_hz: float, roots: dict,
+                stream: Optional[Path] = None, full_rate_counters: bool = False,
                 gpus: Optional[list[int]] = None):
-    """Spawn `argv` gated, sample it until it exits; return (result, returncode)."""
+    """Spawn `argv` gated, sample it until it exits; return (result, returncode).
+    stream: the samples go to this Arrow IPC file as they come (else only the summary
+    is kept)."""
     from alems.measure.sampler import Sampler, spawn_gated
 
+    before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
     proc, release = spawn_gated(argv)
     released = False
     try:
-        sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz, gpus=gpus, **roots)
+        # The command's context switches come exactly from its rusage once it is
+        # reaped, so the sampler need not poll /proc for them between drains.
+        sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz,
+                          counters_full_rate=full_rate_counters, keep_samples=False,
+                          switch_poll_s=None, gpus=gpus, **roots)
+        if stream is not None:
+            sampler.stream_to(stream)
         sampler.start()
         try:
             release()
@@ -204,6 +222,11 @@ def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
             returncode = proc.wait()
         finally:
             result = sampler.stop()
+        after = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
+        result.update_summary(
+            process={k: after[k] - before[k] for k in after},
+            process_scope="the command and every descendant it waited for, all their "
+                          "threads (getrusage RUSAGE_CHILDREN)")
     finally:
         if not released:  # the sampler failed: the command must never run
             release(cancel=True)  # closes the gate; the helper exits without exec
@@ -336,12 +359,28 @@ def register(app: typer.Typer) -> None:
             "default: CUDA_VISIBLE_DEVICES, else all (none without NVML).")] = None,
         quiet: Annotated[bool, typer.Option(
             "--quiet", "-q", help="Do not print the summary table.")] = False,
+        full_rate_counters: Annotated[bool, typer.Option(
+            "--full-rate-counters", help="Read the process's perf counters at --hz too "
+            "(default: at --slow-hz; they are cumulative).")] = False,
+        recover: Annotated[Optional[Path], typer.Option(
+            "--recover", help="Turn PATH.partial, the samples stream of a killed run, into "
+            "the Parquet file PATH; no command.", show_default=False)] = None,
         sysfs_root: SysfsRootOption = "/sys",
         proc_root: ProcRootOption = "/proc",
         msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
     ) -> None:
         """Run COMMAND under the sampler; write samples (Parquet) and a summary."""
         argv = list(command or [])
+        if recover is not None:
+            if argv:
+                raise UsageError("--recover takes no command; usage: alems sample "
+                                 "--recover run.parquet")
+            from alems.measure.stream import recover as recover_stream
+
+            got = recover_stream(recover)
+            print(f"alems: recovered {got['samples']:,} samples ({got['duration_s']:.3f} s) "
+                  f"into {recover} (marked recovered in its metadata)", file=sys.stderr)
+            raise typer.Exit(0)
         hz = validate_rate("--hz", hz)
         slow_hz = validate_rate("--slow-hz", slow_hz)
         source_names = parse_sources(sources)
@@ -353,6 +392,11 @@ def register(app: typer.Typer) -> None:
         config.estimate_w_per_core()
         config.rt_priority()
         check_outputs(output, summary_json, hz)
+        stream = None
+        if output is not None:
+            from alems.measure.stream import check_no_partial
+
+            stream = check_no_partial(output)
         resolve_command(argv)
         roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
         check_requested_sources(source_names, roots)
@@ -360,7 +404,7 @@ def register(app: typer.Typer) -> None:
         with SignalForwarder() as forwarder:
             result, returncode = run_sampled(
                 argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
-                gpus=gpu_list)
+                stream=stream, full_rate_counters=full_rate_counters, gpus=gpu_list)
             code = exit_code_of(returncode)
             if output is not None:
                 result.write_parquet(output)

@@ -48,6 +48,7 @@ from alems.store import db as store_db
 from alems.errors import AlemsError
 from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
 from alems.store import locks as store_locks
+from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 from alems.store import sessions as store_sessions
 
@@ -228,8 +229,12 @@ class BatchRunner:
         with store_db.transaction(conn):
             done = store_sessions.completed_runs(conn, group_id)
             removed = store_samples.remove_orphans(db_path, group_id, done.values())
+            discarded = store_samples.discard_dead_partials(db_path, group_id)
         if removed:
             self.log(f"removed {len(removed)} Parquet file(s) of runs that never committed")
+        for partial, held in discarded:  # a killed run is redone, never stored half
+            self.log(f"discarded the partial samples of a killed run ({held['samples']} "
+                     f"samples, {held['duration_s']:.1f} s, {partial.name}); it will be redone")
         todo = shard_runs(runs_to_do(plan, cfg.start_from, done), cfg.shard)
         summary = BatchSummary(group_id=group_id, db_path=Path(os.path.abspath(db_path)),
                                saved=cfg.save_db,
@@ -289,8 +294,11 @@ class BatchRunner:
                 if cfg.require_quiet:
                     conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
-                measured = self.executor.measure(
-                    key, base, on_phase=lambda names, key=key: self.progress.phase(key, names))
+                exp_id = exp_ids[(key.task, key.provider)]
+                measured = self.executor.measure(  # samples stream to disk as they come
+                    key, base, on_phase=lambda names, key=key: self.progress.phase(key, names),
+                    partial_path=store_samples.new_partial_path(
+                        db_path, group_id, exp_id, store_runs.next_run_id(conn)))
                 stored = store_measured(conn, db_path, group_id,
                                         [(exp_ids[(key.task, key.provider)], measured)],
                                         paired=has_tax_pair(cfg.workflows), log=self.log)

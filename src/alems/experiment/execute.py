@@ -57,9 +57,10 @@ class MeasuredRun:
     key: RunKey
     row: dict             # runs columns except exp_id, run_id, samples_path, null_reasons
     null_reasons: dict
-    table: object         # pyarrow.Table of samples
+    table: object         # pyarrow.Table of samples (None when they streamed to partial_path)
     metadata: dict        # the sampler's metadata
     phases: list
+    partial_path: object = None   # the Arrow IPC stream the samples are in, if streamed
 
 
 def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
@@ -116,8 +117,9 @@ class RunExecutor:
         return {name: (str(p.model) if getattr(p, "model", None) else None)
                 for name, p in self.providers.items()}
 
-    def measure(self, key: RunKey, base, on_phase=None) -> MeasuredRun:
-        """Measure one run (no I/O); `on_phase(names)` hears each change of nested phase."""
+    def measure(self, key: RunKey, base, on_phase=None, partial_path=None) -> MeasuredRun:
+        """Measure one run; `on_phase(names)` hears each change of nested phase; with
+        `partial_path` the samples stream there (bounded memory) instead of staying here."""
         from alems.experiment.providers import GenerationSettings
         from alems.experiment.scoring import score
         from alems.experiment.workflows import run_workflow
@@ -130,6 +132,8 @@ class RunExecutor:
         sampler = self.sampler_factory()
         if on_phase is not None:
             watch_phases(sampler, on_phase)
+        if partial_path is not None and hasattr(sampler, "stream_to"):
+            sampler.stream_to(partial_path)
         started_at = store_runs.utc_now_iso()
         sampler.start()
         load = LoadProbe().start()  # what else ran (a run on a busy machine is flagged)
@@ -179,9 +183,11 @@ class RunExecutor:
             if value is None:
                 reasons[column] = (LOCAL_NODE_REASON if column == "node_id"
                                    else "not readable on this machine")
-        return MeasuredRun(key=key, row=row, null_reasons=reasons, table=result.table,
+        streamed = getattr(result, "partial_path", None)
+        return MeasuredRun(key=key, row=row, null_reasons=reasons,
+                           table=None if streamed else result.table,
                            metadata=dict(getattr(result, "metadata", None) or {}),
-                           phases=phase_rows(result))
+                           phases=phase_rows(result), partial_path=streamed)
 
 
 def _make_provider(cfg: BatchConfig, name: str, provider_factory):
@@ -219,8 +225,13 @@ def store_measured(conn: sqlite3.Connection, db_path: Path, group_id: str,
                             "workflow_type": m.key.workflow, "run_number": m.key.rep,
                             "item_id": m.row.get("item_id")}
                 written.append(path)
-                store_samples.write_samples(path, m.table, metadata=m.metadata,
-                                            phases=m.phases, run=identity)
+                if m.partial_path is not None:  # streamed: converted batch by batch
+                    store_samples.write_streamed_samples(path, m.partial_path,
+                                                         metadata=m.metadata,
+                                                         phases=m.phases, run=identity)
+                else:
+                    store_samples.write_samples(path, m.table, metadata=m.metadata,
+                                                phases=m.phases, run=identity)
                 row = dict(m.row, exp_id=exp_id, run_id=run_id,
                            samples_path=store_samples.relative_to_db(db_path, path),
                            null_reasons=json.dumps(m.null_reasons, sort_keys=True))

@@ -41,7 +41,7 @@ REC_FINAL = lib.ALEMS_REC_FINAL
 RECORD_DTYPE = np.dtype(
     {
         "names": ["t_ns", "tick", "flags", "values"],
-        "formats": ["<i8", "<u4", "<u4", ("<i8", (MAX_CHANNELS,))],
+        "formats": ["<i8", "<u8", "<u4", ("<i8", (MAX_CHANNELS,))],
         "offsets": [ffi.offsetof("alems_record", f) for f in ("t_ns", "tick", "flags", "values")],
         "itemsize": ffi.sizeof("alems_record"),
     }

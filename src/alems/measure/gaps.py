@@ -83,6 +83,32 @@ def wrap_gaps(t_ns: np.ndarray, columns, energy_uj: dict[str, np.ndarray]) -> li
     return out
 
 
+def min_gap_floor_ns(columns) -> int | None:
+    """The shortest gap that could ever hold a whole range (at PLAUSIBLE_MAX_W): gaps at
+    least this long are kept while samples stream by (`result.Ends`), the others never
+    matter. None when no energy column wraps."""
+    limits = [limit for limit, _ in min_safe_gap_ns(columns).values()]
+    return int(min(limits)) if limits else None
+
+
+def wrap_gaps_from_ends(ends, columns) -> list[dict]:
+    """`wrap_gaps` from what streamed by: the long gaps `ends` kept and the run's first
+    and last values (the run's plausible power needs only those)."""
+    if ends.samples < 2 or not ends.gaps:
+        return []
+    t = np.array([ends.first["t_ns"], ends.last["t_ns"]], dtype=np.int64)
+    energy = {d: np.array([ends.first[f"{d}_energy_uj"], ends.last[f"{d}_energy_uj"]])
+              for d in PLAUSIBLE_MAX_W if f"{d}_energy_uj" in ends.first}
+    out = []
+    for dom, (limit_ns, zone) in min_safe_gap_ns(columns, run_plausible_w(t, energy)).items():
+        for start, end in ends.gaps:
+            if end - start >= limit_ns:
+                out.append({"domain": dom, "zone": zone, "start_ns": int(start),
+                            "end_ns": int(end), "gap_s": (end - start) / 1e9,
+                            "limit_s": limit_ns / 1e9})
+    return out
+
+
 def gap_reason(g: dict) -> str:
     return (f"a {g['gap_s']:.3g} s gap between samples could hide a whole {g['domain']} "
             f"counter wrap (zone {g['zone']} can wrap in {g['limit_s']:.3g} s at plausible "

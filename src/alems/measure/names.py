@@ -32,3 +32,8 @@ RUN_POWER_HEADROOM = 4.0
 # An ordinary gap: one skipped deadline (two periods). A --hz at which such a gap could
 # hold a whole counter range is refused.
 ORDINARY_GAP_PERIODS = 2
+# A run's samples while it runs: an Arrow IPC stream at `<final samples path>` + this.
+PARTIAL_SUFFIX = ".partial"
+# Parquet key-value metadata of a file recovered from the stream of a killed run (JSON:
+# samples, duration_s, recovered_at).
+RECOVERED_METADATA_KEY = "alems.recovered"

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
@@ -73,20 +74,69 @@ def _interp(t: np.ndarray, y: np.ndarray, at: int) -> float:
     return float(np.interp(float(at), t.astype(np.float64), y.astype(np.float64)))
 
 
-class SampleResult:
-    """Samples (Arrow table), phases, summary and file metadata of one sampling run."""
+@dataclass
+class Ends:
+    """What the summary needs of the samples, kept while they stream by: the count, the
+    first and last time, and the first and last value of every column."""
 
-    def __init__(self, table: pa.Table, phases: list[Phase], energy_source: str,
+    schema: pa.Schema
+    samples: int = 0
+    first: dict = field(default_factory=dict)
+    last: dict = field(default_factory=dict)
+    # Gaps between consecutive samples: the longest, and every (start_ns, end_ns) at least
+    # gap_floor_ns long (those that could hide a counter wrap: alems.measure.gaps).
+    gap_floor_ns: int | None = None
+    max_gap_ns: int | None = None
+    gaps: list = field(default_factory=list)
+
+    def update(self, cols: dict[str, np.ndarray]) -> None:
+        n = len(cols["t_ns"])
+        if not n:
+            return
+        t = np.asarray(cols["t_ns"], dtype=np.int64)
+        if self.samples:
+            t = np.concatenate(([int(self.last["t_ns"])], t))
+        if len(t) >= 2:
+            d = np.diff(t)
+            self.max_gap_ns = max(self.max_gap_ns or 0, int(d.max()))
+            if self.gap_floor_ns is not None:
+                self.gaps += [(int(t[i]), int(t[i + 1]))
+                              for i in np.flatnonzero(d >= self.gap_floor_ns)]
+        if not self.samples:
+            self.first = {k: v[0].item() for k, v in cols.items()}
+        self.last = {k: v[-1].item() for k, v in cols.items()}
+        self.samples += n
+
+    @classmethod
+    def of_table(cls, table: pa.Table, gap_floor_ns: int | None = None) -> "Ends":
+        ends = cls(table.schema, gap_floor_ns=gap_floor_ns)
+        if table.num_rows:
+            ends.update({n: arrow_to_numpy(table.column(n)) for n in table.column_names})
+        return ends
+
+
+class SampleResult:
+    """Samples (Arrow table), phases, summary and file metadata of one sampling run.
+
+    `table` is a pa.Table, or a callable that loads it (a streamed run: the samples are
+    on disk, `ends` was kept while they streamed, so the summary never reads them);
+    `partial_path` is then the Arrow IPC stream they are in until `write_parquet`."""
+
+    def __init__(self, table, phases: list[Phase], energy_source: str,
                  requested_hz: float, stats: dict | None = None,
-                 metadata: dict[str, str] | None = None, extra_summary: dict | None = None):
-        self.table = table
+                 metadata: dict[str, str] | None = None, extra_summary: dict | None = None,
+                 *, ends: Ends | None = None, partial_path: str | None = None):
+        self._table = table if isinstance(table, pa.Table) else None
+        self._load = None if isinstance(table, pa.Table) else table
+        self.partial_path = partial_path
+        ends = ends if ends is not None else Ends.of_table(table)
+        self._ends = ends
         self.phases = [Phase(**p.to_dict()) for p in phases]
         self.energy_source = energy_source
-        self.domains = [d for d in DOMAINS if f"{d}_energy_uj" in table.column_names]
+        self.domains = [d for d in DOMAINS if f"{d}_energy_uj" in ends.schema.names]
         self.requested_hz = float(requested_hz)
-        self._t = arrow_to_numpy(table.column("t_ns")) if table.num_rows else np.zeros(0, np.int64)
-        self.t_start_ns = int(self._t[0]) if len(self._t) else 0
-        self.t_end_ns = int(self._t[-1]) if len(self._t) else 0
+        self.t_start_ns = int(ends.first.get("t_ns", 0))
+        self.t_end_ns = int(ends.last.get("t_ns", 0))
         # Gaps that could hide a whole counter wrap (alems.measure.gaps), from the sampler.
         self.wrap_gaps = list((extra_summary or {}).get("wrap_gaps") or [])
         self.summary = self._summarize(stats or {}, extra_summary or {})
@@ -94,9 +144,26 @@ class SampleResult:
         self.metadata["energy_source"] = energy_source
         self.metadata["summary"] = json.dumps(self.summary, default=str, sort_keys=True)
 
+    def update_summary(self, **items) -> None:
+        """Add to the summary (and to the copy that goes into the file's metadata)."""
+        self.summary.update(items)
+        self.metadata["summary"] = json.dumps(self.summary, default=str, sort_keys=True)
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:
+            self._table = self._load()
+        return self._table
+
+    @property
+    def _t(self) -> np.ndarray:
+        if not self._ends.samples:
+            return np.zeros(0, np.int64)
+        return arrow_to_numpy(self.table.column("t_ns"))
+
     # -------------------------------------------------------------- queries
     def _col(self, name: str) -> np.ndarray | None:
-        if name not in self.table.column_names:
+        if name not in self._ends.schema.names:
             return None
         return arrow_to_numpy(self.table.column(name))
 
@@ -109,22 +176,27 @@ class SampleResult:
                   t1_ns: int | None = None) -> dict[str, float | None]:
         """Energy per canonical domain between t0 and t1, interpolated at the bounds; None
         (see `energy_null_reason`) with fewer than 2 samples or across a gap that could
-        hide a whole counter wrap."""
+        hide a whole counter wrap. The whole run needs no sample read back."""
+        whole = t0_ns is None and t1_ns is None
         t0, t1 = self._bounds(t0_ns, t1_ns)
+        t = None if whole else self._t
         out: dict[str, float | None] = {}
         for d in self.domains:
             if self.energy_null_reason(d, t0, t1) is not None:
                 out[d] = None
                 continue
+            if whole:
+                out[d] = self._delta(f"{d}_energy_uj")
+                continue
             y = self._col(f"{d}_energy_uj")
-            out[d] = _interp(self._t, y, t1) - _interp(self._t, y, t0)
+            out[d] = _interp(t, y, t1) - _interp(t, y, t0)
         return out
 
     def energy_null_reason(self, domain: str, t0_ns: int | None = None,
                            t1_ns: int | None = None) -> str | None:
         """Why the energy of `domain` between t0 and t1 is unknown (None: it is known)."""
-        if len(self._t) < 2:
-            return (f"only {len(self._t)} sample(s): energy needs two (the run was shorter "
+        if self._ends.samples < 2:
+            return (f"only {self._ends.samples} sample(s): energy needs two (the run was shorter "
                     "than one sampling period, or the sampler failed)")
         t0, t1 = self._bounds(t0_ns, t1_ns)
         hit = gaps_within(self.wrap_gaps, domain, t0, t1)
@@ -132,18 +204,22 @@ class SampleResult:
 
     def counter_delta(self, name: str, t0_ns: int | None = None, t1_ns: int | None = None):
         """Increase of a cumulative counter column between t0 and t1 (None if absent)."""
-        y = self._col(name)
-        if y is None or len(y) == 0:
+        if name not in self._ends.schema.names or not self._ends.samples:
             return None
         if t0_ns is None and t1_ns is None:
-            return (y[-1] - y[0]).item()
+            return self._delta(name)
+        y = self._col(name)
         t0, t1 = self._bounds(t0_ns, t1_ns)
         return _interp(self._t, y, t1) - _interp(self._t, y, t0)
+
+    def _delta(self, name: str):
+        """Last minus first value of a column, from the ends (never reads the samples)."""
+        return self._ends.last[name] - self._ends.first[name]
 
     # -------------------------------------------------------------- summary
     def counter_columns(self) -> list[str]:
         names = []
-        for f in self.table.schema:
+        for f in self._ends.schema:
             if f.name == "t_ns" or f.name.endswith("_energy_uj") or f.name in GAUGES:
                 continue
             if pa.types.is_integer(f.type):
@@ -151,17 +227,15 @@ class SampleResult:
         return names
 
     def _summarize(self, stats: dict, extra: dict) -> dict:
-        n = len(self._t)
+        n = self._ends.samples
         duration_s = (self.t_end_ns - self.t_start_ns) / 1e9 if n >= 2 else 0.0
         energy_j: dict[str, float | None] = {}
         warnings: list[str] = []
         for d in self.domains:
             why = self.energy_null_reason(d)
-            y = self._col(f"{d}_energy_uj")
-            energy_j[d] = None if why else float(y[-1] - y[0]) / 1e6
+            energy_j[d] = None if why else float(self._delta(f"{d}_energy_uj")) / 1e6
             if why:
                 warnings.append(f"energy_j.{d} is null: {why}")
-        gaps = np.diff(self._t) if n >= 2 else np.zeros(0, np.int64)
         summary = {
             "duration_s": duration_s,
             "samples": n,
@@ -175,7 +249,7 @@ class SampleResult:
             "energy_j": energy_j,
             "avg_power_w": {d: (e / duration_s if duration_s > 0 and e is not None else None)
                             for d, e in energy_j.items()},
-            "max_gap_ns": int(gaps.max()) if len(gaps) else None,
+            "max_gap_ns": self._ends.max_gap_ns,
             "warnings": warnings,
             "counters": {c: self.counter_delta(c) for c in self.counter_columns()},
         }
@@ -199,6 +273,17 @@ class SampleResult:
         if not os.path.isdir(folder):
             raise AlemsError(f"cannot write {path}: folder {folder} does not exist; create it")
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        if self.partial_path is not None:  # streamed: convert the stream, batch by batch
+            from alems.measure.stream import stream_to_parquet
+
+            try:
+                stream_to_parquet(self.partial_path, path, self.file_metadata(), tmp)
+            except OSError as exc:
+                raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; the samples "
+                                 f"stay in {self.partial_path}") from None
+            self.partial_path, self._table = None, None
+            self._load = lambda: pq.read_table(path, memory_map=True)
+            return
         meta = {**(self.table.schema.metadata or {}),
                 **{k.encode(): str(v).encode() for k, v in self.file_metadata().items()}}
         table = self.table.replace_schema_metadata(meta)
@@ -213,54 +298,108 @@ class SampleResult:
 
 def wrap_corrected(raw: np.ndarray, wrap: int | None) -> np.ndarray:
     """Cumulative increase since the first sample, adding `wrap` to every negative step."""
-    raw = np.asarray(raw, dtype=np.int64)
-    if len(raw) == 0:
-        return np.zeros(0, np.float64)
-    d = np.diff(raw)
-    if wrap:
-        d = np.where(d < 0, d + wrap, d)
-    return np.concatenate([[0], np.cumsum(d)]).astype(np.float64)
+    cols = ColumnBuilder([Column("e", [], "energy", 1.0, wrap, "pkg")], None).add(
+        np.zeros(len(raw), np.int64), np.asarray(raw, dtype=np.int64).reshape(-1, 1))
+    return cols["pkg_energy_uj"]
 
 
 def build_columns(t_ns: np.ndarray, raw: np.ndarray, columns: list[Column],
                   estimate_info: dict | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """raw[:, i] belongs to columns[i]; return ({name: array}, {name: unit})."""
-    out: dict[str, np.ndarray] = {"t_ns": np.asarray(t_ns, np.int64)}
-    units: dict[str, str] = {"t_ns": "ns (CLOCK_MONOTONIC)"}
-    energy: dict[str, list[tuple[Column, np.ndarray]]] = {}
-    temps: list[np.ndarray] = []
-    rest: dict[str, np.ndarray] = {}
-    for i, col in enumerate(columns):
-        r = raw[:, i]
-        if col.kind == "energy":
-            energy.setdefault(col.domain, []).append((col, wrap_corrected(r, col.wrap_raw) * col.scale))
-        elif col.kind == "temp":
-            temps.append(r * col.scale)
-        elif col.kind == "counter":
-            rest[col.name] = (r - r[0]) if len(r) else r
-        else:
-            rest[col.name] = r.copy()
-    if estimate_info is not None:
-        if estimate.CPU_TICKS_COLUMN in rest:
-            cpu_ns = estimate.ticks_to_ns(rest.pop(estimate.CPU_TICKS_COLUMN))
-        else:
-            cpu_ns = rest["task_clock_ns"]
-        out["pkg_energy_uj"] = estimate.energy_uj_from_cpu_ns(cpu_ns, estimate_info["w_per_core"])
-        units["pkg_energy_uj"] = "uJ (estimate: CPU time x W/core)"
-    for d in DOMAINS:
-        if d in energy:
-            out[f"{d}_energy_uj"] = np.sum([a for _, a in energy[d]], axis=0)
-            units[f"{d}_energy_uj"] = "uJ"
-    for d in DOMAINS:
-        if d in energy and len(energy[d]) > 1:  # per-zone detail where a domain has several
-            for col, a in energy[d]:
-                out[col.name] = a
-                units[col.name] = "uJ"
-    for name, arr in rest.items():
-        out[name] = arr.astype(np.int64)
-        units[name] = ("ns" if name.endswith("_ns") else "us" if name.endswith("_us")
-                       else "count")
-    if temps:
-        out["package_temp_c"] = np.max(np.vstack(temps), axis=0).astype(np.float64)
-        units["package_temp_c"] = "degC (hottest package zone)"
-    return out, units
+    builder = ColumnBuilder(columns, estimate_info)
+    return builder.add(t_ns, raw), builder.units
+
+
+class ColumnBuilder:
+    """Raw C slots -> output columns, one drained chunk at a time. Wrap correction and
+    the counters' origin carry over from chunk to chunk, so a chunk costs the same at
+    the end of a day-long run as at its start. Units are known before any sample."""
+
+    def __init__(self, columns: list[Column], estimate_info: dict | None):
+        self.columns = list(columns)
+        self.estimate_info = estimate_info
+        self._first: np.ndarray | None = None  # raw row of the run's first sample
+        self._last: np.ndarray | None = None   # raw row of the latest sample
+        self._acc = np.zeros(len(self.columns), np.int64)  # wrap-corrected raw increase
+        self.units = self._units()
+
+    def _units(self) -> dict[str, str]:
+        units = {"t_ns": "ns (CLOCK_MONOTONIC)"}
+        domains = {c.domain for c in self.columns if c.kind == "energy"}
+        if self.estimate_info is not None:
+            units["pkg_energy_uj"] = "uJ (estimate: CPU time x W/core)"
+        for d in DOMAINS:
+            if d in domains:
+                units[f"{d}_energy_uj"] = "uJ"
+        for d in DOMAINS:
+            zones = [c for c in self.columns if c.kind == "energy" and c.domain == d]
+            if len(zones) > 1:
+                units.update({c.name: "uJ" for c in zones})
+        for c in self.columns:
+            if c.kind in ("counter", "gauge") and not (
+                    self.estimate_info is not None and c.name == estimate.CPU_TICKS_COLUMN):
+                units[c.name] = ("ns" if c.name.endswith("_ns") else "us"
+                                 if c.name.endswith("_us") else "count")
+        if any(c.kind == "temp" for c in self.columns):
+            units["package_temp_c"] = "degC (hottest package zone)"
+        return units
+
+    def schema(self) -> pa.Schema:
+        """The output schema (same as every chunk's), without consuming any sample."""
+        n = len(self.columns)
+        saved = (self._first, self._last, self._acc.copy())
+        cols = self.add(np.zeros(0, np.int64), np.zeros((0, n), np.int64))
+        self._first, self._last, self._acc = saved
+        return table_from_columns(cols).schema
+
+    def _energy(self, i: int, r: np.ndarray, wrap: int | None) -> np.ndarray:
+        prev = self._last[i] if self._last is not None else r[0]
+        d = np.diff(r, prepend=prev)
+        if wrap:
+            d = np.where(d < 0, d + wrap, d)
+        return self._acc[i] + np.cumsum(d)
+
+    def add(self, t_ns: np.ndarray, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """raw[:, i] belongs to columns[i]; returns this chunk's output columns."""
+        raw = np.asarray(raw, dtype=np.int64)
+        n = len(raw)
+        if n and self._first is None:
+            self._first = raw[0].copy()
+        out: dict[str, np.ndarray] = {"t_ns": np.asarray(t_ns, np.int64)}
+        energy: dict[str, list[tuple[Column, np.ndarray]]] = {}
+        temps: list[np.ndarray] = []
+        rest: dict[str, np.ndarray] = {}
+        for i, col in enumerate(self.columns):
+            r = raw[:, i]
+            if col.kind == "energy":
+                cum = self._energy(i, r, col.wrap_raw) if n else r
+                if n:
+                    self._acc[i] = cum[-1]
+                energy.setdefault(col.domain, []).append((col, cum.astype(np.float64) * col.scale))
+            elif col.kind == "temp":
+                temps.append(r * col.scale)
+            elif col.kind == "counter":
+                rest[col.name] = (r - self._first[i]) if n else r
+            else:
+                rest[col.name] = r.copy()
+        if n:
+            self._last = raw[-1].copy()
+        if self.estimate_info is not None:
+            if estimate.CPU_TICKS_COLUMN in rest:
+                cpu_ns = estimate.ticks_to_ns(rest.pop(estimate.CPU_TICKS_COLUMN))
+            else:
+                cpu_ns = rest["task_clock_ns"]
+            out["pkg_energy_uj"] = estimate.energy_uj_from_cpu_ns(
+                cpu_ns, self.estimate_info["w_per_core"])
+        for d in DOMAINS:
+            if d in energy:
+                out[f"{d}_energy_uj"] = np.sum([a for _, a in energy[d]], axis=0)
+        for d in DOMAINS:
+            if d in energy and len(energy[d]) > 1:  # per-zone detail where a domain has several
+                for col, a in energy[d]:
+                    out[col.name] = a
+        for name, arr in rest.items():
+            out[name] = arr.astype(np.int64)
+        if temps:
+            out["package_temp_c"] = np.max(np.vstack(temps), axis=0).astype(np.float64)
+        return out

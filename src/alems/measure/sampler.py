@@ -1,10 +1,13 @@
 """Sampler: start, stop, drain. The public sampling API is re-exported here too.
 
 The C core (alems.measure._native) reads the inputs on absolute deadlines into a ring; a small
-Python thread drains the ring in bulk every few tens of ms (so the ring stays small however
-long the run), and `stop()` turns the raw slots into wrap-corrected, unit-converted,
-cumulative-since-start columns in an Arrow table (alems.measure.result). What is sampled
-is chosen by alems.measure.plan.
+Python thread drains the ring in bulk twice a second and turns each chunk at once into
+wrap-corrected, unit-converted, cumulative-since-start columns (alems.measure.result's
+ColumnBuilder), keeping the summary's ends as it goes. The chunks go to memory (an Arrow
+table at stop), or with `stream_to(path)` to an Arrow IPC stream on disk (bounded memory
+for runs of any length; alems.measure.stream), or nowhere (`keep_samples=False`: summary
+only). What is sampled is chosen by alems.measure.plan; the process tree's perf counters
+(cumulative) are read at the slow rate unless `counters_full_rate`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import os
 import platform
 import socket
 import threading
+import time
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from alems import __version__, config
 from alems.errors import AlemsError
@@ -30,19 +36,29 @@ from alems.measure.names import DOMAINS, MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    Phase, SampleResult, build_columns, table_from_columns)
+    ColumnBuilder, Ends, Phase, SampleResult, arrow_to_numpy, build_columns, table_from_columns)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
 from alems.measure import threads as instrument_threads
-from alems.measure.gaps import check_rate, wrap_gaps
+from alems.measure.gaps import check_rate, min_gap_floor_ns, wrap_gaps_from_ends
 
-_DRAIN_INTERVAL_S = 0.05
+# Drains (and stream flushes) at most this far apart (so >= 1 flush a second); each costs
+# ~0.5 ms of Python whatever its size, so rarely. The ring holds >= 4 intervals.
+_DRAIN_INTERVAL_S = 0.9
+# The workload's context switches are polled more often: a thread that exits keeps only
+# what it had at the last poll (alems.measure.ctxsw).
+_CTX_POLL_S = 0.05
 _MAX_RING = 1 << 15
+_DRAIN_CHUNK = 4096  # records copied out per drain call (bounds the copy buffer)
 
 
 def _ring_capacity(hz: float) -> int:
     want = max(256, int(hz * 4))  # ~4 s of records between drains
     return min(_MAX_RING, 1 << (want - 1).bit_length())
+
+
+def _drain_interval_s(hz: float, cap: int) -> float:
+    return min(_DRAIN_INTERVAL_S, cap / hz / 4)
 
 
 def _ensure_fd_room(n_inputs: int) -> None:
@@ -55,6 +71,10 @@ def _ensure_fd_room(n_inputs: int) -> None:
         new = need if hard == resource.RLIM_INFINITY else min(hard, need)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def _not_kept() -> pa.Table:
+    raise AlemsError("this sampler ran with keep_samples=False: only its summary was kept")
 
 
 class Sampler(PhaseMarks):
@@ -74,7 +94,9 @@ class Sampler(PhaseMarks):
                  sysfs_root: str | None = None, proc_root: str | None = None,
                  msr_path: str | None = None, system_wide: bool = False,
                  estimate_w_per_core: float | None = None, rt_priority: int | None = None,
-                 gpus: Sequence[int] | None = None, gpu_hz: float = config.DEFAULT_GPU_HZ):
+                 gpus: Sequence[int] | None = None, gpu_hz: float = config.DEFAULT_GPU_HZ,
+                 counters_full_rate: bool = False, keep_samples: bool = True,
+                 switch_poll_s: float | None = _CTX_POLL_S):
         if rt_priority is None:
             rt_priority = config.rt_priority()
         if rt_priority < 0:
@@ -99,6 +121,12 @@ class Sampler(PhaseMarks):
         self.gpus = None if gpus is None else [int(g) for g in gpus]
         self.gpu_hz = float(gpu_hz)
         self._gpu: gpu_sampler.GpuSampler | None = None
+        self.counters_full_rate = bool(counters_full_rate)
+        self.keep_samples = bool(keep_samples)
+        # None: poll the workload's context switches only at each drain (a caller that
+        # gets exact totals another way, e.g. `alems sample` from its child's rusage).
+        self.switch_poll_s = switch_poll_s
+        self._stream_path: str | None = None
         self.energy_source: str = ""
         self.result: SampleResult | None = None
         self._native: NativeSampler | None = None
@@ -111,6 +139,20 @@ class Sampler(PhaseMarks):
         thread), from start() on: exclude them when counting the workload's threads
         (alems.measure.ctxsw)."""
         return self._tids
+
+    def stream_to(self, partial_path) -> None:
+        """Before start(): stream the samples to this new Arrow IPC file (see
+        alems.measure.stream) instead of keeping them in memory."""
+        if self._native is not None:
+            raise AlemsError("stream_to() must come before start()")
+        self._stream_path = None if partial_path is None else os.fspath(partial_path)
+
+    def _spec(self, col, spec):
+        """The process tree's perf counters are cumulative: read at the slow rate unless
+        asked otherwise (a cross-CPU read of a busy target is the sample's dearest)."""
+        if col.source == "perf" and col.kind == "counter" and not self.counters_full_rate:
+            return replace(spec, slow=True)
+        return spec
 
     # -------------------------------------------------------------- run
     def start(self) -> None:
@@ -126,7 +168,8 @@ class Sampler(PhaseMarks):
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
         check_rate(self.hz, columns)  # refuse a rate at which a skipped sample hides a wrap
         self.energy_source = plan.energy_source
-        inputs = [(spec, slot) for slot, col in enumerate(columns) for spec in col.inputs]
+        inputs = [(self._spec(col, spec), slot) for slot, col in enumerate(columns)
+                  for spec in col.inputs]
         period_ns = max(1, int(round(1e9 / self.hz)))
         slow_every = max(1, int(round(self.hz / self.slow_hz)))
         cap = _ring_capacity(self.hz)
@@ -155,8 +198,24 @@ class Sampler(PhaseMarks):
         self._columns, self._used, self._est, self._notes = columns, used, est, notes
         self._inputs = inputs
         self._slow_every = slow_every
-        self._buf = np.empty(cap, dtype=RECORD_DTYPE)
-        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._builder = ColumnBuilder(columns, est)
+        schema = self._builder.schema()
+        self._ends = Ends(schema, gap_floor_ns=min_gap_floor_ns(columns))
+        self._meta = self._static_metadata()
+        self._sink = None
+        # With GPUs the samples stay in memory: their columns are interpolated onto the
+        # sample clock from the GPU thread's trace when the run ends.
+        if self._stream_path is not None and self._gpu is None:
+            from alems.measure.stream import PartialWriter
+
+            try:
+                self._sink = PartialWriter(self._stream_path, schema, self._meta)
+            except AlemsError:
+                native.close()
+                raise
+        self._buf = np.empty(min(cap, _DRAIN_CHUNK), dtype=RECORD_DTYPE)
+        self._batches: list[pa.RecordBatch] = []
+        self._drain_s = _drain_interval_s(self.hz, cap)
         self._drain_lock = threading.Lock()
         self._stop_evt = threading.Event()
         self._native = native
@@ -179,14 +238,22 @@ class Sampler(PhaseMarks):
                 n = self._native.drain(self._buf)
                 if n:
                     recs = self._buf[:n]
-                    self._chunks.append((recs["t_ns"].copy(), recs["values"][:, :nslots].copy()))
+                    cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots])
+                    self._ends.update(cols)
+                    if self._sink is not None:
+                        self._sink.write(cols)
+                    elif self.keep_samples:
+                        self._batches.append(table_from_columns(cols).to_batches()[0])
                 if n < len(self._buf):
                     break
 
     def _drain_loop(self) -> None:
-        while not self._stop_evt.wait(_DRAIN_INTERVAL_S):
-            self._drain_once()
+        next_drain = time.monotonic() + self._drain_s
+        while not self._stop_evt.wait(min(self.switch_poll_s or self._drain_s, self._drain_s)):
             self._ctx.poll()
+            if time.monotonic() >= next_drain:
+                self._drain_once()
+                next_drain = time.monotonic() + self._drain_s
 
     def stop(self) -> SampleResult:
         if self._native is None:
@@ -209,8 +276,10 @@ class Sampler(PhaseMarks):
         finally:
             native.close()
             self._native = None
+            if self._sink is not None:
+                self._sink.close()
         self.result = self._result(stats, gpu_trace)
-        self._chunks = []
+        self._batches = []
         self._buf = None
         return self.result
 
@@ -223,22 +292,45 @@ class Sampler(PhaseMarks):
             self.stop()
 
     # -------------------------------------------------------------- result
+    def _static_metadata(self) -> dict[str, str]:
+        """File metadata known at start (also the stream's, so a recovered file has it)."""
+        meta = {
+            "alems_version": __version__,
+            "sources": json.dumps(self._used),
+            "energy_source": self.energy_source,
+            "rate_hz": repr(self.hz),
+            "slow_hz": repr(self.hz / self._slow_every),
+            "counter_hz": repr(self.hz if self.counters_full_rate else
+                               self.hz / self._slow_every),
+            "host": socket.gethostname(),
+            "kernel": platform.release(),
+            "clock": "CLOCK_MONOTONIC",
+            "units": json.dumps(self._builder.units),
+            "roots": json.dumps(self.roots.as_dict()),
+            "pid": "" if self.pid is None else str(self.pid),
+            "zones": json.dumps({c.name: c.zone for c in self._columns if c.kind == "energy"}),
+        }
+        if self._est is not None:
+            meta["estimate_model"] = json.dumps(self._est)
+        return meta
+
     def _result(self, stats: dict, gpu_trace=None) -> SampleResult:
-        nslots = len(self._columns)
-        if self._chunks:
-            t = np.concatenate([c[0] for c in self._chunks])
-            raw = np.concatenate([c[1] for c in self._chunks])
+        schema = self._ends.schema
+        if self._sink is not None:
+            from alems.measure.stream import read_partial
+
+            path = self._stream_path
+            table, partial = (lambda: read_partial(path)), path
+        elif not self.keep_samples:
+            table, partial = _not_kept, None
         else:
-            t, raw = np.zeros(0, np.int64), np.zeros((0, nslots), np.int64)
-        cols, units = build_columns(t, raw, self._columns, self._est)
+            table = pa.Table.from_batches(self._batches, schema=schema)
+            partial = None
         extra: dict = {"sources": list(self._used), "source_notes": list(self._notes),
                        "slow_hz": self.hz / self._slow_every,
-                       "wrap_gaps": wrap_gaps(t, self._columns, {
-                           d: cols[f"{d}_energy_uj"] for d in DOMAINS
-                           if f"{d}_energy_uj" in cols})}
-        gpu_meta: dict = {}
-        gpu_sampler.merge(gpu_trace, cols, units, extra, gpu_meta, extra["sources"])
-        table = table_from_columns(cols)
+                       "counter_hz": float(self._meta["counter_hz"])}
+        # Gaps that could hide a whole counter wrap, from the gaps kept while draining.
+        extra["wrap_gaps"] = wrap_gaps_from_ends(self._ends, self._columns)
         if self._est is not None:
             extra["estimate_model"] = dict(self._est)
             extra["estimate_w_per_core"] = self._est["w_per_core"]
@@ -255,21 +347,19 @@ class Sampler(PhaseMarks):
         if process is not None:
             extra["process"] = process
             extra["process_scope"] = self._ctx.scope()
-        meta = {
-            "alems_version": __version__,
-            "sources": json.dumps(extra["sources"]),
-            "energy_source": self.energy_source,
-            "rate_hz": repr(self.hz),
-            "slow_hz": repr(self.hz / self._slow_every),
-            "host": socket.gethostname(),
-            "kernel": platform.release(),
-            "clock": "CLOCK_MONOTONIC",
-            "units": json.dumps(units),
-            "roots": json.dumps(self.roots.as_dict()),
-            "pid": "" if self.pid is None else str(self.pid),
-            "zones": json.dumps({c.name: c.zone for c in self._columns if c.kind == "energy"}),
-        }
-        if self._est is not None:
-            meta["estimate_model"] = json.dumps(self._est)
-        meta.update(gpu_meta)
-        return SampleResult(table, self._phases, self.energy_source, self.hz, stats, meta, extra)
+        meta = dict(self._meta)
+        if gpu_trace is not None:
+            units = json.loads(meta["units"])
+            if isinstance(table, pa.Table):  # GPU columns join the samples on their clock
+                cols = {n: arrow_to_numpy(table.column(n)) for n in table.column_names}
+                gpu_sampler.merge(gpu_trace, cols, units, extra, meta, extra["sources"])
+                table = table_from_columns(cols)
+                self._ends = Ends.of_table(table, gap_floor_ns=self._ends.gap_floor_ns)
+            else:  # samples not kept: the run's GPU energies from the trace alone
+                ends_t = np.array([self._ends.first.get("t_ns", 0),
+                                   self._ends.last.get("t_ns", 0)], dtype=np.int64)
+                gpu_sampler.merge(gpu_trace, {"t_ns": ends_t}, units, extra, meta,
+                                  extra["sources"])
+            meta["units"] = json.dumps(units)
+        return SampleResult(table, self._phases, self.energy_source, self.hz, stats,
+                            meta, extra, ends=self._ends, partial_path=partial)

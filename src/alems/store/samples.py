@@ -14,6 +14,12 @@ the Parquet key-value metadata:
 - ``alems.run``: JSON with group_id, exp_id, run_id, workflow_type, run_number.
 
 Writes are atomic: a temporary file in the same folder, fsync, rename, fsync of the folder.
+
+While a run is measured its samples stream to ``run_id=<r>.parquet.partial`` beside where
+its file will be (Arrow IPC, alems.measure.stream; the dashboard's live view reads the
+newest one), <r> being the id the run expects; the store converts it into the Parquet
+file. A partial file nobody writes any more belongs to a run that was killed: the next
+start of the session discards it (the run is redone), never storing it as a run.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
-from alems.measure.names import PHASES_METADATA_KEY, RUN_METADATA_KEY
+from alems.measure import stream
+from alems.measure.names import PARTIAL_SUFFIX, PHASES_METADATA_KEY, RUN_METADATA_KEY
 
 SAMPLES_DIRNAME = "samples"
 PHASES_KEY = PHASES_METADATA_KEY.encode()
@@ -64,19 +71,69 @@ def relative_to_db(db_path, path: Path) -> str:
     return os.path.relpath(path, Path(os.path.abspath(db_path)).parent)
 
 
-def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
-                  phases: list[dict] | None = None, run: dict | None = None) -> int:
-    """Write `table` (+ metadata, phases, run identity) atomically; returns the file size."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta: dict[bytes, bytes] = dict(table.schema.metadata or {})
+def _file_metadata(metadata: dict | None, phases: list[dict] | None,
+                   run: dict | None) -> dict[bytes, bytes]:
+    meta: dict[bytes, bytes] = {}
     for key, value in (metadata or {}).items():
         meta[str(key).encode()] = (value if isinstance(value, str)
                                    else json.dumps(value, default=str)).encode()
     meta[PHASES_KEY] = json.dumps(phases or [], default=str).encode()
     meta[RUN_KEY] = json.dumps(run or {}, default=str).encode()
+    return meta
+
+
+def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
+                  phases: list[dict] | None = None, run: dict | None = None) -> int:
+    """Write `table` (+ metadata, phases, run identity) atomically; returns the file size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**(table.schema.metadata or {}), **_file_metadata(metadata, phases, run)}
     table = table.replace_schema_metadata(meta)
     return write_parquet_atomic(table, path, path.with_name(path.name + TMP_SUFFIX))
+
+
+def write_streamed_samples(path: Path, partial, *, metadata: dict | None = None,
+                           phases: list[dict] | None = None, run: dict | None = None) -> int:
+    """Convert a run's samples stream into its Parquet file (as write_samples), batch by
+    batch, and remove the stream; returns the file size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k.decode(): v.decode() for k, v in _file_metadata(metadata, phases, run).items()}
+    stream.stream_to_parquet(partial, path, meta, path.with_name(path.name + TMP_SUFFIX))
+    return path.stat().st_size
+
+
+def new_partial_path(db_path, group_id: str, exp_id: int, run_id: int) -> Path:
+    """Where a run that expects id `run_id` streams its samples: `<its samples path>.partial`
+    (the next free id's name if another run streams there already)."""
+    while True:
+        partial = stream.partial_path_of(samples_path(db_path, group_id, exp_id, run_id))
+        if not partial.exists():
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            return partial
+        run_id += 1
+
+
+def discard_dead_partials(db_path, group_id: str) -> list[tuple[Path, dict]]:
+    """Delete the samples streams of `group_id`'s runs that were killed (no writer holds
+    them); returns each with {samples, duration_s} it held. Live streams stay."""
+    root = group_dir(db_path, group_id)
+    if not root.is_dir():
+        return []
+    gone = []
+    for partial in sorted(root.glob(f"exp_id=*/run_id=*{PARTIAL_SUFFIX}")):
+        if stream.is_live(partial):
+            continue
+        try:
+            held = stream.count(partial)
+        except AlemsError:
+            held = {"samples": 0, "duration_s": 0.0}
+        try:
+            partial.unlink()
+        except OSError:
+            continue
+        gone.append((partial, held))
+    return gone
 
 
 def read_phases(path) -> list[dict]:
