@@ -136,9 +136,9 @@ class _NoProbe:
 
 def test_every_batch_run_counts_the_models_threads(tmp_path, monkeypatch):
     _perf_or_skip()
-    import alems.experiment.batch as batch_mod
+    import alems.experiment.execute as execute_mod  # where a run is measured
 
-    monkeypatch.setattr(batch_mod, "LoadProbe", _NoProbe)
+    monkeypatch.setattr(execute_mod, "LoadProbe", _NoProbe)
     pool = Pool(2)
 
     class Provider(ScriptedProvider):

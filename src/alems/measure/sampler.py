@@ -205,6 +205,8 @@ class Sampler(PhaseMarks):
         self._sink = None
         # With GPUs the samples stay in memory: their columns are interpolated onto the
         # sample clock from the GPU thread's trace when the run ends.
+        if self._stream_path is not None and self._gpu is not None:
+            self.keep_samples = True
         if self._stream_path is not None and self._gpu is None:
             from alems.measure.stream import PartialWriter
 
