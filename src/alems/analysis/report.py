@@ -18,7 +18,9 @@ from alems.errors import AlemsError
 from alems.analysis import figures
 from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
+from alems.analysis.report_examples import example_blocks
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
 from alems.outputs import atomic_output
 from alems.store import reads
 
@@ -145,7 +147,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     pct = int(round(confidence * 100))
     out: list[Block] = [
         Block("h1", f"A-LEMS report — batch {group.group_id}"),
-        Block("p", summary["headline_text"] + est_tag),  # the same headline everywhere
+        # the same headline everywhere (labelled CPU / all devices where a GPU was measured)
+        *(Block("p", line + est_tag) for line in headline_lines(summary)),
         Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
                    f"{db_path.name}. Energy is {_energy_basis(summary)} minus the idle baseline "
                    f"(dynamic energy); intervals are {pct} % confidence intervals."),
@@ -155,7 +158,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                                  "CPU-time × W/core model, not from a hardware counter."))
     # the answer first: tax with its interval, accuracy per arm, energy source
     out.append(Block("h2", "Headline"))
-    out.append(Block("p", summary["headline_text"] + est_tag))
+    out.extend(Block("p", line + est_tag) for line in headline_lines(summary))
     out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
                      ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
     out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
@@ -183,6 +186,9 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        _fmt(t["tax_percent"], 1), _fmt(t["mean_of_pair_ratios"]),
                        _fmt(t["epg_linear_j"]), _fmt(t["epg_agentic_j"])]
                       for t in summary["tax"]]))
+    if host_tax_rows(summary):   # a fleet or merged shards: pairs compared within a host
+        out.append(Block("table", f"Tax per host, and pooled with the host as a block{est_tag}",
+                         HOST_COLUMNS, host_tax_rows(summary)))
     if any(w["dynamic_energy_j"].get("ci_note") for w in summary["workflows"]):
         out.append(Block("p", f"† The {pct} % t interval reaches below 0 J although energy is "
                               "positive: too few or too spread runs; read it as 'at most' its "
@@ -227,6 +233,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     ):
         if png:
             out.append(Block("figure", caption, png=png))
+    out.extend(example_blocks(runs, phases, est_tag))
     out.append(Block("h2", "Conditions"))
     out.append(Block("table", "Batch conditions", ["item", "value"],
                      _conditions(conn, group, summary, runs)))

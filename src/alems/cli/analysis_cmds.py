@@ -107,16 +107,14 @@ def _mean_sd_ci(d: dict) -> tuple[str, str]:
 
 def _summary_tables(s: dict) -> None:
     from alems.analysis.precision import fmt_interval, fmt_value
+    from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
     from alems.cli.tables import print_table
 
     con = _console()
     est = " [ESTIMATE — not measured]" if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
-    if s.get("headline_all_devices_text"):  # runs measured GPUs: both taxes, labelled
-        con.print(f"{s['tax_energy']}: {s['headline_text']}{est}", highlight=False, markup=False)
-        con.print(s["headline_all_devices_text"] + est, highlight=False, markup=False)
-    else:
-        con.print(s["headline_text"] + est, highlight=False, markup=False)
+    for line in headline_lines(s):   # runs measured GPUs: both taxes, labelled
+        con.print(line + est, highlight=False, markup=False)
     rows = []
     daggers = False
     for w in s["workflows"]:
@@ -151,6 +149,9 @@ def _summary_tables(s: dict) -> None:
                      f"pairs ({pct}% CI: t on the log ratio, jackknife SE){est}",
                 ["task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
                  "mean of pair ratios (not the tax)", "EpG lin J", "EpG agt J"], rows)
+    if host_tax_rows(s):   # more than one host: each host's tax, then pooled by host
+        print_table(con, f"Tax per host, and pooled with the host as a block{est}",
+                    HOST_COLUMNS, host_tax_rows(s), keys=("host", "task", "provider"))
     if s["phases"]:
         print_table(con, f"Share of agentic package energy per phase{est}",
                     ["task", "provider", "basis", "phase", "energy J", "share"],

@@ -12,6 +12,7 @@ from alems.errors import AlemsError
 from alems.analysis.groups import resolve_group
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
+from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.store import dashboard_reads as reads
@@ -117,6 +118,9 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
     if summary:
         ctx["headline"] = headline_row(summary)
         ctx["accuracy"] = accuracy_per_arm(summary)
+        # labelled CPU / all-devices lines with GPU data; each host's tax when several
+        ctx["headline_lines"] = headline_lines(summary)
+        ctx["host_columns"], ctx["host_rows"] = HOST_COLUMNS, host_tax_rows(summary)
         if summary["phases"]:
             ctx["figures"]["phases"] = figures.to_json(figures.phase_figure(summary["phases"]))
     return ctx
