@@ -21,7 +21,7 @@ import pytest
 from alems.measure import _native, stream
 from alems.measure._native import RECORD_DTYPE, NativeSampler, ffi
 from alems.measure.names import RECOVERED_METADATA_KEY
-from alems.measure.result import ColumnBuilder, build_columns
+from alems.measure.columns import ColumnBuilder, build_columns
 from alems.measure.sampler import Sampler
 from alems.measure.sources.base import Column
 

@@ -21,7 +21,8 @@ from alems.experiment.metrics import run_metrics
 from alems.experiment.plan import BatchConfig, plan_order
 from alems.experiment.providers.scripted import ScriptedProvider
 from alems.measure import quiet
-from alems.measure.result import SampleResult, build_columns, table_from_columns
+from alems.measure.columns import build_columns
+from alems.measure.result import SampleResult, table_from_columns
 from alems.measure.sources.base import Column
 
 from _fake_sampling import BusyReplaySampler

@@ -17,7 +17,8 @@ import pytest
 import fakehw
 from alems.errors import AlemsError
 from alems.measure.gaps import check_rate, wrap_gaps
-from alems.measure.result import SampleResult, build_columns, table_from_columns
+from alems.measure.columns import build_columns
+from alems.measure.result import SampleResult, table_from_columns
 from alems.measure.sampler import Sampler
 from alems.measure.sources.base import Column
 from test_cli_sample import alems_argv, alems_env

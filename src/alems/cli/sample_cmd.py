@@ -32,6 +32,8 @@ from alems.errors import AlemsError, UsageError
 from alems.outputs import check_output_path
 from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
+from alems.cli.sample_summary import (  # noqa: F401  (re-exported)
+    data_warnings, estimate_note, print_summary, summary_for_output)
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -236,98 +238,6 @@ def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
                 proc.kill()
                 proc.wait()
     return result, returncode
-
-
-# ---------------------------------------------------------------- output
-
-
-def summary_for_output(result, argv: List[str], exit_code: int, output: Optional[Path]) -> dict:
-    summary = dict(result.summary)
-    summary.setdefault("energy_source", result.energy_source)
-    summary["command"] = list(argv)
-    summary["exit_code"] = exit_code
-    summary["output"] = str(output) if output is not None else None
-    return summary
-
-
-def data_warnings(summary: dict) -> list[str]:
-    """Problems with the measurement itself that the numbers alone would hide."""
-    warnings = list(summary.get("warnings") or [])  # the sampler's own (e.g. wrap gaps)
-    source = summary.get("energy_source")
-    energy = summary.get("energy_j") or {}
-    if (source not in (None, "estimate") and (summary.get("duration_s") or 0) >= 0.1
-            and all(v == 0 for v in energy.values())):
-        domains = ", ".join(energy) or "no domain"
-        warnings.append(
-            f"the {source} energy counters did not advance during the run ({domains}: 0 J); "
-            "they may be virtualised or unsupported here, so these are not measurements "
-            "(see `alems doctor`)")
-    if summary.get("dropped_samples"):
-        warnings.append(f"{summary['dropped_samples']} samples were dropped (ring full)")
-    if summary.get("read_error"):
-        warnings.append(f"a counter stopped being readable during the run: "
-                        f"{summary['read_error']}")
-    for gpu in summary.get("gpus") or []:
-        if gpu.get("error"):
-            warnings.append(f"GPU {gpu['index']} ({gpu['name']}): {gpu['error']}; "
-                            "its energy is not reported")
-    return warnings
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.6g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def estimate_note(summary: dict) -> Optional[str]:
-    """The plain warning printed when energy was estimated, not measured."""
-    if summary.get("energy_source") != "estimate":
-        return None
-    model = summary.get("estimate_w_per_core")
-    if model is None:
-        model = config.estimate_w_per_core()
-    return (f"energy_source: estimate (CPU time × {model:g} W/core) — not a measurement; "
-            "run `alems doctor` to see why no energy counter is readable")
-
-
-def print_summary(summary: dict) -> None:
-    """A rich table on stderr, so the measured command's stdout stays clean."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="alems sample", show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("duration_s", "samples", "requested_hz", "achieved_hz", "late_samples",
-                "dropped_samples"):
-        table.add_row(key, _fmt(summary.get(key)))
-    source = summary.get("energy_source", "?")
-    table.add_row("energy_source",
-                  "estimate — not a measurement" if source == "estimate" else str(source))
-    energy = summary.get("energy_j") or {}
-    power = summary.get("avg_power_w") or {}
-    for domain in energy:
-        table.add_row(f"energy_j.{domain}", _fmt(energy.get(domain)))
-        table.add_row(f"avg_power_w.{domain}", _fmt(power.get(domain)))
-    for gpu in summary.get("gpus") or []:
-        label = f"energy_j.gpu{gpu['index']}"
-        table.add_row(f"{label} ({gpu['name']}, {gpu['method']})",
-                      _fmt((summary.get("gpu_energy_j") or {}).get(gpu["column"])))
-    for name, value in (summary.get("counters") or {}).items():
-        table.add_row(f"counters.{name}", _fmt(value))
-    table.add_row("exit_code", _fmt(summary.get("exit_code")))
-    if summary.get("output"):
-        table.add_row("output", str(summary["output"]))
-    console = Console(stderr=True)
-    console.print(table)
-    note = estimate_note(summary)
-    if note:
-        console.print(note, soft_wrap=True, highlight=False, markup=False)
 
 
 # ---------------------------------------------------------------- command

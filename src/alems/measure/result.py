@@ -1,5 +1,5 @@
 """What one sampling run produced: SampleResult (samples as an Arrow table, phases,
-summary, file metadata), and how raw C slots become its columns (wrap correction, units).
+summary, file metadata); how raw C slots become its columns is alems.measure.columns.
 
 numpy <-> Arrow conversion works on the buffers directly: pyarrow's own to_numpy() and
 pa.array() import pandas (~1 s).
@@ -17,10 +17,8 @@ import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
-from alems.measure import estimate
 from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
-from alems.measure.sources.base import Column
 
 # Instantaneous columns: not summed as counters in the summary.
 GAUGES = ("procs_running", "package_temp_c")
@@ -292,114 +290,3 @@ class SampleResult:
         except OSError as exc:
             raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
                              "choose a writable location") from None
-
-
-# ------------------------------------------------------------------ raw -> columns
-
-def wrap_corrected(raw: np.ndarray, wrap: int | None) -> np.ndarray:
-    """Cumulative increase since the first sample, adding `wrap` to every negative step."""
-    cols = ColumnBuilder([Column("e", [], "energy", 1.0, wrap, "pkg")], None).add(
-        np.zeros(len(raw), np.int64), np.asarray(raw, dtype=np.int64).reshape(-1, 1))
-    return cols["pkg_energy_uj"]
-
-
-def build_columns(t_ns: np.ndarray, raw: np.ndarray, columns: list[Column],
-                  estimate_info: dict | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """raw[:, i] belongs to columns[i]; return ({name: array}, {name: unit})."""
-    builder = ColumnBuilder(columns, estimate_info)
-    return builder.add(t_ns, raw), builder.units
-
-
-class ColumnBuilder:
-    """Raw C slots -> output columns, one drained chunk at a time. Wrap correction and
-    the counters' origin carry over from chunk to chunk, so a chunk costs the same at
-    the end of a day-long run as at its start. Units are known before any sample."""
-
-    def __init__(self, columns: list[Column], estimate_info: dict | None):
-        self.columns = list(columns)
-        self.estimate_info = estimate_info
-        self._first: np.ndarray | None = None  # raw row of the run's first sample
-        self._last: np.ndarray | None = None   # raw row of the latest sample
-        self._acc = np.zeros(len(self.columns), np.int64)  # wrap-corrected raw increase
-        self.units = self._units()
-
-    def _units(self) -> dict[str, str]:
-        units = {"t_ns": "ns (CLOCK_MONOTONIC)"}
-        domains = {c.domain for c in self.columns if c.kind == "energy"}
-        if self.estimate_info is not None:
-            units["pkg_energy_uj"] = "uJ (estimate: CPU time x W/core)"
-        for d in DOMAINS:
-            if d in domains:
-                units[f"{d}_energy_uj"] = "uJ"
-        for d in DOMAINS:
-            zones = [c for c in self.columns if c.kind == "energy" and c.domain == d]
-            if len(zones) > 1:
-                units.update({c.name: "uJ" for c in zones})
-        for c in self.columns:
-            if c.kind in ("counter", "gauge") and not (
-                    self.estimate_info is not None and c.name == estimate.CPU_TICKS_COLUMN):
-                units[c.name] = ("ns" if c.name.endswith("_ns") else "us"
-                                 if c.name.endswith("_us") else "count")
-        if any(c.kind == "temp" for c in self.columns):
-            units["package_temp_c"] = "degC (hottest package zone)"
-        return units
-
-    def schema(self) -> pa.Schema:
-        """The output schema (same as every chunk's), without consuming any sample."""
-        n = len(self.columns)
-        saved = (self._first, self._last, self._acc.copy())
-        cols = self.add(np.zeros(0, np.int64), np.zeros((0, n), np.int64))
-        self._first, self._last, self._acc = saved
-        return table_from_columns(cols).schema
-
-    def _energy(self, i: int, r: np.ndarray, wrap: int | None) -> np.ndarray:
-        prev = self._last[i] if self._last is not None else r[0]
-        d = np.diff(r, prepend=prev)
-        if wrap:
-            d = np.where(d < 0, d + wrap, d)
-        return self._acc[i] + np.cumsum(d)
-
-    def add(self, t_ns: np.ndarray, raw: np.ndarray) -> dict[str, np.ndarray]:
-        """raw[:, i] belongs to columns[i]; returns this chunk's output columns."""
-        raw = np.asarray(raw, dtype=np.int64)
-        n = len(raw)
-        if n and self._first is None:
-            self._first = raw[0].copy()
-        out: dict[str, np.ndarray] = {"t_ns": np.asarray(t_ns, np.int64)}
-        energy: dict[str, list[tuple[Column, np.ndarray]]] = {}
-        temps: list[np.ndarray] = []
-        rest: dict[str, np.ndarray] = {}
-        for i, col in enumerate(self.columns):
-            r = raw[:, i]
-            if col.kind == "energy":
-                cum = self._energy(i, r, col.wrap_raw) if n else r
-                if n:
-                    self._acc[i] = cum[-1]
-                energy.setdefault(col.domain, []).append((col, cum.astype(np.float64) * col.scale))
-            elif col.kind == "temp":
-                temps.append(r * col.scale)
-            elif col.kind == "counter":
-                rest[col.name] = (r - self._first[i]) if n else r
-            else:
-                rest[col.name] = r.copy()
-        if n:
-            self._last = raw[-1].copy()
-        if self.estimate_info is not None:
-            if estimate.CPU_TICKS_COLUMN in rest:
-                cpu_ns = estimate.ticks_to_ns(rest.pop(estimate.CPU_TICKS_COLUMN))
-            else:
-                cpu_ns = rest["task_clock_ns"]
-            out["pkg_energy_uj"] = estimate.energy_uj_from_cpu_ns(
-                cpu_ns, self.estimate_info["w_per_core"])
-        for d in DOMAINS:
-            if d in energy:
-                out[f"{d}_energy_uj"] = np.sum([a for _, a in energy[d]], axis=0)
-        for d in DOMAINS:
-            if d in energy and len(energy[d]) > 1:  # per-zone detail where a domain has several
-                for col, a in energy[d]:
-                    out[col.name] = a
-        for name, arr in rest.items():
-            out[name] = arr.astype(np.int64)
-        if temps:
-            out["package_temp_c"] = np.max(np.vstack(temps), axis=0).astype(np.float64)
-        return out

@@ -36,7 +36,8 @@ from alems.measure.names import DOMAINS, MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    ColumnBuilder, Ends, Phase, SampleResult, arrow_to_numpy, build_columns, table_from_columns)
+    Ends, Phase, SampleResult, arrow_to_numpy, table_from_columns)
+from alems.measure.columns import ColumnBuilder, build_columns  # noqa: F401  (re-exported)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
 from alems.measure import threads as instrument_threads
