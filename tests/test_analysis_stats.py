@@ -81,3 +81,15 @@ def test_repetitions_for_relative_effect():
     # doubling the CV quadruples n (before rounding): (2*2.8016)^2 = 31.4 -> 32
     assert stats.repetitions_for_relative_effect(0.2, 0.1) == 32
     assert stats.repetitions_for_relative_effect(0.0, 0.1) == 2
+
+
+def test_baseline_standard_error_widens_the_energy_interval():
+    """The baseline's SE × duration is an error every run shares: it widens the interval
+    of the mean in quadrature (t_crit × SE), and no SE leaves it as it was."""
+    iv = stats.t_interval([10.0, 12.0, 11.0, 13.0], 0.95)
+    assert stats.widen_for_baseline(iv, None) == (iv.ci_low, iv.ci_high)
+    low, high = stats.widen_for_baseline(iv, 2.0)
+    t_crit = iv.half_width / (iv.sd / math.sqrt(iv.n))
+    want = math.sqrt(iv.half_width ** 2 + (t_crit * 2.0) ** 2)
+    assert high - iv.mean == pytest.approx(want) and iv.mean - low == pytest.approx(want)
+    assert low < iv.ci_low and high > iv.ci_high

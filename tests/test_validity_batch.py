@@ -113,6 +113,11 @@ def test_batch_warm_up_quiet_flags_baseline_se_and_one_headline(tmp_path, monkey
     assert closing == pat.search(blocks[1].text).group(1)
     assert all("bootstrap_seed" not in t for t in s["tax"])
     assert any(s["definitions"]["tax_ci"] in (b.text or "") for b in blocks)
+    # item 8: the baseline's SE is carried into the energy interval of each arm
+    for w in s["workflows"]:
+        e = w["dynamic_energy_j"]
+        if e["ci_low"] is not None and e["baseline_se"]:
+            assert e["ci_low_with_baseline"] < e["ci_low"] <= e["ci_high"] < e["ci_high_with_baseline"]
 
 
 def test_not_quiet_runs_are_flagged_in_runs_and_summary(tmp_path, monkeypatch):

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 from alems.errors import AlemsError, UsageError
-from alems.outputs import atomic_output
 from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
 from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file

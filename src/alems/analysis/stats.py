@@ -284,3 +284,17 @@ def repetitions_for_relative_effect(cv: float, relative_effect: float, power: fl
     if cv < 0 or not math.isfinite(cv):
         raise ValueError(f"coefficient of variation must be finite and ≥ 0, got {cv}")
     return max(2, int(math.ceil((z_sum(power, alpha) * cv / relative_effect) ** 2)))
+
+
+def widen_for_baseline(iv: Interval, baseline_se: float | None) -> tuple[float | None, float | None]:
+    """The t interval of a mean of dynamic energies, widened for the idle baseline's own
+    uncertainty: every run subtracts an estimated baseline power × duration, so the mean
+    carries the mean baseline standard error (`runs.dynamic_energy_se_uj`, SE × duration)
+    as an error that averaging over runs does not shrink. Half-widths add in quadrature:
+    sqrt(t_hw² + (t_crit × baseline_se)²). None bounds stay None."""
+    if iv.ci_low is None or iv.ci_high is None or iv.mean is None or not baseline_se:
+        return iv.ci_low, iv.ci_high
+    half = (iv.ci_high - iv.ci_low) / 2.0
+    t_crit = half / (iv.sd / math.sqrt(iv.n)) if iv.sd and iv.n else 0.0
+    wide = math.sqrt(half ** 2 + (t_crit * baseline_se) ** 2)
+    return iv.mean - wide, iv.mean + wide

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +28,8 @@ import pandas as pd
 from alems.errors import AlemsError
 from alems.analysis import stats
 from alems.analysis.hosts import host_tax
+from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
+                                             _tax_warnings)
 from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.samples import energy_between_uj, load_energy
@@ -39,9 +40,7 @@ from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_en
 __all__ = ["build_summary", "workflow_table", "headline_tax", "format_headline"]
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
-BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
-FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
 NEGATIVE_DYNAMIC_REASON = ("dynamic energy is negative (below the idle baseline); "
                            "footprint undefined")   # the store's wording (experiment/metrics)
 MEAN_CI = "Student t interval of the mean of runs, n − 1 dof"
@@ -52,15 +51,6 @@ KIND_LABELS = {"planning": "planning", "execution": "execution", "synthesis": "s
                "other": "outside phases"}
 
 
-def _parse_time(text) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _f(x) -> float | None:
     if x is None:
         return None
@@ -69,6 +59,17 @@ def _f(x) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def _energy_dict(iv: stats.Interval, ok: pd.DataFrame, confidence: float) -> dict:
+    """`_interval_dict` of the mean dynamic energy, plus the interval widened for the
+    idle baseline's standard error (`stats.widen_for_baseline`) where the runs carry it."""
+    out = _interval_dict(iv)
+    se = ok["dynamic_energy_se_uj"].dropna() / 1e6 if "dynamic_energy_se_uj" in ok else None
+    base_se = float(se.mean()) if se is not None and len(se) else None
+    low, high = stats.widen_for_baseline(iv, base_se)
+    out.update(baseline_se=base_se, ci_low_with_baseline=low, ci_high_with_baseline=high)
+    return out
 
 
 def _interval_dict(iv: stats.Interval) -> dict:
@@ -157,7 +158,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             "success_rate": n_correct / len(cell),
             "energy_source": ",".join(sorted(set(cell["energy_source"].dropna()))) or None,
             "estimate": bool(is_estimate[cell.index].any()),
-            "dynamic_energy_j": _interval_dict(energy_iv),
+            "dynamic_energy_j": _energy_dict(energy_iv, ok, confidence),
             "duration_s": _interval_dict(stats.t_interval(ok["duration_s"].tolist(), confidence)),
             "avg_power_w": _interval_dict(stats.t_interval(ok["avg_power_w"].tolist(), confidence)),
             "epg_j": epg, "epg_null_reason": epg_reason,
@@ -277,72 +278,6 @@ def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
     rows = tax_rows(pairs, confidence)
     return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
             "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
-
-
-def _tax_warnings(t: dict, confidence: float) -> list[str]:
-    label = f"{t['task']}/{t['provider']}"
-    pct = int(round(confidence * 100))
-    if t["tax_ratio"] is None:
-        return [f"{label}: no tax — {t['ci_null_reason'] or 'no complete pair'}"]
-    out = []
-    if t["ci_low"] is None:
-        out.append(f"{label}: no {pct} % interval for the tax — {t['ci_null_reason']}")
-        return out
-    pooled_copy = t["task"] == ALL and t["provider"] != ALL   # its tasks warn already
-    if t["n_pairs"] < FEW_PAIRS and not pooled_copy:
-        out.append(f"{label}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
-                   "ratios are roughly log-normal, which so few pairs cannot show; run "
-                   f"{FEW_PAIRS}+ repetitions")
-    if t["coverage_checked"] is False:
-        out.append(f"{label}: pair ratios spread more (sd of log ratio "
-                   f"{t['sd_log_pair_ratio'] or 0:.2f}, linear CV {t['cv_linear'] or 0:.2f}) than "
-                   f"the interval's coverage check ({stats.COVERAGE_CHECKED_LOG_SD}, "
-                   f"{stats.COVERAGE_CHECKED_LINEAR_CV}); the interval may be too narrow")
-    if t["includes_one"]:
-        out.append(f"{label}: tax CI [{t['ci_low']:.2f}, {t['ci_high']:.2f}] includes 1.0 — "
-                   "the data do not show an orchestration tax")
-    return out
-
-
-def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
-    out = []
-    by_base = runs[runs["baseline_id"].notna()].groupby("baseline_id")
-    for bid, cell in by_base:
-        measured = _parse_time(cell["baseline_measured_at"].iloc[0])
-        starts = [t for t in (_parse_time(s) for s in cell["started_at"]) if t is not None]
-        if measured is not None and starts:
-            age_s = (max(starts) - measured).total_seconds()
-            if age_s > BASELINE_MAX_AGE_S:
-                out.append(f"baseline #{int(bid)} was measured {age_s / 3600:.1f} h before the last "
-                           f"run using it; idle power may have drifted — re-measure it")
-            if min(starts) < measured:
-                out.append(f"baseline #{int(bid)} was measured after some of the runs using it")
-        b_src = cell["baseline_energy_source"].iloc[0]
-        r_src = set(cell["energy_source"].dropna())
-        if isinstance(b_src, str) and r_src and r_src != {b_src}:
-            out.append(f"baseline #{int(bid)} came from {b_src} but runs used "
-                       f"{', '.join(sorted(r_src))}")
-    return out
-
-
-def _conditions_warnings(runs: pd.DataFrame) -> list[str]:
-    """Runs measured on a machine that was not quiet (alems.measure.quiet), and runs whose
-    energy is unknown because a sampling gap could hide a counter wrap."""
-    out = []
-    if "quiet" in runs:
-        loud = runs[runs["quiet"] == 0]
-        if len(loud):
-            first = loud.iloc[0]
-            out.append(f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
-                       f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
-                       f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
-                       "includes other work's — rerun with --require-quiet")
-    if "null_reasons" in runs:
-        gaps = runs["null_reasons"].fillna("").str.contains("counter wrap", regex=False)
-        if gaps.any():
-            out.append(f"{int(gaps.sum())} run(s) have unknown energy: a gap between samples "
-                       "could hide a whole counter wrap (see runs.max_sample_gap_ns)")
-    return out
 
 
 def _phase_shares(conn, runs: pd.DataFrame, group: Group, db_path: Path) -> list[dict]:

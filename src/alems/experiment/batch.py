@@ -25,7 +25,6 @@ failing progress display or log stream (a closed pipe) never stops a measurement
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shlex

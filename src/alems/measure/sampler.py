@@ -32,7 +32,7 @@ from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure import gpu_sampler
 from alems.measure.ctxsw import SwitchTracker
-from alems.measure.names import DOMAINS, MAX_HZ
+from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)

@@ -1,0 +1,90 @@
+"""The summary's warnings wherever the data cannot carry a conclusion: a tax interval on
+too few pairs or outside the simulated coverage range, stale or foreign baselines, runs
+that were not quiet or lost energy to a sample gap."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from alems.analysis import stats
+from alems.analysis.tax import ALL
+
+BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
+FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
+
+
+def _parse_time(text) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _tax_warnings(t: dict, confidence: float) -> list[str]:
+    label = f"{t['task']}/{t['provider']}"
+    pct = int(round(confidence * 100))
+    if t["tax_ratio"] is None:
+        return [f"{label}: no tax — {t['ci_null_reason'] or 'no complete pair'}"]
+    out = []
+    if t["ci_low"] is None:
+        out.append(f"{label}: no {pct} % interval for the tax — {t['ci_null_reason']}")
+        return out
+    pooled_copy = t["task"] == ALL and t["provider"] != ALL   # its tasks warn already
+    if t["n_pairs"] < FEW_PAIRS and not pooled_copy:
+        out.append(f"{label}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
+                   "ratios are roughly log-normal, which so few pairs cannot show; run "
+                   f"{FEW_PAIRS}+ repetitions")
+    if t["coverage_checked"] is False:
+        out.append(f"{label}: pair ratios spread more (sd of log ratio "
+                   f"{t['sd_log_pair_ratio'] or 0:.2f}, linear CV {t['cv_linear'] or 0:.2f}) than "
+                   f"the interval's coverage check ({stats.COVERAGE_CHECKED_LOG_SD}, "
+                   f"{stats.COVERAGE_CHECKED_LINEAR_CV}); the interval may be too narrow")
+    if t["includes_one"]:
+        out.append(f"{label}: tax CI [{t['ci_low']:.2f}, {t['ci_high']:.2f}] includes 1.0 — "
+                   "the data do not show an orchestration tax")
+    return out
+
+
+def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
+    out = []
+    by_base = runs[runs["baseline_id"].notna()].groupby("baseline_id")
+    for bid, cell in by_base:
+        measured = _parse_time(cell["baseline_measured_at"].iloc[0])
+        starts = [t for t in (_parse_time(s) for s in cell["started_at"]) if t is not None]
+        if measured is not None and starts:
+            age_s = (max(starts) - measured).total_seconds()
+            if age_s > BASELINE_MAX_AGE_S:
+                out.append(f"baseline #{int(bid)} was measured {age_s / 3600:.1f} h before the last "
+                           f"run using it; idle power may have drifted — re-measure it")
+            if min(starts) < measured:
+                out.append(f"baseline #{int(bid)} was measured after some of the runs using it")
+        b_src = cell["baseline_energy_source"].iloc[0]
+        r_src = set(cell["energy_source"].dropna())
+        if isinstance(b_src, str) and r_src and r_src != {b_src}:
+            out.append(f"baseline #{int(bid)} came from {b_src} but runs used "
+                       f"{', '.join(sorted(r_src))}")
+    return out
+
+
+def _conditions_warnings(runs: pd.DataFrame) -> list[str]:
+    """Runs measured on a machine that was not quiet (alems.measure.quiet), and runs whose
+    energy is unknown because a sampling gap could hide a counter wrap."""
+    out = []
+    if "quiet" in runs:
+        loud = runs[runs["quiet"] == 0]
+        if len(loud):
+            first = loud.iloc[0]
+            out.append(f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+                       f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
+                       f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
+                       "includes other work's — rerun with --require-quiet")
+    if "null_reasons" in runs:
+        gaps = runs["null_reasons"].fillna("").str.contains("counter wrap", regex=False)
+        if gaps.any():
+            out.append(f"{int(gaps.sum())} run(s) have unknown energy: a gap between samples "
+                       "could hide a whole counter wrap (see runs.max_sample_gap_ns)")
+    return out
