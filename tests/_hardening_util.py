@@ -71,9 +71,11 @@ def count_runs(db_path: Path) -> int:
         return 0
 
 
-def check_store(db_path: Path) -> list[dict]:
+def check_store(db_path: Path, *, after_kill: bool = False) -> list[dict]:
     """No duplicated run, every run's Parquet file readable, no orphan or temporary file,
-    the SQLite file intact. Returns the runs (none when the batch died before storing any)."""
+    the SQLite file intact. Returns the runs (none when the batch died before storing any).
+    `after_kill`: the samples stream (`*.partial`) of the run a kill interrupted may remain:
+    it is kept for recovery and discarded by the next resume, never stored as a run."""
     if not db_path.exists():
         return []
     conn = sqlite3.connect(db_path)
@@ -94,7 +96,8 @@ def check_store(db_path: Path) -> list[dict]:
     for r in rows:
         pq.read_table(folder / r["samples_path"])      # readable, not truncated
     on_disk = {p.relative_to(folder).as_posix() for p in (folder / "samples").rglob("*")
-               if p.is_file()} if (folder / "samples").is_dir() else set()
+               if p.is_file() and not (after_kill and p.name.endswith(".parquet.partial"))
+               } if (folder / "samples").is_dir() else set()
     assert on_disk == {r["samples_path"] for r in rows}, "orphan or temporary files remain"
     return rows
 

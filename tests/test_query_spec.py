@@ -15,6 +15,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,24 @@ QUERIES = {"summary_by_task": SUMMARY_BY_TASK, "confidence": CONFIDENCE,
 @pytest.fixture(scope="module")
 def filled_db(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("spec")
-    summary = make_runner(tmp, tasks=["gsm8k_basic", "gsm8k_multi_step", "factual_qa"],
-                          repetitions=3, group_id="20250101-120000-abcd").run()
+    runner = make_runner(tmp, tasks=["gsm8k_basic", "gsm8k_multi_step", "factual_qa"],
+                         repetitions=3, group_id="20250101-120000-abcd")
+    # The spec's "Find High Tax Experiments" looks for tax_percent > 200: let the agentic
+    # arm's model calls (plan, synthesis) take longer than the linear one, as they do on
+    # a real model, so that some pairs exceed it.
+    plain = runner.provider_factory
+
+    def slow_agent(name):
+        provider = plain(name)
+        converse = provider.converse
+
+        def slower(*args, **kw):
+            time.sleep(0.03)
+            return converse(*args, **kw)
+        provider.converse = slower
+        return provider
+    runner.provider_factory = slow_agent
+    summary = runner.run()
     db_path = tmp / "data" / "experiments.db"
     conn = sqlite3.connect(db_path)
     exp_id = conn.execute("SELECT MIN(exp_id) FROM experiments").fetchone()[0]
