@@ -26,6 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from alems.atomic_io import write_atomic
+from alems.flock import held_elsewhere
 from alems.errors import AlemsError
 from alems.measure.names import PARTIAL_SUFFIX, RECOVERED_METADATA_KEY
 from alems.measure.result import numpy_to_arrow
@@ -66,17 +67,7 @@ def check_no_partial(final) -> Path:
 
 def is_live(partial) -> bool:
     """True while a writer holds `partial` (its flock); False for a dead run's file."""
-    try:
-        fd = os.open(partial, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also drops the lock if we got it
-    return False
+    return held_elsewhere(partial) is True
 
 
 class PartialWriter:

@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from alems.flock import held_elsewhere
 from alems.errors import AlemsError
 
 
@@ -110,17 +111,4 @@ def holder_alive(db_path, group_id: str) -> bool | None:
     """True: a live process holds the session's lock; False: nobody does (the batch that
     ran it is gone); None: cannot tell (no lock file — a batch of an A-LEMS without session
     locks, or on another machine — or an unreadable one)."""
-    path = lock_path(db_path, group_id)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return None
-    finally:
-        os.close(fd)  # closing drops a lock we took
-    return False
+    return held_elsewhere(lock_path(db_path, group_id), probe_exclusive=False)
