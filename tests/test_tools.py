@@ -79,10 +79,12 @@ def test_calculator_rejects(expression, fragment):
     "1" * 501, "+".join(["1"] * 300), "1+" * 150 + "1",
 ])
 def test_calculator_rejects_huge_work_quickly(expression):
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: the bound is on the work the calculator
+    # does before refusing, whatever else the (shared) machine is running.
+    start = time.process_time()
     with pytest.raises(ToolError):
         calculate(expression)
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5
 
 
 def test_calculator_rejects_non_text():
