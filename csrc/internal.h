@@ -83,6 +83,14 @@ int perf_open(const alems_channel *ch, int group_fd, int grouped);
 int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running);
 int open_one(alems_sampler *s, int i, char *err, size_t errlen);
 int read_one(alems_sampler *s, int i);
+
+/* A per-thread perf counter whose thread has exited reads ESRCH/ECHILD: not an error, the
+ * thread's last value stays (counts since the last read of that thread are lost). */
+static inline int thread_gone(const alems_channel *ch, int rc)
+{
+    return ch->kind == ALEMS_CH_PERF && (ch->perf_flags & ALEMS_PERF_THREAD) &&
+           (rc == -ESRCH || rc == -ECHILD);
+}
 void close_inputs(alems_sampler *s);
 
 /* timer_loop.c */

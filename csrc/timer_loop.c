@@ -14,8 +14,9 @@ static void take_sample(alems_sampler *s, uint64_t tick, int64_t t_ns, int slow,
         if (ch->slow && !slow)
             continue;
         int rc = read_one(s, i);
-        if (rc < 0 && !(ch->kind == ALEMS_CH_PID_STAT && (rc == -ESRCH || rc == -ENOENT))) {
-            /* A vanished process is not an error: its last CPU time stays. */
+        if (rc < 0 && !(ch->kind == ALEMS_CH_PID_STAT && (rc == -ESRCH || rc == -ENOENT)) &&
+            !thread_gone(ch, rc)) {
+            /* A vanished process or thread is not an error: its last value stays. */
             int32_t zero = 0;
             if (atomic_compare_exchange_strong(&s->error_errno, &zero, -rc))
                 atomic_store(&s->error_input, i);
@@ -66,7 +67,7 @@ void *sampler_main(void *arg)
     /* Read everything once (all group members are open by now). */
     for (int i = 0; i < s->n && rc == 0; i++) {
         int r = read_one(s, i);
-        if (r < 0) {
+        if (r < 0 && !thread_gone(&s->inputs[i], r)) {
             set_err(err, sizeof err, "cannot read %s: %s", s->inputs[i].path, -r);
             rc = r;
         }

@@ -149,7 +149,8 @@ def test_start_stop_200_times_does_not_leak(fake_roots):
         s.start()
         r = s.stop()
         assert r.summary["samples"] >= 2
-    assert _fds() == fds
+    # A leak grows the count; other tests' leftover threads may close files meanwhile.
+    assert _fds() <= fds
     assert _rss_kb() - rss < 8 * 1024
 
 
