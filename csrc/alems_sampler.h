@@ -48,8 +48,9 @@
 #define ALEMS_PERF_ENABLE_ON_EXEC 2 /* also starts disabled */
 #define ALEMS_PERF_EXCLUDE_KERNEL 4
 #define ALEMS_PERF_EXCLUDE_HV 8
-/* The target is one thread that may exit before the counter opens (ESRCH): it then counts
- * nothing and reads as 0, instead of failing the start. */
+/* The target is one thread that may exit before the counter (or its /proc/<pid>/task/<tid>
+ * text file) opens: it then counts nothing and reads as 0, instead of failing the start;
+ * after it exits its last value stays. */
 #define ALEMS_PERF_THREAD 16
 /* Test only (fault injection, never set by the sampler itself): the core treats this
  * counter as one the kernel refuses to add to a group (EINVAL), so the read-on-its-own

@@ -84,12 +84,13 @@ int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running);
 int open_one(alems_sampler *s, int i, char *err, size_t errlen);
 int read_one(alems_sampler *s, int i);
 
-/* A per-thread perf counter whose thread has exited reads ESRCH/ECHILD: not an error, the
+/* A per-thread input (ALEMS_PERF_THREAD on a perf counter, or on a text file under
+ * /proc/<pid>/task/<tid>/) whose thread has exited reads ESRCH/ECHILD: not an error, the
  * thread's last value stays (counts since the last read of that thread are lost). */
 static inline int thread_gone(const alems_channel *ch, int rc)
 {
-    return ch->kind == ALEMS_CH_PERF && (ch->perf_flags & ALEMS_PERF_THREAD) &&
-           (rc == -ESRCH || rc == -ECHILD);
+    return (ch->kind == ALEMS_CH_PERF || ch->kind == ALEMS_CH_TEXT_FILE) &&
+           (ch->perf_flags & ALEMS_PERF_THREAD) && (rc == -ESRCH || rc == -ECHILD);
 }
 void close_inputs(alems_sampler *s);
 

@@ -157,7 +157,9 @@ int open_one(alems_sampler *s, int i, char *err, size_t errlen)
     int fd = open_input(ch, err, errlen);
     if (fd >= 0)
         st->fd = fd;
-    if (fd == -ESRCH && ch->kind == ALEMS_CH_PERF && (ch->perf_flags & ALEMS_PERF_THREAD)) {
+    if ((ch->perf_flags & ALEMS_PERF_THREAD) &&
+        ((ch->kind == ALEMS_CH_PERF && fd == -ESRCH) ||
+         (ch->kind == ALEMS_CH_TEXT_FILE && (fd == -ENOENT || fd == -ESRCH)))) {
         st->last = 0; /* the thread exited between listing and opening: it counts nothing */
         return 0;
     }

@@ -35,6 +35,9 @@ TEXT_WIDTH = 20  # digits; every write is the same length so a read never sees a
 PKG_PROFILE = [(0.8, 20.0), (math.inf, 35.0)]
 CORE_PROFILE = [(math.inf, 12.0)]
 DRAM_PROFILE = [(math.inf, 3.0)]
+# The zones' power limits (constraint_N_max_power_uw: long_term, short_term), above every
+# profile above, as a real part's limits are above what it draws.
+MAX_POWER_UW = {"pkg": (40_000_000, 50_000_000), "core": (20_000_000,), "dram": (5_000_000,)}
 
 
 def profile_energy_j(profile, dt_s: float) -> float:
@@ -88,26 +91,32 @@ class FakeTree:
     mirrors: list[Target] = field(default_factory=list)  # written, must not be counted
 
 
-def _zone(dirpath: Path, name: str, range_uj: int, start_uj: int = 0) -> Path:
+def _zone(dirpath: Path, name: str, range_uj: int, start_uj: int = 0,
+          max_power_uw: tuple[int, ...] = ()) -> Path:
     dirpath.mkdir(parents=True, exist_ok=True)
     (dirpath / "name").write_text(name + "\n")
     (dirpath / "max_energy_range_uj").write_text(f"{range_uj}\n")
     (dirpath / "energy_uj").write_text(f"{start_uj:0{TEXT_WIDTH}d}\n")
     (dirpath / "enabled").write_text("1\n")
+    for i, uw in enumerate(max_power_uw):
+        (dirpath / f"constraint_{i}_name").write_text(("long_term", "short_term", "peak_power")[i] + "\n")
+        (dirpath / f"constraint_{i}_max_power_uw").write_text(f"{uw}\n")
     return dirpath / "energy_uj"
 
 
 def make_powercap_tree(sysfs_root, *, pkg_range_uj: int = 10_000_000,
                        core_range_uj: int = 6_000_000, dram_range_uj: int = 1_000_000,
                        mmio_mirror: bool = True, die_mirror: bool = False,
-                       sockets: int = 1) -> FakeTree:
+                       sockets: int = 1, max_power_uw: dict | None = MAX_POWER_UW) -> FakeTree:
     """A powercap tree like a client Intel part, with the layouts that trap counting:
 
     intel-rapl:N (package-N) with nested intel-rapl:N:0 (core), intel-rapl:N:1 (dram),
     the same sub-zones again as top-level symlinks, an intel-rapl-mmio:0 zone mirroring
     package 0, and optionally a second "package-0" zone (a die mirroring the socket).
     Default ranges make pkg wrap every ~0.3-0.5 s, core every 0.5 s, dram every 0.33 s.
+    Zones state their power limits (`max_power_uw`: domain -> constraint values; None: none).
     """
+    limits = max_power_uw or {}
     root = Path(sysfs_root)
     base = root / "class" / "powercap"
     (base / "intel-rapl").mkdir(parents=True, exist_ok=True)
@@ -115,11 +124,11 @@ def make_powercap_tree(sysfs_root, *, pkg_range_uj: int = 10_000_000,
     for s in range(sockets):
         pkg = base / f"intel-rapl:{s}"
         start = 1234567 * (s + 1) % pkg_range_uj
-        p = _zone(pkg, f"package-{s}", pkg_range_uj, start)
+        p = _zone(pkg, f"package-{s}", pkg_range_uj, start, limits.get("pkg", ()))
         tree.targets.append(Target("text", str(p), "pkg", PKG_PROFILE, pkg_range_uj, start_uj=start))
-        c = _zone(pkg / f"intel-rapl:{s}:0", "core", core_range_uj)
+        c = _zone(pkg / f"intel-rapl:{s}:0", "core", core_range_uj, 0, limits.get("core", ()))
         tree.targets.append(Target("text", str(c), "core", CORE_PROFILE, core_range_uj))
-        d = _zone(pkg / f"intel-rapl:{s}:1", "dram", dram_range_uj)
+        d = _zone(pkg / f"intel-rapl:{s}:1", "dram", dram_range_uj, 0, limits.get("dram", ()))
         tree.targets.append(Target("text", str(d), "dram", DRAM_PROFILE, dram_range_uj))
         for sub in (f"intel-rapl:{s}:0", f"intel-rapl:{s}:1"):  # top-level duplicates
             link = base / sub

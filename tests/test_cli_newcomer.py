@@ -252,7 +252,7 @@ def test_progress_hears_each_runs_phases_and_eta_uses_each_arms_mean(tmp_path):
     assert ("planning",) in agentic and ("planning", "llm") in agentic and () in agentic
 
     def key(wf, rep):
-        return RunKey("t", "p", wf, rep, 0, 0)
+        return RunKey("t", "p", wf, rep, 0, 0, 0)
 
     left = [key("linear", 2), key("agentic", 2), key("agentic", 3)]
     assert eta_s(left, {}) is None                         # nothing known yet

@@ -175,3 +175,24 @@ def test_without_ray_address_ray_is_never_imported(tmp_path):
     rows = all_runs(tmp_path / "data" / "experiments.db")
     assert all(r["node_id"] is None and "node_id" in r["null_reasons"] and r["host"]
                for r in rows)
+
+
+def test_fleet_units_of_three_arms_run_each_arm_set_on_one_node(tmp_path, cluster):
+    """Issue 18 item 5: with three arms a unit is one (task, provider, repetition) with its
+    three arms, never a mix of two sets (the arms of one repetition on two machines)."""
+    arms = ["linear", "agentic", "react"]
+    summary = fleet_runner(tmp_path, cluster, workflows=arms, repetitions=2).run()
+    rows = assert_store_consistent(tmp_path / "data" / "experiments.db")
+    assert summary.ok == len(rows) == 2 * 2 * 3
+    plan = plan_order(TASKS, ["scripted"], arms, 2, seed=5)
+    planned = {(k.task, k.workflow, k.rep): k.pair_index for k in plan}
+    by_set = {}
+    for r in rows:
+        assert r["pair_index"] == planned[(r["task_name"], r["workflow_type"], r["run_number"])]
+        by_set.setdefault(r["pair_index"], []).append(r)
+    for members in by_set.values():
+        assert sorted(m["workflow_type"] for m in members) == sorted(arms)
+        assert len({(m["task_name"], m["run_number"]) for m in members}) == 1
+        assert len({m["node_id"] for m in members}) == 1, "an arm set ran on two nodes"
+        ordered = sorted(members, key=lambda m: m["pair_order"])
+        assert [m["run_id"] for m in ordered] == sorted(m["run_id"] for m in members)

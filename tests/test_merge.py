@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from alems.errors import AlemsError, UsageError
-from alems.experiment.plan import pair_index, parse_shard, plan_order, shard_runs
+from alems.experiment.plan import parse_shard, plan_order, shard_runs
 from alems.store.merge import merge
 
 from test_batch import alems, all_runs, assert_store_consistent, make_runner
@@ -24,7 +24,7 @@ def test_shards_partition_the_plan_into_whole_pairs(n):
     assert sorted((k for s in shards for k in s), key=lambda k: k.order_index) == plan, \
         "disjoint and complete"
     for s in shards:
-        pairs = Counter(pair_index(k) for k in s)
+        pairs = Counter(k.pair_index for k in s)
         assert set(pairs.values()) == {2}, "a pair is never split between shards"
         assert s == sorted(s, key=lambda k: k.order_index)
     sizes = [len(s) for s in shards]

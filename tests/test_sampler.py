@@ -80,7 +80,7 @@ def test_estimate_when_no_energy_counter(fake_roots):
     assert "estimate" in result.metadata["units"]
 
 
-def test_estimate_in_process_uses_proc_stat(fake_roots, monkeypatch):
+def test_estimate_in_process_without_perf_uses_schedstat(fake_roots, monkeypatch):
     monkeypatch.setenv("ALEMS_ESTIMATE_W_PER_CORE", "4")
     s = Sampler(200, sources=["slow"], **fake_roots)
     with s:
@@ -88,7 +88,7 @@ def test_estimate_in_process_uses_proc_stat(fake_roots, monkeypatch):
         while time.process_time() - t < 0.3:
             pass
     r = s.result
-    assert r.summary["estimate_model"]["cpu_time_source"].startswith("/proc/self/stat")
+    assert r.summary["estimate_model"]["cpu_time_source"].startswith("/proc/self/task/*/schedstat")
     assert r.summary["estimate_model"]["w_per_core"] == 4.0
     assert 0.25 * 4 <= r.summary["energy_j"]["pkg"] <= 0.6 * 4
 

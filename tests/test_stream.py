@@ -25,6 +25,7 @@ from alems.measure.columns import ColumnBuilder, build_columns
 from alems.measure.sampler import Sampler
 from alems.measure.sources.base import Column
 
+import fakehw
 from test_cli_sample import alems_argv, alems_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,15 +276,20 @@ def test_memory_stays_bounded_at_20khz(tmp_path, cli_env):
 
 
 def test_process_counters_are_read_at_the_slow_rate_by_default(fake_roots):
+    # measured energy: with the estimate, its task clock is read at every sample
+    tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
+
     def run(**kw):
-        s = Sampler(500, sources=["perf"], slow_hz=10, **fake_roots, **kw)
-        s.start()
-        t_end = time.monotonic() + 0.6
-        while time.monotonic() < t_end:
-            pass  # busy: task-clock advances between every two reads
-        return s.stop()
+        with fakehw.EnergyWriter(tree.targets):
+            s = Sampler(500, sources=["powercap", "perf"], slow_hz=10, **fake_roots, **kw)
+            s.start()
+            t_end = time.monotonic() + 0.6
+            while time.monotonic() < t_end:
+                pass  # busy: task-clock advances between every two reads
+            return s.stop()
 
     slow = run()
+    assert slow.energy_source == "powercap"
     tc = np.asarray(slow.table.column("task_clock_ns"))
     assert slow.summary["counter_hz"] == 10.0
     assert len(np.unique(tc)) <= 0.6 * 10 + 3   # one new value per slow read (+ final)

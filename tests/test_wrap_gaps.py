@@ -16,7 +16,10 @@ import pytest
 
 import fakehw
 from alems.errors import AlemsError
-from alems.measure.gaps import check_rate, wrap_gaps
+from alems.measure.gaps import check_rate, plausible_w, wrap_gaps
+from alems.measure.names import PLAUSIBLE_MAX_W
+from alems.measure.sources import powercap
+from alems.measure.sources.base import Roots
 from alems.measure.columns import build_columns
 from alems.measure.result import SampleResult, table_from_columns
 from alems.measure.sampler import Sampler
@@ -28,14 +31,17 @@ def _wrapping_column(range_uj: int = 10_000_000) -> Column:
     return Column("zone_pkg", [], "energy", 1.0, range_uj, "pkg", "package-0")
 
 
-def _result_with_gap(gap_s: float, power_w: float = 30.0, range_uj: int = 10_000_000):
-    """1 kHz samples of a counter at `power_w` wrapping at `range_uj`, with one gap."""
-    t = np.concatenate([np.arange(0, 0.5, 1e-3), 0.5 + gap_s + np.arange(0, 0.5, 1e-3)])
-    raw = (np.round(t * power_w * 1e6).astype(np.int64) % range_uj)[:, None]
+def _result_with_gap(gap_s: float, power_w: float = 30.0, range_uj: int = 10_000_000,
+                     col: Column | None = None, edge_s: float = 0.5):
+    """1 kHz samples of a counter at `power_w` wrapping at `range_uj` (or as `col` says),
+    `edge_s` of them on each side of one gap."""
+    t = np.concatenate([np.arange(0, edge_s, 1e-3),
+                        edge_s + gap_s + np.arange(0, edge_s, 1e-3)])
+    col = col or _wrapping_column(range_uj)
+    raw = (np.round(t * power_w * 1e6).astype(np.int64) % col.wrap_raw)[:, None]
     t_ns = (t * 1e9).astype(np.int64)
-    cols = [_wrapping_column(range_uj)]
-    out, _ = build_columns(t_ns, raw, cols, None)
-    extra = {"wrap_gaps": wrap_gaps(t_ns, cols, {"pkg": out["pkg_energy_uj"]})}
+    out, _ = build_columns(t_ns, raw, [col], None)
+    extra = {"wrap_gaps": wrap_gaps(t_ns, [col])}
     return SampleResult(table_from_columns(out), [], "powercap", 1000.0, {}, {}, extra)
 
 
@@ -53,9 +59,45 @@ def test_gap_holding_a_whole_range_nulls_the_energy_with_a_reason():
 
 
 def test_short_gap_keeps_the_energy():
-    res = _result_with_gap(0.02)
-    assert res.summary["energy_j"]["pkg"] == pytest.approx(30.0 * 1.019, rel=1e-3)
+    res = _result_with_gap(0.01)  # 11 ms; 10 J at the 500 W ceiling takes 20 ms
+    assert res.summary["energy_j"]["pkg"] == pytest.approx(30.0 * 1.009, rel=1e-3)
     assert res.summary["warnings"] == []
+
+
+def _discovered_pkg(fake_roots, **tree_kw) -> Column:
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False, **tree_kw)
+    disc = powercap.discover(Roots.resolve(**fake_roots))
+    return next(c for c in disc.columns if c.domain == "pkg")
+
+
+def test_zone_power_limits_are_read_through_the_sysfs_root(fake_roots):
+    fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
+    cols = powercap.discover(Roots.resolve(**fake_roots)).columns
+    # the highest of each zone's constraints (pkg: long_term 40 W, short_term 50 W)
+    assert {c.domain: c.max_power_w for c in cols} == {"pkg": 50.0, "core": 20.0, "dram": 5.0}
+
+
+def test_zone_without_power_limits_falls_back_to_the_domain_ceiling(fake_roots):
+    col = _discovered_pkg(fake_roots, max_power_uw={"pkg": (0,)})  # 0: limit not stated
+    assert col.max_power_w is None
+    assert plausible_w(col) == PLAUSIBLE_MAX_W["pkg"]
+
+
+@pytest.mark.parametrize("limits", [fakehw.MAX_POWER_UW, None])
+def test_stall_that_dominates_a_run_gives_null_energy_not_a_low_number(fake_roots, limits):
+    """A 50 J counter at 35 W, the sampler stalled 1.55 s of a 1.65 s run: one whole range
+    passes unseen, and the run's own mean power (4.7 W of what was seen) would let the gap
+    pass as harmless. The zone's power limit (50 W), or without one the domain ceiling,
+    cannot be shrunk by the stall: the energy is NULL with the gap as reason."""
+    col = _discovered_pkg(fake_roots, pkg_range_uj=50_000_000, max_power_uw=limits)
+    assert col.max_power_w == (50.0 if limits else None)
+    res = _result_with_gap(1.55, power_w=35.0, col=col, edge_s=0.05)
+    truth_j = 35.0 * (res.t_end_ns - res.t_start_ns) / 1e9
+    seen_j = float(res.table.column("pkg_energy_uj").to_numpy()[-1]) / 1e6
+    assert truth_j == pytest.approx(57.7, abs=0.1) and seen_j < truth_j / 5   # the lost range
+    assert res.summary["energy_j"]["pkg"] is None
+    assert res.energy_uj()["pkg"] is None
+    assert "1.55 s gap" in res.energy_null_reason("pkg")
 
 
 def test_rate_at_which_an_ordinary_gap_could_hold_a_range_is_refused():

@@ -14,8 +14,9 @@ Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is st
 `gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
 baseline taken without a GPU is not reused for runs that measure one.
 
-With the `estimate` source (CPU time of this process × W/core) the idle windows see only the
-sampler's own thread, so the baseline is near 0 W: stored as measured.
+With the `estimate` source (CPU time of this process × W/core, the sampler's own threads
+excluded) the idle windows see an idle process, so the baseline is near 0 W: stored as
+measured.
 """
 
 from __future__ import annotations

@@ -167,6 +167,7 @@ class RunExecutor:
             metrics.set(name, value, why)
         row = {"workflow_type": key.workflow, "run_number": key.rep,
                "pair_order": key.pair_order, "order_index": key.order_index,
+               "pair_index": key.pair_index,
                "item_id": item.id, "status": "ok" if error is None else "error",
                "error": error, "started_at": started_at}
         row.update(metrics.columns)

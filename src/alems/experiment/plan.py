@@ -6,8 +6,11 @@ counterbalanced within each (task, provider) stratum: its pairs use the k rotati
 arm list equally often (so each arm is first, second, … equally often; with 2 arms half
 start with linear, half with agentic), the remainder drawn by the seed. The
 plan covers repetitions 1..N regardless of --start-from, so a run keeps its place
-(`runs.order_index`) and its arm position (`runs.pair_order`: 0 first, 1 second) across
-resumptions; the plan is stored in `batch_sessions.order_json`.
+(`runs.order_index`), its arm position (`runs.pair_order`: 0 first, 1 second, …) and its
+arm set (`runs.pair_index`: the pair's position among the plan's pairs, shared by its k
+arms) across resumptions; the plan is stored in `batch_sessions.order_json`. Whatever
+splits the plan (--shard, the fleet's units, a resumption) splits it by `pair_index`, so
+the arms of one pair always run on one machine, for any number of arms.
 
 Resume rule. A session is identified by its group id. Running a batch again continues a
 session, never repeating a stored run (ok or error) and never losing one:
@@ -213,7 +216,8 @@ class RunKey:
     workflow: str
     rep: int                  # 1-based
     order_index: int          # position in the full plan
-    pair_order: int | None    # 0: first arm of its pair, 1: second; None without pairs
+    pair_order: int | None    # 0: first arm of its pair, 1: second, …; None without pairs
+    pair_index: int           # position of its pair (arm set) among the plan's pairs
 
     def as_list(self) -> list:
         return [self.task, self.provider, self.workflow, self.rep]
@@ -243,9 +247,9 @@ def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list
             groups += [(t, p, r, orders[r - 1]) for r in range(1, repetitions + 1)]
     rng.shuffle(groups)
     keys: list[RunKey] = []
-    for t, p, r, order in groups:
+    for g, (t, p, r, order) in enumerate(groups):
         for pos, w in enumerate(order):
-            keys.append(RunKey(t, p, w, r, len(keys), pos if len(order) > 1 else None))
+            keys.append(RunKey(t, p, w, r, len(keys), pos if len(order) > 1 else None, g))
     return keys
 
 
@@ -297,16 +301,11 @@ def runs_to_do(plan: list[RunKey], start_from: int,
 
 # ---------------------------------------------------------------- pairs and shards
 
-def pair_index(key: RunKey) -> int:
-    """The position of `key`'s pair in the plan (a run without a pair is its own)."""
-    return key.order_index // 2 if key.pair_order is not None else key.order_index
-
-
 def pair_units(keys: Iterable[RunKey]) -> list[list[RunKey]]:
     """`keys` grouped by pair, in plan order, each unit's arms in their planned order."""
     units: dict[int, list[RunKey]] = {}
     for k in sorted(keys, key=lambda k: k.order_index):
-        units.setdefault(pair_index(k), []).append(k)
+        units.setdefault(k.pair_index, []).append(k)
     return list(units.values())
 
 
@@ -330,4 +329,4 @@ def shard_runs(keys: list[RunKey], shard: tuple[int, int] | None) -> list[RunKey
     if shard is None:
         return keys
     k, n = shard
-    return [key for key in keys if pair_index(key) % n == k - 1]
+    return [key for key in keys if key.pair_index % n == k - 1]

@@ -55,7 +55,7 @@ class ColumnBuilder:
                 units.update({c.name: "uJ" for c in zones})
         for c in self.columns:
             if c.kind in ("counter", "gauge") and not (
-                    self.estimate_info is not None and c.name == estimate.CPU_TICKS_COLUMN):
+                    self.estimate_info is not None and c.name in estimate.HIDDEN_COLUMNS):
                 units[c.name] = ("ns" if c.name.endswith("_ns") else "us"
                                  if c.name.endswith("_us") else "count")
         if any(c.kind == "temp" for c in self.columns):
@@ -105,6 +105,8 @@ class ColumnBuilder:
         if self.estimate_info is not None:
             if estimate.CPU_TICKS_COLUMN in rest:
                 cpu_ns = estimate.ticks_to_ns(rest.pop(estimate.CPU_TICKS_COLUMN))
+            elif estimate.CPU_NS_COLUMN in rest:
+                cpu_ns = rest.pop(estimate.CPU_NS_COLUMN)
             else:
                 cpu_ns = rest["task_clock_ns"]
             out["pkg_energy_uj"] = estimate.energy_uj_from_cpu_ns(

@@ -1,10 +1,15 @@
-"""Energy estimate where no energy counter is readable: CPU time of the measured process
-tree × watts per busy core. Its provenance is 'estimate' everywhere it appears.
+"""Energy estimate where no energy counter is readable: CPU time of the measured workload
+× watts per busy core. Its provenance is 'estimate' everywhere it appears.
 
-CPU time comes from the perf task-clock counter (inherit=1, follows the whole tree) when
-it opened, else from /proc/<pid>/stat utime+stime+cutime+cstime (clock ticks). For this
-process (pid=None) /proc/<pid>/stat is preferred: a perf counter opened now would miss
-threads that already exist, while /proc/<pid>/stat covers every thread.
+CPU time is read in nanoseconds, never the sampler's own threads, from the first that works:
+- the perf task-clock counter (`task_clock_ns`, alems.measure.sources.perf): one counter
+  per workload thread at the start, with inherit, so threads and processes they create later
+  count too; read at every sample when it feeds the estimate;
+- for this process (pid=None): the run time of each of its threads at the start, the first
+  field of <proc root>/<pid>/task/<tid>/schedstat (ns; threads created later are missed);
+- /proc/<pid>/stat utime+stime+cutime+cstime, in clock ticks (10 ms at USER_HZ 100): a
+  command's process tree (its waited-for children are only there), or a kernel without
+  schedstat. Runs of a few ms then read 0 or one tick: the label says so.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ import os
 import numpy as np
 
 from alems import config
-from alems.measure._native import ChannelSpec
+from alems.measure._native import PERF_THREAD, ChannelSpec
 from alems.errors import AlemsError
+from alems.measure import threads
 from alems.measure.sources.base import Column, Roots, try_probe
 
 MODEL = "cpu_time_x_w_per_core"
-CPU_TICKS_COLUMN = "_estimate_cpu_ticks"
+CPU_TICKS_COLUMN = "_estimate_cpu_ticks"   # /proc/<pid>/stat, clock ticks
+CPU_NS_COLUMN = "_estimate_cpu_ns"         # schedstat of the threads, ns
+HIDDEN_COLUMNS = (CPU_TICKS_COLUMN, CPU_NS_COLUMN)   # inputs of pkg_energy_uj, not output
+TASK_CLOCK_LABEL = "perf task-clock (workload threads, ns)"
 
 
 def w_per_core(value: float | None = None) -> float:
@@ -31,26 +40,56 @@ def w_per_core(value: float | None = None) -> float:
     return float(value)
 
 
+def _proc_dir(roots: Roots, pid: int) -> str:
+    """<proc root>/<pid>, or the real /proc/<pid> when a fake proc root lacks processes."""
+    path = roots.procf(str(pid))
+    return path if os.path.isdir(path) else f"/proc/{pid}"
+
+
 def pid_stat_path(roots: Roots, pid: int) -> str:
-    """<proc root>/<pid>/stat, or the real /proc when a fake proc root lacks processes."""
-    path = roots.procf(str(pid), "stat")
-    return path if os.path.exists(path) else f"/proc/{pid}/stat"
+    return os.path.join(_proc_dir(roots, pid), "stat")
+
+
+def schedstat_column(roots: Roots, pid: int) -> Column | None:
+    """One input per thread of `pid` now, minus the instrument's own (alems.measure.threads):
+    the first field of its schedstat, ns on a CPU; None when no thread's file is readable."""
+    task = os.path.join(_proc_dir(roots, pid), "task")
+    try:
+        tids = sorted(int(t) for t in os.listdir(task) if t.isdigit())
+    except OSError:
+        return None
+    skip = threads.instrument_tids() if pid == os.getpid() else frozenset()
+    specs = []
+    for tid in tids:
+        if tid in skip:
+            continue
+        spec = ChannelSpec("text", os.path.join(task, str(tid), "schedstat"),
+                           perf_flags=PERF_THREAD)   # a thread that exits keeps its time
+        if try_probe(spec)[1] is None:
+            specs.append(spec)
+    return Column(CPU_NS_COLUMN, specs, "counter", source="estimate") if specs else None
 
 
 def cpu_time_column(roots: Roots, pid: int | None, have_task_clock: bool) -> tuple[Column | None, str]:
-    """The column that gives CPU time, and a label saying where it comes from."""
-    if have_task_clock and pid is not None:
-        return None, "perf task-clock (process tree)"
+    """The column that gives CPU time (None: `task_clock_ns`), and a label saying where it
+    comes from (see the module docstring)."""
+    if have_task_clock:
+        return None, TASK_CLOCK_LABEL
     target = os.getpid() if pid is None else pid
+    who = "self" if pid is None else str(target)
+    if pid is None:
+        col = schedstat_column(roots, target)
+        if col is not None:
+            return col, (f"/proc/{who}/task/*/schedstat run time (ns; {len(col.inputs)} "
+                         "thread(s) at the start, the sampler's excluded)")
     spec = ChannelSpec("pidstat", pid_stat_path(roots, target))
     _, exc = try_probe(spec)
     if exc is not None:
-        if have_task_clock:
-            return None, "perf task-clock (process tree)"
         raise AlemsError(f"no energy counter and no CPU time for the estimate: {exc.strerror}; "
                          "run as root on a machine with RAPL")
     return (Column(CPU_TICKS_COLUMN, [spec], "counter", source="estimate"),
-            f"/proc/{'self' if pid is None else target}/stat utime+stime+cutime+cstime")
+            f"/proc/{who}/stat utime+stime+cutime+cstime (clock ticks of "
+            f"{1000 // os.sysconf('SC_CLK_TCK')} ms)")
 
 
 def energy_uj_from_cpu_ns(cpu_ns: np.ndarray, watts_per_core: float) -> np.ndarray:

@@ -21,14 +21,12 @@ MAX_HZ = 20_000.0
 PHASES_METADATA_KEY = "alems.phases"
 RUN_METADATA_KEY = "alems.run"
 
-# The most power a domain can plausibly draw (W, per zone: one package / one counter). A
-# gap between two samples longer than range ÷ this may hide a whole counter wrap, which no
-# correction can recover (alems.measure.gaps). Server packages reach ~400 W; psys covers
-# the platform.
+# The most power a zone of each domain can plausibly draw on average over a gap between
+# two samples (W, per zone: one package / one counter), used where the zone states no power
+# limit of its own (powercap constraint_*_max_power_uw: alems.measure.gaps). A gap longer
+# than range ÷ this may hide a whole counter wrap, which no correction can recover. Server
+# packages reach ~400 W; psys covers the platform.
 PLAUSIBLE_MAX_W = {"pkg": 500.0, "core": 400.0, "uncore": 150.0, "dram": 60.0, "psys": 600.0}
-# Within a run, a domain's plausible power is also bounded by what it showed: this many
-# times its mean power over the run (never above PLAUSIBLE_MAX_W, never below 1 W).
-RUN_POWER_HEADROOM = 4.0
 # An ordinary gap: one skipped deadline (two periods). A --hz at which such a gap could
 # hold a whole counter range is refused.
 ORDINARY_GAP_PERIODS = 2

@@ -148,7 +148,8 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
         col, label = estimate.cpu_time_column(roots, pid, have_tc)
         if col is not None:
             columns.append(col)
-        est = {"model": estimate.MODEL, "w_per_core": w, "cpu_time_source": label}
+        est = {"model": estimate.MODEL, "w_per_core": w, "cpu_time_source": label,
+               "cpu_time_column": col.name if col is not None else "task_clock_ns"}
         used.append(ESTIMATE)
     # Slots are limited: drop slow extras first, say so.
     while len(columns) > MAX_CHANNELS:

@@ -7,7 +7,8 @@ ColumnBuilder), keeping the summary's ends as it goes. The chunks go to memory (
 table at stop), or with `stream_to(path)` to an Arrow IPC stream on disk (bounded memory
 for runs of any length; alems.measure.stream), or nowhere (`keep_samples=False`: summary
 only). What is sampled is chosen by alems.measure.plan; the process tree's perf counters
-(cumulative) are read at the slow rate unless `counters_full_rate`.
+(cumulative) are read at the slow rate unless `counters_full_rate` (or the energy estimate
+is made of `task_clock_ns`: then at every sample).
 """
 
 from __future__ import annotations
@@ -148,10 +149,13 @@ class Sampler(PhaseMarks):
             raise AlemsError("stream_to() must come before start()")
         self._stream_path = None if partial_path is None else os.fspath(partial_path)
 
-    def _spec(self, col, spec):
+    def _spec(self, col, spec, est: dict | None):
         """The process tree's perf counters are cumulative: read at the slow rate unless
-        asked otherwise (a cross-CPU read of a busy target is the sample's dearest)."""
-        if col.source == "perf" and col.kind == "counter" and not self.counters_full_rate:
+        asked otherwise (a cross-CPU read of a busy target is the sample's dearest), or
+        unless the energy estimate is made of it (its energy is integrated per sample)."""
+        feeds_estimate = est is not None and est.get("cpu_time_column") == col.name
+        if (col.source == "perf" and col.kind == "counter" and not self.counters_full_rate
+                and not feeds_estimate):
             return replace(spec, slow=True)
         return spec
 
@@ -169,7 +173,7 @@ class Sampler(PhaseMarks):
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
         check_rate(self.hz, columns)  # refuse a rate at which a skipped sample hides a wrap
         self.energy_source = plan.energy_source
-        inputs = [(self._spec(col, spec), slot) for slot, col in enumerate(columns)
+        inputs = [(self._spec(col, spec, est), slot) for slot, col in enumerate(columns)
                   for spec in col.inputs]
         period_ns = max(1, int(round(1e9 / self.hz)))
         slow_every = max(1, int(round(self.hz / self.slow_hz)))

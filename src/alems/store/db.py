@@ -8,7 +8,8 @@ deviation), ``VARIANCE`` (sample), ``STDDEV_POP``, ``VAR_POP``, ``MEDIAN`` and t
 than two values for a sample deviation, the square root or log of a negative number).
 
 Migration is additive: a table or column named in ``schema.sql`` but missing from an older
-database is added; nothing is dropped or renamed.
+database is added; nothing is dropped or renamed. A column that older rows can be given
+from what they stored is filled (``runs.pair_index``: `store.runs.derive_pair_index`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
+from alems.store.runs import derive_pair_index
 
-SCHEMA_VERSION = 3   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps, quiet, baseline SE)
+SCHEMA_VERSION = 4   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps, quiet, baseline SE); 4: runs.pair_index (arm set)
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -267,6 +269,7 @@ def init_schema(conn: sqlite3.Connection) -> None:
             for name, decl in columns:
                 if name not in have:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        derive_pair_index(conn)
         conn.execute("INSERT INTO schema_info (key, value) VALUES ('version', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (str(SCHEMA_VERSION),))

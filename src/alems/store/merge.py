@@ -4,8 +4,10 @@ For shards of one batch (`alems batch --shard K/N --group-id G`, each on its own
 or any databases of A-LEMS. Sessions with the same group id become one session (their
 settings must agree, apart from the shard); experiments with the same (group, task,
 provider) become one; runs, phases and baselines are copied with new ids, each run's
-Parquet file is rewritten under OUT's samples folder with its new ids in its metadata, and
-the pairs' tax rows are computed as a batch computes them.
+Parquet file is rewritten under OUT's samples folder with its new ids in its metadata, each
+run keeps its arm set (`runs.pair_index`, derived for inputs older than that column; arms
+of one pair that name different sets are refused), and the pairs' tax rows are computed as
+a batch computes them.
 
 A run that is already in OUT or in an earlier input (same group, task, provider, workflow,
 repetition) is a duplicate: the merge refuses it and names it, before anything is written.
@@ -180,9 +182,25 @@ def _merge_one(out, out_path: Path, path: Path, conn, written: list[Path]) -> Me
             _insert(out, "phases", ph, drop=("phase_id",), run_id=run_id)
         pairs.add((exp_id, r["run_number"]))
         count.runs += 1
+    store_runs.derive_pair_index(out)   # an input from before runs.pair_index
+    _check_arm_sets(out, path)
     for exp_id, run_number in sorted(pairs):
         store_runs.insert_tax_if_paired(out, exp_id, run_number)
     return count
+
+
+def _check_arm_sets(out, path: Path) -> None:
+    """The arms of one pair (experiment, repetition) must name one arm set (pair_index):
+    inputs that disagree come from different plans, and joining them would pair runs of
+    different plans."""
+    bad = out.execute("SELECT e.task_name, e.provider, r.run_number FROM runs r "
+                      "JOIN experiments e USING (exp_id) WHERE r.pair_index IS NOT NULL "
+                      "GROUP BY r.exp_id, r.run_number HAVING COUNT(DISTINCT r.pair_index) > 1"
+                      ).fetchone()
+    if bad is not None:
+        raise AlemsError(f"{path}: the arms of {bad[0]}/{bad[1]} rep {bad[2]} belong to "
+                         "different arm sets (pair_index) than in the other databases: they "
+                         "were planned differently; nothing merged")
 
 
 def _copy_samples(src: Path, dest: Path, group_id: str, exp_id: int, run_id: int) -> None:

@@ -50,6 +50,21 @@ def insert_run(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
     return insert_row(conn, "runs", row)
 
 
+# A run stored before runs.pair_index existed (schema < 4) gets it from its place in the
+# plan: every plan has always put the k arms of a pair next to each other, so the pair is
+# order_index // k, k = the number of arms in its experiment's `workflows` ('linear,agentic').
+_DERIVE_PAIR_INDEX = (
+    "UPDATE runs SET pair_index = order_index / (SELECT LENGTH(e.workflows) - "
+    "LENGTH(REPLACE(e.workflows, ',', '')) + 1 FROM experiments e "
+    "WHERE e.exp_id = runs.exp_id) WHERE pair_index IS NULL AND order_index IS NOT NULL")
+
+
+def derive_pair_index(conn: sqlite3.Connection) -> int:
+    """Fill runs.pair_index where it is NULL but the run's plan position is known (see
+    _DERIVE_PAIR_INDEX); returns how many rows got one."""
+    return conn.execute(_DERIVE_PAIR_INDEX).rowcount
+
+
 def insert_phases(conn: sqlite3.Connection, run_id: int, phases: Iterable[dict]) -> int:
     count = 0
     for ph in phases:

@@ -64,8 +64,9 @@ CREATE TABLE IF NOT EXISTS runs (
     exp_id        INTEGER NOT NULL REFERENCES experiments(exp_id),
     workflow_type TEXT NOT NULL CHECK (workflow_type IN ('linear', 'agentic', 'react')),
     run_number    INTEGER NOT NULL,       -- repetition, 1-based
-    pair_order    INTEGER,                -- 0 = this arm ran first in its pair, 1 = second
+    pair_order    INTEGER,                -- 0 = this arm ran first in its pair, 1 = second, …
     order_index   INTEGER,                -- position in the batch's randomised order
+    pair_index    INTEGER,                -- its pair (arm set: same task, provider, repetition) among the plan's pairs
     item_id       TEXT,                   -- task item used
     status        TEXT NOT NULL,          -- ok | error
     error         TEXT,

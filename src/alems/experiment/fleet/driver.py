@@ -8,7 +8,7 @@ side by side: the driver uses one slot per node and says so.
 Faults. When an actor dies (its worker killed, its node gone) or a finished result is lost
 with its node, the pair it held goes back to the front of the queue and runs again on a
 node that is alive; nothing of it was stored, because a pair is stored in one transaction
-only after both arms came back. A node whose slot frees again (a restarted worker, a node
+only after all its arms came back. A node whose slot frees again (a restarted worker, a node
 that joins late) gets a new actor. A pair that takes down MAX_NODE_LOSSES nodes stops the
 batch (rerun the same command to resume).
 """

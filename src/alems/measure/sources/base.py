@@ -56,6 +56,7 @@ class Column:
     wrap_raw: int | None = None  # counter range in raw units (energy only)
     domain: str | None = None    # canonical energy domain: pkg, core, uncore, dram, psys
     zone: str | None = None      # source-specific zone name (energy)
+    max_power_w: float | None = None  # the zone's highest power limit (energy; powercap)
     slow: bool = False
     source: str = ""
 

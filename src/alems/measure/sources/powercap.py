@@ -4,7 +4,9 @@ Sub-zones appear both nested (intel-rapl:0/intel-rapl:0:0) and as top-level entr
 (intel-rapl:0:0): zones are keyed by their id, so each is read once. `intel-rapl-mmio:*`
 mirrors the package counter of the regular zone and is skipped when a regular package
 zone exists; packages with identical names (one per die mirroring the same socket
-counter) are counted once, with their sub-zones.
+counter) are counted once, with their sub-zones. Each zone's highest power limit
+(`constraint_*_max_power_uw`) bounds the power a gap between samples can hide
+(alems.measure.gaps).
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ NAME = "powercap"
 DESCRIPTION = "RAPL energy counters through the powercap sysfs tree"
 
 _ZONE_ID = re.compile(r"^(?P<ctype>[a-z0-9-]+?):(?P<idx>\d+(?::\d+)*)$")
+_MAX_POWER = re.compile(r"^constraint_\d+_max_power_uw$")
+
+
+def max_power_w(zone_path: str) -> float | None:
+    """The highest of a zone's `constraint_*_max_power_uw` in W (the most its power limits
+    can be set to); None when it states none (no such file, unreadable, or 0)."""
+    try:
+        names = os.listdir(zone_path)
+    except OSError:
+        return None
+    values = [read_int(os.path.join(zone_path, n)) for n in names if _MAX_POWER.match(n)]
+    values = [v for v in values if v is not None and v > 0]
+    return max(values) / 1e6 if values else None
 
 
 def domain_of(zone_name: str) -> str | None:
@@ -145,7 +160,8 @@ def discover(roots: Roots, **_ctx) -> Discovery:
             continue
         wrap = (z.max_range_uj + 1) if z.max_range_uj and z.max_range_uj > 0 else None
         disc.columns.append(Column(f"zone_{re.sub(r'[^A-Za-z0-9]+', '_', z.id)}_energy_uj",
-                                   [spec], "energy", 1.0, wrap, domain, z.id, source=NAME))
+                                   [spec], "energy", 1.0, wrap, domain, z.id,
+                                   max_power_w=max_power_w(z.path), source=NAME))
     if not disc.columns:
         if denied is not None:
             raise SourceUnavailable(next(av for _, av in disc.skipped if not av.ok and av.fix))
