@@ -137,9 +137,11 @@ def main(replicates: int) -> None:
     print("|---|---|---|---|---|---|---|---|")
     rows, pooled = flag_table(replicates)
     for r in rows:
+        # below 1 % of the replicates unflagged, a coverage figure would be noise
+        few = r["n_unflagged"] < replicates / 100
+        unflagged = f"– ({r['n_unflagged']} sets)" if few else _pct(r["unflagged_coverage"])
         print(f"| {r['family']} | {r['a']} | {r['b']} | {r['n']} | {_pct(r['coverage'])} | "
-              f"{_pct(r['flagged'])} | {_pct(r['unflagged_coverage'])} | "
-              f"{_pct(r['outlier'])} |")
+              f"{_pct(r['flagged'])} | {unflagged} | {_pct(r['outlier'])} |")
     print("\npooled unflagged coverage: " + ", ".join(f"{k}: {_pct(v)}"
                                                        for k, v in pooled.items()))
     print(f"\n## Log-normal coverage (every data set), {replicates} replicates\n")
