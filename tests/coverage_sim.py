@@ -126,24 +126,35 @@ def flag_table(replicates: int, seed: int = 0) -> tuple[list[dict], dict]:
     return rows, {k: c / m for k, (c, m) in tot.items() if m}
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{v:.1%}".replace("%", " %")
+def _pct(v, digits: int = 1) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f} %"
+
+
+def _cells(rows: list[dict], text) -> None:
+    """One markdown row per cell, one column per n, `text(row)` in each."""
+    print("| family | linear | ratio | " + " | ".join(f"{n} pairs" for n in NS) + " |")
+    print("|---|---|---|" + "---|" * len(NS))
+    for c in range(0, len(rows), len(NS)):
+        r = rows[c]
+        print(f"| {r['family']} | {r['a']} | {r['b']} | "
+              + " | ".join(text(x) for x in rows[c:c + len(NS)]) + " |")
 
 
 def main(replicates: int) -> None:
-    print(f"## Unflagged coverage and flag rates, {replicates} replicates per cell\n")
-    print("| family | linear | ratio | n | coverage | flagged | unflagged cover | "
-          "outlier warning |")
-    print("|---|---|---|---|---|---|---|---|")
     rows, pooled = flag_table(replicates)
-    for r in rows:
+
+    def covered(r):
         # below 1 % of the replicates unflagged, a coverage figure would be noise
         few = r["n_unflagged"] < replicates / 100
-        unflagged = f"– ({r['n_unflagged']} sets)" if few else _pct(r["unflagged_coverage"])
-        print(f"| {r['family']} | {r['a']} | {r['b']} | {r['n']} | {_pct(r['coverage'])} | "
-              f"{_pct(r['flagged'])} | {unflagged} | {_pct(r['outlier'])} |")
-    print("\npooled unflagged coverage: " + ", ".join(f"{k}: {_pct(v)}"
-                                                       for k, v in pooled.items()))
+        unflagged = f"– ({r['n_unflagged']})" if few else _pct(r["unflagged_coverage"])
+        return f"{_pct(r['coverage'])} / {unflagged} ({_pct(r['flagged'], 0)})"
+
+    print(f"## Coverage: all / unflagged data sets (flagged share), {replicates} replicates\n")
+    _cells(rows, covered)
+    print("\npooled coverage of unflagged sets: " + ", ".join(
+        f"{k}: {_pct(v)}" for k, v in pooled.items()))
+    print(f"\n## Outlier warning rate, {replicates} replicates\n")
+    _cells(rows, lambda r: _pct(r["outlier"]))
     print(f"\n## Log-normal coverage (every data set), {replicates} replicates\n")
     print("| s_lin | s_ratio | 3 pairs | 5 pairs | 10 pairs | 30 pairs |\n|---|---|---|---|---|---|")
     for sd_lin, sd_ratio in ((0.1, 0.1), (0.1, 0.3), (0.2, 0.2), (0.2, 0.3), (0.3, 0.3),
