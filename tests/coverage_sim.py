@@ -116,7 +116,10 @@ def flag_table(replicates: int, seed: int = 0) -> tuple[list[dict], dict]:
                          "unflagged_coverage": (float(r["cover"][keep].mean()) if keep.any()
                                                 else None),
                          "n_unflagged": int(keep.sum()),
-                         "outlier": float(r["outlier"].mean())})
+                         "outlier": float(r["outlier"].mean()),
+                         "outlier_coverage": (float(r["cover"][r["outlier"]].mean())
+                                              if r["outlier"].sum() >= replicates / 200
+                                              else None)})
             in_region = (family != "mixture" and b <= tax_checks.LOG_SD_LIMIT
                          and a <= tax_checks.LINEAR_CV_LIMIT)
             for key, take in (("n>=5", n >= 5), ("in region", in_region)):
@@ -144,8 +147,8 @@ def main(replicates: int) -> None:
     rows, pooled = flag_table(replicates)
 
     def covered(r):
-        # below 1 % of the replicates unflagged, a coverage figure would be noise
-        few = r["n_unflagged"] < replicates / 100
+        # from under 0.5 % of the replicates a coverage figure would be noise
+        few = r["n_unflagged"] < replicates / 200
         unflagged = f"– ({r['n_unflagged']})" if few else _pct(r["unflagged_coverage"])
         return f"{_pct(r['coverage'])} / {unflagged} ({_pct(r['flagged'], 0)})"
 
@@ -153,8 +156,8 @@ def main(replicates: int) -> None:
     _cells(rows, covered)
     print("\npooled coverage of unflagged sets: " + ", ".join(
         f"{k}: {_pct(v)}" for k, v in pooled.items()))
-    print(f"\n## Outlier warning rate, {replicates} replicates\n")
-    _cells(rows, lambda r: _pct(r["outlier"]))
+    print(f"\n## Outlier warning rate (coverage of those data sets), {replicates} replicates\n")
+    _cells(rows, lambda r: f"{_pct(r['outlier'])} ({_pct(r['outlier_coverage'])})")
     print(f"\n## Log-normal coverage (every data set), {replicates} replicates\n")
     print("| s_lin | s_ratio | 3 pairs | 5 pairs | 10 pairs | 30 pairs |\n|---|---|---|---|---|---|")
     for sd_lin, sd_ratio in ((0.1, 0.1), (0.1, 0.3), (0.2, 0.2), (0.2, 0.3), (0.3, 0.3),
