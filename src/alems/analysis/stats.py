@@ -19,12 +19,18 @@ from typing import Sequence
 
 import numpy as np
 
+from alems.analysis import tax_checks
+
 RATIO_ESTIMATOR = ("ratio of sums: Σ agentic ÷ Σ linear dynamic energy over complete pairs; "
                    "pooled rows: Σ over task × provider of mean agentic ÷ Σ of mean linear "
                    "(each stratum weighted as planned: equally)")
 RATIO_INTERVAL = ("Student t on log(ratio of sums) with the leave-one-pair-out jackknife "
                   "standard error (stratified by task for pooled rows; Satterthwaite dof)")
 MEAN_OF_RATIOS_LABEL = "mean of per-pair ratios (for reference only; not the tax)"
+# The checked region's limits live in tax_checks (with the flag's sampling margin); these
+# names are kept for callers that quote them.
+COVERAGE_CHECKED_LOG_SD = tax_checks.LOG_SD_LIMIT
+COVERAGE_CHECKED_LINEAR_CV = tax_checks.LINEAR_CV_LIMIT
 
 
 @dataclass(frozen=True)
@@ -202,8 +208,6 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
     value are dropped. No interval (with a reason) when the sums are not positive, with
     fewer than two pairs, or when a stratum has a single pair.
     """
-    from alems.analysis import tax_checks
-
     _check_confidence(confidence)
     lin = np.asarray(linear, dtype=float)
     ag = np.asarray(agentic, dtype=float)
@@ -231,8 +235,7 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
         return result(reason="Σ linear dynamic energy ≤ 0: no ratio")
     ratio = float((ag * pair_w).sum() / (lin * pair_w).sum())
     mean_pair = float(np.mean(ag[lin > 0] / lin[lin > 0])) if (lin > 0).any() else None
-    sd_log, cv_lin, flags = _dispersion(lin, ag, labels)
-    extras = (mean_pair, sd_log, cv_lin)
+    extras = (mean_pair, *_dispersion(lin, ag, labels))
     if n < 2:
         return result(ratio, reason="one pair: no interval", extras=extras)
     if (sizes < 2).any():
@@ -241,6 +244,7 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
     try:
         low, high, df = log_jackknife_interval(lin, ag, confidence, strat, weighted)
         out_flag, out_i, out_z, out_thr = tax_checks.log_ratio_outliers(lin, ag, idx)
+        flags = _spread_reasons(lin, ag, labels)
     except ImportError:
         return result(ratio, reason="the interval needs scipy (pip install 'alems[reports]')",
                       extras=extras)
@@ -251,37 +255,44 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
     if out_flag:
         j = int(out_i)
         without = float(np.exp(log_jackknife(lin, ag, strat, weighted)[1][j]))
-        outlier = dict(outlier_index=int(np.flatnonzero(keep)[j]), outlier_z=float(out_z),
-                       outlier_threshold=float(out_thr), ratio_without_outlier=without)
+        outlier = {"outlier_index": int(np.flatnonzero(keep)[j]), "outlier_z": float(out_z),
+                   "outlier_threshold": float(out_thr), "ratio_without_outlier": without}
     return result(ratio, float(low), float(high), df=float(df), extras=extras,
                   coverage_flags=tuple(flags), **outlier)
 
 
 def _dispersion(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray):
-    """(sd of log pair ratios, CV of linear energy) — the largest over the strata, None below
-    two usable pairs — and the reasons (`tax_checks.spread_reasons`, per stratum) why the
-    spread is beyond the checked region."""
-    from alems.analysis import tax_checks
+    """(sd of log pair ratios, CV of linear energy), the largest over the strata: what the
+    coverage simulation's checked region is stated in (None below two usable pairs)."""
+    sd_logs, cvs = [], []
+    for h in np.unique(labels.astype(str)):
+        sd_h, cv_h = _stratum_spread(lin, ag, labels.astype(str) == h)
+        sd_logs += [] if sd_h is None else [sd_h]
+        cvs += [] if cv_h is None else [cv_h]
+    return (max(sd_logs) if sd_logs else None), (max(cvs) if cvs else None)
 
-    sd_logs, cvs, reasons = [], [], []
+
+def _stratum_spread(lin: np.ndarray, ag: np.ndarray, m: np.ndarray):
+    l_h, a_h = lin[m], ag[m]
+    pos = (l_h > 0) & (a_h > 0)
+    sd_h = float(np.std(np.log(a_h[pos] / l_h[pos]), ddof=1)) if pos.sum() >= 2 else None
+    cv_h = (float(np.std(l_h, ddof=1) / l_h.mean()) if l_h.size >= 2 and l_h.mean() > 0
+            else None)
+    return sd_h, cv_h
+
+
+def _spread_reasons(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Why the interval's coverage is not vouched for: each stratum's spread beyond the
+    checked region (`tax_checks.spread_reasons`), prefixed by the stratum when several."""
+    labels = labels.astype(str)
+    several = len(set(labels)) > 1
+    reasons = []
     for h in np.unique(labels):
         m = labels == h
-        l_h, a_h = lin[m], ag[m]
-        pos = (l_h > 0) & (a_h > 0)
-        sd_h = cv_h = None
-        if pos.sum() >= 2:
-            sd_h = float(np.std(np.log(a_h[pos] / l_h[pos]), ddof=1))
-            sd_logs.append(sd_h)
-        if l_h.size >= 2 and l_h.mean() > 0:
-            cv_h = float(np.std(l_h, ddof=1) / l_h.mean())
-            cvs.append(cv_h)
-        try:
-            found = tax_checks.spread_reasons(sd_h, cv_h, int(l_h.size))
-        except ImportError:       # no scipy: there is no interval to vouch for either
-            found = []
-        prefix = "" if len(set(labels)) == 1 else f"{h.replace(chr(31), '/')}: "
-        reasons += [prefix + r for r in found]
-    return (max(sd_logs) if sd_logs else None), (max(cvs) if cvs else None), reasons
+        sd_h, cv_h = _stratum_spread(lin, ag, m)
+        prefix = f"{h.replace(chr(31), '/')}: " if several else ""
+        reasons += [prefix + r for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
+    return reasons
 
 
 # ------------------------------------------------------------------ sample size

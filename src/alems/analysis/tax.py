@@ -10,6 +10,7 @@ every stratum kept the same number of pairs. Needs numpy (and scipy for the inte
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -99,10 +100,8 @@ def _pairs_per_stratum(pairs: list[Pair], strata) -> dict | None:
     """min/max complete pairs per stratum of a pooled row (None for a single-stratum row)."""
     if strata is None or len(set(strata)) < 2:
         return None
-    counts = {}
-    for label in strata:
-        counts[label] = counts.get(label, 0) + 1
-    return {"min": min(counts.values()), "max": max(counts.values())}
+    counts = Counter(strata).values()
+    return {"min": min(counts), "max": max(counts)}
 
 
 def tax_rows(pairs: list[Pair], confidence: float = 0.95,
