@@ -271,3 +271,18 @@ def test_flag_table_full():
                 and r["a"] <= tax_checks.LINEAR_CV_LIMIT):
             assert r["unflagged_coverage"] >= 0.93 and r["flagged"] < 0.05, r
     assert pooled["in region"] >= 0.94, pooled
+
+
+def test_outlier_test_edge_cases():
+    zero = np.zeros(5, dtype=int)
+    lin = np.full(5, 10.0)
+    # four identical ratios and a clear fifth: an outlier however small the others' spread
+    flagged, index, z, _ = tax_checks.log_ratio_outliers(lin, [30.0] * 4 + [60.0], zero)
+    assert flagged and index == 4 and z == np.inf
+    # ratios equal but for floating-point noise: not an outlier
+    noise = [30.0, 30.0, 30.0, 30.0, 30.00000000000003]     # log differs by 9e-16
+    assert not tax_checks.log_ratio_outliers(lin, noise, zero)[0]
+    # two pairs cannot single one out; strata of two are skipped, not judged
+    flagged, index, z, thr = tax_checks.log_ratio_outliers(lin[:2], [30.0, 90.0], zero[:2])
+    assert not flagged and index == -1 and np.isnan(z) and np.isnan(thr)
+    assert not tax_checks.log_ratio_outliers(lin, [30.0, 31, 29, 90, 91], [0, 0, 0, 1, 1])[0]
