@@ -286,3 +286,14 @@ def test_outlier_test_edge_cases():
     flagged, index, z, thr = tax_checks.log_ratio_outliers(lin[:2], [30.0, 90.0], zero[:2])
     assert not flagged and index == -1 and np.isnan(z) and np.isnan(thr)
     assert not tax_checks.log_ratio_outliers(lin, [30.0, 31, 29, 90, 91], [0, 0, 0, 1, 1])[0]
+
+
+def test_outlier_warning_against_identical_pairs():
+    from alems.analysis.summary_warnings import _tax_warnings
+
+    pairs = [Pair("t", "p", rep, 10.0, 30.0 if rep != 5 else 90.0) for rep in range(1, 8)]
+    row = tax_rows(pairs)[0]
+    assert row["outlier_pair"]["run_number"] == 5
+    assert row["outlier_pair"]["tax_ratio_without"] == pytest.approx(3.0)
+    assert "repetition 5 is an outlier among the pair ratios (z ∞ >" in " ".join(
+        _tax_warnings(row, 0.95))

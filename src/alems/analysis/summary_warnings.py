@@ -43,8 +43,10 @@ def _tax_warnings(t: dict, confidence: float) -> list[str]:
                    f"for — {'; '.join(t['coverage_flags'])}; the interval may be too narrow")
     outlier = t.get("outlier_pair")
     if outlier and cell_row:
+        z = outlier["log_ratio_z"]            # ∞: the other pairs' ratios are all equal
         out.append(f"{label}: repetition {outlier['run_number']} is an outlier among the pair "
-                   f"ratios (z {outlier['log_ratio_z']:.1f} > {outlier['threshold']:.1f}); "
+                   f"ratios (z {'∞' if z == float('inf') else f'{z:.1f}'} > "
+                   f"{outlier['threshold']:.1f}); "
                    f"without it the tax is {outlier['tax_ratio_without']:.3g}× instead of "
                    f"{t['tax_ratio']:.3g}× — the pair ratios are not one smooth distribution (a "
                    "second kind of run, or a glitch: inspect it); the interval's coverage was "

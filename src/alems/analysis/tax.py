@@ -92,11 +92,11 @@ def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: flo
         "coverage_checked": (None if est.ci_low is None else not est.outside_checked_range),
         "coverage_flags": list(est.coverage_flags),
         "outlier_pair": outlier,
-        "pairs_per_stratum": _pairs_per_stratum(pairs, strata),
+        "pairs_per_stratum": _pairs_per_stratum(strata),
     }
 
 
-def _pairs_per_stratum(pairs: list[Pair], strata) -> dict | None:
+def _pairs_per_stratum(strata) -> dict | None:
     """min/max complete pairs per stratum of a pooled row (None for a single-stratum row)."""
     if strata is None or len(set(strata)) < 2:
         return None

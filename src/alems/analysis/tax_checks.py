@@ -96,9 +96,12 @@ def log_ratio_outliers(linear, agentic, labels, alpha: float = OUTLIER_ALPHA):
         rest_mean = (s1 - xs) / (n_h - 1)
         rest_var = np.maximum((s2 - xs ** 2 - (n_h - 1) * rest_mean ** 2) / (n_h - 2), 0.0)
         dev = np.abs(xs - rest_mean)
+        scale = np.sqrt(rest_var * (1 + 1 / (n_h - 1)))
+        # the sums' rounding leaves ~1e-8 · sqrt(s2) of spread where the others are equal
+        equal_rest = scale <= _LOG_TIE + 1e-6 * np.sqrt(s2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            zh = np.where(dev <= _LOG_TIE, 0.0,
-                          dev / np.sqrt(rest_var * (1 + 1 / (n_h - 1))))
+            # others all equal: any real difference is infinitely far out
+            zh = np.where(dev <= _LOG_TIE, 0.0, np.where(equal_rest, np.inf, dev / scale))
         z[..., m] = zh
         thr[m] = sps.t.ppf(1 - alpha / (2 * n), n_h - 2)
     excess = np.where(np.isnan(z), -np.inf, z / thr)
