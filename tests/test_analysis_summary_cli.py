@@ -35,9 +35,11 @@ def test_summary_first_line_is_the_overall_tax(db, capsys):
     assert len(overall) == 1 and len(per_provider) == 1
     o = overall[0]
     raw = sqlite3.connect(db)
-    lin, ag = zip(*raw.execute("SELECT linear_dynamic_energy_uj, agentic_dynamic_energy_uj "
-                               "FROM orchestration_tax_summary"))
-    assert o["tax_ratio"] == pytest.approx(sum(ag) / sum(lin)) and o["n_pairs"] == len(lin)
+    # each task × provider (one experiment) weighs as designed: Σ of means ÷ Σ of means
+    n, lin, ag = zip(*raw.execute(
+        "SELECT COUNT(*), AVG(linear_dynamic_energy_uj), AVG(agentic_dynamic_energy_uj) "
+        "FROM orchestration_tax_summary GROUP BY exp_id"))
+    assert o["tax_ratio"] == pytest.approx(sum(ag) / sum(lin)) and o["n_pairs"] == sum(n)
     assert o["estimator"].startswith("ratio of sums") and "jackknife" in o["interval_method"]
     assert "spec" in s["definitions"]["spec_tax_percent"]
     code, out, err = alems(capsys, "summary", "--db", str(db))

@@ -2,9 +2,11 @@
 
 - `t_interval`: mean, sample sd and a two-sided CI with Student's t (n-1 dof), not 1.96.
 - `ratio_of_sums`: THE orchestration tax of paired runs, Σ agentic / Σ linear (= the ratio
-  of the mean energies over the same pairs), with a Student-t interval on log(ratio) whose
-  standard error is the leave-one-pair-out jackknife (`log_jackknife_interval`); its
-  coverage is checked by simulation in tests/test_analysis_stats.py (docs/METHODS.md).
+  of the mean energies over the same pairs; pooled over strata, optionally each stratum
+  weighted equally), with a Student-t interval on log(ratio) whose standard error is the
+  leave-one-pair-out jackknife (`log_jackknife_interval`), and the checks of
+  `tax_checks` (spread beyond the checked region, an outlying pair); coverage simulated in
+  tests/coverage_sim.py (docs/METHODS.md).
 - `required_repetitions`: the spec's sample-size formula n = ((z_{1-α/2} + z_power)/d)²;
   `t_repetitions`: the same question answered with the t-test's exact power.
 """
@@ -17,14 +19,18 @@ from typing import Sequence
 
 import numpy as np
 
-RATIO_ESTIMATOR = "ratio of sums: Σ agentic ÷ Σ linear dynamic energy over complete pairs"
+from alems.analysis import tax_checks
+
+RATIO_ESTIMATOR = ("ratio of sums: Σ agentic ÷ Σ linear dynamic energy over complete pairs; "
+                   "pooled rows: Σ over task × provider of mean agentic ÷ Σ of mean linear "
+                   "(each stratum weighted as planned: equally)")
 RATIO_INTERVAL = ("Student t on log(ratio of sums) with the leave-one-pair-out jackknife "
                   "standard error (stratified by task for pooled rows; Satterthwaite dof)")
 MEAN_OF_RATIOS_LABEL = "mean of per-pair ratios (for reference only; not the tax)"
-# Dispersion up to which the tax interval's coverage was checked (≥ 94 % at 3–30 pairs):
-# sd of the log pair ratios and coefficient of variation of the linear energies.
-COVERAGE_CHECKED_LOG_SD = 0.3
-COVERAGE_CHECKED_LINEAR_CV = 0.3
+# The checked region's limits live in tax_checks (with the flag's sampling margin); these
+# names are kept for callers that quote them.
+COVERAGE_CHECKED_LOG_SD = tax_checks.LOG_SD_LIMIT
+COVERAGE_CHECKED_LINEAR_CV = tax_checks.LINEAR_CV_LIMIT
 
 
 @dataclass(frozen=True)
@@ -71,13 +77,54 @@ def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> Inte
 
 
 # ------------------------------------------------------------------ the orchestration tax
-def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=None):
-    """Vectorised CI of Σagentic/Σlinear over the last axis (the pairs).
+def _stratum_labels(n: int, strata) -> np.ndarray:
+    if strata is None:
+        return np.zeros(n, dtype=int)
+    return np.unique(np.asarray(strata, dtype=object).astype(str),
+                     return_inverse=True)[1].reshape(-1)
 
-    θ = log(Σa/Σl); θ_(j) is θ with pair j left out (the delete-one stratified jackknife:
-    the rest of j's stratum reweighted by n_h/(n_h−1)). Each stratum h (one unless `strata`
-    labels the pairs, e.g. by task) contributes V_h = (n_h−1)/n_h Σ_{j∈h} (θ_(j) − mean_h)²
-    with n_h − 1 degrees of freedom; se² = Σ V_h, and the t quantile takes Satterthwaite's
+
+def log_jackknife(linear, agentic, strata=None, equal_strata: bool = False):
+    """θ = log(tax) and the leave-one-pair-out values θ_(j), vectorised over the last axis.
+
+    The tax is Σ_h W_h·mean agentic_h ÷ Σ_h W_h·mean linear_h over strata h (one unless
+    `strata` labels the pairs): W_h = n_h (the plain ratio of sums Σ agentic ÷ Σ linear) or,
+    with `equal_strata`, W_h = 1 — each stratum weighs as the design planned it (`alems
+    batch` plans the same repetitions for every task × provider), so a stratum that lost
+    pairs keeps its weight. Leaving pair j of stratum h out, the stratum's mean is that of
+    its other pairs (the delete-one stratified jackknife; with W_h = n_h this reweights the
+    rest of the stratum by n_h/(n_h−1)). Returns (θ, θ_(j), labels, sizes); NaN where a sum
+    is ≤ 0 (no log-scale ratio).
+    """
+    lin = np.asarray(linear, dtype=float)
+    ag = np.asarray(agentic, dtype=float)
+    n = lin.shape[-1]
+    labels = _stratum_labels(n, strata)
+    sizes = np.bincount(labels) if n else np.zeros(0, dtype=int)
+    if equal_strata:        # pair weight W_h / n_h: every stratum's mean counts once
+        lin, ag = lin / sizes[labels], ag / sizes[labels]
+    sum_l = lin.sum(axis=-1, keepdims=True)
+    sum_a = ag.sum(axis=-1, keepdims=True)
+    onehot = labels[:, None] == np.arange(sizes.size)[None, :]          # (n, H)
+    stratum_l = (lin @ onehot)[..., labels]                              # (..., n)
+    stratum_a = (ag @ onehot)[..., labels]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(sizes > 1, sizes / np.maximum(sizes - 1, 1), np.nan)[labels]
+        loo_l = sum_l - stratum_l + (stratum_l - lin) * w
+        loo_a = sum_a - stratum_a + (stratum_a - ag) * w
+        ok = (loo_l > 0) & (loo_a > 0)
+        loo = np.where(ok, np.log(np.where(ok, loo_a / loo_l, 1.0)), np.nan)
+        pos = (sum_l[..., 0] > 0) & (sum_a[..., 0] > 0)
+        theta = np.where(pos, np.log(np.where(pos, sum_a[..., 0] / sum_l[..., 0], 1.0)), np.nan)
+    return theta, loo, labels, sizes
+
+
+def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=None,
+                           equal_strata: bool = False):
+    """Vectorised CI of the tax (`log_jackknife`) over the last axis (the pairs).
+
+    Each stratum h contributes V_h = (n_h−1)/n_h Σ_{j∈h} (θ_(j) − mean_h)² with n_h − 1
+    degrees of freedom; se² = Σ V_h, and the t quantile takes Satterthwaite's
     df = (Σ V_h)² / Σ V_h²/(n_h − 1) (= n − 1 for one stratum), so a pooled row whose
     variance comes from one task is not credited with the other tasks' pairs. The interval
     is exp(θ ± t · se). Returns (low, high, df): NaN where it is undefined (a sum or a
@@ -87,29 +134,11 @@ def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=Non
 
     _check_confidence(confidence)
     lin = np.asarray(linear, dtype=float)
-    ag = np.asarray(agentic, dtype=float)
+    theta, loo, labels, sizes = log_jackknife(lin, agentic, strata, equal_strata)
     n = lin.shape[-1]
-    labels = np.zeros(n, dtype=int) if strata is None else np.unique(
-        np.asarray(strata, dtype=object).astype(str), return_inverse=True)[1].reshape(-1)
-    sizes = np.bincount(labels) if n else np.zeros(0, dtype=int)
     if n == 0 or (sizes < 2).any():
         nan = np.full(lin.shape[:-1], np.nan)
         return nan, nan.copy(), nan.copy()
-    sum_l = lin.sum(axis=-1, keepdims=True)
-    sum_a = ag.sum(axis=-1, keepdims=True)
-    # Leaving pair j of stratum h out, the stratum's other pairs stand in for it (weight
-    # n_h/(n_h−1)), so the stratum keeps its weight in the pooled ratio; with one stratum
-    # the weight cancels and this is the plain leave-one-out ratio.
-    onehot = labels[:, None] == np.arange(sizes.size)[None, :]          # (n, H)
-    stratum_l = (lin @ onehot)[..., labels]                              # (..., n)
-    stratum_a = (ag @ onehot)[..., labels]
-    w = (sizes / (sizes - 1))[labels]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        loo_l = sum_l - stratum_l + (stratum_l - lin) * w
-        loo_a = sum_a - stratum_a + (stratum_a - ag) * w
-        ok = (loo_l > 0) & (loo_a > 0)
-        loo = np.where(ok, np.log(np.where(ok, loo_a / loo_l, 1.0)), np.nan)
-        theta = np.log(sum_a[..., 0] / sum_l[..., 0])
     var = np.zeros(lin.shape[:-1])
     var_sq_over_df = np.zeros(lin.shape[:-1])
     for h, n_h in enumerate(sizes):
@@ -123,7 +152,7 @@ def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=Non
         df = np.where(var_sq_over_df > 0, var ** 2 / var_sq_over_df, float(n - sizes.size))
     se = np.sqrt(var)
     t = sps.t.ppf(0.5 + confidence / 2, df=df)
-    valid = (sum_l[..., 0] > 0) & (sum_a[..., 0] > 0) & ok.all(axis=-1)
+    valid = np.isfinite(theta) & np.isfinite(loo).all(axis=-1)
     low = np.where(valid, np.exp(theta - t * se), np.nan)
     high = np.where(valid, np.exp(theta + t * se), np.nan)
     return low, high, df
@@ -132,7 +161,7 @@ def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=Non
 @dataclass(frozen=True)
 class RatioEstimate:
     n_pairs: int
-    ratio: float | None            # Σ agentic / Σ linear over the pairs
+    ratio: float | None            # the tax (`log_jackknife`): Σ agentic / Σ linear per stratum
     ci_low: float | None
     ci_high: float | None
     ci_null_reason: str | None     # why there is no interval (None when there is one)
@@ -141,6 +170,14 @@ class RatioEstimate:
     sd_log_pair_ratio: float | None     # sd of log(agentic_i / linear_i) (max over strata)
     cv_linear: float | None             # sd / mean of linear energy (max over strata)
     confidence: float
+    # why the interval's coverage is not vouched for (tax_checks.spread_reasons); () = checked
+    coverage_flags: tuple[str, ...] = ()
+    # the most outlying pair (tax_checks.log_ratio_outliers) when it is flagged: its index
+    # in the input, its z and threshold, and the tax without it
+    outlier_index: int | None = None
+    outlier_z: float | None = None
+    outlier_threshold: float | None = None
+    ratio_without_outlier: float | None = None
 
     @property
     def percent(self) -> float | None:
@@ -155,19 +192,21 @@ class RatioEstimate:
 
     @property
     def outside_checked_range(self) -> bool:
-        """Dispersion beyond what the coverage simulation covered (interval may be narrow)."""
-        return ((self.sd_log_pair_ratio or 0.0) > COVERAGE_CHECKED_LOG_SD
-                or (self.cv_linear or 0.0) > COVERAGE_CHECKED_LINEAR_CV)
+        """The data show more spread than the coverage simulation vouches for."""
+        return bool(self.coverage_flags)
 
 
 def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
-                  confidence: float = 0.95, strata: Sequence | None = None) -> RatioEstimate:
+                  confidence: float = 0.95, strata: Sequence | None = None,
+                  equal_strata: bool = False) -> RatioEstimate:
     """The tax of paired runs: Σagentic/Σlinear with the `log_jackknife_interval` CI.
 
     `linear[i]` and `agentic[i]` are one pair (same task, provider, repetition); `strata[i]`
-    (e.g. the task) makes the jackknife stratified, for rows that pool several tasks.
-    Pairs with a missing value are dropped. No interval (with a reason) when the sums are
-    not positive, with fewer than two pairs, or when a stratum has a single pair.
+    (e.g. the task) makes the jackknife stratified, for rows that pool several tasks, and
+    `equal_strata` weighs each stratum by the design instead of by its pairs (the tax is
+    then Σ_h mean agentic_h ÷ Σ_h mean linear_h; `log_jackknife`). Pairs with a missing
+    value are dropped. No interval (with a reason) when the sums are not positive, with
+    fewer than two pairs, or when a stratum has a single pair.
     """
     _check_confidence(confidence)
     lin = np.asarray(linear, dtype=float)
@@ -178,51 +217,82 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
     if labels.shape != lin.shape:
         raise ValueError("strata must have one label per pair")
     keep = np.isfinite(lin) & np.isfinite(ag)
-    lin, ag, labels = lin[keep], ag[keep], labels[keep]
+    lin, ag, labels = lin[keep], ag[keep], labels[keep].astype(str)
     n = int(lin.size)
 
-    def result(ratio=None, low=None, high=None, reason=None, df=None, extras=(None,) * 3):
-        return RatioEstimate(n, ratio, low, high, reason, df, *extras, confidence)
+    def result(ratio=None, low=None, high=None, reason=None, df=None, extras=(None,) * 3,
+               **checks):
+        return RatioEstimate(n, ratio, low, high, reason, df, *extras, confidence, **checks)
 
     if n == 0:
         return result(reason="no complete pair")
-    if not lin.sum() > 0:
+    weighted = equal_strata and strata is not None
+    strat = None if strata is None else labels
+    idx = _stratum_labels(n, strat)
+    sizes = np.bincount(idx)
+    pair_w = 1.0 / sizes[idx] if weighted else np.ones(n)    # as in `log_jackknife`
+    if not (lin * pair_w).sum() > 0:
         return result(reason="Σ linear dynamic energy ≤ 0: no ratio")
-    ratio = float(ag.sum() / lin.sum())
+    ratio = float((ag * pair_w).sum() / (lin * pair_w).sum())
     mean_pair = float(np.mean(ag[lin > 0] / lin[lin > 0])) if (lin > 0).any() else None
-    sd_log, cv_lin = _dispersion(lin, ag, labels)
-    extras = (mean_pair, sd_log, cv_lin)
+    extras = (mean_pair, *_dispersion(lin, ag, labels))
     if n < 2:
         return result(ratio, reason="one pair: no interval", extras=extras)
-    _, counts = np.unique(labels.astype(str), return_counts=True)
-    if (counts < 2).any():
+    if (sizes < 2).any():
         return result(ratio, reason="a task has a single complete pair: its variance cannot "
                       "be estimated", extras=extras)
     try:
-        low, high, df = log_jackknife_interval(lin, ag, confidence,
-                                               None if strata is None else labels)
+        low, high, df = log_jackknife_interval(lin, ag, confidence, strat, weighted)
+        out_flag, out_i, out_z, out_thr = tax_checks.log_ratio_outliers(lin, ag, idx)
+        flags = _spread_reasons(lin, ag, labels)
     except ImportError:
         return result(ratio, reason="the interval needs scipy (pip install 'alems[reports]')",
                       extras=extras)
     if not (np.isfinite(low) and np.isfinite(high)):
         return result(ratio, reason="an energy sum without one pair is ≤ 0 (negative dynamic "
                       "energies): no log-scale interval", extras=extras)
-    return result(ratio, float(low), float(high), df=float(df), extras=extras)
+    outlier = {}
+    if out_flag:
+        j = int(out_i)
+        without = float(np.exp(log_jackknife(lin, ag, strat, weighted)[1][j]))
+        outlier = {"outlier_index": int(np.flatnonzero(keep)[j]), "outlier_z": float(out_z),
+                   "outlier_threshold": float(out_thr), "ratio_without_outlier": without}
+    return result(ratio, float(low), float(high), df=float(df), extras=extras,
+                  coverage_flags=tuple(flags), **outlier)
 
 
 def _dispersion(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray):
     """(sd of log pair ratios, CV of linear energy), the largest over the strata: what the
-    coverage simulation's checked range is stated in (None below two usable pairs)."""
+    coverage simulation's checked region is stated in (None below two usable pairs)."""
     sd_logs, cvs = [], []
     for h in np.unique(labels.astype(str)):
-        m = labels.astype(str) == h
-        l_h, a_h = lin[m], ag[m]
-        pos = (l_h > 0) & (a_h > 0)
-        if pos.sum() >= 2:
-            sd_logs.append(float(np.std(np.log(a_h[pos] / l_h[pos]), ddof=1)))
-        if l_h.size >= 2 and l_h.mean() > 0:
-            cvs.append(float(np.std(l_h, ddof=1) / l_h.mean()))
+        sd_h, cv_h = _stratum_spread(lin, ag, labels.astype(str) == h)
+        sd_logs += [] if sd_h is None else [sd_h]
+        cvs += [] if cv_h is None else [cv_h]
     return (max(sd_logs) if sd_logs else None), (max(cvs) if cvs else None)
+
+
+def _stratum_spread(lin: np.ndarray, ag: np.ndarray, m: np.ndarray):
+    l_h, a_h = lin[m], ag[m]
+    pos = (l_h > 0) & (a_h > 0)
+    sd_h = float(np.std(np.log(a_h[pos] / l_h[pos]), ddof=1)) if pos.sum() >= 2 else None
+    cv_h = (float(np.std(l_h, ddof=1) / l_h.mean()) if l_h.size >= 2 and l_h.mean() > 0
+            else None)
+    return sd_h, cv_h
+
+
+def _spread_reasons(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Why the interval's coverage is not vouched for: each stratum's spread beyond the
+    checked region (`tax_checks.spread_reasons`), prefixed by the stratum when several."""
+    labels = labels.astype(str)
+    several = len(set(labels)) > 1
+    reasons = []
+    for h in np.unique(labels):
+        m = labels == h
+        sd_h, cv_h = _stratum_spread(lin, ag, m)
+        prefix = f"{h.replace(chr(31), '/')}: " if several else ""
+        reasons += [prefix + r for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
+    return reasons
 
 
 # ------------------------------------------------------------------ sample size

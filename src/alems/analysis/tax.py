@@ -2,12 +2,15 @@
 closing line: Σ agentic ÷ Σ linear dynamic energy over complete pairs (same task, provider
 and repetition; both runs ok with a dynamic energy), per task × provider, per provider
 over all tasks (`task` "all") and overall (`task` and `provider` "all"), each with the
-interval of `stats.ratio_of_sums`. Needs numpy (and scipy for the interval), not pandas.
+interval of `stats.ratio_of_sums`. Pooled rows weigh each task × provider as the design
+did (equally): Σ_h mean agentic_h ÷ Σ_h mean linear_h, which is the ratio of sums whenever
+every stratum kept the same number of pairs. Needs numpy (and scipy for the interval).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -61,10 +64,19 @@ def all_device_energy_j(cpu_dynamic_uj, gpu_dynamic_uj) -> float | None:
     return (float(cpu_dynamic_uj) + float(gpu_dynamic_uj)) / 1e6
 
 
-def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: float) -> dict:
+def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: float,
+            equal_strata: bool = False) -> dict:
+    """One tax row over `pairs`; `strata` (one label per pair) stratifies the interval and,
+    with `equal_strata`, weighs each stratum by the design (`stats.ratio_of_sums`)."""
     est = stats.ratio_of_sums([p.linear_j for p in pairs], [p.agentic_j for p in pairs],
-                              confidence=confidence, strata=strata)
+                              confidence=confidence, strata=strata, equal_strata=equal_strata)
     pct = (lambda v: None if v is None else (v - 1.0) * 100.0)
+    outlier = None
+    if est.outlier_index is not None:
+        p = pairs[est.outlier_index]
+        outlier = {"task": p.task, "provider": p.provider, "run_number": p.run_number,
+                   "log_ratio_z": est.outlier_z, "threshold": est.outlier_threshold,
+                   "tax_ratio_without": est.ratio_without_outlier}
     return {
         "task": task, "provider": provider, "n_pairs": est.n_pairs,
         "n_tasks": len({p.task for p in pairs}),
@@ -78,14 +90,27 @@ def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: flo
         "mean_of_pair_ratios_label": stats.MEAN_OF_RATIOS_LABEL,
         "sd_log_pair_ratio": est.sd_log_pair_ratio, "cv_linear": est.cv_linear,
         "coverage_checked": (None if est.ci_low is None else not est.outside_checked_range),
+        "coverage_flags": list(est.coverage_flags),
+        "outlier_pair": outlier,
+        "pairs_per_stratum": _pairs_per_stratum(strata),
     }
+
+
+def _pairs_per_stratum(strata) -> dict | None:
+    """min/max complete pairs per stratum of a pooled row (None for a single-stratum row)."""
+    if strata is None or len(set(strata)) < 2:
+        return None
+    counts = Counter(strata).values()
+    return {"min": min(counts), "max": max(counts)}
 
 
 def tax_rows(pairs: list[Pair], confidence: float = 0.95,
              cells: Iterable[tuple[str, str]] = ()) -> list[dict]:
     """Rows per task × provider (also for `cells` without a complete pair), then per
-    provider over all tasks, then overall. Pooled rows stratify the interval by task ×
-    provider; a pooled row over a single task is the same computation as that task's row."""
+    provider over all tasks, then overall. Pooled rows stratify by task × provider and
+    weigh every stratum equally — `alems batch` plans the same repetitions for each, so a
+    stratum that lost pairs keeps the weight the design gave it; a pooled row over a single
+    task is the same computation as that task's row."""
     rows = []
     cells = {cell: [] for cell in cells}
     for p in pairs:
@@ -95,9 +120,10 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
     providers = sorted({provider for _, provider in cells})
     for provider in providers:
         cell = [p for p in pairs if p.provider == provider]
-        rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence))
+        rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence,
+                            equal_strata=True))
     rows.append(tax_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
-                     confidence))
+                        confidence, equal_strata=True))
     return rows
 
 
