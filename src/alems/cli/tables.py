@@ -11,13 +11,16 @@ from alems import config
 PIPE_WIDTH = 200   # no terminal and no $COLUMNS: wide enough for every table
 
 
-def console():
-    """A rich console on stdout: the terminal's width, else $COLUMNS, else PIPE_WIDTH."""
+def console(*, stderr: bool = False, **kwargs):
+    """A rich console: $COLUMNS (clamped, see config.terminal_columns), else the terminal's
+    width, else PIPE_WIDTH. The width is always passed, so rich never reads $COLUMNS raw."""
     from rich.console import Console
 
-    if sys.stdout.isatty() or config.terminal_columns() is not None:
-        return Console()
-    return Console(width=PIPE_WIDTH)
+    width = config.terminal_columns()
+    stream = sys.stderr if stderr else sys.stdout
+    if width is None and not stream.isatty():
+        width = PIPE_WIDTH
+    return Console(stderr=stderr, width=width, **kwargs)
 
 
 def print_table(con, title: str, columns: list[str], rows: list[list[str]],

@@ -37,6 +37,7 @@ from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
 from alems.measure import stream
 from alems.measure.names import PARTIAL_SUFFIX, PHASES_METADATA_KEY, RUN_METADATA_KEY
+from alems import arrowfile
 
 SAMPLES_DIRNAME = "samples"
 PHASES_KEY = PHASES_METADATA_KEY.encode()
@@ -137,12 +138,12 @@ def discard_dead_partials(db_path, group_id: str) -> list[tuple[Path, dict]]:
 
 
 def read_phases(path) -> list[dict]:
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(arrowfile.source(path)).metadata or {}
     return json.loads(meta.get(PHASES_KEY, b"[]"))
 
 
 def read_run_identity(path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(arrowfile.source(path)).metadata or {}
     return json.loads(meta.get(RUN_KEY, b"{}"))
 
 
