@@ -8,14 +8,13 @@ import numpy as np
 
 from alems.errors import AlemsError
 from alems import arrowfile
+from alems.store import samples as store_samples
 
 
 def samples_file(db_path: str | Path, samples_path: str | None) -> Path | None:
-    """Absolute path of a run's Parquet file (runs.samples_path is relative to the db)."""
-    if not samples_path:
-        return None
-    p = Path(samples_path)
-    return p if p.is_absolute() else Path(db_path).resolve().parent / p
+    """Absolute path of a run's Parquet file (runs.samples_path is relative to the db);
+    one outside the samples folder is refused (store.samples.stored_file)."""
+    return store_samples.stored_file(db_path, samples_path)
 
 
 def load_energy(db_path: str | Path, samples_path: str | None,

@@ -68,6 +68,22 @@ def samples_path(db_path, group_id: str, exp_id: int, run_id: int) -> Path:
     return group_dir(db_path, group_id) / f"exp_id={int(exp_id)}" / f"run_id={int(run_id)}.parquet"
 
 
+def stored_file(db_path, samples_path: str | None) -> Path | None:
+    """The file a run's `runs.samples_path` names (relative to the database's folder),
+    refused unless it lies inside the samples folder: the column is data, and a database
+    from elsewhere must not make A-LEMS read (or export) any other file."""
+    if not samples_path:
+        return None
+    db_dir = Path(os.path.abspath(db_path)).parent
+    path = Path(os.path.realpath(db_dir / samples_path))
+    root = Path(os.path.realpath(samples_root(db_path)))
+    if root not in path.parents:
+        raise AlemsError(f"runs.samples_path {samples_path!r} points outside the samples folder "
+                         f"{root}; refusing to read it (the database was edited or comes from "
+                         "elsewhere)")
+    return path
+
+
 def relative_to_db(db_path, path: Path) -> str:
     return os.path.relpath(path, Path(os.path.abspath(db_path)).parent)
 
