@@ -287,3 +287,22 @@ def test_a_samples_path_outside_the_samples_folder_is_never_read(dash_db, tmp_pa
     assert code == 1
     assert_one_error(err, "outside the samples folder")
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_garbage_in_every_proc_file_is_no_traceback(tmp_path):
+    """Every file of a fake /proc (stat, loadavg, cpuinfo, perf_event_paranoid, …) holds
+    garbage: the batch still runs (quiet and counter figures NULL with reasons)."""
+    proc = tmp_path / "proc"
+    fakehw.make_proc(proc)
+    for name in ("loadavg", "interrupts", "uptime", "meminfo"):
+        (proc / name).write_text("")
+    for path in [p for p in proc.rglob("*") if p.is_file()]:
+        path.write_bytes(b"garbage \xff -1 nan 99999999999999999999999999\n\n x:y:z\n")
+    env = env_for(tmp_path)
+    env["ALEMS_PROC_ROOT"] = str(proc)
+    result = subprocess.run(["python3", "-m", "alems", *batch_args(tmp_path / "e.db", reps=1)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (0, 1), result.stderr
+    if result.returncode == 1:
+        one_error_line(result)
