@@ -53,7 +53,7 @@ def test_plan_reps():
     r = alems("plan-reps", "--effect-size", "0.1", "--power", "0.8", "--alpha", "0.05")
     assert r.returncode == 0 and "785" in r.stdout
     r = alems("plan-reps", "--effect-size", "0")
-    assert r.returncode == 1 and r.stderr.startswith("alems: error: --effect-size")
+    assert r.returncode == 2 and r.stderr.startswith("alems: error: --effect-size")
 
 
 def test_plan_reps_from_group(db):

@@ -33,6 +33,8 @@ COUNTRY = "US"
 # scheduling): it sleeps >99 % of the time, and under load normal scheduling wakes it
 # milliseconds late.
 RT_PRIORITY = 10
+RT_PRIORITY_MAX = 99        # SCHED_FIFO's highest priority on Linux
+MSR_STRIDE_MAX = 4096       # bytes per emulated register; far above any test layout
 
 # NVIDIA GPUs: NVML is loaded at run time from this library (never linked), and read at
 # this rate: the driver's energy counter does not move faster.
@@ -68,7 +70,7 @@ def _positive_float(name: str, default: float, example: str) -> float:
     return value
 
 
-def _int_at_least(name: str, default: int, low: int, example: str) -> int:
+def _int_in(name: str, default: int, low: int, high: int, example: str) -> int:
     raw = _env(name)
     if raw is None:
         return default
@@ -76,8 +78,8 @@ def _int_at_least(name: str, default: int, low: int, example: str) -> int:
         value = int(raw.strip())
     except ValueError:
         raise _bad(name, raw, "not an integer", example) from None
-    if value < low:
-        raise _bad(name, raw, f"must be >= {low}", example)
+    if not low <= value <= high:
+        raise _bad(name, raw, f"must be an integer from {low} to {high}", example)
     return value
 
 
@@ -89,10 +91,19 @@ def default_db_path() -> Path:
     return Path(raw) if raw is not None else DB_PATH
 
 
+# COLUMNS is clamped: 0 would print nothing, 10**8 would lay out lines of that width.
+MIN_COLUMNS, MAX_COLUMNS = 40, 1000
+
+
 def terminal_columns() -> int | None:
-    """COLUMNS (the terminal width a shell exports; rich honours it too), None if unset."""
+    """COLUMNS (the terminal width a shell exports), clamped to [MIN_COLUMNS, MAX_COLUMNS];
+    None if unset or not a number."""
     raw = _env("COLUMNS")
-    return int(raw) if raw is not None and raw.strip().isdigit() else None
+    digits = raw.strip() if raw is not None else ""
+    if not digits.isdigit():
+        return None
+    value = MAX_COLUMNS if len(digits) > 9 else int(digits)
+    return min(max(value, MIN_COLUMNS), MAX_COLUMNS)
 
 
 def estimate_w_per_core() -> float:
@@ -138,12 +149,18 @@ def msr_path_template() -> str:
     raw = _root("ALEMS_MSR_PATH", MSR_PATH, MSR_PATH)
     if "{cpu}" not in raw:
         raise _bad("ALEMS_MSR_PATH", raw, "it must contain {cpu}", MSR_PATH)
+    # {cpu} is substituted with str.replace (msr_device_path), so other braces are literal.
     return raw
+
+
+def msr_device_path(template: str, cpu: int) -> str:
+    """The MSR path of one CPU: `{cpu}` replaced, any other text (braces too) kept as is."""
+    return template.replace("{cpu}", str(cpu))
 
 
 def rt_priority() -> int:
     """ALEMS_RT_PRIORITY: SCHED_FIFO priority of the sampling thread (0 disables)."""
-    return _int_at_least("ALEMS_RT_PRIORITY", RT_PRIORITY, 0, "10")
+    return _int_in("ALEMS_RT_PRIORITY", RT_PRIORITY, 0, RT_PRIORITY_MAX, "10")
 
 
 def cpu_vendor() -> str | None:
@@ -159,7 +176,7 @@ def cpu_vendor() -> str | None:
 def msr_stride() -> int:
     """ALEMS_MSR_STRIDE: bytes per register in the MSR file (1 on real hardware; test
     fixtures use 8)."""
-    return _int_at_least("ALEMS_MSR_STRIDE", 1, 1, "1")
+    return _int_in("ALEMS_MSR_STRIDE", 1, 1, MSR_STRIDE_MAX, "1")
 
 
 def cloud_model() -> str | None:

@@ -24,6 +24,7 @@ from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file
 from alems.outputs import atomic_output
 from alems.store import reads
+from alems import arrowfile
 
 FORMATS = ("csv", "parquet", "json")
 EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
@@ -101,7 +102,8 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
                                     b" *_w/*_watts: watts; carbon_g: g CO2; water_ml: ml;"
                                     b" methane_mg: mg CH4"}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-            pq.write_table(table, tmp)
+            with arrowfile.sink(tmp) as fh:
+                pq.write_table(table, fh)
     return output
 
 
@@ -126,7 +128,7 @@ def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,
         raise AlemsError(f"none of group {group.group_id!r}'s runs has a samples file next to "
                          f"{db_path}; nothing to export")
     partition_keys = {"group_id", "exp_id", "run_id"}
-    schemas = [pq.read_schema(p) for _, _, p in found]
+    schemas = [pq.read_schema(arrowfile.source(p)) for _, _, p in found]
     fields: dict[str, pa.Field] = {}
     for s in schemas:
         for f in s:
@@ -135,13 +137,14 @@ def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,
     unified = pa.schema(list(fields.values()))
     total_rows = 0
     for run_id, exp_id, path in found:
-        table = pq.read_table(path)
+        table = pq.read_table(arrowfile.source(path))
         cols = [table[f.name].cast(f.type) if f.name in table.column_names
                 else pa.nulls(table.num_rows, f.type) for f in unified]
         out_table = pa.Table.from_arrays(cols, schema=unified)
         target = output / f"group_id={group.group_id}" / f"exp_id={exp_id}" / f"run_id={run_id}"
         target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(out_table, target / "part-0.parquet")
+        with arrowfile.sink(target / "part-0.parquet") as fh:
+            pq.write_table(out_table, fh)
         total_rows += out_table.num_rows
     return {"output": str(output), "runs": len(found), "rows": total_rows,
             "missing_runs": [r for r, _, _ in missing]}

@@ -24,7 +24,7 @@ import sqlite3
 
 import numpy as np
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 from alems.analysis import stats
 from alems.analysis.frames import runs_frame
 from alems.analysis.groups import Group
@@ -45,13 +45,24 @@ def plan_formula(effect_size: float, power: float, alpha: float) -> dict:
             "formula_t": FORMULA_T}
 
 
+# Effects outside this range give no usable plan: below it more than 10^7 pairs, above it
+# fewer than the 2 pairs any interval needs (and 1e-300 overflows the formula).
+EFFECT_SIZE_MIN, EFFECT_SIZE_MAX = 1e-3, 10.0
+# Beyond these the normal quantiles (and so the plan) run off any usable range.
+POWER_MIN, POWER_MAX = 0.01, 0.999999
+ALPHA_MIN, ALPHA_MAX = 1e-6, 0.5
+
+
 def _check(effect_size: float, power: float, alpha: float) -> None:
-    if not effect_size > 0:
-        raise AlemsError(f"--effect-size must be > 0 (got {effect_size})")
-    if not 0 < power < 1:
-        raise AlemsError(f"--power must be between 0 and 1, e.g. 0.8 (got {power})")
-    if not 0 < alpha < 1:
-        raise AlemsError(f"--alpha must be between 0 and 1, e.g. 0.05 (got {alpha})")
+    if not EFFECT_SIZE_MIN <= effect_size <= EFFECT_SIZE_MAX:
+        raise UsageError(f"--effect-size must be between {EFFECT_SIZE_MIN:g} and "
+                         f"{EFFECT_SIZE_MAX:g}, e.g. 0.1 (got {effect_size})")
+    if not POWER_MIN <= power <= POWER_MAX:
+        raise UsageError(f"--power must be between {POWER_MIN:g} and {POWER_MAX:g}, e.g. 0.8 "
+                         f"(got {power})")
+    if not ALPHA_MIN <= alpha <= ALPHA_MAX:
+        raise UsageError(f"--alpha must be between {ALPHA_MIN:g} and {ALPHA_MAX:g}, e.g. 0.05 "
+                         f"(got {alpha})")
 
 
 def _cv(values) -> tuple[int, float | None, float | None, float | None]:

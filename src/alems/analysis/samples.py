@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from alems.errors import AlemsError
+from alems import arrowfile
+from alems.store import samples as store_samples
 
 
 def samples_file(db_path: str | Path, samples_path: str | None) -> Path | None:
-    """Absolute path of a run's Parquet file (runs.samples_path is relative to the db)."""
-    if not samples_path:
-        return None
-    p = Path(samples_path)
-    return p if p.is_absolute() else Path(db_path).resolve().parent / p
+    """Absolute path of a run's Parquet file (runs.samples_path is relative to the db);
+    one outside the samples folder is refused (store.samples.stored_file)."""
+    return store_samples.stored_file(db_path, samples_path)
 
 
 def load_energy(db_path: str | Path, samples_path: str | None,
@@ -26,10 +26,10 @@ def load_energy(db_path: str | Path, samples_path: str | None,
     if path is None or not path.is_file():
         return None
     try:
-        names = pq.read_schema(path).names
+        names = pq.read_schema(arrowfile.source(path)).names
         if "t_ns" not in names or column not in names:
             return None
-        table = pq.read_table(path, columns=["t_ns", column])
+        table = pq.read_table(arrowfile.source(path), columns=["t_ns", column])
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise AlemsError(f"cannot read samples {path}: {exc}") from None
     t = table["t_ns"].to_numpy(zero_copy_only=False).astype(np.int64)

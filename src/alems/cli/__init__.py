@@ -43,5 +43,17 @@ for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, das
     _module.register(app)
 
 
+def _reopen_closed_std_streams() -> None:
+    """A command started with stdout or stderr closed (`alems summary >&-`) gets None for
+    that stream; writing to the null device instead keeps every code path (and a running
+    measurement) working, and the exit code still tells the outcome."""
+    import os
+
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+
+
 def main() -> None:
+    _reopen_closed_std_streams()
     sys.exit(run_app(app))

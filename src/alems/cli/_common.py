@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 from typing import Annotated, Callable, TypeVar
 
@@ -45,8 +47,31 @@ def handle_errors(func: F) -> F:
             if signum is not None:
                 fail(f"stopped by {exc}; completed work was saved", 128 + signum)
             fail("interrupted (Ctrl-C); completed work was saved", 130)
+        except OSError as exc:
+            if not _is_std_stream_error(exc):
+                raise
+            _silence_stdout()
+            fail(f"cannot write to standard output: {exc.strerror or exc}; "
+                 "redirect it to a file or device with room", 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_std_stream_error(exc: OSError) -> bool:
+    """An error writing our own stdout (a full device, a closed pipe): no file name, since
+    it was not raised by opening a path. Other OSErrors are bugs to report, not hide."""
+    return exc.filename is None and exc.errno in (errno.ENOSPC, errno.EPIPE, errno.EIO,
+                                                  errno.EBADF, errno.EDQUOT)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device so that Python's flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 HELP_OPTION_NAMES = ["-h", "--help"]

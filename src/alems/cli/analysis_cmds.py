@@ -161,6 +161,10 @@ def _summary_tables(s: dict) -> None:
         con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
 
+# `status --watch` refresh period: faster floods the terminal, slower is never refreshed.
+STATUS_INTERVAL_MIN_S, STATUS_INTERVAL_MAX_S = 0.1, 3600.0
+
+
 def register(app: typer.Typer) -> None:
     @app.command("summary", help="The orchestration tax with its CI, then statistics per "
                  "task × provider × workflow, EpG, phase shares and warnings (methods: "
@@ -351,8 +355,9 @@ def register(app: typer.Typer) -> None:
         from alems.analysis.status import batch_status, pick_group, require_runs_table, status_lines
 
         fmt = _choice(fmt, ("table", "json"), "--format")
-        if interval <= 0:
-            raise UsageError(f"--interval must be > 0 (got {interval})")
+        if not STATUS_INTERVAL_MIN_S <= interval <= STATUS_INTERVAL_MAX_S:
+            raise UsageError(f"--interval must be between {STATUS_INTERVAL_MIN_S:g} and "
+                             f"{STATUS_INTERVAL_MAX_S:g} seconds (got {interval})")
         db = db or _default_db()
         while True:
             conn = open_db(db)

@@ -125,10 +125,10 @@ def _render(data: dict) -> None:
     """One block per source: its status, then each zone/counter/file; every 'no' line
     carries its reason, and a `fix:` line where there is one. Plain lines wrap well in
     any terminal width (a table squeezes paths and commands into unreadable columns)."""
-    from rich.console import Console
+    from alems.cli import tables
     from rich.markup import escape
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = tables.console(highlight=False, soft_wrap=True)
     roots = data["roots"]
     console.print(f"roots: sysfs={escape(roots['sysfs_root'])} proc={escape(roots['proc_root'])} "
                   f"msr={escape(roots['msr_path'])}")

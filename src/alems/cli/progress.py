@@ -93,7 +93,7 @@ class RunState:
 
 
 def make_progress(enabled: bool, state: RunState):
-    from rich.console import Console
+    from alems.cli import tables
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.progress import ProgressColumn
     from rich.text import Text
@@ -108,7 +108,7 @@ def make_progress(enabled: bool, state: RunState):
         def render(self, task) -> Text:
             return Text(self.text(), overflow="fold")
 
-    console = Console(stderr=True)
+    console = tables.console(stderr=True)
     return Progress(BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
                     Live(state.eta), Live(state.current), console=console,
                     disable=not enabled or not console.is_terminal, transient=False)

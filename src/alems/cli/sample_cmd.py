@@ -246,7 +246,7 @@ def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
 def register(app: typer.Typer) -> None:
     @app.command(
         "sample",
-        context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+        context_settings={"allow_interspersed_args": False},  # the command starts at `--` or its first word
     )
     @handle_errors
     def sample(

@@ -65,7 +65,7 @@ def estimate_note(summary: dict) -> Optional[str]:
 
 def print_summary(summary: dict) -> None:
     """A rich table on stderr, so the measured command's stdout stays clean."""
-    from rich.console import Console
+    from alems.cli import tables
     from rich.table import Table
 
     table = Table(title="alems sample", show_header=True, header_style="bold")
@@ -91,7 +91,7 @@ def print_summary(summary: dict) -> None:
     table.add_row("exit_code", _fmt(summary.get("exit_code")))
     if summary.get("output"):
         table.add_row("output", str(summary["output"]))
-    console = Console(stderr=True)
+    console = tables.console(stderr=True)
     console.print(table)
     note = estimate_note(summary)
     if note:

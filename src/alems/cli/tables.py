@@ -4,6 +4,7 @@ never cut; other cells wrap; when even that does not fit, each row becomes a blo
 
 from __future__ import annotations
 
+import os
 import sys
 
 from alems import config
@@ -11,13 +12,20 @@ from alems import config
 PIPE_WIDTH = 200   # no terminal and no $COLUMNS: wide enough for every table
 
 
-def console():
-    """A rich console on stdout: the terminal's width, else $COLUMNS, else PIPE_WIDTH."""
+def console(*, stderr: bool = False, **kwargs):
+    """A rich console: $COLUMNS (clamped, see config.terminal_columns), else the terminal's
+    width, else PIPE_WIDTH. The width is always passed, so rich never reads $COLUMNS raw."""
     from rich.console import Console
 
-    if sys.stdout.isatty() or config.terminal_columns() is not None:
-        return Console()
-    return Console(width=PIPE_WIDTH)
+    width = config.terminal_columns()
+    stream = sys.stderr if stderr else sys.stdout
+    if width is None and not stream.isatty():
+        width = PIPE_WIDTH
+    # rich re-reads $COLUMNS for its size; it sees the clamped value (or none) instead.
+    environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if width is not None:
+        environ["COLUMNS"] = str(width)
+    return Console(stderr=stderr, width=width, _environ=environ, **kwargs)
 
 
 def print_table(con, title: str, columns: list[str], rows: list[list[str]],

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 from alems.dashboard import pages
 from alems.store import dashboard_reads as reads
 
@@ -117,6 +117,14 @@ def _warm_up() -> None:
         pass
 
 
+def checked_run_id(run_id: int) -> int:
+    """A run id from the URL: SQLite integers are signed 64-bit, so a longer number can
+    name no run (and would overflow the query)."""
+    if not 0 <= run_id < 2**63:
+        raise AlemsError(f"no run {run_id} in this database")
+    return run_id
+
+
 def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
     import threading
 
@@ -164,6 +172,8 @@ def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
                 return JSONResponse({"error": str(exc)}, status_code=503)
             try:
                 return Response(gather(request, conn), media_type="application/json")
+            except UsageError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
             except AlemsError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=404)
             except Exception as exc:  # noqa: BLE001
@@ -175,7 +185,7 @@ def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
         return handler
 
     def _run_id(request) -> int:
-        return request.path_params["run_id"]
+        return checked_run_id(request.path_params["run_id"])
 
     def zoom(request, conn) -> str:
         """Re-downsampled power of a stored run for the zoomed window [t0, t1] seconds."""
@@ -187,7 +197,9 @@ def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
         try:
             t0, t1 = float(request.query_params["t0"]), float(request.query_params["t1"])
         except (KeyError, ValueError):
-            raise AlemsError("give the window as ?t0=SECONDS&t1=SECONDS") from None
+            raise UsageError("give the window as ?t0=SECONDS&t1=SECONDS") from None
+        if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
+            raise UsageError("the window ?t0=…&t1=… must be finite seconds with t0 < t1")
         curves, _ = pages.run_power(db_path, run, t_range_s=(t0, t1))
         return curves_json(curves)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from alems.errors import AlemsError
 from alems.measure.names import DOMAINS
+from alems import arrowfile
 
 SMOOTH_MS = 20.0           # same default window as alems.analysis.samples.power_curve_w
 DEFAULT_POINTS = 4000      # points per curve sent to the browser (pixels × ~2)
@@ -98,9 +99,9 @@ def read_samples_table(path: Path, t_range_s: tuple[float, float] | None = None,
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(path).names
+        names = pq.read_schema(arrowfile.source(path)).names
         cols = ["t_ns"] + [energy_column(d) for d in DOMAINS if energy_column(d) in names]
-        table = pq.read_table(path, columns=cols, memory_map=True)
+        table = pq.read_table(arrowfile.source(path), columns=cols)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise AlemsError(f"cannot read samples {path}: {exc}") from None
     return _slice(table, t_range_s, t0_ns)
@@ -126,7 +127,7 @@ def read_partial(path: Path):
 
     batches = []
     try:
-        with pa.memory_map(str(path), "r") as source:
+        with arrowfile.source(path) as source:
             reader = ipc.open_stream(source)
             schema = reader.schema
             while True:

@@ -31,6 +31,10 @@ MAX_LINE_CHARS = 1_000_000
 MAX_PROMPT_CHARS = 200_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
+# A ground-truth number longer than this is a data error, not an answer (and would exceed
+# Python's int-to-text limit of 4300 digits).
+MAX_ANSWER_DIGITS = 100
+_MAX_ANSWER_BITS = int(MAX_ANSWER_DIGITS * 3.33)
 _NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -156,6 +160,11 @@ def _parse_line(line: str, path: Path, line_no: int, *, stem: str) -> TaskItem:
         raise _bad(path, line_no, "JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise _bad(path, line_no, "a line must be a JSON object")
+    try:  # JSON allows "\ud800"; such text cannot be stored, printed or sent to a model
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(path, line_no, "a text holds a lone surrogate escape (e.g. \\ud800), "
+                   "which is not valid Unicode") from None
     if "prompt" in record:
         return _native_item(record, path, line_no, stem)
     if "question" in record:
@@ -215,21 +224,30 @@ def _gsm8k_item(record: dict, path: Path, line_no: int, stem: str) -> TaskItem:
         raise _bad(path, line_no, "GSM8K 'answer' does not end in '#### N'")
     reasoning, _, final = solution.rpartition("####")
     final = final.strip().replace(",", "").replace("$", "").strip()
-    if not _looks_numeric(final):
-        raise _bad(path, line_no, f"the value after '####' ({final!r}) is not a number")
+    canonical = _canonical_number(final) if _looks_numeric(final) else None
+    if canonical is None:
+        raise _bad(path, line_no, f"the value after '####' ({final[:40]!r}) is not a number "
+                   f"of at most {MAX_ANSWER_DIGITS} digits")
     steps = max(1, sum(1 for ln in reasoning.splitlines() if ln.strip()))
     level = 1 if steps <= 1 else 2 if steps <= 3 else 3
     item_id = str(record.get("id") or f"{stem}-{line_no}")
     return TaskItem(
-        id=item_id, prompt=f"{question}\n{ANSWER_SUFFIX}", answer=_canonical_number(final),
+        id=item_id, prompt=f"{question}\n{ANSWER_SUFFIX}", answer=canonical,
         answer_type="number", needs_tool=None, complexity_level=level,
         complexity_score=float(min(10, 1 + 2 * steps) if steps > 1 else 2),
     )
 
 
-def _canonical_number(text: str) -> str:
-    """'1,000' -> '1000', '3.50' -> '3.5', '007' -> '7' (exact, through Fraction)."""
-    value = Fraction(text.replace(",", ""))
+def _canonical_number(text: str) -> str | None:
+    """'1,000' -> '1000', '3.50' -> '3.5', '007' -> '7' (exact, through Fraction); None for
+    what no answer can be: a zero denominator ('3/0') or a number too long to print
+    ('1e5000')."""
+    try:
+        value = Fraction(text.replace(",", ""))
+    except (ZeroDivisionError, ValueError):
+        return None
+    if max(value.numerator.bit_length(), value.denominator.bit_length()) > _MAX_ANSWER_BITS:
+        return None
     if value.denominator == 1:
         return str(value.numerator)
     return text.replace(",", "")

@@ -33,17 +33,20 @@ WAIT_WINDOW_S = 1.0
 def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int | None]:
     """(procs_running, steal ticks or None, total ticks) from /proc/stat."""
     try:
-        text = (Path(proc_root or config.proc_root()) / "stat").read_text()
+        text = (Path(proc_root or config.proc_root()) / "stat").read_text(errors="replace")
     except OSError:
         return None, None, None
     running = steal = total = None
-    for line in text.splitlines():
-        if line.startswith("cpu "):
-            vals = [int(v) for v in line.split()[1:]]
-            total = sum(vals[:8]) if len(vals) >= 8 else sum(vals)
-            steal = vals[7] if len(vals) >= 8 else None
-        elif line.startswith("procs_running "):
-            running = int(line.split()[1])
+    try:
+        for line in text.splitlines():
+            if line.startswith("cpu "):
+                vals = [int(v) for v in line.split()[1:]]
+                total = sum(vals[:8]) if len(vals) >= 8 else sum(vals)
+                steal = vals[7] if len(vals) >= 8 else None
+            elif line.startswith("procs_running "):
+                running = int(line.split()[1])
+    except (ValueError, IndexError):  # not the kernel's format: unknown, never a crash
+        return None, None, None
     return running, steal, total
 
 

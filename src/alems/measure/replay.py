@@ -20,6 +20,7 @@ from alems.errors import AlemsError
 from alems.measure.names import PHASES_METADATA_KEY
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import SampleResult, arrow_to_numpy, numpy_to_arrow, table_from_columns
+from alems import arrowfile
 
 
 def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
@@ -46,7 +47,7 @@ class ReplaySampler(PhaseMarks):
                  hz: float | None = None):
         if not isinstance(table, pa.Table):
             try:
-                table = pq.read_table(table)
+                table = pq.read_table(arrowfile.source(table))
             except (OSError, pa.ArrowInvalid) as exc:
                 raise AlemsError(f"cannot read samples from {table}: {exc}; "
                                  "give a Parquet file written by alems") from None

@@ -19,6 +19,7 @@ from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
 from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
+from alems import arrowfile
 
 # Instantaneous columns: not summed as counters in the summary.
 GAUGES = ("procs_running", "package_temp_c")
@@ -280,7 +281,7 @@ class SampleResult:
                 raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; the samples "
                                  f"stay in {self.partial_path}") from None
             self.partial_path, self._table = None, None
-            self._load = lambda: pq.read_table(path, memory_map=True)
+            self._load = lambda: pq.read_table(arrowfile.source(path))
             return
         meta = {**(self.table.schema.metadata or {}),
                 **{k.encode(): str(v).encode() for k, v in self.file_metadata().items()}}

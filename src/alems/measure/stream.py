@@ -30,6 +30,7 @@ from alems.flock import held_elsewhere
 from alems.errors import AlemsError
 from alems.measure.names import PARTIAL_SUFFIX, RECOVERED_METADATA_KEY
 from alems.measure.result import numpy_to_arrow
+from alems import arrowfile
 
 # A Parquet row group holds about this many seconds of samples, within the row bounds
 # (the conversion buffers one group; large groups made the peak RSS grow with the run at
@@ -89,7 +90,7 @@ class PartialWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
         # Arrow's own file: each batch goes to the OS at once, without Python in between.
-        self._fh = pa.OSFile(os.fspath(self.path), "w")
+        self._fh = arrowfile.sink(self.path)
         self._writer = ipc.new_stream(self._fh, self.schema)
         self.samples = 0
 
@@ -117,7 +118,7 @@ class PartialWriter:
 def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The stream's schema and its complete batches; a batch cut off by a kill ends the
     iteration instead of failing. Reads from a plain file: no mapping stays resident."""
-    src = pa.OSFile(os.fspath(partial), "rb")
+    src = arrowfile.reader(partial)
     try:
         reader = ipc.open_stream(src)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -7,11 +7,13 @@ cannot change the database even by mistake, and may read while `alems batch` wri
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
 from alems.errors import AlemsError
+from alems.store import db
 
 BUSY_TIMEOUT_S = 5.0
 # Tables the dashboard reads; a database without them is empty or still being created.
@@ -29,7 +31,7 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         raise AlemsError(f"no database at {path} yet; record a batch with "
                          "`alems batch --save-db` (or pass --db PATH)")
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True,
+        conn = sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True,
                                timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         names = {r[0] for r in conn.execute(
@@ -49,7 +51,42 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
                              "is starting creates them — record one with `alems batch --save-db`")
         raise AlemsError(f"database {path} lacks table(s) {', '.join(missing)}; it is being "
                          "created, or was not written by this version of A-LEMS")
+    found = db.schema_version(conn)
+    if found != db.SCHEMA_VERSION:  # pages read columns of this version only
+        conn.close()
+        raise AlemsError(
+            f"database {path} has schema version {found if found is not None else 'unknown'}, "
+            f"this A-LEMS reads version {db.SCHEMA_VERSION}: resume any of its batches with "
+            "this version (`alems batch --db PATH …`) to upgrade it, or view it with the "
+            "A-LEMS version that wrote it")
+    bad = _mistyped(conn, path)
+    if bad is not None:
+        conn.close()
+        raise AlemsError(f"database {path} cannot be shown: {bad}; it was edited by hand or "
+                         "is damaged (find the row with `alems query`)")
     return conn
+
+
+_type_checked: dict[str, tuple] = {}   # path -> (db and WAL file stamps) of a clean check
+
+
+def _mistyped(conn: sqlite3.Connection, path: Path) -> str | None:
+    """db.mistyped_value over the pages' tables, re-run only when the files changed."""
+    stamp = tuple((s.st_mtime_ns, s.st_size) for s in
+                  (_stat(path), _stat(path.with_name(path.name + "-wal"))) if s is not None)
+    if _type_checked.get(str(path)) == stamp:
+        return None
+    bad = db.mistyped_value(conn, DASHBOARD_TABLES)
+    if bad is None:
+        _type_checked[str(path)] = stamp
+    return bad
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
 
 
 def group_ids(conn: sqlite3.Connection) -> list[str]:

@@ -19,7 +19,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
@@ -206,7 +206,7 @@ def connect_readonly(path) -> sqlite3.Connection:
     if not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
                          "or pass --db PATH")
-    base = "file:" + quote(str(path.resolve()))
+    base = "file:" + quote(os.fsencode(path.resolve()))  # the OS bytes: any path
     last: sqlite3.Error | None = None
     for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
         try:
@@ -235,7 +235,34 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
         row = conn.execute("SELECT value FROM schema_info WHERE key = 'version'").fetchone()
     except sqlite3.OperationalError:
         return None
-    return int(row[0]) if row else None
+    try:
+        return int(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None  # a foreign or damaged schema_info: no version this code knows
+
+
+# Storage classes each declared column type may hold (NULL always may): a value of another
+# class was written by hand or by something else, and would break the code reading it.
+_ALLOWED_CLASSES = {"INTEGER": ("integer",), "REAL": ("integer", "real"), "TEXT": ("text",)}
+
+
+def mistyped_value(conn: sqlite3.Connection, tables: Iterable[str]) -> str | None:
+    """The first stored value whose storage class its column's declared type does not allow,
+    described for an error line (None when every value fits)."""
+    for table in tables:
+        checks = []
+        for _, name, decl, *_ in conn.execute(f"PRAGMA table_info({table})"):
+            allowed = _ALLOWED_CLASSES.get((decl or "").split("(")[0].strip().upper())
+            if allowed:
+                listed = ", ".join(f"'{c}'" for c in (*allowed, "null"))
+                checks.append((name, decl, f"typeof({name}) NOT IN ({listed})"))
+        for name, decl, cond in checks:
+            row = conn.execute(f"SELECT rowid, typeof({name}), substr(CAST({name} AS TEXT), 1, 40) "
+                               f"FROM {table} WHERE {cond} LIMIT 1").fetchone()
+            if row is not None:
+                return (f"{table}.{name} of row {row[0]} holds a {row[1]} value ({row[2]!r}) "
+                        f"where the schema wants {decl}")
+    return None
 
 
 def _schema_columns(sql: str) -> dict[str, list[tuple[str, str]]]:

@@ -29,6 +29,7 @@ from alems.errors import AlemsError, UsageError
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
+from alems import arrowfile
 
 REQUIRED_TABLES = ("batch_sessions", "experiments", "runs", "phases", "baselines")
 SHARD_KEY = "shard"      # the one setting in which sessions to be joined may differ
@@ -204,7 +205,7 @@ def _check_arm_sets(out, path: Path) -> None:
 
 
 def _copy_samples(src: Path, dest: Path, group_id: str, exp_id: int, run_id: int) -> None:
-    table = pq.ParquetFile(src).read()
+    table = pq.ParquetFile(arrowfile.source(src)).read()
     meta = dict(table.schema.metadata or {})
     ident = json.loads(meta.get(store_samples.RUN_KEY, b"{}"))
     ident.update(group_id=group_id, exp_id=exp_id, run_id=run_id)

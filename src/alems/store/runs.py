@@ -32,8 +32,20 @@ def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int
     names = list(row)
     sql = (f"INSERT INTO {table} ({', '.join(names)}) "
            f"VALUES ({', '.join('?' for _ in names)})")
-    cur = conn.execute(sql, [row[n] for n in names])
+    cur = conn.execute(sql, [sql_value(row[n]) for n in names])
     return int(cur.lastrowid)
+
+
+def sql_value(value: Any) -> Any:
+    """`value` as SQLite can store it: text must be UTF-8, but a path or command line from
+    the OS may hold bytes that are not (Python keeps them as lone surrogates); those are
+    stored as `\\xNN` escapes, readably and without failing the write."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 # ---------------------------------------------------------------- runs

@@ -37,6 +37,7 @@ from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
 from alems.measure import stream
 from alems.measure.names import PARTIAL_SUFFIX, PHASES_METADATA_KEY, RUN_METADATA_KEY
+from alems import arrowfile
 
 SAMPLES_DIRNAME = "samples"
 PHASES_KEY = PHASES_METADATA_KEY.encode()
@@ -65,6 +66,22 @@ def group_dir(db_path, group_id: str) -> Path:
 def samples_path(db_path, group_id: str, exp_id: int, run_id: int) -> Path:
     """<db dir>/samples/group_id=<g>/exp_id=<e>/run_id=<r>.parquet"""
     return group_dir(db_path, group_id) / f"exp_id={int(exp_id)}" / f"run_id={int(run_id)}.parquet"
+
+
+def stored_file(db_path, samples_path: str | None) -> Path | None:
+    """The file a run's `runs.samples_path` names (relative to the database's folder),
+    refused unless it lies inside the samples folder: the column is data, and a database
+    from elsewhere must not make A-LEMS read (or export) any other file."""
+    if not samples_path:
+        return None
+    db_dir = Path(os.path.abspath(db_path)).parent
+    path = Path(os.path.realpath(db_dir / samples_path))
+    root = Path(os.path.realpath(samples_root(db_path)))
+    if root not in path.parents:
+        raise AlemsError(f"runs.samples_path {samples_path!r} points outside the samples folder "
+                         f"{root}; refusing to read it (the database was edited or comes from "
+                         "elsewhere)")
+    return path
 
 
 def relative_to_db(db_path, path: Path) -> str:
@@ -137,12 +154,12 @@ def discard_dead_partials(db_path, group_id: str) -> list[tuple[Path, dict]]:
 
 
 def read_phases(path) -> list[dict]:
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(arrowfile.source(path)).metadata or {}
     return json.loads(meta.get(PHASES_KEY, b"[]"))
 
 
 def read_run_identity(path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_schema(arrowfile.source(path)).metadata or {}
     return json.loads(meta.get(RUN_KEY, b"{}"))
 
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
-from alems.store.runs import insert_row, utc_now_iso
+from alems.store.runs import insert_row, sql_value, utc_now_iso
 
 
 # ---------------------------------------------------------------- sessions
@@ -59,7 +59,7 @@ def update_session(conn: sqlite3.Connection, group_id: str, **fields) -> None:
     fields["updated_at"] = utc_now_iso()
     names = list(fields)
     conn.execute(f"UPDATE batch_sessions SET {', '.join(f'{n} = ?' for n in names)} "
-                 "WHERE group_id = ?", [fields[n] for n in names] + [group_id])
+                 "WHERE group_id = ?", [sql_value(fields[n]) for n in names] + [group_id])
 
 
 # ---------------------------------------------------------------- experiments and their runs

@@ -125,7 +125,7 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
     units: dict[int, float] = {}
     first_failure: Availability | None = None
     for domain, cpu, reg, label in plan:
-        path = roots.msr.format(cpu=cpu)
+        path = config.msr_device_path(roots.msr, cpu)
         if cpu not in units:
             try:
                 units[cpu] = unit_uj(_read_reg(path, unit_reg))

@@ -47,6 +47,11 @@ def domain_of(zone_name: str) -> str | None:
     return None
 
 
+# Wrap arithmetic runs on signed 64-bit integers (numpy int64 columns); a larger range is a
+# broken or hostile file, never a RAPL counter (real ranges are ~2^38 uJ).
+MAX_RANGE_LIMIT_UJ = 2**63
+
+
 @dataclass
 class Zone:
     id: str
@@ -143,6 +148,11 @@ def discover(roots: Roots, **_ctx) -> Discovery:
         domain = domain_of(z.name)
         if domain is None:
             disc.skipped.append((z.id, Availability(False, f"unknown zone name '{z.name}'")))
+            continue
+        if z.max_range_uj is not None and not 0 <= z.max_range_uj < MAX_RANGE_LIMIT_UJ:
+            disc.skipped.append((z.id, Availability(
+                False, f"{z.path}/max_energy_range_uj = {z.max_range_uj} is outside "
+                f"[0, 2^63): not a counter range this sampler can correct wraps with")))
             continue
         value, exc = try_probe(spec)
         if exc is not None:
