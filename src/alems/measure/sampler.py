@@ -37,7 +37,7 @@ from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    Ends, Phase, SampleResult, arrow_to_numpy, table_from_columns)
+    Ends, Phase, SampleResult, arrow_to_masked, arrow_to_numpy, table_from_columns)
 from alems.measure.columns import ColumnBuilder, build_columns  # noqa: F401  (re-exported)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
@@ -245,7 +245,8 @@ class Sampler(PhaseMarks):
                 n = self._native.drain(self._buf)
                 if n:
                     recs = self._buf[:n]
-                    cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots])
+                    cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots],
+                                             recs["nulls"])
                     self._ends.update(cols)
                     if self._sink is not None:
                         self._sink.write(cols)
@@ -358,7 +359,7 @@ class Sampler(PhaseMarks):
         if gpu_trace is not None:
             units = json.loads(meta["units"])
             if isinstance(table, pa.Table):  # GPU columns join the samples on their clock
-                cols = {n: arrow_to_numpy(table.column(n)) for n in table.column_names}
+                cols = {n: arrow_to_masked(table.column(n)) for n in table.column_names}
                 gpu_sampler.merge(gpu_trace, cols, units, extra, meta, extra["sources"])
                 table = table_from_columns(cols)
                 self._ends = Ends.of_table(table, gap_floor_ns=self._ends.gap_floor_ns)

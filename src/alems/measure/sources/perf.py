@@ -153,6 +153,8 @@ def open_counter(name: str, ptype: int, config: int, *, pid: int | None = None,
     specs = counter_specs(name, ptype, config, pid=pid, gated=gated,
                           system_wide=system_wide, roots=roots)
     _, exc = try_probe(specs[0])
+    if exc is not None and exc.errno == errno.ENODATA:
+        exc = None  # opened, but not scheduled yet (PMU full): sampled, null until it runs
     note = ""
     if exc is not None and perm_denied(exc) and not system_wide:
         specs = counter_specs(name, ptype, config, pid=pid, gated=gated, system_wide=False,
