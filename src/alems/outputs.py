@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from alems.errors import AlemsError, UsageError
 
@@ -208,7 +208,7 @@ def remove_stale_tmp(path) -> list[Path]:
     (a kill -9 during a final write). Returns what went."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    pattern = re.compile(r"^\.%s\.(?:(\d+)\.tmp|tmp-(\d+))$" % re.escape(path.name))
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.tmp|tmp-(\d+))$")
     removed = []
     try:
         entries = list(os.scandir(folder))

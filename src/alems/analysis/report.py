@@ -108,7 +108,7 @@ def _conditions(conn: sqlite3.Connection, group: Group, summary: dict, runs) -> 
         rows.append(["machine: other", _value(other_host)])
     srcs = ", ".join(summary["energy_sources"]) or "–"
     rows.append(["energy source(s)", srcs + (" — ESTIMATE, not measured" if summary["estimate"] else "")])
-    models = sorted({f"{p}: {m}" for p, m in zip(runs["provider"], runs["model"]) if m})
+    models = sorted({f"{p}: {m}" for p, m in zip(runs["provider"], runs["model"], strict=True) if m})
     if models:
         rows.append(["model(s)", "; ".join(models)])
     base_ids = sorted({int(b) for b in runs["baseline_id"].dropna()})

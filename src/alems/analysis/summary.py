@@ -182,12 +182,12 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
 
     ok_runs = runs[runs["ok"]]
     pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"]))
+                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
     arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
                                        ok_runs["run_number"], ok_runs["workflow_type"],
-                                       ok_runs["dynamic_energy_j"])), confidence)
+                                       ok_runs["dynamic_energy_j"], strict=True)), confidence)
     epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     for t in taxes:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
@@ -272,9 +272,9 @@ def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
     if "gpu_dynamic_energy_uj" not in ok_runs or not ok_runs["gpu_dynamic_energy_uj"].notna().any():
         return {}
     energy = [all_device_energy_j(c, g) for c, g in zip(ok_runs["dynamic_energy_uj"],
-                                                        ok_runs["gpu_dynamic_energy_uj"])]
+                                                        ok_runs["gpu_dynamic_energy_uj"], strict=True)]
     pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], energy))
+                        ok_runs["workflow_type"], energy, strict=True))
     rows = tax_rows(pairs, confidence)
     return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
             "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 from alems.analysis import stats
 from alems.analysis.precision import fmt_interval
@@ -70,7 +70,10 @@ def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: flo
     with `equal_strata`, weighs each stratum by the design (`stats.ratio_of_sums`)."""
     est = stats.ratio_of_sums([p.linear_j for p in pairs], [p.agentic_j for p in pairs],
                               confidence=confidence, strata=strata, equal_strata=equal_strata)
-    pct = (lambda v: None if v is None else (v - 1.0) * 100.0)
+
+    def pct(v):
+        return None if v is None else (v - 1.0) * 100.0
+
     outlier = None
     if est.outlier_index is not None:
         p = pairs[est.outlier_index]

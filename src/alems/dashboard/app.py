@@ -7,6 +7,7 @@ queries. Plotly's JavaScript is served from the installed plotly package: no net
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import sys
@@ -111,10 +112,8 @@ def _safe_next(target: str | None) -> str:
 
 def _warm_up() -> None:
     """Import the analysis stack (pandas, scipy: seconds) before the first page needs it."""
-    try:
+    with contextlib.suppress(ImportError):
         import alems.analysis.summary  # noqa: F401
-    except ImportError:
-        pass
 
 
 def checked_run_id(run_id: int) -> int:

@@ -4,6 +4,7 @@ queries). Nothing here builds SQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -168,10 +169,8 @@ def run_page(conn, db_path: Path, run_id: int) -> dict:
     phases = reads.run_phases(conn, run_id)
     curves, why = run_power(db_path, run)
     null_reasons = {}
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         null_reasons = json.loads(run.get("null_reasons") or "{}")
-    except json.JSONDecodeError:
-        pass
     counters = [{"name": c, "value": run.get(c), "why_null": null_reasons.get(c)}
                 for c in COUNTER_COLUMNS if c in run]
     events = _trace_events(run.get("trace_json"))

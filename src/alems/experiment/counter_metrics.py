@@ -105,7 +105,7 @@ def peak_power(t: np.ndarray, pkg: np.ndarray | None, t0: int, t1: int):
     return float(power.max()), None
 
 
-def perf_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> dict:
+def perf_metrics(m: RunMetrics, result, t: np.ndarray, t0: int, t1: int) -> dict:
     """Perf counter deltas, ipc and cache_miss_rate; returns the raw deltas (None where
     unmeasured) including ``cpu_migrations`` for `scheduler_metrics`."""
     table: pa.Table = result.table
@@ -150,7 +150,7 @@ def _no_counter_reason(name: str, table: pa.Table, t: np.ndarray, t0: int, t1: i
     return f"perf counter {name}: fewer than 2 reads inside the run"
 
 
-def thermal_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
+def thermal_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
     """Package temperature: mean, start, max, delta and gradient over the span."""
     temp = float_column(table, "package_temp_c")
     names = ("package_temp_celsius", "start_temp_c", "max_temp_c", "thermal_delta_c",
@@ -178,7 +178,7 @@ def thermal_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1
         m.set("thermal_gradient", None, "fewer than 2 temperature reads in the run")
 
 
-def cstate_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
+def cstate_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
     """Idle residency per C-state class (see the module docstring)."""
     states = {}
     for name in table.column_names:
@@ -210,7 +210,7 @@ def cstate_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1:
                   f"this CPU has no {b.upper()}-class idle state (states: {listed})")
 
 
-def scheduler_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, counters: dict,
+def scheduler_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, counters: dict,
                       t0: int, t1: int) -> None:
     """thread_migrations (perf), run_queue_length and interrupt_rate (/proc/stat)."""
     duration_s = max(t1 - t0, 0) / 1e9
@@ -232,7 +232,7 @@ def scheduler_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, counters:
         m.set("interrupt_rate", None, "/proc/stat intr not sampled (or fewer than 2 reads)")
 
 
-def sampling_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> None:
+def sampling_metrics(m: RunMetrics, result, t: np.ndarray, t0: int, t1: int) -> None:
     """sample_count, requested/achieved rate, late and dropped samples."""
     table: pa.Table = result.table
     summary = getattr(result, "summary", None) or {}

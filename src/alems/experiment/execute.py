@@ -12,13 +12,14 @@ Every run records the machine it ran on: host, CPU model and (on a fleet) the Ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import socket
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
@@ -243,10 +244,8 @@ def store_measured(conn: sqlite3.Connection, db_path: Path, group_id: str,
                 rows.append(row)
     except BaseException as exc:
         for path in written:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
         if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
             log(f"run(s) {what} were stored meanwhile by another process; kept those")
             return []

@@ -71,7 +71,7 @@ class ProcessCounters:
     involuntary: int
 
     @staticmethod
-    def now(exclude_tids=()) -> "ProcessCounters":
+    def now(exclude_tids=()) -> ProcessCounters:
         from alems.measure.ctxsw import process_switches
 
         sw = process_switches(exclude_tids)

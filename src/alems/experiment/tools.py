@@ -14,7 +14,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from alems.datafiles import data_dir
 from alems.errors import AlemsError
@@ -94,8 +94,8 @@ def _power(base, exponent):
         raise ToolError(
             f"calculator: exponent {exponent} is too large; |exponent| must be at most {MAX_ABS_EXPONENT}"
         )
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
-        if abs(base) > 1 and (abs(base).bit_length() - 1) * exponent > MAX_RESULT_BITS:
+    if (isinstance(base, int) and isinstance(exponent, int) and exponent > 0
+            and abs(base) > 1 and (abs(base).bit_length() - 1) * exponent > MAX_RESULT_BITS):
             raise ToolError(
                 f"calculator: {base}**{exponent} would have more than {MAX_RESULT_BITS} bits; "
                 "the calculator refuses numbers that large"
@@ -117,8 +117,8 @@ def _binary(op: ast.operator, left, right):
     kind = type(op)
     if kind is ast.Pow:
         return _power(left, right)
-    if kind is ast.Mult and isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > MAX_RESULT_BITS + 1:
+    if (kind is ast.Mult and isinstance(left, int) and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > MAX_RESULT_BITS + 1):
             raise ToolError(
                 f"calculator: the product would have more than {MAX_RESULT_BITS} bits; "
                 "the calculator refuses numbers that large"
@@ -268,7 +268,7 @@ def lookup(table: str, key: str, column: str | None = None) -> str:
         return row[index]
     if len(header) == 2:
         return row[1]
-    return "; ".join(f"{h}={v}" for h, v in zip(header[1:], row[1:]))
+    return "; ".join(f"{h}={v}" for h, v in zip(header[1:], row[1:], strict=False))
 
 
 def _lookup_argument(argument: str) -> str:

@@ -7,6 +7,7 @@ buffer obtained with `ffi.from_buffer`; no per-sample Python objects).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -178,7 +179,5 @@ class NativeSampler:
             self._s = None
 
     def __del__(self):  # last resort; Sampler.stop closes explicitly
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

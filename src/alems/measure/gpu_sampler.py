@@ -73,7 +73,7 @@ class GpuSampler:
         t1 = time.monotonic_ns()
         self.read_ns_total += t1 - t0
         self._t.append((t0 + t1) // 2)
-        for dev, value in zip(self.devices, row):
+        for dev, value in zip(self.devices, row, strict=True):
             self._raw[dev.index].append(value)
 
     def _loop(self) -> None:

@@ -9,7 +9,7 @@ opens but never advances is not a measurement): `Sampler` (`plan_sources`), `ale
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from alems.errors import AlemsError
 from alems.measure import estimate

@@ -102,7 +102,7 @@ class LoadProbe:
         finally:
             instrument_threads.unregister([threading.get_native_id()])
 
-    def start(self) -> "LoadProbe":
+    def start(self) -> LoadProbe:
         from alems.experiment.baseline import read_load_1m
 
         self.load_1m = read_load_1m(self.proc_root)

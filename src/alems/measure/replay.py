@@ -7,10 +7,11 @@ Phases work as with Sampler, so orchestration code can be tested deterministical
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -87,15 +88,13 @@ class ReplaySampler(PhaseMarks):
         meta["replay"] = "true"
         extra = {"sources": ["replay"], "replay": True}
         if "estimate_model" in meta:
-            try:
+            with contextlib.suppress(ValueError):
                 extra["estimate_model"] = json.loads(meta["estimate_model"])
-            except ValueError:
-                pass
         self.result = SampleResult(table, self._phases, self.energy_source, self.hz, {}, meta, extra)
         self._shift = None
         return self.result
 
-    def __enter__(self) -> "ReplaySampler":
+    def __enter__(self) -> ReplaySampler:
         self.start()
         return self
 

@@ -135,7 +135,7 @@ class Ends:
         self.samples += n
 
     @classmethod
-    def of_table(cls, table: pa.Table, gap_floor_ns: int | None = None) -> "Ends":
+    def of_table(cls, table: pa.Table, gap_floor_ns: int | None = None) -> Ends:
         ends = cls(table.schema, gap_floor_ns=gap_floor_ns)
         if table.num_rows:
             ends.update({n: arrow_to_masked(table.column(n)) for n in table.column_names})

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -291,7 +291,7 @@ class Sampler(PhaseMarks):
         self._buf = None
         return self.result
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 

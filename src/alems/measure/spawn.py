@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from alems.errors import AlemsError
 

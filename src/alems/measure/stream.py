@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Iterable
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError

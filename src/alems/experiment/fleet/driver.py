@@ -15,9 +15,10 @@ batch (rerun the same command to resume).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter, deque
-from typing import Callable
+from collections.abc import Callable
 
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
@@ -60,7 +61,7 @@ class Fleet:
     # ---- start and stop
     @classmethod
     def start(cls, cfg: BatchConfig, *, sampler_factory=None, provider_factory=None,
-              log: Callable[[str], None]) -> "Fleet":
+              log: Callable[[str], None]) -> Fleet:
         ray = _ray()
         owns = not ray.is_initialized()
         if owns:
@@ -103,10 +104,8 @@ class Fleet:
         if not ray.is_initialized():
             return
         for actor in list(self.ready) + [a for a, _ in self.spawning.values()]:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
         self.ready.clear()
         self.spawning.clear()
         if self.owns_ray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from alems.errors import AlemsError
 from alems.experiment.providers import (
