@@ -138,7 +138,8 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
             if len(vals):
                 data.append(vals.to_numpy())
                 labels.append(wf)
-        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})" for wf, v in zip(labels, data, strict=True)],
+        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})"
+                                      for wf, v in zip(labels, data, strict=True)],
                    widths=0.5, showfliers=False)
         for i, (vals, wf) in enumerate(zip(data, labels, strict=True), start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,

@@ -107,8 +107,10 @@ def _conditions(conn: sqlite3.Connection, group: Group, summary: dict, runs) -> 
     if other_host:
         rows.append(["machine: other", _value(other_host)])
     srcs = ", ".join(summary["energy_sources"]) or "–"
-    rows.append(["energy source(s)", srcs + (" — ESTIMATE, not measured" if summary["estimate"] else "")])
-    models = sorted({f"{p}: {m}" for p, m in zip(runs["provider"], runs["model"], strict=True) if m})
+    rows.append(["energy source(s)",
+                 srcs + (" — ESTIMATE, not measured" if summary["estimate"] else "")])
+    models = sorted({f"{p}: {m}"
+                     for p, m in zip(runs["provider"], runs["model"], strict=True) if m})
     if models:
         rows.append(["model(s)", "; ".join(models)])
     base_ids = sorted({int(b) for b in runs["baseline_id"].dropna()})
@@ -173,7 +175,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        f"{w['n_correct']}/{w['n_runs']} ({w['success_rate']:.0%})",
                        *_energy_cells(w["dynamic_energy_j"]),
                        _ms(w["duration_s"], 3), _ms(w["avg_power_w"], 1),
-                       _fmt(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})"]
+                       _fmt(w["epg_j"]) if w["epg_j"] is not None else "– "
+                                                                       f"({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
     out.append(Block("table", f"Orchestration tax (Σ agentic ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
@@ -201,10 +204,12 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
         rows = []
         for (task, provider), shares in sorted(table.items()):
             rows.append([task, provider] + [
-                _pct(shares.get(("stage" if k in ("planning", "execution", "synthesis") else "activity", k)))
+                _pct(shares.get(("stage" if k in ("planning", "execution", "synthesis")
+                                 else "activity", k)))
                 for k in kinds] + [_pct(shares.get(("activity", "other")))])
         out.append(Block("table", f"Share of agentic package energy per phase{est_tag}",
-                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"],
+                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside "
+                                                                                   "llm/tool/wait"],
                          rows))
     out.append(Block("table", f"Footprint of all runs' dynamic energy (grid factors; empty = no "
                               f"factor){est_tag}",

@@ -60,7 +60,8 @@ def trace_lines(text) -> list[list[str]]:
             flags = [f for f in ("fallback", "truncated", "refusal") if ev.get(f)]
             if kind == "step" and ev.get("answer") is not None:
                 calls += f"; answer: {_cut(ev['answer'], 120)}"
-            label = "plan" if kind == "plan" else f"step {ev.get('step', '?')} ({ev.get('mode', '?')})"
+            label = ("plan" if kind == "plan"
+                     else f"step {ev.get('step', '?')} ({ev.get('mode', '?')})")
             rows.append([label, calls + (f" [{', '.join(flags)}]" if flags else "")])
         elif kind == "tool":
             flag = " [error]" if ev.get("error") else ""

@@ -174,7 +174,8 @@ def register(app: typer.Typer) -> None:
         group_id: GroupOpt = "latest",
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
-        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        confidence: Annotated[float, typer.Option(
+            help="Confidence level of the intervals.")] = 0.95,
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
@@ -211,13 +212,15 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def plan_reps_cmd(
         effect_size: Annotated[float, typer.Option(
-            "--effect-size", help="Effect to detect: standardised (mean pair difference ÷ sd of the "
+            "--effect-size", help="Effect to detect: standardised (mean pair difference ÷ sd of "
+                                  "the "
             "differences; paired design) in formula "
             "mode; relative to the mean (0.1 = 10 %) with --from-group.")] = 0.1,
         power: Annotated[float, typer.Option(help="Statistical power, e.g. 0.8.")] = 0.8,
         alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
         from_group: Annotated[str | None, typer.Option(
-            "--from-group", "--group-id", help="Pilot batch (id or 'latest') whose observed variance sets "
+            "--from-group", "--group-id", help="Pilot batch (id or 'latest') whose observed "
+                                               "variance sets "
             "the needed repetitions.")] = None,
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
@@ -312,7 +315,8 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="report.html or report.pdf")],
         group_id: GroupOpt = "latest",
         db: DbOpt = None,  # type: ignore[assignment]
-        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        confidence: Annotated[float, typer.Option(
+            help="Confidence level of the intervals.")] = 0.95,
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
@@ -347,7 +351,8 @@ def register(app: typer.Typer) -> None:
             "--group-id", help="Batch to show; default: the running one, else the last.")] = None,
         watch: Annotated[bool, typer.Option("--watch", help="Refresh until the batch is done "
                                             "(Ctrl-C to stop).")] = False,
-        interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
+        interval: Annotated[float, typer.Option(
+            help="Seconds between refreshes with --watch.")] = 5.0,
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     ) -> None:
         """Progress of the running or last batch: runs done per workflow, failures, ETA."""

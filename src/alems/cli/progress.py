@@ -207,7 +207,8 @@ def format_summary(s: BatchSummary) -> str:
     for line in s.arm_headlines.values():
         lines.append(f"  {line}")
     if low:
-        lines.append(f"  note: accuracy below {LOW_ACCURACY * 100:.0f} % ({', '.join(low)}): the tax "
+        lines.append(f"  note: accuracy below {LOW_ACCURACY * 100:.0f} % ({', '.join(low)}): the "
+                     "tax "
                      "compares arms that mostly fail; for research numbers pass --model PATH "
                      "(a 1-8 B instruct GGUF) or --providers cloud")
     if s.tax_pairs:

@@ -93,7 +93,8 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
         writer.writerow(columns)
         writer.writerows(["" if v is None else v for v in row] for row in rows)
     elif fmt == "json":
-        json.dump([dict(zip(columns, row, strict=True)) for row in rows], stream, default=str, indent=1)
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], stream, default=str,
+                  indent=1)
         stream.write("\n")
     else:
         stream.write(format_table(columns, rows) + "\n")

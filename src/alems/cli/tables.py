@@ -53,7 +53,8 @@ def print_table(con, title: str, columns: list[str], rows: list[list[str]],
         head = " / ".join(str(v) for v, k in zip(r, ident, strict=True) if k) or "row"
         con.print(f"  {head}", style="bold", highlight=False, markup=False, soft_wrap=True)
         lines, line = [], "   "
-        for c, v, k in zip(columns, r, ident, strict=True):   # `column: value` items, packed per line
+        # `column: value` items, packed per line
+        for c, v, k in zip(columns, r, ident, strict=True):
             if k:
                 continue
             item = f" {c}: {v},"

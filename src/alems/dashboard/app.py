@@ -58,7 +58,8 @@ def _num(value) -> str:
     """A counter for reading: integers with thousands separators, floats to 6 digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–" if value is None else str(value)
-    if isinstance(value, int) or (math.isfinite(value) and value.is_integer() and abs(value) >= 1e4):
+    if isinstance(value, int) or (math.isfinite(value) and value.is_integer()
+                                  and abs(value) >= 1e4):
         return f"{int(value):,}"
     return _fmt(value, ".6g")
 

@@ -224,7 +224,8 @@ def live_state(conn, db_path: Path, group_id: str | None) -> dict:
 
     partial = curves_mod.newest_partial(samples_root(db_path) / f"group_id={group.group_id}")
     live = {"group_id": group.group_id, "status": group.status, "progress": _progress(st),
-            "workflows": st["workflows"], "last_run": reads.latest_run_started(conn, group.group_id),
+            "workflows": st["workflows"],
+            "last_run": reads.latest_run_started(conn, group.group_id),
             "curve": None, "curve_note": None}
     if partial is None:
         live["curve_note"] = ("no samples stream of a run in progress (batch between runs, "

@@ -7,8 +7,9 @@ average). A stored baseline is reused only while it is fresh and safe: younger t
 `max_age_s`, taken in the same state (host, governor, energy source), measured with at least
 the requested window length and number of windows, and — unless this process measured it —
 on a machine that was quiet (1-minute load at most QUIET_LOAD_PER_CPU per CPU) or no busier
-than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded (MIN_DURATION_S … MAX_DURATION_S): a window of a
-few milliseconds holds a couple of samples and can report any power at all.
+than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded
+(MIN_DURATION_S … MAX_DURATION_S): a window of a few milliseconds holds a couple of samples
+and can report any power at all.
 
 Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is stored as the
 `gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
@@ -81,7 +82,8 @@ def read_governor(sysfs_root: str | None = None) -> str | None:
     """cpufreq governor of cpu0 (None where cpufreq is absent, e.g. most VMs)."""
     root = Path(sysfs_root or config.sysfs_root())
     try:
-        return (root / "devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip() or None
+        governor = root / "devices/system/cpu/cpu0/cpufreq/scaling_governor"
+        return governor.read_text().strip() or None
     except OSError:
         return None
 

@@ -79,7 +79,8 @@ class ChannelSpec:
         path = os.fsencode(self.path)
         key = self.key.encode()
         if len(path) >= PATH_LEN:
-            raise NativeError(36, f"path too long for the sampler ({PATH_LEN - 1} bytes max): {self.path}")
+            raise NativeError(36, f"path too long for the sampler ({PATH_LEN - 1} bytes max): "
+                                  f"{self.path}")
         if len(key) >= KEY_LEN:
             raise NativeError(22, f"key too long: {self.key!r}")
         c.kind = KINDS[self.kind]

@@ -136,7 +136,8 @@ class LoadProbe:
 
 
 def wait_for_quiet(timeout_s: float, *, proc_root: str | None = None,
-                   window_s: float = WAIT_WINDOW_S, sleep=time.sleep) -> tuple[bool, float, str | None]:
+                   window_s: float = WAIT_WINDOW_S,
+                   sleep=time.sleep) -> tuple[bool, float, str | None]:
     """Poll windows of `window_s` until one is quiet or `timeout_s` passed:
     (quiet, seconds waited, the last reason it was not)."""
     t0 = time.monotonic()

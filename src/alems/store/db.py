@@ -25,7 +25,9 @@ from urllib.parse import quote
 from alems.errors import AlemsError
 from alems.store.runs import derive_pair_index
 
-SCHEMA_VERSION = 4   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps, quiet, baseline SE); 4: runs.pair_index (arm set)
+# 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
+# quiet, baseline SE); 4: runs.pair_index (arm set)
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -303,7 +305,8 @@ def init_schema(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection, *,
+                immediate: bool = True) -> Iterator[sqlite3.Connection]:
     """BEGIN [IMMEDIATE] … COMMIT, ROLLBACK on any exception (also KeyboardInterrupt)."""
     if conn.in_transaction:
         conn.commit()

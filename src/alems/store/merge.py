@@ -261,7 +261,8 @@ def merge(out_path, in_paths) -> list[MergeCount]:
         if isinstance(exc, sqlite3.Error):
             raise AlemsError(f"cannot merge into {out_path}: {exc}; nothing merged") from None
         if isinstance(exc, OSError):
-            raise AlemsError(f"cannot write the samples under {store_samples.samples_root(out_path)}: "
+            raise AlemsError("cannot write the samples under "
+                             f"{store_samples.samples_root(out_path)}: "
                              f"{exc.strerror or exc}; nothing merged") from None
         raise
     finally:

@@ -93,7 +93,8 @@ def insert_phases(conn: sqlite3.Connection, run_id: int, phases: Iterable[dict])
 
 # ---------------------------------------------------------------- orchestration tax
 
-def tax_values(linear_uj: float | None, agentic_uj: float | None) -> tuple[float | None, float | None]:
+def tax_values(linear_uj: float | None,
+               agentic_uj: float | None) -> tuple[float | None, float | None]:
     """(ratio, percent) = (agentic / linear, (agentic − linear) / linear × 100); both None
     when either energy is unknown or the linear energy is not positive (no meaningful ratio)."""
     if linear_uj is None or agentic_uj is None or linear_uj <= 0:

@@ -69,8 +69,8 @@ class Fleet:
                 ray.init(address=cfg.ray_address, logging_level="ERROR",
                          log_to_driver=False)
             except Exception as exc:  # noqa: BLE001 - ray raises many kinds here
-                raise AlemsError(f"cannot join the Ray cluster at {cfg.ray_address!r}: "
-                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; "
+                why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise AlemsError(f"cannot join the Ray cluster at {cfg.ray_address!r}: {why}; "
                                  "start one with `ray start --head` or check the address") from None
         actor_cls = ray.remote(num_cpus=0, resources={SLOT: 1}, max_restarts=0)(NodeWorker)
         fleet = cls(cfg, actor_cls, log, owns)

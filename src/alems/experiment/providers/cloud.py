@@ -33,7 +33,8 @@ def _import_anthropic():
     try:
         import anthropic
     except ImportError as exc:
-        raise AlemsError(f"the anthropic SDK is not importable ({exc}); {_CLOUD_EXTRA_HINT}") from exc
+        raise AlemsError(f"the anthropic SDK is not importable ({exc}); "
+                         f"{_CLOUD_EXTRA_HINT}") from exc
     return anthropic
 
 
@@ -180,9 +181,11 @@ class CloudProvider:
                 retryable = status in _RETRY_STATUS or status >= 500
                 detail = _error_message(exc)
                 if not retryable:
-                    hint = {401: "; check ANTHROPIC_API_KEY", 403: "; check ANTHROPIC_API_KEY"}.get(status, "")
+                    hint = {401: "; check ANTHROPIC_API_KEY",
+                            403: "; check ANTHROPIC_API_KEY"}.get(status, "")
                     if status == 400 and self.send_temperature and "temperature" in detail:
-                        hint = "; this model may not take a temperature: pass send_temperature=False"
+                        hint = ("; this model may not take a temperature: "
+                                "pass send_temperature=False")
                     raise ProviderError(
                         f"cloud API refused the request: HTTP {status} {detail}{hint}",
                         attempts=attempt,
@@ -211,7 +214,8 @@ class CloudProvider:
             self._sleep(delay)
         wall_ns = time.perf_counter_ns() - t_start
         text = "".join(
-            getattr(block, "text", "") for block in response.content if getattr(block, "type", "") == "text"
+            getattr(block, "text", "") for block in response.content
+            if getattr(block, "type", "") == "text"
         )
         usage = getattr(response, "usage", None)
         return response, Generation(

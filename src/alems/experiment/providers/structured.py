@@ -67,7 +67,8 @@ def grammar_text(mode: str, max_calls: int) -> str:
     for i, table in enumerate(tables):
         keys = " | ".join(_json_lit(k) for k in tools.table_keys(table))
         columns = " | ".join(_json_lit(c) for c in tools.table_columns(table)[1:])
-        rules.append(f'lookup{i} ::= "{{\\"tool\\": \\"lookup\\", \\"table\\": " {_json_lit(table)} '
+        rules.append(f'lookup{i} ::= '
+                     f'"{{\\"tool\\": \\"lookup\\", \\"table\\": " {_json_lit(table)} '
                      f'", \\"key\\": " ( {keys} ) ( ", \\"column\\": " ( {columns} ) )? "}}"')
     # two levels of parentheses: every expression parses, and its length is bounded
     rules += [
@@ -151,7 +152,8 @@ def parse(text: str, mode: str) -> dict:
         data = None
     if mode == "plan":
         if isinstance(data, dict) and isinstance(data.get("tool_calls"), list):
-            out.update(readable=True, calls=[_call(c, i) for i, c in enumerate(data["tool_calls"], 1)])
+            out.update(readable=True,
+                       calls=[_call(c, i) for i, c in enumerate(data["tool_calls"], 1)])
         else:
             found = []
             for match in _CALL_OBJECT.finditer(text or ""):

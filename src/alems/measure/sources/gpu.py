@@ -80,7 +80,8 @@ def parse_gpus(text: str | None) -> list[int] | None:
     return list(dict.fromkeys(out))
 
 
-def cuda_selection(raw: str | None, uuids: dict[int, str | None]) -> tuple[list[int] | None, list[str]]:
+def cuda_selection(raw: str | None,
+                   uuids: dict[int, str | None]) -> tuple[list[int] | None, list[str]]:
     """NVML indices named by CUDA_VISIBLE_DEVICES (None = unset: all) and notes on entries
     that were not used. Parsing stops at the first invalid entry, as CUDA's does."""
     if raw is None:

@@ -17,15 +17,17 @@ import os
 
 from alems import config
 from alems.measure._native import ChannelSpec
-from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
-                   first_cpu_per_package, package_of, perm_denied, read_int, read_text,
-                   try_probe)
+from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
+                                        SourceUnavailable, availability_from, cpus,
+                                        first_cpu_per_package, package_of, perm_denied,
+                                        read_int, read_text, try_probe)
 
 NAME = "msr"
 DESCRIPTION = "RAPL energy counters read from the MSR device"
 
 MASK32 = 0xFFFFFFFF
-INTEL = {"unit": 0x606, "regs": [("pkg", 0x611), ("core", 0x639), ("uncore", 0x641), ("dram", 0x619)]}
+INTEL = {"unit": 0x606,
+         "regs": [("pkg", 0x611), ("core", 0x639), ("uncore", 0x641), ("dram", 0x619)]}
 AMD = {"unit": 0xC0010299, "pkg": 0xC001029B, "core": 0xC001029A}
 
 # Intel server parts whose DRAM counter ignores the unit register and counts in fixed
@@ -154,7 +156,8 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
 
 
 def describe(disc: Discovery) -> str:
-    return f"{disc.info['vendor']} layout, domains {', '.join(sorted({c.domain for c in disc.columns}))}"
+    domains = ", ".join(sorted({c.domain for c in disc.columns}))
+    return f"{disc.info['vendor']} layout, domains {domains}"
 
 
 available = availability_from(discover, describe)
