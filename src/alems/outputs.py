@@ -209,7 +209,7 @@ def remove_stale_tmp(path) -> list[Path]:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.tmp|tmp-(\d+))$")
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -198,7 +198,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                               "upper bound, and run more repetitions."))
     if summary["phases"]:
         kinds = ["planning", "execution", "synthesis", "llm", "tool", "waiting"]
-        table = {}
+        table: dict[tuple, dict] = {}
         for p in summary["phases"]:
             table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
         rows = []
@@ -344,7 +344,7 @@ def render_html(blocks: list[Block]) -> str:
             short = ' class="short"' if len(rows) <= SHORT_TABLE_ROWS else ""
             parts.append(f"<table{short}><caption>{e(b.text)}</caption><thead><tr>{head}</tr>"
                          f'</thead><tbody>{body}</tbody></table><div class="table-end"></div>')
-        elif b.kind == "figure":
+        elif b.kind == "figure" and b.png is not None:
             data = base64.b64encode(b.png).decode("ascii")
             parts.append(f'<figure><img alt="{e(b.text)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{e(b.text)}</figcaption></figure>")

@@ -104,7 +104,7 @@ def phase_rows(phases, pkg_energy_uj) -> list[list[str]]:
 class _Prompts:
     """Item prompts of each task set, loaded once; None where the set cannot be loaded."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._sets: dict[str, dict | None] = {}
 
     def get(self, task: str, item_id) -> str:

@@ -169,13 +169,14 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         }
         workflow_rows.append(row)
         label = f"{task}/{provider}/{wf}"
+        half = energy_iv.half_width
         if energy_iv.n < 2:
             warnings.append(f"{label}: {energy_iv.n} completed run(s) with energy — no "
                             "confidence interval possible; run more repetitions")
-        elif energy_iv.mean and energy_iv.half_width / abs(energy_iv.mean) > WIDE_CI_FRACTION:
+        elif energy_iv.mean and half is not None and half / abs(energy_iv.mean) > WIDE_CI_FRACTION:
             warnings.append(
                 f"{label}: {int(confidence * 100)} % CI is "
-                f"±{energy_iv.half_width / abs(energy_iv.mean):.0%}"
+                f"±{half / abs(energy_iv.mean):.0%}"
                 f" of the mean with n={energy_iv.n} — too few runs for a firm conclusion; "
                 "`alems plan-reps --from-group` says how many are needed")
         if epg is None:
@@ -189,12 +190,12 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
                                        ok_runs["run_number"], ok_runs["workflow_type"],
                                        ok_runs["dynamic_energy_j"], strict=True)), confidence)
-    epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
+    epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     for t in taxes:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
                  ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
-        t["epg_linear_j"] = epg.get((t["task"], t["provider"], "linear"))
-        t["epg_agentic_j"] = epg.get((t["task"], t["provider"], "agentic"))
+        t["epg_linear_j"] = epg_of.get((t["task"], t["provider"], "linear"))
+        t["epg_agentic_j"] = epg_of.get((t["task"], t["provider"], "agentic"))
         t["estimate"] = bool(is_estimate[in_row].any())
         warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):

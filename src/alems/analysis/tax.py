@@ -115,12 +115,12 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
     stratum that lost pairs keeps the weight the design gave it; a pooled row over a single
     task is the same computation as that task's row."""
     rows = []
-    cells = {cell: [] for cell in cells}
+    by_cell: dict[tuple[str, str], list[Pair]] = {cell: [] for cell in cells}
     for p in pairs:
-        cells.setdefault((p.task, p.provider), []).append(p)
-    for (task, provider), cell in sorted(cells.items()):
+        by_cell.setdefault((p.task, p.provider), []).append(p)
+    for (task, provider), cell in sorted(by_cell.items()):
         rows.append(tax_row(task, provider, cell, None, confidence))
-    providers = sorted({provider for _, provider in cells})
+    providers = sorted({provider for _, provider in by_cell})
     for provider in providers:
         cell = [p for p in pairs if p.provider == provider]
         rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence,

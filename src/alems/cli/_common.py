@@ -116,7 +116,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "a
     try:  # recent typer vendors click
         from typer._click.exceptions import UsageError as ClickUsageError
     except ImportError:  # pragma: no cover - typer on the real click
-        from click.exceptions import UsageError as ClickUsageError
+        from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
     try:
         code = build_command(app).main(args=argv, prog_name=prog_name, standalone_mode=False,

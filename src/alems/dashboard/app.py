@@ -80,7 +80,9 @@ class TokenGate(BaseHTTPMiddleware):
         self.token = token
 
     def _ok(self, given: str | None) -> bool:
-        return bool(given) and secrets.compare_digest(given.encode(), self.token.encode())
+        if not given or self.token is None:
+            return False
+        return secrets.compare_digest(given.encode(), self.token.encode())
 
     async def dispatch(self, request, call_next):
         path = request.url.path

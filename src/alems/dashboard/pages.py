@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from alems.errors import AlemsError
 from alems.analysis.groups import resolve_group
@@ -109,7 +110,8 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
     st = batch_status(conn, group)
     runs = reads.group_runs(conn, group.group_id)
     summary, why = summarize(conn, db_path, group)
-    ctx = {"group": group, "progress": _progress(st), "runs": runs, "summary": summary,
+    ctx: dict[str, Any] = {"group": group, "progress": _progress(st), "runs": runs,
+                           "summary": summary,
            "summary_error": why,
            "energy": energy_label(sorted({r["energy_source"] for r in runs
                                           if r["energy_source"]})),
@@ -193,7 +195,8 @@ def _ratio(a, b):
 
 
 def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
-    ctx = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [], "ratio": None}
+    ctx: dict[str, Any] = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [],
+                           "ratio": None}
     if not a or not b:
         return ctx
     for gid in (a, b):

@@ -30,10 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from alems import config
 from alems.errors import AlemsError
 from alems.measure.names import DOMAINS
+
+if TYPE_CHECKING:
+    from alems.measure.protocol import SamplerProtocol
 from alems.store import baselines as store_baselines
 from alems.store.runs import utc_now_iso
 
@@ -95,10 +99,10 @@ def read_load_1m(proc_root: str | None = None) -> float | None:
         return None
 
 
-def machine_state(energy_source: str, gpus: list[str] | None = None) -> dict:
+def machine_state(energy_source: str | None, gpus: list[str] | None = None) -> dict:
     """gpus: names of the measured GPUs (None: none measured; the key is left out then, so
     older baselines without it still compare equal)."""
-    state = {"host": socket.gethostname(), "governor": read_governor(),
+    state: dict[str, Any] = {"host": socket.gethostname(), "governor": read_governor(),
              "energy_source": energy_source, "load_1m": read_load_1m(),
              "kernel": os.uname().release, "cpus": os.cpu_count()}
     if gpus:
@@ -122,8 +126,9 @@ def state_change(old: dict, new: dict) -> str | None:
 
 # ---------------------------------------------------------------- measure
 
-def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAULT_DURATION_S,
-            repetitions: int = DEFAULT_REPETITIONS, sleep=time.sleep) -> Baseline:
+def measure(sampler_factory: Callable[[], SamplerProtocol], *,
+            duration_s: float = DEFAULT_DURATION_S, repetitions: int = DEFAULT_REPETITIONS,
+            sleep=time.sleep) -> Baseline:
     """Run `repetitions` idle windows of `duration_s` with fresh samplers from the factory."""
     if not 0 < duration_s <= MAX_DURATION_S:  # also NaN; the CLI's floor is MIN_DURATION_S
         raise AlemsError(f"baseline duration must be > 0 and at most {MAX_DURATION_S:g} s, "
@@ -211,7 +216,7 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
     return state_change(b.state, state)
 
 
-def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: str, *,
+def get_or_measure(conn, sampler_factory: Callable[[], SamplerProtocol], energy_source: str, *,
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
                    max_age_s: float = DEFAULT_MAX_AGE_S, force: bool | str = False,
@@ -227,7 +232,7 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
         staleness(current, state, max_age_s=max_age_s, duration_s=duration_s,
                   repetitions=repetitions,
                   trusted=current is not None and current.baseline_id in (trusted_ids or ()))
-    if why is None:
+    if why is None and current is not None:
         return current
     if log:
         log(f"measuring idle baseline ({repetitions} x {duration_s:g} s): {why}")
@@ -267,8 +272,8 @@ class BaselineKeeper:
                  repetitions: int, max_age_s: float, log: Callable[[str], None],
                  gpus: list[str] | None = None):
         self.conn, self.factory, self.source = conn, sampler_factory, energy_source
-        self.kw = dict(duration_s=duration_s, repetitions=repetitions, max_age_s=max_age_s,
-                       gpus=gpus)
+        self.duration_s, self.repetitions, self.max_age_s = duration_s, repetitions, max_age_s
+        self.gpus = gpus
         self.log = log
         self.trusted: set = set()
         self.replaced: set = set()
@@ -277,7 +282,9 @@ class BaselineKeeper:
     def current(self) -> Baseline:
         force, self.force = self.force, False
         return get_or_measure(self.conn, self.factory, self.source, log=self.log,
-                              force=force, trusted_ids=self.trusted, **self.kw)
+                              force=force, trusted_ids=self.trusted,
+                              duration_s=self.duration_s, repetitions=self.repetitions,
+                              max_age_s=self.max_age_s, gpus=self.gpus)
 
     def check_run(self, run: list, row: dict, base: Baseline) -> None:
         why = negative_run_note(run, row, base)

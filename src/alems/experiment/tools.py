@@ -392,7 +392,7 @@ def check_call(name: str, arguments) -> str:
     return "|".join(parts)
 
 
-def run_call(name: str, arguments: dict) -> str:
+def run_call(name: str, arguments: object) -> str:
     """Run a structured tool call; ToolError if it is malformed or the tool fails."""
     return run_tool(name, check_call(name, arguments))
 

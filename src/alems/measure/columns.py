@@ -112,6 +112,7 @@ class ColumnBuilder:
         for i, col in enumerate(self.columns):
             r = raw[:, i]
             if col.kind == "energy":
+                assert col.domain is not None, col.name  # every energy column has a domain
                 cum = self._energy(i, r, col.wrap_raw) if n else r
                 if n:
                     self._acc[i] = cum[-1]

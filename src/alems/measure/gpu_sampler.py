@@ -156,7 +156,8 @@ def merge(trace: GpuTrace | None, cols: dict, units: dict, extra: dict, meta: di
     if trace is None:
         return
     t = cols["t_ns"]
-    gpus, energy_j = [], {}
+    gpus: list[dict] = []
+    energy_j: dict[str, float | None] = {}
     for dev in trace.devices:
         y = trace.energy_uj[dev.index]
         good = ~np.isnan(y)

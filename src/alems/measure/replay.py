@@ -34,7 +34,7 @@ def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
     n = max(2, int(round(duration_s * hz)) + 1)
     t_ns = (np.arange(n, dtype=np.int64) * int(round(1e9 / hz)))
     t_s = t_ns / 1e9
-    cols = {"t_ns": t_ns}
+    cols: dict[str, np.ndarray] = {"t_ns": t_ns}
     for dom, w in power_w.items():
         cols[f"{dom}_energy_uj"] = t_s * w * 1e6
     for name, rate in counters_per_s.items():

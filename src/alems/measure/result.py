@@ -79,9 +79,9 @@ def arrow_to_masked(col) -> np.ndarray:
 
 def _first_last(v: np.ndarray) -> tuple:
     """A column's first non-null value and its last value (None where null)."""
-    mask = np.ma.getmask(v)
-    if mask is np.ma.nomask:
+    if not isinstance(v, np.ma.MaskedArray):
         return v[0].item(), v[-1].item()
+    mask = np.ma.getmaskarray(v)
     valid = np.flatnonzero(~mask)
     data = np.ma.getdata(v)
     return (data[valid[0]].item() if valid.size else None,
@@ -178,7 +178,7 @@ class SampleResult:
 
     @property
     def table(self) -> pa.Table:
-        if self._table is None:
+        if self._table is None and self._load is not None:
             self._table = self._load()
         return self._table
 
@@ -189,9 +189,8 @@ class SampleResult:
         return arrow_to_numpy(self.table.column("t_ns"))
 
     # -------------------------------------------------------------- queries
-    def _col(self, name: str) -> np.ndarray | None:
-        if name not in self._ends.schema.names:
-            return None
+    def _col(self, name: str) -> np.ndarray:
+        """A column of the samples (KeyError if there is none: callers check the schema)."""
         return arrow_to_numpy(self.table.column(name))
 
     def _bounds(self, t0_ns, t1_ns) -> tuple[int, int]:
@@ -206,7 +205,7 @@ class SampleResult:
         hide a whole counter wrap. The whole run needs no sample read back."""
         whole = t0_ns is None and t1_ns is None
         t0, t1 = self._bounds(t0_ns, t1_ns)
-        t = None if whole else self._t
+        t = np.zeros(0) if whole else self._t
         out: dict[str, float | None] = {}
         for d in self.domains:
             if self.energy_null_reason(d, t0, t1) is not None:
@@ -269,6 +268,7 @@ class SampleResult:
         duration_s = (self.t_end_ns - self.t_start_ns) / 1e9 if n >= 2 else 0.0
         energy_j: dict[str, float | None] = {}
         warnings: list[str] = []
+        counters = {c: self.counter_delta(c) for c in self.counter_columns()}
         for d in self.domains:
             why = self.energy_null_reason(d)
             energy_j[d] = None if why else float(self._delta(f"{d}_energy_uj")) / 1e6
@@ -289,11 +289,11 @@ class SampleResult:
                             for d, e in energy_j.items()},
             "max_gap_ns": self._ends.max_gap_ns,
             "warnings": warnings,
-            "counters": {c: self.counter_delta(c) for c in self.counter_columns()},
+            "counters": counters,
         }
         warnings += [f"counters.{c} is null: the perf counter has no value at the run's end "
                      "(it never ran: time_running = 0, no free hardware counter for it)"
-                     for c, v in summary["counters"].items() if v is None]
+                     for c, v in counters.items() if v is None]
         if "thread_cpu_ns" in stats:
             summary["sampler_cpu_s"] = stats["thread_cpu_ns"] / 1e9
             summary["read_ns_per_sample"] = (stats["read_ns_total"] / stats["samples"]

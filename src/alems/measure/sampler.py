@@ -233,16 +233,18 @@ class Sampler(PhaseMarks):
         self._ctx = SwitchTracker(os.getpid() if self.pid is None else self.pid, self._tids)
         self._ctx.poll()
         self._drainer.start()
-        self._tids = (native.thread_tid, self._drainer.native_id)
-        if self._gpu is not None:
-            self._tids += (self._gpu.native_id,)
+        started = (self._drainer.native_id, None if self._gpu is None else self._gpu.native_id)
+        self._tids = (native.thread_tid, *(t for t in started if t is not None))
         self._ctx.exclude.update(self._tids)
 
     def _drain_once(self) -> None:
+        native = self._native
+        if native is None:  # closed: nothing left to drain
+            return
         with self._drain_lock:
             nslots = len(self._columns)
             while True:
-                n = self._native.drain(self._buf)
+                n = native.drain(self._buf)
                 if n:
                     recs = self._buf[:n]
                     cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots],
@@ -288,7 +290,7 @@ class Sampler(PhaseMarks):
                 self._sink.close()
         self.result = self._result(stats, gpu_trace)
         self._batches = []
-        self._buf = None
+        self._buf = np.empty(0, dtype=RECORD_DTYPE)  # the drain buffer is freed
         return self.result
 
     def __enter__(self) -> Sampler:

@@ -64,7 +64,7 @@ def spawn_gated(argv: Sequence[str],
     finally:
         os.close(r)
     _GATED.add(proc.pid)
-    done = []
+    done: list[bool] = []
 
     def release(cancel: bool = False) -> None:
         if done:

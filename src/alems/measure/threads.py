@@ -70,4 +70,4 @@ def run_outside_workload(fn: Callable[[], T]) -> T:
     t.join()
     if "error" in out:
         raise out["error"]
-    return out.get("value")
+    return out["value"]

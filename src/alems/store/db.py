@@ -128,7 +128,7 @@ def _ln(x: float):
     return None if x <= 0 else math.log(x)
 
 
-AGGREGATES = {
+AGGREGATES: dict[str, type[_Moments] | type[_Median]] = {
     "STDDEV": _SampleStddev,
     "STDEV": _SampleStddev,
     "STDDEV_SAMP": _SampleStddev,

@@ -34,7 +34,9 @@ def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int
     sql = (f"INSERT INTO {table} ({', '.join(names)}) "
            f"VALUES ({', '.join('?' for _ in names)})")
     cur = conn.execute(sql, [sql_value(row[n]) for n in names])
-    return int(cur.lastrowid)
+    if cur.lastrowid is None:
+        raise AlemsError(f"internal: inserting into {table} gave no row id")
+    return cur.lastrowid
 
 
 def sql_value(value: Any) -> Any:
@@ -120,4 +122,4 @@ def insert_tax_if_paired(conn: sqlite3.Connection, exp_id: int, run_number: int)
         "agentic_run_id, linear_dynamic_energy_uj, agentic_dynamic_energy_uj, tax_ratio, "
         "tax_percent, energy_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (exp_id, run_number, lin[1], ag[1], lin[2], ag[2], ratio, percent, source))
-    return int(cur.lastrowid) if cur.rowcount else None
+    return cur.lastrowid if cur.rowcount else None

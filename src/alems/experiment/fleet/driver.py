@@ -57,6 +57,7 @@ class Fleet:
         self.ready: dict = {}          # actor -> describe() info
         self.spawning: dict = {}       # describe() ref -> (actor, node id)
         self.refused: set[str] = set()  # node ids whose actor could not start
+        self._factories: tuple = (None, None)  # (sampler, provider) factories, from start()
 
     # ---- start and stop
     @classmethod

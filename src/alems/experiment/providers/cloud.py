@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from typing import Any
 
 from alems import config
 from alems.errors import AlemsError
@@ -236,6 +237,7 @@ def to_messages(conversation: list[Turn]) -> list[dict]:
     tool_result blocks; a user text after results joins their message (roles alternate)."""
     messages: list[dict] = []
     for turn in conversation:
+        blocks: list[dict[str, Any]]
         if turn.role == "assistant":
             blocks = [{"type": "text", "text": turn.text}] if turn.text else []
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from typing import Any
 
 from alems.experiment import tools
 from alems.experiment.providers import ToolCall, Turn
@@ -145,7 +146,8 @@ def _call(obj, index: int) -> ToolCall:
 def parse(text: str, mode: str) -> dict:
     """{'calls', 'thought', 'answer', 'readable', 'salvaged'} from a plan or step reply.
     A plan cut short keeps its complete calls (salvaged=True)."""
-    out = {"calls": [], "thought": "", "answer": None, "readable": False, "salvaged": False}
+    out: dict[str, Any] = {"calls": [], "thought": "", "answer": None, "readable": False,
+                           "salvaged": False}
     try:
         data = json.loads(text)
     except ValueError:

@@ -128,7 +128,7 @@ def discover_power(roots: Roots, **_ctx) -> Discovery:
 
 
 def describe_power(disc: Discovery) -> str:
-    return "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns}))
+    return "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns if c.zone}))
 
 
 available_power = availability_from(discover_power, describe_power)
