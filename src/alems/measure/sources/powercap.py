@@ -34,8 +34,8 @@ def max_power_w(zone_path: str) -> float | None:
         names = os.listdir(zone_path)
     except OSError:
         return None
-    values = [read_int(os.path.join(zone_path, n)) for n in names if _MAX_POWER.match(n)]
-    values = [v for v in values if v is not None and v > 0]
+    read = [read_int(os.path.join(zone_path, n)) for n in names if _MAX_POWER.match(n)]
+    values = [v for v in read if v is not None and v > 0]
     return max(values) / 1e6 if values else None
 
 
