@@ -246,7 +246,8 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
 def register(app: typer.Typer) -> None:
     @app.command(
         "sample",
-        context_settings={"allow_interspersed_args": False},  # the command starts at `--` or its first word
+        # the command starts at `--` or its first word
+        context_settings={"allow_interspersed_args": False},
     )
     @handle_errors
     def sample(
