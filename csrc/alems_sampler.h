@@ -40,7 +40,7 @@
 #define ALEMS_CH_TEXT_KEYED 2 /* first integer after the line starting with `key` */
 #define ALEMS_CH_MSR 3        /* 8 bytes at offset = register, then & mask */
 #define ALEMS_CH_PERF 4       /* perf_event_open counter, scaled for multiplexing (grouped
-                                 per target, see above) */
+                                 per target, see above); null until it first runs */
 #define ALEMS_CH_PID_STAT 5   /* /proc/<pid>/stat: utime+stime+cutime+cstime (ticks) */
 
 /* perf flags (alems_channel.perf_flags) */
@@ -56,6 +56,11 @@
  * counter as one the kernel refuses to add to a group (EINVAL), so the read-on-its-own
  * fallback and alems_start's note can be tested on any machine. */
 #define ALEMS_PERF_TEST_NO_JOIN 256
+/* Test only (fault injection, never set by the sampler itself): the core takes this
+ * counter's time_running as 0 (enabled but never scheduled: no value, a null), or as
+ * half its time_enabled (multiplexed: the count is scaled x2). */
+#define ALEMS_PERF_TEST_NEVER_RAN 512
+#define ALEMS_PERF_TEST_HALF_RUNNING 1024
 
 /* record flags */
 #define ALEMS_REC_SLOW 1 /* slow inputs were read on this tick */
@@ -81,6 +86,8 @@ typedef struct {
     uint64_t tick;       /* deadline index (skipped deadlines leave gaps) */
     uint32_t flags;      /* ALEMS_REC_* */
     uint32_t reserved;   /* 0; keeps values 8-byte aligned */
+    uint64_t nulls;      /* bit k set: slot k has no value (values[k] is 0): a perf counter
+                            in it was enabled but has not run yet (time_running == 0) */
     int64_t values[ALEMS_MAX_CHANNELS];
 } alems_record;
 

@@ -15,8 +15,19 @@ void set_err(char *err, size_t errlen, const char *fmt, const char *a, int e)
         snprintf(err, errlen, fmt, a, strerror(e));
 }
 
+/* "cannot read <path>: <why>", saying what ERANGE means for a counter file. */
+void read_err(char *err, size_t errlen, const char *path, int e)
+{
+    if (e == ERANGE)
+        set_err(err, errlen, "cannot read %s: its number does not fit in 64 bits (%s)", path, e);
+    else
+        set_err(err, errlen, "cannot read %s: %s", path, e);
+}
+
 /* ------------------------------------------------------------------ parsing */
 
+/* The first integer in [p, end) into *out: 0, -ENODATA (none there) or -ERANGE (it does
+ * not fit in int64_t: an error, never a wrapped or clamped value). */
 static int parse_int(const char *p, const char *end, int64_t *out)
 {
     while (p < end && !((*p >= '0' && *p <= '9') ||
@@ -29,10 +40,17 @@ static int parse_int(const char *p, const char *end, int64_t *out)
         neg = 1;
         p++;
     }
-    int64_t v = 0;
-    while (p < end && *p >= '0' && *p <= '9')
-        v = v * 10 + (*p++ - '0');
-    *out = neg ? -v : v;
+    /* Accumulate the magnitude unsigned, checked against the signed type's limit. */
+    const uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    uint64_t v = 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        uint64_t d = (uint64_t)(*p++ - '0');
+        if (v > (limit - d) / 10)
+            return -ERANGE;
+        v = v * 10 + d;
+    }
+    /* -(v - 1) - 1 reaches INT64_MIN without negating an out-of-range value. */
+    *out = neg && v ? -(int64_t)(v - 1) - 1 : (int64_t)v;
     return 0;
 }
 
@@ -75,9 +93,11 @@ static int parse_pid_stat(const char *buf, size_t n, int64_t *out)
             p++;
         if (field >= 14 && field <= 17) {
             int64_t v;
-            if (parse_int(tok, p, &v) < 0)
-                return -ENODATA;
-            sum += v;
+            int rc = parse_int(tok, p, &v);
+            if (rc < 0)
+                return rc;
+            if (__builtin_add_overflow(sum, v, &sum))
+                return -ERANGE;
         }
     }
     if (field < 17)
@@ -124,8 +144,7 @@ int read_input(const alems_channel *ch, int fd, char *textbuf, int64_t *v)
             return -errno;
         if (r != sizeof d)
             return -EIO;
-        *v = perf_scale(d[0], d[1], d[2]);
-        return 0;
+        return perf_value(ch, d[0], d[1], d[2], v);
     }
     }
     return -EINVAL;
@@ -184,10 +203,15 @@ int alems_probe(const alems_channel *ch, int64_t *value, char *err, size_t errle
     }
     int64_t v = 0;
     rc = read_input(ch, fd, buf, &v);
-    if (rc < 0)
-        set_err(err, errlen, "cannot read %s: %s", ch->path, -rc);
-    else if (value)
+    if (rc == READ_NO_VALUE) { /* a perf counter not scheduled yet: no value to give */
+        rc = -ENODATA;
+        set_err(err, errlen, "cannot read %s: the perf counter has not run yet "
+                "(time_running = 0; %s)", ch->path, ENODATA);
+    } else if (rc < 0) {
+        read_err(err, errlen, ch->path, -rc);
+    } else if (value) {
         *value = v;
+    }
     close(fd);
     free(buf);
     return rc;

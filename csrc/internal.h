@@ -33,7 +33,14 @@ typedef struct {
     int group;    /* perf group: index of its leader (== own index for the leader), -1 none */
     int next;     /* next member of the group in read order, -1 = last */
     int nmemb;    /* leader only: members including the leader */
+    int no_value; /* perf: enabled but not run yet (time_running == 0); carried like last */
 } input_state;
+
+/* alems_record.nulls holds one bit per value slot. */
+_Static_assert(ALEMS_MAX_CHANNELS <= 64, "alems_record.nulls has 64 bits");
+
+/* read_input/read_one: read fine, but there is no value (a perf counter that has not run). */
+#define READ_NO_VALUE 1
 
 struct alems_sampler {
     alems_channel *inputs;
@@ -61,6 +68,7 @@ struct alems_sampler {
     uint64_t *groupbuf; /* one PERF_FORMAT_GROUP read: nr, enabled, running, values[] */
     char note[ALEMS_ERRMSG_LEN]; /* start note (perf grouping fallbacks) */
     int64_t slot_val[ALEMS_MAX_CHANNELS];
+    uint64_t slot_nulls; /* bit k: slot k has no value (alems_record.nulls) */
     int slot_slow[ALEMS_MAX_CHANNELS]; /* -1 unused, 0 fast, 1 slow */
 
     _Atomic uint64_t samples, late, dropped, skipped, slow_reads;
@@ -74,13 +82,15 @@ struct alems_sampler {
 
 /* inputs.c */
 void set_err(char *err, size_t errlen, const char *fmt, const char *a, int e);
+void read_err(char *err, size_t errlen, const char *path, int e);
 int read_input(const alems_channel *ch, int fd, char *textbuf, int64_t *v);
 int open_input(const alems_channel *ch, char *err, size_t errlen);
 int check_channel(const alems_channel *ch, char *err, size_t errlen);
 
 /* perf_group.c */
 int perf_open(const alems_channel *ch, int group_fd, int grouped);
-int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running);
+int perf_value(const alems_channel *ch, uint64_t val, uint64_t enabled, uint64_t running,
+               int64_t *out);
 int open_one(alems_sampler *s, int i, char *err, size_t errlen);
 int read_one(alems_sampler *s, int i);
 

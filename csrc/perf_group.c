@@ -45,12 +45,23 @@ static int perf_same_group(const alems_channel *a, const alems_channel *b)
            a->perf_flags == b->perf_flags && (a->slow != 0) == (b->slow != 0);
 }
 
-/* Multiplexed counter: scale up to the enabled time. */
-int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running)
+/* One perf read (value, time enabled, time running) as a count into *out, scaled up to
+ * the enabled time when multiplexed. A counter enabled but never scheduled (running == 0)
+ * has no count (READ_NO_VALUE: a null, not 0); one not enabled yet (enabled == 0, e.g.
+ * before enable_on_exec's exec) has counted nothing: 0. */
+int perf_value(const alems_channel *ch, uint64_t val, uint64_t enabled, uint64_t running,
+               int64_t *out)
 {
+    if (ch->perf_flags & ALEMS_PERF_TEST_NEVER_RAN) /* fault injection, tests only */
+        running = 0;
+    else if (ch->perf_flags & ALEMS_PERF_TEST_HALF_RUNNING)
+        running = enabled / 2;
+    if (running == 0 && enabled > 0)
+        return READ_NO_VALUE;
     if (running > 0 && running < enabled)
         val = (uint64_t)((unsigned __int128)val * enabled / running);
-    return (int64_t)val;
+    *out = (int64_t)val;
+    return 0;
 }
 
 void close_inputs(alems_sampler *s)
@@ -62,6 +73,7 @@ void close_inputs(alems_sampler *s)
         s->st[i].group = -1;
         s->st[i].next = -1;
         s->st[i].nmemb = 0;
+        s->st[i].no_value = 0;
     }
 }
 
@@ -78,8 +90,13 @@ static int read_group(alems_sampler *s, int leader)
         return -EIO;
     uint64_t enabled = s->groupbuf[1], running = s->groupbuf[2];
     size_t k = 0;
-    for (int m = leader; m >= 0 && k < nr; m = s->st[m].next, k++)
-        s->st[m].last = perf_scale(s->groupbuf[3 + k], enabled, running);
+    for (int m = leader; m >= 0 && k < nr; m = s->st[m].next, k++) {
+        int64_t v;
+        s->st[m].no_value = perf_value(&s->inputs[leader], s->groupbuf[3 + k], enabled,
+                                       running, &v) == READ_NO_VALUE;
+        if (!s->st[m].no_value)
+            s->st[m].last = v;
+    }
     return 0;
 }
 
@@ -96,6 +113,8 @@ int read_one(alems_sampler *s, int i)
     int rc = read_input(&s->inputs[i], st->fd, s->textbuf, &v);
     if (rc == 0)
         s->st[i].last = v;
+    if (rc >= 0)
+        s->st[i].no_value = rc == READ_NO_VALUE;
     return rc;
 }
 
@@ -161,6 +180,7 @@ int open_one(alems_sampler *s, int i, char *err, size_t errlen)
         ((ch->kind == ALEMS_CH_PERF && fd == -ESRCH) ||
          (ch->kind == ALEMS_CH_TEXT_FILE && (fd == -ENOENT || fd == -ESRCH)))) {
         st->last = 0; /* the thread exited between listing and opening: it counts nothing */
+        st->no_value = 0;
         return 0;
     }
     return fd;

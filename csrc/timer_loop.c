@@ -7,8 +7,10 @@
 static void take_sample(alems_sampler *s, uint64_t tick, int64_t t_ns, int slow, uint32_t flags)
 {
     for (int k = 0; k < ALEMS_MAX_CHANNELS; k++)
-        if (s->slot_slow[k] == 0 || (slow && s->slot_slow[k] == 1))
+        if (s->slot_slow[k] == 0 || (slow && s->slot_slow[k] == 1)) {
             s->slot_val[k] = 0;
+            s->slot_nulls &= ~(1ULL << k);
+        }
     for (int i = 0; i < s->n; i++) {
         const alems_channel *ch = &s->inputs[i];
         if (ch->slow && !slow)
@@ -21,7 +23,11 @@ static void take_sample(alems_sampler *s, uint64_t tick, int64_t t_ns, int slow,
             if (atomic_compare_exchange_strong(&s->error_errno, &zero, -rc))
                 atomic_store(&s->error_input, i);
         }
-        s->slot_val[ch->slot] += s->st[i].last;
+        if (s->st[i].no_value) /* one input without a value leaves its slot without one */
+            s->slot_nulls |= 1ULL << ch->slot;
+        else /* summed modulo 2^64: raw counters wrap, and signed overflow would be UB */
+            s->slot_val[ch->slot] =
+                (int64_t)((uint64_t)s->slot_val[ch->slot] + (uint64_t)s->st[i].last);
     }
     if (slow)
         atomic_fetch_add_explicit(&s->slow_reads, 1, memory_order_relaxed);
@@ -38,6 +44,7 @@ static void take_sample(alems_sampler *s, uint64_t tick, int64_t t_ns, int slow,
         r->t_ns = t_ns;
         r->tick = tick;
         r->flags = flags | (slow ? ALEMS_REC_SLOW : 0);
+        r->nulls = s->slot_nulls;
         memcpy(r->values, s->slot_val, sizeof r->values);
         atomic_store_explicit(&s->head, head + 1, memory_order_release);
     }
@@ -68,7 +75,7 @@ void *sampler_main(void *arg)
     for (int i = 0; i < s->n && rc == 0; i++) {
         int r = read_one(s, i);
         if (r < 0 && !thread_gone(&s->inputs[i], r)) {
-            set_err(err, sizeof err, "cannot read %s: %s", s->inputs[i].path, -r);
+            read_err(err, sizeof err, s->inputs[i].path, -r);
             rc = r;
         }
     }

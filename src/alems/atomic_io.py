@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,11 +26,10 @@ def write_atomic(path, tmp_path, write: Callable[[BinaryIO], object]) -> int:
     failure. A character device or FIFO target is written in place. Returns the bytes
     written (the file size for a regular file)."""
     path = Path(path)
-    with atomic_target(path, tmp_path) as target:
-        with open(target, "wb") as fh:
-            write(fh)
-            fh.flush()
-            written = fh.tell() if fh.seekable() else None
-            if target != path:
-                os.fsync(fh.fileno())
+    with atomic_target(path, tmp_path) as target, open(target, "wb") as fh:
+        write(fh)
+        fh.flush()
+        written = fh.tell() if fh.seekable() else None
+        if target != path:
+            os.fsync(fh.fileno())
     return written if written is not None else 0

@@ -18,7 +18,7 @@ import select
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 

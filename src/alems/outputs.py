@@ -4,9 +4,9 @@ written safely even as root.
 `check_output_path(path, what)` is called before any work: it refuses, in one line and exit
 2, a target that is a directory, a block device, a socket, a name too long for the file
 system, a missing (never created silently) or unwritable folder; for a dataset folder
-(`folder=True`) one that exists and is not empty. `atomic_target(path)` then gives the name to write: a
-temporary file `.<name>.<pid>.tmp` beside the target that is renamed onto it on success —
-or, when the target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
+(`folder=True`) one that exists and is not empty. `atomic_target(path)` then gives the name
+to write: a temporary file `.<name>.<pid>.tmp` beside the target that is renamed onto it on
+success — or, when the target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
 a named pipe), the target itself, so a device node is never replaced by a regular file.
 `safe_replace` is the rename that refuses to go over anything but a regular file.
 Temporary files of processes that no longer run are removed (`remove_stale_tmp`). A new
@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from alems.errors import AlemsError, UsageError
 
@@ -208,8 +208,8 @@ def remove_stale_tmp(path) -> list[Path]:
     (a kill -9 during a final write). Returns what went."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    pattern = re.compile(r"^\.%s\.(?:(\d+)\.tmp|tmp-(\d+))$" % re.escape(path.name))
-    removed = []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.tmp|tmp-(\d+))$")
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -120,7 +120,8 @@ def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,
     rows = reads.run_sample_paths(conn, group.group_id)
     if not rows:
         raise AlemsError(f"group {group.group_id!r} has no runs to export yet")
-    found, missing = [], []
+    found: list[tuple] = []
+    missing: list[tuple] = []
     for run_id, exp_id, rel in rows:
         path = samples_file(db_path, rel)
         (found if path is not None and path.is_file() else missing).append((run_id, exp_id, path))

@@ -77,7 +77,7 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
                              squeeze=False)
     seen_labels = set()
     peaks: list[float] = []
-    for ax, (run, (t_ns, e_uj)) in zip(axes[:, 0], series):
+    for ax, (run, (t_ns, e_uj)) in zip(axes[:, 0], series, strict=True):
         t_s, p_w = power_curve_w(t_ns, e_uj, smooth_ms)
         t0 = int(t_ns[0])
         ph = phases[phases["run_id"] == run["run_id"]]
@@ -111,10 +111,10 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
                            f"{smooth_ms:.0f} ms windows")
     handles, labels = [], []
     for ax in axes[:, 0]:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
                 handles.append(h)
-                labels.append(l)
+                labels.append(label)
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, 1.02))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -131,16 +131,17 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
     nrow = int(np.ceil(len(cells) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(8, 3.0 * nrow), squeeze=False)
     rng = np.random.default_rng(0)   # jitter only
-    for ax, ((task, provider), cell) in zip(axes.flat, cells):
+    for ax, ((task, provider), cell) in zip(axes.flat, cells, strict=False):
         data, labels = [], []
         for wf in WORKFLOWS:
             vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
             if len(vals):
                 data.append(vals.to_numpy())
                 labels.append(wf)
-        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})" for wf, v in zip(labels, data)],
+        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})"
+                                      for wf, v in zip(labels, data, strict=True)],
                    widths=0.5, showfliers=False)
-        for i, (vals, wf) in enumerate(zip(data, labels), start=1):
+        for i, (vals, wf) in enumerate(zip(data, labels, strict=True), start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,
                        color=WF_COLORS.get(wf, "grey"), alpha=0.8, zorder=3)
         ax.set_title(f"{task} / {provider}", fontsize=9)

@@ -118,7 +118,8 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
                     f"; the true SD may be {factor:.1f}× the pilot's (95 % bound), which "
                     f"would need {factor ** 2:.0f}× the repetitions")
             warnings.append(f"{task}/{provider}: the pilot has only {n} complete pair(s) "
-                            f"(< {MIN_PILOT_PAIRS}), so its SD — and the repetitions it gives — are "
+                            f"(< {MIN_PILOT_PAIRS}), so its SD — and the repetitions it gives — "
+                            "are "
                             f"rough{more}")
     if not rows:
         raise AlemsError(f"pilot group {group.group_id!r} has no completed runs with energy")

@@ -5,12 +5,13 @@ bounds are rounded to the same decimal place. JSON output keeps full precision."
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 UNCERTAINTY_DIGITS = 2      # significant digits kept of an interval's half-width
 NO_INTERVAL_DIGITS = 3      # significant digits of a value that has no interval
 
 
-def _finite(v) -> bool:
+def _finite(v) -> TypeGuard[float]:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
@@ -46,4 +47,6 @@ def fmt_interval(v, low, high) -> tuple[str, str, str]:
     if half <= 0:   # zero-width interval: the value's own 3 significant digits
         return fmt_value(v), fmt_value(low), fmt_value(high)
     d = decimals_for(half)
+    if d is None:  # not reached: a finite positive half-width has its decimals
+        return fmt_value(v), fmt_value(low), fmt_value(high)
     return (_fmt(v, d) if _finite(v) else "–"), _fmt(low, d), _fmt(high, d)

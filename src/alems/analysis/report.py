@@ -107,8 +107,10 @@ def _conditions(conn: sqlite3.Connection, group: Group, summary: dict, runs) -> 
     if other_host:
         rows.append(["machine: other", _value(other_host)])
     srcs = ", ".join(summary["energy_sources"]) or "–"
-    rows.append(["energy source(s)", srcs + (" — ESTIMATE, not measured" if summary["estimate"] else "")])
-    models = sorted({f"{p}: {m}" for p, m in zip(runs["provider"], runs["model"]) if m})
+    rows.append(["energy source(s)",
+                 srcs + (" — ESTIMATE, not measured" if summary["estimate"] else "")])
+    models = sorted({f"{p}: {m}"
+                     for p, m in zip(runs["provider"], runs["model"], strict=True) if m})
     if models:
         rows.append(["model(s)", "; ".join(models)])
     base_ids = sorted({int(b) for b in runs["baseline_id"].dropna()})
@@ -173,7 +175,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        f"{w['n_correct']}/{w['n_runs']} ({w['success_rate']:.0%})",
                        *_energy_cells(w["dynamic_energy_j"]),
                        _ms(w["duration_s"], 3), _ms(w["avg_power_w"], 1),
-                       _fmt(w["epg_j"]) if w["epg_j"] is not None else f"– ({w['epg_null_reason']})"]
+                       _fmt(w["epg_j"]) if w["epg_j"] is not None else "– "
+                                                                       f"({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
     out.append(Block("table", f"Orchestration tax (Σ agentic ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
@@ -195,16 +198,18 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                               "upper bound, and run more repetitions."))
     if summary["phases"]:
         kinds = ["planning", "execution", "synthesis", "llm", "tool", "waiting"]
-        table = {}
+        table: dict[tuple, dict] = {}
         for p in summary["phases"]:
             table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
         rows = []
         for (task, provider), shares in sorted(table.items()):
             rows.append([task, provider] + [
-                _pct(shares.get(("stage" if k in ("planning", "execution", "synthesis") else "activity", k)))
+                _pct(shares.get(("stage" if k in ("planning", "execution", "synthesis")
+                                 else "activity", k)))
                 for k in kinds] + [_pct(shares.get(("activity", "other")))])
         out.append(Block("table", f"Share of agentic package energy per phase{est_tag}",
-                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"],
+                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside "
+                                                                                   "llm/tool/wait"],
                          rows))
     out.append(Block("table", f"Footprint of all runs' dynamic energy (grid factors; empty = no "
                               f"factor){est_tag}",
@@ -339,7 +344,7 @@ def render_html(blocks: list[Block]) -> str:
             short = ' class="short"' if len(rows) <= SHORT_TABLE_ROWS else ""
             parts.append(f"<table{short}><caption>{e(b.text)}</caption><thead><tr>{head}</tr>"
                          f'</thead><tbody>{body}</tbody></table><div class="table-end"></div>')
-        elif b.kind == "figure":
+        elif b.kind == "figure" and b.png is not None:
             data = base64.b64encode(b.png).decode("ascii")
             parts.append(f'<figure><img alt="{e(b.text)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{e(b.text)}</figcaption></figure>")

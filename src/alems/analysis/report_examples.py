@@ -60,7 +60,8 @@ def trace_lines(text) -> list[list[str]]:
             flags = [f for f in ("fallback", "truncated", "refusal") if ev.get(f)]
             if kind == "step" and ev.get("answer") is not None:
                 calls += f"; answer: {_cut(ev['answer'], 120)}"
-            label = "plan" if kind == "plan" else f"step {ev.get('step', '?')} ({ev.get('mode', '?')})"
+            label = ("plan" if kind == "plan"
+                     else f"step {ev.get('step', '?')} ({ev.get('mode', '?')})")
             rows.append([label, calls + (f" [{', '.join(flags)}]" if flags else "")])
         elif kind == "tool":
             flag = " [error]" if ev.get("error") else ""
@@ -103,7 +104,7 @@ def phase_rows(phases, pkg_energy_uj) -> list[list[str]]:
 class _Prompts:
     """Item prompts of each task set, loaded once; None where the set cannot be loaded."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._sets: dict[str, dict | None] = {}
 
     def get(self, task: str, item_id) -> str:

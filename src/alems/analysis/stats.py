@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -356,7 +356,8 @@ def repetitions_for_relative_effect(cv: float, relative_effect: float, power: fl
     return max(2, int(math.ceil((z_sum(power, alpha) * cv / relative_effect) ** 2)))
 
 
-def widen_for_baseline(iv: Interval, baseline_se: float | None) -> tuple[float | None, float | None]:
+def widen_for_baseline(iv: Interval,
+                       baseline_se: float | None) -> tuple[float | None, float | None]:
     """The t interval of a mean of dynamic energies, widened for the idle baseline's own
     uncertainty: every run subtracts an estimated baseline power × duration, so the mean
     carries the mean baseline standard error (`runs.dynamic_energy_se_uj`, SE × duration)

@@ -113,10 +113,12 @@ def format_duration(seconds: float | None) -> str:
 def status_lines(st: dict) -> list[str]:
     planned = st["planned"] if st["planned"] is not None else "?"
     lines = [f"batch {st['group_id']} ({st['status']}, started {st['created_at']}): "
-             f"{st['done']}/{planned} runs done, {st['errors']} failed, {st['wrong']} wrong answers"]
+             f"{st['done']}/{planned} runs done, {st['errors']} failed, {st['wrong']} wrong "
+             "answers"]
     for v in st["workflows"]:
         mean = "-" if v["mean_run_s"] is None else f"{v['mean_run_s']:.2f} s"
-        lines.append(f"  {v['workflow']:<8} {v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
+        lines.append(f"  {v['workflow']:<8} "
+                     f"{v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
                      f" failed {v['errors']:<3} wrong {v['wrong']:<3} mean run {mean}")
     if st.get("process_gone"):
         lines.append("  the batch process is gone (killed or the machine restarted); run the "
@@ -127,7 +129,8 @@ def status_lines(st: dict) -> list[str]:
         else:
             lines.append("  finished" if st["status"] != "running" else "  all planned runs done")
     else:
-        lines.append(f"  ETA {format_duration(st['eta_s'])} (wall-clock overhead ×{st['overhead_factor']:.2f})")
+        lines.append(f"  ETA {format_duration(st['eta_s'])} (wall-clock overhead "
+                     f"×{st['overhead_factor']:.2f})")
     return lines
 
 

@@ -169,12 +169,14 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         }
         workflow_rows.append(row)
         label = f"{task}/{provider}/{wf}"
+        half = energy_iv.half_width
         if energy_iv.n < 2:
             warnings.append(f"{label}: {energy_iv.n} completed run(s) with energy — no "
                             "confidence interval possible; run more repetitions")
-        elif energy_iv.mean and energy_iv.half_width / abs(energy_iv.mean) > WIDE_CI_FRACTION:
+        elif energy_iv.mean and half is not None and half / abs(energy_iv.mean) > WIDE_CI_FRACTION:
             warnings.append(
-                f"{label}: {int(confidence * 100)} % CI is ±{energy_iv.half_width / abs(energy_iv.mean):.0%}"
+                f"{label}: {int(confidence * 100)} % CI is "
+                f"±{half / abs(energy_iv.mean):.0%}"
                 f" of the mean with n={energy_iv.n} — too few runs for a firm conclusion; "
                 "`alems plan-reps --from-group` says how many are needed")
         if epg is None:
@@ -182,18 +184,18 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
 
     ok_runs = runs[runs["ok"]]
     pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"]))
+                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
     arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
                                        ok_runs["run_number"], ok_runs["workflow_type"],
-                                       ok_runs["dynamic_energy_j"])), confidence)
-    epg = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
+                                       ok_runs["dynamic_energy_j"], strict=True)), confidence)
+    epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     for t in taxes:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
                  ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
-        t["epg_linear_j"] = epg.get((t["task"], t["provider"], "linear"))
-        t["epg_agentic_j"] = epg.get((t["task"], t["provider"], "agentic"))
+        t["epg_linear_j"] = epg_of.get((t["task"], t["provider"], "linear"))
+        t["epg_agentic_j"] = epg_of.get((t["task"], t["provider"], "agentic"))
         t["estimate"] = bool(is_estimate[in_row].any())
         warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
@@ -219,7 +221,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         warnings.append(f"{n_wrong} run(s) gave a wrong answer (counted in EpG's energy)")
     short = runs[runs["duration_ns"].notna() & (runs["duration_ns"] < SHORT_RUN_NS)]
     if len(short):
-        warnings.append(f"{len(short)} run(s) shorter than {SHORT_RUN_NS / 1e6:.0f} ms — only a few "
+        warnings.append(f"{len(short)} run(s) shorter than {SHORT_RUN_NS / 1e6:.0f} ms — only a "
+                        "few "
                         "RAPL updates (~1 ms each); their energy is unreliable")
     clipped = int((runs["dynamic_clipped"] == 1).sum())
     if clipped:
@@ -271,10 +274,11 @@ def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
     """The tax over every measured device, labelled, where runs measured a GPU."""
     if "gpu_dynamic_energy_uj" not in ok_runs or not ok_runs["gpu_dynamic_energy_uj"].notna().any():
         return {}
-    energy = [all_device_energy_j(c, g) for c, g in zip(ok_runs["dynamic_energy_uj"],
-                                                        ok_runs["gpu_dynamic_energy_uj"])]
+    energy = [all_device_energy_j(c, g)
+              for c, g in zip(ok_runs["dynamic_energy_uj"], ok_runs["gpu_dynamic_energy_uj"],
+                              strict=True)]
     pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], energy))
+                        ok_runs["workflow_type"], energy, strict=True))
     rows = tax_rows(pairs, confidence)
     return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
             "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
@@ -309,7 +313,8 @@ def workflow_table(summary: dict) -> list[dict]:
     taxes = {(t["task"], t["provider"]): t for t in summary["tax"]}
     shares: dict = {}
     for p in summary["phases"]:
-        shares.setdefault((p["task"], p["provider"]), {})[f"share_{p['basis']}_{p['kind']}"] = p["share"]
+        cell = shares.setdefault((p["task"], p["provider"]), {})
+        cell[f"share_{p['basis']}_{p['kind']}"] = p["share"]
     rows = []
     for w in summary["workflows"]:
         row = {k: w[k] for k in ("task", "provider", "workflow", "n_runs", "n_ok", "n_errors",
@@ -322,7 +327,8 @@ def workflow_table(summary: dict) -> list[dict]:
         for k in ("carbon_g_total", "water_ml_total", "methane_mg_total"):
             row[k] = w[k]
         t = taxes.get((w["task"], w["provider"]), {})
-        for k in ("n_pairs", "tax_ratio", "ci_low", "ci_high", "tax_percent", "mean_of_pair_ratios"):
+        for k in ("n_pairs", "tax_ratio", "ci_low", "ci_high", "tax_percent",
+                  "mean_of_pair_ratios"):
             row[("tax_" + k) if not k.startswith("tax") else k] = t.get(k)
         if w["workflow"] == "agentic":
             row.update(shares.get((w["task"], w["provider"]), {}))

@@ -66,7 +66,8 @@ def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
         if measured is not None and starts:
             age_s = (max(starts) - measured).total_seconds()
             if age_s > BASELINE_MAX_AGE_S:
-                out.append(f"baseline #{int(bid)} was measured {age_s / 3600:.1f} h before the last "
+                out.append(f"baseline #{int(bid)} was measured {age_s / 3600:.1f} h before the "
+                           "last "
                            f"run using it; idle power may have drifted — re-measure it")
             if min(starts) < measured:
                 out.append(f"baseline #{int(bid)} was measured after some of the runs using it")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 from alems.analysis import stats
 from alems.analysis.precision import fmt_interval
@@ -70,7 +70,10 @@ def tax_row(task: str, provider: str, pairs: list[Pair], strata, confidence: flo
     with `equal_strata`, weighs each stratum by the design (`stats.ratio_of_sums`)."""
     est = stats.ratio_of_sums([p.linear_j for p in pairs], [p.agentic_j for p in pairs],
                               confidence=confidence, strata=strata, equal_strata=equal_strata)
-    pct = (lambda v: None if v is None else (v - 1.0) * 100.0)
+
+    def pct(v):
+        return None if v is None else (v - 1.0) * 100.0
+
     outlier = None
     if est.outlier_index is not None:
         p = pairs[est.outlier_index]
@@ -112,12 +115,12 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
     stratum that lost pairs keeps the weight the design gave it; a pooled row over a single
     task is the same computation as that task's row."""
     rows = []
-    cells = {cell: [] for cell in cells}
+    by_cell: dict[tuple[str, str], list[Pair]] = {cell: [] for cell in cells}
     for p in pairs:
-        cells.setdefault((p.task, p.provider), []).append(p)
-    for (task, provider), cell in sorted(cells.items()):
+        by_cell.setdefault((p.task, p.provider), []).append(p)
+    for (task, provider), cell in sorted(by_cell.items()):
         rows.append(tax_row(task, provider, cell, None, confidence))
-    providers = sorted({provider for _, provider in cells})
+    providers = sorted({provider for _, provider in by_cell})
     for provider in providers:
         cell = [p for p in pairs if p.provider == provider]
         rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence,

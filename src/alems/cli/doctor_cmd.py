@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def perf_context(proc_root: str) -> dict:
     path = os.path.join(proc_root, "sys/kernel/perf_event_paranoid")
     try:
         with open(path) as fh:
-            level: Optional[int] = int(fh.read().split()[0])
+            level: int | None = int(fh.read().split()[0])
     except (OSError, ValueError, IndexError):
         level = None
     root = os.geteuid() == 0

@@ -4,7 +4,7 @@ sample folders into one (see `alems.store.merge`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from alems.cli._common import handle_errors
 def merge_command(
     out: Annotated[Path, typer.Argument(help="Database to merge into (created if absent); "
                                         "samples go to <its folder>/samples/.")],
-    inputs: Annotated[List[Path], typer.Argument(help="Databases to merge (their samples "
+    inputs: Annotated[list[Path], typer.Argument(help="Databases to merge (their samples "
                                                  "folders beside them).")],
 ) -> None:
     """Merge A-LEMS databases and their Parquet samples into OUT, refusing duplicate runs."""

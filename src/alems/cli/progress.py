@@ -52,7 +52,8 @@ def run_line(key: RunKey, row: dict) -> str:
     dyn_txt = "" if dyn is None else f" (dynamic {fmt_value(dyn / 1e6)} J)"
     dur = (row.get("duration_ns") or 0) / 1e9
     success = row.get("success")
-    verdict = {1: "correct", 0: "wrong"}.get(success, "error" if row.get("error") else "n/a")
+    verdict = ("correct" if success == 1 else "wrong" if success == 0
+               else "error" if row.get("error") else "n/a")
     return (f"{key.task} {key.provider} {key.workflow} rep {key.rep}: "
             f"{energy_txt}{dyn_txt} [{row.get('energy_source')}] {dur:.2f} s {verdict}"
             + (f" — {row['error']}" if row.get("error") else ""))
@@ -207,7 +208,8 @@ def format_summary(s: BatchSummary) -> str:
     for line in s.arm_headlines.values():
         lines.append(f"  {line}")
     if low:
-        lines.append(f"  note: accuracy below {LOW_ACCURACY * 100:.0f} % ({', '.join(low)}): the tax "
+        lines.append(f"  note: accuracy below {LOW_ACCURACY * 100:.0f} % ({', '.join(low)}): the "
+                     "tax "
                      "compares arms that mostly fail; for research numbers pass --model PATH "
                      "(a 1-8 B instruct GGUF) or --providers cloud")
     if s.tax_pairs:

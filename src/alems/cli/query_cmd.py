@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -68,7 +68,7 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
         blocks = []
         for i, row in enumerate(rows, start=1):
             lines = [f"-[ row {i} ]" + "-" * 20]
-            lines += [f"{c:<{width}} | {_cell(v)}" for c, v in zip(columns, row)]
+            lines += [f"{c:<{width}} | {_cell(v)}" for c, v in zip(columns, row, strict=True)]
             blocks.append("\n".join(lines))
         blocks.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
         return "\n".join(blocks)
@@ -79,7 +79,7 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
 
     def line(values):
         return " | ".join(v.rjust(w) if num else v.ljust(w)
-                          for v, w, num in zip(values, widths, numeric)).rstrip()
+                          for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
     out = [line(columns), "-+-".join("-" * w for w in widths)]
     out += [line(r) for r in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
@@ -93,7 +93,8 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
         writer.writerow(columns)
         writer.writerows(["" if v is None else v for v in row] for row in rows)
     elif fmt == "json":
-        json.dump([dict(zip(columns, row)) for row in rows], stream, default=str, indent=1)
+        json.dump([dict(zip(columns, row, strict=True)) for row in rows], stream, default=str,
+                  indent=1)
         stream.write("\n")
     else:
         stream.write(format_table(columns, rows) + "\n")
@@ -101,12 +102,12 @@ def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -
 
 def query_command(
     sql: Annotated[str, typer.Argument(help=f"One SQL statement, e.g. \"{EXAMPLE_QUERY}\".")],
-    db: Annotated[Optional[Path], typer.Option(
+    db: Annotated[Path | None, typer.Option(
         "--db", help="SQLite index to query.", show_default=DB_DEFAULT_TEXT)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
     write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the "
                                         "database (read-only otherwise).")] = False,
-    timeout: Annotated[Optional[float], typer.Option(
+    timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Stop the query after this many seconds (default: no limit; "
         "Ctrl-C always stops it).", show_default=False)] = None,
 ) -> None:

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -63,7 +63,7 @@ def validate_rate(name: str, hz: float) -> float:
     return float(hz)
 
 
-def parse_sources(text: Optional[str]) -> Optional[list[str]]:
+def parse_sources(text: str | None) -> list[str] | None:
     """'powercap, perf' -> ['powercap', 'perf']; None/'' -> None (automatic choice)."""
     if text is None or not text.strip():
         return None
@@ -82,7 +82,7 @@ def check_writable(path: Path, flag: str) -> Path:
     return check_output_path(path, flag)
 
 
-def check_outputs(output: Optional[Path], summary_json: Optional[Path], hz: float) -> None:
+def check_outputs(output: Path | None, summary_json: Path | None, hz: float) -> None:
     """Both outputs writable, distinct, and room for the samples (see sample_bytes_needed)."""
     from alems.outputs import check_free_space, same_file, writes_directly
 
@@ -110,7 +110,7 @@ def sample_bytes_needed(hz: float) -> int:
     return int(hz * FREE_SPACE_MIN_S * SAMPLE_ROW_BYTES) + FREE_SPACE_MARGIN_BYTES
 
 
-def resolve_command(argv: List[str]) -> str:
+def resolve_command(argv: list[str]) -> str:
     """Return the executable's path, or fail the way a shell would (127 / 126)."""
     if not argv:
         raise UsageError("no command given; usage: alems sample [OPTIONS] -- COMMAND [ARGS...]")
@@ -135,7 +135,7 @@ def exit_code_of(returncode: int) -> int:
 # ---------------------------------------------------------------- running
 
 
-def check_requested_sources(names: Optional[list[str]], roots: dict) -> None:
+def check_requested_sources(names: list[str] | None, roots: dict) -> None:
     """Each explicitly requested source must be readable; say why not and how to fix."""
     if not names:
         return
@@ -156,7 +156,7 @@ class SignalForwarder:
     the command's pid is known is delivered as soon as it is (`attach`)."""
 
     def __init__(self) -> None:
-        self.pid: Optional[int] = None
+        self.pid: int | None = None
         self.received: list[int] = []
         self._unsent: list[int] = []
         self._previous: dict = {}
@@ -175,7 +175,7 @@ class SignalForwarder:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, self._unsent.pop(0))
 
-    def __enter__(self) -> "SignalForwarder":
+    def __enter__(self) -> SignalForwarder:
         self._previous = {s: signal.signal(s, self._handle) for s in FORWARDED_SIGNALS}
         return self
 
@@ -196,10 +196,10 @@ def _switches(ru) -> dict:
     return {"voluntary_ctxt_switches": ru.ru_nvcsw, "nonvoluntary_ctxt_switches": ru.ru_nivcsw}
 
 
-def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
-                sources: Optional[list[str]], slow_hz: float, roots: dict,
-                stream: Optional[Path] = None, full_rate_counters: bool = False,
-                gpus: Optional[list[int]] = None):
+def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
+                sources: list[str] | None, slow_hz: float, roots: dict,
+                stream: Path | None = None, full_rate_counters: bool = False,
+                gpus: list[int] | None = None):
     """Spawn `argv` gated, sample it until it exits; return (result, returncode).
     stream: the samples go to this Arrow IPC file as they come (else only the summary
     is kept)."""
@@ -246,25 +246,26 @@ def run_sampled(argv: List[str], forwarder: SignalForwarder, *, hz: float,
 def register(app: typer.Typer) -> None:
     @app.command(
         "sample",
-        context_settings={"allow_interspersed_args": False},  # the command starts at `--` or its first word
+        # the command starts at `--` or its first word
+        context_settings={"allow_interspersed_args": False},
     )
     @handle_errors
     def sample(
-        command: Annotated[Optional[List[str]], typer.Argument(
+        command: Annotated[list[str] | None, typer.Argument(
             help="The command to measure and its arguments (put them after `--`).",
             show_default=False)] = None,
         hz: Annotated[float, typer.Option("--hz", help="Samples per second.")] = config.DEFAULT_HZ,
-        output: Annotated[Optional[Path], typer.Option(
+        output: Annotated[Path | None, typer.Option(
             "-o", "--output", help="Write the samples to this Parquet file.")] = None,
-        summary_json: Annotated[Optional[Path], typer.Option(
+        summary_json: Annotated[Path | None, typer.Option(
             "--summary-json", help="Also write the summary as JSON to this file.")] = None,
-        sources: Annotated[Optional[str], typer.Option(
+        sources: Annotated[str | None, typer.Option(
             "--sources", help=f"Comma list among {', '.join(KNOWN_SOURCES)}; "
             "default: automatic (first energy source that works, else an estimate).")] = None,
         slow_hz: Annotated[float, typer.Option(
             "--slow-hz", help="Rate of the slow sources (thermal, cpuidle, /proc/stat).")
         ] = config.DEFAULT_SLOW_HZ,
-        gpus: Annotated[Optional[str], typer.Option(
+        gpus: Annotated[str | None, typer.Option(
             "--gpus", help="NVIDIA GPUs to measure (NVML indices, e.g. 0,2; or none); "
             "default: CUDA_VISIBLE_DEVICES, else all (none without NVML).")] = None,
         quiet: Annotated[bool, typer.Option(
@@ -272,7 +273,7 @@ def register(app: typer.Typer) -> None:
         full_rate_counters: Annotated[bool, typer.Option(
             "--full-rate-counters", help="Read the process's perf counters at --hz too "
             "(default: at --slow-hz; they are cumulative).")] = False,
-        recover: Annotated[Optional[Path], typer.Option(
+        recover: Annotated[Path | None, typer.Option(
             "--recover", help="Turn PATH.partial, the samples stream of a killed run, into "
             "the Parquet file PATH; no command.", show_default=False)] = None,
         sysfs_root: SysfsRootOption = "/sys",

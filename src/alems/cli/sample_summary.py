@@ -4,12 +4,11 @@ the numbers alone would hide, and the table on stderr (the command's stdout stay
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 from alems import config
 
 
-def summary_for_output(result, argv: List[str], exit_code: int, output: Optional[Path]) -> dict:
+def summary_for_output(result, argv: list[str], exit_code: int, output: Path | None) -> dict:
     summary = dict(result.summary)
     summary.setdefault("energy_source", result.energy_source)
     summary["command"] = list(argv)
@@ -52,7 +51,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def estimate_note(summary: dict) -> Optional[str]:
+def estimate_note(summary: dict) -> str | None:
     """The plain warning printed when energy was estimated, not measured."""
     if summary.get("energy_source") != "estimate":
         return None

@@ -42,7 +42,7 @@ def print_table(con, title: str, columns: list[str], rows: list[list[str]],
     # each column: its text, one space of padding either side and a border line
     if sum(mins) + 3 * len(columns) + 1 <= con.width:
         table = Table(title=title, title_justify="left")
-        for c, m, k in zip(columns, mins, ident):
+        for c, m, k in zip(columns, mins, ident, strict=True):
             table.add_column(c, no_wrap=k, min_width=m, overflow="fold")
         for r in rows:
             table.add_row(*[str(v) for v in r])
@@ -50,10 +50,11 @@ def print_table(con, title: str, columns: list[str], rows: list[list[str]],
         return
     con.print(title, style="italic", highlight=False, markup=False)
     for r in rows:
-        head = " / ".join(str(v) for v, k in zip(r, ident) if k) or "row"
+        head = " / ".join(str(v) for v, k in zip(r, ident, strict=True) if k) or "row"
         con.print(f"  {head}", style="bold", highlight=False, markup=False, soft_wrap=True)
         lines, line = [], "   "
-        for c, v, k in zip(columns, r, ident):   # `column: value` items, packed per line
+        # `column: value` items, packed per line
+        for c, v, k in zip(columns, r, ident, strict=True):
             if k:
                 continue
             item = f" {c}: {v},"

@@ -7,6 +7,7 @@ queries. Plotly's JavaScript is served from the installed plotly package: no net
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import sys
@@ -57,7 +58,8 @@ def _num(value) -> str:
     """A counter for reading: integers with thousands separators, floats to 6 digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–" if value is None else str(value)
-    if isinstance(value, int) or (math.isfinite(value) and value.is_integer() and abs(value) >= 1e4):
+    if isinstance(value, int) or (math.isfinite(value) and value.is_integer()
+                                  and abs(value) >= 1e4):
         return f"{int(value):,}"
     return _fmt(value, ".6g")
 
@@ -78,7 +80,9 @@ class TokenGate(BaseHTTPMiddleware):
         self.token = token
 
     def _ok(self, given: str | None) -> bool:
-        return bool(given) and secrets.compare_digest(given.encode(), self.token.encode())
+        if not given or self.token is None:
+            return False
+        return secrets.compare_digest(given.encode(), self.token.encode())
 
     async def dispatch(self, request, call_next):
         path = request.url.path
@@ -111,10 +115,8 @@ def _safe_next(target: str | None) -> str:
 
 def _warm_up() -> None:
     """Import the analysis stack (pandas, scipy: seconds) before the first page needs it."""
-    try:
+    with contextlib.suppress(ImportError):
         import alems.analysis.summary  # noqa: F401
-    except ImportError:
-        pass
 
 
 def checked_run_id(run_id: int) -> int:

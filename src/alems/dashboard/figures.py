@@ -8,7 +8,8 @@ import math
 from alems.measure.names import DOMAINS
 
 ARM_COLORS = {"linear": "#1f77b4", "agentic": "#d62728"}
-DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")))
+DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"),
+                         strict=True))
 PHASE_COLORS = {"planning": "#ff7f0e", "execution": "#2ca02c", "synthesis": "#9467bd",
                 "linear": "#1f77b4", "llm": "#d62728", "tool": "#17becf", "waiting": "#7f7f7f"}
 TOP_BAND = 0.93      # top-level phases are named above this height (paper coordinates)

@@ -4,9 +4,11 @@ queries). Nothing here builds SQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from alems.errors import AlemsError
 from alems.analysis.groups import resolve_group
@@ -108,7 +110,8 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
     st = batch_status(conn, group)
     runs = reads.group_runs(conn, group.group_id)
     summary, why = summarize(conn, db_path, group)
-    ctx = {"group": group, "progress": _progress(st), "runs": runs, "summary": summary,
+    ctx: dict[str, Any] = {"group": group, "progress": _progress(st), "runs": runs,
+                           "summary": summary,
            "summary_error": why,
            "energy": energy_label(sorted({r["energy_source"] for r in runs
                                           if r["energy_source"]})),
@@ -168,10 +171,8 @@ def run_page(conn, db_path: Path, run_id: int) -> dict:
     phases = reads.run_phases(conn, run_id)
     curves, why = run_power(db_path, run)
     null_reasons = {}
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         null_reasons = json.loads(run.get("null_reasons") or "{}")
-    except json.JSONDecodeError:
-        pass
     counters = [{"name": c, "value": run.get(c), "why_null": null_reasons.get(c)}
                 for c in COUNTER_COLUMNS if c in run]
     events = _trace_events(run.get("trace_json"))
@@ -194,7 +195,8 @@ def _ratio(a, b):
 
 
 def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
-    ctx = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [], "ratio": None}
+    ctx: dict[str, Any] = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [],
+                           "ratio": None}
     if not a or not b:
         return ctx
     for gid in (a, b):
@@ -225,7 +227,8 @@ def live_state(conn, db_path: Path, group_id: str | None) -> dict:
 
     partial = curves_mod.newest_partial(samples_root(db_path) / f"group_id={group.group_id}")
     live = {"group_id": group.group_id, "status": group.status, "progress": _progress(st),
-            "workflows": st["workflows"], "last_run": reads.latest_run_started(conn, group.group_id),
+            "workflows": st["workflows"],
+            "last_run": reads.latest_run_started(conn, group.group_id),
             "curve": None, "curve_note": None}
     if partial is None:
         live["curve_note"] = ("no samples stream of a run in progress (batch between runs, "

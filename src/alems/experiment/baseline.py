@@ -7,8 +7,9 @@ average). A stored baseline is reused only while it is fresh and safe: younger t
 `max_age_s`, taken in the same state (host, governor, energy source), measured with at least
 the requested window length and number of windows, and — unless this process measured it —
 on a machine that was quiet (1-minute load at most QUIET_LOAD_PER_CPU per CPU) or no busier
-than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded (MIN_DURATION_S … MAX_DURATION_S): a window of a
-few milliseconds holds a couple of samples and can report any power at all.
+than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded
+(MIN_DURATION_S … MAX_DURATION_S): a window of a few milliseconds holds a couple of samples
+and can report any power at all.
 
 Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is stored as the
 `gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
@@ -28,11 +29,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from alems import config
 from alems.errors import AlemsError
 from alems.measure.names import DOMAINS
+
+if TYPE_CHECKING:
+    from alems.measure.protocol import SamplerProtocol
 from alems.store import baselines as store_baselines
 from alems.store.runs import utc_now_iso
 
@@ -81,7 +86,8 @@ def read_governor(sysfs_root: str | None = None) -> str | None:
     """cpufreq governor of cpu0 (None where cpufreq is absent, e.g. most VMs)."""
     root = Path(sysfs_root or config.sysfs_root())
     try:
-        return (root / "devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip() or None
+        governor = root / "devices/system/cpu/cpu0/cpufreq/scaling_governor"
+        return governor.read_text().strip() or None
     except OSError:
         return None
 
@@ -93,10 +99,10 @@ def read_load_1m(proc_root: str | None = None) -> float | None:
         return None
 
 
-def machine_state(energy_source: str, gpus: list[str] | None = None) -> dict:
+def machine_state(energy_source: str | None, gpus: list[str] | None = None) -> dict:
     """gpus: names of the measured GPUs (None: none measured; the key is left out then, so
     older baselines without it still compare equal)."""
-    state = {"host": socket.gethostname(), "governor": read_governor(),
+    state: dict[str, Any] = {"host": socket.gethostname(), "governor": read_governor(),
              "energy_source": energy_source, "load_1m": read_load_1m(),
              "kernel": os.uname().release, "cpus": os.cpu_count()}
     if gpus:
@@ -120,8 +126,9 @@ def state_change(old: dict, new: dict) -> str | None:
 
 # ---------------------------------------------------------------- measure
 
-def measure(sampler_factory: Callable[[], object], *, duration_s: float = DEFAULT_DURATION_S,
-            repetitions: int = DEFAULT_REPETITIONS, sleep=time.sleep) -> Baseline:
+def measure(sampler_factory: Callable[[], SamplerProtocol], *,
+            duration_s: float = DEFAULT_DURATION_S, repetitions: int = DEFAULT_REPETITIONS,
+            sleep=time.sleep) -> Baseline:
     """Run `repetitions` idle windows of `duration_s` with fresh samplers from the factory."""
     if not 0 < duration_s <= MAX_DURATION_S:  # also NaN; the CLI's floor is MIN_DURATION_S
         raise AlemsError(f"baseline duration must be > 0 and at most {MAX_DURATION_S:g} s, "
@@ -209,7 +216,7 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
     return state_change(b.state, state)
 
 
-def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: str, *,
+def get_or_measure(conn, sampler_factory: Callable[[], SamplerProtocol], energy_source: str, *,
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
                    max_age_s: float = DEFAULT_MAX_AGE_S, force: bool | str = False,
@@ -225,7 +232,7 @@ def get_or_measure(conn, sampler_factory: Callable[[], object], energy_source: s
         staleness(current, state, max_age_s=max_age_s, duration_s=duration_s,
                   repetitions=repetitions,
                   trusted=current is not None and current.baseline_id in (trusted_ids or ()))
-    if why is None:
+    if why is None and current is not None:
         return current
     if log:
         log(f"measuring idle baseline ({repetitions} x {duration_s:g} s): {why}")
@@ -265,8 +272,8 @@ class BaselineKeeper:
                  repetitions: int, max_age_s: float, log: Callable[[str], None],
                  gpus: list[str] | None = None):
         self.conn, self.factory, self.source = conn, sampler_factory, energy_source
-        self.kw = dict(duration_s=duration_s, repetitions=repetitions, max_age_s=max_age_s,
-                       gpus=gpus)
+        self.duration_s, self.repetitions, self.max_age_s = duration_s, repetitions, max_age_s
+        self.gpus = gpus
         self.log = log
         self.trusted: set = set()
         self.replaced: set = set()
@@ -275,7 +282,9 @@ class BaselineKeeper:
     def current(self) -> Baseline:
         force, self.force = self.force, False
         return get_or_measure(self.conn, self.factory, self.source, log=self.log,
-                              force=force, trusted_ids=self.trusted, **self.kw)
+                              force=force, trusted_ids=self.trusted,
+                              duration_s=self.duration_s, repetitions=self.repetitions,
+                              max_age_s=self.max_age_s, gpus=self.gpus)
 
     def check_run(self, run: list, row: dict, base: Baseline) -> None:
         why = negative_run_note(run, row, base)

@@ -34,7 +34,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from alems import config
 from alems.experiment import baseline as baseline_mod
@@ -50,6 +51,10 @@ from alems.store import locks as store_locks
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
 from alems.store import sessions as store_sessions
+
+if TYPE_CHECKING:
+    from alems.experiment.fleet import Fleet
+    from alems.measure.protocol import SamplerProtocol
 
 
 # ---------------------------------------------------------------- summary
@@ -106,7 +111,8 @@ class BatchProgress:
 class BatchRunner:
     """Validate, plan, run and store a batch (see the module docstring)."""
 
-    def __init__(self, cfg: BatchConfig, *, sampler_factory: Callable[[], object] | None = None,
+    def __init__(self, cfg: BatchConfig, *,
+                 sampler_factory: Callable[[], SamplerProtocol] | None = None,
                  provider_factory: Callable[[str], object] | None = None,
                  log: Callable[[str], None] | None = None, command: str | None = None,
                  progress: BatchProgress | None = None):
@@ -118,9 +124,9 @@ class BatchRunner:
         self.progress = QuietProxy(progress or BatchProgress())
         self.task_sets: dict = {}
         self.providers: dict = {}
-        self.executor = None
-        self.fleet = None
-        self._tmpdir = None
+        self.executor: RunExecutor | None = None
+        self.fleet: Fleet | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._lock: store_locks.SessionLock | None = None
 
     # ---- validation (before any run)
@@ -131,16 +137,17 @@ class BatchRunner:
             # The model loads on the fleet's nodes, not here (see alems.experiment.fleet).
             from alems.experiment.fleet import Fleet
 
-            self.executor = RunExecutor(cfg, load_providers=False)
-            self.fleet = Fleet.start(cfg, sampler_factory=self.sampler_factory,
-                                     provider_factory=self.provider_factory, log=self.log)
-            self.providers = self.fleet.providers()
+            self.executor = executor = RunExecutor(cfg, load_providers=False)
+            self.fleet = fleet = Fleet.start(cfg, sampler_factory=self.sampler_factory,
+                                             provider_factory=self.provider_factory,
+                                             log=self.log)
+            self.providers = fleet.providers()
         else:
-            self.executor = RunExecutor(cfg, sampler_factory=self.sampler_factory,
-                                        provider_factory=self.provider_factory)
-            self.providers = self.executor.providers
-            self.sampler_factory = self.executor.sampler_factory
-        self.task_sets = self.executor.task_sets
+            self.executor = executor = RunExecutor(cfg, sampler_factory=self.sampler_factory,
+                                                   provider_factory=self.provider_factory)
+            self.providers = executor.providers
+            self.sampler_factory = executor.sampler_factory
+        self.task_sets = executor.task_sets
 
     # ---- database and session
     def _open_db(self) -> tuple[sqlite3.Connection, Path]:
@@ -268,15 +275,18 @@ class BatchRunner:
         if self.fleet is not None:
             self.fleet.run(todo, exp_ids, group_id, conn, db_path, summary, self.progress)
             return
-        energy_source = self.executor.energy_source()
+        executor = self.executor
+        if executor is None:
+            raise AlemsError("internal: a batch runs only after validate()")
+        energy_source = executor.energy_source()
         summary.energy_source = energy_source
 
         max_age_s = cfg.baseline_max_age_s if cfg.baseline_every_s is None \
             else min(cfg.baseline_max_age_s, cfg.baseline_every_s)
         baselines = baseline_mod.BaselineKeeper(
-            conn, self.executor.sampler_factory, energy_source,
+            conn, executor.sampler_factory, energy_source,
             duration_s=cfg.baseline_duration_s, repetitions=cfg.baseline_reps,
-            max_age_s=max_age_s, log=self.log, gpus=getattr(self.executor, "gpus", None))
+            max_age_s=max_age_s, log=self.log, gpus=getattr(executor, "gpus", None))
 
         if cfg.warm_up:
             conditions.warm_up(self.providers, cfg, self.log)
@@ -294,7 +304,7 @@ class BatchRunner:
                     conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
                 exp_id = exp_ids[(key.task, key.provider)]
-                measured = self.executor.measure(  # samples stream to disk as they come
+                measured = executor.measure(  # samples stream to disk as they come
                     key, base, on_phase=lambda names, key=key: self.progress.phase(key, names),
                     partial_path=store_samples.new_partial_path(
                         db_path, group_id, exp_id, store_runs.next_run_id(conn)))

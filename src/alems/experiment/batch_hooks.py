@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from alems.experiment.plan import BatchConfig, RunKey, runs_to_do
 from alems.store import sessions as store_sessions

@@ -3,7 +3,7 @@ quiet machine before each (--require-quiet), and the headline the batch closes w
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from alems.measure.quiet import wait_for_quiet
 

@@ -105,7 +105,7 @@ def peak_power(t: np.ndarray, pkg: np.ndarray | None, t0: int, t1: int):
     return float(power.max()), None
 
 
-def perf_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> dict:
+def perf_metrics(m: RunMetrics, result, t: np.ndarray, t0: int, t1: int) -> dict:
     """Perf counter deltas, ipc and cache_miss_rate; returns the raw deltas (None where
     unmeasured) including ``cpu_migrations`` for `scheduler_metrics`."""
     table: pa.Table = result.table
@@ -114,19 +114,15 @@ def perf_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> di
         if name not in table.column_names:
             counters[name] = None
             continue
-        value = None
-        try:
+        try:  # None from the result is an answer (e.g. a counter that never ran)
             value = result.counter_delta(name, t0, t1)
         except Exception:  # noqa: BLE001 - fall back to the table
-            value = None
-        if value is None:
             value = cumulative_delta(t, float_column(table, name), t0, t1)
         counters[name] = value
     for name in PERF_COUNTERS:
         value = counters[name]
         m.set(name, None if value is None else int(round(value)),
-              f"perf counter {name} not measured (no '{name}' column: hardware/software perf "
-              "events unavailable here; see `alems doctor`)")
+              _no_counter_reason(name, table, t, t0, t1))
     ins, cyc = m.columns["instructions"], m.columns["cycles"]
     if ins is not None and cyc:
         m.set("ipc", ins / cyc)
@@ -141,7 +137,20 @@ def perf_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> di
     return counters
 
 
-def thermal_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
+def _no_counter_reason(name: str, table: pa.Table, t: np.ndarray, t0: int, t1: int) -> str:
+    """Why perf counter `name` has no value for the span."""
+    if name not in table.column_names:
+        return (f"perf counter {name} not measured (no '{name}' column: hardware/software "
+                "perf events unavailable here; see `alems doctor`)")
+    v = float_column(table, name)
+    v = v[span_mask(t, t0, t1)] if v is not None else np.zeros(0)
+    if v.size and np.isnan(v[-1]):
+        return (f"perf counter {name} has no value at the run's end: it never ran "
+                "(time_running = 0: no free hardware counter for it); unknown, not 0")
+    return f"perf counter {name}: fewer than 2 reads inside the run"
+
+
+def thermal_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
     """Package temperature: mean, start, max, delta and gradient over the span."""
     temp = float_column(table, "package_temp_c")
     names = ("package_temp_celsius", "start_temp_c", "max_temp_c", "thermal_delta_c",
@@ -169,7 +178,7 @@ def thermal_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1
         m.set("thermal_gradient", None, "fewer than 2 temperature reads in the run")
 
 
-def cstate_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
+def cstate_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, t0: int, t1: int) -> None:
     """Idle residency per C-state class (see the module docstring)."""
     states = {}
     for name in table.column_names:
@@ -201,13 +210,13 @@ def cstate_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, t0: int, t1:
                   f"this CPU has no {b.upper()}-class idle state (states: {listed})")
 
 
-def scheduler_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, counters: dict,
+def scheduler_metrics(m: RunMetrics, t: np.ndarray, table: pa.Table, counters: dict,
                       t0: int, t1: int) -> None:
     """thread_migrations (perf), run_queue_length and interrupt_rate (/proc/stat)."""
     duration_s = max(t1 - t0, 0) / 1e9
     mig = counters.get("cpu_migrations")
     m.set("thread_migrations", None if mig is None else int(round(mig)),
-          "cpu_migrations perf event not measured (see `alems doctor`)")
+          _no_counter_reason("cpu_migrations", table, t, t0, t1))
     procs = float_column(table, "procs_running")
     if procs is not None:
         v = procs[span_mask(t, t0, t1)]
@@ -223,7 +232,7 @@ def scheduler_metrics(m: "RunMetrics", t: np.ndarray, table: pa.Table, counters:
         m.set("interrupt_rate", None, "/proc/stat intr not sampled (or fewer than 2 reads)")
 
 
-def sampling_metrics(m: "RunMetrics", result, t: np.ndarray, t0: int, t1: int) -> None:
+def sampling_metrics(m: RunMetrics, result, t: np.ndarray, t0: int, t1: int) -> None:
     """sample_count, requested/achieved rate, late and dropped samples."""
     table: pa.Table = result.table
     summary = getattr(result, "summary", None) or {}

@@ -12,13 +12,15 @@ Every run records the machine it ran on: host, CPU model and (on a fleet) the Ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import socket
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
@@ -26,6 +28,9 @@ from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.batch_hooks import watch_phases
 from alems.experiment.plan import BatchConfig, RunKey
 from alems.measure.quiet import LoadProbe
+
+if TYPE_CHECKING:
+    from alems.measure.protocol import SamplerProtocol
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
@@ -63,7 +68,7 @@ class MeasuredRun:
     partial_path: object = None   # the Arrow IPC stream the samples are in, if streamed
 
 
-def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
+def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], SamplerProtocol]:
     from alems.measure.sampler import Sampler
 
     def make():
@@ -74,7 +79,8 @@ def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], object]:
 class RunExecutor:
     """Loads the task sets and providers once (the model), then measures runs."""
 
-    def __init__(self, cfg: BatchConfig, *, sampler_factory: Callable[[], object] | None = None,
+    def __init__(self, cfg: BatchConfig, *,
+                 sampler_factory: Callable[[], SamplerProtocol] | None = None,
                  provider_factory: Callable[[str], object] | None = None,
                  node_id: str | None = None, load_providers: bool = True):
         from alems.experiment.tasks import load_task_set
@@ -197,7 +203,7 @@ def _make_provider(cfg: BatchConfig, name: str, provider_factory):
     if provider_factory is not None:
         provider = provider_factory(name)
     else:
-        options = {}
+        options: dict[str, Any] = {}
         if name == "local":
             options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx,
                            gpu_layers=cfg.gpu_layers)
@@ -243,10 +249,8 @@ def store_measured(conn: sqlite3.Connection, db_path: Path, group_id: str,
                 rows.append(row)
     except BaseException as exc:
         for path in written:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
         if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
             log(f"run(s) {what} were stored meanwhile by another process; kept those")
             return []

@@ -71,7 +71,7 @@ class ProcessCounters:
     involuntary: int
 
     @staticmethod
-    def now(exclude_tids=()) -> "ProcessCounters":
+    def now(exclude_tids=()) -> ProcessCounters:
         from alems.measure.ctxsw import process_switches
 
         sw = process_switches(exclude_tids)
@@ -80,8 +80,7 @@ class ProcessCounters:
 
 def _interval_union_ns(intervals: list[tuple[int, int]]) -> int:
     total = 0
-    end = None
-    start = None
+    start, end = 0, None
     for s, e in sorted(intervals):
         if end is None or s > end:
             if end is not None:
@@ -146,7 +145,8 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     m.set("energy_source", src, "sampler reported no energy source")
 
     # ---- energy
-    energy = {}
+    energy: dict = {}
+    energy_error: str | None
     try:
         energy = result.energy_uj(t0, t1) or {}
     except Exception as exc:  # noqa: BLE001
@@ -349,9 +349,10 @@ def _gpu(m: RunMetrics, result, baseline, t0: int, t1: int, duration_s: float) -
         idle_w, base_why = None, "the idle baseline measured other GPUs"
     else:
         base_why = None
-    gpu_base = idle_w * duration_s * 1e6 if base_why is None else None
+    gpu_base = idle_w * duration_s * 1e6 if base_why is None and idle_w is not None else None
     m.set("gpu_baseline_energy_uj", gpu_base, base_why)
-    m.set("gpu_dynamic_energy_uj", None if gpu_base is None else total - gpu_base, base_why)
+    m.set("gpu_dynamic_energy_uj",
+          None if gpu_base is None or total is None else total - gpu_base, base_why)
 
 
 def _timing(m: RunMetrics, result, workflow, workflow_type, t0: int, t1: int) -> None:

@@ -144,7 +144,8 @@ def _yes_no(text: str) -> str | None:
 
 
 _NEGATION_WORDS = {"not", "never", "no", "t"}   # 't' of isn't / wasn't after normalising
-_NEGATED_AFTER = re.compile(r"^\s*(?:is|was|are)\s+not\b|^\s*(?:isn|wasn|aren)\s+t\b")  # 'Paris is not'
+# 'Paris is not'
+_NEGATED_AFTER = re.compile(r"^\s*(?:is|was|are)\s+not\b|^\s*(?:isn|wasn|aren)\s+t\b")
 
 
 def _text_matches(extracted: str, accepted: list[str]) -> bool:
@@ -183,7 +184,8 @@ def _marked_segments(response: str) -> list[str]:
 
 
 def _number_in_segment(segment: str) -> ParsedNumber | None:
-    segment = re.split(r"(?<=[^\d\s])\.\s|\.\s+(?=[A-Z])|;", segment, maxsplit=1)[0]   # first sentence
+    # the first sentence
+    segment = re.split(r"(?<=[^\d\s])\.\s|\.\s+(?=[A-Z])|;", segment, maxsplit=1)[0]
     if "=" in segment:                               # 'Answer: 5 + 3 = 8'
         return parse_number(segment.rsplit("=", 1)[1])
     numbers = find_numbers(re.sub(r"\([^()]*\)", " ", segment)) or find_numbers(segment)
@@ -235,8 +237,9 @@ def _extract(response: str, item: TaskItem) -> tuple[str | None, ParsedNumber | 
 
 _WORD_NUMBERS = {
     w: i for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split())
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen", "twenty"])
 }
 _WORD_NUMBERS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
                       "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000})
@@ -261,7 +264,8 @@ def score(response: str, item: TaskItem) -> tuple[str | None, bool]:
         return None, False
     if item.answer_type == "number":
         truth = parse_number(item.answer)
-        return extracted, bool(truth is not None and number is not None and numbers_match(number, truth))
+        return extracted, bool(truth is not None and number is not None
+                               and numbers_match(number, truth))
     accepted = [item.answer, *item.aliases]
     truth_yn = _yes_no(item.answer) if normalise_text(item.answer) in _YES | _NO else None
     if truth_yn is not None:

@@ -79,7 +79,8 @@ class TaskSet:
             )
         n = len(self.items)
         if n == 0:
-            raise AlemsError(f"task set {self.name!r} has no items; load a task file with at least one item")
+            raise AlemsError(f"task set {self.name!r} has no items; load a task file with at "
+                             "least one item")
         cycle, position = divmod(repetition, n)
         order = list(range(n))
         random.Random(f"alems-tasks|{self.name}|{seed}|{cycle}").shuffle(order)
@@ -122,7 +123,8 @@ def _read_file(path: Path, *, name: str) -> TaskSet:
                              f"{MAX_FILE_BYTES / 1e6:.0f} MB; split it")
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise AlemsError(f"cannot read task file {path}: {exc}; check the path and that it is UTF-8 text") from exc
+        raise AlemsError(f"cannot read task file {path}: {exc}; check the path and that it is "
+                         "UTF-8 text") from exc
     items: list[TaskItem] = []
     seen: dict[str, int] = {}
     for line_no, line in enumerate(raw.splitlines(), start=1):
@@ -137,14 +139,16 @@ def _read_file(path: Path, *, name: str) -> TaskSet:
         seen[item.id] = line_no
         items.append(item)
     if not items:
-        raise AlemsError(f"{path}: no task items; each line must be a JSON object with a prompt and an answer")
+        raise AlemsError(f"{path}: no task items; each line must be a JSON object with a prompt "
+                         "and an answer")
     return TaskSet(name=name, items=items, source=str(path))
 
 
 def _bad(path: Path, line_no: int, what: str) -> AlemsError:
     return AlemsError(
         f"{path}:{line_no}: {what}; each line needs 'prompt' and 'answer' (or GSM8K's "
-        f"'question' and 'answer' ending in '#### N'). Built-in task sets: {', '.join(available_tasks())}"
+        "'question' and 'answer' ending in '#### N'). Built-in task sets: "
+        f"{', '.join(available_tasks())}"
     )
 
 
@@ -187,7 +191,8 @@ def _text_field(record: dict, key: str, path: Path, line_no: int) -> str:
 
 
 def _looks_numeric(answer: str) -> bool:
-    return bool(_NUMBER_RE.match(answer.replace(",", ""))) or bool(re.fullmatch(r"-?\d+/\d+", answer))
+    return (bool(_NUMBER_RE.match(answer.replace(",", "")))
+            or bool(re.fullmatch(r"-?\d+/\d+", answer)))
 
 
 def _native_item(record: dict, path: Path, line_no: int, stem: str) -> TaskItem:
@@ -196,12 +201,14 @@ def _native_item(record: dict, path: Path, line_no: int, stem: str) -> TaskItem:
     item_id = str(record.get("id") or f"{stem}-{line_no}")
     answer_type = record.get("answer_type") or ("number" if _looks_numeric(answer) else "text")
     if answer_type not in ANSWER_TYPES:
-        raise _bad(path, line_no, f"answer_type {answer_type!r} is not one of {', '.join(ANSWER_TYPES)}")
+        raise _bad(path, line_no, f"answer_type {answer_type!r} is not one of "
+                                  f"{', '.join(ANSWER_TYPES)}")
     if answer_type == "number" and not _looks_numeric(answer):
         raise _bad(path, line_no, f"answer {answer!r} is not a number but answer_type is 'number'")
     needs_tool = record.get("needs_tool")
     if needs_tool is not None and needs_tool not in TOOL_NAMES:
-        raise _bad(path, line_no, f"needs_tool {needs_tool!r} is not one of {', '.join(TOOL_NAMES)} or null")
+        raise _bad(path, line_no, f"needs_tool {needs_tool!r} is not one of "
+                                  f"{', '.join(TOOL_NAMES)} or null")
     level = record.get("complexity_level", 1)
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 3:
         raise _bad(path, line_no, f"complexity_level {level!r} must be an integer from 1 to 3")

@@ -14,7 +14,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from alems.datafiles import data_dir
 from alems.errors import AlemsError
@@ -41,7 +41,8 @@ _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 def _sqrt(x):
     if x < 0:
-        raise ToolError(f"calculator: sqrt of a negative number ({x}); the calculator works on real numbers")
+        raise ToolError(f"calculator: sqrt of a negative number ({x}); the calculator works on "
+                        "real numbers")
     if isinstance(x, int):
         root = math.isqrt(x)
         if root * root == x:
@@ -68,7 +69,8 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 def _normalise_expression(expression: str) -> str:
     """Accept the way people and models write arithmetic: ×, ÷, ^, −, 1,234,567, a trailing '='."""
     text = expression.strip().strip("`").strip()
-    for src, dst in (("×", "*"), ("·", "*"), ("÷", "/"), ("−", "-"), ("–", "-"), ("^", "**"), ("$", "")):
+    for src, dst in (("×", "*"), ("·", "*"), ("÷", "/"), ("−", "-"), ("–", "-"), ("^", "**"),
+                     ("$", "")):
         text = text.replace(src, dst)
     text = text.rstrip("=? ").strip()
     if not re.search(r"[A-Za-z_]\s*\(", text):     # no function call: commas are digit groups
@@ -92,10 +94,11 @@ def _power(base, exponent):
         exponent = int(exponent) if isinstance(base, int) else exponent
     if abs(exponent) > MAX_ABS_EXPONENT:
         raise ToolError(
-            f"calculator: exponent {exponent} is too large; |exponent| must be at most {MAX_ABS_EXPONENT}"
+            f"calculator: exponent {exponent} is too large; |exponent| must be at most "
+            f"{MAX_ABS_EXPONENT}"
         )
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0:
-        if abs(base) > 1 and (abs(base).bit_length() - 1) * exponent > MAX_RESULT_BITS:
+    if (isinstance(base, int) and isinstance(exponent, int) and exponent > 0
+            and abs(base) > 1 and (abs(base).bit_length() - 1) * exponent > MAX_RESULT_BITS):
             raise ToolError(
                 f"calculator: {base}**{exponent} would have more than {MAX_RESULT_BITS} bits; "
                 "the calculator refuses numbers that large"
@@ -105,10 +108,12 @@ def _power(base, exponent):
     try:
         result = base ** exponent
     except OverflowError:
-        raise ToolError(f"calculator: {base}**{exponent} overflows a floating-point number") from None
+        raise ToolError(
+            f"calculator: {base}**{exponent} overflows a floating-point number") from None
     if isinstance(result, complex):
         raise ToolError(
-            f"calculator: ({base})**({exponent}) is not a real number; the calculator works on real numbers"
+            f"calculator: ({base})**({exponent}) is not a real number; the calculator works on "
+            "real numbers"
         )
     return result
 
@@ -117,8 +122,8 @@ def _binary(op: ast.operator, left, right):
     kind = type(op)
     if kind is ast.Pow:
         return _power(left, right)
-    if kind is ast.Mult and isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > MAX_RESULT_BITS + 1:
+    if (kind is ast.Mult and isinstance(left, int) and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > MAX_RESULT_BITS + 1):
             raise ToolError(
                 f"calculator: the product would have more than {MAX_RESULT_BITS} bits; "
                 "the calculator refuses numbers that large"
@@ -140,7 +145,8 @@ def _evaluate(node: ast.AST):
         value = node.value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ToolError(
-                f"calculator: {type(value).__name__} values are not allowed ({value!r}); use numbers only"
+                f"calculator: {type(value).__name__} values are not allowed ({value!r}); use "
+                "numbers only"
             )
         return _check_int(value, "a number")
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -160,7 +166,8 @@ def _evaluate(node: ast.AST):
             raise ToolError(f"calculator: {node.func.id}() takes plain positional numbers only")
         function, low, high = _FUNCTIONS[node.func.id]
         if not low <= len(node.args) <= high:
-            raise ToolError(f"calculator: {node.func.id}() takes {low}-{high} arguments, got {len(node.args)}")
+            raise ToolError(f"calculator: {node.func.id}() takes {low}-{high} arguments, got "
+                            f"{len(node.args)}")
         args = [_evaluate(a) for a in node.args]
         try:
             return _check_int(function(*args), "the result")
@@ -182,22 +189,27 @@ def _evaluate(node: ast.AST):
 def calculate(expression: str) -> int | float:
     """Evaluate an arithmetic expression safely; ToolError on anything but arithmetic."""
     if not isinstance(expression, str):
-        raise ToolError(f"calculator: expected an expression as text, got {type(expression).__name__}")
+        raise ToolError("calculator: expected an expression as text, got "
+                        f"{type(expression).__name__}")
     text = _normalise_expression(expression)
     if not text:
-        raise ToolError("calculator: empty expression; give an arithmetic expression such as 12 * (3 + 4)")
+        raise ToolError("calculator: empty expression; give an arithmetic expression such as 12 * "
+                        "(3 + 4)")
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ToolError(
-            f"calculator: expression is {len(text)} characters; at most {MAX_EXPRESSION_CHARS} are accepted"
+            f"calculator: expression is {len(text)} characters; at most {MAX_EXPRESSION_CHARS} are "
+            "accepted"
         )
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise ToolError(f"calculator: cannot parse {text!r} ({exc.msg}); write plain arithmetic such as 12 * (3 + 4)") from None
+        raise ToolError(f"calculator: cannot parse {text!r} ({exc.msg}); write plain arithmetic "
+                        "such as 12 * (3 + 4)") from None
     except (RecursionError, MemoryError, ValueError):
         raise ToolError("calculator: expression is nested too deeply or malformed") from None
     if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
-        raise ToolError(f"calculator: expression has more than {MAX_NODES} parts; split it into smaller steps")
+        raise ToolError(f"calculator: expression has more than {MAX_NODES} parts; split it into "
+                        "smaller steps")
     try:
         return _evaluate(tree)
     except RecursionError:
@@ -233,7 +245,8 @@ def _load_table(table: str) -> tuple[str, list[str], list[list[str]]]:
     if match is None:
         close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ToolError(f"lookup: unknown table {table!r}; {hint}tables: {', '.join(names) or 'none'}")
+        raise ToolError(f"lookup: unknown table {table!r}; {hint}tables: "
+                        f"{', '.join(names) or 'none'}")
     with open(data_dir("tables") / f"{match}.csv", newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row]
     if not rows:
@@ -258,17 +271,20 @@ def lookup(table: str, key: str, column: str | None = None) -> str:
         keys = [r[0] for r in rows]
         close = difflib.get_close_matches(str(key).strip(), keys, n=3, cutoff=0.6)
         close = close or [k for k in keys if wanted and wanted in _norm_key(k)][:3]
-        hint = f"did you mean {', '.join(close)}?" if close else f"keys look like {', '.join(keys[:5])}"
-        raise ToolError(f"lookup: no row {key!r} in table {name!r} (key column {header[0]!r}); {hint}")
+        hint = (f"did you mean {', '.join(close)}?" if close
+                else f"keys look like {', '.join(keys[:5])}")
+        raise ToolError(f"lookup: no row {key!r} in table {name!r} (key column {header[0]!r}); "
+                        f"{hint}")
     if column is not None:
         columns = {_norm_key(h): i for i, h in enumerate(header)}
         index = columns.get(_norm_key(column))
         if index is None:
-            raise ToolError(f"lookup: table {name!r} has no column {column!r}; columns: {', '.join(header[1:])}")
+            raise ToolError(f"lookup: table {name!r} has no column {column!r}; columns: "
+                            f"{', '.join(header[1:])}")
         return row[index]
     if len(header) == 2:
         return row[1]
-    return "; ".join(f"{h}={v}" for h, v in zip(header[1:], row[1:]))
+    return "; ".join(f"{h}={v}" for h, v in zip(header[1:], row[1:], strict=False))
 
 
 def _lookup_argument(argument: str) -> str:
@@ -376,7 +392,7 @@ def check_call(name: str, arguments) -> str:
     return "|".join(parts)
 
 
-def run_call(name: str, arguments: dict) -> str:
+def run_call(name: str, arguments: object) -> str:
     """Run a structured tool call; ToolError if it is malformed or the tool fails."""
     return run_tool(name, check_call(name, arguments))
 

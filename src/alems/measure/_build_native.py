@@ -45,7 +45,8 @@ ffibuilder.set_source(
     '#include "alems_sampler.h"',
     sources=[os.path.join(_CSRC, f) for f in _SOURCES],
     include_dirs=[_CSRC],
-    extra_compile_args=["-O2", "-pthread", "-std=gnu11", "-Wall"],
+    # Every warning is an error: the core must build clean (the cffi glue included).
+    extra_compile_args=["-O2", "-pthread", "-std=gnu11", "-Wall", "-Wextra", "-Werror"],
     extra_link_args=["-pthread"],
 )
 

@@ -7,6 +7,7 @@ buffer obtained with `ffi.from_buffer`; no per-sample Python objects).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -34,15 +35,21 @@ PERF_EXCLUDE_HV = lib.ALEMS_PERF_EXCLUDE_HV
 PERF_THREAD = lib.ALEMS_PERF_THREAD
 # Test only: the core refuses this counter a place in a perf group (fault injection).
 PERF_TEST_NO_JOIN = lib.ALEMS_PERF_TEST_NO_JOIN
+# Test only: the core takes the counter's time_running as 0 (never ran: null) or as half
+# its time_enabled (multiplexed: scaled x2).
+PERF_TEST_NEVER_RAN = lib.ALEMS_PERF_TEST_NEVER_RAN
+PERF_TEST_HALF_RUNNING = lib.ALEMS_PERF_TEST_HALF_RUNNING
 REC_SLOW = lib.ALEMS_REC_SLOW
 REC_FINAL = lib.ALEMS_REC_FINAL
 
-# numpy view of alems_record, laid out from the compiler's own offsets.
+# numpy view of alems_record, laid out from the compiler's own offsets. `nulls`: bit k set
+# when slot k has no value on that tick (a perf counter that has not run yet).
 RECORD_DTYPE = np.dtype(
     {
-        "names": ["t_ns", "tick", "flags", "values"],
-        "formats": ["<i8", "<u8", "<u4", ("<i8", (MAX_CHANNELS,))],
-        "offsets": [ffi.offsetof("alems_record", f) for f in ("t_ns", "tick", "flags", "values")],
+        "names": ["t_ns", "tick", "flags", "nulls", "values"],
+        "formats": ["<i8", "<u8", "<u4", "<u8", ("<i8", (MAX_CHANNELS,))],
+        "offsets": [ffi.offsetof("alems_record", f)
+                    for f in ("t_ns", "tick", "flags", "nulls", "values")],
         "itemsize": ffi.sizeof("alems_record"),
     }
 )
@@ -72,7 +79,8 @@ class ChannelSpec:
         path = os.fsencode(self.path)
         key = self.key.encode()
         if len(path) >= PATH_LEN:
-            raise NativeError(36, f"path too long for the sampler ({PATH_LEN - 1} bytes max): {self.path}")
+            raise NativeError(36, f"path too long for the sampler ({PATH_LEN - 1} bytes max): "
+                                  f"{self.path}")
         if len(key) >= KEY_LEN:
             raise NativeError(22, f"key too long: {self.key!r}")
         c.kind = KINDS[self.kind]
@@ -172,7 +180,5 @@ class NativeSampler:
             self._s = None
 
     def __del__(self):  # last resort; Sampler.stop closes explicitly
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import resource
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 VOLUNTARY = "voluntary_ctxt_switches"
 INVOLUNTARY = "nonvoluntary_ctxt_switches"
@@ -30,7 +30,7 @@ class Switches:
     voluntary: int
     involuntary: int
 
-    def __sub__(self, other: "Switches") -> "Switches":
+    def __sub__(self, other: Switches) -> Switches:
         return Switches(self.voluntary - other.voluntary, self.involuntary - other.involuntary)
 
 

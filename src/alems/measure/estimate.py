@@ -70,7 +70,8 @@ def schedstat_column(roots: Roots, pid: int) -> Column | None:
     return Column(CPU_NS_COLUMN, specs, "counter", source="estimate") if specs else None
 
 
-def cpu_time_column(roots: Roots, pid: int | None, have_task_clock: bool) -> tuple[Column | None, str]:
+def cpu_time_column(roots: Roots, pid: int | None,
+                    have_task_clock: bool) -> tuple[Column | None, str]:
     """The column that gives CPU time (None: `task_clock_ns`), and a label saying where it
     comes from (see the module docstring)."""
     if have_task_clock:

@@ -42,7 +42,7 @@ def min_safe_gap_ns(columns) -> dict[str, tuple[float, str, float]]:
     for col in columns:
         rj = range_j(col)
         power_w = plausible_w(col) if rj is not None else None
-        if power_w is None:
+        if rj is None or power_w is None:
             continue
         limit_ns = rj / power_w * 1e9
         if col.domain not in out or limit_ns < out[col.domain][0]:

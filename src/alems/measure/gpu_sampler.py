@@ -73,7 +73,7 @@ class GpuSampler:
         t1 = time.monotonic_ns()
         self.read_ns_total += t1 - t0
         self._t.append((t0 + t1) // 2)
-        for dev, value in zip(self.devices, row):
+        for dev, value in zip(self.devices, row, strict=True):
             self._raw[dev.index].append(value)
 
     def _loop(self) -> None:
@@ -156,7 +156,8 @@ def merge(trace: GpuTrace | None, cols: dict, units: dict, extra: dict, meta: di
     if trace is None:
         return
     t = cols["t_ns"]
-    gpus, energy_j = [], {}
+    gpus: list[dict] = []
+    energy_j: dict[str, float | None] = {}
     for dev in trace.devices:
         y = trace.energy_uj[dev.index]
         good = ~np.isnan(y)

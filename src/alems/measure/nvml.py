@@ -180,7 +180,7 @@ class Nvml:
             self._open = False
             self._fn("nvmlShutdown", ctypes.c_int, [])()
 
-    def __enter__(self) -> "Nvml":
+    def __enter__(self) -> Nvml:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,8 @@ opens but never advances is not a measurement): `Sampler` (`plan_sources`), `ale
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from alems.errors import AlemsError
 from alems.measure import estimate
@@ -110,7 +111,7 @@ def energy_source_label(sources: Sequence[str] | None = None, *, sysfs_root: str
     requested = next((s for s in sources if SOURCES[s].energy), None) if sources else None
     if sources is not None and requested is None:
         return ESTIMATE  # sources named, none of them energy
-    ctx = {"pid": pid, "gated": is_gated(pid), "system_wide": system_wide}
+    ctx: dict[str, Any] = {"pid": pid, "gated": is_gated(pid), "system_wide": system_wide}
     return choose_energy(roots, requested, **ctx).label
 
 
@@ -119,7 +120,7 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
     """Columns to sample. sources=None: automatic (energy by choose_energy, plus perf
     counters and slow sources where readable); named sources must all be readable."""
     check_source_names(sources)
-    ctx = {"pid": pid, "gated": is_gated(pid), "system_wide": system_wide}
+    ctx: dict[str, Any] = {"pid": pid, "gated": is_gated(pid), "system_wide": system_wide}
     columns: list[Column] = []
     used: list[str] = []
     notes: list[str] = []
@@ -129,7 +130,7 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
     else:
         choice = EnergyChoice(None)
     notes += choice.notes
-    if choice.discovery is not None:
+    if choice.discovery is not None and choice.name is not None:
         columns += choice.discovery.columns
         notes += [f"{choice.name}: skipped {i}: {a.reason}" for i, a in choice.discovery.skipped]
         used.append(choice.name)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import ContextManager, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Iterator
 
 from alems.measure.result import Phase, SampleResult
 
@@ -24,11 +25,12 @@ class SamplerProtocol(Protocol):
 
     def stop(self) -> SampleResult: ...
 
-    def phase(self, name: str, kind: str | None = None, **detail) -> ContextManager[Phase]: ...
+    def phase(self, name: str, kind: str | None = None,
+              **detail) -> contextlib.AbstractContextManager[Phase]: ...
 
     def now_ns(self) -> int: ...
 
-    def __enter__(self) -> "SamplerProtocol": ...
+    def __enter__(self) -> SamplerProtocol: ...
 
     def __exit__(self, *exc) -> None: ...
 

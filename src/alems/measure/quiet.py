@@ -102,7 +102,7 @@ class LoadProbe:
         finally:
             instrument_threads.unregister([threading.get_native_id()])
 
-    def start(self) -> "LoadProbe":
+    def start(self) -> LoadProbe:
         from alems.experiment.baseline import read_load_1m
 
         self.load_1m = read_load_1m(self.proc_root)
@@ -121,11 +121,13 @@ class LoadProbe:
         self._poll()
         _, steal1, total1 = read_stat(self.proc_root)
         other = sum(self._others) / len(self._others) if self._others else None
-        steal = None
-        why_steal = "the kernel reports no steal time here"
-        if None not in (self._steal0, steal1, self._total0, total1):
-            dt = total1 - self._total0
-            steal = (steal1 - self._steal0) / dt if dt > 0 else None
+        steal: float | None = None
+        why_steal: str | None = "the kernel reports no steal time here"
+        steal0, total0 = self._steal0, self._total0
+        if steal0 is not None and steal1 is not None and total0 is not None \
+                and total1 is not None:
+            dt = total1 - total0
+            steal = (steal1 - steal0) / dt if dt > 0 else None
             why_steal = "no CPU time passed" if steal is None else None
         quiet, reason = assess(other, steal)
         return {"other_procs_running": (other, "/proc/stat unreadable"),
@@ -136,7 +138,8 @@ class LoadProbe:
 
 
 def wait_for_quiet(timeout_s: float, *, proc_root: str | None = None,
-                   window_s: float = WAIT_WINDOW_S, sleep=time.sleep) -> tuple[bool, float, str | None]:
+                   window_s: float = WAIT_WINDOW_S,
+                   sleep=time.sleep) -> tuple[bool, float, str | None]:
     """Poll windows of `window_s` until one is quiet or `timeout_s` passed:
     (quiet, seconds waited, the last reason it was not)."""
     t0 = time.monotonic()

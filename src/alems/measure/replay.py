@@ -7,10 +7,11 @@ Phases work as with Sampler, so orchestration code can be tested deterministical
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ def synthetic_table(duration_s: float = 2.0, hz: float = 1000.0,
     n = max(2, int(round(duration_s * hz)) + 1)
     t_ns = (np.arange(n, dtype=np.int64) * int(round(1e9 / hz)))
     t_s = t_ns / 1e9
-    cols = {"t_ns": t_ns}
+    cols: dict[str, np.ndarray] = {"t_ns": t_ns}
     for dom, w in power_w.items():
         cols[f"{dom}_energy_uj"] = t_s * w * 1e6
     for name, rate in counters_per_s.items():
@@ -87,15 +88,14 @@ class ReplaySampler(PhaseMarks):
         meta["replay"] = "true"
         extra = {"sources": ["replay"], "replay": True}
         if "estimate_model" in meta:
-            try:
+            with contextlib.suppress(ValueError):
                 extra["estimate_model"] = json.loads(meta["estimate_model"])
-            except ValueError:
-                pass
-        self.result = SampleResult(table, self._phases, self.energy_source, self.hz, {}, meta, extra)
+        self.result = SampleResult(table, self._phases, self.energy_source, self.hz, {}, meta,
+                                   extra)
         self._shift = None
         return self.result
 
-    def __enter__(self) -> "ReplaySampler":
+    def __enter__(self) -> ReplaySampler:
         self.start()
         return self
 

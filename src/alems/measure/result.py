@@ -56,11 +56,36 @@ def arrow_to_numpy(col) -> np.ndarray:
 
 
 def numpy_to_arrow(values) -> pa.Array:
-    a = np.ascontiguousarray(values)
+    """A numpy array as an Arrow array; a masked array's masked values become nulls."""
+    mask = np.ma.getmask(values)
+    a = np.ascontiguousarray(np.ma.getdata(values))
+    nulls = mask is not np.ma.nomask and bool(mask.any())
     typ = _ARROW_OF.get(a.dtype)
     if typ is None:
-        return pa.array(a)
-    return pa.Array.from_buffers(typ, len(a), [None, pa.py_buffer(a)])
+        return pa.array(a, mask=mask if nulls else None)
+    validity = pa.py_buffer(np.packbits(~mask, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(typ, len(a), [validity, pa.py_buffer(a)])
+
+
+def arrow_to_masked(col) -> np.ndarray:
+    """Like arrow_to_numpy, but an integer column with nulls becomes a masked array (its
+    type kept) rather than floats with NaN."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not (arr.null_count and pa.types.is_integer(arr.type)):
+        return arrow_to_numpy(arr)
+    null = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    return np.ma.masked_array(arrow_to_numpy(arr.fill_null(0)), mask=null)
+
+
+def _first_last(v: np.ndarray) -> tuple:
+    """A column's first non-null value and its last value (None where null)."""
+    if not isinstance(v, np.ma.MaskedArray):
+        return v[0].item(), v[-1].item()
+    mask = np.ma.getmaskarray(v)
+    valid = np.flatnonzero(~mask)
+    data = np.ma.getdata(v)
+    return (data[valid[0]].item() if valid.size else None,
+            None if mask[-1] else data[-1].item())
 
 
 def table_from_columns(cols: dict[str, np.ndarray]) -> pa.Table:
@@ -76,7 +101,8 @@ def _interp(t: np.ndarray, y: np.ndarray, at: int) -> float:
 @dataclass
 class Ends:
     """What the summary needs of the samples, kept while they stream by: the count, the
-    first and last time, and the first and last value of every column."""
+    first and last time, and every column's first non-null value and last value (None
+    where null: a perf counter that has not run)."""
 
     schema: pa.Schema
     samples: int = 0
@@ -101,16 +127,18 @@ class Ends:
             if self.gap_floor_ns is not None:
                 self.gaps += [(int(t[i]), int(t[i + 1]))
                               for i in np.flatnonzero(d >= self.gap_floor_ns)]
-        if not self.samples:
-            self.first = {k: v[0].item() for k, v in cols.items()}
-        self.last = {k: v[-1].item() for k, v in cols.items()}
+        for k, v in cols.items():
+            first, last = _first_last(v)
+            if self.first.get(k) is None:
+                self.first[k] = first
+            self.last[k] = last
         self.samples += n
 
     @classmethod
-    def of_table(cls, table: pa.Table, gap_floor_ns: int | None = None) -> "Ends":
+    def of_table(cls, table: pa.Table, gap_floor_ns: int | None = None) -> Ends:
         ends = cls(table.schema, gap_floor_ns=gap_floor_ns)
         if table.num_rows:
-            ends.update({n: arrow_to_numpy(table.column(n)) for n in table.column_names})
+            ends.update({n: arrow_to_masked(table.column(n)) for n in table.column_names})
         return ends
 
 
@@ -150,7 +178,7 @@ class SampleResult:
 
     @property
     def table(self) -> pa.Table:
-        if self._table is None:
+        if self._table is None and self._load is not None:
             self._table = self._load()
         return self._table
 
@@ -161,9 +189,8 @@ class SampleResult:
         return arrow_to_numpy(self.table.column("t_ns"))
 
     # -------------------------------------------------------------- queries
-    def _col(self, name: str) -> np.ndarray | None:
-        if name not in self._ends.schema.names:
-            return None
+    def _col(self, name: str) -> np.ndarray:
+        """A column of the samples (KeyError if there is none: callers check the schema)."""
         return arrow_to_numpy(self.table.column(name))
 
     def _bounds(self, t0_ns, t1_ns) -> tuple[int, int]:
@@ -178,7 +205,7 @@ class SampleResult:
         hide a whole counter wrap. The whole run needs no sample read back."""
         whole = t0_ns is None and t1_ns is None
         t0, t1 = self._bounds(t0_ns, t1_ns)
-        t = None if whole else self._t
+        t = np.zeros(0) if whole else self._t
         out: dict[str, float | None] = {}
         for d in self.domains:
             if self.energy_null_reason(d, t0, t1) is not None:
@@ -202,18 +229,29 @@ class SampleResult:
         return gap_reason(max(hit, key=lambda g: g["gap_s"])) if hit else None
 
     def counter_delta(self, name: str, t0_ns: int | None = None, t1_ns: int | None = None):
-        """Increase of a cumulative counter column between t0 and t1 (None if absent)."""
+        """Increase of a cumulative counter column between t0 and t1, over its non-null
+        samples (a perf counter counts from its first value). None if absent, or unknown:
+        null at the span's end, or fewer than 2 non-null samples in it (a perf counter
+        that never ran)."""
         if name not in self._ends.schema.names or not self._ends.samples:
             return None
         if t0_ns is None and t1_ns is None:
             return self._delta(name)
-        y = self._col(name)
+        t, y = self._t, self._col(name)
         t0, t1 = self._bounds(t0_ns, t1_ns)
-        return _interp(self._t, y, t1) - _interp(self._t, y, t0)
+        null = np.isnan(y) if y.dtype.kind == "f" else None  # nulls read back as NaN
+        if null is not None and null.any():
+            end = np.searchsorted(t, t1, side="right") - 1  # the span's last sample
+            if end < 0 or null[end] or np.count_nonzero(~null & (t >= t0) & (t <= t1)) < 2:
+                return None
+            t, y = t[~null], y[~null]
+        return _interp(t, y, t1) - _interp(t, y, t0)
 
     def _delta(self, name: str):
-        """Last minus first value of a column, from the ends (never reads the samples)."""
-        return self._ends.last[name] - self._ends.first[name]
+        """Last minus first non-null value of a column, from the ends (never reads the
+        samples); None when the last is null (a perf counter that never ran)."""
+        first, last = self._ends.first.get(name), self._ends.last.get(name)
+        return None if first is None or last is None else last - first
 
     # -------------------------------------------------------------- summary
     def counter_columns(self) -> list[str]:
@@ -230,6 +268,7 @@ class SampleResult:
         duration_s = (self.t_end_ns - self.t_start_ns) / 1e9 if n >= 2 else 0.0
         energy_j: dict[str, float | None] = {}
         warnings: list[str] = []
+        counters = {c: self.counter_delta(c) for c in self.counter_columns()}
         for d in self.domains:
             why = self.energy_null_reason(d)
             energy_j[d] = None if why else float(self._delta(f"{d}_energy_uj")) / 1e6
@@ -250,8 +289,11 @@ class SampleResult:
                             for d, e in energy_j.items()},
             "max_gap_ns": self._ends.max_gap_ns,
             "warnings": warnings,
-            "counters": {c: self.counter_delta(c) for c in self.counter_columns()},
+            "counters": counters,
         }
+        warnings += [f"counters.{c} is null: the perf counter has no value at the run's end "
+                     "(it never ran: time_running = 0, no free hardware counter for it)"
+                     for c, v in counters.items() if v is None]
         if "thread_cpu_ns" in stats:
             summary["sampler_cpu_s"] = stats["thread_cpu_ns"] / 1e9
             summary["read_ns_per_sample"] = (stats["read_ns_total"] / stats["samples"]

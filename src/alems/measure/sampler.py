@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +37,7 @@ from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    Ends, Phase, SampleResult, arrow_to_numpy, table_from_columns)
+    Ends, Phase, SampleResult, arrow_to_masked, arrow_to_numpy, table_from_columns)
 from alems.measure.columns import ColumnBuilder, build_columns  # noqa: F401  (re-exported)
 from alems.measure.sources import Roots
 from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
@@ -233,19 +233,22 @@ class Sampler(PhaseMarks):
         self._ctx = SwitchTracker(os.getpid() if self.pid is None else self.pid, self._tids)
         self._ctx.poll()
         self._drainer.start()
-        self._tids = (native.thread_tid, self._drainer.native_id)
-        if self._gpu is not None:
-            self._tids += (self._gpu.native_id,)
+        started = (self._drainer.native_id, None if self._gpu is None else self._gpu.native_id)
+        self._tids = (native.thread_tid, *(t for t in started if t is not None))
         self._ctx.exclude.update(self._tids)
 
     def _drain_once(self) -> None:
+        native = self._native
+        if native is None:  # closed: nothing left to drain
+            return
         with self._drain_lock:
             nslots = len(self._columns)
             while True:
-                n = self._native.drain(self._buf)
+                n = native.drain(self._buf)
                 if n:
                     recs = self._buf[:n]
-                    cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots])
+                    cols = self._builder.add(recs["t_ns"], recs["values"][:, :nslots],
+                                             recs["nulls"])
                     self._ends.update(cols)
                     if self._sink is not None:
                         self._sink.write(cols)
@@ -287,10 +290,10 @@ class Sampler(PhaseMarks):
                 self._sink.close()
         self.result = self._result(stats, gpu_trace)
         self._batches = []
-        self._buf = None
+        self._buf = np.empty(0, dtype=RECORD_DTYPE)  # the drain buffer is freed
         return self.result
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 
@@ -358,7 +361,7 @@ class Sampler(PhaseMarks):
         if gpu_trace is not None:
             units = json.loads(meta["units"])
             if isinstance(table, pa.Table):  # GPU columns join the samples on their clock
-                cols = {n: arrow_to_numpy(table.column(n)) for n in table.column_names}
+                cols = {n: arrow_to_masked(table.column(n)) for n in table.column_names}
                 gpu_sampler.merge(gpu_trace, cols, units, extra, meta, extra["sources"])
                 table = table_from_columns(cols)
                 self._ends = Ends.of_table(table, gap_floor_ns=self._ends.gap_floor_ns)

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from alems.errors import AlemsError
 
@@ -20,7 +20,8 @@ _GATE = (
     "os.close(fd)\n"
     "if not go: sys.exit(125)\n"
     "try: os.execvp(sys.argv[2], sys.argv[2:])\n"
-    "except OSError as e: sys.stderr.write(f'alems: cannot execute {sys.argv[2]}: {e.strerror}\\n'); sys.exit(127 if e.errno==2 else 126)\n"
+    "except OSError as e: sys.stderr.write(f'alems: cannot execute {sys.argv[2]}: "
+    "{e.strerror}\\n'); sys.exit(127 if e.errno==2 else 126)\n"
 )
 
 
@@ -42,7 +43,8 @@ def check_command(argv: Sequence[str]) -> None:
         raise AlemsError(f"command not found: {name}; check the name or PATH")
 
 
-def spawn_gated(argv: Sequence[str], **popen_kwargs) -> tuple[subprocess.Popen, Callable[..., None]]:
+def spawn_gated(argv: Sequence[str],
+                **popen_kwargs) -> tuple[subprocess.Popen, Callable[..., None]]:
     """Start `argv` held just before its exec; return (Popen, release).
 
     Start a Sampler with pid=popen.pid first: its counters are opened disabled with
@@ -62,7 +64,7 @@ def spawn_gated(argv: Sequence[str], **popen_kwargs) -> tuple[subprocess.Popen, 
     finally:
         os.close(r)
     _GATED.add(proc.pid)
-    done = []
+    done: list[bool] = []
 
     def release(cancel: bool = False) -> None:
         if done:

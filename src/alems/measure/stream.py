@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -159,7 +159,7 @@ def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None,
             **{str(k).encode(): str(v).encode() for k, v in (metadata or {}).items()}}
     schema = schema.with_metadata(meta)
     group = _row_group_rows(meta)
-    seen = {"samples": 0, "t0": None, "t1": None}
+    seen: dict[str, int] = {"samples": 0}
 
     def write(fh) -> None:
         with pq.ParquetWriter(fh, schema, compression="zstd", use_dictionary=False) as writer:
@@ -168,7 +168,7 @@ def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None,
                 if not batch.num_rows:
                     continue
                 t = batch.column(batch.schema.get_field_index("t_ns"))
-                seen["t0"] = t[0].as_py() if seen["t0"] is None else seen["t0"]
+                seen.setdefault("t0", t[0].as_py())
                 seen["t1"] = t[-1].as_py()
                 seen["samples"] += batch.num_rows
                 pending.append(batch)
@@ -207,11 +207,11 @@ def recover(final) -> dict:
 def count(partial) -> dict:
     """{samples, duration_s} held by a stream, reading only its t_ns column batch by batch."""
     _, batches = read_batches(partial)
-    n, t0, t1 = 0, None, None
+    n, t0, t1 = 0, 0, 0
     for batch in batches:
         if batch.num_rows:
             t = batch.column(batch.schema.get_field_index("t_ns"))
-            t0 = t[0].as_py() if t0 is None else t0
+            t0 = t0 if n else t[0].as_py()
             t1 = t[-1].as_py()
             n += batch.num_rows
     return {"samples": n, "duration_s": (t1 - t0) / 1e9 if n >= 2 else 0.0}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Iterable
 
 T = TypeVar("T")
 
@@ -69,4 +70,4 @@ def run_outside_workload(fn: Callable[[], T]) -> T:
     t.join()
     if "error" in out:
         raise out["error"]
-    return out.get("value")
+    return out["value"]

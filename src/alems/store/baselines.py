@@ -38,7 +38,7 @@ def latest_baseline(conn: sqlite3.Connection, energy_source: str, host: str) -> 
     found = cur.fetchone()
     if found is None:
         return None
-    row = dict(zip([d[0] for d in cur.description], found))
+    row = dict(zip([d[0] for d in cur.description], found, strict=True))
     state = json.loads(row.get("state_json") or "{}")
     for key in ("host", "governor", "energy_source"):
         state.setdefault(key, row.get(key))

@@ -19,13 +19,15 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
 from alems.store.runs import derive_pair_index
 
-SCHEMA_VERSION = 4   # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps, quiet, baseline SE); 4: runs.pair_index (arm set)
+# 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
+# quiet, baseline SE); 4: runs.pair_index (arm set)
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -126,7 +128,7 @@ def _ln(x: float):
     return None if x <= 0 else math.log(x)
 
 
-AGGREGATES = {
+AGGREGATES: dict[str, type[_Moments] | type[_Median]] = {
     "STDDEV": _SampleStddev,
     "STDEV": _SampleStddev,
     "STDDEV_SAMP": _SampleStddev,
@@ -303,7 +305,8 @@ def init_schema(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection, *,
+                immediate: bool = True) -> Iterator[sqlite3.Connection]:
     """BEGIN [IMMEDIATE] … COMMIT, ROLLBACK on any exception (also KeyboardInterrupt)."""
     if conn.in_transaction:
         conn.commit()

@@ -55,7 +55,7 @@ class SessionLock:
         self.fd: int | None = None
         self.taken_over: dict | None = None
 
-    def acquire(self) -> "SessionLock":
+    def acquire(self) -> SessionLock:
         for attempt in range(10):  # retried when the file was replaced while we opened it
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -16,6 +16,7 @@ The whole merge is one transaction: it all goes in, or nothing does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -123,7 +124,7 @@ def _check(out, out_path: Path, inputs: list[tuple[Path, sqlite3.Connection]]) -
 
 def _insert(out, table: str, row: sqlite3.Row, drop: tuple = (), **values) -> int:
     have = {r[1] for r in out.execute(f"PRAGMA table_info({table})")}
-    data = {k: row[k] for k in row.keys() if k in have and k not in drop}
+    data = {k: row[k] for k in row.keys() if k in have and k not in drop}  # noqa: SIM118 (a Row iterates values)
     data.update(values)
     return store_runs.insert_row(out, table, data)
 
@@ -239,7 +240,7 @@ def merge(out_path, in_paths) -> list[MergeCount]:
     if os.path.realpath(out_path) in real:
         raise UsageError(f"{out_path} is both the output and an input")
     if len(set(real)) != len(real):
-        dup = next(p for p, r in zip(paths, real) if real.count(r) > 1)
+        dup = next(p for p, r in zip(paths, real, strict=True) if real.count(r) > 1)
         raise UsageError(f"{dup} is given twice")
     inputs = [(p, _open_input(p)) for p in paths]
     out = store_db.connect(out_path)
@@ -255,14 +256,13 @@ def merge(out_path, in_paths) -> list[MergeCount]:
         return counts
     except BaseException as exc:
         for f in written:
-            try:
+            with contextlib.suppress(OSError):
                 f.unlink()
-            except OSError:
-                pass
         if isinstance(exc, sqlite3.Error):
             raise AlemsError(f"cannot merge into {out_path}: {exc}; nothing merged") from None
         if isinstance(exc, OSError):
-            raise AlemsError(f"cannot write the samples under {store_samples.samples_root(out_path)}: "
+            raise AlemsError("cannot write the samples under "
+                             f"{store_samples.samples_root(out_path)}: "
                              f"{exc.strerror or exc}; nothing merged") from None
         raise
     finally:

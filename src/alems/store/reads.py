@@ -142,7 +142,8 @@ def run_sample_paths(conn: sqlite3.Connection, group_id: str) -> list[tuple[int,
         "ON r.exp_id = e.exp_id WHERE e.group_id = ? ORDER BY r.run_id", (group_id,))]
 
 
-def planned_workflows(conn: sqlite3.Connection, group_id: str) -> list[tuple[str | None, int | None]]:
+def planned_workflows(conn: sqlite3.Connection,
+                      group_id: str) -> list[tuple[str | None, int | None]]:
     """(comma-separated workflows, repetitions) of each experiment of the group."""
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT workflows, repetitions FROM experiments WHERE group_id = ? ORDER BY exp_id",

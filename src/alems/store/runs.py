@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from alems.errors import AlemsError
 
@@ -33,7 +34,9 @@ def insert_row(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int
     sql = (f"INSERT INTO {table} ({', '.join(names)}) "
            f"VALUES ({', '.join('?' for _ in names)})")
     cur = conn.execute(sql, [sql_value(row[n]) for n in names])
-    return int(cur.lastrowid)
+    if cur.lastrowid is None:
+        raise AlemsError(f"internal: inserting into {table} gave no row id")
+    return cur.lastrowid
 
 
 def sql_value(value: Any) -> Any:
@@ -92,7 +95,8 @@ def insert_phases(conn: sqlite3.Connection, run_id: int, phases: Iterable[dict])
 
 # ---------------------------------------------------------------- orchestration tax
 
-def tax_values(linear_uj: float | None, agentic_uj: float | None) -> tuple[float | None, float | None]:
+def tax_values(linear_uj: float | None,
+               agentic_uj: float | None) -> tuple[float | None, float | None]:
     """(ratio, percent) = (agentic / linear, (agentic − linear) / linear × 100); both None
     when either energy is unknown or the linear energy is not positive (no meaningful ratio)."""
     if linear_uj is None or agentic_uj is None or linear_uj <= 0:
@@ -118,4 +122,4 @@ def insert_tax_if_paired(conn: sqlite3.Connection, exp_id: int, run_number: int)
         "agentic_run_id, linear_dynamic_energy_uj, agentic_dynamic_energy_uj, tax_ratio, "
         "tax_percent, energy_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (exp_id, run_number, lin[1], ag[1], lin[2], ag[2], ratio, percent, source))
-    return int(cur.lastrowid) if cur.rowcount else None
+    return cur.lastrowid if cur.rowcount else None

@@ -15,9 +15,10 @@ batch (rerun the same command to resume).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter, deque
-from typing import Callable
+from collections.abc import Callable
 
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
@@ -56,11 +57,12 @@ class Fleet:
         self.ready: dict = {}          # actor -> describe() info
         self.spawning: dict = {}       # describe() ref -> (actor, node id)
         self.refused: set[str] = set()  # node ids whose actor could not start
+        self._factories: tuple = (None, None)  # (sampler, provider) factories, from start()
 
     # ---- start and stop
     @classmethod
     def start(cls, cfg: BatchConfig, *, sampler_factory=None, provider_factory=None,
-              log: Callable[[str], None]) -> "Fleet":
+              log: Callable[[str], None]) -> Fleet:
         ray = _ray()
         owns = not ray.is_initialized()
         if owns:
@@ -68,8 +70,8 @@ class Fleet:
                 ray.init(address=cfg.ray_address, logging_level="ERROR",
                          log_to_driver=False)
             except Exception as exc:  # noqa: BLE001 - ray raises many kinds here
-                raise AlemsError(f"cannot join the Ray cluster at {cfg.ray_address!r}: "
-                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}; "
+                why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise AlemsError(f"cannot join the Ray cluster at {cfg.ray_address!r}: {why}; "
                                  "start one with `ray start --head` or check the address") from None
         actor_cls = ray.remote(num_cpus=0, resources={SLOT: 1}, max_restarts=0)(NodeWorker)
         fleet = cls(cfg, actor_cls, log, owns)
@@ -103,10 +105,8 @@ class Fleet:
         if not ray.is_initialized():
             return
         for actor in list(self.ready) + [a for a, _ in self.spawning.values()]:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
         self.ready.clear()
         self.spawning.clear()
         if self.owns_ray:

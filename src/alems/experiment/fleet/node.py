@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 
+from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.execute import RunExecutor
 from alems.experiment.plan import BatchConfig, RunKey
@@ -27,22 +28,22 @@ class NodeWorker:
         self.energy_source: str | None = None
         self.runs_done = 0
         try:
-            self.executor = RunExecutor(cfg, sampler_factory=sampler_factory,
-                                        provider_factory=provider_factory,
-                                        node_id=self.node_id)
-            self.energy_source = self.executor.energy_source()
-            self._warm_up()
+            self.executor = executor = RunExecutor(cfg, sampler_factory=sampler_factory,
+                                                   provider_factory=provider_factory,
+                                                   node_id=self.node_id)
+            self.energy_source = executor.energy_source()
+            self._warm_up(executor)
         except Exception as exc:  # noqa: BLE001 - told to the driver as one line
             self.error = f"{type(exc).__name__}: {exc}".strip()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, executor: RunExecutor) -> None:
         """Load what the first run would load lazily (the metrics' table code pulls in
         pandas: over a second), so the node is ready when its first pair arrives."""
         from alems.experiment import scoring, workflows  # noqa: F401
         from alems.experiment.metrics import run_metrics
 
         try:
-            sampler = self.executor.sampler_factory()
+            sampler = executor.sampler_factory()
             sampler.start()
             run_metrics(sampler.stop())
         except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
@@ -62,6 +63,8 @@ class NodeWorker:
         a freshly measured Baseline, "why": reason} and no run: the driver stores it and
         sends the pair again with it (so every run's baseline has an id)."""
         ex = self.executor
+        if ex is None:  # the driver sends pairs only to nodes that started
+            raise AlemsError(f"node {self.node_id} cannot measure: {self.error}")
         cfg = ex.cfg
         why = baseline_mod.staleness(known, baseline_mod.machine_state(self.energy_source),
                                      max_age_s=cfg.baseline_max_age_s)

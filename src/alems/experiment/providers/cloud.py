@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from alems import config
 from alems.errors import AlemsError
@@ -33,7 +34,8 @@ def _import_anthropic():
     try:
         import anthropic
     except ImportError as exc:
-        raise AlemsError(f"the anthropic SDK is not importable ({exc}); {_CLOUD_EXTRA_HINT}") from exc
+        raise AlemsError(f"the anthropic SDK is not importable ({exc}); "
+                         f"{_CLOUD_EXTRA_HINT}") from exc
     return anthropic
 
 
@@ -180,9 +182,11 @@ class CloudProvider:
                 retryable = status in _RETRY_STATUS or status >= 500
                 detail = _error_message(exc)
                 if not retryable:
-                    hint = {401: "; check ANTHROPIC_API_KEY", 403: "; check ANTHROPIC_API_KEY"}.get(status, "")
+                    hint = {401: "; check ANTHROPIC_API_KEY",
+                            403: "; check ANTHROPIC_API_KEY"}.get(status, "")
                     if status == 400 and self.send_temperature and "temperature" in detail:
-                        hint = "; this model may not take a temperature: pass send_temperature=False"
+                        hint = ("; this model may not take a temperature: "
+                                "pass send_temperature=False")
                     raise ProviderError(
                         f"cloud API refused the request: HTTP {status} {detail}{hint}",
                         attempts=attempt,
@@ -211,7 +215,8 @@ class CloudProvider:
             self._sleep(delay)
         wall_ns = time.perf_counter_ns() - t_start
         text = "".join(
-            getattr(block, "text", "") for block in response.content if getattr(block, "type", "") == "text"
+            getattr(block, "text", "") for block in response.content
+            if getattr(block, "type", "") == "text"
         )
         usage = getattr(response, "usage", None)
         return response, Generation(
@@ -232,6 +237,7 @@ def to_messages(conversation: list[Turn]) -> list[dict]:
     tool_result blocks; a user text after results joins their message (roles alternate)."""
     messages: list[dict] = []
     for turn in conversation:
+        blocks: list[dict[str, Any]]
         if turn.role == "assistant":
             blocks = [{"type": "text", "text": turn.text}] if turn.text else []
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name,

@@ -53,14 +53,16 @@ def physical_cores() -> int:
 def check_gguf(path: Path) -> None:
     """One clear line when `path` is missing, unreadable or not a GGUF file."""
     if not path.exists():
-        raise UsageError(f"model file {path} does not exist; pass an existing GGUF file with --model PATH")
+        raise UsageError(f"model file {path} does not exist; pass an existing GGUF file with "
+                         "--model PATH")
     if not path.is_file():
         raise AlemsError(f"model path {path} is not a file; pass a GGUF file with --model PATH")
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise AlemsError(f"cannot read model file {path} ({exc.strerror}); check its permissions") from exc
+        raise AlemsError(f"cannot read model file {path} ({exc.strerror}); "
+                         "check its permissions") from exc
     if magic != GGUF_MAGIC:
         raise AlemsError(
             f"model file {path} is not a GGUF file (it does not start with 'GGUF'); "
@@ -90,7 +92,8 @@ class LocalProvider:
             raise AlemsError(f"n_threads must be at least 1, got {n_threads!r}")
         self.n_ctx = int(n_ctx)
         if self.n_ctx < 64:
-            raise AlemsError(f"n_ctx must be at least 64 tokens, got {n_ctx!r}; the default is 2048")
+            raise AlemsError(f"n_ctx must be at least 64 tokens, got {n_ctx!r}; the default is "
+                             "2048")
         # llama.cpp's n_gpu_layers: layers offloaded to the GPU (0 = CPU only, -1 = all);
         # it only takes effect with a GPU build of llama-cpp-python.
         self.gpu_layers = int(gpu_layers)
@@ -123,7 +126,8 @@ class LocalProvider:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise AlemsError(f"llama-cpp-python is not importable ({exc}); {_LOCAL_EXTRA_HINT}") from exc
+            raise AlemsError(f"llama-cpp-python is not importable ({exc}); "
+                             f"{_LOCAL_EXTRA_HINT}") from exc
         path = self.model_path
         check_gguf(path)
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from alems.errors import AlemsError
 from alems.experiment.providers import (
@@ -50,7 +50,8 @@ class ScriptedProvider:
         if replies is None:
             replies = default_reply
         if isinstance(replies, str) or not (callable(replies) or isinstance(replies, Sequence)):
-            raise AlemsError("scripted replies must be a list of strings or a function of the prompt")
+            raise AlemsError("scripted replies must be a list of strings or a function of the "
+                             "prompt")
         self._replies = replies
         self._takes_system = callable(replies) and _positional_count(replies) >= 2
         self._next = 0

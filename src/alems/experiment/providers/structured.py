@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from typing import Any
 
 from alems.experiment import tools
 from alems.experiment.providers import ToolCall, Turn
@@ -67,7 +68,8 @@ def grammar_text(mode: str, max_calls: int) -> str:
     for i, table in enumerate(tables):
         keys = " | ".join(_json_lit(k) for k in tools.table_keys(table))
         columns = " | ".join(_json_lit(c) for c in tools.table_columns(table)[1:])
-        rules.append(f'lookup{i} ::= "{{\\"tool\\": \\"lookup\\", \\"table\\": " {_json_lit(table)} '
+        rules.append(f'lookup{i} ::= '
+                     f'"{{\\"tool\\": \\"lookup\\", \\"table\\": " {_json_lit(table)} '
                      f'", \\"key\\": " ( {keys} ) ( ", \\"column\\": " ( {columns} ) )? "}}"')
     # two levels of parentheses: every expression parses, and its length is bounded
     rules += [
@@ -144,14 +146,16 @@ def _call(obj, index: int) -> ToolCall:
 def parse(text: str, mode: str) -> dict:
     """{'calls', 'thought', 'answer', 'readable', 'salvaged'} from a plan or step reply.
     A plan cut short keeps its complete calls (salvaged=True)."""
-    out = {"calls": [], "thought": "", "answer": None, "readable": False, "salvaged": False}
+    out: dict[str, Any] = {"calls": [], "thought": "", "answer": None, "readable": False,
+                           "salvaged": False}
     try:
         data = json.loads(text)
     except ValueError:
         data = None
     if mode == "plan":
         if isinstance(data, dict) and isinstance(data.get("tool_calls"), list):
-            out.update(readable=True, calls=[_call(c, i) for i, c in enumerate(data["tool_calls"], 1)])
+            out.update(readable=True,
+                       calls=[_call(c, i) for i, c in enumerate(data["tool_calls"], 1)])
         else:
             found = []
             for match in _CALL_OBJECT.finditer(text or ""):

@@ -14,7 +14,8 @@ import json
 
 from alems.experiment.providers import Turn
 from alems.experiment.workflows import prompts
-from alems.experiment.workflows.base import Limits, Tally, WorkflowResult, note_phase, sampler_or_null
+from alems.experiment.workflows.base import (Limits, Tally, WorkflowResult, note_phase,
+                                             sampler_or_null)
 from alems.experiment.workflows.common import run_call, skipped, tool_descriptions
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from alems.experiment.providers import Turn
 from alems.experiment.workflows import prompts
-from alems.experiment.workflows.base import Limits, Tally, WorkflowResult, note_phase, sampler_or_null
+from alems.experiment.workflows.base import (Limits, Tally, WorkflowResult, note_phase,
+                                             sampler_or_null)
 from alems.experiment.workflows.common import run_call, skipped, tool_descriptions
 
 UNREADABLE = "error: the reply was not a thought with one tool call or an answer; try again"

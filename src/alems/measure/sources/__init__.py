@@ -14,7 +14,7 @@ why). `list_sources()` is what `alems doctor` renders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from alems.errors import AlemsError
 from alems.measure.sources import msr, perf, powercap, slow

@@ -29,7 +29,7 @@ class Roots:
     msr: str  # template with {cpu}
 
     @classmethod
-    def resolve(cls, sysfs_root=None, proc_root=None, msr_path=None) -> "Roots":
+    def resolve(cls, sysfs_root=None, proc_root=None, msr_path=None) -> Roots:
         return cls(sysfs_root or config.sysfs_root(), proc_root or config.proc_root(),
                    msr_path or config.msr_path_template())
 
@@ -80,7 +80,7 @@ def availability_from(discover, describe):
     """An `available(roots, **ctx)` for a source: the reason it is unavailable, or a
     one-line description of what `discover` found."""
 
-    def available(roots: "Roots", **ctx) -> Availability:
+    def available(roots: Roots, **ctx) -> Availability:
         try:
             disc = discover(roots, **ctx)
         except SourceUnavailable as exc:
@@ -92,7 +92,7 @@ def availability_from(discover, describe):
 
 def read_text(path: str) -> str | None:
     try:
-        with open(path, "r", errors="replace") as fh:
+        with open(path, errors="replace") as fh:
             return fh.read().strip()
     except OSError:
         return None

@@ -80,7 +80,8 @@ def parse_gpus(text: str | None) -> list[int] | None:
     return list(dict.fromkeys(out))
 
 
-def cuda_selection(raw: str | None, uuids: dict[int, str | None]) -> tuple[list[int] | None, list[str]]:
+def cuda_selection(raw: str | None,
+                   uuids: dict[int, str | None]) -> tuple[list[int] | None, list[str]]:
     """NVML indices named by CUDA_VISIBLE_DEVICES (None = unset: all) and notes on entries
     that were not used. Parsing stops at the first invalid entry, as CUDA's does."""
     if raw is None:
@@ -168,7 +169,7 @@ def discover(nvml: Nvml, requested: list[int] | None, notes: list[str]) -> list[
     count = nvml.device_count()
     handles = {i: nvml.handle(i) for i in range(count)}
     explicit = requested is not None
-    if explicit:
+    if requested is not None:
         bad = [i for i in requested if i not in handles]
         if bad:
             raise AlemsError(f"--gpus: no GPU {', '.join(map(str, bad))} (NVML sees {count}: "
@@ -176,10 +177,9 @@ def discover(nvml: Nvml, requested: list[int] | None, notes: list[str]) -> list[
         indices = requested
     else:
         uuids = {i: nvml.uuid(h) for i, h in handles.items()}
-        indices, cuda_notes = cuda_selection(config.cuda_visible_devices(), uuids)
+        selected, cuda_notes = cuda_selection(config.cuda_visible_devices(), uuids)
         notes += [f"gpu: {n}" for n in cuda_notes]
-        if indices is None:
-            indices = list(handles)
+        indices = list(handles) if selected is None else selected
     devices = []
     for i in indices:
         h = handles[i]

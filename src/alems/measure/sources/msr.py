@@ -17,15 +17,17 @@ import os
 
 from alems import config
 from alems.measure._native import ChannelSpec
-from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
-                   first_cpu_per_package, package_of, perm_denied, read_int, read_text,
-                   try_probe)
+from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
+                                        SourceUnavailable, availability_from, cpus,
+                                        first_cpu_per_package, package_of, perm_denied,
+                                        read_int, read_text, try_probe)
 
 NAME = "msr"
 DESCRIPTION = "RAPL energy counters read from the MSR device"
 
 MASK32 = 0xFFFFFFFF
-INTEL = {"unit": 0x606, "regs": [("pkg", 0x611), ("core", 0x639), ("uncore", 0x641), ("dram", 0x619)]}
+INTEL_UNIT = 0x606
+INTEL_REGS = [("pkg", 0x611), ("core", 0x639), ("uncore", 0x641), ("dram", 0x619)]
 AMD = {"unit": 0xC0010299, "pkg": 0xC001029B, "core": 0xC001029A}
 
 # Intel server parts whose DRAM counter ignores the unit register and counts in fixed
@@ -103,9 +105,9 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
     plan: list[tuple[str, int, int, str]] = []  # (domain, cpu, register, label)
     if kind == "intel":
         for pkg, cpu in pkgs.items():
-            for domain, reg in INTEL["regs"]:
+            for domain, reg in INTEL_REGS:
                 plan.append((domain, cpu, reg, f"package{pkg}"))
-        unit_reg = INTEL["unit"]
+        unit_reg = INTEL_UNIT
         model = intel_model(roots)
         if model in FIXED_DRAM_UNIT_MODELS:
             disc.info["dram_unit_uj"] = FIXED_DRAM_UNIT_UJ
@@ -138,9 +140,9 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
         if not units[cpu]:
             continue
         spec = ChannelSpec("msr", path, offset=reg * stride(), mask=MASK32)
-        value, exc = try_probe(spec)
-        if exc is not None or not value:
-            why = exc.strerror if exc is not None else "reads 0 (not implemented)"
+        value, err = try_probe(spec)
+        if err is not None or not value:
+            why = err.strerror if err is not None else "reads 0 (not implemented)"
             disc.skipped.append((f"{domain}@cpu{cpu}", Availability(False, f"0x{reg:x}: {why}")))
             continue
         unit = disc.info.get("dram_unit_uj", units[cpu]) if domain == "dram" else units[cpu]
@@ -154,7 +156,8 @@ def discover(roots: Roots, *, vendor_override: str | None = None, **_ctx) -> Dis
 
 
 def describe(disc: Discovery) -> str:
-    return f"{disc.info['vendor']} layout, domains {', '.join(sorted({c.domain for c in disc.columns}))}"
+    domains = ", ".join(sorted({c.domain for c in disc.columns if c.domain}))
+    return f"{disc.info['vendor']} layout, domains {domains}"
 
 
 available = availability_from(discover, describe)

@@ -4,8 +4,9 @@
 - 'perf': hardware and software counters of the measured process tree: one counter per
   thread that exists at the start (minus the instrument's own, alems.measure.threads), each
   with inherit=1 so that threads created later by those threads are counted too. A thread
-  that exits before its counter opens counts nothing (no error). For a gated, not yet exec'd command the counters start disabled with enable_on_exec,
-  so they count from the command's first instruction. A counter that cannot be opened is
+  that exits before its counter opens counts nothing (no error). For a gated, not yet
+  exec'd command the counters start disabled with enable_on_exec, so they count from the
+  command's first instruction. A counter that cannot be opened is
   skipped with its reason. The C core opens the counters of one target (software ones
   together, hardware ones together) as one perf group and reads each group with one
   read() per tick; counters the kernel will not group are read one by one (a note says so).
@@ -20,8 +21,10 @@ import re
 from alems.measure._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
                        PERF_INHERIT, PERF_THREAD, ChannelSpec)
 from alems.measure.threads import workload_tids
-from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, cpus,
-                   first_cpu_per_package, perm_denied, read_int, read_text, try_probe)
+from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
+                                        SourceUnavailable, availability_from, cpus,
+                                        first_cpu_per_package, perm_denied, read_int,
+                                        read_text, try_probe)
 
 PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
@@ -102,7 +105,8 @@ def discover_power(roots: Roots, **_ctx) -> Discovery:
             scale_j = float("nan")
         unit = read_text(os.path.join(base, "events", event + ".unit")) or "Joules"
         if not (scale_j > 0) or unit.lower() != "joules":
-            disc.skipped.append((event, Availability(False, f"unusable scale/unit {scale_j} {unit}")))
+            disc.skipped.append(
+                (event, Availability(False, f"unusable scale/unit {scale_j} {unit}")))
             continue
         for cpu in cpu_list:
             spec = ChannelSpec("perf", f"power/{event}/cpu{cpu}", perf_type=ptype,
@@ -118,12 +122,13 @@ def discover_power(roots: Roots, **_ctx) -> Discovery:
                                        "energy", scale_j * 1e6, None, domain,
                                        f"{event}@cpu{cpu}", source="perf-power"))
     if not disc.columns:
-        raise SourceUnavailable(first_failure if first_failure is not None else Availability(False, "no energy-* events in the power PMU"))
+        raise SourceUnavailable(first_failure if first_failure is not None else
+                                Availability(False, "no energy-* events in the power PMU"))
     return disc
 
 
 def describe_power(disc: Discovery) -> str:
-    return "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns}))
+    return "events " + ", ".join(sorted({c.zone.split("@")[0] for c in disc.columns if c.zone}))
 
 
 available_power = availability_from(discover_power, describe_power)
@@ -153,6 +158,8 @@ def open_counter(name: str, ptype: int, config: int, *, pid: int | None = None,
     specs = counter_specs(name, ptype, config, pid=pid, gated=gated,
                           system_wide=system_wide, roots=roots)
     _, exc = try_probe(specs[0])
+    if exc is not None and exc.errno == errno.ENODATA:
+        exc = None  # opened, but not scheduled yet (PMU full): sampled, null until it runs
     note = ""
     if exc is not None and perm_denied(exc) and not system_wide:
         specs = counter_specs(name, ptype, config, pid=pid, gated=gated, system_wide=False,

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 
 from alems.measure._native import ChannelSpec
-from alems.measure.sources.base import (Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, perm_denied,
-                   read_int, read_text, try_probe)
+from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
+                                        SourceUnavailable, availability_from, perm_denied,
+                                        read_int, read_text, try_probe)
 
 NAME = "powercap"
 DESCRIPTION = "RAPL energy counters through the powercap sysfs tree"
@@ -33,8 +34,8 @@ def max_power_w(zone_path: str) -> float | None:
         names = os.listdir(zone_path)
     except OSError:
         return None
-    values = [read_int(os.path.join(zone_path, n)) for n in names if _MAX_POWER.match(n)]
-    values = [v for v in values if v is not None and v > 0]
+    read = [read_int(os.path.join(zone_path, n)) for n in names if _MAX_POWER.match(n)]
+    values = [v for v in read if v is not None and v > 0]
     return max(values) / 1e6 if values else None
 
 
@@ -99,8 +100,8 @@ def _scan(base: str) -> dict[str, Zone]:
 def select_zones(zones: dict[str, Zone]) -> tuple[list[Zone], list[tuple[str, str]]]:
     """Drop mirrors; return (zones to count, [(zone id, why skipped)])."""
     skipped: list[tuple[str, str]] = []
-    regular_pkg = any(not z.ctype.endswith("-mmio") and len(z.idx) == 1 and domain_of(z.name) == "pkg"
-                      for z in zones.values())
+    regular_pkg = any(not z.ctype.endswith("-mmio") and len(z.idx) == 1
+                      and domain_of(z.name) == "pkg" for z in zones.values())
     keep: dict[str, Zone] = {}
     seen_top: dict[tuple[str, str], str] = {}
     for zid in sorted(zones, key=lambda k: (zones[k].ctype, zones[k].idx)):
@@ -112,7 +113,8 @@ def select_zones(zones: dict[str, Zone]) -> tuple[list[Zone], list[tuple[str, st
         if len(z.idx) == 1:
             key = (z.ctype, z.name)
             if key in seen_top:
-                skipped.append((zid, f"same name '{z.name}' as {seen_top[key]} (mirrored die counter)"))
+                skipped.append((zid, f"same name '{z.name}' as {seen_top[key]} (mirrored die "
+                                     "counter)"))
                 continue
             seen_top[key] = zid
         elif top not in keep:
@@ -127,7 +129,8 @@ def _unavailable_reason(base: str) -> Availability:
         return Availability(
             False, f"no powercap tree at {base} (container without /sys/class/powercap, "
             "or no RAPL driver)",
-            "run on the host or bind-mount it (docker run -v /sys/class/powercap:/sys/class/powercap:ro "
+            "run on the host or bind-mount it (docker run -v "
+            "/sys/class/powercap:/sys/class/powercap:ro "
             "...); on the host load the driver: sudo modprobe intel_rapl_msr")
     return Availability(False, f"no RAPL zones with energy_uj under {base}",
                         "load the driver: sudo modprobe intel_rapl_msr (Intel/AMD)")
@@ -176,7 +179,8 @@ def discover(roots: Roots, **_ctx) -> Discovery:
         if denied is not None:
             raise SourceUnavailable(next(av for _, av in disc.skipped if not av.ok and av.fix))
         raise SourceUnavailable(Availability(
-            False, "no readable RAPL zone: " + "; ".join(f"{i}: {a.reason}" for i, a in disc.skipped),
+            False,
+            "no readable RAPL zone: " + "; ".join(f"{i}: {a.reason}" for i, a in disc.skipped),
             "run as root"))
     disc.info["zones"] = {c.zone: c.domain for c in disc.columns}
     return disc

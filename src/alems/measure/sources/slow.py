@@ -9,7 +9,9 @@ import os
 import re
 
 from alems.measure._native import MAX_INPUTS, ChannelSpec
-from alems.measure.sources.base import Availability, Column, availability_from, Discovery, Roots, SourceUnavailable, read_text, try_probe
+from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
+                                        SourceUnavailable, availability_from, read_text,
+                                        try_probe)
 
 NAME = "slow"
 DESCRIPTION = "thermal, cpuidle residency, /proc/stat interrupts/ctxt, run queue"
@@ -41,7 +43,8 @@ def _cpuidle(roots: Roots, disc: Discovery, budget: int) -> None:
         name = read_text(os.path.join(d, "name"))
         if not name or not os.path.exists(os.path.join(d, "time")):
             continue
-        by_state.setdefault(name, []).append(ChannelSpec("text", os.path.join(d, "time"), slow=True))
+        by_state.setdefault(name, []).append(
+            ChannelSpec("text", os.path.join(d, "time"), slow=True))
     total = sum(len(v) for v in by_state.values())
     if not by_state:
         disc.skipped.append(("cpuidle", Availability(False, "no cpuidle states (VM or idle=poll)")))
@@ -67,7 +70,8 @@ def _procstat(roots: Roots, disc: Discovery) -> None:
         spec = ChannelSpec("keyed", path, key=key, slow=True)
         _, exc = try_probe(spec)
         if exc is not None:
-            disc.skipped.append((col, Availability(False, f"{path} '{key.strip()}': {exc.strerror}")))
+            disc.skipped.append(
+                (col, Availability(False, f"{path} '{key.strip()}': {exc.strerror}")))
             continue
         disc.columns.append(Column(col, [spec], kind, slow=True, source=NAME))
 
