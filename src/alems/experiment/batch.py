@@ -69,6 +69,8 @@ class BatchSummary:
     arm_headlines: dict = field(default_factory=dict)  # other non-linear arm -> its tax line
     mean_tax_percent: float | None = None
     headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
+    estimate: bool = False             # some run's energy is an ESTIMATE: every line says so
+    headline_caveats: list = field(default_factory=list)   # summary's first warnings
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
@@ -320,9 +322,11 @@ class BatchRunner:
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
         if len(self.cfg.workflows) >= 2:
             summary.headline_text = conditions.headline_text(conn, summary.group_id)
-            for arm in self.cfg.workflows:
+            for arm in sorted(self.cfg.workflows):   # the summary's order: by name
                 if arm not in ("linear", "agentic") and "linear" in self.cfg.workflows:
                     summary.arm_headlines[arm] = conditions.headline_text(
                         conn, summary.group_id, arm=arm)
+            summary.estimate, summary.headline_caveats = conditions.closing_caveats(
+                conn, summary.group_id, ["agentic", *summary.arm_headlines])
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source
