@@ -85,9 +85,13 @@ def _ratio_decimals(v: float, low, high) -> dict[str, int]:
                 d[k] += 1
                 changed = True
         for a, b in (("low", "v"), ("v", "high"), ("low", "high")):
-            # order kept; two numbers read alike only when they are alike. Both go to the
-            # same decimal place first (rounding to one grid keeps their order), then finer.
-            if vals[a] < vals[b] and not _same(vals[a], vals[b]) and shown(a) >= shown(b):
+            # order kept; two numbers read alike exactly when they are alike. Both go to
+            # the same decimal place first (one grid keeps their order), then finer.
+            if _same(vals[a], vals[b]):
+                if d[a] != d[b]:
+                    d[a] = d[b] = max(d[a], d[b])
+                    changed = True
+            elif shown(a) >= shown(b):
                 grid = max(d[a], d[b]) + (d[a] == d[b])
                 d[a] = d[b] = min(grid, max(cap[a], cap[b]))
                 changed = True

@@ -115,10 +115,12 @@ def _summary_tables(s: dict) -> None:
     con = _console()
     est = ESTIMATE_TAG if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
-    for line in headline_lines(s):   # every arm; runs measured GPUs: both taxes, labelled
-        con.print(line + est, highlight=False, markup=False)
+    # every arm; runs measured GPUs: both taxes, labelled. One line each, never cut by
+    # rich (soft wrap): the same strings as the batch's closing lines, to grep for.
+    for line in headline_lines(s):
+        con.print(line + est, highlight=False, markup=False, soft_wrap=True)
     for w in s["headline_caveats"]:  # what qualifies the headline, right under it
-        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
     rows = []
     daggers = False
     for w in s["workflows"]:
@@ -152,7 +154,7 @@ def _summary_tables(s: dict) -> None:
                     [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}"] for p in s["phases"]])
     for w in s["warnings"][len(s["headline_caveats"]):]:   # the caveats come first
-        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
 
 
 # `status --watch` refresh period: faster floods the terminal, slower is never refreshed.

@@ -282,6 +282,7 @@ class BatchRunner:
 
         if cfg.warm_up:
             conditions.warm_up(self.providers, cfg, self.log)
+        gate = conditions.QuietGate(cfg.quiet_timeout_s, self.log) if cfg.require_quiet else None
         progress = self.progress
         progress.planned(list(todo))
         progress.begin(len(todo))
@@ -291,9 +292,9 @@ class BatchRunner:
                 if i > 0 and cfg.cool_down_s > 0:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
+                if gate is not None:   # before the baseline too: it is measured quiet
+                    gate.before_run()
                 base = baselines.current()
-                if cfg.require_quiet:
-                    conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
                 exp_id = exp_ids[(key.task, key.provider)]
                 measured = self.executor.measure(  # samples stream to disk as they come

@@ -1,0 +1,159 @@
+"""Issue 18 items 1–3 on every surface: a 3-arm batch (linear, agentic, react) reads the
+same headline strings — every arm's, with the ESTIMATE tag and the headline's caveats — on
+the batch's closing lines, `alems summary`, the report and the dashboard, and every
+non-linear arm has its per task × provider rows wherever agentic has them."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+
+pytest.importorskip("pandas")
+pytest.importorskip("scipy")
+
+from alems.analysis.groups import open_db, resolve_group  # noqa: E402
+from alems.analysis.report import build_report  # noqa: E402
+from alems.analysis.summary import build_summary  # noqa: E402
+from alems.analysis.tax import tax_cells  # noqa: E402
+from alems.analysis.views import (ESTIMATE_TAG, arm_tax_rows, headline_lines,  # noqa: E402
+                                  tax_table)
+from alems.cli import app  # noqa: E402
+from alems.cli._common import run_app  # noqa: E402
+from alems.cli.progress import format_summary  # noqa: E402
+from alems.experiment.batch import BatchRunner  # noqa: E402
+from alems.experiment.plan import BatchConfig  # noqa: E402
+from alems.experiment.providers.scripted import ScriptedProvider  # noqa: E402
+from alems.measure import quiet  # noqa: E402
+
+from _fake_sampling import BusyReplaySampler  # noqa: E402
+from analysis_fixture import build_fixture_db  # noqa: E402
+from test_batch import three_step_reply  # noqa: E402
+
+ARMS = ("linear", "agentic", "react")
+
+
+@pytest.fixture(scope="module")
+def db3(tmp_path_factory):
+    return build_fixture_db(tmp_path_factory.mktemp("arms") / "experiments.db", workflows=ARMS)
+
+
+@pytest.fixture(scope="module")
+def summary3(db3):
+    conn = open_db(db3)
+    return build_summary(conn, db3, resolve_group(conn, "latest"))
+
+
+def _summary_text(capsys, monkeypatch, db, *extra) -> str:
+    monkeypatch.setenv("COLUMNS", "250")    # one table row per line; text lines never cut
+    code = run_app(app, ["summary", "--db", str(db), *extra])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def _cells_of(rows: list[dict]) -> set[tuple]:
+    return {(t["task"], t["provider"]) for t in rows}
+
+
+def test_every_arm_has_a_headline_and_the_rows_agentic_has(summary3):
+    rows = arm_tax_rows(summary3)
+    by_arm = {arm: [t for t in rows if t["arm"] == arm] for arm in ("agentic", "react")}
+    assert by_arm["react"] and _cells_of(by_arm["react"]) == _cells_of(by_arm["agentic"])
+    lines = headline_lines(summary3)
+    assert lines[0].startswith("orchestration tax: ")
+    assert lines[1].startswith("orchestration tax of react: ")
+    assert lines[1] == summary3["arm_tax"]["react"]["headline_text"]
+    # a react row carries what an agentic row carries (EpG of its own arm)
+    react_cell = next(t for t in by_arm["react"] if t["task"] != "all")
+    assert react_cell["epg_arm_j"] is not None and react_cell["epg_linear_j"] is not None
+
+
+def test_summary_prints_every_arm_headline_and_rows(db3, summary3, capsys, monkeypatch):
+    out = _summary_text(capsys, monkeypatch, db3)
+    lines = out.splitlines()
+    heads = headline_lines(summary3)
+    assert lines[:len(heads)] == heads
+    for row in tax_table(summary3):   # arm, task, provider, pairs, ratio, CI, …
+        arm, task, provider, _, ratio, ci = row[:6]
+        pat = re.compile(rf"\b{arm}\b.*\b{task}\b.*\b{provider}\b.*{re.escape(ratio)}.*"
+                         rf"{re.escape(ci)}")
+        assert any(pat.search(line) for line in lines), row
+
+
+def test_report_has_every_arm_headline_and_rows(db3, summary3):
+    conn = open_db(db3)
+    blocks = build_report(conn, db3, resolve_group(conn, "latest"))
+    texts = [b.text for b in blocks if b.kind == "p"]
+    for line in headline_lines(summary3):
+        assert line in texts
+    table = next(b for b in blocks if b.kind == "table" and b.text.startswith("Orchestration tax"))
+    assert table.columns[0] == "arm" and table.rows == tax_table(summary3)
+    assert {r[0] for r in table.rows} == {"agentic", "react"}
+
+
+def test_dashboard_has_every_arm_headline_and_rows(db3, summary3):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+
+    with TestClient(create_app(db3)) as c:
+        page = c.get(f"/group/{summary3['group_id']}").text
+    for line in headline_lines(summary3):
+        assert f"<li>{html.escape(line, quote=False)}</li>" in page.replace("&#39;", "'")
+    rows = arm_tax_rows(summary3)
+    for arm in ("agentic", "react"):
+        assert page.count(f'data-arm="{arm}"') == sum(t["arm"] == arm for t in rows)
+    for t in rows:
+        c = tax_cells(t)
+        assert f"<td>{c['ratio']}</td><td>{html.escape(c['ci'])}</td>" in page
+
+
+def _estimate_batch(tmp_path, monkeypatch):
+    """A 3-arm scripted batch on a machine that is never quiet, energy estimated."""
+    monkeypatch.setattr(quiet, "read_stat", lambda proc_root=None: (9, 0, 100))
+    cfg = BatchConfig(tasks=["gsm8k_basic", "factual_qa"], providers=["scripted"],
+                      workflows=list(ARMS), repetitions=2, seed=7, hz=200.0,
+                      db_path=tmp_path / "e.db", save_db=True, baseline_duration_s=0.02,
+                      baseline_reps=2, group_id="g-arms")
+    runner = BatchRunner(cfg, sampler_factory=lambda: BusyReplaySampler(
+        pkg_w=2.0, core_w=None, busy_w=30.0, hz=200.0, energy_source="estimate"),
+        provider_factory=lambda name: ScriptedProvider(three_step_reply, delay_s=0.005),
+        log=lambda m: None, progress=False)
+    return runner.run()
+
+
+def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
+    closing = format_summary(_estimate_batch(tmp_path, monkeypatch)).splitlines()
+    db = tmp_path / "e.db"
+    conn = open_db(db)
+    group = resolve_group(conn, "g-arms")
+    s = build_summary(conn, db, group)
+    heads = [line + ESTIMATE_TAG for line in headline_lines(s)]
+    assert len(heads) == 2 and s["estimate"]
+    # the closing block: every arm's headline with the tag, then the headline's caveats
+    at = closing.index("  " + heads[0])
+    assert closing[at:at + 2] == ["  " + h for h in heads]
+    caveats = s["headline_caveats"]
+    assert caveats[0].startswith("12 run(s) were not measured on a quiet machine")
+    assert any("rests on only 4 pairs" in w for w in caveats)
+    assert closing[at + 2:at + 2 + len(caveats)] == [f"  warning: {w}" for w in caveats]
+    assert s["warnings"][:len(caveats)] == caveats        # summary shows them first
+    # `alems summary`: the same lines first, then the same caveats
+    out = _summary_text(capsys, monkeypatch, db, "--group-id", "g-arms").splitlines()
+    assert out[:2] == heads
+    assert out[2:2 + len(caveats)] == [f"warning: {w}" for w in caveats]
+    # the report: the same lines, the caveats under them
+    blocks = build_report(conn, db, group)
+    texts = [(b.kind, b.text) for b in blocks]
+    at = texts.index(("h2", "Headline"))
+    assert texts[at + 1:at + 3 + len(caveats)] == [("p", h) for h in heads] + \
+        [("warn", w) for w in caveats]
+    # the JSON keeps them too
+    code = run_app(app, ["summary", "--db", str(db), "--group-id", "g-arms", "--format", "json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["headline_caveats"] == caveats
