@@ -54,6 +54,17 @@ def _summary_text(capsys, monkeypatch, db, *extra) -> str:
     return out.out
 
 
+def _heads(s: dict) -> list[str]:
+    """Every arm's headline line, straight from the summary's JSON."""
+    return [s["headline_text"]] + [a["headline_text"] for _, a in sorted(s["arm_tax"].items())]
+
+
+def _rows(s: dict) -> list[tuple[str, dict]]:
+    """(arm, tax row) of every arm, straight from the summary's JSON."""
+    return [("agentic", t) for t in s["tax"]] + [
+        (arm, t) for arm, a in sorted(s["arm_tax"].items()) for t in a["rows"]]
+
+
 def _cells_of(rows: list[dict]) -> set[tuple]:
     return {(t["task"], t["provider"]) for t in rows}
 
@@ -63,6 +74,7 @@ def test_every_arm_has_a_headline_and_the_rows_agentic_has(summary3):
     by_arm = {arm: [t for t in rows if t["arm"] == arm] for arm in ("agentic", "react")}
     assert by_arm["react"] and _cells_of(by_arm["react"]) == _cells_of(by_arm["agentic"])
     lines = headline_lines(summary3)
+    assert lines == _heads(summary3)
     assert lines[0].startswith("orchestration tax: ")
     assert lines[1].startswith("orchestration tax of react: ")
     assert lines[1] == summary3["arm_tax"]["react"]["headline_text"]
@@ -74,24 +86,26 @@ def test_every_arm_has_a_headline_and_the_rows_agentic_has(summary3):
 def test_summary_prints_every_arm_headline_and_rows(db3, summary3, capsys, monkeypatch):
     out = _summary_text(capsys, monkeypatch, db3)
     lines = out.splitlines()
-    heads = headline_lines(summary3)
-    assert lines[:len(heads)] == heads
-    for row in tax_table(summary3):   # arm, task, provider, pairs, ratio, CI, …
-        arm, task, provider, _, ratio, ci = row[:6]
-        pat = re.compile(rf"\b{arm}\b.*\b{task}\b.*\b{provider}\b.*{re.escape(ratio)}.*"
-                         rf"{re.escape(ci)}")
-        assert any(pat.search(line) for line in lines), row
+    heads = _heads(summary3)
+    assert len(heads) == 2 and lines[:2] == heads
+    for arm, t in _rows(summary3):
+        c = tax_cells(t)
+        pat = re.compile(rf"\b{arm}\b.*\b{t['task']}\b.*\b{t['provider']}\b.*"
+                         rf"{re.escape(c['ratio'])}.*{re.escape(c['ci'])}")
+        assert any(pat.search(line) for line in lines), (arm, t["task"], t["provider"])
 
 
 def test_report_has_every_arm_headline_and_rows(db3, summary3):
     conn = open_db(db3)
     blocks = build_report(conn, db3, resolve_group(conn, "latest"))
     texts = [b.text for b in blocks if b.kind == "p"]
-    for line in headline_lines(summary3):
+    for line in _heads(summary3):
         assert line in texts
     table = next(b for b in blocks if b.kind == "table" and b.text.startswith("Orchestration tax"))
     assert table.columns[0] == "arm" and table.rows == tax_table(summary3)
-    assert {r[0] for r in table.rows} == {"agentic", "react"}
+    expected = [[arm, t["task"], t["provider"], str(t["n_pairs"]), tax_cells(t)["ratio"],
+                 tax_cells(t)["ci"]] for arm, t in _rows(summary3)]
+    assert [r[:6] for r in table.rows] == expected
 
 
 def test_dashboard_has_every_arm_headline_and_rows(db3, summary3):
@@ -103,13 +117,15 @@ def test_dashboard_has_every_arm_headline_and_rows(db3, summary3):
 
     with TestClient(create_app(db3)) as c:
         page = c.get(f"/group/{summary3['group_id']}").text
-    for line in headline_lines(summary3):
+    for line in _heads(summary3):
         assert f"<li>{html.escape(line, quote=False)}</li>" in page.replace("&#39;", "'")
-    rows = arm_tax_rows(summary3)
+    rows = _rows(summary3)
     for arm in ("agentic", "react"):
-        assert page.count(f'data-arm="{arm}"') == sum(t["arm"] == arm for t in rows)
-    for t in rows:
+        assert page.count(f'data-arm="{arm}"') == sum(a == arm for a, _ in rows)
+    for arm, t in rows:
         c = tax_cells(t)
+        assert (f'<tr data-arm="{arm}" data-task="{t["task"]}" data-provider="{t["provider"]}"'
+                in page)
         assert f"<td>{c['ratio']}</td><td>{html.escape(c['ci'])}</td>" in page
 
 
@@ -133,7 +149,7 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     conn = open_db(db)
     group = resolve_group(conn, "g-arms")
     s = build_summary(conn, db, group)
-    heads = [line + ESTIMATE_TAG for line in headline_lines(s)]
+    heads = [line + ESTIMATE_TAG for line in _heads(s)]
     assert len(heads) == 2 and s["estimate"]
     # the closing block: every arm's headline with the tag, then the headline's caveats
     at = closing.index("  " + heads[0])
@@ -157,3 +173,20 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     code = run_app(app, ["summary", "--db", str(db), "--group-id", "g-arms", "--format", "json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["headline_caveats"] == caveats
+
+
+def test_headline_caveats_come_in_the_issue_order():
+    from alems.analysis.summary_warnings import headline_caveats
+
+    row = {"task": "all", "provider": "all", "n_pairs": 4, "tax_ratio": 2.0, "ci_low": 0.5,
+           "ci_high": 8.0, "coverage_checked": False, "sd_log_pair_ratio": 0.8,
+           "cv_linear": 0.7, "includes_one": True}
+    loud = [{"task_name": "t", "provider": "p", "workflow_type": "linear", "run_number": 1,
+             "not_quiet_reason": "2.00 other runnable task(s)"}]
+    react = dict(row, arm="react")
+    out = headline_caveats([row, react, dict(row, tax_ratio=None, arm="x")], loud)
+    assert [w.split(":")[0] for w in out] == [
+        "1 run(s) were not measured on a quiet machine (e.g. t/p/linear rep 1",
+        "all/all", "all/all (react)", "all/all", "all/all (react)"]
+    assert "spread more" in out[1] and "spread more" in out[2]
+    assert "only 4 pairs" in out[3] and "only 4 pairs" in out[4]

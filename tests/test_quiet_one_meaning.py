@@ -148,3 +148,36 @@ def test_quiet_gate_waits_before_every_run_while_the_machine_gets_quiet():
     gate = conditions.QuietGate(60.0, log.append, wait=quiet_soon)
     assert [gate.before_run() for _ in range(3)] == [True, True, True]
     assert calls == [60.0] * 3 and len(log) == 1 and "up to 60 s" in log[0]
+
+
+def test_fleet_node_keeps_its_own_busy_baseline_and_only_its_own(tmp_path, monkeypatch):
+    """A node that measured its baseline on a busy machine runs its pairs with it (the
+    driver sends it back); it does not loop re-measuring, and a baseline it did not
+    measure (a previous batch's) is not reused."""
+    from types import SimpleNamespace
+
+    from alems.experiment.fleet.node import NodeWorker
+
+    _machine(tmp_path, monkeypatch, procs_running=6, load_1m=5.0)
+
+    class Executor:
+        cfg = SimpleNamespace(baseline_max_age_s=3600.0, baseline_duration_s=0.01,
+                              baseline_reps=1, cool_down_s=0.0)
+        sampler_factory = CountingFactory([4.0])
+
+        def measure(self, key, base):
+            return (key, base.baseline_id)
+
+    def node() -> NodeWorker:
+        n = object.__new__(NodeWorker)   # the actor's body, without a Ray runtime
+        n.executor, n.energy_source, n.runs_done, n.own_baselines = Executor(), "powercap", 0, set()
+        return n
+
+    a = node()
+    fresh = a.run_pair(["k1"], None)["baseline"]
+    assert fresh.state["quiet"] == 0
+    fresh.baseline_id = 7                 # stored by the driver, sent back with the pair
+    assert a.run_pair(["k1", "k2"], fresh) == {"runs": [("k1", 7), ("k2", 7)]}
+    later = node()                        # a later batch's node on the same machine
+    out = later.run_pair(["k1"], fresh)
+    assert "baseline" in out and "not quiet" in out["why"]

@@ -45,12 +45,6 @@ def _fmt(v, digits=3) -> str:
     return str(v)
 
 
-def _ci(d: dict, digits=2) -> str:
-    if d["ci_low"] is None:
-        return "–"
-    return f"[{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
-
-
 def _ms(d: dict, digits=2) -> str:
     if d["mean"] is None:
         return "–"
