@@ -47,7 +47,7 @@ def summary3(db3):
 
 
 def _summary_text(capsys, monkeypatch, db, *extra) -> str:
-    monkeypatch.setenv("COLUMNS", "250")    # one table row per line; text lines never cut
+    monkeypatch.setenv("COLUMNS", "400")    # one line per table row and per headline
     code = run_app(app, ["summary", "--db", str(db), *extra])
     out = capsys.readouterr()
     assert code == 0, out.err

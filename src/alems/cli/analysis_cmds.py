@@ -115,12 +115,11 @@ def _summary_tables(s: dict) -> None:
     con = _console()
     est = ESTIMATE_TAG if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
-    # every arm; runs measured GPUs: both taxes, labelled. One line each, never cut by
-    # rich (soft wrap): the same strings as the batch's closing lines, to grep for.
+    # every arm (the batch's closing lines' strings); runs measured GPUs: both, labelled
     for line in headline_lines(s):
-        con.print(line + est, highlight=False, markup=False, soft_wrap=True)
+        con.print(line + est, highlight=False, markup=False)
     for w in s["headline_caveats"]:  # what qualifies the headline, right under it
-        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
     rows = []
     daggers = False
     for w in s["workflows"]:
@@ -154,7 +153,7 @@ def _summary_tables(s: dict) -> None:
                     [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}"] for p in s["phases"]])
     for w in s["warnings"][len(s["headline_caveats"]):]:   # the caveats come first
-        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
 # `status --watch` refresh period: faster floods the terminal, slower is never refreshed.
