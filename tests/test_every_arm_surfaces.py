@@ -180,7 +180,8 @@ def test_headline_caveats_come_in_the_issue_order():
 
     row = {"task": "all", "provider": "all", "n_pairs": 4, "tax_ratio": 2.0, "ci_low": 0.5,
            "ci_high": 8.0, "coverage_checked": False, "sd_log_pair_ratio": 0.8,
-           "cv_linear": 0.7, "includes_one": True}
+           "cv_linear": 0.7, "includes_one": True,
+           "coverage_flags": ["sd of log pair ratios 0.80 above 0.30"]}
     loud = [{"task_name": "t", "provider": "p", "workflow_type": "linear", "run_number": 1,
              "not_quiet_reason": "2.00 other runnable task(s)"}]
     react = dict(row, arm="react")
