@@ -49,6 +49,7 @@ def test_html_embeds_figures(blocks_and_db, tmp_path):
     assert "<table>" in html and "Orchestration tax" in html and "ESTIMATE" not in html
 
 
+@pytest.mark.pdf
 def test_pdf_has_pages_and_figures(blocks_and_db, tmp_path):
     blocks, _ = blocks_and_db
     out = write_report(blocks, tmp_path / "report.pdf")
@@ -181,6 +182,7 @@ def _long_blocks(n_rows=90, intro_words=60):
             Block("h2", "After")]
 
 
+@pytest.mark.pdf
 def test_long_table_splits_across_pages_instead_of_jumping(tmp_path):
     pages, placed = _render(_long_blocks(), tmp_path / "long.pdf")
     heading = next(p for p in placed if p[0] == "h2" and p[2] == "Conditions")
@@ -197,6 +199,7 @@ def test_long_table_splits_across_pages_instead_of_jumping(tmp_path):
     assert len(captions) == len(pieces)                    # caption + header on each page
 
 
+@pytest.mark.pdf
 def test_heading_is_kept_with_the_start_of_its_table(tmp_path):
     # push the heading towards the bottom of page 1: it must move with the table's first rows
     moved = 0
@@ -210,6 +213,7 @@ def test_heading_is_kept_with_the_start_of_its_table(tmp_path):
     assert moved            # the range reaches the bottom of page 1
 
 
+@pytest.mark.pdf
 def test_short_table_moves_whole(tmp_path):
     from alems.analysis.report import Block
 
@@ -224,6 +228,7 @@ def test_short_table_moves_whole(tmp_path):
     assert moved
 
 
+@pytest.mark.pdf
 def test_report_pdf_page_one_holds_the_headline(blocks_and_db, tmp_path):
     # issue 11: the answer first (tax, accuracy per arm, energy source), conditions later
     blocks, _ = blocks_and_db

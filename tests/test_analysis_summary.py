@@ -169,7 +169,7 @@ def test_warning_when_tax_ci_includes_one(tmp_path):
     s = build_summary(conn, db, resolve_group(conn, "latest"))
     tax = s["tax"][0]
     assert tax["ci_low"] < 1.0 < tax["ci_high"]
-    assert any("includes 1.0" in w for w in s["warnings"])
+    assert any("includes 1 —" in w for w in s["warnings"])
 
 
 def test_country_override_and_unknown_country(db, tmp_path):

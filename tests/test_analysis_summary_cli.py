@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from alems.analysis.precision import fmt_interval
+from alems.analysis.precision import fmt_interval, fmt_ratio
 from alems.cli import app
 from alems.cli._common import run_app
 from analysis_fixture import build_fixture_db
@@ -45,7 +45,7 @@ def test_summary_first_line_is_the_overall_tax(db, capsys):
     code, out, err = alems(capsys, "summary", "--db", str(db))
     assert code == 0, err
     first = out.splitlines()[0]
-    ratio, low, high = fmt_interval(o["tax_ratio"], o["ci_low"], o["ci_high"])
+    ratio, low, high = fmt_ratio(o["tax_ratio"], o["ci_low"], o["ci_high"])
     assert first.startswith("orchestration tax: ") and first == s["headline_text"]
     assert f"{ratio}× [95 % CI {low}–{high}]" in first
     # the mean of per-pair ratios is labelled as such wherever it is shown

@@ -52,7 +52,17 @@ def test_bad_settings(kw):
         bl.measure(CountingFactory([1.0]), **{"duration_s": 0.01, "repetitions": 1, **kw})
 
 
-def test_save_and_reuse_while_fresh(tmp_path):
+@pytest.fixture
+def quiet_machine(monkeypatch):
+    """Nothing else runnable (alems.measure.quiet): a baseline may be reused by a later
+    batch only if it was measured quiet, and this test machine is shared."""
+    from alems.measure import quiet
+
+    monkeypatch.setattr(quiet, "read_stat", lambda proc_root=None: (1, 0, 100))
+    monkeypatch.setattr(quiet, "own_running", lambda pid=None: 1)
+
+
+def test_save_and_reuse_while_fresh(tmp_path, quiet_machine):
     conn = store_db.connect(tmp_path / "x.db")
     f = CountingFactory([4.0, 6.0])
     b1 = bl.get_or_measure(conn, f, "powercap", duration_s=0.01, repetitions=2)

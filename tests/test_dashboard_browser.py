@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)", allow_module_level=True)
@@ -25,6 +26,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("scipy")
 sync_api = pytest.importorskip("playwright.sync_api")
 
+from alems.analysis.tax import tax_cells  # noqa: E402
 from alems.dashboard.pages import headline_row  # noqa: E402
 
 from analysis_fixture import build_fixture_db  # noqa: E402
@@ -129,7 +131,7 @@ def test_group_page_headline_is_alems_summary_json(page, server, db, group):
     else:
         assert float(head.get_attribute("data-tax-ratio")) == pytest.approx(
             expected["tax_ratio"], rel=1e-12)
-        assert f"{expected['tax_ratio']:.2f}×" in head.inner_text()
+        assert tax_cells(expected)["ratio"] in head.inner_text()
     page.wait_for_selector("#fig-energy .main-svg")
     assert page.locator("#fig-energy g.trace.boxes").count() >= 1
     shot(page, f"group-{group}")

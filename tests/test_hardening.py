@@ -134,8 +134,10 @@ def test_runs_with_negative_energy_warn_and_remeasure(tmp_path):
     db = tmp_path / "experiments.db"
     r = alems(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
     assert r.returncode == 0, r.stderr
-    conn = store_db.connect(db)   # make the stored idle power absurd: 49.5 W
-    conn.execute("UPDATE baselines SET pkg_power_w_mean = 49.5, core_power_w_mean = 49.5")
+    conn = store_db.connect(db)   # make the stored idle power absurd: 49.5 W, and quiet
+    # (a later batch reuses only a baseline measured quiet; this machine is shared)
+    conn.execute("UPDATE baselines SET pkg_power_w_mean = 49.5, core_power_w_mean = 49.5, "
+                 "state_json = json_set(state_json, '$.quiet', 1)")
     conn.commit()
     conn.close()
     r = alems(tmp_path, *batch_args(db, "--workflows", "linear", "--new-session", reps=2))

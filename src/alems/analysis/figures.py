@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from alems.analysis.samples import load_energy, power_curve_w
+from alems.analysis.tax import tax_cells
 from alems.experiment.plan import WORKFLOWS
 
 DPI = 150
@@ -36,7 +37,9 @@ def _png(fig) -> bytes:
 
 
 def _est(estimate: bool) -> str:
-    return " [ESTIMATE — not measured]" if estimate else ""
+    from alems.analysis.views import ESTIMATE_TAG
+
+    return ESTIMATE_TAG if estimate else ""
 
 
 def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
@@ -166,20 +169,24 @@ def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float) -> bytes
             ax.errorbar(t["tax_ratio"], i, xerr=[[t["tax_ratio"] - t["ci_low"]],
                                                   [t["ci_high"] - t["tax_ratio"]]],
                         fmt="o", color="#e6550d", capsize=4)
-            ax.annotate(f"{t['tax_ratio']:.2f}× [{t['ci_low']:.2f}, {t['ci_high']:.2f}]",
+            c = tax_cells(t)
+            ax.annotate(f"{c['ratio']} {c['ci']}",
                         (t["ci_high"], i), xytext=(6, 0), textcoords="offset points",
                         va="center", fontsize=8)
         else:
             ax.plot(t["tax_ratio"], i, "o", color="#e6550d")
-            ax.annotate(f"{t['tax_ratio']:.2f}× (no CI)", (t["tax_ratio"], i), xytext=(6, 0),
+            ax.annotate(f"{tax_cells(t)['ratio']} (no CI)", (t["tax_ratio"], i), xytext=(6, 0),
                         textcoords="offset points", va="center", fontsize=8)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_yticks(y, [f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)" for t in rows],
+    ax.set_yticks(y, [("" if t.get("arm", "agentic") == "agentic" else f"{t['arm']}: ")
+                      + f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)" for t in rows],
                   fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     hi = max((t["ci_high"] or t["tax_ratio"]) for t in rows)
     ax.set_xlim(min(0.9, min((t["ci_low"] or t["tax_ratio"]) for t in rows) * 0.9), hi * 1.3)
-    ax.set_xlabel(f"orchestration tax = Σ agentic / Σ linear dynamic energy "
+    arms = {t.get("arm", "agentic") for t in rows}
+    top = "agentic" if arms == {"agentic"} else "arm"
+    ax.set_xlabel(f"orchestration tax = Σ {top} / Σ linear dynamic energy "
                   f"({int(confidence * 100)} % CI: t on the log ratio, jackknife SE)")
     ax.set_title("Orchestration tax per task and provider" + _est(estimate), fontsize=10)
     ax.grid(axis="x", alpha=0.3)

@@ -20,7 +20,8 @@ from alems.analysis.frames import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
 from alems.analysis.summary import KIND_LABELS, build_summary
-from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
+from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
+                                  host_tax_rows, tax_columns, tax_table)
 from alems.outputs import atomic_output
 from alems.store import reads
 
@@ -42,12 +43,6 @@ def _fmt(v, digits=3) -> str:
             return "–"
         return f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.{digits}f}"
     return str(v)
-
-
-def _ci(d: dict, digits=2) -> str:
-    if d["ci_low"] is None:
-        return "–"
-    return f"[{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
 
 
 def _ms(d: dict, digits=2) -> str:
@@ -145,7 +140,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     runs = runs_frame(conn, group.group_id)
     phases = phases_frame(conn, group.group_id)
     est = summary["estimate"]
-    est_tag = " [ESTIMATE — not measured]" if est else ""
+    est_tag = ESTIMATE_TAG if est else ""
     pct = int(round(confidence * 100))
     out: list[Block] = [
         Block("h1", f"A-LEMS report — batch {group.group_id}"),
@@ -161,6 +156,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     # the answer first: tax with its interval, accuracy per arm, energy source
     out.append(Block("h2", "Headline"))
     out.extend(Block("p", line + est_tag) for line in headline_lines(summary))
+    out.extend(Block("warn", w) for w in summary["headline_caveats"])
     out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
                      ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
     out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
@@ -178,17 +174,11 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        _fmt(w["epg_j"]) if w["epg_j"] is not None else "– "
                                                                        f"({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
-    out.append(Block("table", f"Orchestration tax (Σ agentic ÷ Σ linear dynamic energy over "
+    arms = "each non-linear arm" if summary.get("arm_tax") else "agentic"
+    out.append(Block("table", f"Orchestration tax (Σ {arms} ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
                               f"{summary['definitions']['tax_ci']}){est_tag}",
-                     ["task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
-                      "mean pair ratio", "EpG linear J", "EpG agentic J"],
-                     [[t["task"], t["provider"], str(t["n_pairs"]),
-                       _fmt(t["tax_ratio"]) + ("×" if t["tax_ratio"] is not None else ""),
-                       "–" if t["ci_low"] is None else f"[{t['ci_low']:.2f}, {t['ci_high']:.2f}]",
-                       _fmt(t["tax_percent"], 1), _fmt(t["mean_of_pair_ratios"]),
-                       _fmt(t["epg_linear_j"]), _fmt(t["epg_agentic_j"])]
-                      for t in summary["tax"]]))
+                     tax_columns(summary, pct), tax_table(summary)))
     if host_tax_rows(summary):   # a fleet or merged shards: pairs compared within a host
         out.append(Block("table", f"Tax per host, and pooled with the host as a block{est_tag}",
                          HOST_COLUMNS, host_tax_rows(summary)))
@@ -232,7 +222,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
         (f"Figure 2. Dynamic energy per run by workflow (box: quartiles; dots: runs){est_tag}.",
          figures.energy_distributions(runs, est)),
         (f"Figure 3. Orchestration tax with its {pct} % interval; dashed line = no tax{est_tag}.",
-         figures.tax_ratios(summary["tax"], est, confidence)),
+         figures.tax_ratios(arm_tax_rows(summary), est, confidence)),
         (f"Figure 4. Share of agentic package energy by stage and by activity{est_tag}.",
          figures.phase_breakdown(summary["phases"], est)),
     ):
@@ -243,7 +233,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     out.append(Block("table", "Batch conditions", ["item", "value"],
                      _conditions(conn, group, summary, runs)))
     out.append(Block("h2", "Warnings"))
-    if summary["warnings"]:
+    if summary["warnings"]:   # the headline's caveats first, as under the headline
         out.extend(Block("warn", w) for w in summary["warnings"])
     else:
         out.append(Block("p", "None: the data raise no flags."))

@@ -1,4 +1,4 @@
-"""Reading a run's full-rate samples (Parquet) for power curves and phase energy."""
+"""Reading a run's full-rate samples (Parquet) for power curves."""
 
 from __future__ import annotations
 
@@ -36,11 +36,6 @@ def load_energy(db_path: str | Path, samples_path: str | None,
     e = table[column].to_numpy(zero_copy_only=False).astype(float)
     ok = np.isfinite(e)
     return t[ok], e[ok]
-
-
-def energy_between_uj(t_ns: np.ndarray, energy_uj: np.ndarray, t0_ns: int, t1_ns: int) -> float:
-    """Energy in [t0, t1] from a cumulative counter, linearly interpolated at the bounds."""
-    return float(np.interp(t1_ns, t_ns, energy_uj) - np.interp(t0_ns, t_ns, energy_uj))
 
 
 def power_curve_w(t_ns: np.ndarray, energy_uj: np.ndarray, smooth_ms: float = 20.0

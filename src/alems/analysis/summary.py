@@ -29,10 +29,9 @@ from alems.errors import AlemsError
 from alems.analysis import stats
 from alems.analysis.hosts import host_tax
 from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
-                                             _tax_warnings)
+                                             _tax_warnings, headline_caveats, loud_runs)
 from alems.analysis.frames import phases_frame, run_footprints, runs_frame
 from alems.analysis.groups import Group
-from alems.analysis.samples import energy_between_uj, load_energy
 from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_energy_j,
                                 format_headline, headline_tax, other_arm_taxes, overall, pair_up,
                                 tax_rows)
@@ -90,25 +89,6 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
     negative = runs["dynamic_energy_uj"].astype(float) < 0
     fp.loc[negative, :] = float("nan")
     return fp, int(negative.sum())
-
-
-def _phase_energy(phases: pd.DataFrame, runs: pd.DataFrame, db_path: Path) -> pd.Series:
-    """phases.energy_uj, integrating from the run's samples where the column is NULL."""
-    energy = phases["energy_uj"].astype(float).copy()
-    missing = energy.isna()
-    if missing.any():
-        paths = runs.set_index("run_id")["samples_path"].to_dict()
-        cache: dict = {}
-        for idx in phases.index[missing]:
-            rid = phases.at[idx, "run_id"]
-            if rid not in cache:
-                cache[rid] = load_energy(db_path, paths.get(rid))
-            series = cache[rid]
-            if series is not None:
-                energy.at[idx] = energy_between_uj(series[0], series[1],
-                                                   int(phases.at[idx, "start_ns"]),
-                                                   int(phases.at[idx, "end_ns"]))
-    return energy
 
 
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
@@ -191,11 +171,16 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                                        ok_runs["run_number"], ok_runs["workflow_type"],
                                        ok_runs["dynamic_energy_j"], strict=True)), confidence)
     epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
-    for t in taxes:
+    every_arm = [("agentic", t) for t in taxes] + [
+        (arm, t) for arm, info in sorted(arm_tax.items()) for t in info["rows"]]
+    for arm, t in every_arm:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
                  ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
+        t["arm"] = arm
         t["epg_linear_j"] = epg_of.get((t["task"], t["provider"], "linear"))
-        t["epg_agentic_j"] = epg_of.get((t["task"], t["provider"], "agentic"))
+        t["epg_arm_j"] = epg_of.get((t["task"], t["provider"], arm))
+        if arm == "agentic":
+            t["epg_agentic_j"] = t["epg_arm_j"]
         t["estimate"] = bool(is_estimate[in_row].any())
         warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
@@ -205,7 +190,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             warnings.append(f"{task}/{provider}: {dropped} repetition(s) left out of the tax "
                             "(an arm errored or has no energy)")
 
-    phase_rows = _phase_shares(conn, runs, group, db_path)
+    phase_rows, n_unshared = _phase_shares(conn, runs, group)
+    if n_unshared:
+        warnings.append(f"{n_unshared} agentic run(s) left out of the phase shares: the "
+                        "energy of the run or of one of its phases is unknown (a gap between "
+                        "samples could hide a counter wrap)")
 
     # data-quality warnings over the whole group
     n_est = int(is_estimate.sum())
@@ -239,6 +228,10 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     warnings.extend(hosts.warnings)
     warnings.extend(_conditions_warnings(runs))
     headline = overall(taxes)
+    # the headline's caveats first, in headline_caveats' order; the rest after, once each
+    caveats = headline_caveats([headline] + [overall(a["rows"]) for _, a in
+                                             sorted(arm_tax.items())], loud_runs(runs))
+    warnings = list(dict.fromkeys(caveats + warnings))
     devices = _all_devices_tax(ok_runs, confidence)
     return {
         "group_id": group.group_id, "created_at": group.created_at, "status": group.status,
@@ -246,6 +239,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         "energy_sources": sorted(set(runs["energy_source"].dropna())),
         "headline": headline, "headline_text": format_headline(headline),
         "workflows": workflow_rows, "tax": taxes, "phases": phase_rows, "warnings": warnings,
+        "headline_caveats": caveats,
         "tax_energy": CPU_LABEL, **devices,
         "arm_tax": arm_tax,
         "hosts": {"machines": hosts.hosts, "per_host": hosts.per_host, "pooled": hosts.pooled},
@@ -261,7 +255,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             "spec_tax_percent": "the spec's AVG(ots.tax_percent) is a mean of per-pair "
                                 "percentages, not this tax",
             "epg": "dynamic energy of all runs (failed included) ÷ correct answers",
-            "phase_share": "share of agentic package energy (idle included) per phase kind",
+            "phase_share": "share of agentic package energy (idle included) per phase kind, "
+                           "over the runs whose package and phase energies are all known",
             "ci": f"{int(confidence * 100)} % CI of the mean, {MEAN_CI}",
             "avg_power_w": "package energy ÷ duration (runs.avg_power_watts)",
             "footprint": "dynamic energy × grid factor; NULL where dynamic energy is NULL or "
@@ -284,27 +279,35 @@ def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
             "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
 
 
-def _phase_shares(conn, runs: pd.DataFrame, group: Group, db_path: Path) -> list[dict]:
+def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], int]:
+    """Shares of agentic package energy per phase kind, and the number of completed agentic
+    runs left out. A phase whose energy the measurement stored as NULL (a sample gap could
+    hide a counter wrap) is never refilled; its run is left out of the shares altogether,
+    so the numerator and the denominator add up the same runs."""
     phases = phases_frame(conn, group.group_id)
     ag_runs = runs[(runs["workflow_type"] == "agentic") & (runs["status"] == "ok")]
     if phases.empty or ag_runs.empty:
-        return []
-    phases = phases[phases["run_id"].isin(ag_runs["run_id"])].copy()
-    phases["energy_uj_eff"] = _phase_energy(phases, ag_runs, db_path)
+        return [], 0
+    phases = phases[phases["run_id"].isin(ag_runs["run_id"])
+                    & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
+    unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
+    unknown |= set(ag_runs.loc[ag_runs["pkg_energy_uj"].isna(), "run_id"])
+    usable = ag_runs[~ag_runs["run_id"].isin(unknown)]
     rows = []
-    for (task, provider), cell in ag_runs.groupby(["task_name", "provider"], sort=True):
+    for (task, provider), cell in usable.groupby(["task_name", "provider"], sort=True):
         total_uj = float(cell["pkg_energy_uj"].astype(float).sum())
         if not total_uj > 0:
             continue
         ph = phases[phases["run_id"].isin(cell["run_id"])]
         for basis, kinds in (("stage", STAGE_KINDS), ("activity", ACTIVITY_KINDS)):
-            sums = {k: float(ph.loc[ph["kind"] == k, "energy_uj_eff"].sum()) for k in kinds}
+            sums = {k: float(ph.loc[ph["kind"] == k, "energy_uj"].astype(float).sum())
+                    for k in kinds}
             sums["other"] = max(total_uj - sum(sums.values()), 0.0)
             for kind, uj in sums.items():
                 rows.append({"task": task, "provider": provider, "basis": basis, "kind": kind,
                              "label": KIND_LABELS[kind], "energy_j": uj / 1e6,
-                             "share": uj / total_uj})
-    return rows
+                             "share": uj / total_uj, "n_runs": int(len(cell))})
+    return rows, len(unknown)
 
 
 # ---------------------------------------------------------------- flat views for output

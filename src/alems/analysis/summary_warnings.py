@@ -1,14 +1,22 @@
 """The summary's warnings wherever the data cannot carry a conclusion: a tax interval on
 too few pairs or outside the simulated coverage range, stale or foreign baselines, runs
-that were not quiet or lost energy to a sample gap."""
+that were not quiet or lost energy to a sample gap.
+
+`headline_caveats` picks, in a fixed order, the caveats that qualify a headline tax (runs
+not quiet, interval outside the checked region, too few pairs): `alems summary` shows them
+first, and the batch's closing lines, the report and the dashboard show the same strings
+under the same headline. Needs no pandas (the batch's closing lines use it)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from alems.analysis.precision import fmt_ratio
+from alems.analysis.tax import ALL, tax_cells
 
-from alems.analysis.tax import ALL
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
 FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
@@ -23,8 +31,52 @@ def _parse_time(text) -> datetime | None:
         return None
 
 
+def _label(t: dict) -> str:
+    arm = t.get("arm", "agentic")
+    return f"{t['task']}/{t['provider']}" + ("" if arm == "agentic" else f" ({arm})")
+
+
+def _few_pairs(t: dict) -> list[str]:
+    if t["ci_low"] is None or t["n_pairs"] >= FEW_PAIRS:
+        return []
+    return [f"{_label(t)}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
+            "ratios are roughly log-normal, which so few pairs cannot show; run "
+            f"{FEW_PAIRS}+ repetitions"]
+
+
+def _outside_checked(t: dict) -> list[str]:
+    if t["ci_low"] is None or t["coverage_checked"] is not False:
+        return []
+    return [f"{_label(t)}: the pairs spread more than the interval's coverage was checked "
+            f"for — {'; '.join(t['coverage_flags'])}; the interval may be too narrow"]
+
+
+def not_quiet_warning(loud: list[dict]) -> list[str]:
+    """The warning about runs measured on a machine that was not quiet; `loud`: those runs
+    (task_name, provider, workflow_type, run_number, not_quiet_reason) in the runs table's
+    order (alems.store.reads.run_conditions)."""
+    if not loud:
+        return []
+    first = loud[0]
+    return [f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+            f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
+            f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
+            "includes other work's — rerun with --require-quiet"]
+
+
+def headline_caveats(headlines: list[dict], loud: list[dict]) -> list[str]:
+    """The caveats of the headline rows (each arm's overall tax row), in this order: runs
+    not quiet, an interval outside the checked region, too few pairs."""
+    out = not_quiet_warning(loud)
+    for check in (_outside_checked, _few_pairs):
+        for row in headlines:
+            if row.get("tax_ratio") is not None:
+                out.extend(check(row))
+    return out
+
+
 def _tax_warnings(t: dict, confidence: float) -> list[str]:
-    label = f"{t['task']}/{t['provider']}"
+    label = _label(t)
     pct = int(round(confidence * 100))
     if t["tax_ratio"] is None:
         return [f"{label}: no tax — {t['ci_null_reason'] or 'no complete pair'}"]
@@ -33,26 +85,24 @@ def _tax_warnings(t: dict, confidence: float) -> list[str]:
         out.append(f"{label}: no {pct} % interval for the tax — {t['ci_null_reason']}")
         return out
     pooled_copy = t["task"] == ALL and t["provider"] != ALL   # its tasks warn already
-    if t["n_pairs"] < FEW_PAIRS and not pooled_copy:
-        out.append(f"{label}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
-                   "ratios are roughly log-normal, which so few pairs cannot show; run "
-                   f"{FEW_PAIRS}+ repetitions")
-    cell_row = t["task"] != ALL           # pooled rows' flags are their cells' (JSON has them)
-    if t["coverage_checked"] is False and cell_row:
-        out.append(f"{label}: the pairs spread more than the interval's coverage was checked "
-                   f"for — {'; '.join(t['coverage_flags'])}; the interval may be too narrow")
+    if not pooled_copy:
+        out.extend(_few_pairs(t))
+    cell_row = t["task"] != ALL   # pooled rows' flags are their cells' (JSON has them);
+    if cell_row:                  # the headline's own come first (headline_caveats)
+        out.extend(_outside_checked(t))
     outlier = t.get("outlier_pair")
     if outlier and cell_row:
         z = outlier["log_ratio_z"]            # ∞: the other pairs' ratios are all equal
         out.append(f"{label}: repetition {outlier['run_number']} is an outlier among the pair "
                    f"ratios (z {'∞' if z == float('inf') else f'{z:.1f}'} > "
                    f"{outlier['threshold']:.1f}); "
-                   f"without it the tax is {outlier['tax_ratio_without']:.3g}× instead of "
-                   f"{t['tax_ratio']:.3g}× — the pair ratios are not one smooth distribution (a "
-                   "second kind of run, or a glitch: inspect it); the interval's coverage was "
-                   "checked for smooth ones, and a rarer kind of pair may be missing entirely")
+                   f"without it the tax is {fmt_ratio(outlier['tax_ratio_without'])[0]}× "
+                   f"instead of {tax_cells(t)['ratio']} — the pair ratios are not one smooth "
+                   "distribution (a second kind of run, or a glitch: inspect it); the "
+                   "interval's coverage was checked for smooth ones, and a rarer kind of pair "
+                   "may be missing entirely")
     if t["includes_one"]:
-        out.append(f"{label}: tax CI [{t['ci_low']:.2f}, {t['ci_high']:.2f}] includes 1.0 — "
+        out.append(f"{label}: tax CI {tax_cells(t)['ci']} includes 1 — "
                    "the data do not show an orchestration tax")
     return out
 
@@ -79,18 +129,20 @@ def _baseline_warnings(runs: pd.DataFrame) -> list[str]:
     return out
 
 
+def loud_runs(runs: pd.DataFrame) -> list[dict]:
+    """The runs of the runs frame that were not quiet, as `not_quiet_warning` takes them."""
+    if "quiet" not in runs:
+        return []
+    cols = ["task_name", "provider", "workflow_type", "run_number", "not_quiet_reason"]
+    return runs.loc[runs["quiet"] == 0, cols].to_dict("records")
+
+
 def _conditions_warnings(runs: pd.DataFrame) -> list[str]:
     """Runs measured on a machine that was not quiet (alems.measure.quiet), and runs whose
     energy is unknown because a sampling gap could hide a counter wrap."""
     out = []
     if "quiet" in runs:
-        loud = runs[runs["quiet"] == 0]
-        if len(loud):
-            first = loud.iloc[0]
-            out.append(f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
-                       f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
-                       f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
-                       "includes other work's — rerun with --require-quiet")
+        out.extend(not_quiet_warning(loud_runs(runs)))
     if "null_reasons" in runs:
         gaps = runs["null_reasons"].fillna("").str.contains("counter wrap", regex=False)
         if gaps.any():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from collections.abc import Iterable
 
 from alems.analysis import stats
-from alems.analysis.precision import fmt_interval
+from alems.analysis.precision import fmt_ratio, fmt_ratio_percent
 
 ALL = "all"
 # Which energy a tax is over: the spec's definition (CPU package dynamic energy), or every
@@ -162,12 +162,26 @@ def format_headline(row: dict) -> str:
     if row["tax_ratio"] is None:
         return f"{name}: n/a — {row['ci_null_reason'] or 'no complete pair'}"
     pct = int(round(row["confidence"] * 100))
+    cells = tax_cells(row)
     if row["ci_low"] is None:
-        ratio = f"{row['tax_ratio']:.2f}×"
-        return (f"{name}: {ratio} (Σ {arm} ÷ Σ linear dynamic energy {scope}); "
+        return (f"{name}: {cells['ratio']} (Σ {arm} ÷ Σ linear dynamic energy {scope}); "
                 f"no {pct} % interval: {row['ci_null_reason']}")
-    ratio, low, high = fmt_interval(row["tax_ratio"], row["ci_low"], row["ci_high"])
+    ratio, low, high = cells["ratio"], cells["low"], cells["high"]
     verdict = ("includes 1: no detectable tax" if row["includes_one"]
                else "excludes 1")
-    return (f"{name}: {ratio}× [{pct} % CI {low}–{high}] "
+    return (f"{name}: {ratio} [{pct} % CI {low}–{high}] "
             f"(Σ {arm} ÷ Σ linear dynamic energy {scope}; interval {verdict})")
+
+
+def tax_cells(row: dict) -> dict[str, str]:
+    """A tax row's figures as text, the same on every surface (`precision.fmt_ratio`):
+    ratio ('14×'), low, high, ci ('[0.074, 2600]', or '– (why)') and percent ('+1300')."""
+    if row.get("tax_ratio") is None:
+        why = row.get("ci_null_reason") or "no complete pair"
+        return {"ratio": "–", "low": "–", "high": "–", "ci": f"– ({why})", "percent": "–"}
+    ratio, low, high = fmt_ratio(row["tax_ratio"], row.get("ci_low"), row.get("ci_high"))
+    ci = (f"[{low}, {high}]" if row.get("ci_low") is not None
+          else f"– ({row.get('ci_null_reason')})")
+    return {"ratio": f"{ratio}×", "low": low, "high": high, "ci": ci,
+            "percent": fmt_ratio_percent(row["tax_ratio"], row.get("ci_low"),
+                                         row.get("ci_high"))}

@@ -1,21 +1,59 @@
 """Summary pieces shown the same way by `alems summary`, the report and the dashboard:
-the labelled headline lines (CPU package; all measured devices where runs measured a GPU)
-and the per-host tax table (only when a batch spans more than one host)."""
+the labelled headline lines (CPU package; all measured devices where runs measured a GPU;
+every non-linear arm), the tax table of every arm, and the per-host tax table (only when a
+batch spans more than one host). Every tax figure is `tax.tax_cells` text."""
 
 from __future__ import annotations
 
-from alems.analysis.precision import fmt_interval
+from alems.analysis.precision import fmt_value
+from alems.analysis.tax import tax_cells
+
+ESTIMATE_TAG = " [ESTIMATE — not measured]"   # after every figure from estimated energy
 
 HOST_COLUMNS = ["host", "CPU model", "energy source", "task", "provider", "pairs", "tax ratio",
                 "CI"]
 
 
 def headline_lines(summary: dict) -> list[str]:
-    """The headline; with GPU data, two lines, each saying which energy it is the tax of."""
+    """The headline, then each other non-linear arm's (react…); with GPU data each line
+    says which energy it is the tax of, and the all-devices line follows."""
+    arms = [a["headline_text"] for _, a in sorted((summary.get("arm_tax") or {}).items())]
     if summary.get("headline_all_devices_text"):
-        return [f"{summary['tax_energy']}: {summary['headline_text']}",
-                summary["headline_all_devices_text"]]
-    return [summary["headline_text"]]
+        return [f"{summary['tax_energy']}: {line}" for line in [summary["headline_text"], *arms]] \
+            + [summary["headline_all_devices_text"]]
+    return [summary["headline_text"], *arms]
+
+
+def arm_tax_rows(summary: dict) -> list[dict]:
+    """Every non-linear arm's tax rows (agentic first, then the others by name), each with
+    its `arm`."""
+    rows = [dict(t, arm=t.get("arm", "agentic")) for t in summary["tax"]]
+    for arm, info in sorted((summary.get("arm_tax") or {}).items()):
+        rows.extend(dict(t, arm=arm) for t in info["rows"])
+    return rows
+
+
+def several_arms(summary: dict) -> bool:
+    return bool(summary.get("arm_tax"))
+
+
+def tax_columns(summary: dict, confidence_pct: int) -> list[str]:
+    arm = ["arm"] if several_arms(summary) else []
+    return [*arm, "task", "provider", "pairs", "tax ratio", f"{confidence_pct}% CI", "tax %",
+            "mean of pair ratios (not the tax)", "EpG linear J",
+            "EpG agentic J" if not arm else "EpG arm J"]
+
+
+def tax_table(summary: dict) -> list[list[str]]:
+    """Rows of `tax_columns`: per task × provider, per provider, overall — for every arm."""
+    out = []
+    for t in arm_tax_rows(summary):
+        c = tax_cells(t)
+        arm = [t["arm"]] if several_arms(summary) else []
+        out.append([*arm, t["task"], t["provider"], str(t["n_pairs"]), c["ratio"], c["ci"],
+                    c["percent"], fmt_value(t.get("mean_of_pair_ratios")),
+                    fmt_value(t.get("epg_linear_j")), fmt_value(t.get("epg_arm_j"))])
+    return out
 
 
 def several_hosts(summary: dict) -> bool:
@@ -23,12 +61,8 @@ def several_hosts(summary: dict) -> bool:
 
 
 def _ratio_ci(row: dict) -> tuple[str, str]:
-    if row.get("tax_ratio") is None:
-        return "–", f"– ({row.get('ci_null_reason') or 'no complete pair'})"
-    ratio, low, high = fmt_interval(row["tax_ratio"], row["ci_low"], row["ci_high"])
-    ci = (f"[{low}, {high}]" if row["ci_low"] is not None
-          else f"– ({row.get('ci_null_reason')})")
-    return f"{ratio}×", ci
+    c = tax_cells(row)
+    return c["ratio"], c["ci"]
 
 
 def host_tax_rows(summary: dict) -> list[list[str]]:

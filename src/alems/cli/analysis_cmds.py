@@ -107,14 +107,19 @@ def _mean_sd_ci(d: dict) -> tuple[str, str]:
 
 def _summary_tables(s: dict) -> None:
     from alems.analysis.precision import fmt_interval, fmt_value
-    from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
+    from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, headline_lines,
+                                      host_tax_rows, tax_columns, tax_table)
     from alems.cli.tables import print_table
+    from rich.markup import escape
 
     con = _console()
-    est = " [ESTIMATE — not measured]" if s["estimate"] else ""
+    est = ESTIMATE_TAG if s["estimate"] else ""
     pct = int(round(s["confidence"] * 100))
-    for line in headline_lines(s):   # runs measured GPUs: both taxes, labelled
+    # every arm (the batch's closing lines' strings); runs measured GPUs: both, labelled
+    for line in headline_lines(s):
         con.print(line + est, highlight=False, markup=False)
+    for w in s["headline_caveats"]:  # what qualifies the headline, right under it
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
     rows = []
     daggers = False
     for w in s["workflows"]:
@@ -135,20 +140,10 @@ def _summary_tables(s: dict) -> None:
     if daggers:
         con.print(f"† the {pct} % t interval reaches below 0 J for a positive quantity: too few "
                   "or too spread runs; read it as 'at most' its upper bound", highlight=False)
-    rows = []
-    for x in s["tax"]:
-        ratio, low, high = fmt_interval(x["tax_ratio"], x["ci_low"], x["ci_high"])
-        ci = (f"[{low}, {high}]" if x["ci_low"] is not None
-              else f"– ({x['ci_null_reason']})" if x["tax_ratio"] is not None else "–")
-        pct_txt = "–" if x["tax_percent"] is None else fmt_interval(
-            x["tax_percent"], x["tax_percent_ci_low"], x["tax_percent_ci_high"])[0]
-        rows.append([x["task"], x["provider"], str(x["n_pairs"]), ratio, ci, pct_txt,
-                     fmt_value(x["mean_of_pair_ratios"]), fmt_value(x["epg_linear_j"]),
-                     fmt_value(x["epg_agentic_j"])])
-    print_table(con, f"Orchestration tax = Σ agentic ÷ Σ linear dynamic energy over complete "
+    arms = "each non-linear arm" if s.get("arm_tax") else "agentic"
+    print_table(con, f"Orchestration tax = Σ {arms} ÷ Σ linear dynamic energy over complete "
                      f"pairs ({pct}% CI: t on the log ratio, jackknife SE){est}",
-                ["task", "provider", "pairs", "tax ratio", f"{pct}% CI", "tax %",
-                 "mean of pair ratios (not the tax)", "EpG lin J", "EpG agt J"], rows)
+                tax_columns(s, pct), tax_table(s), keys=("arm", "task", "provider"))
     if host_tax_rows(s):   # more than one host: each host's tax, then pooled by host
         print_table(con, f"Tax per host, and pooled with the host as a block{est}",
                     HOST_COLUMNS, host_tax_rows(s), keys=("host", "task", "provider"))
@@ -157,8 +152,8 @@ def _summary_tables(s: dict) -> None:
                     ["task", "provider", "basis", "phase", "energy J", "share"],
                     [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}"] for p in s["phases"]])
-    for w in s["warnings"]:
-        con.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    for w in s["warnings"][len(s["headline_caveats"]):]:   # the caveats come first
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
 # `status --watch` refresh period: faster floods the terminal, slower is never refreshed.
@@ -202,7 +197,10 @@ def register(app: typer.Typer) -> None:
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-            print(s["headline_text"], file=sys.stderr)
+            from alems.analysis.views import ESTIMATE_TAG, headline_lines
+
+            for line in headline_lines(s):
+                print(line + (ESTIMATE_TAG if s["estimate"] else ""), file=sys.stderr)
             for msg in s["warnings"]:
                 print(f"warning: {msg}", file=sys.stderr)
         else:

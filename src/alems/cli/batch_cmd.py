@@ -17,6 +17,7 @@ from alems import config
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
                                        DEFAULT_REPETITIONS)
+from alems.measure.quiet import QUIET_RULE
 from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
                                    DEFAULT_N_CTX, DEFAULT_QUIET_TIMEOUT_S, DEFAULT_SEED,
                                    DEFAULT_WORKFLOWS, WORKFLOWS)
@@ -125,11 +126,15 @@ def batch_command(
         "--baseline-every", help="Re-measure the "
         "idle baseline at least every this many minutes.")] = None,
     require_quiet: Annotated[bool, typer.Option(
-        "--require-quiet", help="Before each run, wait for a "
-        "quiet machine (see docs/METHODS.md).")] = False,
+        "--require-quiet", help="Before each run, wait up to "
+        "--quiet-timeout s for a quiet machine ("
+        f"{QUIET_RULE}; docs/METHODS.md). If it does not get quiet, the "
+        "batch says so and runs the rest without "
+        "waiting, each run that is not quiet flagged.")] = False,
     quiet_timeout: Annotated[float, typer.Option(
         "--quiet-timeout", help="Longest wait for a quiet "
-        "machine (s); then the run goes ahead, flagged.")] = DEFAULT_QUIET_TIMEOUT_S,
+        "machine (s), once per batch at most: after one "
+        "timeout the batch stops waiting.")] = DEFAULT_QUIET_TIMEOUT_S,
     no_warm_up: Annotated[bool, typer.Option(
         "--no-warm-up", help="Skip the unmeasured warm-up call "
         "per provider.")] = False,

@@ -7,6 +7,7 @@ import shlex
 import time
 
 from alems.analysis.precision import fmt_value
+from alems.analysis.views import ESTIMATE_TAG
 from alems.experiment.batch import BatchProgress, BatchSummary
 from alems.experiment.plan import WORKFLOWS, RunKey
 
@@ -203,10 +204,13 @@ def format_summary(s: BatchSummary) -> str:
                 if scored and right / scored < LOW_ACCURACY:
                     low.append(wf)
                 lines.append(f"  {wf:<9} {n:>5} {val:>21} {acc:>14}")
-    if s.headline_text:  # the same headline as `alems summary` and the report
-        lines.append(f"  {s.headline_text}")
+    tag = ESTIMATE_TAG if s.estimate else ""
+    if s.headline_text:  # the same headlines and caveats as `alems summary` and the report
+        lines.append(f"  {s.headline_text}{tag}")
     for line in s.arm_headlines.values():
-        lines.append(f"  {line}")
+        lines.append(f"  {line}{tag}")
+    for caveat in s.headline_caveats:
+        lines.append(f"  warning: {caveat}")
     if low:
         lines.append(f"  note: accuracy below {LOW_ACCURACY * 100:.0f} % ({', '.join(low)}): the "
                      "tax "

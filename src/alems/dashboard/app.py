@@ -24,6 +24,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from alems.errors import AlemsError, UsageError
+from alems.analysis.precision import fmt_ratio
+from alems.analysis.tax import tax_cells
 from alems.dashboard import pages
 from alems.store import dashboard_reads as reads
 
@@ -68,6 +70,8 @@ def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(HERE / "templates"))
     t.env.filters["fmt"] = _fmt
     t.env.filters["num"] = _num
+    t.env.globals["tax_cells"] = tax_cells   # every tax figure as the other surfaces print it
+    t.env.globals["fmt_ratio"] = fmt_ratio
     t.env.globals["live_refresh_ms"] = LIVE_REFRESH_MS
     return t
 

@@ -114,18 +114,23 @@ def phase_figure(phase_rows: list[dict]) -> dict:
 
 def compare_figure(rows: list[dict]) -> dict:
     """Tax ratio with its interval for each compared group's headline rows."""
-    xs, ys, lo, hi = [], [], [], []
+    from alems.analysis.tax import tax_cells
+
+    xs, ys, lo, hi, text = [], [], [], [], []
     for r in rows:
         ratio = r.get("tax_ratio")
         if ratio is None or not math.isfinite(ratio):
             continue
+        c = tax_cells(r)
+        text.append(f"{c['ratio']} {c['ci']}")
         xs.append(r["label"])
         ys.append(ratio)
         lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
         hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
     data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": "#d62728"},
              "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
-             "hovertemplate": "%{x}: %{y:.2f}×<extra></extra>"}]
+             "text": text, "textposition": "none",
+             "hovertemplate": "%{x}: %{text}<extra></extra>"}]
     return {"data": data, "layout": _layout(
         "Orchestration tax (agentic ÷ linear energy) with interval",
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,

@@ -14,7 +14,8 @@ from alems.errors import AlemsError
 from alems.analysis.groups import resolve_group
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
-from alems.analysis.views import HOST_COLUMNS, headline_lines, host_tax_rows
+from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
+                                  host_tax_rows, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.store import dashboard_reads as reads
@@ -121,8 +122,11 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
     if summary:
         ctx["headline"] = headline_row(summary)
         ctx["accuracy"] = accuracy_per_arm(summary)
-        # labelled CPU / all-devices lines with GPU data; each host's tax when several
+        # every arm's line (labelled CPU / all devices with GPU data), as `alems summary`
+        # prints them; every arm's tax rows; each host's tax when several
         ctx["headline_lines"] = headline_lines(summary)
+        ctx["estimate_tag"] = ESTIMATE_TAG if summary["estimate"] else ""
+        ctx["tax_rows"], ctx["several_arms"] = arm_tax_rows(summary), several_arms(summary)
         ctx["host_columns"], ctx["host_rows"] = HOST_COLUMNS, host_tax_rows(summary)
         if summary["phases"]:
             ctx["figures"]["phases"] = figures.to_json(figures.phase_figure(summary["phases"]))
@@ -205,14 +209,18 @@ def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
         sources = summary["energy_sources"] if summary else []
         ctx["sides"].append({"group": group, "summary": summary, "summary_error": why,
                              "headline": headline_row(summary) if summary else None,
+                             "headline_lines": headline_lines(summary) if summary else [],
+                             "tax_rows": arm_tax_rows(summary) if summary else [],
                              "accuracy": accuracy_per_arm(summary) if summary else [],
                              "energy": energy_label(sources)})
     ha, hb = (s["headline"] for s in ctx["sides"])
     ctx["ratio"] = _ratio(ha and ha["tax_ratio"], hb and hb["tax_ratio"])
     bars = []
     for side in ctx["sides"]:
-        for t in (side["summary"] or {}).get("tax", []):
-            bars.append(dict(t, label=f"{side['group'].group_id}: {t['task']}/{t['provider']}"))
+        for t in side["tax_rows"]:
+            arm = "" if t["arm"] == "agentic" else f" ({t['arm']})"
+            label = f"{side['group'].group_id}: {t['task']}/{t['provider']}{arm}"
+            bars.append(dict(t, label=label))
     ctx["figure"] = figures.to_json(figures.compare_figure(bars)) if bars else None
     return ctx
 

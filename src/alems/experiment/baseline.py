@@ -6,10 +6,12 @@ was taken and the machine state (host, CPU frequency governor, energy source, 1-
 average). A stored baseline is reused only while it is fresh and safe: younger than
 `max_age_s`, taken in the same state (host, governor, energy source), measured with at least
 the requested window length and number of windows, and — unless this process measured it —
-on a machine that was quiet (1-minute load at most QUIET_LOAD_PER_CPU per CPU) or no busier
-than it is now (by that margin). Otherwise a new one is measured. Window lengths are bounded
-(MIN_DURATION_S … MAX_DURATION_S): a window of a few milliseconds holds a couple of samples
-and can report any power at all.
+on a quiet machine. Quiet has the runs' one meaning (alems.measure.quiet.QUIET_RULE), judged
+over the baseline's windows and stored in its state (`quiet`, `not_quiet_reason`): a
+baseline measured while the machine was not quiet overstates idle power; the batch that
+measured it uses it (with a warning), later batches never reuse it. Otherwise a new one is
+measured. Window lengths are bounded (MIN_DURATION_S … MAX_DURATION_S): a window of a
+few milliseconds holds a couple of samples and can report any power at all.
 
 Measured GPUs (NVML) are covered too: their idle power (all GPUs together) is stored as the
 `gpu` entry of `power_w`, and the GPUs measured (names) are part of the state, so a
@@ -47,10 +49,6 @@ DEFAULT_MAX_AGE_S = 3600.0
 MIN_DURATION_S = 0.01
 MAX_DURATION_S = 600.0
 MAX_REPETITIONS = 100
-# A baseline measured with more load than this (1-minute load average per CPU) was not
-# idle: the batch that measured it uses it (with a warning); later batches reuse it only
-# while the machine is as busy (within this margin), never on a quieter machine.
-QUIET_LOAD_PER_CPU = 0.5
 STATE_KEYS = ("host", "governor", "energy_source", "gpus")
 GPU = "gpu"  # power_w key of all measured GPUs together
 
@@ -137,9 +135,12 @@ def measure(sampler_factory: Callable[[], SamplerProtocol], *,
         raise AlemsError(f"baseline repetitions must be a positive integer, got {repetitions!r}")
     from alems.measure.gpu_sampler import energy_uj as gpu_energy_uj
 
+    from alems.measure.quiet import LoadProbe
+
     powers: dict[str, list[float]] = {}
     source = None
     gpus = None
+    load = LoadProbe().start()   # was the machine quiet over the windows (the runs' rule)?
     for _ in range(repetitions):
         sampler = sampler_factory()
         sampler.start()
@@ -158,12 +159,14 @@ def measure(sampler_factory: Callable[[], SamplerProtocol], *,
         gpu_uj, _, _ = gpu_energy_uj(result, result.t_start_ns, result.t_end_ns)
         if gpu_uj is not None:
             powers.setdefault(GPU, []).append(gpu_uj / 1e6 / span_s)
+    background = {k: v for k, (v, _) in load.stop().items()
+                  if k in ("other_procs_running", "steal_fraction", "quiet", "not_quiet_reason")}
     mean = {d: statistics.fmean(v) for d, v in powers.items()}
     std = {d: (statistics.stdev(v) if len(v) >= 2 else None) for d, v in powers.items()}
     return Baseline(energy_source=source or "unknown", duration_s=float(duration_s),
                     repetitions=repetitions, power_w=mean, power_w_std=std,
                     measured_at=utc_now_iso(), measured_t_ns=time.monotonic_ns(),
-                    state=machine_state(source or "unknown", gpus))
+                    state={**machine_state(source or "unknown", gpus), **background})
 
 
 # ---------------------------------------------------------------- store / load
@@ -181,16 +184,22 @@ def latest(conn, energy_source: str, host: str | None = None) -> Baseline | None
     return None if row is None else Baseline(**row)
 
 
-def not_quiet(state: dict, now: dict | None = None) -> str | None:
-    """Why a baseline taken in `state` overstates idle power (None if it does not): its
-    load per CPU was above QUIET_LOAD_PER_CPU and — given `now` — above now's by more."""
-    load, cpus = state.get("load_1m"), state.get("cpus") or 1
-    if load is None or load <= QUIET_LOAD_PER_CPU * cpus:
-        return None
-    load_now = (now or {}).get("load_1m")
-    if now is not None and load_now is not None and load <= load_now + QUIET_LOAD_PER_CPU * cpus:
-        return None
-    return f"the machine was busy (1-minute load {load:.2f} on {cpus} CPU(s))"
+def not_quiet(state: dict) -> str | None:
+    """Why a baseline taken in `state` overstates idle power: the machine was not quiet over
+    its windows (alems.measure.quiet); None when it was, or when that is unknown (stored
+    before baselines recorded it)."""
+    if state.get("quiet") == 0:
+        return f"the machine was not quiet ({state.get('not_quiet_reason')})"
+    return None
+
+
+def busy_note(b: Baseline) -> str | None:
+    """What to say of a baseline measured on a machine that was not quiet (None if it was);
+    `staleness` keeps its promise: only the batch that measured it (trusted) reuses it."""
+    busy = not_quiet(b.state)
+    return None if busy is None else (
+        f"idle baseline #{b.baseline_id} measured while {busy}; it overstates idle power: "
+        "this batch uses it, later batches measure their own")
 
 
 def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,
@@ -205,9 +214,9 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
         return f"stored baseline used {b.duration_s:g} s windows, {duration_s:g} s requested"
     if repetitions is not None and b.repetitions < repetitions:
         return f"stored baseline has {b.repetitions} window(s), {repetitions} requested"
-    busy = None if trusted else not_quiet(b.state, state)
+    busy = None if trusted else not_quiet(b.state)
     if busy:
-        return f"stored baseline is unsafe: {busy}"
+        return f"stored baseline #{b.baseline_id} was measured while {busy}"
     age = b.age_s(now)
     if age > max_age_s:
         return f"baseline is {age:.0f} s old (limit {max_age_s:g} s)"
@@ -240,12 +249,11 @@ def get_or_measure(conn, sampler_factory: Callable[[], SamplerProtocol], energy_
     if b.energy_source != energy_source:
         raise AlemsError(f"baseline sampler used energy source {b.energy_source!r}, runs use "
                          f"{energy_source!r}; pass the same --sources to both")
-    busy = not_quiet(b.state)
-    if busy and log:
-        log(f"warning: idle baseline measured while {busy}; it overstates idle power and "
-            "will not be reused by later batches")
     with conn:
         save(conn, b)
+    note = busy_note(b)
+    if note and log:
+        log(f"warning: {note}")
     if trusted_ids is not None:
         trusted_ids.add(b.baseline_id)
     return b

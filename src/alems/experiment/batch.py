@@ -74,6 +74,8 @@ class BatchSummary:
     arm_headlines: dict = field(default_factory=dict)  # other non-linear arm -> its tax line
     mean_tax_percent: float | None = None
     headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
+    estimate: bool = False             # some run's energy is an ESTIMATE: every line says so
+    headline_caveats: list = field(default_factory=list)   # summary's first warnings
     tax_pairs: int = 0
     energy_source: str | None = None
     interrupted: bool = False
@@ -290,6 +292,7 @@ class BatchRunner:
 
         if cfg.warm_up:
             conditions.warm_up(self.providers, cfg, self.log)
+        gate = conditions.QuietGate(cfg.quiet_timeout_s, self.log) if cfg.require_quiet else None
         progress = self.progress
         progress.planned(list(todo))
         progress.begin(len(todo))
@@ -299,9 +302,9 @@ class BatchRunner:
                 if i > 0 and cfg.cool_down_s > 0:
                     progress.cooling(cfg.cool_down_s)
                     time.sleep(cfg.cool_down_s)
+                if gate is not None:   # before the baseline too: it is measured quiet
+                    gate.before_run()
                 base = baselines.current()
-                if cfg.require_quiet:
-                    conditions.wait_quiet(cfg.quiet_timeout_s, self.log)
                 progress.running(key)
                 exp_id = exp_ids[(key.task, key.provider)]
                 measured = executor.measure(  # samples stream to disk as they come
@@ -330,9 +333,11 @@ class BatchRunner:
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
         if len(self.cfg.workflows) >= 2:
             summary.headline_text = conditions.headline_text(conn, summary.group_id)
-            for arm in self.cfg.workflows:
+            for arm in sorted(self.cfg.workflows):   # the summary's order: by name
                 if arm not in ("linear", "agentic") and "linear" in self.cfg.workflows:
                     summary.arm_headlines[arm] = conditions.headline_text(
                         conn, summary.group_id, arm=arm)
+            summary.estimate, summary.headline_caveats = conditions.closing_caveats(
+                conn, summary.group_id, ["agentic", *summary.arm_headlines])
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source

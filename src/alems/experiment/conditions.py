@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from alems.measure.quiet import wait_for_quiet
+from alems.measure.quiet import QUIET_RULE, wait_for_quiet
 
 WARM_UP_PROMPT = "Reply with the word ready."
 
@@ -26,14 +26,36 @@ def warm_up(providers: dict, cfg, log: Callable[[str], None]) -> None:
             log(f"warm-up: one unmeasured call to provider {name!r}")
 
 
-def wait_quiet(timeout_s: float, log: Callable[[str], None]) -> bool:
-    """Wait up to `timeout_s` for a quiet machine (alems.measure.quiet); on timeout the run
-    goes ahead and its row says it was not quiet."""
-    quiet, waited, why = wait_for_quiet(timeout_s)
-    if not quiet:
-        log(f"machine not quiet after {waited:.0f} s ({why}); running anyway, the run is "
-            "flagged")
-    return quiet
+class QuietGate:
+    """batch --require-quiet: before each run, wait up to `timeout_s` for a quiet machine
+    (alems.measure.quiet, QUIET_RULE). The first wait that times out is said once, and the
+    gate opens for good: the rest of the batch runs without waiting, each run flagged by
+    its own measurement when it is not quiet. A machine that never gets quiet costs one
+    timeout, not one per run."""
+
+    def __init__(self, timeout_s: float, log: Callable[[str], None], wait=None):
+        self.timeout_s = timeout_s
+        self.log = log
+        self.wait = wait            # None: alems.measure.quiet.wait_for_quiet
+        self.gave_up = False
+        self._announced = False
+
+    def before_run(self) -> bool | None:
+        """Wait for quiet (True), or time out (False); None once the gate has given up."""
+        if self.gave_up:
+            return None
+        if not self._announced:
+            self._announced = True
+            self.log(f"--require-quiet: before each run, waiting up to {self.timeout_s:g} s for "
+                     f"a quiet machine ({QUIET_RULE}); if it does not get quiet, the batch "
+                     "says so and runs on without waiting, runs that are not quiet flagged")
+        quiet, waited, why = (self.wait or wait_for_quiet)(self.timeout_s)
+        if not quiet:
+            self.gave_up = True
+            self.log(f"machine not quiet after {waited:.0f} s ({why}); running this and every "
+                     "later run without waiting for quiet — runs that are not quiet are "
+                     "flagged (runs.quiet = 0) and the summary warns")
+        return quiet
 
 
 def headline_text(conn, group_id: str, arm: str = "agentic") -> str:
@@ -42,3 +64,17 @@ def headline_text(conn, group_id: str, arm: str = "agentic") -> str:
     from alems.analysis.tax import format_headline, headline_tax
 
     return format_headline(headline_tax(conn, group_id, arm=arm))
+
+
+def closing_caveats(conn, group_id: str, arms: list[str]) -> tuple[bool, list[str]]:
+    """(energy estimated?, the caveats of the arms' headlines): what `alems summary` shows
+    first under the same headlines (summary_warnings.headline_caveats), from the runs
+    table without pandas."""
+    from alems.analysis.summary_warnings import headline_caveats
+    from alems.analysis.tax import headline_tax
+    from alems.store.reads import run_conditions
+
+    runs = run_conditions(conn, group_id)
+    estimate = any(r["energy_source"] == "estimate" for r in runs)
+    rows = [headline_tax(conn, group_id, arm=arm) for arm in arms]
+    return estimate, headline_caveats(rows, [r for r in runs if r["quiet"] == 0])

@@ -8,10 +8,13 @@ Recorded per run (`runs` columns):
   run (/proc/stat ``steal``; NULL where the kernel reports none, i.e. the field is absent);
 - ``load_1m``: the 1-minute load average at the start (context only; it includes our own).
 
-A run is *quiet* when other_procs_running ≤ MAX_OTHER_RUNNABLE and steal_fraction ≤
-MAX_STEAL_FRACTION; otherwise ``quiet`` = 0 and ``not_quiet_reason`` says which threshold
-was crossed. `wait_for_quiet` (batch --require-quiet) polls a WAIT_WINDOW_S window until it
-is quiet, up to a timeout.
+*Quiet* has one meaning, `assess` (QUIET_RULE): other_procs_running ≤ MAX_OTHER_RUNNABLE
+and steal_fraction ≤ MAX_STEAL_FRACTION over the span looked at. It judges each run (``quiet``
+= 0 with ``not_quiet_reason`` when a threshold was crossed), each idle baseline (over its
+windows; alems.experiment.baseline) and the waiting of batch --require-quiet
+(`wait_for_quiet`: WAIT_WINDOW_S windows until one is quiet, up to a timeout). The
+threshold is absolute, not per CPU: every other busy thread adds its power to the package
+counter, however many CPUs the package has.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ POLL_S = 0.1
 MAX_OTHER_RUNNABLE = 0.5      # mean runnable tasks beyond ours: half a CPU kept busy
 MAX_STEAL_FRACTION = 0.02     # 2 % of CPU time stolen by other guests
 WAIT_WINDOW_S = 1.0
+QUIET_RULE = (f"at most {MAX_OTHER_RUNNABLE:g} other runnable tasks on average and at most "
+              f"{MAX_STEAL_FRACTION:.0%} of CPU time stolen by the hypervisor")
 
 
 def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int | None]:
@@ -137,19 +142,26 @@ class LoadProbe:
                 "not_quiet_reason": (reason, "the run was quiet" if quiet else reason)}
 
 
+def probe_window(window_s: float, *, proc_root: str | None = None,
+                 sleep=time.sleep) -> tuple[int | None, str | None]:
+    """(quiet 1/0/None, reason) of the machine over the next `window_s` seconds."""
+    probe = LoadProbe(proc_root).start()
+    sleep(window_s)
+    quiet, reason = probe.stop()["quiet"]
+    return (None if quiet is None else int(quiet)), reason  # type: ignore[call-overload]
+
+
 def wait_for_quiet(timeout_s: float, *, proc_root: str | None = None,
-                   window_s: float = WAIT_WINDOW_S,
-                   sleep=time.sleep) -> tuple[bool, float, str | None]:
-    """Poll windows of `window_s` until one is quiet or `timeout_s` passed:
-    (quiet, seconds waited, the last reason it was not)."""
-    t0 = time.monotonic()
-    reason = None
+                   window_s: float = WAIT_WINDOW_S, sleep=time.sleep, window=None,
+                   clock=time.monotonic) -> tuple[bool, float, str | None]:
+    """Look at windows of `window_s` until one is quiet or `timeout_s` passed:
+    (quiet, seconds waited, the last reason it was not). `window(window_s)` → (quiet,
+    reason) and `clock` are injectable (tests wait on no real machine)."""
+    look = window or (lambda w: probe_window(w, proc_root=proc_root, sleep=sleep))
+    t0 = clock()
     while True:
-        probe = LoadProbe(proc_root).start()
-        sleep(window_s)
-        cols = probe.stop()
-        quiet, reason = cols["quiet"][0], cols["quiet"][1]
-        waited = time.monotonic() - t0
+        quiet, reason = look(window_s)
+        waited = clock() - t0
         if quiet == 1:
             return True, waited, None
         if waited >= timeout_s:

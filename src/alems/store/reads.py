@@ -166,6 +166,19 @@ def run_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
         (group_id,)).fetchall()
 
 
+def run_conditions(conn: sqlite3.Connection, group_id: str) -> list[dict]:
+    """task_name, provider, workflow_type, run_number, quiet, not_quiet_reason and
+    energy_source of the group's runs, in the order of `runs_frame` (the batch's closing
+    lines say what `alems summary` says of them without pandas)."""
+    cur = conn.execute(
+        "SELECT e.task_name, e.provider, r.workflow_type, r.run_number, r.quiet, "
+        "r.not_quiet_reason, r.energy_source FROM runs r JOIN experiments e "
+        "ON r.exp_id = e.exp_id WHERE e.group_id = ? "
+        "ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type", (group_id,))
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 # ------------------------------------------------------------------ `alems query`
 # Without --write a query runs on a read-only connection under an authorizer that allows
 # reads only: no ATTACH/DETACH (VACUUM INTO attaches its target), no PRAGMA that sets

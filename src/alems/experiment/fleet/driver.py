@@ -260,4 +260,7 @@ class Fleet:
 
         with store_db.transaction(conn):
             baseline_mod.save(conn, fresh)
+        note = baseline_mod.busy_note(fresh)
+        if note:
+            self.log(f"warning: fleet node {node_label(info)}: {note}")
         baselines[(info.get("host"), info["energy_source"])] = fresh
