@@ -7,7 +7,6 @@ cannot change the database even by mistake, and may read while `alems batch` wri
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
