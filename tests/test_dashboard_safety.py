@@ -187,6 +187,17 @@ def test_the_wait_doubles_and_ends():
     assert a.wait_s("c") == 0
 
 
+def test_the_clients_remembered_are_bounded(monkeypatch):
+    monkeypatch.setattr(access, "MAX_TRACKED_CLIENTS", 3)
+    now = [0.0]
+    a = access.Attempts(clock=lambda: now[0])
+    for _ in range(access.FREE_ATTEMPTS + 3):
+        a.failed("locked-long")            # its wait ends last: kept
+    for i in range(10):
+        a.failed(f"c{i}")
+    assert len(a._failed) <= 3 and a.wait_s("locked-long") > 0
+
+
 @pytest.mark.parametrize("token", ["a", "tok-123", "x" * (access.MIN_TOKEN_CHARS - 1), " " * 20])
 def test_weak_tokens_are_refused(xss_db, token):
     with pytest.raises(UsageError, match="--token"):

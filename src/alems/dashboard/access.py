@@ -28,6 +28,7 @@ TOKEN_COOKIE = "alems_token"
 MIN_TOKEN_CHARS = 16
 FREE_ATTEMPTS = 5
 LOCKOUT_MAX_S = 300.0
+MAX_TRACKED_CLIENTS = 4096   # memory bound: beyond it the entries whose wait ended go first
 OPEN_PATHS = ("/login", "/favicon.ico")
 OPEN_PREFIX = "/static/"   # the page's own CSS and JS: no results in them
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -87,10 +88,17 @@ class Attempts:
 
     def failed(self, client: str) -> None:
         with self._lock:
+            if client not in self._failed and len(self._failed) >= MAX_TRACKED_CLIENTS:
+                self._forget_one()
             n, _ = self._failed.get(client, (0, 0.0))
             n += 1
             wait = 0.0 if n < FREE_ATTEMPTS else min(2.0 ** (n - FREE_ATTEMPTS + 1), LOCKOUT_MAX_S)
             self._failed[client] = (n, self.clock() + wait)
+
+    def _forget_one(self) -> None:
+        """Drop the client whose wait ends first (an ended one, if any)."""
+        oldest = min(self._failed, key=lambda c: self._failed[c][1])
+        del self._failed[oldest]
 
     def succeeded(self, client: str) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
+from alems.outputs import refuse_untrusted_link
 from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
@@ -166,6 +167,7 @@ def connect(path, *, create: bool = True) -> sqlite3.Connection:
     if not create and not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
                          "or pass --db PATH")
+    refuse_untrusted_link(path, "database")   # never written through another user's link
     if create:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
