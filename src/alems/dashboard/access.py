@@ -17,6 +17,7 @@ import ipaddress
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -75,7 +76,7 @@ def local_path(target: str | None) -> str:
 class Attempts:
     """Wrong tokens per client: FREE_ATTEMPTS free, then an exponential wait."""
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._lock = threading.Lock()
         self._failed: dict[str, tuple[int, float]] = {}   # client -> (failures, locked until)
@@ -115,7 +116,10 @@ def too_many(wait_s: float) -> Response:
 
 
 def token_matches(given: str | None, token: str) -> bool:
-    return bool(given) and secrets.compare_digest(given.encode(), token.encode())
+    """Constant-time comparison; no or an empty token never matches."""
+    if not given:
+        return False
+    return secrets.compare_digest(given.encode(), token.encode())
 
 
 def set_token_cookie(resp: Response, token: str) -> None:
