@@ -214,7 +214,8 @@ def _client(db):
 
     from alems.dashboard.app import create_app
 
-    return TestClient(create_app(db), raise_server_exceptions=False)
+    return TestClient(create_app(db), raise_server_exceptions=False,
+                      base_url="http://127.0.0.1")  # a loopback Host: answered without a token
 
 
 def _copy(db, tmp_path):

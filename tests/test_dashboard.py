@@ -29,6 +29,7 @@ from alems.store import dashboard_reads as reads  # noqa: E402
 from analysis_fixture import build_fixture_db, create_empty_db  # noqa: E402
 
 GROUP = "g-20260110-100000"
+TOKEN = "s3cret-s3cret-s3cret"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def db(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(db):
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -132,7 +133,7 @@ def test_compare_page_gives_each_tax_and_their_ratio(client, db):
 def test_live_api_reports_progress_and_a_partial_stream(tmp_path):
     db = build_fixture_db(tmp_path / "experiments.db", tasks=("gsm8k_basic",), reps=2,
                           planned_reps=4, status="running")
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
         st = c.get("/api/live").json()
         assert st["progress"]["done"] == 4 and st["progress"]["planned"] == 8
         assert st["curve"] is None and "progress only" in st["curve_note"]
@@ -159,7 +160,7 @@ def test_unusable_database_gives_a_clear_page_not_a_traceback(tmp_path, case):
         sqlite3.connect(path).close()
     elif case == "garbage":
         path.write_bytes(b"this is not sqlite" * 100)
-    with TestClient(create_app(path)) as c:
+    with TestClient(create_app(path), base_url="http://127.0.0.1") as c:
         for url in ("/", f"/group/{GROUP}", "/run/1", "/live", "/compare"):
             r = c.get(url)
             assert r.status_code == 503 and "Traceback" not in r.text
@@ -170,7 +171,7 @@ def test_unusable_database_gives_a_clear_page_not_a_traceback(tmp_path, case):
 
 def test_schema_without_a_batch_and_a_locked_database_are_clear(tmp_path, monkeypatch):
     path = create_empty_db(tmp_path / "experiments.db")
-    with TestClient(create_app(path)) as c:
+    with TestClient(create_app(path), base_url="http://127.0.0.1") as c:
         assert "holds no batch session yet" in c.get("/").text
         assert "no batch sessions yet" in c.get("/live").text
     plain = tmp_path / "journal.db"
@@ -179,7 +180,7 @@ def test_schema_without_a_batch_and_a_locked_database_are_clear(tmp_path, monkey
     conn.commit()
     conn.execute("BEGIN EXCLUSIVE")   # a writer holds the file (rollback journal mode)
     monkeypatch.setattr(reads, "BUSY_TIMEOUT_S", 0.05)
-    with TestClient(create_app(plain)) as c:
+    with TestClient(create_app(plain), base_url="http://127.0.0.1") as c:
         r = c.get("/")
         assert r.status_code == 503 and "being written" in r.text and 'http-equiv="refresh"' in r.text
     conn.rollback()
@@ -196,7 +197,7 @@ def test_url_text_never_becomes_sql(client, db):
 
 
 def test_token_is_asked_for_and_then_remembered(db):
-    with TestClient(create_app(db, token="s3cret"), follow_redirects=False) as c:
+    with TestClient(create_app(db, token=TOKEN), follow_redirects=False) as c:
         r = c.get(f"/group/{GROUP}")
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
         assert c.get("/api/live").status_code == 401
@@ -204,7 +205,7 @@ def test_token_is_asked_for_and_then_remembered(db):
         bad = c.post("/login", content="token=nope&next=/", headers={
             "content-type": "application/x-www-form-urlencoded"})
         assert bad.status_code == 401 and GROUP not in bad.text
-        ok = c.post("/login", content="token=s3cret&next=//evil.example/", headers={
+        ok = c.post("/login", content=f"token={TOKEN}&next=//evil.example/", headers={
             "content-type": "application/x-www-form-urlencoded"})
         assert ok.status_code == 303 and ok.headers["location"] == "/"
         assert c.get("/").status_code == 200 and GROUP in c.get("/").text

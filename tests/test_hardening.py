@@ -338,7 +338,7 @@ def test_stale_temporaries_of_dead_processes_are_cleaned(tmp_path, fixture_db):
     r = alems(tmp_path, "sample", "-q", "--hz", "100", "-o", out, "--", "true")
     assert r.returncode == 0, r.stderr
     assert out.is_file() and not stale.exists() and live.exists()
-    csv_stale = tmp_path / f".runs.csv.tmp-{dead.pid}"
+    csv_stale = tmp_path / f".runs.csv.{dead.pid}.tmp"
     csv_stale.write_text("half")
     r = alems(tmp_path, "export", "--db", fixture_db, "-o", tmp_path / "runs.csv")
     assert r.returncode == 0 and not csv_stale.exists()

@@ -129,13 +129,13 @@ def test_dashboard_group_page_shows_both_taxes_and_the_tax_per_host(fleet_gpu_db
 
     from alems.dashboard.app import create_app
 
-    with TestClient(create_app(fleet_gpu_db)) as c:
+    with TestClient(create_app(fleet_gpu_db), base_url="http://127.0.0.1") as c:
         page = c.get("/group/g-test").text
     assert 'id="headline-lines"' in page
     assert f"{html_mod.escape(ALL_DEVICES_LABEL)}: orchestration tax" in page
     cpu_line = html_mod.escape(f"{CPU_LABEL}: orchestration tax", quote=False)
     assert cpu_line.split("'")[0] in page and cpu_line.split("'")[1] in page   # Jinja: &#39;
     assert 'id="host-tax"' in page and "<td>node-b</td>" in page
-    with TestClient(create_app(batch_dir / "experiments.db")) as c:
+    with TestClient(create_app(batch_dir / "experiments.db"), base_url="http://127.0.0.1") as c:
         page = c.get("/group/g-test").text
     assert 'id="host-tax"' not in page and html_mod.escape(ALL_DEVICES_LABEL) not in page

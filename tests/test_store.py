@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import statistics
+import subprocess
 
 import pandas as pd
 import polars as pl
@@ -151,11 +153,16 @@ def test_remove_orphans_only_touches_unknown_runs(tmp_path):
     other_group = store_samples.samples_path(db_path, "h", 1, 9)
     for p in (keep, orphan, other_group):
         store_samples.write_samples(p, synthetic_table(n=5))
-    stale_tmp = keep.with_name("run_id=3.parquet.tmp")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale_tmp = keep.with_name(f".run_id=3.parquet.{dead.pid}.tmp")
     stale_tmp.write_bytes(b"half")
+    live_tmp = keep.with_name(f".run_id=4.parquet.{os.getpid()}.tmp")  # this test is alive
+    live_tmp.write_bytes(b"busy")
     removed = store_samples.remove_orphans(db_path, "g", [1])
     assert set(removed) == {orphan, stale_tmp}
     assert keep.exists() and other_group.exists() and not orphan.exists()
+    assert live_tmp.exists()
 
 
 def _session_and_exp(conn):

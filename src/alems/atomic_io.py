@@ -14,19 +14,18 @@ import pyarrow.parquet as pq
 from alems.outputs import atomic_target
 
 
-def write_parquet_atomic(table: pa.Table, path, tmp_path=None) -> int:
+def write_parquet_atomic(table: pa.Table, path) -> int:
     """Write `table` as Parquet through `write_atomic`."""
-    return write_atomic(path, tmp_path,
-                        lambda fh: pq.write_table(table, fh, compression="zstd"))
+    return write_atomic(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
 
 
-def write_atomic(path, tmp_path, write: Callable[[BinaryIO], object]) -> int:
-    """`write(fh)` into a temporary file in the same folder (`tmp_path`, or the default of
-    alems.outputs), fsync, rename onto `path`, fsync the folder; remove the temporary on any
-    failure. A character device or FIFO target is written in place. Returns the bytes
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> int:
+    """`write(fh)` into a temporary file in the same folder (alems.outputs' naming rule),
+    fsync, rename onto `path`, fsync the folder; remove the temporary on any failure. A
+    character device or FIFO target is written in place. Returns the bytes
     written (the file size for a regular file)."""
     path = Path(path)
-    with atomic_target(path, tmp_path) as target, open(target, "wb") as fh:
+    with atomic_target(path) as target, open(target, "wb") as fh:
         write(fh)
         fh.flush()
         written = fh.tell() if fh.seekable() else None

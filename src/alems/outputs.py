@@ -4,13 +4,20 @@ written safely even as root.
 `check_output_path(path, what)` is called before any work: it refuses, in one line and exit
 2, a target that is a directory, a block device, a socket, a name too long for the file
 system, a missing (never created silently) or unwritable folder; for a dataset folder
-(`folder=True`) one that exists and is not empty. `atomic_target(path)` then gives the name
-to write: a temporary file `.<name>.<pid>.tmp` beside the target that is renamed onto it on
-success — or, when the target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
+(`folder=True`) one that exists and is not empty. `atomic_target(path)` then gives the
+name to write: a temporary file `.<name>.<pid>.tmp` beside the target (created here,
+exclusively and never through a link) that is renamed onto it on success — or, when the
+target is a character device or a FIFO (`/dev/null`, `/dev/stdout` on a pipe,
 a named pipe), the target itself, so a device node is never replaced by a regular file.
 `safe_replace` is the rename that refuses to go over anything but a regular file.
 Temporary files of processes that no longer run are removed (`remove_stale_tmp`). A new
 file's mode follows the user's umask like any other program's output.
+
+`tmp_path_for`/`tmp_owner_pid` are the one temporary-file naming rule of A-LEMS (outputs,
+samples files, merges). A final component that is a symlink planted by another user in a
+sticky world-writable folder (/tmp) is never followed (`untrusted_link`: the rule of the
+kernel's fs.protected_symlinks, applied whether or not that sysctl is on), so root's
+outputs cannot be redirected onto root's files.
 """
 
 from __future__ import annotations
@@ -57,12 +64,51 @@ def tmp_path_for(path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
+_TMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)" + re.escape(TMP_SUFFIX) + "$",
+                       re.DOTALL)
+
+
+def tmp_owner_pid(name: str, target: str | None = None) -> int | None:
+    """The pid in a temporary name of `tmp_path_for` (of `target`'s, when given); None when
+    `name` is no such name."""
+    m = _TMP_NAME.match(name)
+    if not m or (target is not None and m.group("target") != target):
+        return None
+    return int(m.group("pid"))
+
+
+def untrusted_link(path) -> str | None:
+    """Why `path`'s final component must not be followed, or None: it is a symlink in a
+    sticky world-writable folder owned neither by us nor by that folder's owner
+    (fs.protected_symlinks' rule: another user's link in /tmp)."""
+    path = Path(path)
+    try:
+        link = os.lstat(path)
+        if not stat.S_ISLNK(link.st_mode):
+            return None
+        folder = os.stat(path.parent if str(path.parent) else ".")
+    except OSError:
+        return None
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    if shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+        return (f"{path} is a symlink owned by another user (uid {link.st_uid}) in the shared "
+                f"folder {path.parent}; it is never followed, remove it or choose another name")
+    return None
+
+
+def refuse_untrusted_link(path, what: str, error=AlemsError) -> None:
+    why = untrusted_link(path)
+    if why:
+        raise error(f"{what} {why}")
+
+
 def check_output_path(path, what: str = "--output", *, folder: bool = False) -> Path:
     """Refuse now (UsageError: one line, exit 2) what could not be written after the work;
     return the path made absolute. `folder=True`: `path` is a dataset folder to create
     (new, or existing and empty)."""
     path = Path(path).expanduser().absolute()
     name = path.name
+    refuse_untrusted_link(path, what, UsageError)
     if folder:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(f"{what} {path} exists and is not an empty directory; give a "
@@ -100,7 +146,7 @@ def _check_folder(parent: Path, path: Path, what: str) -> None:
         why = "is not a directory" if parent.exists() else "does not exist"
         raise UsageError(f"cannot write {what} {path}: {parent} {why} (create it first, "
                          "or choose another path)")
-    probe = parent / f".{path.name[:200]}.{os.getpid()}.probe"
+    probe = tmp_path_for(parent / path.name[:200])   # the one temporary-name rule
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -144,6 +190,7 @@ def safe_replace(tmp, path) -> None:
     one); a symlink to a regular file has its target replaced, the link stays."""
     path = Path(path)
     if path.is_symlink():
+        refuse_untrusted_link(path, "cannot write:")
         path = Path(os.path.realpath(path))
     try:
         mode = os.lstat(path).st_mode
@@ -163,16 +210,36 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def create_tmp(path) -> Path:
+    """Create `path`'s temporary file (the one naming rule) exclusively, never through a
+    link: whatever another process left at that name is removed first (unlink never
+    follows a link). Returns its name, an empty regular file of ours."""
+    tmp = tmp_path_for(path)
+    for attempt in range(2):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            if attempt:
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            continue
+        os.close(fd)
+        return tmp
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
-def atomic_target(path, tmp=None) -> Iterator[Path]:
+def atomic_target(path) -> Iterator[Path]:
     """Yield the name to write `path` through (see the module docstring). On success the
     temporary file is fsynced and renamed onto `path`; on any failure it is removed."""
     path = Path(path)
+    refuse_untrusted_link(path, "cannot write:")
     if writes_directly(path):
         yield path
         return
     remove_stale_tmp(path)
-    tmp = Path(tmp) if tmp is not None else tmp_path_for(path)
+    tmp = create_tmp(path)
     try:
         yield tmp
         with contextlib.suppress(OSError):  # umask mode, whatever created the file
@@ -191,7 +258,7 @@ def atomic_target(path, tmp=None) -> Iterator[Path]:
     _fsync_dir(path.parent if str(path.parent) else Path("."))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -204,22 +271,23 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_tmp(path) -> list[Path]:
-    """Delete `.<name>.<pid>.tmp` / `.<name>.tmp-<pid>` beside `path` whose process is gone
-    (a kill -9 during a final write). Returns what went."""
+    """Delete `path`'s temporary files (`tmp_path_for`) whose process is gone (a kill -9
+    during a final write). Returns what went."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.tmp|tmp-(\d+))$")
+    return remove_dead_tmps(path.parent if str(path.parent) else Path("."), path.name)
+
+
+def remove_dead_tmps(folder, target: str | None = None) -> list[Path]:
+    """Delete the temporary files in `folder` (of `target`, or of any name) whose process
+    is gone; a link or anything but a regular file is left alone. Returns what went."""
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        m = pattern.match(entry.name)
-        if not m:
-            continue
-        pid = int(m.group(1) or m.group(2))
-        if pid == os.getpid() or _pid_alive(pid):
+        pid = tmp_owner_pid(entry.name, target)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
         try:
             if entry.is_file(follow_symlinks=False):

@@ -61,7 +61,8 @@ def dashboard_command(
         "--port", help="TCP port (0: any free port).")] = DEFAULT_PORT,
     token: Annotated[str | None, typer.Option("--token", envvar="ALEMS_DASHBOARD_TOKEN",
                                                  help="Secret the page asks for before showing "
-                                                 "anything (required off loopback).")] = None,
+                                                 "anything (required off loopback; at least "
+                                                 "16 characters).")] = None,
 ) -> None:
     """Serve a local web app over the results: batches, a batch's tax, a run's power curve,
     two batches compared, and a running batch live. Prints its URL; Ctrl-C stops it."""
@@ -71,6 +72,9 @@ def dashboard_command(
         raise UsageError(f"--port {port}: give a TCP port between 0 and 65535")
     if token is not None and not token.strip():
         raise UsageError("--token is empty; give a secret, or leave the option out")
+    from alems.dashboard.access import check_token
+
+    check_token(token)
     if not is_loopback(host) and not token:
         raise UsageError(f"--host {host} exposes the results beyond this machine; add "
                          "--token SECRET (the page asks for it), or use --host 127.0.0.1")
@@ -87,8 +91,9 @@ def dashboard_command(
 
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(db_path, token=token), log_level="warning",
-                                           access_log=False, lifespan="off"))
+    app = create_app(db_path, token=token, host=host)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           lifespan="off"))
     print(f"alems dashboard: {_url(host, bound_port)} (database {db_path}, read-only"
           f"{'; the page asks for the token' if token else ''}; Ctrl-C stops)", flush=True)
     if not db_path.is_file():

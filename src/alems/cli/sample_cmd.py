@@ -288,6 +288,7 @@ def register(app: typer.Typer) -> None:
                                  "--recover run.parquet")
             from alems.measure.stream import recover as recover_stream
 
+            check_output_path(recover, "--recover")
             got = recover_stream(recover)
             print(f"alems: recovered {got['samples']:,} samples ({got['duration_s']:.3f} s) "
                   f"into {recover} (marked recovered in its metadata)", file=sys.stderr)

@@ -1,23 +1,26 @@
-"""The dashboard's web application (Starlette): routes, token gate and error pages.
+"""The dashboard's web application (Starlette): routes and error pages (who may read it:
+alems.dashboard.access).
 
 Every request opens the database read-only afresh (cheap, and it sees what a running
 batch committed since). No route accepts SQL; ids from the URL go into fixed, parametrised
 queries. Plotly's JavaScript is served from the installed plotly package: no network.
+Every template is autoescaped (whatever its name), and JSON put into a page's <script>
+goes through `script_json`: text from the database is never markup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import secrets
 import sys
 import traceback
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
+import jinja2
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -26,15 +29,15 @@ from starlette.templating import Jinja2Templates
 from alems.errors import AlemsError, UsageError
 from alems.analysis.precision import fmt_ratio
 from alems.analysis.tax import tax_cells
-from alems.dashboard import pages
+from alems.dashboard import access, pages
 from alems.store import dashboard_reads as reads
 
 HERE = Path(__file__).resolve().parent
-TOKEN_COOKIE = "alems_token"
 LIVE_REFRESH_MS = 1000
 BUSY_RETRY_S = 2
-OPEN_PATHS = ("/login", "/favicon.ico")
-OPEN_PREFIX = "/static/"   # the page's own CSS and JS: no results in them
+# Characters that could end a <script> element or start markup, as JSON escapes.
+_SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                   0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def plotly_js_path() -> Path:
@@ -66,55 +69,23 @@ def _num(value) -> str:
     return _fmt(value, ".6g")
 
 
+def script_json(text: str) -> Markup:
+    """JSON text made safe inside <script type="application/json">: `</script>` or `<!--`
+    in a string can no longer end the element (the JSON value is unchanged)."""
+    return Markup(str(text).translate(_SCRIPT_ESCAPES))
+
+
 def _templates() -> Jinja2Templates:
-    t = Jinja2Templates(directory=str(HERE / "templates"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                             autoescape=True)
+    t = Jinja2Templates(env=env)
+    t.env.filters["script_json"] = script_json
     t.env.filters["fmt"] = _fmt
     t.env.filters["num"] = _num
     t.env.globals["tax_cells"] = tax_cells   # every tax figure as the other surfaces print it
     t.env.globals["fmt_ratio"] = fmt_ratio
     t.env.globals["live_refresh_ms"] = LIVE_REFRESH_MS
     return t
-
-
-class TokenGate(BaseHTTPMiddleware):
-    """With a token set, every page but the login form needs it (cookie, or ?token= once)."""
-
-    def __init__(self, app, token: str | None):
-        super().__init__(app)
-        self.token = token
-
-    def _ok(self, given: str | None) -> bool:
-        if not given or self.token is None:
-            return False
-        return secrets.compare_digest(given.encode(), self.token.encode())
-
-    async def dispatch(self, request, call_next):
-        path = request.url.path
-        if not self.token or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
-            return await call_next(request)
-        if self._ok(request.query_params.get("token")):
-            rest = {k: v for k, v in request.query_params.items() if k != "token"}
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-            resp = RedirectResponse(target, status_code=303)
-            _set_cookie(resp, self.token)
-            return resp
-        if self._ok(request.cookies.get(TOKEN_COOKIE)):
-            return await call_next(request)
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": "token required"}, status_code=401)
-        nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?{urlencode({'next': nxt})}", status_code=303)
-
-
-def _set_cookie(resp: Response, token: str) -> None:
-    resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a path on this server (no scheme, no //host) may follow the login."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    return target
 
 
 def _warm_up() -> None:
@@ -131,15 +102,19 @@ def checked_run_id(run_id: int) -> int:
     return run_id
 
 
-def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
+def create_app(db_path: str | Path, token: str | None = None,
+               host: str = "127.0.0.1") -> Starlette:
+    """`host`: the address the server was started on (answered besides loopback names)."""
     import threading
 
+    access.check_token(token)
+    attempts = access.Attempts()
     db_path = Path(db_path).resolve()
     threading.Thread(target=_warm_up, name="alems-dashboard-warm-up", daemon=True).start()
     templates = _templates()
 
-    def render(request, name: str, ctx: dict, status: int = 200):
-        ctx = dict(ctx, db_path=str(db_path), token_required=bool(token))
+    def render(request, name: str, ctx: dict, status: int = 200, *, show_db: bool = True):
+        ctx = dict(ctx, db_path=str(db_path) if show_db else "", token_required=bool(token))
         return templates.TemplateResponse(request, name, ctx, status_code=status)
 
     def problem(request, message: str, status: int, retry: bool = False):
@@ -216,17 +191,24 @@ def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
                           default=str)
 
     async def login(request):
+        """The token form; it never shows the database's path (the visitor has no token)."""
         if request.method == "POST":
+            client = access.client_of(request)
+            if attempts.wait_s(client) > 0:
+                return access.too_many(attempts.wait_s(client))
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             given = (form.get("token") or [""])[0]
-            nxt = _safe_next((form.get("next") or ["/"])[0])
-            if token and given and secrets.compare_digest(given.encode(), token.encode()):
+            nxt = access.local_path((form.get("next") or ["/"])[0])
+            if token and access.token_matches(given, token):
+                attempts.succeeded(client)
                 resp = RedirectResponse(nxt, status_code=303)
-                _set_cookie(resp, token)
+                access.set_token_cookie(resp, token)
                 return resp
-            return render(request, "login.html", {"next": nxt, "wrong": True}, 401)
-        return render(request, "login.html", {"next": _safe_next(request.query_params.get("next")),
-                                              "wrong": False})
+            attempts.failed(client)
+            return render(request, "login.html", {"next": nxt, "wrong": True}, 401,
+                          show_db=False)
+        return render(request, "login.html", {"next": access.local_path(
+            request.query_params.get("next")), "wrong": False}, show_db=False)
 
     def plotly_js(request):
         return FileResponse(plotly_js_path(), media_type="application/javascript",
@@ -249,4 +231,5 @@ def create_app(db_path: str | Path, token: str | None = None) -> Starlette:
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(TokenGate, token=token)])
+    return Starlette(routes=routes, middleware=[
+        Middleware(access.AccessGate, token=token, host=host, attempts=attempts)])

@@ -313,12 +313,11 @@ class SampleResult:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise AlemsError(f"cannot write {path}: folder {folder} does not exist; create it")
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
         if self.partial_path is not None:  # streamed: convert the stream, batch by batch
             from alems.measure.stream import stream_to_parquet
 
             try:
-                stream_to_parquet(self.partial_path, path, self.file_metadata(), tmp)
+                stream_to_parquet(self.partial_path, path, self.file_metadata())
             except OSError as exc:
                 raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; the samples "
                                  f"stay in {self.partial_path}") from None
@@ -329,7 +328,7 @@ class SampleResult:
                 **{k.encode(): str(v).encode() for k, v in self.file_metadata().items()}}
         table = self.table.replace_schema_metadata(meta)
         try:
-            write_parquet_atomic(table, path, tmp)
+            write_parquet_atomic(table, path)
         except OSError as exc:
             raise AlemsError(f"cannot write {path}: {exc.strerror or exc}; "
                              "choose a writable location") from None

@@ -147,13 +147,11 @@ def read_partial(partial) -> pa.Table:
     return pa.Table.from_batches(list(batches), schema=schema)
 
 
-def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None,
-                      tmp=None) -> dict:
+def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None) -> dict:
     """Convert the stream into the Parquet file `final` (its schema metadata plus
     `metadata`), atomically, then remove the stream. Memory: one row group at a time.
     Returns {samples, duration_s} of what was converted."""
     partial, final = Path(partial), Path(final)
-    tmp = Path(tmp) if tmp is not None else final.with_name(f".{final.name}.{os.getpid()}.tmp")
     schema, batches = read_batches(partial)
     meta = {**(schema.metadata or {}),
             **{str(k).encode(): str(v).encode() for k, v in (metadata or {}).items()}}
@@ -181,7 +179,7 @@ def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None,
                 writer.write_table(pa.Table.from_batches(pending, schema=schema),
                                    row_group_size=group)
 
-    write_atomic(final, tmp, write)
+    write_atomic(final, write)
     with contextlib.suppress(FileNotFoundError):
         partial.unlink()
     duration = (seen["t1"] - seen["t0"]) / 1e9 if seen["samples"] >= 2 else 0.0

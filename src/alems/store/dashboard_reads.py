@@ -1,47 +1,45 @@
 """The dashboard's reads: a read-only connection and the few fixed queries its pages need.
 
 Every statement here is a constant with `?` parameters; nothing a browser sends is ever
-run as SQL. The connection is opened with SQLite's ``mode=ro`` URI, so the dashboard
+run as SQL. The connection is opened read-only (store.db.connect_readonly), so the dashboard
 cannot change the database even by mistake, and may read while `alems batch` writes.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from alems.errors import AlemsError
 from alems.store import db
+from alems.store.db import DatabaseBusy, connect_readonly  # noqa: F401 (DatabaseBusy: 503)
 
-BUSY_TIMEOUT_S = 5.0
+BUSY_TIMEOUT_S = 5.0   # a page waits this long for a writer, then says 503 and retries
 # Tables the dashboard reads; a database without them is empty or still being created.
 DASHBOARD_TABLES = ("batch_sessions", "experiments", "runs", "phases")
 
 
-class DatabaseBusy(AlemsError):
-    """The database is locked or half-created by a writer; a moment later it will read."""
-
-
 def open_readonly(path: str | Path) -> sqlite3.Connection:
-    """`path` opened read-only (rows as sqlite3.Row); clear errors when it is unusable."""
+    """`path` opened read-only (store.db.connect_readonly; rows as sqlite3.Row); clear
+    errors when it is unusable."""
     path = Path(path).resolve()
     if not path.is_file():
         raise AlemsError(f"no database at {path} yet; record a batch with "
                          "`alems batch --save-db` (or pass --db PATH)")
+    conn = connect_readonly(path, check_same_thread=False,
+                            busy_timeout_ms=int(BUSY_TIMEOUT_S * 1000))
     try:
-        conn = sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True,
-                               timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         names = {r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.OperationalError as exc:
+        conn.close()
         if "locked" in str(exc) or "busy" in str(exc):
             raise DatabaseBusy(f"database {path} is being written right now ({exc}); "
                                "this page retries in a moment") from None
         raise AlemsError(f"cannot open database {path}: {exc}") from None
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise AlemsError(f"{path} is not an A-LEMS database: {exc}") from None
     missing = [t for t in DASHBOARD_TABLES if t not in names]
     if missing:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
+from alems.outputs import refuse_untrusted_link
 from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
@@ -166,6 +167,7 @@ def connect(path, *, create: bool = True) -> sqlite3.Connection:
     if not create and not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
                          "or pass --db PATH")
+    refuse_untrusted_link(path, "database")   # never written through another user's link
     if create:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,30 +202,64 @@ def _read_only_hint(path: Path) -> str:
             "commands and `alems query` read it as it is)")
 
 
-def connect_readonly(path) -> sqlite3.Connection:
-    """Open an existing index for reading only (analysis commands, `alems query`): nothing
-    is created or changed. A WAL database on a read-only mount (no -shm file can be made)
-    is opened immutable, which is safe because nothing can write it there either."""
+class DatabaseBusy(AlemsError):
+    """The database is locked or half-created by a writer; a moment later it will read."""
+
+
+def _wal_frames_unreadable(path: Path) -> Path | None:
+    """The -wal file of `path` when it holds commits (any bytes: SQLite removes or empties
+    it once everything is checkpointed), else None."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        return wal if wal.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
+def connect_readonly(path, *, check_same_thread: bool = True,
+                     busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """Open an existing index for reading only — the one way A-LEMS does (analysis
+    commands, `alems query`/`status`, the dashboard, merge inputs): nothing is created or
+    changed. The name goes into a `file:` URI percent-quoted, so `%41`, `#` or `?` in a
+    path are that file's name, never URI syntax.
+
+    A WAL database whose folder cannot hold the -shm index (a read-only mount) is opened
+    immutable only when its -wal file is empty; with commits still in the -wal it is
+    refused in one line, as reading it would show a stale state."""
     path = Path(path)
     if not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
                          "or pass --db PATH")
-    base = "file:" + quote(os.fsencode(path.resolve()))  # the OS bytes: any path
+    path = path.resolve()
+    base = "file:" + quote(os.fsencode(path), safe="/")   # bytes: any byte of a name
     last: sqlite3.Error | None = None
     for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
         try:
-            conn = sqlite3.connect(base + suffix, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = sqlite3.connect(base + suffix, uri=True, timeout=busy_timeout_ms / 1000,
+                                   check_same_thread=check_same_thread)
         except sqlite3.Error as exc:
             last = exc
             continue
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.OperationalError as exc:
             conn.close()
             last = exc
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise DatabaseBusy(f"database {path} is being written right now ({exc}); "
+                                   "try again in a moment") from None
             if suffix == "?mode=ro" and not os.access(path.parent, os.W_OK):
-                continue  # read-only folder: the WAL index cannot be created
+                wal = _wal_frames_unreadable(path)
+                if wal is not None:
+                    raise AlemsError(
+                        f"cannot read database {path}: it has commits in {wal.name} that "
+                        f"cannot be read from this read-only folder ({path.name}-shm is "
+                        "missing); reading only the main file would show a stale state. "
+                        "Open it where its folder is writable, or checkpoint it where it "
+                        f"is written (sqlite3 {path.name} 'PRAGMA wal_checkpoint(TRUNCATE)')"
+                    ) from None
+                continue  # read-only folder, nothing in the WAL: the file is the state
             break
         except sqlite3.DatabaseError:  # not a database at all: the caller's check says so
             pass

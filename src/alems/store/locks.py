@@ -11,10 +11,12 @@ tell a running batch from one that died without closing its session.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,12 +59,19 @@ class SessionLock:
 
     def acquire(self) -> SessionLock:
         for attempt in range(10):  # retried when the file was replaced while we opened it
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link, never blocking on a FIFO planted there
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                             0o644)
             except OSError as exc:
+                why = ("it is a symlink, which is never followed; remove it"
+                       if exc.errno == errno.ELOOP or os.path.islink(self.path) else
+                       f"{exc.strerror or exc}; the database folder must be writable")
                 raise AlemsError(f"cannot lock session {self.group_id}: cannot create "
-                                 f"{self.path}: {exc.strerror or exc}; the database folder "
-                                 "must be writable") from None
+                                 f"{self.path}: {why}") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise AlemsError(f"cannot lock session {self.group_id}: {self.path} is not a "
+                                 "regular file; remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

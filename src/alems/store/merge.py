@@ -11,7 +11,12 @@ a batch computes them.
 
 A run that is already in OUT or in an earlier input (same group, task, provider, workflow,
 repetition) is a duplicate: the merge refuses it and names it, before anything is written.
-The whole merge is one transaction: it all goes in, or nothing does.
+The whole merge is one transaction: it all goes in, or nothing does. Its sample files are
+written into a staging folder of its own (`merge_staging.Staging`) and moved into place,
+never over an existing file, just before the commit; a failure removes only what the
+merge created.
+An output whose samples folder is an input's is refused: the merge never writes where an
+input's files live.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError, UsageError
+from alems.outputs import refuse_untrusted_link
+from alems.store.merge_staging import Staging, refuse_shared_samples
 from alems.store import db as store_db
 from alems.store import runs as store_runs
 from alems.store import samples as store_samples
@@ -54,13 +62,12 @@ class MergeCount:
 
 
 def _open_input(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise AlemsError(f"database not found: {path}")
+    conn = store_db.connect_readonly(path)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         conn.row_factory = sqlite3.Row
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise AlemsError(f"{path} is not an A-LEMS database ({exc})") from None
     missing = [t for t in REQUIRED_TABLES if t not in tables]
     if missing:
@@ -129,7 +136,7 @@ def _insert(out, table: str, row: sqlite3.Row, drop: tuple = (), **values) -> in
     return store_runs.insert_row(out, table, data)
 
 
-def _merge_one(out, out_path: Path, path: Path, conn, written: list[Path]) -> MergeCount:
+def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCount:
     count = MergeCount(path)
     for s in conn.execute("SELECT * FROM batch_sessions ORDER BY created_at"):
         count.sessions.append(s["group_id"])
@@ -174,8 +181,8 @@ def _merge_one(out, out_path: Path, path: Path, conn, written: list[Path]) -> Me
                   "baseline_id": base_map.get(r["baseline_id"])}
         if r["samples_path"]:
             dest = store_samples.samples_path(out_path, r["m_group"], exp_id, run_id)
-            _copy_samples(path.parent / r["samples_path"], dest, r["m_group"], exp_id, run_id)
-            written.append(dest)
+            _copy_samples(path.parent / r["samples_path"], stage.path_for(dest), r["m_group"],
+                          exp_id, run_id)
             values["samples_path"] = store_samples.relative_to_db(out_path, dest)
             count.samples += 1
         _insert(out, "runs", r, drop=("m_group", "m_task", "m_provider"), **values)
@@ -206,14 +213,16 @@ def _check_arm_sets(out, path: Path) -> None:
 
 
 def _copy_samples(src: Path, dest: Path, group_id: str, exp_id: int, run_id: int) -> None:
-    table = pq.ParquetFile(arrowfile.source(src)).read()
+    try:
+        table = pq.ParquetFile(arrowfile.source(src)).read()
+    except (OSError, ValueError, pa.ArrowException) as exc:  # ArrowInvalid is a ValueError
+        raise AlemsError(f"cannot read the samples file {src} ({exc}); nothing merged") \
+            from None
     meta = dict(table.schema.metadata or {})
     ident = json.loads(meta.get(store_samples.RUN_KEY, b"{}"))
     ident.update(group_id=group_id, exp_id=exp_id, run_id=run_id)
     meta[store_samples.RUN_KEY] = json.dumps(ident, default=str).encode()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(table.replace_schema_metadata(meta), dest,
-                         dest.with_name(dest.name + store_samples.TMP_SUFFIX))
+    write_parquet_atomic(table.replace_schema_metadata(meta), dest)
 
 
 def _close_sessions(out, group_ids) -> None:
@@ -236,28 +245,43 @@ def merge(out_path, in_paths) -> list[MergeCount]:
     paths = [Path(p) for p in in_paths]
     if not paths:
         raise UsageError("give at least one input database: alems merge OUT.db IN.db…")
+    refuse_untrusted_link(out_path, "merge output", UsageError)
     real = [os.path.realpath(p) for p in paths]
     if os.path.realpath(out_path) in real:
         raise UsageError(f"{out_path} is both the output and an input")
     if len(set(real)) != len(real):
         dup = next(p for p, r in zip(paths, real, strict=True) if real.count(r) > 1)
         raise UsageError(f"{dup} is given twice")
-    inputs = [(p, _open_input(p)) for p in paths]
+    inputs: list[tuple[Path, sqlite3.Connection]] = []
+    try:
+        for p in paths:
+            inputs.append((p, _open_input(p)))
+        refuse_shared_samples(out_path, paths)
+    except BaseException:
+        for _, conn in inputs:
+            conn.close()
+        raise
+    new_out = not os.path.lexists(out_path)
     out = store_db.connect(out_path)
     out.row_factory = sqlite3.Row
-    written: list[Path] = []
+    stage = Staging(out_path)
     try:
         _check(out, out_path, inputs)
         counts = []
         with store_db.transaction(out):
             for path, conn in inputs:
-                counts.append(_merge_one(out, out_path, path, conn, written))
+                counts.append(_merge_one(out, out_path, path, conn, stage))
             _close_sessions(out, {g for c in counts for g in c.sessions})
+            stage.publish()        # rows roll back if a file cannot go in place
+        stage.done()
         return counts
     except BaseException as exc:
-        for f in written:
-            with contextlib.suppress(OSError):
-                f.unlink()
+        stage.abandon()
+        if new_out:             # nothing merged: an output this merge created goes too
+            out.close()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{out_path}{suffix}")
         if isinstance(exc, sqlite3.Error):
             raise AlemsError(f"cannot merge into {out_path}: {exc}; nothing merged") from None
         if isinstance(exc, OSError):

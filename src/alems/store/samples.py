@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
+from alems.outputs import remove_dead_tmps
 from alems.measure import stream
 from alems.measure.names import PARTIAL_SUFFIX, PHASES_METADATA_KEY, RUN_METADATA_KEY
 from alems import arrowfile
@@ -42,7 +43,6 @@ from alems import arrowfile
 SAMPLES_DIRNAME = "samples"
 PHASES_KEY = PHASES_METADATA_KEY.encode()
 RUN_KEY = RUN_METADATA_KEY.encode()
-TMP_SUFFIX = ".tmp"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -106,7 +106,7 @@ def write_samples(path: Path, table: pa.Table, *, metadata: dict | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**(table.schema.metadata or {}), **_file_metadata(metadata, phases, run)}
     table = table.replace_schema_metadata(meta)
-    return write_parquet_atomic(table, path, path.with_name(path.name + TMP_SUFFIX))
+    return write_parquet_atomic(table, path)
 
 
 def write_streamed_samples(path: Path, partial, *, metadata: dict | None = None,
@@ -116,7 +116,7 @@ def write_streamed_samples(path: Path, partial, *, metadata: dict | None = None,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k.decode(): v.decode() for k, v in _file_metadata(metadata, phases, run).items()}
-    stream.stream_to_parquet(partial, path, meta, path.with_name(path.name + TMP_SUFFIX))
+    stream.stream_to_parquet(partial, path, meta)
     return path.stat().st_size
 
 
@@ -164,7 +164,7 @@ def read_run_identity(path) -> dict:
 
 
 def _run_id_of(path: Path) -> int | None:
-    m = re.match(r"^run_id=(\d+)\.parquet(\.tmp)?$", path.name)
+    m = re.match(r"^run_id=(\d+)\.parquet$", path.name)
     return int(m.group(1)) if m else None
 
 
@@ -176,9 +176,11 @@ def remove_orphans(db_path, group_id: str, known_run_ids: Iterable[int]) -> list
         return []
     known = set(int(r) for r in known_run_ids)
     removed = []
+    for folder in sorted(root.glob("exp_id=*")):
+        removed += remove_dead_tmps(folder)
     for file in sorted(root.glob("exp_id=*/run_id=*")):
         run_id = _run_id_of(file)
-        if file.name.endswith(TMP_SUFFIX) or (run_id is not None and run_id not in known):
+        if run_id is not None and run_id not in known:
             try:
                 file.unlink()
                 removed.append(file)

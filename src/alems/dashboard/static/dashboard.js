@@ -4,6 +4,15 @@
 
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 
+// Text from the server (names from the database) only ever becomes text, never markup:
+// elements are built here and filled through textContent, nothing goes through innerHTML.
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
 function drawFigures() {
   document.querySelectorAll("div[data-figure]").forEach((div) => {
     const fig = JSON.parse(document.getElementById(div.dataset.figure).textContent);
@@ -54,9 +63,11 @@ async function pollLive() {
         const st = await resp.json();
         polls += 1;
         const p = st.progress;
-        document.getElementById("live-progress").innerHTML =
-          `<div class="progress"><div class="bar" style="width:${p.percent || 0}%"></div>` +
-          `<span class="label">${p.done}/${p.planned ?? "?"}${p.errors ? " · " + p.errors + " failed" : ""}</span></div>`;
+        const bar = el("div", "progress");
+        bar.append(el("div", "bar"), el("span", "label",
+          `${p.done}/${p.planned ?? "?"}${p.errors ? " · " + p.errors + " failed" : ""}`));
+        bar.firstChild.style.width = `${Number(p.percent) || 0}%`;
+        document.getElementById("live-progress").replaceChildren(bar);
         document.getElementById("live-eta").textContent = p.finished ? "done" : p.eta;
         document.getElementById("live-status").textContent = st.status;
         const lr = st.last_run;
@@ -65,9 +76,11 @@ async function pollLive() {
         document.getElementById("live-updated").textContent = new Date().toLocaleTimeString();
         document.getElementById("live-curve-note").textContent = st.curve_note || (st.curve_file ? `from ${st.curve_file}` : "");
         const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
-        document.querySelector("#live-workflows tbody").innerHTML = st.workflows.map((w) =>
-          `<tr><td>${w.workflow}</td><td>${w.done}</td><td>${w.planned ?? "?"}</td>` +
-          `<td>${w.errors}</td><td>${fmt(w.mean_run_s)}</td></tr>`).join("");
+        document.querySelector("#live-workflows tbody").replaceChildren(...st.workflows.map((w) => {
+          const tr = el("tr");
+          for (const v of [w.workflow, w.done, w.planned ?? "?", w.errors, fmt(w.mean_run_s)]) tr.append(el("td", null, v));
+          return tr;
+        }));
         sec.dataset.done = String(p.done);
         sec.dataset.polls = String(polls);
         if (st.curve) {
