@@ -307,3 +307,37 @@ def test_garbage_in_every_proc_file_is_no_traceback(tmp_path):
     assert result.returncode in (0, 1), result.stderr
     if result.returncode == 1:
         one_error_line(result)
+
+
+def _numeric_flags(command: str) -> list[str]:
+    from alems.cli._common import build_command
+
+    import typing
+
+    def numeric(annotation) -> bool:
+        kinds = typing.get_args(annotation) or (annotation,)
+        return any(k in (int, float) for k in kinds)
+
+    cmd = build_command(app).commands[command]
+    return sorted(p.opts[0] for p in cmd.params
+                  if hasattr(p, "type_descriptor") and numeric(p.type_descriptor.annotation))
+
+
+@pytest.mark.parametrize("flag", _numeric_flags("batch"))
+@pytest.mark.parametrize("raw", EXTREMES)
+def test_every_numeric_batch_flag_at_its_extremes_is_checked_before_any_work(capsys, tmp_path,
+                                                                             flag, raw):
+    # --shard without --group-id is refused right after the numbers are checked: an
+    # in-range value ends there (exit 2, naming --shard), so no batch ever starts.
+    code, _, err = cli(capsys, "batch", "--tasks", "gsm8k_basic", "--providers", "scripted",
+                       "--db", tmp_path / "e.db", "--shard", "1/2", flag, raw)
+    assert code == 2, err
+    assert_one_error(err)
+    assert flag in err or "--shard" in err, err
+    assert not (tmp_path / "e.db").exists()
+    from alems.experiment.plan import NUMBER_RANGES
+
+    if flag in NUMBER_RANGES:
+        _, low, high = NUMBER_RANGES[flag]
+        if not low <= float(raw) <= high:      # nan and ±inf compare False: out of range too
+            assert flag in err, err
