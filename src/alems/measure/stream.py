@@ -93,26 +93,52 @@ class PartialWriter:
         self._fh = arrowfile.sink(self.path)
         self._writer = ipc.new_stream(self._fh, self.schema)
         self.samples = 0
+        # The first write error (a full disk): later samples are dropped, not written
+        # after a hole; close() reports it. What was written before stays readable.
+        self.error: OSError | None = None
+        self.dropped = 0
 
     def write(self, cols: dict[str, np.ndarray]) -> None:
         n = len(cols["t_ns"])
         if not n:
             return
+        if self.error is not None:
+            self.dropped += n
+            return
         batch = pa.RecordBatch.from_arrays([numpy_to_arrow(cols[f.name]) for f in self.schema],
                                            schema=self.schema)
-        self._writer.write_batch(batch)
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:  # runs in the drain thread: never let it die with a traceback
+            self.error = exc
+            self.dropped += n
+            return
         self.samples += n
 
     def close(self) -> None:
-        """End-of-stream marker, close, release the lock (the file stays)."""
+        """End-of-stream marker, close, release the lock (the file stays). AlemsError when
+        a write failed: the samples before it are in the stream (`--recover`)."""
         if self._fh is None:
             return
         try:
             self._writer.close()
+        except OSError as exc:
+            self.error = self.error or exc
         finally:
-            self._fh.close()
+            with contextlib.suppress(OSError):
+                self._fh.close()
             self._fh = None
             os.close(self._lock_fd)
+        if self.error is not None:
+            why = getattr(self.error, "strerror", None) or str(self.error)
+            raise AlemsError(f"writing the samples stream {self.path} failed after "
+                             f"{self.samples:,} samples ({why}); {self.dropped:,} later samples "
+                             "were lost. The ones before are kept: free space, then run "
+                             f"`alems sample --recover {_final_of(self.path)}`")
+
+
+def _final_of(partial: Path) -> Path:
+    return partial.with_name(partial.name[:-len(PARTIAL_SUFFIX)])
 
 
 def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
