@@ -34,6 +34,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     raise typer.Exit(code)
 
 
+def os_error_line(exc: OSError) -> str | None:
+    """The one line for an OS error that is the machine's state, not a bug: the current
+    directory was deleted (every relative path fails), or the disk is full. None: not one
+    of those (let it surface)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the current directory no longer exists (it was deleted or moved); "
+                "cd to an existing folder and run again")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}: the disk is full; free space and run again"
+    return None
+
+
 def handle_errors(func: F) -> F:
     """Turn AlemsError (and a few OS errors) into one line + exit code."""
 
@@ -43,6 +58,11 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except AlemsError as exc:
             fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            line = os_error_line(exc)
+            if line is None:
+                raise
+            fail(line, 1)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", None)  # alems.interrupts.Terminated
             if signum is not None:
@@ -127,4 +147,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "a
     except (typer.Abort, KeyboardInterrupt):
         print("alems: error: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
+    except OSError as exc:  # outside a command's own handler (e.g. while parsing)
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"alems: error: {line}", file=sys.stderr)
+        return 1
     return code if isinstance(code, int) else 0
