@@ -439,3 +439,24 @@ def test_query_table_cap_is_a_parameter(query_db):
         write_output(columns, rows, "table", out, table_max_rows=4)
     lines = out.getvalue().splitlines()
     assert lines[-2] == "(4 rows)" and lines[-1].startswith("(6 more rows not shown")
+
+
+def test_every_python_reader_of_proc_and_sys_refuses_a_fifo(tmp_path):
+    """Each reader of a hardware/proc file under the roots goes through the one
+    non-blocking, regular-only open: a FIFO reads as unavailable, never blocks."""
+    from alems.experiment.baseline import read_governor, read_load_1m
+    from alems.experiment.execute import read_cpu_model
+    from alems.measure.ctxsw import read_status_switches
+    from alems.measure.quiet import read_stat
+
+    gov = tmp_path / "devices/system/cpu/cpu0/cpufreq/scaling_governor"
+    gov.parent.mkdir(parents=True)
+    for name in ("stat", "loadavg", "cpuinfo", "status"):
+        _fifo(tmp_path / name)
+    _fifo(gov)
+    with _deadline(10):
+        assert read_stat(str(tmp_path)) == (None, None, None)
+        assert read_load_1m(str(tmp_path)) is None
+        assert read_governor(str(tmp_path)) is None
+        assert read_cpu_model(str(tmp_path / "cpuinfo")) is None
+        assert read_status_switches(str(tmp_path / "status")) is None
