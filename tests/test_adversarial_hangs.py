@@ -261,23 +261,22 @@ def test_samples_stream_that_fills_the_disk_is_one_line_and_recoverable(tmp_path
         assert t and all(b > a for a, b in zip(t, t[1:]))
 
 
-def test_session_lock_write_on_a_full_disk_is_one_line(tmp_path):
-    """`--new-session` on a full disk: the lock record cannot be written."""
-    from _hardening_util import batch_args, small_tmpfs
+def test_session_lock_write_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """Fault injection on the lock record's write (on a really full disk SQLite's own
+    open fails first, already in one line): an AlemsError, the lock fd closed."""
+    import errno
 
-    with small_tmpfs(tmp_path / "mnt", "2m") as mnt:
-        db = mnt / "experiments.db"
-        r = alems(tmp_path, *batch_args(db, reps=1))
-        assert r.returncode == 0, r.stderr
-        with open(mnt / "fill", "wb") as fh:  # fill every free block
-            with pytest.raises(OSError):
-                while True:
-                    fh.write(b"\0" * 65536)
-                    fh.flush()
-        r = alems(tmp_path, *batch_args(db, "--new-session", reps=1))
-        assert r.returncode != 0
-        one_error_line(r)
-        assert "Traceback" not in r.stderr
+    from alems.errors import AlemsError
+    from alems.store import locks
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(locks.os, "pwrite", full)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(AlemsError, match="No space left on device"):
+        locks.SessionLock(tmp_path / "experiments.db", "g").acquire()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 # ---------------------------------------------------------------- odd .partial streams
