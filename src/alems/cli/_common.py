@@ -58,22 +58,20 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except AlemsError as exc:
             fail(str(exc), exc.exit_code)
-        except OSError as exc:
-            line = os_error_line(exc)
-            if line is None:
-                raise
-            fail(line, 1)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", None)  # alems.interrupts.Terminated
             if signum is not None:
                 fail(f"stopped by {exc}; completed work was saved", 128 + signum)
             fail("interrupted (Ctrl-C); completed work was saved", 130)
         except OSError as exc:
-            if not _is_std_stream_error(exc):
+            if _is_std_stream_error(exc):
+                _silence_stdout()
+                fail(f"cannot write to standard output: {exc.strerror or exc}; "
+                     "redirect it to a file or device with room", 1)
+            line = os_error_line(exc)
+            if line is None:
                 raise
-            _silence_stdout()
-            fail(f"cannot write to standard output: {exc.strerror or exc}; "
-                 "redirect it to a file or device with room", 1)
+            fail(line, 1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -88,9 +88,10 @@ def read_governor(sysfs_root: str | None = None) -> str | None:
 
 
 def read_load_1m(proc_root: str | None = None) -> float | None:
+    text = read_text(str(Path(proc_root or config.proc_root()) / "loadavg"))
     try:
-        return float(read_text(str(Path(proc_root or config.proc_root()) / "loadavg")).split()[0])
-    except (AttributeError, ValueError, IndexError):  # unreadable (None) or not a number
+        return float(text.split()[0]) if text else None
+    except (ValueError, IndexError):  # not the kernel's format
         return None
 
 
