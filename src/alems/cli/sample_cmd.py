@@ -15,6 +15,7 @@ With `-o run.parquet` the samples stream to `run.parquet.partial` while the comm
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import resource
@@ -225,9 +226,14 @@ class SignalForwarder:
 def _write_json_atomic(path: Path, data: dict) -> None:
     from alems.outputs import atomic_target
 
-    with atomic_target(path) as target, open(target, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+    try:
+        with atomic_target(path) as target, open(target, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+    except OSError as exc:  # a full disk or device: the flush's error names no file
+        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else "")) from None
 
 
 def _switches(ru) -> dict:
