@@ -162,12 +162,34 @@ int open_input(const alems_channel *ch, char *err, size_t errlen)
                      ch->cpu, strerror(-fd));
         return fd;
     }
-    fd = open(ch->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted in place of a counter file must not block the open
+     * (nor the reads: it is refused below). Every input is a regular file (sysfs,
+     * procfs), or a character device for an MSR. */
+    fd = open(ch->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         set_err(err, errlen, "cannot open %s: %s", ch->path, e);
         return -e;
     }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        set_err(err, errlen, "cannot open %s: %s", ch->path, e);
+        return -e;
+    }
+    if (!(S_ISREG(st.st_mode) || (ch->kind == ALEMS_CH_MSR && S_ISCHR(st.st_mode)))) {
+        close(fd);
+        if (err && errlen)
+            snprintf(err, errlen, "cannot read %s: not a regular file (%s)", ch->path,
+                     S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory"
+                     : S_ISSOCK(st.st_mode) ? "a socket" : "a device");
+        return -EINVAL;
+    }
+    /* Back to blocking reads for the counter itself (an MSR driver may rely on it). */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     return fd;
 }
 

@@ -13,7 +13,7 @@ def held_elsewhere(path, *, probe_exclusive: bool = True) -> bool | None:
     when the file is missing or unreadable. The probe takes and at once drops a
     non-blocking lock (exclusive, or shared where concurrent probes must not collide)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait
     except OSError:
         return None
     try:

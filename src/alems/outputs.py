@@ -126,6 +126,8 @@ def check_output_path(path, what: str = "--output", *, folder: bool = False) -> 
             raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISFIFO(st.st_mode):
+            _hold_fifo_reader(path, what)
         if any(test(st.st_mode) for test in _DIRECT):
             return path  # written in place, never replaced
         raise UsageError(f"{what} {path} is {_kind(st.st_mode)}; give a regular file name")
@@ -138,6 +140,24 @@ def check_output_path(path, what: str = "--output", *, folder: bool = False) -> 
         raise UsageError(f"{what}: the file name is {len(os.fsencode(name))} bytes long; "
                          f"this file system allows {name_max - _TMP_EXTRA_CHARS} here")
     return path
+
+
+# Write ends of output FIFOs opened by check_output_path, kept open until the process
+# exits: closing them would hand the reader an early end of file.
+_HELD_FIFO_FDS: list[int] = []
+
+
+def _hold_fifo_reader(path: Path, what: str) -> None:
+    """A FIFO output needs a reader now: without one, writing it later would block for
+    ever (and the open ignores everything but SIGKILL). The non-blocking open says so at
+    once (ENXIO) instead."""
+    try:
+        _HELD_FIFO_FDS.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise UsageError(f"{what} {path} is a FIFO that nobody reads; start its reader "
+                             "first, or give a regular file name") from None
+        raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def _check_folder(parent: Path, path: Path, what: str) -> None:

@@ -34,6 +34,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     raise typer.Exit(code)
 
 
+def os_error_line(exc: OSError) -> str | None:
+    """The one line for an OS error that is the machine's state, not a bug: the current
+    directory was deleted (every relative path fails), or the disk is full. None: not one
+    of those (let it surface)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the current directory no longer exists (it was deleted or moved); "
+                "cd to an existing folder and run again")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}: the disk is full; free space and run again"
+    return None
+
+
 def handle_errors(func: F) -> F:
     """Turn AlemsError (and a few OS errors) into one line + exit code."""
 
@@ -49,11 +64,14 @@ def handle_errors(func: F) -> F:
                 fail(f"stopped by {exc}; completed work was saved", 128 + signum)
             fail("interrupted (Ctrl-C); completed work was saved", 130)
         except OSError as exc:
-            if not _is_std_stream_error(exc):
+            if _is_std_stream_error(exc):
+                _silence_stdout()
+                fail(f"cannot write to standard output: {exc.strerror or exc}; "
+                     "redirect it to a file or device with room", 1)
+            line = os_error_line(exc)
+            if line is None:
                 raise
-            _silence_stdout()
-            fail(f"cannot write to standard output: {exc.strerror or exc}; "
-                 "redirect it to a file or device with room", 1)
+            fail(line, 1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -127,4 +145,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str = "a
     except (typer.Abort, KeyboardInterrupt):
         print("alems: error: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
+    except OSError as exc:  # outside a command's own handler (e.g. while parsing)
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"alems: error: {line}", file=sys.stderr)
+        return 1
     return code if isinstance(code, int) else 0

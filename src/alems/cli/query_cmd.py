@@ -4,16 +4,21 @@ The connection is `store.db.connect`, so STDDEV, VARIANCE, SQRT, MEDIAN … work
 database is one error line (a query never creates an empty one); a bad query gives SQLite's
 own message in one line, exit 1. Read-only unless --write: the database is opened
 read-only and an authorizer allows reads only (no ATTACH, VACUUM INTO, setting PRAGMAs).
-Ctrl-C stops a running query (exit 130), so does --timeout (exit 1).
+Ctrl-C stops a running query (exit 130), so does --timeout (exit 1). Rows are written as
+SQLite gives them (csv, json: any number in bounded memory; table: at most TABLE_MAX_ROWS,
+the number left out is said).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 import json
 import signal
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -25,14 +30,27 @@ from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.store.reads import EXAMPLE_QUERY
 
 FORMATS = ("table", "csv", "json")
-WIDE_COLUMNS = 12
-MAX_TIMEOUT_S = 7 * 86_400.0  # more columns than this: one "column: value" block per row
+WIDE_COLUMNS = 12  # more columns than this: one "column: value" block per row
+MAX_TIMEOUT_S = 7 * 86_400.0
+# The table format aligns columns over all the rows it shows, so it keeps them: at most
+# this many (the rest are counted and said); csv and json stream any number.
+TABLE_MAX_ROWS = 10_000
 
 
 def run_query(db_path: Path, sql: str, *, write: bool = False,
               timeout_s: float | None = None) -> tuple[list[str], list[tuple]]:
+    """All rows in a list (for small results; the command streams, see `query_rows`)."""
+    with query_rows(db_path, sql, write=write, timeout_s=timeout_s) as (columns, rows):
+        return columns, list(rows)
+
+
+@contextlib.contextmanager
+def query_rows(db_path: Path, sql: str, *, write: bool = False,
+               timeout_s: float | None = None) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """(columns, rows as they come from SQLite): Ctrl-C and --timeout stop it while its
+    rows are written too."""
     from alems.store.db import connect, connect_readonly
-    from alems.store.reads import run_user_query
+    from alems.store.reads import user_query
 
     conn = connect(db_path, create=False) if write else connect_readonly(db_path)
     stop = threading.Event()
@@ -42,8 +60,9 @@ def run_query(db_path: Path, sql: str, *, write: bool = False,
         # progress handler polls this flag instead.
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        return run_user_query(conn, sql, write=write, timeout_s=timeout_s,
-                              stop_requested=stop.is_set)
+        with user_query(conn, sql, write=write, timeout_s=timeout_s,
+                        stop_requested=stop.is_set) as result:
+            yield result
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -86,18 +105,33 @@ def format_table(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(out)
 
 
-def write_output(columns: list[str], rows: list[tuple], fmt: str, stream=None) -> None:
+def write_output(columns: list[str], rows: Iterable[tuple], fmt: str, stream=None, *,
+                 table_max_rows: int = TABLE_MAX_ROWS) -> None:
+    """Write rows as they come: csv and json hold one row at a time whatever the result's
+    size; a table needs every row's width first, so it shows at most `table_max_rows` and
+    counts the rest (without keeping them)."""
     stream = stream or sys.stdout
+    rows = iter(rows)
     if fmt == "csv":
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(["" if v is None else v for v in row] for row in rows)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
     elif fmt == "json":
-        json.dump([dict(zip(columns, row, strict=True)) for row in rows], stream, default=str,
-                  indent=1)
-        stream.write("\n")
+        first = True
+        for row in rows:  # the layout of json.dump(list, indent=1), one element at a time
+            item = json.dumps(dict(zip(columns, row, strict=True)), default=str, indent=1)
+            stream.write(("[\n " if first else ",\n ") + item.replace("\n", "\n "))
+            first = False
+        stream.write("[]\n" if first else "\n]\n")
     else:
-        stream.write(format_table(columns, rows) + "\n")
+        shown = list(itertools.islice(rows, table_max_rows))
+        left_out = sum(1 for _ in rows)
+        stream.write(format_table(columns, shown) + "\n")
+        if left_out:
+            stream.write(f"({left_out:,} more row{'s' if left_out != 1 else ''} not shown: "
+                         f"the table format shows at most {table_max_rows:,}; use --format "
+                         "csv or json for all of them, or LIMIT)\n")
 
 
 def query_command(
@@ -119,8 +153,8 @@ def query_command(
     if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:  # also NaN
         raise UsageError(f"--timeout must be between 0 and {MAX_TIMEOUT_S:g} s, got {timeout}")
     db = (db if db is not None else config.default_db_path()).absolute()  # in messages too
-    columns, rows = run_query(db, sql, write=write, timeout_s=timeout)
-    write_output(columns, rows, fmt)
+    with query_rows(db, sql, write=write, timeout_s=timeout) as (columns, rows):
+        write_output(columns, rows, fmt)
 
 
 def register(app) -> None:

@@ -15,11 +15,13 @@ With `-o run.parquet` the samples stream to `run.parquet.partial` while the comm
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -82,11 +84,28 @@ def check_writable(path: Path, flag: str) -> Path:
     return check_output_path(path, flag)
 
 
+def _check_samples_target(output: Path) -> None:
+    """The samples stream to `<output>.partial` beside the output and are renamed onto it:
+    only a regular file (or a new name) can take that; a device, FIFO, socket or
+    directory is refused (and nothing is ever created beside a device, e.g. in /dev)."""
+    from alems.outputs import _kind
+
+    try:
+        mode = os.stat(output).st_mode
+    except OSError:
+        return  # absent (or unreachable: check_writable says why)
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"--output {output} is {_kind(mode)}; the samples need a regular "
+                         f"file (they stream to {output.name}.partial beside it), give a "
+                         "regular file name")
+
+
 def check_outputs(output: Path | None, summary_json: Path | None, hz: float) -> None:
     """Both outputs writable, distinct, and room for the samples (see sample_bytes_needed)."""
     from alems.outputs import check_free_space, same_file, writes_directly
 
     if output is not None:
+        _check_samples_target(output)
         check_writable(output, "--output")
     if summary_json is not None:
         check_writable(summary_json, "--summary-json")
@@ -152,28 +171,48 @@ class SignalForwarder:
     """While installed, SIGINT/SIGTERM/SIGHUP sent to us go to the measured command.
 
     Installed before the command is spawned and removed only after the outputs are
-    written, so a second Ctrl-C cannot interrupt the write. A signal that arrives before
-    the command's pid is known is delivered as soon as it is (`attach`)."""
+    written. A signal reaches the command while it runs (`running` .. `ended`); at any
+    other moment nothing would act on it, so it stops alems itself (Terminated /
+    KeyboardInterrupt): before the release the gated command is cancelled; after the
+    command ended the output being written is abandoned, its samples stay in the
+    `.partial` stream. The one exception: the first SIGINT after the end, which a
+    terminal's Ctrl-C sends to alems and the command together, is only noted."""
 
     def __init__(self) -> None:
         self.pid: int | None = None
         self.received: list[int] = []
-        self._unsent: list[int] = []
+        self._state = "before"  # -> "running" -> "ended"
+        self._raised = False
         self._previous: dict = {}
 
     def _handle(self, signum, _frame) -> None:
         self.received.append(signum)
-        if self.pid is None:
-            self._unsent.append(signum)
-        else:
+        if self._state == "running" and self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
+            return
+        if self._state == "ended" and signum == signal.SIGINT \
+                and self.received.count(signal.SIGINT) == 1:
+            return
+        if self._raised:
+            return
+        self._raised = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        from alems.interrupts import Terminated
+
+        raise Terminated(signum)
 
     def attach(self, pid: int) -> None:
-        self.pid = pid  # from here on the handler forwards by itself
-        while self._unsent:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, self._unsent.pop(0))
+        """The (gated) command's pid; from `running()` on, signals go to it."""
+        self.pid = pid
+
+    def running(self) -> None:
+        self._state = "running"
+
+    def ended(self) -> None:
+        """The command was reaped: its pid may be reused, never signal it again."""
+        self._state = "ended"
 
     def __enter__(self) -> SignalForwarder:
         self._previous = {s: signal.signal(s, self._handle) for s in FORWARDED_SIGNALS}
@@ -187,9 +226,14 @@ class SignalForwarder:
 def _write_json_atomic(path: Path, data: dict) -> None:
     from alems.outputs import atomic_target
 
-    with atomic_target(path) as target, open(target, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+    try:
+        with atomic_target(path) as target, open(target, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+    except OSError as exc:  # a full disk or device: the flush's error names no file
+        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else "")) from None
 
 
 def _switches(ru) -> dict:
@@ -207,6 +251,7 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
 
     before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
     proc, release = spawn_gated(argv)
+    forwarder.attach(proc.pid)
     released = False
     try:
         # The command's context switches come exactly from its rusage once it is
@@ -218,11 +263,12 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
             sampler.stream_to(stream)
         sampler.start()
         try:
+            forwarder.running()  # before the release: a signal kills the gate at worst
             release()
             released = True
-            forwarder.attach(proc.pid)
             returncode = proc.wait()
         finally:
+            forwarder.ended()
             result = sampler.stop()
         after = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
         result.update_summary(

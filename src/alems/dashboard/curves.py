@@ -10,6 +10,7 @@ and the maximum of every bin, so no peak wider than the window is lost at any zo
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,12 @@ def newest_partial(folder: Path) -> Path | None:
     best, best_mtime = None, -1.0
     for p in folder.rglob(f"*{PARTIAL_SUFFIX}"):
         try:
-            m = p.stat().st_mtime
+            st = p.lstat()
         except OSError:
             continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a FIFO would block the read for ever, a link may lead anywhere
+        m = st.st_mtime
         if m > best_mtime:
             best, best_mtime = p, m
     return best

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from alems import config
 from alems.errors import AlemsError
 from alems.measure.names import DOMAINS
+from alems.measure.sources.base import read_text
 
 if TYPE_CHECKING:
     from alems.measure.protocol import SamplerProtocol
@@ -83,17 +84,14 @@ class Baseline:
 def read_governor(sysfs_root: str | None = None) -> str | None:
     """cpufreq governor of cpu0 (None where cpufreq is absent, e.g. most VMs)."""
     root = Path(sysfs_root or config.sysfs_root())
-    try:
-        governor = root / "devices/system/cpu/cpu0/cpufreq/scaling_governor"
-        return governor.read_text().strip() or None
-    except OSError:
-        return None
+    return read_text(str(root / "devices/system/cpu/cpu0/cpufreq/scaling_governor")) or None
 
 
 def read_load_1m(proc_root: str | None = None) -> float | None:
+    text = read_text(str(Path(proc_root or config.proc_root()) / "loadavg"))
     try:
-        return float((Path(proc_root or config.proc_root()) / "loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return float(text.split()[0]) if text else None
+    except (ValueError, IndexError):  # not the kernel's format
         return None
 
 

@@ -28,6 +28,7 @@ from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.batch_hooks import watch_phases
 from alems.experiment.plan import BatchConfig, RunKey
 from alems.measure.quiet import LoadProbe
+from alems.measure.sources.base import read_text
 
 if TYPE_CHECKING:
     from alems.measure.protocol import SamplerProtocol
@@ -40,10 +41,7 @@ LOCAL_NODE_REASON = "ran locally, not on a Ray cluster"
 
 def read_cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """The CPU's marketing name ('model name' on x86, 'Model'/'Hardware' on Arm)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        text = ""
+    text = read_text(str(cpuinfo)) or ""
     for key in ("model name", "Model", "Hardware", "cpu model"):
         for line in text.splitlines():
             name, _, value = line.partition(":")

@@ -21,6 +21,8 @@ import resource
 from dataclasses import dataclass
 from collections.abc import Iterable
 
+from alems.measure.sources.base import read_text
+
 VOLUNTARY = "voluntary_ctxt_switches"
 INVOLUNTARY = "nonvoluntary_ctxt_switches"
 
@@ -36,10 +38,8 @@ class Switches:
 
 def read_status_switches(path: str) -> Switches | None:
     """(voluntary, involuntary) from a /proc/…/status file; None if it is gone."""
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except OSError:
+    text = read_text(path)
+    if text is None:
         return None
     vals = {}
     for line in text.splitlines():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from alems import config
 from alems.measure import threads as instrument_threads
+from alems.measure.sources.base import read_text
 
 POLL_S = 0.1
 MAX_OTHER_RUNNABLE = 0.5      # mean runnable tasks beyond ours: half a CPU kept busy
@@ -37,9 +38,8 @@ QUIET_RULE = (f"at most {MAX_OTHER_RUNNABLE:g} other runnable tasks on average a
 
 def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int | None]:
     """(procs_running, steal ticks or None, total ticks) from /proc/stat."""
-    try:
-        text = (Path(proc_root or config.proc_root()) / "stat").read_text(errors="replace")
-    except OSError:
+    text = read_text(str(Path(proc_root or config.proc_root()) / "stat"))
+    if text is None:
         return None, None, None
     running = steal = total = None
     try:

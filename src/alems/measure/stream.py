@@ -16,7 +16,9 @@ import contextlib
 import datetime as _dt
 import fcntl
 import json
+import math
 import os
+import stat
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -43,6 +45,8 @@ def _row_group_rows(meta: dict[bytes, bytes]) -> int:
     try:
         hz = float(meta.get(b"rate_hz", b"1000"))
     except ValueError:
+        hz = 1000.0
+    if not math.isfinite(hz) or hz <= 0:  # damaged metadata ("nan"): only sizes the groups
         hz = 1000.0
     return int(min(max(hz * ROW_GROUP_S, ROW_GROUP_ROWS[0]), ROW_GROUP_ROWS[1]))
 
@@ -93,31 +97,64 @@ class PartialWriter:
         self._fh = arrowfile.sink(self.path)
         self._writer = ipc.new_stream(self._fh, self.schema)
         self.samples = 0
+        # The first write error (a full disk): later samples are dropped, not written
+        # after a hole; close() reports it. What was written before stays readable.
+        self.error: OSError | None = None
+        self.dropped = 0
 
     def write(self, cols: dict[str, np.ndarray]) -> None:
         n = len(cols["t_ns"])
         if not n:
             return
+        if self.error is not None:
+            self.dropped += n
+            return
         batch = pa.RecordBatch.from_arrays([numpy_to_arrow(cols[f.name]) for f in self.schema],
                                            schema=self.schema)
-        self._writer.write_batch(batch)
+        try:
+            self._writer.write_batch(batch)
+        except OSError as exc:  # runs in the drain thread: never let it die with a traceback
+            self.error = exc
+            self.dropped += n
+            return
         self.samples += n
 
     def close(self) -> None:
-        """End-of-stream marker, close, release the lock (the file stays)."""
+        """End-of-stream marker, close, release the lock (the file stays). AlemsError when
+        a write failed: the samples before it are in the stream (`--recover`)."""
         if self._fh is None:
             return
         try:
             self._writer.close()
+        except OSError as exc:
+            self.error = self.error or exc
         finally:
-            self._fh.close()
+            with contextlib.suppress(OSError):
+                self._fh.close()
             self._fh = None
             os.close(self._lock_fd)
+        if self.error is not None:
+            why = getattr(self.error, "strerror", None) or str(self.error)
+            raise AlemsError(f"writing the samples stream {self.path} failed after "
+                             f"{self.samples:,} samples ({why}); {self.dropped:,} later samples "
+                             "were lost. The ones before are kept: free space, then run "
+                             f"`alems sample --recover {_final_of(self.path)}`")
+
+
+def _final_of(partial: Path) -> Path:
+    return partial.with_name(partial.name[:-len(PARTIAL_SUFFIX)])
 
 
 def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The stream's schema and its complete batches; a batch cut off by a kill ends the
     iteration instead of failing. Reads from a plain file: no mapping stays resident."""
+    try:
+        mode = os.stat(partial).st_mode
+    except OSError as exc:
+        raise AlemsError(f"cannot read {partial}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):  # a directory fails to open, a FIFO would block for ever
+        raise AlemsError(f"{partial} is not a regular file, so not a samples stream; "
+                         "nothing to recover")
     src = arrowfile.reader(partial)
     try:
         reader = ipc.open_stream(src)
@@ -125,6 +162,12 @@ def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         src.close()
         raise AlemsError(f"{partial} holds no samples stream ({exc}); nothing to recover") \
             from None
+    t_field = reader.schema.field("t_ns") if "t_ns" in reader.schema.names else None
+    if t_field is None or not pa.types.is_integer(t_field.type):
+        src.close()
+        got = "no t_ns column" if t_field is None else f"t_ns of type {t_field.type}"
+        raise AlemsError(f"{partial} is not a samples stream of A-LEMS ({got}, not integer "
+                         "nanoseconds); nothing to recover")
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -139,6 +182,15 @@ def read_batches(partial) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
             src.close()
 
     return reader.schema, batches()
+
+
+def _t_span(batch: pa.RecordBatch, partial) -> tuple[int, int]:
+    """First and last t_ns of a non-empty batch; a null t_ns is a damaged stream."""
+    t = batch.column(batch.schema.get_field_index("t_ns"))
+    if t.null_count:
+        raise AlemsError(f"{partial}: {t.null_count:,} samples without a time (null t_ns); "
+                         "the stream is damaged, nothing recovered")
+    return t[0].as_py(), t[-1].as_py()
 
 
 def read_partial(partial) -> pa.Table:
@@ -165,9 +217,9 @@ def stream_to_parquet(partial, final, metadata: dict[str, str] | None = None) ->
             for batch in batches:
                 if not batch.num_rows:
                     continue
-                t = batch.column(batch.schema.get_field_index("t_ns"))
-                seen.setdefault("t0", t[0].as_py())
-                seen["t1"] = t[-1].as_py()
+                first, last = _t_span(batch, partial)
+                seen.setdefault("t0", first)
+                seen["t1"] = last
                 seen["samples"] += batch.num_rows
                 pending.append(batch)
                 rows += batch.num_rows
@@ -208,8 +260,8 @@ def count(partial) -> dict:
     n, t0, t1 = 0, 0, 0
     for batch in batches:
         if batch.num_rows:
-            t = batch.column(batch.schema.get_field_index("t_ns"))
-            t0 = t0 if n else t[0].as_py()
-            t1 = t[-1].as_py()
+            first, last = _t_span(batch, partial)
+            t0 = t0 if n else first
+            t1 = last
             n += batch.num_rows
     return {"samples": n, "duration_s": (t1 - t0) / 1e9 if n >= 2 else 0.0}

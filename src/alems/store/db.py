@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote
@@ -157,6 +158,22 @@ def register_functions(conn: sqlite3.Connection) -> None:
 
 # ---------------------------------------------------------------- connect / schema
 
+def check_database_file(path) -> None:
+    """A database is a regular file (or a new name): SQLite writes `<name>-journal` and
+    `-wal` beside it, which must never appear beside a device (`--db /dev/null` in /dev)
+    or a FIFO (whose open would block). UsageError: one line, exit 2."""
+    from alems.errors import UsageError
+    from alems.outputs import _kind
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # a new database, or a folder problem the open reports
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"--db {path} is {_kind(mode)}; a database is a regular file "
+                         "(give a file name such as data/experiments.db)")
+
+
 def connect(path, *, create: bool = True) -> sqlite3.Connection:
     """Open the index at `path` (WAL, foreign keys, functions, schema up to date).
 
@@ -164,6 +181,7 @@ def connect(path, *, create: bool = True) -> sqlite3.Connection:
     schema is left as found.
     """
     path = Path(path)
+    check_database_file(path)
     if not create and not path.is_file():
         raise AlemsError(f"database not found: {path}; run `alems batch --save-db` first "
                          "or pass --db PATH")

@@ -94,8 +94,14 @@ class SessionLock:
             self.taken_over = old if old.get("pid") else None
             record = {"pid": os.getpid(), "host": socket.gethostname(),
                       "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            except OSError as exc:  # a full disk: nothing was run yet, say so and stop
+                os.close(fd)
+                raise AlemsError(f"cannot lock session {self.group_id}: cannot write "
+                                 f"{self.path}: {exc.strerror or exc}; free space in the "
+                                 "database folder") from None
             self.fd = fd
             return self
         raise AlemsError(f"cannot lock session {self.group_id}: {self.path} keeps changing")

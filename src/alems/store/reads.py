@@ -6,8 +6,10 @@ comes with the `reports` extra); the others return sqlite3 rows or plain values.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 
 from alems.errors import AlemsError
 
@@ -210,13 +212,26 @@ class QueryStopped(AlemsError):
     """The query was stopped by its --timeout."""
 
 
-def run_user_query(conn: sqlite3.Connection, sql: str, *, write: bool = False,
-                   timeout_s: float | None = None,
-                   stop_requested=lambda: False) -> tuple[list[str], list[tuple]]:
-    """Run one statement of the user's; (column names, rows). Read-only unless `write`
-    (the caller opens a read-only connection; the authorizer refuses the rest). The
-    statement is abandoned when `stop_requested()` turns true (Ctrl-C: KeyboardInterrupt)
-    or after `timeout_s` (QueryStopped). SQLite's complaint becomes one AlemsError line."""
+# Rows fetched from SQLite at a time while streaming a user query's result.
+FETCH_ROWS = 1000
+
+
+def run_user_query(conn: sqlite3.Connection, sql: str, **kw) -> tuple[list[str], list[tuple]]:
+    """`user_query`, all rows in a list (for small results)."""
+    with user_query(conn, sql, **kw) as (columns, rows):
+        return columns, list(rows)
+
+
+@contextlib.contextmanager
+def user_query(conn: sqlite3.Connection, sql: str, *, write: bool = False,
+               timeout_s: float | None = None, stop_requested=lambda: False
+               ) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """Run one statement of the user's; yields (column names, an iterator of the rows,
+    fetched FETCH_ROWS at a time: a result of any size in bounded memory). Read-only
+    unless `write` (the caller opens a read-only connection; the authorizer refuses the
+    rest). The statement is abandoned when `stop_requested()` turns true (Ctrl-C:
+    KeyboardInterrupt) or after `timeout_s` (QueryStopped), also while its rows are read.
+    SQLite's complaint becomes one AlemsError line."""
     if not write:
         conn.execute("PRAGMA query_only = ON")
         conn.set_authorizer(read_only_authorizer)
@@ -230,29 +245,44 @@ def run_user_query(conn: sqlite3.Connection, sql: str, *, write: bool = False,
             why.append("timeout")
         return 1 if why else 0
 
-    conn.set_progress_handler(check, PROGRESS_STEPS)
-    try:
-        cur = conn.execute(sql)
-        rows = cur.fetchall()
-        columns = [d[0] for d in cur.description or []]
-        if write:
-            conn.commit()
-    except sqlite3.Warning as exc:  # e.g. more than one statement
-        raise AlemsError(f"query rejected: {exc}") from None
-    except sqlite3.Error as exc:
+    def failed(exc: sqlite3.Error) -> BaseException:
+        if isinstance(exc, sqlite3.Warning):  # e.g. more than one statement
+            return AlemsError(f"query rejected: {exc}")
         if why == ["interrupt"]:
-            raise KeyboardInterrupt from None
+            return KeyboardInterrupt()
         if why:
-            raise QueryStopped(f"query stopped after --timeout {timeout_s:g} s; narrow it "
-                               "(WHERE, LIMIT) or give a longer --timeout") from None
+            return QueryStopped(f"query stopped after --timeout {timeout_s:g} s; narrow it "
+                                "(WHERE, LIMIT) or give a longer --timeout")
         msg = " ".join(str(exc).split())
         if not write and ("authoriz" in msg or "readonly" in
                           msg.replace("-", "").replace(" ", "").lower()):
             msg += (" (queries are read-only: no ATTACH, VACUUM INTO or setting PRAGMAs; "
                     "pass --write to modify the database)")
-        raise AlemsError(f"SQL error: {msg}") from None
+        return AlemsError(f"SQL error: {msg}")
+
+    def rows(cur) -> Iterator[tuple]:
+        while True:
+            try:
+                chunk = cur.fetchmany(FETCH_ROWS)
+            except sqlite3.Error as exc:
+                raise failed(exc) from None
+            if not chunk:
+                return
+            yield from chunk
+
+    conn.set_progress_handler(check, PROGRESS_STEPS)
+    try:
+        try:
+            cur = conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise failed(exc) from None
+        yield [d[0] for d in cur.description or []], rows(cur)
+        if write:
+            try:
+                conn.commit()
+            except sqlite3.Error as exc:
+                raise failed(exc) from None
     finally:
         conn.set_progress_handler(None, 0)
         if not write:
             conn.set_authorizer(None)
-    return columns, rows

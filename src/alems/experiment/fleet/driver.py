@@ -38,6 +38,36 @@ def node_label(info: dict) -> str:
     return f"{info.get('host') or '?'}/{(info.get('node_id') or '?')[:8]}"
 
 
+# `--ray-address HOST:PORT` that does not answer a TCP connect within this is refused at
+# once (ray.init would retry silently for about two minutes).
+RAY_PROBE_TIMEOUT_S = 2.0
+
+
+def probe_ray_address(address: str, timeout_s: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Fail fast (AlemsError) when `address` ([ray://]HOST:PORT) does not accept a TCP
+    connection; `auto`/`local` (found by Ray itself) are left to ray.init."""
+    import socket
+    from urllib.parse import urlsplit
+
+    text = address.strip()
+    if text.lower() in ("auto", "local", ""):
+        return
+    try:
+        parts = urlsplit(text if "://" in text else f"tcp://{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise AlemsError(f"--ray-address {address!r} is not HOST:PORT ({exc})") from None
+    if not host or port is None:
+        raise AlemsError(f"--ray-address {address!r} is not HOST:PORT (nor auto)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise AlemsError(f"the Ray cluster address {host}:{port} does not answer ({why} "
+                         f"within {timeout_s:g} s); start one with `ray start --head` or "
+                         "check the address") from None
+
+
 def _ray():
     try:
         import ray
@@ -63,6 +93,8 @@ class Fleet:
     @classmethod
     def start(cls, cfg: BatchConfig, *, sampler_factory=None, provider_factory=None,
               log: Callable[[str], None]) -> Fleet:
+        if cfg.ray_address is not None:
+            probe_ray_address(cfg.ray_address)  # before importing Ray: seconds, not minutes
         ray = _ray()
         owns = not ray.is_initialized()
         if owns:

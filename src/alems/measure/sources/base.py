@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 
 from alems import config
@@ -90,9 +91,26 @@ def availability_from(discover, describe):
     return available
 
 
+def open_input(path: str, *, device_ok: bool = False) -> int:
+    """A read-only fd of a hardware input (sysfs/procfs file; with device_ok, an MSR
+    character device too). Opened non-blocking, so a FIFO planted in place of a counter
+    cannot hang discovery, and refused (OSError EINVAL) unless regular: the one check on
+    the Python side, as open_input() is on the C core's."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or (device_ok and stat.S_ISCHR(mode))):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_text(path: str) -> str | None:
     try:
-        with open(path, errors="replace") as fh:
+        with open(open_input(path), errors="replace") as fh:
             return fh.read().strip()
     except OSError:
         return None

@@ -19,8 +19,8 @@ from alems import config
 from alems.measure._native import ChannelSpec
 from alems.measure.sources.base import (Availability, Column, Discovery, Roots,
                                         SourceUnavailable, availability_from, cpus,
-                                        first_cpu_per_package, package_of, perm_denied,
-                                        read_int, read_text, try_probe)
+                                        first_cpu_per_package, open_input, package_of,
+                                        perm_denied, read_int, read_text, try_probe)
 
 NAME = "msr"
 DESCRIPTION = "RAPL energy counters read from the MSR device"
@@ -75,7 +75,7 @@ def stride() -> int:
 
 
 def _read_reg(path: str, reg: int) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_input(path, device_ok=True)
     try:
         data = os.pread(fd, 8, reg * stride())
     finally:
