@@ -372,7 +372,7 @@ def test_kill_9_then_same_command_resumes_without_loss_or_duplicates(tmp_path):
 
 
 def test_batch_with_replay_sampler_and_real_sample_results(tmp_path):
-    replay = pytest.importorskip("alems.measure.replay")
+    from alems.measure import replay
     table = replay.synthetic_table(duration_s=30.0, hz=200.0, power_w={"pkg": 12.0})
     runner = make_runner(tmp_path, tasks=["gsm8k_basic"], repetitions=1)
     runner.sampler_factory = lambda: replay.ReplaySampler(table, energy_source="powercap")

@@ -334,7 +334,7 @@ def test_react_tool_limit_and_unreadable_step():
 # ------------------------------------------------------------------ with the real sampler
 
 def test_agentic_phases_land_on_the_real_sampler_clock():
-    sampler_mod = pytest.importorskip("alems.measure.sampler", reason="alems.measure.sampler is not written yet")
+    from alems.measure import sampler as sampler_mod
     provider = ScriptedProvider(
         plan_then(plan_json(calc("6 * 7")), "Answer: 42"),
         delay_s=0.02,
