@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 
-def alems_inproc(*args: str, cwd: str | Path | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `alems ARGS` in-process; `cwd` and `env` (the whole environment, as for
-    subprocess.run) apply for the call only."""
+def alems_inproc(*args: str, cwd: str | Path | None = None, env: dict[str, str] | None = None,
+                 umask: int | None = None) -> subprocess.CompletedProcess:
+    """Run `alems ARGS` in-process; `cwd`, `env` (the whole environment, as for
+    subprocess.run) and `umask` apply for the call only."""
     from alems.cli import app
     from alems.cli._common import run_app
 
@@ -30,6 +30,8 @@ def alems_inproc(*args: str, cwd: str | Path | None = None,
             os.environ.update(env)
         if cwd is not None:
             os.chdir(cwd)
+        if umask is not None:
+            saved_umask = os.umask(umask)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = run_app(app, [str(a) for a in args])
@@ -38,6 +40,8 @@ def alems_inproc(*args: str, cwd: str | Path | None = None,
                 if not isinstance(exc.code, (int, type(None))):
                     print(exc.code, file=err)
     finally:
+        if umask is not None:
+            os.umask(saved_umask)
         os.chdir(saved_cwd)
         if env is not None:
             os.environ.clear()
