@@ -28,3 +28,8 @@ def wait_until(condition: Callable[[], T], what: str, timeout_s: float = DEADLIN
 def wait_past(t_ns: int) -> None:
     """Return once CLOCK_MONOTONIC (the sampler's clock) has passed t_ns."""
     wait_until(lambda: time.monotonic_ns() > t_ns, f"the clock to pass {t_ns}")
+
+
+def wait_samples(sampler, n: int) -> None:
+    """Return once a running alems Sampler's C core has taken n samples."""
+    wait_until(lambda: sampler._native.stats()["samples"] >= n, f"{n} samples")
