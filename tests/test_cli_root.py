@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from test_batch import env_for
 
 
