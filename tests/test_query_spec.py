@@ -113,7 +113,7 @@ def test_queries_are_verbatim_from_the_spec(name):
 @needs_guide
 def test_watch_query_is_the_spec_shell_line_unquoted():
     spec = SPEC.read_text(encoding="utf-8")
-    assert WATCH.replace('"', '\\"').rstrip(";") + ";'\"" in spec
+    assert QUERIES["watch"].replace('"', '\\"').rstrip(";") + ";'\"" in spec
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
