@@ -49,12 +49,17 @@ def test_batch_stores_gpu_energy_baseline_and_names(tmp_path, monkeypatch):
     with FakeNvml(tmp_path, [FakeGpu(schedule=[(0.0, 120.0)])], monkeypatch):
         cfg, runs, bases = run_batch(tmp_path)
     assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
-    # The fake library computes each reading for the instant it is read (no writer that
-    # lags on a loaded machine), and the power is constant: 1 % holds on any window.
-    assert bases and bases[-1]["gpu_power_w_mean"] == pytest.approx(120.0, rel=0.01)
+    # Storage and arithmetic are checked here: the stored energy is the run's own GPU
+    # column, in the right unit. Accuracy is test_gpu.py's job: on windows of 0.3 s a read
+    # stamped a few ms late on a loaded machine moves the energy by ~1 %, so the agreement
+    # with the fake's 120 W is only checked to 5 % (a unit or column mix-up is far off).
+    assert bases and bases[-1]["gpu_power_w_mean"] == pytest.approx(120.0, rel=0.05)
     for r in runs:
         duration_s = r["duration_ns"] / 1e9
-        assert r["gpu_energy_uj"] == pytest.approx(120.0 * duration_s * 1e6, rel=0.01)
+        gpu0 = pq.read_table(cfg.db_path.parent / r["samples_path"]).column(
+            "gpu0_energy_uj").to_numpy()
+        assert r["gpu_energy_uj"] == pytest.approx(gpu0[-1] - gpu0[0], rel=1e-9)
+        assert r["gpu_energy_uj"] == pytest.approx(120.0 * duration_s * 1e6, rel=0.05)
         used = next(b for b in bases if b["baseline_id"] == r["baseline_id"])  # may be re-measured
         assert r["gpu_baseline_energy_uj"] == pytest.approx(
             used["gpu_power_w_mean"] * duration_s * 1e6)
@@ -92,7 +97,7 @@ def test_baseline_without_gpus_is_not_reused_for_gpu_runs(tmp_path, monkeypatch)
     for r in gpu_runs:
         used = next(b for b in bases if b["baseline_id"] == r["baseline_id"])
         assert used["baseline_id"] != cpu_only["baseline_id"]
-        assert used["gpu_power_w_mean"] == pytest.approx(80.0, rel=0.01)
+        assert used["gpu_power_w_mean"] == pytest.approx(80.0, rel=0.05)
         assert r["gpu_baseline_energy_uj"] is not None
 
 
