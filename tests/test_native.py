@@ -122,7 +122,7 @@ def test_slots_sum_and_slow_inputs_carry_forward(tmp_path):
     ticks = recs["tick"].astype(int)
     assert (recs["flags"][:-1][ticks[:-1] % 10 == 0] & n.REC_SLOW).all()
     assert st["samples"] == len(recs) and st["dropped"] == 0
-    assert st["slow_reads"] >= len(recs) // 10
+    assert st["slow_reads"] >= is_slow.sum()   # every slow tick read the slow input
     assert (np.diff(recs["t_ns"]) > 0).all()
 
 
