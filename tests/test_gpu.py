@@ -99,7 +99,7 @@ def test_energy_counter_and_integrated_power_within_1_percent_on_one_timeline(tm
     (trace,) = traces
     stamps = trace.t_ns
     assert r.t_start_ns + 2e8 < t_step < r.t_end_ns - 2e8
-    for i in (0, 1):
+    for i, method in methods.items():
         col = f"gpu{i}_energy_uj"
         # 1. the GPU curve is put on t_ns exactly as read (one timeline)
         expected = np.interp(t, stamps, trace.energy_uj[i])
@@ -113,18 +113,25 @@ def test_energy_counter_and_integrated_power_within_1_percent_on_one_timeline(tm
         assert np.median(np.abs(off_ns)) < 1_000_000, off_ns   # a wrong clock is far off
         # 3. energies against the schedule's exact integral: 1 %, plus at each end of a
         # window what that end's two reads were late or early by (a loaded machine may
-        # preempt the thread inside a read) and, at the step, the corner that linear
-        # interpolation between two reads cuts (ΔW × gap / 4)
-        def end_j(x):
+        # preempt the thread inside a read), plus the corner that the reads around the
+        # step cut: linear interpolation of the counter between two reads misses up to
+        # ΔW × gap / 4 at the step; trapezoids of power read at both sides of it, ΔW × gap / 2
+        k_step = int(np.clip(np.searchsorted(logged[:, 1], t_step), 1, len(logged) - 1))
+        gap_s = (logged[k_step, 1] - logged[k_step - 1, 1]) / 1e9
+        d_w = step_w[i][1] - step_w[i][0]
+
+        def late_j(x):
             k = int(np.clip(np.searchsorted(stamps, x), 1, len(stamps) - 1))
-            late_s = np.abs(off_ns[k - 1:k + 1]).max() / 1e9
-            corner_j = (step_w[i][1] - step_w[i][0]) * (logged[k, 1] - logged[k - 1, 1]) / 4e9
-            return max(step_w[i]) * late_s + (corner_j if abs(x - t_step) < 1e8 else 0.0)
+            return max(step_w[i]) * np.abs(off_ns[k - 1:k + 1]).max() / 1e9
 
         for a, b in ((r.t_start_ns, r.t_end_ns), (r.t_start_ns, t_step), (t_step, r.t_end_ns)):
             measured = (r.summary["gpu_energy_j"][col] if (a, b) == (r.t_start_ns, r.t_end_ns)
                         else r.counter_delta(col, a, b) / 1e6)
-            within(measured, fake.truth_j(i, a, b), abs_j=end_j(a) + end_j(b))
+            if method == gpu_source.POWER:
+                corner_j = d_w * gap_s / 2
+            else:
+                corner_j = d_w * gap_s / 4 * ((a == t_step) + (b == t_step))
+            within(measured, fake.truth_j(i, a, b), abs_j=late_j(a) + late_j(b) + corner_j)
 
 
 def test_gpu_thread_keeps_the_1khz_sampler_on_time(tmp_path, monkeypatch):
