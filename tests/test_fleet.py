@@ -181,6 +181,7 @@ def test_without_ray_address_ray_is_never_imported(tmp_path):
                for r in rows)
 
 
+@pytest.mark.cluster
 def test_fleet_units_of_three_arms_run_each_arm_set_on_one_node(tmp_path, cluster):
     """Issue 18 item 5: with three arms a unit is one (task, provider, repetition) with its
     three arms, never a mix of two sets (the arms of one repetition on two machines)."""
