@@ -60,6 +60,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:  # a test that needs real hardware is an `hw` test
         if any(item.get_closest_marker(name) for name in _HW_PROBES):
             item.add_marker(pytest.mark.hw)
+        if "cluster" in getattr(item, "fixturenames", ()):  # test_fleet's Ray cluster
+            item.add_marker(pytest.mark.cluster)
 
 
 def pytest_runtest_setup(item):
