@@ -39,6 +39,14 @@ def alems(tmp_path, *args, timeout=120, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def alems_quick(tmp_path, *args) -> subprocess.CompletedProcess:
+    """`alems ARGS` in-process (run_app, as `alems` runs it), for what the process itself
+    does not change: argument checks, queries, refusals before anything runs."""
+    from inproc import alems_inproc
+
+    return alems_inproc(*args, cwd=tmp_path, env=env_for(tmp_path))
+
+
 def popen(tmp_path, *args, **kw) -> subprocess.Popen:
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)

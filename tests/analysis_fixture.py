@@ -7,8 +7,11 @@ integrated from those samples, paired tax rows, a baseline. Deterministic (fixed
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sqlite3
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -104,15 +107,38 @@ def _simulate(plan, t0_ns: int, rng):
     return table, phases, t_end
 
 
-def build_fixture_db(path: Path, *, group_id: str = "g-20260110-100000",
+def build_fixture_db(path: Path, **kw) -> Path:
+    """Write (or add to) a db at `path`; returns the path. `planned_reps` > `reps` leaves
+    the batch unfinished (for `status`); other keywords as for _build.
+
+    A new database is a copy of one built once per test session for the same keywords
+    (building takes seconds, copying milliseconds; every caller still gets its own files
+    to change). Adding to an existing database builds in place."""
+    path = Path(path)
+    if path.exists():
+        return _build(path, **kw)
+    key = repr(sorted(kw.items()))
+    master = _MASTERS.get(key)
+    if master is None:
+        folder = Path(tempfile.mkdtemp(prefix="alems-fixture-db-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        master = _MASTERS[key] = _build(folder / "experiments.db", **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(master, path)
+    shutil.copytree(master.parent / "samples", path.parent / "samples", dirs_exist_ok=True)
+    return path
+
+
+_MASTERS: dict[str, Path] = {}
+
+
+def _build(path: Path, *, group_id: str = "g-20260110-100000",
                      tasks=("gsm8k_basic", "factual_qa"), provider: str = "local",
                      reps: int = 4, workflows=("linear", "agentic"),
                      energy_source: str = "powercap", with_error: bool = True,
                      planned_reps: int | None = None, status: str = "completed",
                      created_at: datetime | None = None, seed: int = 7,
                      baseline_age: timedelta = timedelta(minutes=10)) -> Path:
-    """Write (or add to) a db at `path`; returns the path. `planned_reps` > `reps` leaves
-    the batch unfinished (for `status`)."""
     path = Path(path)
     if not path.exists():
         create_empty_db(path)

@@ -1,11 +1,13 @@
 """Shared test set-up: hardware flags (each with the reason it is off) and fake roots.
 
-HAS_RAPL / HAS_PERF_HW / IS_ROOT describe *this* machine; tests needing the real thing
-skip with the reason, everything else runs against the fake trees in tests/fakehw.py.
+rapl() / perf_hw() / IS_ROOT describe *this* machine; tests needing the real thing (marked
+needs_rapl / needs_perf_hw, hence `hw`) skip with the reason, everything else runs against
+the fake trees in tests/fakehw.py. Test tiers (markers) are described in pyproject.toml.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -21,7 +23,11 @@ IS_ROOT = os.geteuid() == 0
 IS_ROOT_REASON = "" if IS_ROOT else "not running as root"
 
 
-def _rapl() -> tuple[bool, str]:
+# Hardware probes run on first use (a test marked needs_rapl / needs_perf_hw), not when
+# this file is imported: collecting or running a test that needs no hardware costs nothing.
+@functools.cache
+def rapl() -> tuple[bool, str]:
+    """(this machine has real RAPL energy counters, why not)."""
     try:
         from alems.measure.sources import availability_of
         av = availability_of("powercap", sysfs_root="/sys")
@@ -30,7 +36,9 @@ def _rapl() -> tuple[bool, str]:
     return av.ok, av.reason + (f" (fix: {av.fix})" if av.fix else "")
 
 
-def _perf_hw() -> tuple[bool, str]:
+@functools.cache
+def perf_hw() -> tuple[bool, str]:
+    """(hardware perf counters open here, why not)."""
     try:
         from alems.measure.sources import perf
         from alems.measure.sources.base import Roots
@@ -41,13 +49,27 @@ def _perf_hw() -> tuple[bool, str]:
     return col is not None, av.reason
 
 
-HAS_RAPL, HAS_RAPL_REASON = _rapl()
-HAS_PERF_HW, HAS_PERF_HW_REASON = _perf_hw()
-
-needs_rapl = pytest.mark.skipif(not HAS_RAPL, reason=f"no real RAPL here: {HAS_RAPL_REASON}")
-needs_perf_hw = pytest.mark.skipif(not HAS_PERF_HW,
-                                   reason=f"no hardware perf counters here: {HAS_PERF_HW_REASON}")
+_HW_PROBES = {"needs_rapl": (rapl, "no real RAPL here"),
+              "needs_perf_hw": (perf_hw, "no hardware perf counters here")}
+needs_rapl = pytest.mark.needs_rapl
+needs_perf_hw = pytest.mark.needs_perf_hw
 needs_root = pytest.mark.skipif(not IS_ROOT, reason=IS_ROOT_REASON)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test that needs real hardware is an `hw` test
+        if any(item.get_closest_marker(name) for name in _HW_PROBES):
+            item.add_marker(pytest.mark.hw)
+        if "cluster" in getattr(item, "fixturenames", ()):  # test_fleet's Ray cluster
+            item.add_marker(pytest.mark.cluster)
+
+
+def pytest_runtest_setup(item):
+    for name, (probe, what) in _HW_PROBES.items():
+        if item.get_closest_marker(name):
+            ok, why = probe()
+            if not ok:
+                pytest.skip(f"{what}: {why}")
 
 
 @pytest.fixture

@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from _hardening_util import (alems, batch_args, check_store, count_runs, fill, popen,
+from _hardening_util import (alems, alems_quick, batch_args, check_store, count_runs, fill, popen,
                              small_tmpfs)
 
 SEED = 20260110
 
 
+@pytest.mark.signals
 def test_signals_at_random_points_lose_or_duplicate_nothing(tmp_path):
     rng = random.Random(SEED)
     db = tmp_path / "experiments.db"
@@ -115,17 +116,17 @@ def test_a_full_file_system_stops_the_batch_in_one_line_and_damages_nothing(tmp_
     mnt = tmp_path / "small"
     with small_tmpfs(mnt, "3m"):
         db = mnt / "experiments.db"
-        first = alems(tmp_path, *batch_args(db, reps=1))   # a healthy session to protect
+        first = alems_quick(tmp_path, *batch_args(db, reps=1))   # a healthy session to protect
         assert first.returncode == 0, first.stderr
         kept = check_store(db)
         fill(mnt)
-        r = alems(tmp_path, *batch_args(db, "--new-session", reps=3), timeout=120)
+        r = alems_quick(tmp_path, *batch_args(db, "--new-session", reps=3))
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.splitlines()[-1].startswith("alems: error:"), r.stderr
         (mnt / "filler").unlink()
         rows = check_store(db)
         assert {x["run_id"] for x in kept} <= {x["run_id"] for x in rows}
-        again = alems(tmp_path, *batch_args(db, reps=3), timeout=120)   # resumes, completes
+        again = alems_quick(tmp_path, *batch_args(db, reps=3))   # resumes, completes
         assert again.returncode == 0, again.stderr
         check_store(db)
 

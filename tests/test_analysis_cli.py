@@ -11,16 +11,20 @@ import polars as pl
 import pytest
 
 from analysis_fixture import build_fixture_db, create_empty_db
+from inproc import alems_inproc
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def alems(*args, env_extra=None, timeout=120):
+def alems(*args, env_extra=None, timeout=120, real=False):
+    """`alems ARGS` in-process (run_app, as `alems` runs it); real=True: in a new process."""
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("ALEMS_DB", None)
     env.pop("ALEMS_FACTORS", None)
     env.update(env_extra or {})
+    if not real:
+        return alems_inproc(*args, env=env)
     return subprocess.run([sys.executable, "-c", "from alems.cli import main; main()", *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -31,7 +35,7 @@ def db(tmp_path_factory):
 
 
 def test_summary_json_and_csv(db):
-    r = alems("summary", "--db", str(db), "--format", "json")
+    r = alems("summary", "--db", str(db), "--format", "json", real=True)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert {t["task"] for t in s["tax"]} == {"gsm8k_basic", "factual_qa", "all"}   # + pooled rows

@@ -18,6 +18,14 @@ def blocks_and_db(tmp_path_factory):
     return build_report(conn, db, resolve_group(conn, "latest")), db
 
 
+@pytest.fixture(scope="module")
+def report_pdf(blocks_and_db, tmp_path_factory):
+    """The fixture batch's report as PDF, typeset once (WeasyPrint takes seconds a PDF) and
+    read by every test that checks it."""
+    blocks, _ = blocks_and_db
+    return write_report(blocks, tmp_path_factory.mktemp("pdf") / "report.pdf")
+
+
 def _pdf_pages_and_images(path):
     from pypdf import PdfReader
 
@@ -50,10 +58,8 @@ def test_html_embeds_figures(blocks_and_db, tmp_path):
 
 
 @pytest.mark.pdf
-def test_pdf_has_pages_and_figures(blocks_and_db, tmp_path):
-    blocks, _ = blocks_and_db
-    out = write_report(blocks, tmp_path / "report.pdf")
-    pages, images = _pdf_pages_and_images(out)
+def test_pdf_has_pages_and_figures(report_pdf):
+    pages, images = _pdf_pages_and_images(report_pdf)
     assert pages >= 3
     assert images == 4          # the same four PNGs as the HTML
 
@@ -127,16 +133,23 @@ def test_conditions_show_no_raw_python_or_json(tmp_path):
 
 # ------------------------------------------------------------------------ PDF layout
 def _render(blocks, path):
-    """Write the PDF and read back what went on which page: (kind, page, text) for text and
-    table captions ("… (continued)" where a page carries a table on under its running
-    caption), ("table", page, caption, first row, end row) for each piece of a table."""
-    from pypdf import PdfReader
-
+    """Write the PDF and read back what went on which page (see _placed)."""
     from alems.analysis.report import render_pdf
 
     pages = render_pdf(blocks, path)
+    placed = _placed(blocks, path)
+    assert placed[0] == pages
+    return placed
+
+
+def _placed(blocks, path):
+    """(pages, what went on which page of the PDF at `path`): (kind, page, text) for text
+    and table captions ("… (continued)" where a page carries a table on under its running
+    caption), ("table", page, caption, first row, end row) for each piece of a table."""
+    from pypdf import PdfReader
+
     texts = [" ".join(p.extract_text().split()) for p in PdfReader(path).pages]
-    assert len(texts) == pages
+    pages = len(texts)
     at = [0, 0]                        # cursor: page index, offset in that page's text
 
     def find(text):
@@ -229,9 +242,9 @@ def test_short_table_moves_whole(tmp_path):
 
 
 @pytest.mark.pdf
-def test_report_pdf_page_one_holds_the_headline(blocks_and_db, tmp_path):
+def test_report_pdf_page_one_holds_the_headline(blocks_and_db, report_pdf):
     # issue 11: the answer first (tax, accuracy per arm, energy source), conditions later
     blocks, _ = blocks_and_db
-    _, placed = _render(blocks, tmp_path / "r.pdf")
+    _, placed = _placed(blocks, report_pdf)
     first = next(p for p in placed if p[0] == "table")
     assert first[2].startswith("Accuracy per arm") and first[1] == 1

@@ -1,4 +1,5 @@
-"""`alems doctor` end to end: the real CLI in a subprocess over fake roots (tests/fakehw.py).
+"""`alems doctor` end to end: the real CLI over fake roots (tests/fakehw.py), in-process
+(run_app, as `alems` runs it) and, where it matters, in a real process.
 
 The doctor is a report: it exits 0 whatever it finds, lists every source with its items,
 says why each unreadable one is unreadable and how to fix it, and ends with what
@@ -17,6 +18,7 @@ import pytest
 
 import fakehw
 from conftest import unprivileged_prefix
+from inproc import alems_inproc
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_SOURCES = {"powercap", "perf-power", "msr", "perf", "slow"}
@@ -37,7 +39,12 @@ def _env(roots: dict) -> dict:
     return env
 
 
-def doctor(roots: dict, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def doctor(roots: dict, *args: str, prefix: tuple[str, ...] | None = None
+           ) -> subprocess.CompletedProcess:
+    """`alems doctor ARGS` over `roots`: in-process (run_app, as `alems` runs it), or in a
+    real process started through `prefix` (() for none)."""
+    if prefix is None:
+        return alems_inproc("doctor", *args, env=_env(roots))
     argv = [*prefix, sys.executable, "-c", "from alems.cli import main; main()", "doctor", *args]
     return subprocess.run(argv, env=_env(roots), capture_output=True, text=True, timeout=60)
 
@@ -88,7 +95,7 @@ def test_every_perf_counter_is_listed_and_each_failure_says_why(fake_roots):
 
 
 def test_text_report_ends_with_what_sample_would_use(fake_roots):
-    proc = doctor(fake_roots)
+    proc = doctor(fake_roots, prefix=())  # the real process, once
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[-1].startswith("alems sample would use: estimate")

@@ -1,5 +1,7 @@
 """Issue 11: the command line as a newcomer meets it, each point through the real `alems`
-command (a subprocess): outputs, sessions, reading the results, help and exit codes."""
+command line (in-process through run_app as `alems` runs it; a real process where the
+process itself matters: umask, help layout, start-up): outputs, sessions, reading the
+results, help and exit codes."""
 
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ import pandas as pd
 import pytest
 
 from analysis_fixture import build_fixture_db
+from inproc import alems_inproc
 from test_batch import env_for
 
 FAST_BATCH = ["--providers", "scripted", "--hz", "200", "--baseline-duration", "0.05",
               "--baseline-reps", "1"]
 
 
-def alems(cwd, *args, env_extra=None, umask=None, timeout=180):
+def alems(cwd, *args, env_extra=None, umask=None, timeout=180, real=False):
+    """`alems ARGS` from folder `cwd`: in-process (run_app, as `alems` runs it), or as a
+    real process (real=True); `umask` for that command only."""
     env = env_for(cwd)
     env.pop("ALEMS_FACTORS", None)
     env.pop("COLUMNS", None)
     env.update(env_extra or {})
+    if not real:
+        return alems_inproc(*args, cwd=cwd, env=env, umask=umask)
     return subprocess.run([sys.executable, "-m", "alems", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout,
                           preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
@@ -101,7 +108,7 @@ def test_sample_summary_json_follows_the_umask(tmp_path):
     sysfs.mkdir()
     env = {"ALEMS_SYSFS_ROOT": str(sysfs)}
     proc = alems(tmp_path, "sample", "-q", "-o", "s.parquet", "--summary-json", "s.json",
-                 "--", "true", env_extra=env, umask=0o022)
+                 "--", "true", env_extra=env, umask=0o022, real=True)
     assert proc.returncode == 0, proc.stderr
     assert stat.S_IMODE((tmp_path / "s.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "s.parquet").stat().st_mode) == 0o644
@@ -188,11 +195,11 @@ def test_help_h_version_and_no_bool_placeholder(tmp_path):
         short = alems(tmp_path, *cmd, "-h", env_extra={"COLUMNS": "100"})
         assert short.returncode == 0 and "Usage:" in short.stdout, (cmd, short.stderr)
         assert "<bool>" not in short.stdout, cmd
-    batch = alems(tmp_path, "batch", "--help", env_extra={"COLUMNS": "200"})
+    batch = alems(tmp_path, "batch", "--help", env_extra={"COLUMNS": "200"}, real=True)
     db_line = next(l for l in batch.stdout.splitlines() if "--db " in l)
     assert "data/experiments.db" in batch.stdout.split("--db ")[1].split("--start-from")[0], \
         db_line
-    version = alems(tmp_path, "--version")
+    version = alems(tmp_path, "--version", real=True)
     assert version.returncode == 0 and re.match(r"alems \S+", version.stdout)
     mod = subprocess.run([sys.executable, "-m", "alems.run_experiment", "-h"], cwd=tmp_path,
                          env=env_for(tmp_path), capture_output=True, text=True, timeout=60)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from test_batch import env_for
 
 
@@ -32,6 +34,7 @@ def test_help_lists_every_command(tmp_path):
         assert command in proc.stdout
 
 
+@pytest.mark.signals
 def test_ctrl_c_keeps_completed_runs_and_the_same_command_resumes(tmp_path):
     batch = ["batch", "--tasks", "gsm8k_basic", "--repetitions", "40", "--providers", "scripted",
              "--db", str(tmp_path / "e.db"), "--hz", "200", "--baseline-duration", "0.05",

@@ -19,6 +19,7 @@ import pytest
 
 import fakehw
 from conftest import unprivileged_prefix
+from inproc import alems_inproc
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {
@@ -46,6 +47,12 @@ def alems_argv(*args: str) -> list[str]:
 def run_alems(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(alems_argv(*args), env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def refused(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`alems ARGS` in-process (run_app, as `alems` runs it): for a command line that is
+    refused before anything runs."""
+    return alems_inproc(*args, env=env)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -78,6 +85,7 @@ def test_exit_code_of_the_command_propagates(empty_roots, tmp_path):
     assert proc.returncode == 3, proc.stderr
 
 
+@pytest.mark.signals
 def test_command_killed_by_a_signal_gives_128_plus_signal(empty_roots):
     proc = run_alems(empty_roots, "sample", "-q", "--", "sh", "-c", "kill -TERM $$")
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
@@ -102,13 +110,13 @@ def test_nonexistent_command_exits_127_with_one_line(empty_roots):
 
 @pytest.mark.parametrize("hz", ["0", "-5", "1e9"])
 def test_bad_rate_exits_2_with_one_line(empty_roots, hz):
-    proc = run_alems(empty_roots, "sample", "--hz", hz, "--", "true")
+    proc = refused(empty_roots, "sample", "--hz", hz, "--", "true")
     assert proc.returncode == 2
     assert_one_error_line(proc, "--hz")
 
 
 def test_unknown_source_exits_2_with_one_line(empty_roots):
-    proc = run_alems(empty_roots, "sample", "--sources", "powercap,bogus", "--", "true")
+    proc = refused(empty_roots, "sample", "--sources", "powercap,bogus", "--", "true")
     assert proc.returncode == 2
     assert_one_error_line(proc, "bogus", "powercap, perf-power, msr")
 
@@ -126,23 +134,23 @@ def test_unwritable_output_fails_before_the_command_runs(empty_roots, tmp_path):
 
 def test_unwritable_summary_json_fails_before_the_command_runs(empty_roots, tmp_path):
     marker = tmp_path / "ran"
-    proc = run_alems(empty_roots, "sample", "--summary-json", str(tmp_path / "nope" / "s.json"),
-                     "--", "touch", str(marker))
+    proc = refused(empty_roots, "sample", "--summary-json", str(tmp_path / "nope" / "s.json"),
+                   "--", "touch", str(marker))
     assert proc.returncode != 0
     assert_one_error_line(proc, "--summary-json", "does not exist")
     assert not marker.exists()
 
 
 def test_output_that_is_a_directory_is_refused(empty_roots, tmp_path):
-    proc = run_alems(empty_roots, "sample", "-o", str(tmp_path), "--", "true")
+    proc = refused(empty_roots, "sample", "-o", str(tmp_path), "--", "true")
     assert proc.returncode != 0
     assert_one_error_line(proc, "is a directory")
 
 
 def test_requested_powercap_missing_says_why_and_how_to_fix(empty_roots, tmp_path):
     marker = tmp_path / "ran"
-    proc = run_alems(empty_roots, "sample", "--sources", "powercap", "--",
-                     "touch", str(marker))
+    proc = refused(empty_roots, "sample", "--sources", "powercap", "--",
+                   "touch", str(marker))
     assert proc.returncode != 0
     line = assert_one_error_line(proc, "powercap")
     assert "fix" in line.lower()
@@ -313,6 +321,7 @@ def _wait_for_child(parent_pid: int, name: str, timeout: float = 20) -> None:
     raise AssertionError(f"{name} never started under alems (pid {parent_pid})")
 
 
+@pytest.mark.signals
 def test_ctrl_c_keeps_samples_so_far_in_a_readable_parquet(empty_roots, tmp_path):
     out = tmp_path / "run.parquet"
     summary_path = tmp_path / "s.json"
@@ -341,6 +350,7 @@ def test_ctrl_c_keeps_samples_so_far_in_a_readable_parquet(empty_roots, tmp_path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
 
 
+@pytest.mark.signals
 def test_sigterm_is_forwarded_to_the_command(empty_roots, tmp_path):
     out = tmp_path / "run.parquet"
     proc = subprocess.Popen(
@@ -357,6 +367,7 @@ def test_sigterm_is_forwarded_to_the_command(empty_roots, tmp_path):
     assert pq.read_table(out).num_rows > 0
 
 
+@pytest.mark.signals
 def test_ctrl_c_at_a_terminal_reaches_both_and_keeps_the_samples(empty_roots, tmp_path):
     """A terminal's Ctrl-C signals the whole foreground group: the command gets SIGINT
     from the terminal and from alems; the outcome must be the same."""

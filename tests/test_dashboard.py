@@ -27,6 +27,7 @@ from alems.dashboard.pages import headline_row  # noqa: E402
 from alems.store import dashboard_reads as reads  # noqa: E402
 
 from analysis_fixture import build_fixture_db, create_empty_db  # noqa: E402
+from inproc import alems_inproc  # noqa: E402
 
 GROUP = "g-20260110-100000"
 TOKEN = "s3cret-s3cret-s3cret"
@@ -45,9 +46,8 @@ def client(db):
 
 
 def _summary_json(db: Path, group: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "alems", "summary", "--db", str(db),
-                           "--group-id", group, "--format", "json"],
-                          capture_output=True, text=True, check=True)
+    proc = alems_inproc("summary", "--db", str(db), "--group-id", group, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
@@ -225,7 +225,7 @@ def _alems(*args, timeout=30):
     (["--colour"], "--colour"),
 ])
 def test_bad_flags_are_one_error_line_exit_2(args, needle):
-    proc = _alems("dashboard", *args)
+    proc = alems_inproc("dashboard", *args)   # refused before any server starts
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("alems: error:") and needle in lines[0]

@@ -18,18 +18,25 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from alems.analysis.tax import tax_cells
+from alems.dashboard.pages import headline_row
+
+from analysis_fixture import build_fixture_db
+
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)", allow_module_level=True)
-pytest.importorskip("starlette")
-pytest.importorskip("scipy")
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = None   # playwright.sync_api, imported when this tier runs (not at collection)
 
-from alems.analysis.tax import tax_cells  # noqa: E402
-from alems.dashboard.pages import headline_row  # noqa: E402
 
-from analysis_fixture import build_fixture_db  # noqa: E402
+@pytest.fixture(scope="module", autouse=True)
+def _browser_stack():
+    global sync_api
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    pytest.importorskip("starlette")
+    pytest.importorskip("scipy")
+    sync_api = pytest.importorskip("playwright.sync_api")
+
 
 FIXTURE_GROUP = "g-20260110-100000"
 SCRIPTED_GROUP = "g-scripted"

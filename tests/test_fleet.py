@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
-# Every Ray process of these tests on loopback (ray reads this when first imported).
+from alems.experiment.batch import BatchProgress, BatchRunner
+from alems.experiment.plan import BatchConfig, plan_order
+from alems.experiment.providers.scripted import ScriptedProvider
+
+from _fake_sampling import BusyReplaySampler
+from test_batch import all_runs, assert_store_consistent
+
+# Every Ray process of these tests on loopback (ray reads this when first imported, which
+# is in the cluster fixture: collecting this file, or running the test that needs no
+# cluster, never imports ray).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-pytest.importorskip("ray")
-
-from alems.experiment.batch import BatchProgress, BatchRunner  # noqa: E402
-from alems.experiment.plan import BatchConfig, plan_order  # noqa: E402
-from alems.experiment.providers.scripted import ScriptedProvider  # noqa: E402
-
-from _fake_sampling import BusyReplaySampler  # noqa: E402
-from test_batch import all_runs, assert_store_consistent  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 TASKS = ["gsm8k_basic", "factual_qa"]
@@ -38,6 +39,7 @@ def make_provider(name):
 
 @pytest.fixture(scope="module")
 def cluster():
+    pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     # The nodes' workers import this module's factories by name.
@@ -108,6 +110,7 @@ class KillOtherNode(BatchProgress):
                 os.kill(other[0]["pid"], signal.SIGKILL)
 
 
+@pytest.mark.cluster
 def test_fleet_spreads_pairs_and_reruns_a_killed_workers_pair(tmp_path, cluster):
     logs: list[str] = []
     runner = fleet_runner(tmp_path, cluster, logs=logs)
@@ -149,6 +152,7 @@ class StopAfter(BatchProgress):
             raise KeyboardInterrupt
 
 
+@pytest.mark.cluster
 def test_rerunning_the_same_fleet_batch_resumes_without_duplicates(tmp_path, cluster):
     with pytest.raises(KeyboardInterrupt):
         fleet_runner(tmp_path, cluster, progress=StopAfter(4), tasks=["gsm8k_basic"]).run()
@@ -177,6 +181,7 @@ def test_without_ray_address_ray_is_never_imported(tmp_path):
                for r in rows)
 
 
+@pytest.mark.cluster
 def test_fleet_units_of_three_arms_run_each_arm_set_on_one_node(tmp_path, cluster):
     """Issue 18 item 5: with three arms a unit is one (task, provider, repetition) with its
     three arms, never a mix of two sets (the arms of one repetition on two machines)."""

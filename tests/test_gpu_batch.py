@@ -5,6 +5,7 @@ gives the tax on CPU package energy and on all measured devices, labelled."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 
 import pyarrow.parquet as pq
@@ -45,17 +46,32 @@ def run_batch(tmp_path, **kw):
     return cfg, runs, bases
 
 
-def test_batch_stores_gpu_energy_baseline_and_names(tmp_path, monkeypatch):
-    with FakeNvml(tmp_path, [FakeGpu(schedule=[(0.0, 120.0)])], monkeypatch):
-        cfg, runs, bases = run_batch(tmp_path)
+@pytest.fixture(scope="module")
+def gpu_batch(tmp_path_factory):
+    """One scripted batch with a fake 120 W GPU, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("gpu-batch")
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("ALEMS_NVML_LIB", "FAKE_NVML_FILE", "FAKE_NVML_INIT_RC", "CUDA_VISIBLE_DEVICES"):
+            mp.delenv(k, raising=False)
+        gpu_source._live_cache.clear()
+        with FakeNvml(tmp, [FakeGpu(schedule=[(0.0, 120.0)])], mp):
+            return run_batch(tmp)
+
+
+def test_batch_stores_gpu_energy_baseline_and_names(gpu_batch):
+    cfg, runs, bases = gpu_batch
     assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
-    # Windows of 0.3-2 s: the fake writer's few-ms update lag at either end (a loaded
-    # 2-core machine) bounds the agreement here; accuracy to 1 % over >= 1 s is
-    # test_gpu.py's job. Storage and arithmetic are what is checked.
-    assert bases and bases[-1]["gpu_power_w_mean"] == pytest.approx(120.0, rel=0.03)
+    # Storage and arithmetic are checked here: the stored energy is the run's own GPU
+    # column, in the right unit. Accuracy is test_gpu.py's job: on windows of 0.3 s a read
+    # stamped a few ms late on a loaded machine moves the energy by ~1 %, so the agreement
+    # with the fake's 120 W is only checked to 5 % (a unit or column mix-up is far off).
+    assert bases and bases[-1]["gpu_power_w_mean"] == pytest.approx(120.0, rel=0.05)
     for r in runs:
         duration_s = r["duration_ns"] / 1e9
-        assert r["gpu_energy_uj"] == pytest.approx(120.0 * duration_s * 1e6, rel=0.03)
+        gpu0 = pq.read_table(cfg.db_path.parent / r["samples_path"]).column(
+            "gpu0_energy_uj").to_numpy()
+        assert r["gpu_energy_uj"] == pytest.approx(gpu0[-1] - gpu0[0], rel=1e-9)
+        assert r["gpu_energy_uj"] == pytest.approx(120.0 * duration_s * 1e6, rel=0.05)
         used = next(b for b in bases if b["baseline_id"] == r["baseline_id"])  # may be re-measured
         assert r["gpu_baseline_energy_uj"] == pytest.approx(
             used["gpu_power_w_mean"] * duration_s * 1e6)
@@ -93,7 +109,7 @@ def test_baseline_without_gpus_is_not_reused_for_gpu_runs(tmp_path, monkeypatch)
     for r in gpu_runs:
         used = next(b for b in bases if b["baseline_id"] == r["baseline_id"])
         assert used["baseline_id"] != cpu_only["baseline_id"]
-        assert used["gpu_power_w_mean"] == pytest.approx(80.0, rel=0.03)
+        assert used["gpu_power_w_mean"] == pytest.approx(80.0, rel=0.05)
         assert r["gpu_baseline_energy_uj"] is not None
 
 
@@ -104,23 +120,24 @@ def test_all_devices_energy_and_labels():
     assert "CPU package" in CPU_LABEL and "GPU" in ALL_DEVICES_LABEL
 
 
-def test_summary_gives_both_taxes_labelled(tmp_path, monkeypatch):
+def test_summary_gives_both_taxes_labelled(gpu_batch, tmp_path):
     from alems.analysis.groups import open_db, resolve_group
     from alems.analysis.summary import build_summary
 
-    with FakeNvml(tmp_path, [FakeGpu(schedule=[(0.0, 120.0)])], monkeypatch):
-        cfg, runs, _ = run_batch(tmp_path)
+    shared_cfg, runs, _ = gpu_batch
+    shutil.copytree(shared_cfg.db_path.parent, tmp_path / "db")   # this test changes it
+    db_path = tmp_path / "db" / shared_cfg.db_path.name
     # The fake GPU draws the same power idle and busy (dynamic ≈ 0 ± noise): give the arms
     # known GPU dynamic energies so that the all-devices tax has a known value.
-    conn = sqlite3.connect(cfg.db_path)
+    conn = sqlite3.connect(db_path)
     with conn:
         conn.execute("UPDATE runs SET gpu_dynamic_energy_uj = CASE workflow_type "
                      "WHEN 'linear' THEN 5e6 ELSE 2e7 END")
     conn.close()
     runs = [{**r, "gpu_dynamic_energy_uj": 5e6 if r["workflow_type"] == "linear" else 2e7}
             for r in runs]
-    conn = open_db(cfg.db_path)
-    s = build_summary(conn, cfg.db_path, resolve_group(conn, "g-gpu"))
+    conn = open_db(db_path)
+    s = build_summary(conn, db_path, resolve_group(conn, "g-gpu"))
     assert s["tax_energy"] == CPU_LABEL
     assert s["tax_all_devices_energy"] == ALL_DEVICES_LABEL
     assert s["headline_all_devices_text"].startswith(ALL_DEVICES_LABEL)

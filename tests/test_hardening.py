@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from analysis_fixture import build_fixture_db
-from _hardening_util import (alems, batch_args, check_store, count_runs, env_for,
+from _hardening_util import (alems, alems_quick, batch_args, check_store, count_runs, env_for,
                              one_error_line, popen, remount_ro, small_tmpfs)
 from conftest import IS_ROOT, IS_ROOT_REASON
 
@@ -39,9 +39,9 @@ def test_export_and_sample_write_into_a_device_node_without_replacing_it(tmp_pat
     dev = _char_device(tmp_path / "null")
     link = tmp_path / "link-to-null"
     link.symlink_to(dev)
-    r = alems(tmp_path, "export", "--db", fixture_db, "-o", dev)
+    r = alems_quick(tmp_path, "export", "--db", fixture_db, "-o", dev)
     assert r.returncode == 0, r.stderr
-    r = alems(tmp_path, "export", "--db", fixture_db, "--format", "json", "-o", link)
+    r = alems_quick(tmp_path, "export", "--db", fixture_db, "--format", "json", "-o", link)
     assert r.returncode == 0, r.stderr
     # A samples output streams to `<name>.partial` beside it: never beside a device
     # (issue 24); the summary JSON is written into the node.
@@ -72,14 +72,14 @@ def test_socket_and_directory_targets_are_refused_in_one_line(tmp_path, fixture_
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(sock_path))
     try:
-        r = alems(tmp_path, "export", "--db", fixture_db, "-o", sock_path)
+        r = alems_quick(tmp_path, "export", "--db", fixture_db, "-o", sock_path)
         assert r.returncode == 2
         one_error_line(r, "socket")
         assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
     finally:
         srv.close()
     (tmp_path / "r.html").mkdir()
-    r = alems(tmp_path, "report", "--db", fixture_db, "-o", tmp_path / "r.html")
+    r = alems_quick(tmp_path, "report", "--db", fixture_db, "-o", tmp_path / "r.html")
     assert r.returncode == 2
     one_error_line(r, "directory")
 
@@ -98,6 +98,7 @@ def test_safe_replace_refuses_a_non_regular_target(tmp_path):
 
 # ---------------------------------------------------------------- 2: one batch per session
 
+@pytest.mark.signals
 def test_second_batch_on_a_live_session_refuses_and_a_dead_ones_lock_is_taken_over(tmp_path):
     db = tmp_path / "data" / "experiments.db"
     args = batch_args(db, "--cool-down", "1", reps=4)
@@ -121,11 +122,11 @@ def test_second_batch_on_a_live_session_refuses_and_a_dead_ones_lock_is_taken_ov
 
 def test_short_baseline_is_not_reused_by_a_batch_asking_for_longer_windows(tmp_path):
     db = tmp_path / "experiments.db"
-    r = alems(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
+    r = alems_quick(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
     assert r.returncode == 0, r.stderr
     args = batch_args(db, "--workflows", "linear", "--new-session", reps=1)
     args[args.index("--baseline-duration") + 1] = "0.1"
-    r = alems(tmp_path, *args)
+    r = alems_quick(tmp_path, *args)
     assert r.returncode == 0, r.stderr
     assert "measuring idle baseline" in r.stderr and "0.02 s windows" in r.stderr
     conn = sqlite3.connect(db)
@@ -137,7 +138,7 @@ def test_runs_with_negative_energy_warn_and_remeasure(tmp_path):
     from alems.store import db as store_db
 
     db = tmp_path / "experiments.db"
-    r = alems(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
+    r = alems_quick(tmp_path, *batch_args(db, "--workflows", "linear", reps=1))
     assert r.returncode == 0, r.stderr
     conn = store_db.connect(db)   # make the stored idle power absurd: 49.5 W, and quiet
     # (a later batch reuses only a baseline measured quiet; this machine is shared)
@@ -145,7 +146,7 @@ def test_runs_with_negative_energy_warn_and_remeasure(tmp_path):
                  "state_json = json_set(state_json, '$.quiet', 1)")
     conn.commit()
     conn.close()
-    r = alems(tmp_path, *batch_args(db, "--workflows", "linear", "--new-session", reps=2))
+    r = alems_quick(tmp_path, *batch_args(db, "--workflows", "linear", "--new-session", reps=2))
     assert r.returncode == 0, r.stderr
     assert "negative dynamic energy" in r.stderr and "49.50 W" in r.stderr
     assert "measuring idle baseline" in r.stderr
@@ -157,6 +158,7 @@ def test_runs_with_negative_energy_warn_and_remeasure(tmp_path):
 
 # ---------------------------------------------------------------- 4: signals, dead batches, pipes
 
+@pytest.mark.signals
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_a_batch_like_ctrl_c(tmp_path, sig):
     db = tmp_path / "experiments.db"
@@ -177,6 +179,7 @@ def test_sigterm_and_sighup_stop_a_batch_like_ctrl_c(tmp_path, sig):
     assert len(check_store(db)) == 8
 
 
+@pytest.mark.signals
 def test_status_sees_a_killed_batch_and_watch_ends(tmp_path):
     db = tmp_path / "experiments.db"
     proc = popen(tmp_path, *batch_args(db, "--cool-down", "0.5", reps=5))
@@ -194,6 +197,7 @@ def test_status_sees_a_killed_batch_and_watch_ends(tmp_path):
     assert r.returncode == 0 and "process is gone" in r.stdout
 
 
+@pytest.mark.signals
 def test_broken_pipe_never_stops_the_batch(tmp_path):
     db = tmp_path / "experiments.db"
     proc = popen(tmp_path, *batch_args(db, "--verbose", reps=3), stderr=subprocess.STDOUT)
@@ -229,8 +233,8 @@ def test_broken_pipe_never_stops_the_batch(tmp_path):
 ])
 def test_every_number_is_bounded_before_anything_runs(tmp_path, flags, needle):
     t0 = time.monotonic()
-    r = alems(tmp_path, "batch", "--tasks", "gsm8k_basic", "--providers", "scripted",
-              "--db", "data/experiments.db", *flags, timeout=60)
+    r = alems_quick(tmp_path, "batch", "--tasks", "gsm8k_basic", "--providers", "scripted",
+                    "--db", "data/experiments.db", *flags)
     assert r.returncode == 2, r.stderr
     one_error_line(r, needle)
     assert time.monotonic() - t0 < 30
@@ -238,7 +242,7 @@ def test_every_number_is_bounded_before_anything_runs(tmp_path, flags, needle):
 
 
 def test_sample_rate_is_bounded(tmp_path):
-    r = alems(tmp_path, "sample", "--hz", "1e-9", "--", "true")
+    r = alems_quick(tmp_path, "sample", "--hz", "1e-9", "--", "true")
     assert r.returncode == 2
     one_error_line(r, "--hz")
 
@@ -248,13 +252,13 @@ def test_sample_rate_is_bounded(tmp_path):
 def test_deeply_nested_and_huge_task_files_are_one_line(tmp_path):
     nested = tmp_path / "nested.jsonl"
     nested.write_text("[" * 100_000 + "]" * 100_000 + "\n")
-    r = alems(tmp_path, "batch", "--tasks", nested, "--providers", "scripted")
+    r = alems_quick(tmp_path, "batch", "--tasks", nested, "--providers", "scripted")
     assert r.returncode == 1
     one_error_line(r, "nested too deeply")
     huge = tmp_path / "huge.jsonl"
     huge.write_text(json.dumps({"prompt": "x" * 10_000_000, "answer": "1"}) + "\n")
     t0 = time.monotonic()
-    r = alems(tmp_path, "batch", "--tasks", huge, "--providers", "scripted")
+    r = alems_quick(tmp_path, "batch", "--tasks", huge, "--providers", "scripted")
     assert r.returncode == 1 and time.monotonic() - t0 < 20
     one_error_line(r, "characters long")
 
@@ -308,11 +312,12 @@ def test_read_only_mount_batch_is_one_line_and_analysis_opens_read_only(tmp_path
         build_fixture_db(mnt / "experiments.db")
         remount_ro(mnt)
         for args in (["summary"], ["status"], ["query", "SELECT COUNT(*) FROM runs"]):
-            r = alems(tmp_path, *args, "--db", mnt / "experiments.db")
+            r = alems_quick(tmp_path, *args, "--db", mnt / "experiments.db")
             assert r.returncode == 0, (args, r.stderr)
-        r = alems(tmp_path, "export", "--db", mnt / "experiments.db", "-o", tmp_path / "x.csv")
+        r = alems_quick(tmp_path, "export", "--db", mnt / "experiments.db", "-o",
+                        tmp_path / "x.csv")
         assert r.returncode == 0, r.stderr
-        r = alems(tmp_path, *batch_args(mnt / "experiments.db", reps=1))
+        r = alems_quick(tmp_path, *batch_args(mnt / "experiments.db", reps=1))
         assert r.returncode == 1
         one_error_line(r, "read-only")
 
@@ -360,7 +365,7 @@ def test_stale_temporaries_of_dead_processes_are_cleaned(tmp_path, fixture_db):
 ])
 def test_query_is_read_only(tmp_path, fixture_db, sql, created):
     before = fixture_db.read_bytes()
-    r = alems(tmp_path, "query", "--db", fixture_db, sql)
+    r = alems_quick(tmp_path, "query", "--db", fixture_db, sql)
     assert r.returncode == 1
     one_error_line(r, "--write")
     if created:
@@ -375,6 +380,7 @@ def test_query_is_read_only(tmp_path, fixture_db, sql, created):
 ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT MAX(n) FROM r"
 
 
+@pytest.mark.signals
 def test_query_timeout_and_ctrl_c_stop_a_runaway_query(tmp_path, fixture_db):
     t0 = time.monotonic()
     r = alems(tmp_path, "query", "--db", fixture_db, "--timeout", "1", ENDLESS, timeout=30)

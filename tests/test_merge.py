@@ -12,7 +12,13 @@ from alems.errors import AlemsError, UsageError
 from alems.experiment.plan import parse_shard, plan_order, shard_runs
 from alems.store.merge import merge
 
-from test_batch import alems, all_runs, assert_store_consistent, make_runner
+from inproc import alems_inproc
+from test_batch import alems, all_runs, assert_store_consistent, env_for, make_runner
+
+
+def refused(tmp_path, *args):
+    """`alems ARGS` in-process (run_app, as `alems` runs it), from folder tmp_path."""
+    return alems_inproc(*args, cwd=tmp_path, env=env_for(tmp_path))
 
 TASKS = ["gsm8k_basic", "factual_qa"]
 
@@ -96,7 +102,7 @@ def test_merge_refuses_duplicates_and_names_them(tmp_path):
         merge(out, [dbs[1], dbs[0]])
     assert all_runs(out) == before, "nothing of the refused merge went in"
     assert sorted(p for p in (out.parent / "samples").rglob("*") if p.is_file()) == files
-    proc = alems(tmp_path, "merge", str(tmp_path / "x.db"), str(dbs[0]), str(dbs[0]))
+    proc = refused(tmp_path, "merge", str(tmp_path / "x.db"), str(dbs[0]), str(dbs[0]))
     assert proc.returncode == 2 and "given twice" in proc.stderr
 
 
@@ -117,14 +123,14 @@ def test_merge_refuses_sessions_with_other_settings(tmp_path):
 def test_merge_bad_input_is_one_line(tmp_path, make, needle):
     bad = tmp_path / "in.db"
     make(bad)
-    proc = alems(tmp_path, "merge", str(tmp_path / "out.db"), str(bad))
+    proc = refused(tmp_path, "merge", str(tmp_path / "out.db"), str(bad))
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("alems: error:") and needle in lines[0]
 
 
 def test_merge_output_as_input_is_refused(tmp_path):
-    proc = alems(tmp_path, "merge", "same.db", "same.db")
+    proc = refused(tmp_path, "merge", "same.db", "same.db")
     assert proc.returncode == 2 and "both the output and an input" in proc.stderr
-    proc = alems(tmp_path, "merge", "only.db")
+    proc = refused(tmp_path, "merge", "only.db")
     assert proc.returncode == 2 and proc.stderr.startswith("alems: error:")

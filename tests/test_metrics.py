@@ -209,7 +209,7 @@ def test_phase_rows_nesting_and_energy():
 
 def test_real_sampler_result_goes_through(tmp_path):
     """The real Sampler (whatever energy source this machine has) gives a complete row."""
-    sampler_mod = pytest.importorskip("alems.measure.sampler")
+    from alems.measure import sampler as sampler_mod
     s = sampler_mod.Sampler(hz=200)
     s.start()
     with s.phase("llm", "llm"):
@@ -223,7 +223,7 @@ def test_real_sampler_result_goes_through(tmp_path):
 
 def test_same_numbers_through_the_real_sample_result_class():
     """The sampler's own SampleResult (not a fake) over the synthetic table."""
-    sampler_mod = pytest.importorskip("alems.measure.sampler")
+    from alems.measure import sampler as sampler_mod
     phases = [sampler_mod.Phase(p.name, p.kind, p.start_ns, p.end_ns, dict(p.detail))
               for p in _phases()]
     result = sampler_mod.SampleResult(_full_table(), phases, "powercap", 1000.0,
@@ -241,7 +241,7 @@ def test_same_numbers_through_the_real_sample_result_class():
 
 
 def test_replay_sampler_result_gives_expected_energy():
-    replay = pytest.importorskip("alems.measure.replay")
+    from alems.measure import replay
     table = replay.synthetic_table(duration_s=5.0, hz=1000.0, power_w={"pkg": 20.0, "core": 8.0})
     s = replay.ReplaySampler(table)
     s.start()
@@ -267,8 +267,8 @@ def _rewrite(path, text: str) -> None:
 
 def test_real_sampler_slow_columns_map_to_thermal_cstate_scheduler(tmp_path):
     """The real Sampler over fake sysfs/proc: its column names reach the right metrics."""
-    sampler_mod = pytest.importorskip("alems.measure.sampler")
-    fakehw = pytest.importorskip("fakehw")
+    from alems.measure import sampler as sampler_mod
+    import fakehw
     sysfs, proc = tmp_path / "sys", tmp_path / "proc"
     tree = fakehw.make_powercap_tree(sysfs)
     fakehw.make_cpus(sysfs, [0, 0])

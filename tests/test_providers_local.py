@@ -74,7 +74,7 @@ def test_default_model_is_found_inside_the_installed_package():
 
 
 @needs_model
-@pytest.mark.slow
+@pytest.mark.model
 def test_smollm2_generates_with_token_counts_and_caches_the_model():
     provider = get_provider("local", n_threads=1, n_ctx=512)
     provider.check()

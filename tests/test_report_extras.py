@@ -8,8 +8,6 @@ import html as html_mod
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -20,6 +18,7 @@ from alems.analysis.report import build_report, render_html  # noqa: E402
 from alems.analysis.report_examples import pick_example, trace_lines  # noqa: E402
 from alems.analysis.tax import ALL_DEVICES_LABEL, CPU_LABEL  # noqa: E402
 
+from inproc import alems_inproc  # noqa: E402
 from test_batch import TASKS, make_runner  # noqa: E402
 
 
@@ -96,9 +95,10 @@ def test_trace_lines_show_dropped_calls_react_steps_and_refusals():
 def test_one_host_without_gpu_keeps_one_headline_and_no_host_table(batch_dir):
     html = _html(batch_dir / "experiments.db")
     assert ALL_DEVICES_LABEL not in html and "Tax per host" not in html
-    out = subprocess.run([sys.executable, "-m", "alems", "summary", "--db",
-                          str(batch_dir / "experiments.db")], capture_output=True, text=True,
-                         check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    proc = alems_inproc("summary", "--db", str(batch_dir / "experiments.db"),
+                        env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     assert "Tax per host" not in out and ALL_DEVICES_LABEL not in out
 
 
@@ -115,9 +115,9 @@ def test_report_gives_both_labelled_taxes_and_the_tax_per_host(fleet_gpu_db):
 
 
 def test_summary_table_shows_the_tax_per_host_only_with_several_hosts(fleet_gpu_db):
-    out = subprocess.run([sys.executable, "-m", "alems", "summary", "--db", str(fleet_gpu_db)],
-                         capture_output=True, text=True, check=True,
-                         env={**os.environ, "COLUMNS": "250"}).stdout
+    proc = alems_inproc("summary", "--db", str(fleet_gpu_db), env={**os.environ, "COLUMNS": "250"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     assert "Tax per host" in out and "node-b" in out and "pooled (2 hosts" in out
     assert f"{CPU_LABEL}: orchestration tax" in out and ALL_DEVICES_LABEL in out
 

