@@ -115,7 +115,7 @@ def test_dashboard_has_every_arm_headline_and_rows(db3, summary3):
 
     from alems.dashboard.app import create_app
 
-    with TestClient(create_app(db3)) as c:
+    with TestClient(create_app(db3), base_url="http://127.0.0.1") as c:
         page = c.get(f"/group/{summary3['group_id']}").text
     for line in _heads(summary3):
         assert f"<li>{html.escape(line, quote=False)}</li>" in page.replace("&#39;", "'")

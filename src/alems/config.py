@@ -106,6 +106,15 @@ def terminal_columns() -> int | None:
     return min(max(value, MIN_COLUMNS), MAX_COLUMNS)
 
 
+def environ_with_columns(width: int | None) -> dict[str, str]:
+    """The environment as a library that reads $COLUMNS itself (rich) should see it:
+    COLUMNS set to `width` (already clamped), or absent."""
+    environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if width is not None:
+        environ["COLUMNS"] = str(width)
+    return environ
+
+
 def estimate_w_per_core() -> float:
     """ALEMS_ESTIMATE_W_PER_CORE (watts per busy core of the CPU-time estimate)."""
     return _positive_float("ALEMS_ESTIMATE_W_PER_CORE", ESTIMATE_W_PER_CORE, "10")

@@ -4,7 +4,6 @@ never cut; other cells wrap; when even that does not fit, each row becomes a blo
 
 from __future__ import annotations
 
-import os
 import sys
 
 from alems import config
@@ -22,10 +21,8 @@ def console(*, stderr: bool = False, **kwargs):
     if width is None and not stream.isatty():
         width = PIPE_WIDTH
     # rich re-reads $COLUMNS for its size; it sees the clamped value (or none) instead.
-    environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    if width is not None:
-        environ["COLUMNS"] = str(width)
-    return Console(stderr=stderr, width=width, _environ=environ, **kwargs)
+    return Console(stderr=stderr, width=width, _environ=config.environ_with_columns(width),
+                   **kwargs)
 
 
 def print_table(con, title: str, columns: list[str], rows: list[list[str]],
