@@ -19,6 +19,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import fakehw` from any test
 
+# Many tests start `python -m alems`; with PYTHONDONTWRITEBYTECODE set (some shells and CI
+# images set it) every one of them recompiles the whole package, and pytest re-rewrites every
+# test module. Caching bytecode for the test session only costs __pycache__ folders.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 IS_ROOT = os.geteuid() == 0
 IS_ROOT_REASON = "" if IS_ROOT else "not running as root"
 
