@@ -1,0 +1,267 @@
+"""Exact-value tests of the measuring rules that mutation testing found unguarded
+(docs/TESTING.md): a gap between two drained chunks, a wrap across a chunk boundary, the
+gap rule's headroom term, the run's plausible power, and the quiet flag's steal time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alems.errors import AlemsError
+from alems.measure import gaps, quiet
+from alems.measure.columns import ColumnBuilder, build_columns, wrap_corrected
+from alems.measure.names import RUN_POWER_HEADROOM
+from alems.measure.result import Ends, SampleResult, table_from_columns
+from alems.measure.sources.base import Column
+
+MS = 1_000_000
+
+
+def _energy(range_uj=10_000_000, domain="pkg", zone="package-0", name="zone_pkg", scale=1.0):
+    return Column(name, [], "energy", scale, range_uj, domain, zone)
+
+
+# ------------------------------------------------------------------ chunked processing
+
+def test_gap_exactly_between_two_drained_chunks_is_kept():
+    """The gap from the last sample of one drained chunk to the first of the next is a gap
+    like any other: `Ends` must join the chunks before it differences them."""
+    ends = Ends(schema=None, gap_floor_ns=50 * MS)
+    ends.update({"t_ns": np.array([0, MS, 2 * MS], np.int64)})
+    ends.update({"t_ns": np.array([102 * MS, 103 * MS], np.int64)})
+    ends.update({"t_ns": np.array([104 * MS], np.int64)})
+    assert ends.gaps == [(2 * MS, 102 * MS)]
+    assert ends.max_gap_ns == 100 * MS
+    assert ends.samples == 6
+    assert ends.first == {"t_ns": 0} and ends.last == {"t_ns": 104 * MS}
+
+
+def test_gap_floor_is_inclusive_and_short_gaps_are_not_kept():
+    ends = Ends(schema=None, gap_floor_ns=10 * MS)
+    ends.update({"t_ns": np.array([0, 9 * MS, 19 * MS, 28 * MS], np.int64)})
+    assert ends.gaps == [(9 * MS, 19 * MS)]      # exactly the floor: kept
+    assert ends.max_gap_ns == 10 * MS
+
+
+def test_ends_without_a_floor_keep_only_the_longest_gap():
+    ends = Ends(schema=None)
+    ends.update({"t_ns": np.array([5, 7], np.int64)})
+    ends.update({"t_ns": np.zeros(0, np.int64)})   # an empty drain changes nothing
+    ends.update({"t_ns": np.array([20], np.int64)})
+    assert ends.gaps == [] and ends.max_gap_ns == 13 and ends.samples == 3
+
+
+def test_wrap_between_two_chunks_is_corrected_like_within_one():
+    """A counter that wraps between the last sample of one chunk and the first of the
+    next: the chunked result equals the one-piece result, at every split point."""
+    raw = np.array([[90], [95], [3], [8], [1], [6], [99]], np.int64)  # wraps at 100
+    t = np.arange(len(raw), dtype=np.int64) * MS
+    cols = [_energy(range_uj=100)]
+    whole, _ = build_columns(t, raw, cols, None)
+    np.testing.assert_array_equal(whole["pkg_energy_uj"], [0, 5, 13, 18, 111, 116, 209])
+    for split in range(1, len(raw)):
+        b = ColumnBuilder(cols, None)
+        a1 = b.add(t[:split], raw[:split])["pkg_energy_uj"]
+        a2 = b.add(t[split:], raw[split:])["pkg_energy_uj"]
+        np.testing.assert_array_equal(np.concatenate([a1, a2]), whole["pkg_energy_uj"])
+
+
+def test_wrap_corrected_adds_the_range_to_negative_steps_only():
+    np.testing.assert_array_equal(wrap_corrected(np.array([7, 9, 2, 2, 5]), 10),
+                                  [0, 2, 5, 5, 8])
+    # no range: a drop is kept as it is (not a wrap)
+    np.testing.assert_array_equal(wrap_corrected(np.array([7, 9, 2]), None), [0, 2, -5])
+
+
+def test_counters_keep_the_run_origin_across_chunks_and_gauges_stay_raw():
+    cols = [Column("ctx_switches", [], "counter", 1.0, None, None),
+            Column("procs_running", [], "gauge", 1.0, None, None)]
+    b = ColumnBuilder(cols, None)
+    c1 = b.add(np.array([0, 1]), np.array([[100, 3], [104, 1]]))
+    c2 = b.add(np.array([2, 3]), np.array([[110, 2], [111, 5]]))
+    np.testing.assert_array_equal(c1["ctx_switches"], [0, 4])
+    np.testing.assert_array_equal(c2["ctx_switches"], [10, 11])
+    np.testing.assert_array_equal(c2["procs_running"], [2, 5])
+    assert b.units["ctx_switches"] == "count" and b.units["procs_running"] == "count"
+
+
+def test_domain_energy_sums_its_zones_and_keeps_each_zone():
+    cols = [_energy(name="zone_a", zone="package-0"), _energy(name="zone_b", zone="package-1",
+                                                               scale=2.0)]
+    out, units = build_columns(np.array([0, 1, 2]), np.array([[5, 1], [8, 2], [9, 4]]), cols,
+                               None)
+    np.testing.assert_array_equal(out["zone_a"], [0.0, 3.0, 4.0])
+    np.testing.assert_array_equal(out["zone_b"], [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(out["pkg_energy_uj"], [0.0, 5.0, 10.0])
+    assert units["zone_a"] == units["pkg_energy_uj"] == "uJ"
+
+
+def test_hottest_zone_is_the_package_temperature():
+    cols = [Column("t0", [], "temp", 0.001, None, None), Column("t1", [], "temp", 0.001, None,
+                                                                None)]
+    out, units = build_columns(np.array([0, 1]), np.array([[40000, 52000], [61000, 50000]]),
+                               cols, None)
+    np.testing.assert_array_equal(out["package_temp_c"], [52.0, 61.0])
+    assert units["package_temp_c"].startswith("degC")
+
+
+# ------------------------------------------------------------------ the gap rule
+
+def test_run_plausible_power_is_headroom_times_mean_within_bounds():
+    t = np.array([0, 2_000_000_000])                          # 2 s
+    w = gaps.run_plausible_w(t, {"pkg": np.array([0.0, 60e6]),   # 30 W mean
+                                 "dram": np.array([0.0, 1e5]),   # 0.05 W: floor 1 W
+                                 "core": np.array([0.0, 2e9])})  # 1 kW: cap 400 W
+    assert RUN_POWER_HEADROOM == 4.0
+    assert w["pkg"] == 120.0
+    assert w["dram"] == 1.0
+    assert w["core"] == 400.0
+    assert w["uncore"] == 150.0 and w["psys"] == 600.0        # not measured: the cap
+
+
+def test_run_plausible_power_of_a_zero_length_run_is_the_cap():
+    w = gaps.run_plausible_w(np.array([5, 5]), {"pkg": np.array([0.0, 1e6])})
+    assert w["pkg"] == 500.0
+
+
+def test_gap_rule_headroom_term_sets_the_limit():
+    """30 W mean -> 120 W plausible: a 10 J counter can wrap in 10/120 s = 83.3 ms. A
+    90 ms gap is flagged (not at the 500 W cap's 20 ms nor at 30 W's 333 ms: the
+    headroom is what decides), an 80 ms gap is not."""
+    col = _energy(range_uj=10_000_000)
+    t2 = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64)
+    out = gaps.wrap_gaps(t2, [col], {"pkg": t2.astype(np.float64) / 1e9 * 30e6})
+    assert [(g["start_ns"], g["end_ns"]) for g in out] == [(0, 90 * MS)]
+    g = out[0]
+    assert g["limit_s"] == pytest.approx(10.0 / 120.0, rel=1e-12)
+    assert g["gap_s"] == 0.09 and g["domain"] == "pkg" and g["zone"] == "package-0"
+    assert gaps.gap_reason(g) == ("a 0.09 s gap between samples could hide a whole pkg "
+                                  "counter wrap (zone package-0 can wrap in 0.0833 s at "
+                                  "plausible maximum power); energy unknown")
+
+
+def test_gaps_from_streamed_ends_match_the_gaps_of_the_whole_run():
+    col = _energy(range_uj=10_000_000)
+    t = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64)
+    e = t.astype(np.float64) / 1e9 * 30e6
+    floor = gaps.min_gap_floor_ns([col])
+    assert floor == 20 * MS                                    # 10 J at 500 W
+    ends = Ends(schema=None, gap_floor_ns=floor)
+    ends.update({"t_ns": t[:2], "pkg_energy_uj": e[:2]})
+    ends.update({"t_ns": t[2:], "pkg_energy_uj": e[2:]})
+    assert gaps.wrap_gaps_from_ends(ends, [col]) == gaps.wrap_gaps(t, [col], {"pkg": e})
+    assert len(gaps.wrap_gaps_from_ends(ends, [col])) == 1
+    one = Ends(schema=None, gap_floor_ns=floor)
+    one.update({"t_ns": t[:1], "pkg_energy_uj": e[:1]})
+    assert gaps.wrap_gaps_from_ends(one, [col]) == []
+
+
+def test_min_safe_gap_takes_the_fastest_wrapping_zone_of_a_domain():
+    cols = [_energy(range_uj=20_000_000, zone="package-0"),
+            _energy(range_uj=10_000_000, zone="package-1", name="z1"),
+            _energy(range_uj=15_000_000, zone="package-2", name="z2"),
+            _energy(range_uj=None, zone="package-3", name="z3"),
+            Column("ctx", [], "counter", 1.0, 100, None)]
+    assert gaps.range_j(cols[0]) == 20.0 and gaps.range_j(cols[3]) is None
+    assert gaps.range_j(cols[4]) is None
+    assert gaps.range_j(_energy(range_uj=1000, scale=61.0)) == 0.061
+    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-1")}
+    assert gaps.min_safe_gap_ns(cols, {"pkg": 100.0}) == {"pkg": (100 * MS, "package-1")}
+    assert gaps.min_safe_gap_ns(cols, {"dram": 1.0}) == {}
+    assert gaps.min_gap_floor_ns(cols[3:]) is None
+
+
+def test_check_rate_boundary_and_message():
+    col = _energy(range_uj=10_000_000)        # wraps in 20 ms at 500 W; a gap is 2 periods
+    gaps.check_rate(100.0001, [col])          # gap 19.99 ms: fine
+    with pytest.raises(AlemsError) as ei:
+        gaps.check_rate(100.0, [col])         # gap exactly 20 ms: could hold a range
+    assert str(ei.value) == (
+        "--hz 100 is too low for pkg zone package-0: its counter wraps after 10 J, "
+        "0.02 s at 500 W, so a skipped sample could hide a whole wrap; use --hz above 100")
+
+
+def test_gaps_within_overlap_only():
+    g = [{"domain": "pkg", "start_ns": 10, "end_ns": 20},
+         {"domain": "dram", "start_ns": 10, "end_ns": 20}]
+    assert gaps.gaps_within(g, "pkg", 0, 10) == []        # touches the start only
+    assert gaps.gaps_within(g, "pkg", 20, 30) == []       # touches the end only
+    assert gaps.gaps_within(g, "pkg", 19, 30) == [g[0]]
+    assert gaps.gaps_within(g, "pkg", 0, 11) == [g[0]]
+
+
+def test_summary_of_a_short_run_is_exact():
+    t = np.array([0, 500 * MS, 1000 * MS], np.int64)
+    out, _ = build_columns(t, np.array([[0], [2_000_000], [5_000_000]]), [_energy()], None)
+    res = SampleResult(table_from_columns(out), [], "powercap", 50.0,
+                       {"late": 2, "dropped": 3, "skipped": 4, "max_lateness_ns": 7,
+                        "thread_cpu_ns": 3_000_000, "read_ns_total": 900, "samples": 3}, {}, {})
+    s = res.summary
+    assert s["duration_s"] == 1.0 and s["samples"] == 3 and s["achieved_hz"] == 2.0
+    assert s["energy_j"] == {"pkg": 5.0} and s["avg_power_w"] == {"pkg": 5.0}
+    assert (s["late_samples"], s["dropped_samples"], s["skipped_deadlines"],
+            s["max_lateness_ns"]) == (2, 3, 4, 7)
+    assert s["sampler_cpu_s"] == 0.003 and s["read_ns_per_sample"] == 300.0
+    assert s["max_gap_ns"] == 500 * MS
+    assert res.energy_uj(250 * MS, 750 * MS) == {"pkg": 2_500_000.0}
+
+
+# ------------------------------------------------------------------ the quiet flag
+
+def _write_stat(root, running: int, cpu: list[int]) -> None:
+    (root / "stat").write_text("cpu  " + " ".join(map(str, cpu)) + "\n"
+                               "cpu0 1 2 3\nprocs_running " + str(running) + "\n")
+
+
+def test_read_stat_total_excludes_guest_time(tmp_path):
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    _write_stat(tmp_path, 3, [100, 1, 20, 500, 5, 2, 3, 9, 40, 50])
+    assert quiet.read_stat(str(tmp_path)) == (3, 9, 640)
+    _write_stat(tmp_path, 2, [100, 1, 20, 500])          # old kernel: no steal field
+    assert quiet.read_stat(str(tmp_path)) == (2, None, 621)
+    assert quiet.read_stat(str(tmp_path / "absent")) == (None, None, None)
+
+
+def test_assess_thresholds_are_inclusive_and_steal_counts():
+    assert quiet.assess(0.5, 0.02) == (1, None)
+    assert quiet.assess(0.0, None) == (1, None)
+    assert quiet.assess(0.51, 0.0) == (0, "0.51 other runnable task(s) on average "
+                                          "(quiet: <= 0.5)")
+    assert quiet.assess(0.0, 0.025) == (0, "2.5% of CPU time stolen by the hypervisor "
+                                           "(quiet: <= 2%)")
+    assert quiet.assess(1.0, 0.1)[1] == ("1.00 other runnable task(s) on average "
+                                         "(quiet: <= 0.5); 10.0% of CPU time stolen by the "
+                                         "hypervisor (quiet: <= 2%)")
+    assert quiet.assess(None, 0.0) == (None, "background load unknown (/proc/stat unreadable)")
+
+
+def test_load_probe_steal_fraction_makes_a_run_not_quiet(tmp_path):
+    """Steal ticks over the run ÷ all CPU ticks over the run: 30 of 1000 = 3 % > 2 %."""
+    (tmp_path / "loadavg").write_text("0.25 0.2 0.1 1/100 42\n")
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 0])
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    _write_stat(tmp_path, 0, [400, 0, 0, 1570, 0, 0, 0, 30, 999])
+    cols = probe.stop()
+    assert cols["steal_fraction"] == (0.03, None)
+    assert cols["other_procs_running"][0] == 0
+    assert cols["load_1m"] == (0.25, "/proc/loadavg unreadable")
+    assert cols["quiet"][0] == 0
+    assert cols["not_quiet_reason"][0] == ("3.0% of CPU time stolen by the hypervisor "
+                                           "(quiet: <= 2%)")
+
+
+def test_load_probe_quiet_run_and_missing_steal(tmp_path):
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 5])
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    _write_stat(tmp_path, 0, [600, 0, 0, 1380, 0, 0, 0, 25])   # 20 of 1000: exactly 2 %
+    cols = probe.stop()
+    assert cols["steal_fraction"] == (0.02, None)
+    assert cols["quiet"] == (1, None)
+    assert cols["not_quiet_reason"] == (None, "the run was quiet")
+    _write_stat(tmp_path, 0, [100, 0, 0, 900])                # no steal field
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    cols = probe.stop()
+    assert cols["steal_fraction"] == (None, "the kernel reports no steal time here")
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 5])    # no CPU time passed
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    assert probe.stop()["steal_fraction"] == (None, "no CPU time passed")
