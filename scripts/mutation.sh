@@ -28,7 +28,7 @@ columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.p
 gaps|measure/gaps.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
 result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_validity_batch.py
 quiet|measure/quiet.py||tests/test_validity_batch.py tests/test_measure_mutants.py
-plan|experiment/plan.py||tests/test_batch.py tests/test_plan_mutants.py
+plan|experiment/plan.py||tests/test_plan_mutants.py tests/test_merge.py
 baseline|experiment/baseline.py||tests/test_baseline.py tests/test_baseline_mutants.py
 scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.py
 merge|store/merge.py||tests/test_merge.py tests/test_merge_mutants.py
@@ -63,7 +63,7 @@ pytest_add_cli_args_test_selection = [${sel%, }]
 use_git_change_detection = false
 EOF
     names=$filter
-    echo "== $name: mutating src/alems/$file${names:+ ($names)} against$tests"
+    echo "== $name: mutating src/alems/$file${names:+ ($names)} against $tests"
     # shellcheck disable=SC2086  # names are glob patterns mutmut matches itself
     (cd "$dir" && unset PYTHONPATH && nice -n 10 mutmut run --max-children "$JOBS" $names \
         >mutmut.log 2>&1) || { echo "mutation: $name: mutmut failed, see $dir/mutmut.log" >&2; continue; }
