@@ -5,6 +5,7 @@
 #   scripts/mutation.sh                 # every module below
 #   scripts/mutation.sh gaps quiet      # just these
 #   MUTATION_JOBS=2 scripts/mutation.sh stats
+#   scripts/mutation.sh --report gaps   # only collect the score of a finished run again
 #
 # Each module runs in its own scratch copy of the checkout (.mutation/<module>/, git-ignored)
 # with a generated [tool.mutmut] section, so modules never share mutmut's cache and the
@@ -26,33 +27,29 @@ stats|analysis/stats.py||tests/test_analysis_stats.py tests/test_stats_mutants.p
 tax|analysis/tax.py||tests/test_analysis_tax.py tests/test_tax_mutants.py
 columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
 gaps|measure/gaps.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
-result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_validity_batch.py
-quiet|measure/quiet.py||tests/test_validity_batch.py tests/test_measure_mutants.py
+result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
+quiet|measure/quiet.py||tests/test_measure_mutants.py tests/test_validity_batch.py::test_wait_for_quiet_times_out_with_the_reason
 plan|experiment/plan.py||tests/test_plan_mutants.py tests/test_merge.py
-baseline|experiment/baseline.py||tests/test_baseline.py tests/test_baseline_mutants.py
+baseline|experiment/baseline.py||tests/test_baseline_mutants.py tests/test_baseline.py
 scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.py
 merge|store/merge.py||tests/test_merge.py tests/test_merge_mutants.py
-authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query*|tests/test_query_spec.py tests/test_safety_mutants.py
-outputs|outputs.py||tests/test_hardening.py tests/test_safety_mutants.py
-dashboard_access|dashboard/app.py|alems.dashboard.app.xǁTokenGateǁ* alems.dashboard.app.x__safe_next* alems.dashboard.app.x__set_cookie*|tests/test_dashboard.py tests/test_safety_mutants.py
-dashboard_host|cli/dashboard_cmd.py|alems.cli.dashboard_cmd.x_is_loopback*|tests/test_dashboard.py tests/test_safety_mutants.py
+authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query*|tests/test_safety_mutants.py tests/test_query_spec.py
+outputs|outputs.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target tests/test_hardening.py::test_fifo_is_written_in_place tests/test_hardening.py::test_long_output_names_and_same_file_outputs_are_refused tests/test_hardening.py::test_stale_temporaries_of_dead_processes_are_cleaned
+dashboard_access|dashboard/app.py|alems.dashboard.app.xǁTokenGateǁ* alems.dashboard.app.x__safe_next* alems.dashboard.app.x__set_cookie*|tests/test_safety_mutants.py tests/test_dashboard.py::test_token_is_asked_for_and_then_remembered
+dashboard_host|cli/dashboard_cmd.py|alems.cli.dashboard_cmd.x_is_loopback*|tests/test_safety_mutants.py
 EOF
 )
 
 command -v mutmut >/dev/null || { echo "mutation: install mutmut first: python3 -m pip install mutmut" >&2; exit 2; }
 [ -f "$REPO/$NATIVE" ] || { echo "mutation: build the C extension first: python3 setup.py build_ext --inplace" >&2; exit 2; }
 
-want=" $* "
-mkdir -p "$WORK"
-echo "$MODULES" | while IFS='|' read -r name file filter tests; do
-    [ -z "$name" ] && continue
-    if [ "$#" -gt 0 ] && [[ "$want" != *" $name "* ]]; then continue; fi
-    dir="$WORK/$name"
+# A fresh scratch copy of the checkout with this module's [tool.mutmut] section; mutmut run.
+run_one() {  # name file names tests
+    local name=$1 file=$2 names=$3 tests=$4 dir="$WORK/$1" sel="" t
     rm -rf "$dir" && mkdir -p "$dir"
     (cd "$REPO" && git ls-files -co --exclude-standard | grep -v '^\.mutation/' \
         | tar -cf - -T - "$NATIVE") | tar -xf - -C "$dir"
-    sel=""
-    for t in $tests; do [ -f "$dir/$t" ] && sel="$sel\"$t\", "; done
+    for t in $tests; do [ -f "$dir/${t%%::*}" ] && sel="$sel\"$t\", "; done
     cat >>"$dir/pyproject.toml" <<EOF
 
 [tool.mutmut]
@@ -62,11 +59,25 @@ pytest_add_cli_args = ["-p", "no:cacheprovider"]
 pytest_add_cli_args_test_selection = [${sel%, }]
 use_git_change_detection = false
 EOF
-    names=$filter
     echo "== $name: mutating src/alems/$file${names:+ ($names)} against $tests"
     # shellcheck disable=SC2086  # names are glob patterns mutmut matches itself
     (cd "$dir" && unset PYTHONPATH && nice -n 10 mutmut run --max-children "$JOBS" $names \
-        >mutmut.log 2>&1) || { echo "mutation: $name: mutmut failed, see $dir/mutmut.log" >&2; continue; }
+        >mutmut.log 2>&1)
+}
+
+report_only=0
+if [ "${1:-}" = --report ]; then report_only=1; shift; fi
+want=" $* "
+mkdir -p "$WORK"
+echo "$MODULES" | while IFS='|' read -r name file filter tests; do
+    [ -z "$name" ] && continue
+    if [ "$#" -gt 0 ] && [[ "$want" != *" $name "* ]]; then continue; fi
+    dir="$WORK/$name"
+    names=$filter
+    if [ "$report_only" = 0 ] && ! run_one "$name" "$file" "$names" "$tests"; then
+        echo "mutation: $name: mutmut failed, see $dir/mutmut.log" >&2
+        continue
+    fi
     (cd "$dir" && mutmut results --all true >results.txt 2>&1) || true
     python3 - "$dir" "$name" "${names:-*}" "$WORK/scores.txt" <<'PY'
 import fnmatch, sys
@@ -80,7 +91,9 @@ for line in (d / "results.txt").read_text().splitlines():
 killed = sum(s in ("killed", "timeout", "segfault") for s in status.values())
 surv = sorted(k for k, s in status.items() if s not in ("killed", "timeout", "segfault"))
 (d / "survivors.txt").write_text("".join(f"{k}: {status[k]}\n" for k in surv))
-line = f"{name}: {killed}/{len(status)} killed, {len(surv)} left ({d}/survivors.txt)"
+left = {st: sum(status[k] == st for k in surv) for st in sorted({status[k] for k in surv})}
+line = (f"{name}: {killed}/{len(status)} killed"
+        + "".join(f", {n} {st}" for st, n in left.items()) + f" ({d}/survivors.txt)")
 print(line)
 with open(scores, "a") as fh:
     fh.write(line + "\n")
