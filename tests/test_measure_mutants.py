@@ -265,3 +265,95 @@ def test_load_probe_quiet_run_and_missing_steal(tmp_path):
     _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 5])    # no CPU time passed
     probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
     assert probe.stop()["steal_fraction"] == (None, "no CPU time passed")
+
+
+# ------------------------------------------------------------------ SampleResult
+
+def _result(n=3, counter=True, phases=()):
+    t = np.arange(n, dtype=np.int64) * 500 * MS
+    cols = [_energy()] + ([Column("ctx_switches", [], "counter", 1.0, None, None),
+                           Column("procs_running", [], "gauge", 1.0, None, None)]
+                          if counter else [])
+    raw = np.array([[i * 1_000_000, 100 + 10 * i * i, 2] for i in range(n)],
+                   np.int64).reshape(n, 3)[:, :len(cols)]
+    out, _ = build_columns(t, raw, cols, None)
+    return SampleResult(table_from_columns(out), list(phases), "powercap", 2.0, {}, {},
+                        {"note": "x"})
+
+
+def test_counter_columns_and_deltas_are_exact():
+    res = _result()
+    assert res.counter_columns() == ["ctx_switches"]          # not t_ns, energy or gauges
+    assert res.summary["counters"] == {"ctx_switches": 40}
+    assert res.counter_delta("ctx_switches") == 40
+    assert res.counter_delta("ctx_switches", 250 * MS, 750 * MS) == 20.0   # 105 -> 125
+    assert res.counter_delta("ctx_switches", None, 500 * MS) == 10.0
+    assert res.counter_delta("absent") is None
+    assert res.summary["note"] == "x" and res.domains == ["pkg"]
+    assert (res.t_start_ns, res.t_end_ns) == (0, 1000 * MS)
+    assert res.energy_uj(None, 500 * MS) == {"pkg": 1_000_000.0}
+    assert res.energy_uj(500 * MS, None) == {"pkg": 1_000_000.0}
+
+
+def test_one_sample_reason_and_summary_are_exact():
+    res = _result(n=1)
+    assert res.energy_null_reason("pkg") == (
+        "only 1 sample(s): energy needs two (the run was shorter than one sampling period, "
+        "or the sampler failed)")
+    s = res.summary
+    assert (s["duration_s"], s["achieved_hz"], s["energy_j"], s["avg_power_w"]) == (
+        0.0, 0.0, {"pkg": None}, {"pkg": None})
+    assert s["warnings"] == ["energy_j.pkg is null: " + res.energy_null_reason("pkg")]
+    assert res.counter_delta("ctx_switches") == 0
+    empty = _result(n=0)
+    assert empty.counter_delta("ctx_switches") is None
+    assert (empty.t_start_ns, empty.t_end_ns, empty.summary["samples"]) == (0, 0, 0)
+    assert "read_ns_per_sample" not in empty.summary
+
+
+def test_metadata_carries_summary_and_phases(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from alems.errors import AlemsError
+    from alems.measure.names import PHASES_METADATA_KEY
+    from alems.measure.result import Phase
+
+    res = _result(phases=[Phase("llm", "llm", 0, 5, {"tokens": 3})])
+    res.update_summary(extra_key=7)
+    assert json.loads(res.metadata["summary"])["extra_key"] == 7
+    assert res.metadata["energy_source"] == "powercap"
+    meta = res.file_metadata()
+    assert json.loads(meta[PHASES_METADATA_KEY]) == [
+        {"name": "llm", "kind": "llm", "start_ns": 0, "end_ns": 5, "detail": {"tokens": 3}}]
+    out = tmp_path / "r.parquet"
+    res.write_parquet(out)
+    back = pq.read_table(out)
+    assert back.num_rows == 3
+    assert back.schema.metadata[PHASES_METADATA_KEY.encode()] == meta[PHASES_METADATA_KEY].encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
+    with pytest.raises(AlemsError) as ei:
+        res.write_parquet(tmp_path / "no" / "r.parquet")
+    assert str(ei.value) == (f"cannot write {tmp_path / 'no' / 'r.parquet'}: folder "
+                             f"{tmp_path / 'no'} does not exist; create it")
+
+
+def test_arrow_numpy_round_trip_keeps_offsets_and_nulls():
+    import pyarrow as pa
+
+    from alems.measure.result import arrow_to_numpy, numpy_to_arrow
+
+    arr = pa.array(np.arange(10, dtype=np.int64)).slice(3, 4)
+    np.testing.assert_array_equal(arrow_to_numpy(arr), [3, 4, 5, 6])
+    chunked = pa.chunked_array([pa.array([1.5, 2.5]), pa.array([3.5])])
+    np.testing.assert_array_equal(arrow_to_numpy(chunked), [1.5, 2.5, 3.5])
+    assert arrow_to_numpy(pa.array([], pa.int32())).dtype == np.int32
+    with_null = arrow_to_numpy(pa.array([1, None, 3], pa.int64()))
+    assert with_null[0] == 1 and np.isnan(with_null[1])
+    assert numpy_to_arrow(np.array([7, 8], np.uint32)).type == pa.uint32()
+    assert numpy_to_arrow(np.array([True, False])).to_pylist() == [True, False]
+    ends = Ends.of_table(pa.table({"t_ns": pa.array([0, 30, 40], pa.int64())}),
+                         gap_floor_ns=25)
+    assert (ends.samples, ends.gaps, ends.max_gap_ns) == (3, [(0, 30)], 30)
+    assert Ends.of_table(pa.table({"t_ns": pa.array([], pa.int64())})).samples == 0
