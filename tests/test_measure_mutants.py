@@ -105,6 +105,47 @@ def test_hottest_zone_is_the_package_temperature():
     assert units["package_temp_c"].startswith("degC")
 
 
+def test_estimate_columns_from_cpu_ticks_or_task_clock():
+    import os
+
+    from alems.measure import estimate
+
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    cols = [Column(estimate.CPU_TICKS_COLUMN, [], "counter", 1.0, None, None)]
+    out, units = build_columns(np.array([0, 1, 2]), np.array([[50], [52], [57]]), cols,
+                               {"w_per_core": 10.0})
+    np.testing.assert_array_equal(out["pkg_energy_uj"], [0.0, 2 * tick_ns * 1e-2,
+                                                         7 * tick_ns * 1e-2])
+    assert estimate.CPU_TICKS_COLUMN not in out and estimate.CPU_TICKS_COLUMN not in units
+    assert units["pkg_energy_uj"] == "uJ (estimate: CPU time x W/core)"
+    cols = [Column("task_clock_ns", [], "counter", 1.0, None, None)]
+    out, units = build_columns(np.array([0, 1]), np.array([[1000], [3000]]), cols,
+                               {"w_per_core": 5.0})
+    np.testing.assert_array_equal(out["pkg_energy_uj"], [0.0, 10.0])
+    np.testing.assert_array_equal(out["task_clock_ns"], [0, 2000])
+    assert units["task_clock_ns"] == "ns"
+
+
+def test_units_and_schema_before_any_sample():
+    cols = [_energy(), _energy(domain="dram", name="zone_dram", zone="dram"),
+            Column("busy_us", [], "counter", 1.0, None, None),
+            Column("procs_running", [], "gauge", 1.0, None, None),
+            Column("t0", [], "temp", 0.001, None, None)]
+    b = ColumnBuilder(cols, None)
+    assert b.units == {"t_ns": "ns (CLOCK_MONOTONIC)", "pkg_energy_uj": "uJ",
+                       "dram_energy_uj": "uJ", "busy_us": "us", "procs_running": "count",
+                       "package_temp_c": "degC (hottest package zone)"}
+    schema = b.schema()
+    assert schema.names == ["t_ns", "pkg_energy_uj", "dram_energy_uj", "busy_us",
+                            "procs_running", "package_temp_c"]
+    assert [str(t) for t in schema.types] == ["int64", "double", "double", "int64", "int64",
+                                              "double"]
+    # computing the schema consumed nothing: the first chunk still starts the run
+    out = b.add(np.array([0, 1]), np.array([[5, 7, 10, 1, 40000], [9, 8, 13, 2, 41000]]))
+    np.testing.assert_array_equal(out["pkg_energy_uj"], [0.0, 4.0])
+    np.testing.assert_array_equal(out["busy_us"], [0, 3])
+
+
 # ------------------------------------------------------------------ the gap rule
 
 def test_run_plausible_power_is_headroom_times_mean_within_bounds():
