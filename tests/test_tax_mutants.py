@@ -132,3 +132,58 @@ def test_headline_wording_exact():
         "orchestration tax: n/a — no complete pair")
     assert tax.format_headline(dict(base, tax_ratio=None, ci_null_reason="why")) == (
         "orchestration tax: n/a — why")
+
+
+def test_tax_row_carries_the_dispersion():
+    pairs = [Pair("t", "p", 1, 10.0, 30.0), Pair("t", "p", 2, 12.0, 33.0),
+             Pair("t", "p", 3, 11.0, 36.0)]
+    row = tax.tax_row("t", "p", pairs, None, 0.95)
+    est = stats.ratio_of_sums([10.0, 12.0, 11.0], [30.0, 33.0, 36.0])
+    assert row["sd_log_pair_ratio"] == est.sd_log_pair_ratio is not None
+    assert row["cv_linear"] == est.cv_linear is not None
+
+
+def test_overall_is_the_all_all_row():
+    rows = tax.tax_rows(_provider_pairs())
+    assert [(r["task"], r["provider"]) for r in rows][-2:] == [(ALL, "p"), (ALL, ALL)]
+    assert tax.overall(rows) is rows[-1]
+    assert tax.overall(list(reversed(rows))) is rows[-1]
+    assert "of ? task(s)" in tax.format_headline({k: v for k, v in rows[-1].items()
+                                                  if k != "n_tasks"})
+
+
+def _runs_db():
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE experiments (exp_id INTEGER, group_id TEXT, task_name TEXT, "
+                 "provider TEXT)")
+    conn.execute("CREATE TABLE runs (exp_id INTEGER, run_number INTEGER, workflow_type TEXT, "
+                 "status TEXT, dynamic_energy_uj REAL)")
+    conn.executemany("INSERT INTO experiments VALUES (?, ?, ?, ?)",
+                     [(1, "g", "t", "p"), (2, "other", "t", "p")])
+    rows = []
+    for rep, (lin, ag, react) in enumerate(((2.0, 5.0, 9.0), (4.0, 7.0, 11.0),
+                                            (3.0, 6.0, 12.0)), start=1):
+        rows += [(1, rep, "linear", "ok", lin * 1e6), (1, rep, "agentic", "ok", ag * 1e6),
+                 (1, rep, "react", "ok", react * 1e6), (2, rep, "linear", "ok", 1e6),
+                 (2, rep, "agentic", "ok", 1e9)]
+    rows += [(1, 4, "linear", "ok", 1e6), (1, 4, "agentic", "error", 5e6)]
+    conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", rows)
+    return conn
+
+
+def test_read_pairs_and_headline_from_the_database():
+    conn = _runs_db()
+    assert tax.read_pairs(conn, "g") == [Pair("t", "p", 1, 2.0, 5.0), Pair("t", "p", 2, 4.0, 7.0),
+                                         Pair("t", "p", 3, 3.0, 6.0)]
+    assert [p.agentic_j for p in tax.read_pairs(conn, "g", "react")] == [9.0, 11.0, 12.0]
+    head = tax.headline_tax(conn, "g", confidence=0.8)
+    want = stats.ratio_of_sums([2.0, 4.0, 3.0], [5.0, 7.0, 6.0], confidence=0.8)
+    assert (head["arm"], head["tax_ratio"], head["confidence"]) == ("agentic", 2.0, 0.8)
+    assert (head["ci_low"], head["ci_high"]) == (want.ci_low, want.ci_high)
+    react = tax.headline_tax(conn, "g", arm="react")
+    assert (react["arm"], react["tax_ratio"], react["confidence"]) == ("react", 32 / 9, 0.95)
+    other = tax.other_arm_taxes([("t", "p", r, w, e) for r in (1, 2, 3)
+                                 for w, e in (("linear", 1.0 + r), ("react", 3.0 * r))], 0.8)
+    assert {r["confidence"] for r in other["react"]["rows"]} == {0.8}
