@@ -212,9 +212,40 @@ def test_min_safe_gap_takes_the_fastest_wrapping_zone_of_a_domain():
     assert gaps.min_gap_floor_ns(cols[3:]) is None
 
 
+def test_gap_rule_boundaries_are_exact():
+    """A gap exactly as long as the limit could hold a whole range (>=), on a run of only
+    two samples too; times and energies that do not start at 0."""
+    col = _energy(range_uj=10_000_000)                # 10 J at the 500 W cap: 20 ms
+    t0 = 5_000_000_000
+    t = np.array([t0, t0 + 20 * MS], np.int64)
+    e = {"pkg": np.array([7e9, 7e9 + 1e9])}           # 50 kW mean: capped at 500 W
+    assert gaps.run_plausible_w(t, e)["pkg"] == 500.0
+    out = gaps.wrap_gaps(t, [col], e)
+    assert out == [{"domain": "pkg", "zone": "package-0", "start_ns": t0,
+                    "end_ns": t0 + 20 * MS, "gap_s": 0.02, "limit_s": 0.02}]
+    assert gaps.wrap_gaps(t[:1], [col], e) == []
+    ends = Ends(schema=None, gap_floor_ns=gaps.min_gap_floor_ns([col]))
+    ends.update({"t_ns": t, "pkg_energy_uj": e["pkg"]})
+    assert gaps.wrap_gaps_from_ends(ends, [col]) == out
+    # run power from a counter that does not start at 0, over a run that does not either
+    w = gaps.run_plausible_w(np.array([t0, t0 + 2_000_000_000]),
+                             {"pkg": np.array([1e9, 1e9 + 60e6])})
+    assert w["pkg"] == 120.0
+
+
+def test_min_safe_gap_skips_non_wrapping_columns_and_keeps_the_first_of_equal_zones():
+    cols = [Column("ctx", [], "counter", 1.0, None, None),
+            _energy(range_uj=None, name="zn", zone="package-9"),
+            _energy(range_uj=10_000_000, name="za", zone="package-0"),
+            _energy(range_uj=10_000_000, name="zb", zone="package-1"),
+            _energy(range_uj=10_000_000, domain="dram", name="zd", zone=None)]
+    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-0"),
+                                          "dram": (10.0 / 60.0 * 1e9, "zd")}
+
+
 def test_check_rate_boundary_and_message():
     col = _energy(range_uj=10_000_000)        # wraps in 20 ms at 500 W; a gap is 2 periods
-    gaps.check_rate(100.0001, [col])          # gap 19.99 ms: fine
+    gaps.check_rate(100.00000005, [col])      # gap 19.999999990 ms: fine
     with pytest.raises(AlemsError) as ei:
         gaps.check_rate(100.0, [col])         # gap exactly 20 ms: could hold a range
     assert str(ei.value) == (
