@@ -4,6 +4,9 @@ gap rule's headroom term, the run's plausible power, and the quiet flag's steal 
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 
@@ -429,3 +432,42 @@ def test_arrow_numpy_round_trip_keeps_offsets_and_nulls():
                          gap_floor_ns=25)
     assert (ends.samples, ends.gaps, ends.max_gap_ns) == (3, [(0, 30)], 30)
     assert Ends.of_table(pa.table({"t_ns": pa.array([], pa.int64())})).samples == 0
+
+
+def test_own_running_counts_running_threads_of_a_process():
+    import subprocess
+    import sys
+
+    assert quiet.own_running() >= 1                 # the caller runs while it reads
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        def state():
+            with open(f"/proc/{child.pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0]
+        deadline = time.monotonic() + 60
+        while state() != "S" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert quiet.own_running(child.pid) == 0     # asleep: not running
+    finally:
+        child.kill()
+        child.wait()
+    assert quiet.own_running(child.pid) == 0         # gone
+
+
+def test_wait_for_quiet_polls_windows_until_quiet_or_timeout(tmp_path):
+    (tmp_path / "loadavg").write_text("0.5 0.4 0.3 1/99 9\n")
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 0])
+    slept = []
+    ok, waited, why = quiet.wait_for_quiet(60, proc_root=str(tmp_path), window_s=0.25,
+                                           sleep=slept.append)
+    assert (ok, why, slept) == (True, None, [0.25]) and 0 <= waited < 60
+    _write_stat(tmp_path, 1000, [100, 0, 0, 900, 0, 0, 0, 0])
+    slept.clear()
+    ok, waited, why = quiet.wait_for_quiet(0, proc_root=str(tmp_path), sleep=slept.append)
+    assert (ok, slept) == (False, [quiet.WAIT_WINDOW_S]) and waited >= 0
+    assert re.fullmatch(r"9\d\d\.\d\d other runnable task\(s\) on average \(quiet: <= 0\.5\)",
+                        why), why
+    slept.clear()
+    ok, _, why = quiet.wait_for_quiet(0, proc_root=str(tmp_path / "none"),
+                                      sleep=slept.append)
+    assert (ok, why) == (False, "background load unknown (/proc/stat unreadable)")
