@@ -471,3 +471,62 @@ def test_wait_for_quiet_polls_windows_until_quiet_or_timeout(tmp_path):
     ok, _, why = quiet.wait_for_quiet(0, proc_root=str(tmp_path / "none"),
                                       sleep=slept.append)
     assert (ok, why) == (False, "background load unknown (/proc/stat unreadable)")
+
+
+def test_own_running_reads_the_state_after_the_last_parenthesis(tmp_path):
+    """A spinning single-threaded child is always runnable ('R'), even named like
+    `x) S y` (the state field is the one after the *last* ')' of /proc/PID/stat)."""
+    import os
+    import subprocess
+    import sys
+
+    link = tmp_path / "x) S y"
+    os.symlink(sys.executable, link)
+    child = subprocess.Popen([str(link), "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 60
+        while quiet.own_running(child.pid) != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)              # until the interpreter has started spinning
+        with open(f"/proc/{child.pid}/stat") as fh:
+            assert "(x) S y)" in fh.read()
+        assert quiet.own_running(child.pid) == 1
+        assert quiet.own_running(child.pid) == 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_load_probe_polls_in_an_instrument_thread_and_means_the_polls(tmp_path):
+    from alems.measure import threads as instrument_threads
+
+    _write_stat(tmp_path, 1000, [100, 0, 0, 900, 0, 0, 0, 0])
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=0.001).start()
+    deadline = time.monotonic() + 60
+    while len(probe._others) < 5 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    tid = probe._thread.native_id
+    assert tid in instrument_threads.instrument_tids()   # never counted as workload
+    assert probe._thread.daemon                         # never keeps the process alive
+    cols = probe.stop()
+    assert not probe._thread.is_alive()
+    assert tid not in instrument_threads.instrument_tids()
+    assert len(probe._others) >= 6                      # start, >= 4 in the thread, stop
+    assert 990 <= cols["other_procs_running"][0] <= 1000   # the mean of the polls
+    assert cols["quiet"][0] == 0
+    assert cols["not_quiet_reason"] == (cols["quiet"][1], cols["quiet"][1])
+
+
+def test_load_probe_with_nothing_readable_and_a_one_tick_run(tmp_path):
+    cols = quiet.LoadProbe(str(tmp_path / "none"), poll_s=3600).start().stop()
+    assert cols == {"other_procs_running": (None, "/proc/stat unreadable"),
+                    "steal_fraction": (None, "the kernel reports no steal time here"),
+                    "load_1m": (None, "/proc/loadavg unreadable"),
+                    "quiet": (None, "background load unknown (/proc/stat unreadable)"),
+                    "not_quiet_reason": ("background load unknown (/proc/stat unreadable)",
+                                         "background load unknown (/proc/stat unreadable)")}
+    (tmp_path / "stat").write_text("intr 5\nctxt 9\n")
+    assert quiet.read_stat(str(tmp_path)) == (None, None, None)
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 0])
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 1])      # one tick, stolen
+    assert probe.stop()["steal_fraction"] == (1.0, None)
