@@ -482,11 +482,10 @@ def test_own_running_reads_the_state_after_the_last_parenthesis(tmp_path):
 
     link = tmp_path / "x) S y"
     os.symlink(sys.executable, link)
-    child = subprocess.Popen([str(link), "-c", "while True: pass"])
+    child = subprocess.Popen([str(link), "-c", "print('go', flush=True)\nwhile True: pass"],
+                             stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while quiet.own_running(child.pid) != 1 and time.monotonic() < deadline:
-            time.sleep(0.01)              # until the interpreter has started spinning
+        assert child.stdout.readline() == "go\n"      # spinning from here on
         with open(f"/proc/{child.pid}/stat") as fh:
             assert "(x) S y)" in fh.read()
         assert quiet.own_running(child.pid) == 1
