@@ -206,3 +206,99 @@ def test_widen_for_baseline_adds_in_quadrature():
     assert stats.widen_for_baseline(iv, 0.0) == (iv.ci_low, iv.ci_high)
     one = stats.t_interval([1.0])
     assert stats.widen_for_baseline(one, 0.5) == (None, None)
+
+
+def test_small_energies_are_not_special():
+    """Energies below 1 J (sums, leave-one-out sums, pair values) are ordinary numbers."""
+    lin = [0.01, 0.02, 0.03, 0.012]
+    ag = [0.02, 0.05, 0.05, 0.03]
+    want = _reference_interval(lin, ag, ["a"] * 4, 0.95)
+    got = stats.log_jackknife_interval(lin, ag, 0.95)
+    assert [float(x) for x in got] == pytest.approx(want, rel=1e-10)
+    est = stats.ratio_of_sums(lin, ag)
+    assert est.ratio == pytest.approx(0.15 / 0.072, rel=1e-12)
+    assert est.mean_of_pair_ratios == pytest.approx((2.0 + 2.5 + 5 / 3 + 2.5) / 4, rel=1e-12)
+    assert (est.ci_low, est.ci_high) == pytest.approx(want[:2], rel=1e-10)
+
+
+def test_jackknife_rows_are_independent():
+    lin = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    ag = np.array([[2.0, 5.0, 7.0], [3.0, 4.0, -9.0]])   # row 2: a leave-one-out sum < 0
+    low, high, _ = stats.log_jackknife_interval(lin, ag)
+    want = _reference_interval([1.0, 2.0, 3.0], [2.0, 5.0, 7.0], ["a"] * 3, 0.95)
+    assert (low[0], high[0]) == pytest.approx(want[:2], rel=1e-10)
+    assert np.isnan(low[1]) and np.isnan(high[1])
+
+
+def test_undefined_intervals_raise_no_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for lin, ag in (([1.0, -1.0, 2.0], [3.0, 4.0, 5.0]),      # a leave-one-out sum 0
+                        ([1.0, 2.0, 3.0], [3.0, 4.0, -9.0]),      # log of a negative ratio
+                        ([1.0, 2.0], [2.0, 4.0])):                # zero spread: df 0/0
+            stats.log_jackknife_interval(lin, ag)
+            stats.ratio_of_sums(lin, ag)
+
+
+def test_dispersion_uses_positive_pairs_and_positive_means():
+    labels = np.array(["a"] * 4, dtype=object)
+    sd, cv = stats._dispersion(np.array([0.5, 0.8, 0.0, 2.0]),
+                               np.array([0.6, 2.0, 3.0, 0.0]), labels)
+    assert sd == pytest.approx(np.std(np.log([1.2, 2.5]), ddof=1), rel=1e-12)
+    assert cv == pytest.approx(np.std([0.5, 0.8, 0.0, 2.0], ddof=1) / 0.825, rel=1e-12)
+    sd, cv = stats._dispersion(np.array([0.2, 0.4]), np.array([0.3, 0.9]),
+                               np.array(["a", "a"], dtype=object))
+    assert cv == pytest.approx(np.std([0.2, 0.4], ddof=1) / 0.3, rel=1e-12)
+    assert sd == pytest.approx(np.std(np.log([1.5, 2.25]), ddof=1), rel=1e-12)
+    assert stats._dispersion(np.array([1.0, -1.0]), np.array([1.0, 1.0]),
+                             np.array(["a", "a"], dtype=object))[1] is None   # mean 0
+
+
+def test_estimate_keeps_what_it_can_without_an_interval(monkeypatch):
+    import sys
+
+    one = stats.ratio_of_sums([1.0, 2.0, 3.0], [2.0, 3.0, 4.0], strata=["a", "a", "b"])
+    assert one.ratio == 1.5 and one.mean_of_pair_ratios == pytest.approx((2 + 1.5 + 4 / 3) / 3)
+    assert one.cv_linear == pytest.approx(np.std([1.0, 2.0], ddof=1) / 1.5)
+    assert one.sd_log_pair_ratio == pytest.approx(np.std(np.log([2.0, 1.5]), ddof=1))
+    zero = stats.ratio_of_sums([0.0, 2.0, 4.0, None], [1.0, 4.0, 10.0, 5.0])
+    assert zero.n_pairs == 3 and zero.ratio == 2.5 and zero.mean_of_pair_ratios == 2.25
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    no_scipy = stats.ratio_of_sums([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert (no_scipy.ratio, no_scipy.ci_low, no_scipy.ci_high, no_scipy.df) == (
+        1.5, None, None, None)
+    assert no_scipy.ci_null_reason == "the interval needs scipy (pip install 'alems[reports]')"
+    assert no_scipy.mean_of_pair_ratios == pytest.approx((2 + 1.5 + 4 / 3) / 3)
+    assert no_scipy.cv_linear == pytest.approx(0.5)
+
+
+def test_shape_errors_are_exact():
+    with pytest.raises(ValueError) as ei:
+        stats.ratio_of_sums([1.0], [1.0, 2.0])
+    assert str(ei.value) == "linear and agentic must have the same length (one value per pair)"
+    with pytest.raises(ValueError) as ei:
+        stats.ratio_of_sums([1.0, 2.0], [1.0, 2.0], strata=["a"])
+    assert str(ei.value) == "strata must have one label per pair"
+
+
+def test_two_pairs_can_be_enough_for_a_huge_effect():
+    crit = sps.t.ppf(0.975, 1)
+    ncp = 15 * math.sqrt(2)
+    assert stats.t_test_power(15.0, 2) == pytest.approx(
+        sps.nct.sf(crit, 1, ncp) + sps.nct.cdf(-crit, 1, ncp), rel=1e-12)
+    assert stats.t_test_power(15.0, 2) > 0.9
+    assert stats.t_repetitions(15.0) == 2
+    with pytest.raises(ValueError, match="effect size must be > 0"):
+        stats.t_repetitions(0.0)
+
+
+def test_widen_for_baseline_edge_intervals():
+    flat = stats.t_interval([2.0, 2.0, 2.0])
+    assert (flat.sd, flat.ci_low, flat.ci_high) == (0.0, 2.0, 2.0)
+    assert stats.widen_for_baseline(flat, 0.5) == (2.0, 2.0)    # no t quantile to scale
+    half_open = stats.Interval(3, 1.0, 0.5, 0.5, None, 0.95)
+    assert stats.widen_for_baseline(half_open, 0.5) == (0.5, None)
+    no_mean = stats.Interval(3, None, 0.5, 0.5, 1.5, 0.95)
+    assert stats.widen_for_baseline(no_mean, 0.5) == (0.5, 1.5)
