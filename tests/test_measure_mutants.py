@@ -529,3 +529,84 @@ def test_load_probe_with_nothing_readable_and_a_one_tick_run(tmp_path):
     probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
     _write_stat(tmp_path, 0, [100, 0, 0, 900, 0, 0, 0, 1])      # one tick, stolen
     assert probe.stop()["steal_fraction"] == (1.0, None)
+
+
+def test_summary_defaults_and_rates_are_exact():
+    import json
+
+    t = np.array([0, 250 * MS, 500 * MS], np.int64)
+    out, _ = build_columns(t, np.array([[0], [1_000_000], [3_000_000]]), [_energy()], None)
+    res = SampleResult(table_from_columns(out), [], "rapl", 100.0, {}, None,
+                       {"where": __import__("pathlib").Path("/x")})
+    s = res.summary
+    assert (s["duration_s"], s["achieved_hz"], s["requested_hz"]) == (0.5, 4.0, 100.0)
+    assert (s["late_samples"], s["dropped_samples"], s["skipped_deadlines"],
+            s["max_lateness_ns"]) == (0, 0, 0, 0)
+    assert s["energy_source"] == "rapl" and s["avg_power_w"] == {"pkg": 6.0}
+    assert res.metadata["summary"] == json.dumps(s, default=str, sort_keys=True)
+    assert json.loads(res.metadata["summary"])["where"] == "/x"
+    two = SampleResult(table_from_columns({k: v[:2] for k, v in out.items()}), [], "rapl",
+                       1.0, {}, {}, {})
+    assert two.summary["duration_s"] == 0.25 and two.summary["energy_j"] == {"pkg": 1.0}
+    assert two.summary["achieved_hz"] == 4.0
+    flat = SampleResult(table_from_columns({"t_ns": np.array([5, 5], np.int64),
+                                            "pkg_energy_uj": np.array([0.0, 1.0])}),
+                        [], "rapl", 1.0, {}, {}, {})
+    assert flat.summary["avg_power_w"] == {"pkg": None} and flat.summary["achieved_hz"] == 0.0
+
+
+def test_spans_after_a_gap_and_several_gaps_and_domains():
+    t = np.array([0, 100 * MS, 400 * MS, 500 * MS, 900 * MS, 1000 * MS], np.int64)
+    out = {"t_ns": t, "pkg_energy_uj": np.arange(6, dtype=np.float64) * 1e6,
+           "dram_energy_uj": np.arange(6, dtype=np.float64) * 2e5}
+    gaps_ = [{"domain": "pkg", "zone": "z", "start_ns": 100 * MS, "end_ns": 400 * MS,
+              "gap_s": 0.3, "limit_s": 0.1},
+             {"domain": "pkg", "zone": "z", "start_ns": 500 * MS, "end_ns": 900 * MS,
+              "gap_s": 0.4, "limit_s": 0.1}]
+    res = SampleResult(table_from_columns(out), [], "rapl", 10.0, {}, {}, {"wrap_gaps": gaps_})
+    assert res.energy_uj() == {"pkg": None, "dram": 1e6}
+    assert res.energy_uj(400 * MS, 500 * MS) == {"pkg": 1e6, "dram": 2e5}   # between gaps
+    assert res.energy_uj(900 * MS, None) == {"pkg": 1e6, "dram": 2e5}       # after both
+    assert res.energy_null_reason("pkg").startswith("a 0.4 s gap")          # the longest
+    assert res.energy_null_reason("pkg", 0, 450 * MS).startswith("a 0.3 s gap")
+    assert res.summary["energy_j"] == {"pkg": None, "dram": 1.0}
+    assert res.counter_delta("pkg_energy_uj", 500 * MS, None) == 2e6
+
+
+def test_streamed_result_is_converted_and_reloaded(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from alems.errors import AlemsError
+    from alems.measure.names import PHASES_METADATA_KEY
+    from alems.measure.stream import PartialWriter
+
+    t = np.array([0, MS, 2 * MS], np.int64)
+    cols, _ = build_columns(t, np.array([[0], [5], [9]]), [_energy()], None)
+    final = tmp_path / "s.parquet"
+    partial = tmp_path / "s.parquet.partial"
+    schema = table_from_columns(cols).schema
+    w = PartialWriter(partial, schema)
+    w.write(cols)
+    w.close()
+    ends = Ends(schema)
+    ends.update(cols)
+    loads = []
+    res = SampleResult(lambda: loads.append(1) or pq.read_table(final), [], "rapl", 1000.0,
+                       {}, {}, {}, ends=ends, partial_path=str(partial))
+    assert res.summary["energy_j"] == {"pkg": 9e-6} and loads == []   # never read
+    res.write_parquet(final)
+    assert res.partial_path is None and not partial.exists()
+    meta = pq.read_schema(final).metadata
+    assert json.loads(meta[b"summary"]) == json.loads(res.metadata["summary"])
+    assert meta[PHASES_METADATA_KEY.encode()] == b"[]"
+    np.testing.assert_array_equal(res.table.column("pkg_energy_uj").to_numpy(), [0, 5, 9])
+    assert loads == []                                 # reloaded from the Parquet file
+    assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]
+    broken = SampleResult(lambda: None, [], "rapl", 1.0, {}, {}, {}, ends=ends,
+                          partial_path=str(tmp_path / "gone.partial"))
+    with pytest.raises(AlemsError) as ei:
+        broken.write_parquet(tmp_path / "b.parquet")
+    assert str(ei.value).startswith(f"cannot write {tmp_path / 'b.parquet'}: ")
+    assert str(ei.value).endswith(f"; the samples stay in {tmp_path / 'gone.partial'}")
