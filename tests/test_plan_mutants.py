@@ -192,3 +192,65 @@ def test_planned_runs_runs_to_do_pairs_and_shards():
     with pytest.raises(UsageError) as ei:
         plan.parse_shard("9/8")
     assert str(ei.value) == "--shard must be K/N with 1 <= K <= N (e.g. 2/8), got '9/8'"
+
+
+def test_design_and_settings_are_exactly_what_a_session_stores():
+    cfg = _cfg(tasks=["a", "b"], providers=["p"], workflows=["linear", "react"], seed=3,
+               temperature=0.5, max_tokens=9, model="m", cloud_model="c", hz=50.0, threads=2,
+               n_ctx=128, sources=["rapl"], gpus=[0], gpu_layers=4, max_steps=6,
+               max_tool_calls=7, repetitions=8, cool_down_s=1.5, country="DE",
+               clip_negative=True, baseline_duration_s=2.5, baseline_reps=4,
+               baseline_max_age_s=60.0, baseline_every_s=120.0, require_quiet=True,
+               quiet_timeout_s=9.0, warm_up=False, shard=(1, 2))
+    design = {"tasks": ["a", "b"], "providers": ["p"], "workflows": ["linear", "react"],
+              "seed": 3, "temperature": 0.5, "max_tokens": 9, "model": "m",
+              "cloud_model": "c", "hz": 50.0, "threads": 2, "n_ctx": 128,
+              "sources": ["rapl"], "gpus": [0], "gpu_layers": 4, "max_steps": 6,
+              "max_tool_calls": 7}
+    assert cfg.design() == design
+    assert cfg.settings() == dict(design, repetitions=8, cool_down_s=1.5, country="DE",
+                                  clip_negative=True, baseline_duration_s=2.5,
+                                  baseline_reps=4, baseline_max_age_s=60.0,
+                                  baseline_every_s=120.0, require_quiet=True,
+                                  quiet_timeout_s=9.0, warm_up=False, shard=[1, 2])
+    assert plan.has_tax_pair(["linear", "agentic"]) and plan.has_tax_pair(("agentic", "linear"))
+
+
+def test_plan_order_is_reproducible_across_versions():
+    """A stored session resumes by this order: the same seed must give the same plan."""
+    keys = plan.plan_order(["t1", "t2"], ["p", "q"], ["linear", "agentic"], 2, seed=42)
+    assert [(k.task, k.provider, k.workflow, k.rep) for k in keys] == [
+        ("t2", "q", "agentic", 1), ("t2", "q", "linear", 1), ("t1", "p", "linear", 1),
+        ("t1", "p", "agentic", 1), ("t2", "q", "linear", 2), ("t2", "q", "agentic", 2),
+        ("t1", "q", "agentic", 2), ("t1", "q", "linear", 2), ("t2", "p", "linear", 1),
+        ("t2", "p", "agentic", 1), ("t1", "p", "agentic", 2), ("t1", "p", "linear", 2),
+        ("t1", "q", "linear", 1), ("t1", "q", "agentic", 1), ("t2", "p", "agentic", 2),
+        ("t2", "p", "linear", 2)]
+
+
+def test_max_threads_fallbacks(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert plan.max_threads() == 1
+
+    def no_affinity(pid):
+        raise OSError("not here")
+    monkeypatch.setattr(os, "sched_getaffinity", no_affinity)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert plan.max_threads() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert plan.max_threads() == 1
+
+
+def test_resume_refusal_names_every_difference():
+    stored = _session(_cfg(repetitions=2), "G")
+    with pytest.raises(AlemsError) as ei:
+        plan.choose_session(_cfg(group_id="G", seed=5, max_tokens=7), stored, [])
+    assert str(ei.value) == ("group 'G' was started with different settings (seed=42, "
+                             "max_tokens=256); repeat them to resume it, or pass a new "
+                             "--group-id")
+    with pytest.raises(UsageError) as ei:
+        plan.validate_numbers(_cfg(shard=(1, 2)))
+    assert str(ei.value) == ("--shard needs --group-id G, the same on every shard, so that "
+                             "`alems merge` joins the shards into one session")
