@@ -13,7 +13,6 @@ import pytest
 from alems.errors import AlemsError
 from alems.measure import gaps, quiet
 from alems.measure.columns import ColumnBuilder, build_columns, wrap_corrected
-from alems.measure.names import RUN_POWER_HEADROOM
 from alems.measure.result import Ends, SampleResult, table_from_columns
 from alems.measure.sources.base import Column
 
@@ -151,30 +150,27 @@ def test_units_and_schema_before_any_sample():
 
 # ------------------------------------------------------------------ the gap rule
 
-def test_run_plausible_power_is_headroom_times_mean_within_bounds():
-    t = np.array([0, 2_000_000_000])                          # 2 s
-    w = gaps.run_plausible_w(t, {"pkg": np.array([0.0, 60e6]),   # 30 W mean
-                                 "dram": np.array([0.0, 1e5]),   # 0.05 W: floor 1 W
-                                 "core": np.array([0.0, 2e9])})  # 1 kW: cap 400 W
-    assert RUN_POWER_HEADROOM == 4.0
-    assert w["pkg"] == 120.0
-    assert w["dram"] == 1.0
-    assert w["core"] == 400.0
-    assert w["uncore"] == 150.0 and w["psys"] == 600.0        # not measured: the cap
+def _zone(range_uj=10_000_000, max_power_w=None, domain="pkg", zone="package-0",
+          name="zone_pkg"):
+    col = _energy(range_uj=range_uj, domain=domain, zone=zone, name=name)
+    col.max_power_w = max_power_w
+    return col
 
 
-def test_run_plausible_power_of_a_zero_length_run_is_the_cap():
-    w = gaps.run_plausible_w(np.array([5, 5]), {"pkg": np.array([0.0, 1e6])})
-    assert w["pkg"] == 500.0
+def test_plausible_power_is_the_zone_ceiling_else_the_domain_cap():
+    assert gaps.plausible_w(_zone(max_power_w=120.0)) == 120.0
+    assert gaps.plausible_w(_zone(max_power_w=None)) == 500.0
+    assert gaps.plausible_w(_zone(max_power_w=0.0)) == 500.0          # no ceiling reported
+    assert gaps.plausible_w(_zone(domain="dram", max_power_w=-1.0)) == 60.0
+    assert gaps.plausible_w(_zone(domain="gpu")) is None               # no cap for it
 
 
-def test_gap_rule_headroom_term_sets_the_limit():
-    """30 W mean -> 120 W plausible: a 10 J counter can wrap in 10/120 s = 83.3 ms. A
-    90 ms gap is flagged (not at the 500 W cap's 20 ms nor at 30 W's 333 ms: the
-    headroom is what decides), an 80 ms gap is not."""
-    col = _energy(range_uj=10_000_000)
-    t2 = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64)
-    out = gaps.wrap_gaps(t2, [col], {"pkg": t2.astype(np.float64) / 1e9 * 30e6})
+def test_gap_rule_uses_the_zone_ceiling():
+    """A 10 J counter under a 120 W ceiling can wrap in 10/120 s = 83.3 ms: a 90 ms gap
+    is flagged (the 500 W domain cap alone would say 20 ms), an 80 ms gap is not."""
+    col = _zone(max_power_w=120.0)
+    t = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64)
+    out = gaps.wrap_gaps(t, [col])
     assert [(g["start_ns"], g["end_ns"]) for g in out] == [(0, 90 * MS)]
     g = out[0]
     assert g["limit_s"] == pytest.approx(10.0 / 120.0, rel=1e-12)
@@ -185,65 +181,58 @@ def test_gap_rule_headroom_term_sets_the_limit():
 
 
 def test_gaps_from_streamed_ends_match_the_gaps_of_the_whole_run():
-    col = _energy(range_uj=10_000_000)
-    t = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64)
-    e = t.astype(np.float64) / 1e9 * 30e6
+    col = _zone(max_power_w=120.0)
+    t = np.array([0, 90 * MS, 170 * MS, 250 * MS, 330 * MS, 400 * MS], np.int64) + 7 * MS
     floor = gaps.min_gap_floor_ns([col])
-    assert floor == 20 * MS                                    # 10 J at 500 W
+    assert floor == int(10.0 / 120.0 * 1e9)
     ends = Ends(schema=None, gap_floor_ns=floor)
-    ends.update({"t_ns": t[:2], "pkg_energy_uj": e[:2]})
-    ends.update({"t_ns": t[2:], "pkg_energy_uj": e[2:]})
-    assert gaps.wrap_gaps_from_ends(ends, [col]) == gaps.wrap_gaps(t, [col], {"pkg": e})
-    assert len(gaps.wrap_gaps_from_ends(ends, [col])) == 1
+    ends.update({"t_ns": t[:2]})
+    ends.update({"t_ns": t[2:]})
+    assert gaps.wrap_gaps_from_ends(ends, [col]) == gaps.wrap_gaps(t, [col])
+    assert [(g["start_ns"], g["gap_s"]) for g in gaps.wrap_gaps_from_ends(ends, [col])] == [
+        (7 * MS, 0.09)]
     one = Ends(schema=None, gap_floor_ns=floor)
-    one.update({"t_ns": t[:1], "pkg_energy_uj": e[:1]})
+    one.update({"t_ns": t[:1]})
     assert gaps.wrap_gaps_from_ends(one, [col]) == []
 
 
 def test_min_safe_gap_takes_the_fastest_wrapping_zone_of_a_domain():
-    cols = [_energy(range_uj=20_000_000, zone="package-0"),
-            _energy(range_uj=10_000_000, zone="package-1", name="z1"),
-            _energy(range_uj=15_000_000, zone="package-2", name="z2"),
-            _energy(range_uj=None, zone="package-3", name="z3"),
+    cols = [_zone(range_uj=20_000_000, zone="package-0"),
+            _zone(range_uj=10_000_000, zone="package-1", name="z1"),
+            _zone(range_uj=15_000_000, zone="package-2", name="z2"),
+            _zone(range_uj=None, zone="package-3", name="z3"),
             Column("ctx", [], "counter", 1.0, 100, None)]
     assert gaps.range_j(cols[0]) == 20.0 and gaps.range_j(cols[3]) is None
     assert gaps.range_j(cols[4]) is None
     assert gaps.range_j(_energy(range_uj=1000, scale=61.0)) == 0.061
-    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-1")}
-    assert gaps.min_safe_gap_ns(cols, {"pkg": 100.0}) == {"pkg": (100 * MS, "package-1")}
-    assert gaps.min_safe_gap_ns(cols, {"dram": 1.0}) == {}
+    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-1", 500.0)}
     assert gaps.min_gap_floor_ns(cols[3:]) is None
 
 
 def test_gap_rule_boundaries_are_exact():
     """A gap exactly as long as the limit could hold a whole range (>=), on a run of only
-    two samples too; times and energies that do not start at 0."""
-    col = _energy(range_uj=10_000_000)                # 10 J at the 500 W cap: 20 ms
+    two samples too."""
+    col = _zone()                                      # 10 J at the 500 W cap: 20 ms
     t0 = 5_000_000_000
     t = np.array([t0, t0 + 20 * MS], np.int64)
-    e = {"pkg": np.array([7e9, 7e9 + 1e9])}           # 50 kW mean: capped at 500 W
-    assert gaps.run_plausible_w(t, e)["pkg"] == 500.0
-    out = gaps.wrap_gaps(t, [col], e)
+    out = gaps.wrap_gaps(t, [col])
     assert out == [{"domain": "pkg", "zone": "package-0", "start_ns": t0,
                     "end_ns": t0 + 20 * MS, "gap_s": 0.02, "limit_s": 0.02}]
-    assert gaps.wrap_gaps(t[:1], [col], e) == []
+    assert gaps.wrap_gaps(t[:1], [col]) == []
+    assert gaps.wrap_gaps(np.array([t0, t0 + 20 * MS - 1]), [col]) == []
     ends = Ends(schema=None, gap_floor_ns=gaps.min_gap_floor_ns([col]))
-    ends.update({"t_ns": t, "pkg_energy_uj": e["pkg"]})
+    ends.update({"t_ns": t})
     assert gaps.wrap_gaps_from_ends(ends, [col]) == out
-    # run power from a counter that does not start at 0, over a run that does not either
-    w = gaps.run_plausible_w(np.array([t0, t0 + 2_000_000_000]),
-                             {"pkg": np.array([1e9, 1e9 + 60e6])})
-    assert w["pkg"] == 120.0
 
 
 def test_min_safe_gap_skips_non_wrapping_columns_and_keeps_the_first_of_equal_zones():
     cols = [Column("ctx", [], "counter", 1.0, None, None),
-            _energy(range_uj=None, name="zn", zone="package-9"),
-            _energy(range_uj=10_000_000, name="za", zone="package-0"),
-            _energy(range_uj=10_000_000, name="zb", zone="package-1"),
-            _energy(range_uj=10_000_000, domain="dram", name="zd", zone=None)]
-    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-0"),
-                                          "dram": (10.0 / 60.0 * 1e9, "zd")}
+            _zone(range_uj=None, name="zn", zone="package-9"),
+            _zone(range_uj=10_000_000, name="za", zone="package-0"),
+            _zone(range_uj=10_000_000, name="zb", zone="package-1"),
+            _zone(range_uj=10_000_000, domain="dram", name="zd", zone=None)]
+    assert gaps.min_safe_gap_ns(cols) == {"pkg": (20 * MS, "package-0", 500.0),
+                                          "dram": (10.0 / 60.0 * 1e9, "zd", 60.0)}
 
 
 def test_check_rate_boundary_and_message():

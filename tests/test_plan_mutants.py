@@ -134,7 +134,7 @@ def test_plan_order_is_exact():
     assert sorted(k.rep for k in single) == [1, 2]
     custom = plan.plan_order(["t"], ["p"], ["mine", "linear"], 1, seed=1)
     assert {k.workflow for k in custom} == {"mine", "linear"}
-    assert RunKey("t", "p", "linear", 2, 7, 1).as_list() == ["t", "p", "linear", 2]
+    assert RunKey("t", "p", "linear", 2, 7, 1, 3).as_list() == ["t", "p", "linear", 2]
 
 
 def _session(cfg, group_id, **over):
@@ -180,8 +180,11 @@ def test_planned_runs_runs_to_do_pairs_and_shards():
     assert len(plan.planned_runs(keys, 1)) == 6
     done = {(k.task, k.provider, k.workflow, k.rep): 1 for k in keys[:3]}
     assert plan.runs_to_do(keys, 1, done) == keys[3:]
-    assert [plan.pair_index(k) for k in keys] == [0, 0, 1, 1, 2, 2]
-    assert plan.pair_index(RunKey("t", "p", "linear", 1, 5, None)) == 5
+    assert [k.pair_index for k in keys] == [0, 0, 1, 1, 2, 2]
+    three = plan.plan_order(["t"], ["p"], ["linear", "agentic", "react"], 2, seed=1)
+    assert [k.pair_index for k in three] == [0, 0, 0, 1, 1, 1]      # a pair of three arms
+    assert [[k.rep for k in u] for u in plan.pair_units(three)] == [[three[0].rep] * 3,
+                                                                     [three[3].rep] * 3]
     units = plan.pair_units(reversed(keys))
     assert units == [keys[0:2], keys[2:4], keys[4:6]]
     assert plan.shard_runs(keys, None) == keys

@@ -135,17 +135,13 @@ def test_dispersion_is_the_largest_over_strata():
                              np.array(["a", "a"], dtype=object)) == (None, None)
 
 
-def test_includes_one_and_checked_range_boundaries():
+def test_includes_one_boundaries():
     def est(low, high, sd=None, cv=None):
         return stats.RatioEstimate(3, 1.0, low, high, None, 2.0, None, sd, cv, 0.95)
 
     assert est(1.0, 2.0).includes_one is True and est(0.5, 1.0).includes_one is True
     assert est(1.0001, 2.0).includes_one is False and est(0.5, 0.9999).includes_one is False
     assert est(None, 2.0).includes_one is None and est(1.0, None).includes_one is None
-    assert est(1, 2, sd=0.3, cv=0.3).outside_checked_range is False
-    assert est(1, 2, sd=0.3001).outside_checked_range is True
-    assert est(1, 2, cv=0.3001).outside_checked_range is True
-    assert est(1, 2).outside_checked_range is False
 
 
 def test_t_interval_by_hand():

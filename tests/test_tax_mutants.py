@@ -28,14 +28,13 @@ def _row(rows, task, provider):
 def test_provider_pooled_row_is_stratified_by_task():
     pairs = _provider_pairs()
     lin, ag = [p.linear_j for p in pairs], [p.agentic_j for p in pairs]
-    by_task = stats.ratio_of_sums(lin, ag, strata=[p.task for p in pairs])
+    by_task = stats.ratio_of_sums(lin, ag, strata=[p.task for p in pairs], equal_strata=True)
     pooled = stats.ratio_of_sums(lin, ag)
     assert by_task.ci_low != pytest.approx(pooled.ci_low, rel=1e-3)   # the test can tell
     row = _row(tax.tax_rows(pairs), ALL, "p")
-    assert (row["ci_low"], row["ci_high"], row["df"]) == (by_task.ci_low, by_task.ci_high,
-                                                          by_task.df)
+    assert (row["tax_ratio"], row["ci_low"], row["ci_high"], row["df"]) == pytest.approx(
+        (by_task.ratio, by_task.ci_low, by_task.ci_high, by_task.df), rel=1e-12)
     assert row["n_pairs"] == 6 and row["n_tasks"] == 2
-    assert row["tax_ratio"] == sum(ag) / sum(lin)
 
 
 def test_overall_row_is_stratified_by_task_and_provider():
@@ -44,15 +43,17 @@ def test_overall_row_is_stratified_by_task_and_provider():
                                       p.agentic_j * 3 * (1.1 if p.run_number == 2 else 0.95))
                                  for p in _provider_pairs()]
     lin, ag = [p.linear_j for p in pairs], [p.agentic_j for p in pairs]
-    cells = stats.ratio_of_sums(lin, ag, strata=[f"{p.task}/{p.provider}" for p in pairs])
-    tasks = stats.ratio_of_sums(lin, ag, strata=[p.task for p in pairs])
+    cells = stats.ratio_of_sums(lin, ag, strata=[f"{p.task}/{p.provider}" for p in pairs],
+                                equal_strata=True)
+    tasks = stats.ratio_of_sums(lin, ag, strata=[p.task for p in pairs], equal_strata=True)
     assert cells.ci_low != pytest.approx(tasks.ci_low, rel=1e-6)
     rows = tax.tax_rows(pairs)
     assert [(r["task"], r["provider"]) for r in rows] == [
         ("big", "p"), ("big", "q"), ("small", "p"), ("small", "q"), (ALL, "p"), (ALL, "q"),
         (ALL, ALL)]
     row = rows[-1]
-    assert (row["ci_low"], row["ci_high"]) == (cells.ci_low, cells.ci_high)
+    assert (row["tax_ratio"], row["ci_low"], row["ci_high"]) == pytest.approx(
+        (cells.ratio, cells.ci_low, cells.ci_high), rel=1e-12)
     assert row["n_pairs"] == 12 and row["n_tasks"] == 2
 
 
