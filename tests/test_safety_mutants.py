@@ -198,6 +198,11 @@ def test_runaway_query_is_stopped_by_timeout_or_interrupt(qdb):
         reads.run_user_query(qdb, RUNAWAY, stop_requested=lambda: True)
     assert reads.run_user_query(qdb, "SELECT COUNT(*) FROM t", timeout_s=60) == (
         ["COUNT(*)"], [(2,)])
+    # long enough for the progress check to run (>> PROGRESS_STEPS steps), well in time
+    assert reads.run_user_query(qdb, RUNAWAY.replace("FROM c)", "FROM c WHERE i < 200000)"),
+                                timeout_s=600) == (["MAX(i)"], [(200000,)])
+    assert reads.run_user_query(qdb, RUNAWAY.replace("FROM c)", "FROM c WHERE i < 200000)"),
+                                stop_requested=lambda: False) == (["MAX(i)"], [(200000,)])
 
 
 # ------------------------------------------------------------------ dashboard access
