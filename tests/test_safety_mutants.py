@@ -244,6 +244,7 @@ def test_token_gate_exact(gated):
     r = c.get("/group/g?x=1")
     assert r.status_code == 303
     assert r.headers["location"] == "/login?next=%2Fgroup%2Fg%3Fx%3D1"
+    assert c.get("/group/g").headers["location"] == "/login?next=%2Fgroup%2Fg"
     r = c.get("/api/live")
     assert (r.status_code, r.json()) == (401, {"error": "token required"})
     c.cookies.set(cookie, "wrong")
