@@ -271,3 +271,69 @@ def test_login_form_needs_the_exact_token(gated):
     ok = c.post("/login", content="token=s3cret&next=/x", headers=form)
     assert ok.status_code == 303 and ok.headers["location"] == "/x"
     assert ok.headers["set-cookie"].startswith(f"{cookie}=s3cret;")
+
+
+def test_kind_names_and_pid_liveness():
+    assert outputs._kind(stat.S_IFBLK) == "a block device"
+    assert outputs._kind(stat.S_IFSOCK) == "a socket"
+    assert outputs._kind(stat.S_IFCHR) == "a character device"
+    assert outputs._kind(stat.S_IFDIR) == "a directory"
+    assert outputs._kind(stat.S_IFIFO) == "a FIFO"
+    assert outputs._kind(stat.S_IFLNK) == "not a regular file"
+    assert outputs._pid_alive(os.getpid()) is True
+    assert outputs._pid_alive(2 ** 22 + 1) is False           # above pid_max
+    assert outputs._pid_alive(2 ** 70) is False               # not even a pid
+
+
+def test_output_path_stat_errors_and_defaults(tmp_path):
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(tmp_path / ("n" * 300))
+    assert str(ei.value) == ("--output: the file name is 300 bytes long; this file system "
+                             f"allows {_name_max(tmp_path) - 16} here")
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(loop, "--report")
+    assert str(ei.value) == f"--report {loop}: Too many levels of symbolic links"
+    with pytest.raises(UsageError, match="give a file name"):
+        outputs.check_output_path(tmp_path / "..")
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(tmp_path / "no" / "ds", "--out", folder=True)
+    assert str(ei.value) == (f"cannot write --out {tmp_path / 'no' / 'ds'}: {tmp_path / 'no'} "
+                             "does not exist (create it first, or choose another path)")
+
+
+def test_free_space_message_is_exact(tmp_path):
+    import re
+    import shutil
+
+    with pytest.raises(AlemsError) as ei:
+        outputs.check_free_space(tmp_path / "x", 10 ** 18)
+    m = re.fullmatch(rf"--output {re.escape(str(tmp_path / 'x'))}: only ([\d.]+) MB free on "
+                     r"its file system, about 1000000000000\.0 MB are needed; free space or "
+                     r"choose another location", str(ei.value))
+    assert m, str(ei.value)
+    assert float(m.group(1)) == pytest.approx(shutil.disk_usage(tmp_path).free / 1e6, rel=0.05)
+
+
+def test_stale_symlinks_are_left_and_a_symlinked_target_is_replaced_through(tmp_path):
+    old = os.umask(0)
+    try:
+        assert outputs.umask_mode() == 0o666
+    finally:
+        os.umask(old)
+    dead = 2 ** 22 + 1
+    real = tmp_path / "elsewhere"
+    real.write_text("keep")
+    link = tmp_path / f".out.parquet.{dead}.tmp"
+    os.symlink(real, link)
+    assert outputs.remove_stale_tmp(tmp_path / "out.parquet") == []
+    assert link.is_symlink() and real.read_text() == "keep"
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    alias = tmp_path / "alias.json"
+    os.symlink(target, alias)
+    new = tmp_path / "new"
+    new.write_text("new")
+    outputs.safe_replace(new, alias)
+    assert alias.is_symlink() and target.read_text() == "new"
