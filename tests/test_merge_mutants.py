@@ -4,6 +4,7 @@ while every test merged into an empty output, where old and new ids coincide).""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -104,3 +105,34 @@ def test_merging_the_same_input_again_is_refused_by_key_not_id(tmp_path):
     assert str(ei.value) == (f"{copy}: 2 run(s) already in {out}, e.g. group 'g-a' "
                              "factual_qa/scripted linear rep 1 (and 1 more); merging them "
                              "twice would duplicate them; nothing merged")
+
+
+def test_shards_of_one_group_join_into_one_session(tmp_path):
+    from alems.store.merge import _settings_differ
+
+    from test_merge import run_shards
+
+    dbs = run_shards(tmp_path)
+    out = tmp_path / "all" / "e.db"
+    counts = merge(out, dbs)
+    n_base = [sqlite3.connect(d).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+              for d in dbs]
+    assert [c.line() for c in counts] == [
+        f"merged {dbs[0]}: 1 session(s) (g-test), 2 new experiment(s), 4 run(s), "
+        f"4 sample file(s), {n_base[0]} baseline(s)",
+        f"merged {dbs[1]}: 1 session(s) (g-test), 0 new experiment(s), 4 run(s), "
+        f"4 sample file(s), {n_base[1]} baseline(s)"]
+    conn = sqlite3.connect(out)
+    (settings, status), = conn.execute("SELECT settings_json, status FROM batch_sessions")
+    assert "shard" not in json.loads(settings) and status == "completed"
+    assert json.loads(settings) == {k: v for k, v in json.loads(sqlite3.connect(dbs[0]).execute(
+        "SELECT settings_json FROM batch_sessions").fetchone()[0]).items() if k != "shard"}
+    assert conn.execute("SELECT task_name, repetitions FROM experiments ORDER BY task_name"
+                        ).fetchall() == [("factual_qa", 2), ("gsm8k_basic", 2)]
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 8
+    both = tmp_path / "both" / "e.db"
+    again = merge(both, [out])
+    assert again[0].line().startswith(f"merged {out}: 1 session(s) (g-test), 2 new ")
+    assert _settings_differ('{"a": 1, "shard": [1, 2]}', '{"a": 1, "shard": [2, 2]}') == []
+    assert _settings_differ('{"a": 1}', '{"a": 1, "b": 2}') == ["b"]
+    assert _settings_differ(None, '{"a": 1}') == ["a"] and _settings_differ("", None) == []
