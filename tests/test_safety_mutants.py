@@ -337,3 +337,15 @@ def test_stale_symlinks_are_left_and_a_symlinked_target_is_replaced_through(tmp_
     new.write_text("new")
     outputs.safe_replace(new, alias)
     assert alias.is_symlink() and target.read_text() == "new"
+
+
+def test_same_file_follows_links_and_names_of_missing_files(tmp_path):
+    a = tmp_path / "a.json"
+    a.write_text("x")
+    link = tmp_path / "l.json"
+    os.symlink(a, link)
+    (tmp_path / "b.json").write_text("x")
+    assert outputs.same_file(a, link) is True
+    assert outputs.same_file(a, tmp_path / "b.json") is False
+    assert outputs.same_file(tmp_path / "new.json", tmp_path / "x" / ".." / "new.json") is True
+    assert outputs.same_file(tmp_path / "new.json", tmp_path / "other.json") is False
