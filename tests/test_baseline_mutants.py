@@ -23,20 +23,13 @@ def _b(**kw) -> bl.Baseline:
     return bl.Baseline(**args)
 
 
-def test_busy_margin_is_per_cpu():
-    """4 CPUs: busy above 0.5 × 4 = 2.0; reusable while now's load is within 2.0 of it."""
-    assert bl.QUIET_LOAD_PER_CPU == 0.5
-    assert bl.not_quiet({"load_1m": 2.0, "cpus": 4}) is None          # at the bound: quiet
-    assert bl.not_quiet({"load_1m": 2.01, "cpus": 4}) == (
-        "the machine was busy (1-minute load 2.01 on 4 CPU(s))")
-    assert bl.not_quiet({"load_1m": 0.6, "cpus": None}) == (          # unknown: 1 CPU
-        "the machine was busy (1-minute load 0.60 on 1 CPU(s))")
-    assert bl.not_quiet({"load_1m": None, "cpus": 4}) is None
-    # given now's load: busy only when the baseline's load exceeds now's by the margin
-    assert bl.not_quiet({"load_1m": 3.0, "cpus": 4}, {"load_1m": 1.0}) is None   # 3 <= 1 + 2
-    assert bl.not_quiet({"load_1m": 3.01, "cpus": 4}, {"load_1m": 1.0}) is not None
-    assert bl.not_quiet({"load_1m": 3.01, "cpus": 4}, {"load_1m": None}) is not None
-    assert bl.not_quiet({"load_1m": 3.01, "cpus": 4}, {}) is not None
+def test_not_quiet_is_the_runs_rule_stored_with_the_baseline():
+    """(The per-CPU load margin of earlier versions is gone: a baseline is judged by the
+    runs' quiet rule over its own windows, alems.measure.quiet.)"""
+    assert bl.not_quiet({"quiet": 0, "not_quiet_reason": "2.00 other"}) == (
+        "the machine was not quiet (2.00 other)")
+    assert bl.not_quiet({"quiet": 1}) is None and bl.not_quiet({}) is None
+    assert bl.not_quiet({"quiet": None}) is None
 
 
 def test_staleness_reasons_in_order_and_exact():
@@ -48,9 +41,9 @@ def test_staleness_reasons_in_order_and_exact():
         "stored baseline used 4.99 s windows, 5 s requested")
     assert bl.staleness(_b(repetitions=2), now_state, now=NOW, repetitions=3) == (
         "stored baseline has 2 window(s), 3 requested")
-    busy = _b(state=dict(STATE, load_1m=9.0, cpus=4))
+    busy = _b(state=dict(STATE, quiet=0, not_quiet_reason="3.00 other"))
     assert bl.staleness(busy, now_state, now=NOW) == (
-        "stored baseline is unsafe: the machine was busy (1-minute load 9.00 on 4 CPU(s))")
+        "stored baseline #None was measured while the machine was not quiet (3.00 other)")
     assert bl.staleness(busy, now_state, now=NOW, trusted=True) is None
     old = _b(measured_at=(NOW - timedelta(seconds=3601)).isoformat())
     assert bl.staleness(old, now_state, now=NOW) == "baseline is 3601 s old (limit 3600 s)"
@@ -201,10 +194,28 @@ def _db(tmp_path):
     return store_db.connect(tmp_path / "e.db")
 
 
+class _Probe:
+    """The background load over the baseline's windows, as set by the test."""
+    quiet, reason = 1, None
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return {"other_procs_running": (0.0 if self.quiet else 5.0, None),
+                "steal_fraction": (None, "none"), "load_1m": (0.0, None),
+                "quiet": (self.quiet, self.reason),
+                "not_quiet_reason": (self.reason, self.reason)}
+
+
 @pytest.fixture(autouse=True)
 def _idle_machine(monkeypatch):
-    """The machine state as the baselines see it: idle, whatever this machine is doing."""
+    """The machine state as the baselines see it: quiet, whatever this machine is doing."""
+    from alems.measure import quiet
+
     monkeypatch.setattr(bl, "read_load_1m", lambda proc_root=None: 0.0)
+    monkeypatch.setattr(quiet, "LoadProbe", _Probe)
+    _Probe.quiet, _Probe.reason = 1, None
 
 
 def test_get_or_measure_logs_why_and_reuses_exactly(tmp_path, monkeypatch):
@@ -235,27 +246,27 @@ def test_get_or_measure_logs_why_and_reuses_exactly(tmp_path, monkeypatch):
         "gpus changed (None -> ['0:H200'])")
 
 
-def test_busy_baseline_is_trusted_only_by_the_process_that_measured_it(tmp_path, monkeypatch):
-    import os
-
+def test_busy_baseline_is_trusted_only_by_the_process_that_measured_it(tmp_path):
     conn = _db(tmp_path)
-    monkeypatch.setattr(bl, "read_load_1m", lambda proc_root=None: 1000.0)
+    _Probe.quiet, _Probe.reason = 0, "5.00 other runnable task(s)"
     log, trusted = [], set()
     f = _Factory([4.0])
     b = bl.get_or_measure(conn, f, "powercap", duration_s=0.01, repetitions=1,
                           log=log.append, trusted_ids=trusted)
     assert trusted == {b.baseline_id}
-    assert log[-1] == (f"warning: idle baseline measured while the machine was busy (1-minute "
-                       f"load 1000.00 on {os.cpu_count()} CPU(s)); it overstates idle power "
-                       "and will not be reused by later batches")
-    monkeypatch.setattr(bl, "read_load_1m", lambda proc_root=None: 0.0)
+    assert log[-1] == (f"warning: idle baseline #{b.baseline_id} measured while the machine "
+                       "was not quiet (5.00 other runnable task(s)); it overstates idle "
+                       "power: this batch uses it, later batches measure their own")
+    _Probe.quiet, _Probe.reason = 1, None
     same = bl.get_or_measure(conn, f, "powercap", duration_s=0.01, repetitions=1,
                              log=log.append, trusted_ids=trusted)
     assert same.baseline_id == b.baseline_id and f.made == 1
     other = bl.get_or_measure(conn, f, "powercap", duration_s=0.01, repetitions=1,
                               log=log.append, trusted_ids=set())
     assert other.baseline_id != b.baseline_id and f.made == 2
-    assert "stored baseline is unsafe: the machine was busy" in log[-1]
+    assert log[-1] == (f"measuring idle baseline (1 x 0.01 s): stored baseline "
+                       f"#{b.baseline_id} was measured while the machine was not quiet "
+                       "(5.00 other runnable task(s))")
     with pytest.raises(AlemsError) as ei:
         bl.get_or_measure(conn, _Factory([4.0], source="estimate"), "powercap",
                           duration_s=0.01, repetitions=1, force=True)

@@ -104,11 +104,20 @@ def perf_core(tmp_path_factory):
     perf counter, so the kernel's multiplexing can be faked exactly."""
     cffi = pytest.importorskip("cffi")
     ffi = cffi.FFI()
-    ffi.cdef("int64_t perf_scale(uint64_t val, uint64_t enabled, uint64_t running);"
+    ffi.cdef("int64_t scale_triple(uint64_t val, uint64_t enabled, uint64_t running, int *rc);"
              "int64_t read_perf_fd(int fd, int *rc);")
     srcs = sorted(str(p) for p in CSRC.glob("*.c"))
     ffi.set_source("_alems_perf_probe", """
 #include "internal.h"
+int64_t scale_triple(uint64_t val, uint64_t enabled, uint64_t running, int *rc)
+{
+    alems_channel ch;
+    memset(&ch, 0, sizeof ch);
+    ch.kind = ALEMS_CH_PERF;
+    int64_t v = -1;
+    *rc = perf_value(&ch, val, enabled, running, &v);
+    return v;
+}
 int64_t read_perf_fd(int fd, int *rc)
 {
     alems_channel ch;
@@ -147,18 +156,24 @@ def _read_triple(core, value, enabled, running):
         os.close(w)
 
 
+NO_VALUE = 1     # READ_NO_VALUE (csrc/internal.h): enabled but never scheduled -> NULL
+
+
 @pytest.mark.parametrize("value, enabled, running, want", [
-    (1000, 200, 100, 2000),            # ran half the time: scaled up twice
-    (999, 300, 100, 2997),
-    (1000, 200, 200, 1000),            # never multiplexed: as read
-    (1000, 100, 200, 1000),            # running > enabled (rounding): never scaled down
-    (1000, 200, 0, 1000),              # never ran: not divided by zero
-    (2 ** 40, 3 * 10 ** 12, 10 ** 12, 3 * 2 ** 40),   # the product needs 128 bits
+    (1000, 200, 100, (0, 2000)),             # ran half the time: scaled up twice
+    (999, 300, 100, (0, 2997)),
+    (1000, 200, 200, (0, 1000)),             # never multiplexed: as read
+    (1000, 100, 200, (0, 1000)),             # running > enabled (rounding): never scaled down
+    (1000, 200, 0, (NO_VALUE, -1)),          # enabled, never ran: no value, not 0
+    (0, 0, 0, (0, 0)),                       # not enabled yet: counted nothing
+    (2 ** 40, 3 * 10 ** 12, 10 ** 12, (0, 3 * 2 ** 40)),   # the product needs 128 bits
 ])
 def test_multiplexed_counter_is_scaled_to_the_enabled_time(perf_core, value, enabled,
                                                            running, want):
-    assert perf_core.lib.perf_scale(value, enabled, running) == want
-    assert _read_triple(perf_core, value, enabled, running) == (0, want)
+    rc = perf_core.ffi.new("int *")
+    got = perf_core.lib.scale_triple(value, enabled, running, rc)
+    assert (rc[0], got) == want
+    assert _read_triple(perf_core, value, enabled, running) == want
 
 
 def test_short_perf_read_is_an_error(perf_core):

@@ -51,7 +51,7 @@ def test_tmp_name_and_stale_temporaries(tmp_path):
     target = tmp_path / "out.parquet"
     assert outputs.tmp_path_for(target) == tmp_path / f".out.parquet.{os.getpid()}.tmp"
     dead = 2 ** 22 + 1                      # above the kernel's pid_max: never alive
-    stale = [tmp_path / f".out.parquet.{dead}.tmp", tmp_path / f".out.parquet.tmp-{dead}"]
+    stale = [tmp_path / f".out.parquet.{dead}.tmp"]
     keep = [tmp_path / f".out.parquet.{os.getpid()}.tmp", tmp_path / f".out.parquet.{1}.tmp",
             tmp_path / f".other.parquet.{dead}.tmp", tmp_path / f"out.parquet.{dead}.tmp"]
     for p in stale + keep:
@@ -218,11 +218,15 @@ def test_is_loopback():
 
 def test_safe_next_keeps_only_local_paths():
     pytest.importorskip("starlette")
-    from alems.dashboard.app import _safe_next
+    from alems.dashboard.access import local_path
 
-    assert _safe_next("/group/g?x=1") == "/group/g?x=1"
-    for bad in (None, "", "//evil.example/", "http://evil.example/", "group"):
-        assert _safe_next(bad) == "/"
+    assert local_path("/group/g?x=1") == "/group/g?x=1"
+    for bad in (None, "", "//evil.example/", "/\\evil.example/", "http://evil.example/",
+                "group", "/x\r\nSet-Cookie: a=b"):
+        assert local_path(bad) == "/"
+
+
+TOKEN = "s3cret-token-for-tests-0123"
 
 
 @pytest.fixture()
@@ -231,11 +235,12 @@ def gated(tmp_path):
     pytest.importorskip("httpx")
     from starlette.testclient import TestClient
 
-    from alems.dashboard.app import TOKEN_COOKIE, create_app
+    from alems.dashboard.access import TOKEN_COOKIE
+    from alems.dashboard.app import create_app
     from analysis_fixture import create_empty_db
 
     db = create_empty_db(tmp_path / "e.db")
-    with TestClient(create_app(db, token="s3cret"), follow_redirects=False) as c:
+    with TestClient(create_app(db, token=TOKEN), follow_redirects=False) as c:
         yield c, TOKEN_COOKIE
 
 
@@ -253,12 +258,12 @@ def test_token_gate_exact(gated):
     assert c.get("/api/live").status_code == 401
     assert c.get("/login").status_code == 200                 # open paths need no token
     c.cookies.clear()
-    r = c.get("/group/g?token=s3cret&x=1")                    # the token once, in the URL
+    r = c.get(f"/group/g?token={TOKEN}&x=1")                    # the token once, in the URL
     assert r.status_code == 303 and r.headers["location"] == "/group/g?x=1"
     set_cookie = r.headers["set-cookie"]
-    assert set_cookie.startswith(f"{cookie}=s3cret;")
+    assert set_cookie.startswith(f"{cookie}={TOKEN};")
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie
-    assert c.get("/group/g?token=s3cret").headers["location"] == "/group/g"
+    assert c.get(f"/group/g?token={TOKEN}").headers["location"] == "/group/g"
     assert c.get("/api/live").status_code != 401              # the cookie is enough now
     assert c.get("/api/live?token=wrong").status_code != 401  # a wrong URL token: the cookie
 
@@ -266,11 +271,11 @@ def test_token_gate_exact(gated):
 def test_login_form_needs_the_exact_token(gated):
     c, cookie = gated
     form = {"content-type": "application/x-www-form-urlencoded"}
-    assert c.post("/login", content="token=s3cre&next=/x", headers=form).status_code == 401
+    assert c.post("/login", content=f"token={TOKEN[:-1]}&next=/x", headers=form).status_code == 401
     assert c.post("/login", content="token=&next=/x", headers=form).status_code == 401
-    ok = c.post("/login", content="token=s3cret&next=/x", headers=form)
+    ok = c.post("/login", content=f"token={TOKEN}&next=/x", headers=form)
     assert ok.status_code == 303 and ok.headers["location"] == "/x"
-    assert ok.headers["set-cookie"].startswith(f"{cookie}=s3cret;")
+    assert ok.headers["set-cookie"].startswith(f"{cookie}={TOKEN};")
 
 
 def test_kind_names_and_pid_liveness():
@@ -280,9 +285,9 @@ def test_kind_names_and_pid_liveness():
     assert outputs._kind(stat.S_IFDIR) == "a directory"
     assert outputs._kind(stat.S_IFIFO) == "a FIFO"
     assert outputs._kind(stat.S_IFLNK) == "not a regular file"
-    assert outputs._pid_alive(os.getpid()) is True
-    assert outputs._pid_alive(2 ** 22 + 1) is False           # above pid_max
-    assert outputs._pid_alive(2 ** 70) is False               # not even a pid
+    assert outputs.pid_alive(os.getpid()) is True
+    assert outputs.pid_alive(2 ** 22 + 1) is False           # above pid_max
+    assert outputs.pid_alive(2 ** 70) is False               # not even a pid
 
 
 def test_output_path_stat_errors_and_defaults(tmp_path):
