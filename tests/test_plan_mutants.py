@@ -117,7 +117,7 @@ def test_plan_order_is_exact():
     keys = plan.plan_order(["t1", "t2"], ["p"], ["agentic", "linear"], 3, seed=9)
     assert [k.order_index for k in keys] == list(range(12))
     assert [k.pair_order for k in keys] == [0, 1] * 6
-    for a, b in zip(keys[::2], keys[1::2]):
+    for a, b in zip(keys[::2], keys[1::2], strict=True):
         assert (a.task, a.provider, a.rep) == (b.task, b.provider, b.rep)
         assert {a.workflow, b.workflow} == {"linear", "agentic"}
     assert sorted((k.task, k.workflow, k.rep) for k in keys) == sorted(
