@@ -89,7 +89,11 @@ def test_fifo_is_written_directly_and_never_replaced(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert outputs.writes_directly(fifo) and not outputs.writes_directly(tmp_path / "none")
-    assert outputs.check_output_path(fifo) == fifo
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO is written when read
+    try:
+        assert outputs.check_output_path(fifo) == fifo
+    finally:
+        os.close(reader)
     with pytest.raises(AlemsError) as ei:
         outputs.safe_replace(tmp_path / "src", fifo)
     assert str(ei.value) == f"cannot write {fifo}: it is a FIFO, which is never replaced"
