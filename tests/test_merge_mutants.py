@@ -1,0 +1,138 @@
+"""`alems merge` into an output that already has runs: every id an input row carries is
+rewritten to the output's (docs/TESTING.md: merge identity, which survived a mutation
+while every test merged into an empty output, where old and new ids coincide)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from alems.errors import AlemsError
+from alems.store import samples as store_samples
+from alems.store.merge import merge
+
+from test_batch import all_runs, assert_store_consistent, make_runner
+
+
+def _by_key(db):
+    """(group, task, workflow, rep) -> everything the merge must carry, by content."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    out = {}
+    for r in all_runs(db):
+        key = (r["group_id"], r["task_name"], r["workflow_type"], r["run_number"])
+        phases = [tuple(p) for p in conn.execute(
+            "SELECT seq, name, kind, start_ns, end_ns, energy_uj, detail_json FROM phases "
+            "WHERE run_id = ? ORDER BY seq", (r["run_id"],))]
+        base = conn.execute("SELECT measured_at, measured_t_ns FROM baselines "
+                            "WHERE baseline_id = ?", (r["baseline_id"],)).fetchone()
+        samples = store_samples.read_run_identity(db.parent / r["samples_path"])
+        out[key] = {"run_id": r["run_id"], "exp_id": r["exp_id"], "phases": phases,
+                    "baseline": tuple(base), "energy": r["dynamic_energy_uj"],
+                    "t": (r["t_start_ns"], r["t_end_ns"]), "ident": samples}
+    tax = {}
+    for t in conn.execute(
+            "SELECT e.group_id, e.task_name, o.run_number, o.linear_run_id, o.agentic_run_id, "
+            "o.tax_ratio FROM orchestration_tax_summary o JOIN experiments e USING (exp_id)"):
+        tax[(t[0], t[1], t[2])] = (t[3], t[4], t[5])
+    conn.close()
+    return out, tax
+
+
+def test_merge_into_an_output_with_runs_rewrites_every_id(tmp_path):
+    first = tmp_path / "first" / "e.db"
+    second = tmp_path / "second" / "e.db"
+    make_runner(tmp_path, db_path=first, tasks=["factual_qa"], repetitions=1,
+                group_id="g-first").run()
+    make_runner(tmp_path, db_path=second, tasks=["gsm8k_basic", "factual_qa"],
+                repetitions=1, group_id="g-second").run()
+    out = tmp_path / "out" / "e.db"
+    merge(out, [first])
+    merge(out, [second])
+    src, src_tax = _by_key(second)
+    got, got_tax = _by_key(out)
+    # the input's ids all clash with ids the output already used
+    assert {v["run_id"] for v in src.values()} == {1, 2, 3, 4}
+    assert sorted(v["run_id"] for k, v in got.items() if k[0] == "g-second") == [3, 4, 5, 6]
+    assert sorted(v["exp_id"] for k, v in got.items() if k[0] == "g-second") == [2, 2, 3, 3]
+    for key, want in src.items():
+        have = got[key]
+        assert have["phases"] == want["phases"], key          # the run's own phases
+        assert have["baseline"] == want["baseline"], key      # its own baseline
+        assert (have["energy"], have["t"]) == (want["energy"], want["t"])
+        assert have["ident"]["run_id"] == have["run_id"]      # Parquet says the new id
+        assert have["ident"]["exp_id"] == have["exp_id"]
+        assert have["ident"]["group_id"] == "g-second"
+    for (g, task, rep), (lin, ag, ratio) in got_tax.items():
+        if g != "g-second":
+            continue
+        assert got[(g, task, "linear", rep)]["run_id"] == lin
+        assert got[(g, task, "agentic", rep)]["run_id"] == ag
+        assert ratio == src_tax[(g, task, rep)][2]
+    assert len([k for k in got_tax if k[0] == "g-second"]) == 2
+    assert_store_consistent(out)
+    conn = sqlite3.connect(out)
+    status = dict(conn.execute("SELECT group_id, status FROM batch_sessions"))
+    assert status == {"g-first": "completed", "g-second": "completed"}
+    assert conn.execute("SELECT COUNT(*) FROM baselines").fetchone()[0] == sum(
+        sqlite3.connect(d).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+        for d in (first, second))
+
+
+def test_merging_the_same_input_again_is_refused_by_key_not_id(tmp_path):
+    a = tmp_path / "a" / "e.db"
+    make_runner(tmp_path, db_path=a, tasks=["factual_qa"], repetitions=1,
+                group_id="g-a").run()
+    out = tmp_path / "out" / "e.db"
+    counts = merge(out, [a])
+    n_base = sqlite3.connect(a).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+    assert n_base >= 1
+    assert counts[0].line() == (f"merged {a}: 1 session(s) (g-a), 1 new experiment(s), "
+                                "2 run(s), 2 sample file(s), "
+                                f"{n_base} baseline(s)")
+    copy = tmp_path / "copy" / "e.db"
+    copy.parent.mkdir()
+    sqlite3.connect(a).backup(dst := sqlite3.connect(copy))
+    dst.close()
+    for f in (a.parent / "samples").rglob("*.parquet"):
+        dest = copy.parent / f.relative_to(a.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.read_bytes())
+    with pytest.raises(AlemsError) as ei:
+        merge(out, [copy])
+    assert str(ei.value) == (f"{copy}: 2 run(s) already in {out}, e.g. group 'g-a' "
+                             "factual_qa/scripted linear rep 1 (and 1 more); merging them "
+                             "twice would duplicate them; nothing merged")
+
+
+def test_shards_of_one_group_join_into_one_session(tmp_path):
+    from alems.store.merge import _settings_differ
+
+    from test_merge import run_shards
+
+    dbs = run_shards(tmp_path)
+    out = tmp_path / "all" / "e.db"
+    counts = merge(out, dbs)
+    n_base = [sqlite3.connect(d).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+              for d in dbs]
+    assert [c.line() for c in counts] == [
+        f"merged {dbs[0]}: 1 session(s) (g-test), 2 new experiment(s), 4 run(s), "
+        f"4 sample file(s), {n_base[0]} baseline(s)",
+        f"merged {dbs[1]}: 1 session(s) (g-test), 0 new experiment(s), 4 run(s), "
+        f"4 sample file(s), {n_base[1]} baseline(s)"]
+    conn = sqlite3.connect(out)
+    (settings, status), = conn.execute("SELECT settings_json, status FROM batch_sessions")
+    assert "shard" not in json.loads(settings) and status == "completed"
+    assert json.loads(settings) == {k: v for k, v in json.loads(sqlite3.connect(dbs[0]).execute(
+        "SELECT settings_json FROM batch_sessions").fetchone()[0]).items() if k != "shard"}
+    assert conn.execute("SELECT task_name, repetitions FROM experiments ORDER BY task_name"
+                        ).fetchall() == [("factual_qa", 2), ("gsm8k_basic", 2)]
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 8
+    both = tmp_path / "both" / "e.db"
+    again = merge(both, [out])
+    assert again[0].line().startswith(f"merged {out}: 1 session(s) (g-test), 2 new ")
+    assert _settings_differ('{"a": 1, "shard": [1, 2]}', '{"a": 1, "shard": [2, 2]}') == []
+    assert _settings_differ('{"a": 1}', '{"a": 1, "b": 2}') == ["b"]
+    assert _settings_differ(None, '{"a": 1}') == ["a"] and _settings_differ("", None) == []
