@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
-from alems.outputs import refuse_untrusted_link
+from alems.atomic_io import refuse_untrusted_link
 from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
