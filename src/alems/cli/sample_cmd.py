@@ -87,7 +87,7 @@ def _check_samples_target(output: Path) -> None:
     """The samples stream to `<output>.partial` beside the output and are renamed onto it:
     only a regular file (or a new name) can take that; a device, FIFO, socket or
     directory is refused (and nothing is ever created beside a device, e.g. in /dev)."""
-    from alems.outputs import _kind
+    from alems.atomic_io import kind_of as _kind
 
     try:
         mode = os.stat(output).st_mode

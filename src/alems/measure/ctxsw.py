@@ -41,7 +41,7 @@ class Switches:
 
 def read_status_switches(path: str | os.PathLike) -> Switches | None:
     """(voluntary, involuntary) from a /proc/…/status file; None if it is gone."""
-    text = read_text(path)
+    text = read_text(str(path))
     if text is None:
         return None
     vals = {}

@@ -163,7 +163,7 @@ def check_database_file(path) -> None:
     `-wal` beside it, which must never appear beside a device (`--db /dev/null` in /dev)
     or a FIFO (whose open would block). UsageError: one line, exit 2."""
     from alems.errors import UsageError
-    from alems.outputs import _kind
+    from alems.atomic_io import kind_of as _kind
 
     try:
         mode = os.stat(path).st_mode
