@@ -106,6 +106,54 @@ static int parse_pid_stat(const char *buf, size_t n, int64_t *out)
     return 0;
 }
 
+/* ------------------------------------------------------------------ one perf counter */
+
+/* Open one perf counter: on its own (group_fd < 0, grouped = 0), as a group leader
+ * (group_fd < 0, grouped = 1) or as a member of group_fd's group.  Members start enabled
+ * and follow their leader, which alone carries disabled/enable_on_exec. */
+int perf_open(const alems_channel *ch, int group_fd, int grouped)
+{
+    if (group_fd >= 0 && (ch->perf_flags & ALEMS_PERF_TEST_NO_JOIN))
+        return -EINVAL; /* fault injection: refused as a kernel would refuse it */
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.type = ch->perf_type;
+    attr.config = ch->perf_config;
+    attr.read_format = PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING;
+    if (grouped || group_fd >= 0)
+        attr.read_format |= PERF_FORMAT_GROUP;
+    attr.inherit = (ch->perf_flags & ALEMS_PERF_INHERIT) ? 1 : 0;
+    if ((ch->perf_flags & ALEMS_PERF_ENABLE_ON_EXEC) && group_fd < 0) {
+        attr.disabled = 1;
+        attr.enable_on_exec = 1;
+    }
+    attr.exclude_kernel = (ch->perf_flags & ALEMS_PERF_EXCLUDE_KERNEL) ? 1 : 0;
+    attr.exclude_hv = (ch->perf_flags & ALEMS_PERF_EXCLUDE_HV) ? 1 : 0;
+    long fd = syscall(SYS_perf_event_open, &attr, (pid_t)ch->pid, ch->cpu, group_fd,
+                      PERF_FLAG_FD_CLOEXEC);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+/* One perf read (value, time enabled, time running) as a count into *out, scaled up to
+ * the enabled time when multiplexed. A counter enabled but never scheduled (running == 0)
+ * has no count (READ_NO_VALUE: a null, not 0); one not enabled yet (enabled == 0, e.g.
+ * before enable_on_exec's exec) has counted nothing: 0. */
+int perf_value(const alems_channel *ch, uint64_t val, uint64_t enabled, uint64_t running,
+               int64_t *out)
+{
+    if (ch->perf_flags & ALEMS_PERF_TEST_NEVER_RAN) /* fault injection, tests only */
+        running = 0;
+    else if (ch->perf_flags & ALEMS_PERF_TEST_HALF_RUNNING)
+        running = enabled / 2;
+    if (running == 0 && enabled > 0)
+        return READ_NO_VALUE;
+    if (running > 0 && running < enabled)
+        val = (uint64_t)((unsigned __int128)val * enabled / running);
+    *out = (int64_t)val;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ inputs */
 
 /* Read one input into *v.  textbuf holds ALEMS_TEXT_BUF bytes. */

@@ -4,7 +4,8 @@
  * cdef is derived from that header only).
  *
  *   inputs.c        opening, reading and parsing one input (files, MSRs, one perf counter)
- *   perf_group.c    perf counters of one target opened and read as one group
+ *   perf_group.c    perf counters of one target opened and read as one group (built on
+ *                   inputs.c; inputs.c never calls into it: no cycle between the parts)
  *   timer_loop.c    the sampling thread: absolute deadlines, one record per tick
  *   alems_sampler.c lifecycle (create/start/stop/destroy), the ring's consumer side, stats
  */
@@ -87,11 +88,11 @@ void read_err(char *err, size_t errlen, const char *path, int e);
 int read_input(const alems_channel *ch, int fd, char *textbuf, int64_t *v);
 int open_input(const alems_channel *ch, char *err, size_t errlen);
 int check_channel(const alems_channel *ch, char *err, size_t errlen);
-
-/* perf_group.c */
 int perf_open(const alems_channel *ch, int group_fd, int grouped);
 int perf_value(const alems_channel *ch, uint64_t val, uint64_t enabled, uint64_t running,
                int64_t *out);
+
+/* perf_group.c */
 int open_one(alems_sampler *s, int i, char *err, size_t errlen);
 int read_one(alems_sampler *s, int i);
 

@@ -16,7 +16,7 @@ import random
 from fractions import Fraction
 from pathlib import Path
 
-from alems.experiment.tasks import ANSWER_SUFFIX, TaskItem
+from alems.catalog.tasks import ANSWER_SUFFIX, TaskItem
 
 SEED = 20260127
 ITEMS_PER_SET = 40

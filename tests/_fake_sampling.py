@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from alems.measure import replay
 from alems.measure.replay import ReplaySampler
-from alems.measure.sampler import Phase, SampleResult
+from alems.measure.result import Phase, SampleResult
 
 
 def synthetic_table(*, n: int = 1001, hz: float = 1000.0, t0_ns: int = 10_000_000_000,

@@ -167,7 +167,7 @@ def _build(path: Path, *, group_id: str = "g-20260110-100000",
     clock = created + timedelta(seconds=5)
     t_ns = 50_000_000_000
     order_index = 0
-    from alems.experiment.sustainability import footprint  # noqa: E402 (test helper)
+    from alems.catalog.sustainability import footprint  # noqa: E402 (test helper)
 
     for task in tasks:
         cur = conn.execute("INSERT INTO experiments (group_id, task_name, provider, model, workflows,"

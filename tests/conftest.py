@@ -80,12 +80,16 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def fake_roots(tmp_path):
-    """Empty fake sysfs/proc roots and an MSR path template inside tmp_path."""
+    """Empty fake sysfs/proc roots and an MSR path template inside tmp_path. Every /proc read
+    goes through the proc root, so it shows this test process, as a real one would (a link
+    to its real entry, fakehw.link_process); a test that fakes the process's own entries
+    removes the link first."""
     sysfs = tmp_path / "sys"
     proc = tmp_path / "proc"
     sysfs.mkdir()
     import fakehw
     fakehw.make_proc(proc)
+    fakehw.link_process(proc)
     return {"sysfs_root": str(sysfs), "proc_root": str(proc),
             "msr_path": str(tmp_path / "dev" / "cpu" / "{cpu}" / "msr")}
 

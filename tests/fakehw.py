@@ -206,6 +206,16 @@ def make_proc(proc_root, *, vendor_id: str = "GenuineIntel", intr: int = 1000,
     return root
 
 
+def link_process(proc_root, pid: int | None = None) -> None:
+    """Show a live process (default: this one) in a fake proc root, as a real proc root
+    would: its entry is a link to the real /proc/<pid>. Every /proc read goes through the
+    configured root; without this, a fake root shows no process at all."""
+    pid = os.getpid() if pid is None else int(pid)
+    link = Path(proc_root) / str(pid)
+    if not link.is_symlink():
+        os.symlink(f"/proc/{pid}", link)
+
+
 def write_proc_stat(proc_root, intr: int, ctxt: int, procs_running: int) -> None:
     text = (f"cpu  1 2 3 4 5 6 7 0 0 0\ncpu0 1 2 3 4 5 6 7 0 0 0\n"
             f"intr {intr:012d} 1 2 3 4 5 6\nctxt {ctxt:012d}\nbtime 1700000000\n"

@@ -18,7 +18,7 @@ from alems import config
 from alems.cli import app
 from alems.cli._common import run_app
 from alems.errors import AlemsError, UsageError
-from alems.experiment import tasks as tasks_mod
+from alems.catalog import tasks as tasks_mod
 
 # Every number from outside is tried at these: zero, negative, not a number, infinite and
 # one past the signed and unsigned 64-bit ranges.

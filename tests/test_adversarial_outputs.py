@@ -24,7 +24,7 @@ import pytest
 from alems.atomic_io import write_atomic
 from alems.errors import AlemsError
 from alems.measure.stream import PartialWriter, partial_path_of
-from alems.outputs import tmp_owner_pid, tmp_path_for
+from alems.atomic_io import tmp_owner_pid, tmp_path_for
 from alems.store.locks import SessionLock, lock_path
 
 from _hardening_util import alems, argv, env_for

@@ -185,7 +185,7 @@ def _placed(blocks, path):
 
 
 def _long_blocks(n_rows=90, intro_words=60):
-    from alems.analysis.report import Block
+    from alems.analysis.blocks import Block
 
     return [Block("h1", "A-LEMS report — layout"), Block("p", "intro " * intro_words),
             Block("warn", "estimate notice " * 10), Block("h2", "Conditions"),
@@ -228,7 +228,7 @@ def test_heading_is_kept_with_the_start_of_its_table(tmp_path):
 
 @pytest.mark.pdf
 def test_short_table_moves_whole(tmp_path):
-    from alems.analysis.report import Block
+    from alems.analysis.blocks import Block
 
     moved = 0
     for words in range(3360, 3481, 20):   # the table meets the end of page 2 at different rows

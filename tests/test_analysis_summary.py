@@ -177,7 +177,7 @@ def test_country_override_and_unknown_country(db, tmp_path):
     group = resolve_group(conn, "latest")
     us = build_summary(conn, db, group)
     fr = build_summary(conn, db, group, country="FR")
-    from alems.experiment.sustainability import load_factors
+    from alems.catalog.sustainability import load_factors
 
     f = load_factors()
     ratio = f["FR"].carbon_g_per_kwh / f["US"].carbon_g_per_kwh

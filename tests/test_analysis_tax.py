@@ -10,7 +10,8 @@ import pytest
 
 from alems.analysis import stats, tax_checks
 from alems.analysis.groups import open_db, resolve_group
-from alems.analysis.summary import build_summary, format_headline, headline_tax
+from alems.analysis.summary import build_summary
+from alems.analysis.tax import format_headline, headline_tax
 from alems.analysis.tax import ALL, Pair, tax_rows
 from analysis_fixture import build_fixture_db
 from coverage_sim import coverage, flag_table, pooled_coverage, simulate

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from alems.analysis.closing import batch_closing
 from alems.cli.progress import format_summary
 from alems.experiment.batch import BatchRunner
 from alems.experiment.plan import BatchConfig, plan_order
@@ -61,7 +62,8 @@ def make_runner(tmp_path, *, fail_agentic_rep=None, **cfg_kw) -> BatchRunner:
 
     return BatchRunner(cfg, sampler_factory=lambda: BusyReplaySampler(pkg_w=2.0, core_w=None,
                                                                       busy_w=BUSY_W, hz=200.0),
-                       provider_factory=provider_factory, log=lambda m: None, progress=False)
+                       provider_factory=provider_factory, log=lambda m: None, progress=False,
+                       closing=batch_closing)
 
 
 def all_runs(db_path):
@@ -349,6 +351,8 @@ def test_run_experiment_module_without_save_db_keeps_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "not saved" in proc.stdout and "temporary database" in proc.stderr
     assert "gsm8k_basic scripted linear rep 1" in proc.stderr + proc.stdout
+    # the command line hands the runner its closing tax line (experiment never imports analysis)
+    assert "orchestration tax" in proc.stdout
     assert not (tmp_path / "data").exists()
 
 

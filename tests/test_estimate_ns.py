@@ -39,7 +39,9 @@ def _started(sampler) -> bool:
 
 
 def test_schedstat_in_the_proc_root_gives_exact_ns_without_instrument_threads(fake_roots):
-    task = Path(fake_roots["proc_root"]) / str(os.getpid()) / "task"
+    own = Path(fake_roots["proc_root"]) / str(os.getpid())
+    own.unlink()   # the fixture's link to the real entry: this test fakes the entry itself
+    task = own / "task"
     start = {111: 5_000_000_001, 222: 17, 333: 900}   # 333: one of the instrument's threads
     for tid, ns in start.items():
         (task / str(tid)).mkdir(parents=True)
@@ -65,8 +67,9 @@ def test_schedstat_in_the_proc_root_gives_exact_ns_without_instrument_threads(fa
 
 
 def test_a_thread_that_exits_mid_run_keeps_its_cpu_time(fake_roots):
-    """schedstat of this process's real threads (the fake proc root has no such pid): a
-    worker busy ~100 ms of CPU then exits; its time stays counted, the run goes on."""
+    """schedstat of this process's real threads (the fake proc root shows this process
+    through a link to its real entry): a worker busy ~100 ms of CPU then exits; its time
+    stays counted, the run goes on."""
     go, done = threading.Event(), {}
 
     def worker():

@@ -23,6 +23,7 @@ from alems.analysis.views import (ESTIMATE_TAG, arm_tax_rows, headline_lines,  #
 from alems.cli import app  # noqa: E402
 from alems.cli._common import run_app  # noqa: E402
 from alems.cli.progress import format_summary  # noqa: E402
+from alems.analysis.closing import batch_closing  # noqa: E402
 from alems.experiment.batch import BatchRunner  # noqa: E402
 from alems.experiment.plan import BatchConfig  # noqa: E402
 from alems.experiment.providers.scripted import ScriptedProvider  # noqa: E402
@@ -139,7 +140,7 @@ def _estimate_batch(tmp_path, monkeypatch):
     runner = BatchRunner(cfg, sampler_factory=lambda: BusyReplaySampler(
         pkg_w=2.0, core_w=None, busy_w=30.0, hz=200.0, energy_source="estimate"),
         provider_factory=lambda name: ScriptedProvider(three_step_reply, delay_s=0.005),
-        log=lambda m: None, progress=False)
+        log=lambda m: None, progress=False, closing=batch_closing)
     return runner.run()
 
 

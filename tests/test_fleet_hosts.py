@@ -8,7 +8,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from alems.analysis.frames import runs_frame  # noqa: E402
+from alems.store.reads import runs_frame  # noqa: E402
 from alems.analysis.hosts import host_tax  # noqa: E402
 
 from test_batch import make_runner  # noqa: E402

@@ -86,7 +86,7 @@ def test_socket_and_directory_targets_are_refused_in_one_line(tmp_path, fixture_
 
 def test_safe_replace_refuses_a_non_regular_target(tmp_path):
     from alems.errors import AlemsError
-    from alems.outputs import safe_replace
+    from alems.atomic_io import safe_replace
 
     fifo = tmp_path / "f"
     os.mkfifo(fifo)

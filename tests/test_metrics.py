@@ -223,11 +223,10 @@ def test_real_sampler_result_goes_through(tmp_path):
 
 def test_same_numbers_through_the_real_sample_result_class():
     """The sampler's own SampleResult (not a fake) over the synthetic table."""
-    from alems.measure import sampler as sampler_mod
-    phases = [sampler_mod.Phase(p.name, p.kind, p.start_ns, p.end_ns, dict(p.detail))
-              for p in _phases()]
-    result = sampler_mod.SampleResult(_full_table(), phases, "powercap", 1000.0,
-                                      {"late": 2, "dropped": 0})
+    from alems.measure.result import Phase, SampleResult
+
+    phases = [Phase(p.name, p.kind, p.start_ns, p.end_ns, dict(p.detail)) for p in _phases()]
+    result = SampleResult(_full_table(), phases, "powercap", 1000.0, {"late": 2, "dropped": 0})
     m = run_metrics(result, _workflow(), baseline=BASE, workflow_type="agentic")
     c = m.columns
     assert c["dynamic_energy_uj"] == pytest.approx(30e6)

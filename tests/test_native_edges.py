@@ -22,7 +22,8 @@ from alems.experiment.metrics import run_metrics
 from alems.measure import _native as n
 from alems.measure._native import ChannelSpec as C
 from alems.measure.columns import ColumnBuilder
-from alems.measure.result import Ends, SampleResult, table_from_columns
+from alems.measure.arrow import table_from_columns
+from alems.measure.result import Ends, SampleResult
 from alems.measure.sampler import Sampler
 from alems.measure.sources import perf
 from alems.measure.sources.base import Column

@@ -156,7 +156,7 @@ def test_unknown_provider_and_unknown_option_are_clear():
 
 # ------------------------------------------------------------------ native tool use
 
-from alems.experiment.tasks import TaskItem  # noqa: E402
+from alems.catalog.tasks import TaskItem  # noqa: E402
 from alems.experiment.workflows import run_agentic, run_react  # noqa: E402
 
 QUESTION = TaskItem("q1", "A crate holds 24 bottles. How many bottles are in 17 crates after 5 break?",

@@ -11,7 +11,8 @@ import pytest
 
 import fakehw
 from alems.errors import AlemsError
-from alems.measure.sampler import Sampler, spawn_gated
+from alems.measure.sampler import Sampler
+from alems.measure.spawn import spawn_gated
 from conftest import needs_perf_hw
 
 BUSY = "import time\nt=time.process_time()\nwhile time.process_time()-t<{s}: pass\n"
@@ -82,13 +83,15 @@ def test_estimate_when_no_energy_counter(fake_roots):
 
 def test_estimate_in_process_without_perf_uses_schedstat(fake_roots, monkeypatch):
     monkeypatch.setenv("ALEMS_ESTIMATE_W_PER_CORE", "4")
-    s = Sampler(200, sources=["slow"], **fake_roots)
+    # the real /proc (this process's CPU time); a fake one is honoured: tests/test_roots.py
+    s = Sampler(200, sources=["slow"], **{**fake_roots, "proc_root": "/proc"})
     with s:
         t = time.process_time()
         while time.process_time() - t < 0.3:
             pass
     r = s.result
-    assert r.summary["estimate_model"]["cpu_time_source"].startswith("/proc/self/task/*/schedstat")
+    assert r.summary["estimate_model"]["cpu_time_source"].startswith(
+        f"/proc/{os.getpid()}/task/*/schedstat")
     assert r.summary["estimate_model"]["w_per_core"] == 4.0
     assert 0.25 * 4 <= r.summary["energy_j"]["pkg"] <= 0.6 * 4
 

@@ -15,7 +15,8 @@ from alems.errors import AlemsError
 from alems.measure import ReplaySampler, SamplerProtocol, synthetic_table
 from alems.measure import _native as native
 from alems.measure.plan import energy_source_label, plan_sources
-from alems.measure.sampler import Sampler, spawn_gated
+from alems.measure.sampler import Sampler
+from alems.measure.spawn import spawn_gated
 from alems.measure.sources import SOURCES, Roots
 
 

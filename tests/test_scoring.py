@@ -3,7 +3,7 @@
 import pytest
 
 from alems.experiment.scoring import normalise_text, parse_number, score
-from alems.experiment.tasks import TaskItem
+from alems.catalog.tasks import TaskItem
 
 
 def num(answer: str) -> TaskItem:

@@ -3,7 +3,7 @@
 import pytest
 
 from alems.errors import AlemsError
-from alems.experiment.sustainability import UJ_PER_KWH, default_factors_path, footprint, load_factors
+from alems.catalog.sustainability import UJ_PER_KWH, default_factors_path, footprint, load_factors
 
 
 def test_shipped_factors_have_units_and_sources():

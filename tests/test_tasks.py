@@ -16,7 +16,7 @@ _spec.loader.exec_module(taskgen)
 from alems.datafiles import data_dir, data_path
 from alems.errors import AlemsError
 from alems.experiment.scoring import score
-from alems.experiment.tasks import TaskItem, TaskSet, available_tasks, load_task_set
+from alems.catalog.tasks import TaskItem, TaskSet, available_tasks, load_task_set
 from alems.experiment.tools import calculate, lookup
 
 REQUIRED = {"gsm8k_basic", "gsm8k_multi_step", "factual_qa", "logical_reasoning", "tool_arithmetic", "tool_lookup"}

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from alems.analysis.closing import batch_closing
 from alems.analysis.groups import open_db, resolve_group
 from alems.analysis.report import build_report
 from alems.analysis.summary import build_summary
@@ -22,7 +23,8 @@ from alems.experiment.plan import BatchConfig, plan_order
 from alems.experiment.providers.scripted import ScriptedProvider
 from alems.measure import quiet
 from alems.measure.columns import build_columns
-from alems.measure.result import SampleResult, table_from_columns
+from alems.measure.result import SampleResult
+from alems.measure.arrow import table_from_columns
 from alems.measure.sources.base import Column
 
 from _fake_sampling import BusyReplaySampler
@@ -44,7 +46,8 @@ def _runner(tmp_path, providers_made: list | None = None, **kw) -> BatchRunner:
     return BatchRunner(BatchConfig(**args),
                        sampler_factory=lambda: BusyReplaySampler(pkg_w=2.0, core_w=None,
                                                                  busy_w=30.0, hz=200.0),
-                       provider_factory=provider_factory, log=lambda m: None)
+                       provider_factory=provider_factory, log=lambda m: None,
+                       closing=batch_closing)
 
 
 # ---------------------------------------------------------------- item 3
@@ -134,7 +137,7 @@ def test_not_quiet_runs_are_flagged_in_runs_and_summary(tmp_path, monkeypatch):
 def test_require_quiet_waits_then_runs(tmp_path, monkeypatch):
     seq = iter([(9, 0, 100)] * 4 + [(1, 0, 200)] * 1000)
     monkeypatch.setattr(quiet, "read_stat", lambda proc_root=None: next(seq))
-    monkeypatch.setattr(quiet, "own_running", lambda pid=None: 1)
+    monkeypatch.setattr(quiet, "own_running", lambda pid=None, proc_root=None: 1)
     monkeypatch.setattr(quiet, "WAIT_WINDOW_S", 0.01)
     waited = []
     real = quiet.wait_for_quiet

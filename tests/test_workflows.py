@@ -12,7 +12,7 @@ import pytest
 
 from alems.experiment.providers import GenerationSettings, ProviderError, get_provider
 from alems.experiment.providers.scripted import ScriptedProvider
-from alems.experiment.tasks import TaskItem
+from alems.catalog.tasks import TaskItem
 from alems.experiment.providers import structured
 from alems.experiment.workflows import WorkflowResult, run_agentic, run_linear, run_react, run_workflow
 

@@ -21,7 +21,8 @@ from alems.measure.names import PLAUSIBLE_MAX_W
 from alems.measure.sources import powercap
 from alems.measure.sources.base import Roots
 from alems.measure.columns import build_columns
-from alems.measure.result import SampleResult, table_from_columns
+from alems.measure.result import SampleResult
+from alems.measure.arrow import table_from_columns
 from alems.measure.sampler import Sampler
 from alems.measure.sources.base import Column
 from test_cli_sample import alems_argv, alems_env

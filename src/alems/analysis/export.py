@@ -22,7 +22,7 @@ from alems.errors import AlemsError, UsageError
 from alems.analysis.frames import FOOTPRINT_COLUMNS, run_footprints
 from alems.analysis.groups import Group
 from alems.analysis.samples import samples_file
-from alems.outputs import atomic_output
+from alems.atomic_io import atomic_target
 from alems.store import reads
 from alems import arrowfile
 
@@ -80,7 +80,7 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
     if output.is_dir():
         raise AlemsError(f"--output {output} is a folder; give a file name, e.g. "
                          f"{output / ('results.' + fmt)}")
-    with atomic_output(output) as tmp:
+    with atomic_target(output) as tmp:
         if fmt == "csv":
             df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n",
                       encoding="utf-8")

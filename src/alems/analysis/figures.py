@@ -10,14 +10,12 @@ import numpy as np
 import pandas as pd
 
 from alems.analysis.samples import load_energy, power_curve_w
+from alems.analysis.frames import median_run
+from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
 from alems.analysis.tax import tax_cells
-from alems.experiment.plan import WORKFLOWS
+from alems.catalog.arms import AGENTIC, ARMS
 
 DPI = 150
-PHASE_COLORS = {"linear": "#9ecae1", "planning": "#fdd0a2", "execution": "#c7e9c0",
-                "synthesis": "#dadaeb", "tool": "#31a354", "waiting": "#969696",
-                "llm": "#3182bd"}
-WF_COLORS = {"linear": "#3182bd", "agentic": "#e6550d"}
 
 
 def _plt():
@@ -43,8 +41,8 @@ def _est(estimate: bool) -> str:
 
 
 def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
-    """Per workflow of the first task × provider: the completed run with samples whose
-    dynamic energy is closest to its workflow's median."""
+    """Per arm of the first task × provider: `frames.median_run` of its completed runs
+    that kept samples (the same rule as the examples' run)."""
     ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()
               & runs["samples_path"].notna()]
     if ok.empty:
@@ -52,12 +50,10 @@ def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
     first = ok.sort_values(["task_name", "provider"]).iloc[0]
     cell = ok[(ok["task_name"] == first["task_name"]) & (ok["provider"] == first["provider"])]
     chosen = []
-    for wf in WORKFLOWS:
-        w = cell[cell["workflow_type"] == wf]
-        if w.empty:
-            continue
-        med = w["dynamic_energy_uj"].median()
-        chosen.append(w.loc[(w["dynamic_energy_uj"] - med).abs().idxmin()])
+    for wf in ARMS:
+        run = median_run(cell[cell["workflow_type"] == wf])
+        if run is not None:
+            chosen.append(run)
     return chosen
 
 
@@ -88,7 +84,7 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
             nested = pd.notna(p["parent_seq"])
             if nested and p["kind"] not in ("tool", "waiting"):
                 continue
-            color = PHASE_COLORS.get(p["kind"], "#eeeeee")
+            color = PHASE_COLORS.get(p["kind"], OTHER_COLOR)
             label = p["kind"] if p["kind"] not in seen_labels else None
             seen_labels.add(p["kind"])
             if nested:   # tools / waiting: a band along the bottom
@@ -136,7 +132,7 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
     rng = np.random.default_rng(0)   # jitter only
     for ax, ((task, provider), cell) in zip(axes.flat, cells, strict=False):
         data, labels = [], []
-        for wf in WORKFLOWS:
+        for wf in ARMS:
             vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
             if len(vals):
                 data.append(vals.to_numpy())
@@ -146,7 +142,7 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
                    widths=0.5, showfliers=False)
         for i, (vals, wf) in enumerate(zip(data, labels, strict=True), start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,
-                       color=WF_COLORS.get(wf, "grey"), alpha=0.8, zorder=3)
+                       color=ARM_COLORS.get(wf, OTHER_COLOR), alpha=0.8, zorder=3)
         ax.set_title(f"{task} / {provider}", fontsize=9)
         ax.set_ylabel("dynamic energy (J)")
         ax.grid(axis="y", alpha=0.3)
@@ -168,24 +164,24 @@ def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float) -> bytes
         if t["ci_low"] is not None:
             ax.errorbar(t["tax_ratio"], i, xerr=[[t["tax_ratio"] - t["ci_low"]],
                                                   [t["ci_high"] - t["tax_ratio"]]],
-                        fmt="o", color="#e6550d", capsize=4)
+                        fmt="o", color=ARM_COLORS[AGENTIC], capsize=4)
             c = tax_cells(t)
             ax.annotate(f"{c['ratio']} {c['ci']}",
                         (t["ci_high"], i), xytext=(6, 0), textcoords="offset points",
                         va="center", fontsize=8)
         else:
-            ax.plot(t["tax_ratio"], i, "o", color="#e6550d")
+            ax.plot(t["tax_ratio"], i, "o", color=ARM_COLORS[AGENTIC])
             ax.annotate(f"{tax_cells(t)['ratio']} (no CI)", (t["tax_ratio"], i), xytext=(6, 0),
                         textcoords="offset points", va="center", fontsize=8)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_yticks(y, [("" if t.get("arm", "agentic") == "agentic" else f"{t['arm']}: ")
+    ax.set_yticks(y, [("" if t.get("arm", AGENTIC) == AGENTIC else f"{t['arm']}: ")
                       + f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)" for t in rows],
                   fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     hi = max((t["ci_high"] or t["tax_ratio"]) for t in rows)
     ax.set_xlim(min(0.9, min((t["ci_low"] or t["tax_ratio"]) for t in rows) * 0.9), hi * 1.3)
-    arms = {t.get("arm", "agentic") for t in rows}
-    top = "agentic" if arms == {"agentic"} else "arm"
+    arms = {t.get("arm", AGENTIC) for t in rows}
+    top = AGENTIC if arms == {AGENTIC} else "arm"
     ax.set_xlabel(f"orchestration tax = Σ {top} / Σ linear dynamic energy "
                   f"({int(confidence * 100)} % CI: t on the log ratio, jackknife SE)")
     ax.set_title("Orchestration tax per task and provider" + _est(estimate), fontsize=10)
@@ -202,10 +198,7 @@ def phase_breakdown(phase_rows: list[dict], estimate: bool) -> bytes | None:
     cells = list(df.groupby(["task", "provider"], sort=True))
     labels, lefts = [], []
     fig, ax = plt.subplots(figsize=(8, 0.9 * 2 * len(cells) + 1.4))
-    colors = {"planning": PHASE_COLORS["planning"], "execution": PHASE_COLORS["execution"],
-              "synthesis": PHASE_COLORS["synthesis"], "llm": PHASE_COLORS["llm"],
-              "tool": PHASE_COLORS["tool"], "waiting": PHASE_COLORS["waiting"],
-              "other": "#ffffff"}
+    colors = {**PHASE_COLORS, "other": "#ffffff"}
     used = set()
     row = 0
     for (task, provider), cell in cells:
@@ -215,7 +208,7 @@ def phase_breakdown(phase_rows: list[dict], estimate: bool) -> bytes | None:
             for _, p in part.iterrows():
                 lab = p["label"] if p["kind"] not in used else None
                 used.add(p["kind"])
-                ax.barh(row, p["share"], left=left, color=colors.get(p["kind"], "#cccccc"),
+                ax.barh(row, p["share"], left=left, color=colors.get(p["kind"], OTHER_COLOR),
                         edgecolor="black", lw=0.5, label=lab)
                 if p["share"] >= 0.06:
                     ax.text(left + p["share"] / 2, row, f"{p['share']:.0%}", ha="center",

@@ -1,15 +1,22 @@
-"""The group's runs and phases as pandas DataFrames (read by the store) and each run's
-footprint from the grid factors."""
+"""Per-run derivations over the runs frame (`alems.store.reads.runs_frame`): each run's
+footprint from the grid factors, and the run shown for an arm (`median_run`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from alems.store.reads import phases_frame, runs_frame
-
-__all__ = ["FOOTPRINT_COLUMNS", "phases_frame", "run_footprints", "runs_frame"]
-
 FOOTPRINT_COLUMNS = ["carbon_g", "water_ml", "methane_mg"]
+
+
+def median_run(runs: pd.DataFrame):
+    """The ok run at the lower median of dynamic energy, ties by run id: the run a report
+    shows for an arm (its example, its power curve), the same one every time it is built.
+    None when no ok run has a dynamic energy."""
+    ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()]
+    if ok.empty:
+        return None
+    ok = ok.sort_values(["dynamic_energy_uj", "run_id"])
+    return ok.iloc[(len(ok) - 1) // 2]
 
 
 def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
@@ -19,7 +26,7 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     country has no factor keeps NULL (its name goes into `unknown`); an unknown `country`
     raises, listing the known ones."""
     from alems.config import default_country
-    from alems.experiment.sustainability import footprint, load_factors
+    from alems.catalog.sustainability import footprint, load_factors
 
     out = runs[FOOTPRINT_COLUMNS].astype(float).copy()
     need = out.isna().any(axis=1) | (country is not None)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from alems.analysis import tax
+from alems.catalog.arms import AGENTIC, LINEAR
 
 UNKNOWN_HOST = "unknown host"
 
@@ -41,9 +42,9 @@ def _pairs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     linear_j, agentic_j; and the number of complete pairs whose arms' hosts differ."""
     ok = runs[runs["ok"]]
     arms = {w: ok[ok["workflow_type"] == w].set_index(["task_name", "provider", "run_number"])
-            for w in ("linear", "agentic")}
-    both = pd.merge(arms["linear"][["host", "dynamic_energy_j"]],
-                    arms["agentic"][["host", "dynamic_energy_j"]], how="inner",
+            for w in (LINEAR, AGENTIC)}
+    both = pd.merge(arms[LINEAR][["host", "dynamic_energy_j"]],
+                    arms[AGENTIC][["host", "dynamic_energy_j"]], how="inner",
                     left_index=True, right_index=True, suffixes=("_lin", "_ag"))
     same = both["host_lin"] == both["host_ag"]
     pairs = both[same].rename(columns={"host_lin": "host", "dynamic_energy_j_lin": "linear_j",

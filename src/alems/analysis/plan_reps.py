@@ -26,8 +26,9 @@ import numpy as np
 
 from alems.errors import AlemsError, UsageError
 from alems.analysis import stats
-from alems.analysis.frames import runs_frame
+from alems.store.reads import runs_frame
 from alems.analysis.groups import Group
+from alems.catalog.arms import AGENTIC, LINEAR
 
 MIN_PILOT_PAIRS = 10
 DESIGN = "paired design (effect = mean difference ÷ SD of the pair differences)"
@@ -99,8 +100,8 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
         rows.append(_row("energy", task, provider, wf, n, mean, sd, cv, d, power, alpha,
                          "one-sample t: a shift of effect × mean; d = effect ÷ CV"))
     for (task, provider), cell in ok.groupby(["task_name", "provider"]):
-        lin = cell[cell["workflow_type"] == "linear"].set_index("run_number")["e_j"]
-        ag = cell[cell["workflow_type"] == "agentic"].set_index("run_number")["e_j"]
+        lin = cell[cell["workflow_type"] == LINEAR].set_index("run_number")["e_j"]
+        ag = cell[cell["workflow_type"] == AGENTIC].set_index("run_number")["e_j"]
         common = sorted(set(lin.index) & set(ag.index))
         if not common:
             continue

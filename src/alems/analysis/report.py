@@ -10,29 +10,21 @@ from __future__ import annotations
 import base64
 import html
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from alems.errors import AlemsError
 from alems.analysis import figures
-from alems.analysis.frames import phases_frame, runs_frame
+from alems.analysis.blocks import Block
 from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
 from alems.analysis.summary import KIND_LABELS, build_summary
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, tax_columns, tax_table)
-from alems.outputs import atomic_output
+from alems.atomic_io import atomic_target
 from alems.store import reads
-
-
-@dataclass
-class Block:
-    kind: str                     # h1 | h2 | p | warn | table | figure
-    text: str = ""
-    columns: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    png: bytes | None = None
+from alems.store.reads import phases_frame, runs_frame
+from alems.catalog.arms import ACTIVITY_KINDS, AGENTIC, STAGE_KINDS
 
 
 def _fmt(v, digits=3) -> str:
@@ -174,7 +166,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                        _fmt(w["epg_j"]) if w["epg_j"] is not None else "– "
                                                                        f"({w['epg_null_reason']})"]
                       for w in summary["workflows"]]))
-    arms = "each non-linear arm" if summary.get("arm_tax") else "agentic"
+    arms = "each non-linear arm" if summary.get("arm_tax") else AGENTIC
     out.append(Block("table", f"Orchestration tax (Σ {arms} ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
                               f"{summary['definitions']['tax_ci']}){est_tag}",
@@ -187,15 +179,14 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                               "positive: too few or too spread runs; read it as 'at most' its "
                               "upper bound, and run more repetitions."))
     if summary["phases"]:
-        kinds = ["planning", "execution", "synthesis", "llm", "tool", "waiting"]
+        kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
         table: dict[tuple, dict] = {}
         for p in summary["phases"]:
             table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
         rows = []
         for (task, provider), shares in sorted(table.items()):
             rows.append([task, provider] + [
-                _pct(shares.get(("stage" if k in ("planning", "execution", "synthesis")
-                                 else "activity", k)))
+                _pct(shares.get(("stage" if k in STAGE_KINDS else "activity", k)))
                 for k in kinds] + [_pct(shares.get(("activity", "other")))])
         out.append(Block("table", f"Share of agentic package energy per phase{est_tag}",
                          ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside "
@@ -212,9 +203,9 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     reps = figures.representative_runs(runs, db_path)
     png = figures.power_curves(reps, phases, db_path)
     if png:
-        out.append(Block("figure", "Figure 1. Package power of a representative linear and agentic "
-                                   "run (run closest to its workflow's median energy), phases "
-                                   f"shaded{est_tag}.", png=png))
+        out.append(Block("figure", "Figure 1. Package power of a representative run of each arm "
+                                   "(the run at the lower median of its arm's dynamic energy, as "
+                                   f"in the examples), phases shaded{est_tag}.", png=png))
     else:
         out.append(Block("warn", "Figure 1 (power curves) left out: no run has a readable samples "
                                  "file next to the database."))
@@ -363,7 +354,7 @@ def write_report(blocks: list[Block], output: str | Path) -> Path:
     suffix = output.suffix.lower()
     if suffix not in (".html", ".htm", ".pdf"):
         raise AlemsError(f"--output {output}: give a name ending in .html or .pdf")
-    with atomic_output(output) as tmp:   # the folder was checked, never created here
+    with atomic_target(output) as tmp:   # the folder was checked, never created here
         if suffix == ".pdf":
             render_pdf(blocks, tmp)
         else:

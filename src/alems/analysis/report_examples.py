@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import math
 
+from alems.analysis.blocks import Block
+from alems.analysis.frames import median_run
+from alems.catalog.arms import ARMS
 from alems.errors import AlemsError
 
-ARM_ORDER = ("linear", "agentic", "react")
 TEXT_LIMIT = 400   # characters of a prompt, answer or model text shown; the rest is cut "…"
 SHOWN_EVENTS = ("plan", "tool", "dropped", "step", "synthesis", "refusal", "answer")
 
@@ -76,15 +78,13 @@ def trace_lines(text) -> list[list[str]]:
 
 
 def pick_example(cell):
-    """The ok run at the lower median of dynamic energy (ties by run id), else the first ok
-    run when none has a dynamic energy; None when the arm has no ok run."""
+    """`frames.median_run`, else the first ok run when none has a dynamic energy; None when
+    the arm has no ok run."""
+    run = median_run(cell)
+    if run is not None:
+        return run
     ok = cell[cell["status"] == "ok"]
-    if ok.empty:
-        return None
-    with_energy = ok[ok["dynamic_energy_uj"].notna()].sort_values(["dynamic_energy_uj", "run_id"])
-    if with_energy.empty:
-        return ok.sort_values("run_id").iloc[0]
-    return with_energy.iloc[(len(with_energy) - 1) // 2]
+    return None if ok.empty else ok.sort_values("run_id").iloc[0]
 
 
 def phase_rows(phases, pkg_energy_uj) -> list[list[str]]:
@@ -109,7 +109,7 @@ class _Prompts:
 
     def get(self, task: str, item_id) -> str:
         if task not in self._sets:
-            from alems.experiment.tasks import load_task_set
+            from alems.catalog.tasks import load_task_set
             try:
                 self._sets[task] = {i.id: i.prompt for i in load_task_set(task).items}
             except AlemsError:
@@ -125,8 +125,6 @@ class _Prompts:
 def example_blocks(runs, phases, est_tag: str = "") -> list:
     """The Examples heading, a note on how runs were chosen, and per task × arm a table of
     facts (prompt … trace) and a table of its phases."""
-    from alems.analysis.report import Block
-
     out = [Block("h2", "Examples"),
            Block("p", "For each task (first provider by name), one run per arm: the ok run at "
                       "the median of that arm's dynamic energy. Stages contain their llm, tool "
@@ -137,7 +135,7 @@ def example_blocks(runs, phases, est_tag: str = "") -> list:
         provider = sorted(of_task["provider"].unique())[0]
         cell = of_task[of_task["provider"] == provider]
         present = set(cell["workflow_type"])
-        for arm in [a for a in ARM_ORDER if a in present] + sorted(present - set(ARM_ORDER)):
+        for arm in [a for a in ARMS if a in present] + sorted(present - set(ARMS)):
             run = pick_example(cell[cell["workflow_type"] == arm])
             title = f"Example: {task} / {provider} / {arm}"
             if run is None:

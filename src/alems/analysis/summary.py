@@ -2,7 +2,7 @@
 goes, with warnings wherever the data cannot carry a conclusion. docs/METHODS.md says what
 each figure is and which estimator and interval it uses.
 
-Definitions (shared/DESIGN.md):
+Definitions (docs/DEFINITIONS.md):
 - energy statistics use dynamic (workload) energy of runs that completed (status 'ok');
 - success rate = correct answers / all runs (an errored run is not a success);
 - EpG = dynamic energy of *all* runs that have one (failed included) / number correct;
@@ -30,13 +30,15 @@ from alems.analysis import stats
 from alems.analysis.hosts import host_tax
 from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
                                              _tax_warnings, headline_caveats, loud_runs)
-from alems.analysis.frames import phases_frame, run_footprints, runs_frame
+from alems.analysis.frames import run_footprints
+from alems.store.reads import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_energy_j,
-                                format_headline, headline_tax, other_arm_taxes, overall, pair_up,
+                                format_headline, other_arm_taxes, overall, pair_up,
                                 tax_rows)
+from alems.catalog.arms import AGENTIC, LINEAR
 
-__all__ = ["build_summary", "workflow_table", "headline_tax", "format_headline"]
+__all__ = ["build_summary", "workflow_table"]
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
@@ -99,7 +101,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
                          "to record some (see `alems status`)")
     workflows_present = set(runs["workflow_type"])
-    if "agentic" not in workflows_present or "linear" not in workflows_present:
+    if AGENTIC not in workflows_present or LINEAR not in workflows_present:
         only = ", ".join(sorted(workflows_present))
         raise AlemsError(f"group {group.group_id!r} has only {only} runs; the orchestration tax "
                          "compares linear with agentic runs of the same task — run the batch "
@@ -171,15 +173,15 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                                        ok_runs["run_number"], ok_runs["workflow_type"],
                                        ok_runs["dynamic_energy_j"], strict=True)), confidence)
     epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
-    every_arm = [("agentic", t) for t in taxes] + [
+    every_arm = [(AGENTIC, t) for t in taxes] + [
         (arm, t) for arm, info in sorted(arm_tax.items()) for t in info["rows"]]
     for arm, t in every_arm:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
                  ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
         t["arm"] = arm
-        t["epg_linear_j"] = epg_of.get((t["task"], t["provider"], "linear"))
+        t["epg_linear_j"] = epg_of.get((t["task"], t["provider"], LINEAR))
         t["epg_arm_j"] = epg_of.get((t["task"], t["provider"], arm))
-        if arm == "agentic":
+        if arm == AGENTIC:
             t["epg_agentic_j"] = t["epg_arm_j"]
         t["estimate"] = bool(is_estimate[in_row].any())
         warnings.extend(_tax_warnings(t, confidence))
@@ -285,7 +287,7 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], i
     hide a counter wrap) is never refilled; its run is left out of the shares altogether,
     so the numerator and the denominator add up the same runs."""
     phases = phases_frame(conn, group.group_id)
-    ag_runs = runs[(runs["workflow_type"] == "agentic") & (runs["status"] == "ok")]
+    ag_runs = runs[(runs["workflow_type"] == AGENTIC) & (runs["status"] == "ok")]
     if phases.empty or ag_runs.empty:
         return [], 0
     phases = phases[phases["run_id"].isin(ag_runs["run_id"])
@@ -333,7 +335,7 @@ def workflow_table(summary: dict) -> list[dict]:
         for k in ("n_pairs", "tax_ratio", "ci_low", "ci_high", "tax_percent",
                   "mean_of_pair_ratios"):
             row[("tax_" + k) if not k.startswith("tax") else k] = t.get(k)
-        if w["workflow"] == "agentic":
+        if w["workflow"] == AGENTIC:
             row.update(shares.get((w["task"], w["provider"]), {}))
         rows.append(row)
     return rows

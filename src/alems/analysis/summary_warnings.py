@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from alems.analysis.precision import fmt_ratio
 from alems.analysis.tax import ALL, tax_cells
 
+from alems.catalog.baselines import BASELINE_MAX_AGE_S
+from alems.catalog.arms import AGENTIC
+
 if TYPE_CHECKING:
     import pandas as pd
 
-BASELINE_MAX_AGE_S = 3600.0        # baseline measured more than 1 h before a run
 FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
 
 
@@ -32,8 +34,8 @@ def _parse_time(text) -> datetime | None:
 
 
 def _label(t: dict) -> str:
-    arm = t.get("arm", "agentic")
-    return f"{t['task']}/{t['provider']}" + ("" if arm == "agentic" else f" ({arm})")
+    arm = t.get("arm", AGENTIC)
+    return f"{t['task']}/{t['provider']}" + ("" if arm == AGENTIC else f" ({arm})")
 
 
 def _few_pairs(t: dict) -> list[str]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from alems.analysis import stats
 from alems.analysis.precision import fmt_ratio, fmt_ratio_percent
+from alems.catalog.arms import AGENTIC, LINEAR
 
 ALL = "all"
 # Which energy a tax is over: the spec's definition (CPU package dynamic energy), or every
@@ -33,7 +34,7 @@ class Pair:
     agentic_j: float
 
 
-def pair_up(runs: Iterable[tuple], arm: str = "agentic") -> list[Pair]:
+def pair_up(runs: Iterable[tuple], arm: str = AGENTIC) -> list[Pair]:
     """Complete pairs from (task, provider, run_number, workflow_type, dynamic_energy_j) of
     runs that completed with a dynamic energy; a repetition lacking an arm is left out.
     `arm` is the non-linear arm set against linear (`agentic`, or e.g. `react`); the pair's
@@ -43,11 +44,11 @@ def pair_up(runs: Iterable[tuple], arm: str = "agentic") -> list[Pair]:
         if energy_j is None or energy_j != energy_j:      # None or NaN: not usable
             continue
         arms.setdefault((task, provider, int(rep)), {})[wf] = float(energy_j)
-    return [Pair(t, p, r, a["linear"], a[arm])
-            for (t, p, r), a in sorted(arms.items()) if "linear" in a and arm in a]
+    return [Pair(t, p, r, a[LINEAR], a[arm])
+            for (t, p, r), a in sorted(arms.items()) if LINEAR in a and arm in a]
 
 
-def read_pairs(conn: sqlite3.Connection, group_id: str, arm: str = "agentic") -> list[Pair]:
+def read_pairs(conn: sqlite3.Connection, group_id: str, arm: str = AGENTIC) -> list[Pair]:
     """The group's complete pairs, straight from `runs` (what `build_summary` pairs too)."""
     from alems.store.reads import run_energies
 
@@ -134,7 +135,7 @@ def other_arm_taxes(runs: list[tuple], confidence: float = 0.95) -> dict:
     """Every non-linear arm other than agentic (e.g. react) against linear, the same way:
     {arm: {"rows": tax rows, "headline_text": its one line}} from `pair_up`'s run tuples."""
     out = {}
-    for arm in sorted({r[3] for r in runs} - {"linear", "agentic"}):
+    for arm in sorted({r[3] for r in runs} - {LINEAR, AGENTIC}):
         rows = [{**r, "arm": arm} for r in tax_rows(pair_up(runs, arm), confidence)]
         out[arm] = {"rows": rows, "headline_text": format_headline(overall(rows))}
     return out
@@ -146,7 +147,7 @@ def overall(rows: list[dict]) -> dict:
 
 
 def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.95,
-                 arm: str = "agentic") -> dict:
+                 arm: str = AGENTIC) -> dict:
     """The headline: the overall tax row of the group (see `format_headline`); `arm` sets
     another non-linear arm (e.g. `react`) against linear the same way."""
     return {**overall(tax_rows(read_pairs(conn, group_id, arm), confidence)), "arm": arm}
@@ -155,8 +156,8 @@ def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.
 def format_headline(row: dict) -> str:
     """One line: the overall tax with its interval, or why there is none."""
     n = row["n_pairs"]
-    arm = row.get("arm", "agentic")
-    name = "orchestration tax" if arm == "agentic" else f"orchestration tax of {arm}"
+    arm = row.get("arm", AGENTIC)
+    name = "orchestration tax" if arm == AGENTIC else f"orchestration tax of {arm}"
     scope = (f"over {n} complete pair(s)" if row["task"] != ALL
              else f"over {n} complete pair(s) of {row.get('n_tasks', '?')} task(s)")
     if row["tax_ratio"] is None:
@@ -185,3 +186,10 @@ def tax_cells(row: dict) -> dict[str, str]:
     return {"ratio": f"{ratio}×", "low": low, "high": high, "ci": ci,
             "percent": fmt_ratio_percent(row["tax_ratio"], row.get("ci_low"),
                                          row.get("ci_high"))}
+
+
+def headline_text(conn: sqlite3.Connection, group_id: str, arm: str = AGENTIC) -> str:
+    """The overall tax line, the same as `alems summary`'s and the report's first line
+    (`arm`: another non-linear arm against linear, e.g. react); `alems batch` closes with
+    it (alems.analysis.closing)."""
+    return format_headline(headline_tax(conn, group_id, arm=arm))

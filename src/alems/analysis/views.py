@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from alems.analysis.precision import fmt_value
 from alems.analysis.tax import tax_cells
+from alems.catalog.arms import AGENTIC
 
 ESTIMATE_TAG = " [ESTIMATE — not measured]"   # after every figure from estimated energy
 
@@ -27,7 +28,7 @@ def headline_lines(summary: dict) -> list[str]:
 def arm_tax_rows(summary: dict) -> list[dict]:
     """Every non-linear arm's tax rows (agentic first, then the others by name), each with
     its `arm`."""
-    rows = [dict(t, arm=t.get("arm", "agentic")) for t in summary["tax"]]
+    rows = [dict(t, arm=t.get("arm", AGENTIC)) for t in summary["tax"]]
     for arm, info in sorted((summary.get("arm_tax") or {}).items()):
         rows.extend(dict(t, arm=arm) for t in info["rows"])
     return rows

@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Callable)
 # Shown as the default of every --db (rich help would eat a "[default: …]" in the text).
 DB_DEFAULT_TEXT = "data/experiments.db, or $ALEMS_DB"
 
-# The hardware roots, shared by every command that reads hardware (see DESIGN.md).
+# The hardware roots, shared by every command that reads hardware (see docs/DEFINITIONS.md).
 SysfsRootOption = Annotated[str, typer.Option(
     "--sysfs-root", envvar="ALEMS_SYSFS_ROOT", help="Root of sysfs.")]
 ProcRootOption = Annotated[str, typer.Option(

@@ -16,6 +16,7 @@ import typer
 
 from alems.errors import UsageError
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
+from alems.catalog.arms import AGENTIC
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).",
                                      show_default=DB_DEFAULT_TEXT)]
@@ -79,7 +80,7 @@ def _num(v, fmt=".3f") -> str:
 def _factors_arg(factors: Path | None):
     if factors is None:
         return None
-    from alems.experiment.sustainability import load_factors
+    from alems.catalog.sustainability import load_factors
 
     return load_factors(factors)
 
@@ -140,7 +141,7 @@ def _summary_tables(s: dict) -> None:
     if daggers:
         con.print(f"† the {pct} % t interval reaches below 0 J for a positive quantity: too few "
                   "or too spread runs; read it as 'at most' its upper bound", highlight=False)
-    arms = "each non-linear arm" if s.get("arm_tax") else "agentic"
+    arms = "each non-linear arm" if s.get("arm_tax") else AGENTIC
     print_table(con, f"Orchestration tax = Σ {arms} ÷ Σ linear dynamic energy over complete "
                      f"pairs ({pct}% CI: t on the log ratio, jackknife SE){est}",
                 tax_columns(s, pct), tax_table(s), keys=("arm", "task", "provider"))

@@ -15,12 +15,12 @@ import typer
 
 from alems import config
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
-from alems.experiment.baseline import (DEFAULT_DURATION_S, DEFAULT_MAX_AGE_S,
-                                       DEFAULT_REPETITIONS)
+from alems.catalog.arms import ARMS, DEFAULT_ARMS
+from alems.catalog.baselines import BASELINE_MAX_AGE_S
+from alems.experiment.baseline import DEFAULT_DURATION_S, DEFAULT_REPETITIONS
 from alems.measure.quiet import QUIET_RULE
 from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
-                                   DEFAULT_N_CTX, DEFAULT_QUIET_TIMEOUT_S, DEFAULT_SEED,
-                                   DEFAULT_WORKFLOWS, WORKFLOWS)
+                                   DEFAULT_N_CTX, DEFAULT_QUIET_TIMEOUT_S, DEFAULT_SEED)
 
 RESUME_HELP = (
     "Resume: running the same command again continues the newest unfinished session with "
@@ -39,7 +39,7 @@ def batch_command(
         "--providers", help="Comma-separated: local, cloud.")] = "local",
     workflows: Annotated[str, typer.Option(
         "--workflows", help=f"Comma-separated: "
-        f"{', '.join(WORKFLOWS)}.")] = ",".join(DEFAULT_WORKFLOWS),
+        f"{', '.join(ARMS)}.")] = ",".join(DEFAULT_ARMS),
     cool_down: Annotated[float, typer.Option(
         "--cool-down", help="Seconds of idle between runs.")] = 0.0,
     save_db: Annotated[bool, typer.Option(
@@ -102,7 +102,7 @@ def batch_command(
     baseline_max_age: Annotated[float, typer.Option(
         "--baseline-max-age", help="Re-measure the idle "
         "baseline when older than this (s), or when the "
-        "host, governor or energy source changed.")] = DEFAULT_MAX_AGE_S,
+        "host, governor or energy source changed.")] = BASELINE_MAX_AGE_S,
     clip_negative: Annotated[bool, typer.Option(
         "--clip-negative", help="Store negative dynamic energy "
         "as 0 (recorded in runs.dynamic_clipped).")] = False,
@@ -140,6 +140,7 @@ def batch_command(
         "per provider.")] = False,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
+    from alems.analysis.closing import batch_closing
     from alems.cli.progress import RichBatchProgress, format_summary
     from alems.cli.sample_cmd import parse_sources, validate_rate
     from alems.experiment.batch import BatchRunner
@@ -164,7 +165,8 @@ def batch_command(
         baseline_every_s=None if baseline_every is None else baseline_every * 60,
         require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up)
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
-    runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose))
+    runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
+                         closing=batch_closing)
     runner.validate()
     summary = runner.run()
     from alems.interrupts import quiet_output

@@ -166,8 +166,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def doctor(
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-        sysfs_root: SysfsRootOption = "/sys",
-        proc_root: ProcRootOption = "/proc",
+        sysfs_root: SysfsRootOption = config.SYSFS_ROOT,
+        proc_root: ProcRootOption = config.PROC_ROOT,
         msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
     ) -> None:
         """List every energy/counter source, whether it is readable here, and how to fix it."""

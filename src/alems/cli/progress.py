@@ -9,7 +9,8 @@ import time
 from alems.analysis.precision import fmt_value
 from alems.analysis.views import ESTIMATE_TAG
 from alems.experiment.batch import BatchProgress, BatchSummary
-from alems.experiment.plan import WORKFLOWS, RunKey
+from alems.catalog.arms import ARMS
+from alems.experiment.plan import RunKey
 
 
 # Below this share of correct answers the closing lines say the tax compares failing arms.
@@ -195,7 +196,7 @@ def format_summary(s: BatchSummary) -> str:
     low = []
     if s.per_workflow:
         lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21} {'accuracy':>14}")
-        for wf in WORKFLOWS:
+        for wf in ARMS:
             if wf in s.per_workflow:
                 n, mean_j = s.per_workflow[wf]
                 val = "n/a" if mean_j is None else f"{fmt_value(mean_j)} J"

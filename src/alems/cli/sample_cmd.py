@@ -34,8 +34,7 @@ from alems.errors import AlemsError, UsageError
 from alems.outputs import check_output_path
 from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
-from alems.cli.sample_summary import (  # noqa: F401  (re-exported)
-    data_warnings, estimate_note, print_summary, summary_for_output)
+from alems.cli.sample_summary import data_warnings, print_summary, summary_for_output
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -88,7 +87,7 @@ def _check_samples_target(output: Path) -> None:
     """The samples stream to `<output>.partial` beside the output and are renamed onto it:
     only a regular file (or a new name) can take that; a device, FIFO, socket or
     directory is refused (and nothing is ever created beside a device, e.g. in /dev)."""
-    from alems.outputs import _kind
+    from alems.atomic_io import kind_of as _kind
 
     try:
         mode = os.stat(output).st_mode
@@ -102,7 +101,8 @@ def _check_samples_target(output: Path) -> None:
 
 def check_outputs(output: Path | None, summary_json: Path | None, hz: float) -> None:
     """Both outputs writable, distinct, and room for the samples (see sample_bytes_needed)."""
-    from alems.outputs import check_free_space, same_file, writes_directly
+    from alems.atomic_io import writes_directly
+    from alems.outputs import check_free_space, same_file
 
     if output is not None:
         _check_samples_target(output)
@@ -224,7 +224,7 @@ class SignalForwarder:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    from alems.outputs import atomic_target
+    from alems.atomic_io import atomic_target
 
     try:
         with atomic_target(path) as target, open(target, "w") as fh:
@@ -247,7 +247,8 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
     """Spawn `argv` gated, sample it until it exits; return (result, returncode).
     stream: the samples go to this Arrow IPC file as they come (else only the summary
     is kept)."""
-    from alems.measure.sampler import Sampler, spawn_gated
+    from alems.measure.sampler import Sampler
+    from alems.measure.spawn import spawn_gated
 
     before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
     proc, release = spawn_gated(argv)
@@ -322,8 +323,8 @@ def register(app: typer.Typer) -> None:
         recover: Annotated[Path | None, typer.Option(
             "--recover", help="Turn PATH.partial, the samples stream of a killed run, into "
             "the Parquet file PATH; no command.", show_default=False)] = None,
-        sysfs_root: SysfsRootOption = "/sys",
-        proc_root: ProcRootOption = "/proc",
+        sysfs_root: SysfsRootOption = config.SYSFS_ROOT,
+        proc_root: ProcRootOption = config.PROC_ROOT,
         msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
     ) -> None:
         """Run COMMAND under the sampler; write samples (Parquet) and a summary."""

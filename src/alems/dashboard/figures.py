@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
+from alems.catalog.arms import AGENTIC, ARMS
 from alems.measure.names import DOMAINS
 
-ARM_COLORS = {"linear": "#1f77b4", "agentic": "#d62728"}
 DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"),
                          strict=True))
-PHASE_COLORS = {"planning": "#ff7f0e", "execution": "#2ca02c", "synthesis": "#9467bd",
-                "linear": "#1f77b4", "llm": "#d62728", "tool": "#17becf", "waiting": "#7f7f7f"}
 TOP_BAND = 0.93      # top-level phases are named above this height (paper coordinates)
 CHILD_BAND = 0.06    # nested phases (model calls, tools, waiting) drawn as a strip below
 _BASE_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "template": None,
@@ -46,7 +45,7 @@ def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | No
         if t0_ns is None:
             break
         x0, x1 = (p["start_ns"] - t0_ns) / 1e9, (p["end_ns"] - t0_ns) / 1e9
-        color = PHASE_COLORS.get(p["kind"], "#bbbbbb")
+        color = PHASE_COLORS.get(p["kind"], OTHER_COLOR)
         if p.get("parent_seq") is None:
             shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1,
                            "y0": 0, "y1": 1, "fillcolor": color, "opacity": 0.12,
@@ -60,9 +59,9 @@ def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | No
                            "line": {"width": 0.5, "color": "#ffffff"}})
     for kind in sorted({p["kind"] for p in phases or [] if p.get("parent_seq") is not None}):
         # legend entries naming the strip's colours
+        marker = {"symbol": "square", "size": 10, "color": PHASE_COLORS.get(kind, OTHER_COLOR)}
         data.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None],
-                     "name": f"phase: {kind}", "marker": {"symbol": "square", "size": 10,
-                                                        "color": PHASE_COLORS.get(kind, "#bbb")}})
+                     "name": f"phase: {kind}", "marker": marker})
     return {"data": data, "layout": _layout(
         title, shapes=shapes, annotations=notes, hovermode="x",
         xaxis={"title": {"text": "time since run start (s)"}, "rangeslider": {"visible": False}},
@@ -72,7 +71,7 @@ def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | No
 def energy_distribution_figure(runs: list[dict]) -> dict:
     """Dynamic energy (J) of every completed run, one box per task × provider and arm."""
     data = []
-    for arm in ("linear", "agentic"):
+    for arm in ARMS:
         xs, ys, text = [], [], []
         for r in runs:
             if r["workflow_type"] != arm or r["status"] != "ok" or r["dynamic_energy_uj"] is None:
@@ -83,7 +82,7 @@ def energy_distribution_figure(runs: list[dict]) -> dict:
         if ys:
             data.append({"type": "box", "name": arm, "x": xs, "y": ys, "text": text,
                          "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
-                         "marker": {"color": ARM_COLORS[arm], "size": 4},
+                         "marker": {"color": ARM_COLORS.get(arm, OTHER_COLOR), "size": 4},
                          "hovertemplate": "%{text}: %{y:.3f} J<extra>" + arm + "</extra>"})
     return {"data": data, "layout": _layout(
         "Dynamic energy per run, by arm", boxmode="group",
@@ -104,7 +103,7 @@ def phase_figure(phase_rows: list[dict]) -> dict:
                      "y": [f"{p['task']} / {p['provider']} · by {p['basis']}" for p in rows],
                      "x": [p["share"] * 100 for p in rows],
                      "customdata": [p["energy_j"] for p in rows],
-                     "marker": {"color": PHASE_COLORS.get(kind, "#bbbbbb")},
+                     "marker": {"color": PHASE_COLORS.get(kind, OTHER_COLOR)},
                      "hovertemplate": label + ": %{x:.1f} % (%{customdata:.3f} J)<extra></extra>"})
     return {"data": data, "layout": _layout(
         "Where agentic package energy goes", barmode="stack",
@@ -127,7 +126,7 @@ def compare_figure(rows: list[dict]) -> dict:
         ys.append(ratio)
         lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
         hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
-    data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": "#d62728"},
+    data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": ARM_COLORS[AGENTIC]},
              "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
              "text": text, "textposition": "none",
              "hovertemplate": "%{x}: %{text}<extra></extra>"}]

@@ -19,6 +19,7 @@ from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, head
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.store import dashboard_reads as reads
+from alems.catalog.arms import AGENTIC
 
 ESTIMATE = "estimate"
 OVERALL = "all"  # summary's tax row over every task and provider has task = provider = "all"
@@ -218,7 +219,7 @@ def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
     bars = []
     for side in ctx["sides"]:
         for t in side["tax_rows"]:
-            arm = "" if t["arm"] == "agentic" else f" ({t['arm']})"
+            arm = "" if t["arm"] == AGENTIC else f" ({t['arm']})"
             label = f"{side['group'].group_id}: {t['task']}/{t['provider']}{arm}"
             bars.append(dict(t, label=label))
     ctx["figure"] = figures.to_json(figures.compare_figure(bars)) if bars else None

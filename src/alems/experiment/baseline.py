@@ -35,8 +35,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from alems import config
+from alems.catalog.baselines import BASELINE_MAX_AGE_S
 from alems.errors import AlemsError
 from alems.measure.names import DOMAINS
+from alems.measure.quiet import read_load_1m
 from alems.measure.sources.base import read_text
 
 if TYPE_CHECKING:
@@ -44,9 +46,11 @@ if TYPE_CHECKING:
 from alems.store import baselines as store_baselines
 from alems.store.runs import utc_now_iso
 
+if TYPE_CHECKING:
+    from alems.measure.protocol import SamplerProtocol
+
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REPETITIONS = 3
-DEFAULT_MAX_AGE_S = 3600.0
 MIN_DURATION_S = 0.01
 MAX_DURATION_S = 600.0
 MAX_REPETITIONS = 100
@@ -70,10 +74,6 @@ class Baseline:
     def host(self) -> str | None:
         return self.state.get("host")
 
-    @property
-    def governor(self) -> str | None:
-        return self.state.get("governor")
-
     def age_s(self, now: datetime | None = None) -> float:
         now = now or datetime.now(timezone.utc)
         return (now - datetime.fromisoformat(self.measured_at)).total_seconds()
@@ -85,14 +85,6 @@ def read_governor(sysfs_root: str | None = None) -> str | None:
     """cpufreq governor of cpu0 (None where cpufreq is absent, e.g. most VMs)."""
     root = Path(sysfs_root or config.sysfs_root())
     return read_text(str(root / "devices/system/cpu/cpu0/cpufreq/scaling_governor")) or None
-
-
-def read_load_1m(proc_root: str | None = None) -> float | None:
-    text = read_text(str(Path(proc_root or config.proc_root()) / "loadavg"))
-    try:
-        return float(text.split()[0]) if text else None
-    except (ValueError, IndexError):  # not the kernel's format
-        return None
 
 
 def machine_state(energy_source: str | None, gpus: list[str] | None = None) -> dict:
@@ -200,7 +192,7 @@ def busy_note(b: Baseline) -> str | None:
         "this batch uses it, later batches measure their own")
 
 
-def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX_AGE_S,
+def staleness(b: Baseline | None, state: dict, *, max_age_s: float = BASELINE_MAX_AGE_S,
               now: datetime | None = None, duration_s: float | None = None,
               repetitions: int | None = None, trusted: bool = False) -> str | None:
     """Why `b` cannot be reused in `state` (None when it is fresh and safe): also when it
@@ -226,7 +218,7 @@ def staleness(b: Baseline | None, state: dict, *, max_age_s: float = DEFAULT_MAX
 def get_or_measure(conn, sampler_factory: Callable[[], SamplerProtocol], energy_source: str, *,
                    duration_s: float = DEFAULT_DURATION_S,
                    repetitions: int = DEFAULT_REPETITIONS,
-                   max_age_s: float = DEFAULT_MAX_AGE_S, force: bool | str = False,
+                   max_age_s: float = BASELINE_MAX_AGE_S, force: bool | str = False,
                    log: Callable[[str], None] | None = None,
                    trusted_ids: set | None = None, gpus: list[str] | None = None) -> Baseline:
     """A fresh, safe stored baseline for this machine state, or a newly measured (and

@@ -73,12 +73,11 @@ class BatchSummary:
     accuracy: dict = field(default_factory=dict)       # workflow -> (n correct, n scored)
     arm_headlines: dict = field(default_factory=dict)  # other non-linear arm -> its tax line
     mean_tax_percent: float | None = None
-    headline_text: str | None = None   # alems.analysis.tax.format_headline of the group
+    headline_text: str | None = None   # BatchRunner's closing(…) of the group
     estimate: bool = False             # some run's energy is an ESTIMATE: every line says so
     headline_caveats: list = field(default_factory=list)   # summary's first warnings
     tax_pairs: int = 0
     energy_source: str | None = None
-    interrupted: bool = False
     already_complete: bool = False   # the identical batch was done before; nothing ran
 
 
@@ -117,8 +116,12 @@ class BatchRunner:
                  sampler_factory: Callable[[], SamplerProtocol] | None = None,
                  provider_factory: Callable[[str], object] | None = None,
                  log: Callable[[str], None] | None = None, command: str | None = None,
-                 progress: BatchProgress | None = None):
+                 progress: BatchProgress | None = None,
+                 closing: Callable[[sqlite3.Connection, str, list[str]], dict] | None = None):
         self.cfg = cfg
+        # (conn, group_id, arms) -> the headline lines and caveats the batch closes with;
+        # supplied from above (alems.analysis.closing.batch_closing), None: no headline.
+        self.closing = closing
         self.sampler_factory = sampler_factory
         self.provider_factory = provider_factory
         self.log = quiet_output(log or (lambda msg: print(msg, file=sys.stderr)))
@@ -258,7 +261,6 @@ class BatchRunner:
             if todo:
                 self._run_plan(todo, exp_ids, group_id, conn, db_path, summary)
         except BaseException:
-            summary.interrupted = True
             try:
                 if conn.in_transaction:
                     conn.rollback()
@@ -331,13 +333,11 @@ class BatchRunner:
         summary.per_workflow.update(totals.per_workflow)
         summary.accuracy.update(totals.accuracy)
         summary.tax_pairs, summary.mean_tax_percent = totals.tax_pairs, totals.mean_tax_percent
-        if len(self.cfg.workflows) >= 2:
-            summary.headline_text = conditions.headline_text(conn, summary.group_id)
-            for arm in sorted(self.cfg.workflows):   # the summary's order: by name
-                if arm not in ("linear", "agentic") and "linear" in self.cfg.workflows:
-                    summary.arm_headlines[arm] = conditions.headline_text(
-                        conn, summary.group_id, arm=arm)
-            summary.estimate, summary.headline_caveats = conditions.closing_caveats(
-                conn, summary.group_id, ["agentic", *summary.arm_headlines])
+        if self.closing is not None and len(self.cfg.workflows) >= 2:
+            closing = self.closing(conn, summary.group_id, list(self.cfg.workflows))
+            summary.headline_text = closing["headline_text"]
+            summary.arm_headlines.update(closing["arm_headlines"])
+            summary.estimate = closing["estimate"]
+            summary.headline_caveats = closing["headline_caveats"]
         if summary.energy_source is None:
             summary.energy_source = totals.energy_source

@@ -1,5 +1,5 @@
 """Conditions around a batch's measured runs: the warm-up before the first, waiting for a
-quiet machine before each (--require-quiet), and the headline the batch closes with."""
+quiet machine before each (--require-quiet)."""
 
 from __future__ import annotations
 
@@ -57,24 +57,3 @@ class QuietGate:
                      "flagged (runs.quiet = 0) and the summary warns")
         return quiet
 
-
-def headline_text(conn, group_id: str, arm: str = "agentic") -> str:
-    """The overall tax line, the same as `alems summary`'s and the report's first line
-    (`arm`: another non-linear arm against linear, e.g. react)."""
-    from alems.analysis.tax import format_headline, headline_tax
-
-    return format_headline(headline_tax(conn, group_id, arm=arm))
-
-
-def closing_caveats(conn, group_id: str, arms: list[str]) -> tuple[bool, list[str]]:
-    """(energy estimated?, the caveats of the arms' headlines): what `alems summary` shows
-    first under the same headlines (summary_warnings.headline_caveats), from the runs
-    table without pandas."""
-    from alems.analysis.summary_warnings import headline_caveats
-    from alems.analysis.tax import headline_tax
-    from alems.store.reads import run_conditions
-
-    runs = run_conditions(conn, group_id)
-    estimate = any(r["energy_source"] == "estimate" for r in runs)
-    rows = [headline_tax(conn, group_id, arm=arm) for arm in arms]
-    return estimate, headline_caveats(rows, [r for r in runs if r["quiet"] == 0])

@@ -3,7 +3,7 @@ row: perf counters, package power peak, thermal, C-states, run queue, interrupts
 sampling quality. `alems.experiment.metrics.run_metrics` calls these; each sets its columns
 on the `RunMetrics` with a reason for every one it cannot supply.
 
-Definitions (see DESIGN.md):
+Definitions (see docs/DEFINITIONS.md):
 
 - ``package_power_max_w`` = the highest package power over any window of `POWER_WINDOW_NS`
   (single 1 ms steps are counter noise).
@@ -22,14 +22,12 @@ Definitions (see DESIGN.md):
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-if TYPE_CHECKING:
-    from alems.experiment.metrics import RunMetrics
+from alems.experiment.run_metrics import RunMetrics
 
 PERF_COUNTERS = ("instructions", "cycles", "cache_references", "cache_misses",
                  "branch_misses", "page_faults", "task_clock_ns")

@@ -22,6 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from alems import config
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
@@ -39,9 +40,10 @@ from alems.store import samples as store_samples
 LOCAL_NODE_REASON = "ran locally, not on a Ray cluster"
 
 
-def read_cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The CPU's marketing name ('model name' on x86, 'Model'/'Hardware' on Arm)."""
-    text = read_text(str(cpuinfo)) or ""
+def read_cpu_model(proc_root: str | None = None) -> str | None:
+    """The CPU's marketing name ('model name' on x86, 'Model'/'Hardware' on Arm) from
+    <proc root>/cpuinfo."""
+    text = read_text(str(Path(proc_root or config.proc_root()) / "cpuinfo")) or ""
     for key in ("model name", "Model", "Hardware", "cpu model"):
         for line in text.splitlines():
             name, _, value = line.partition(":")
@@ -81,7 +83,7 @@ class RunExecutor:
                  sampler_factory: Callable[[], SamplerProtocol] | None = None,
                  provider_factory: Callable[[str], object] | None = None,
                  node_id: str | None = None, load_providers: bool = True):
-        from alems.experiment.tasks import load_task_set
+        from alems.catalog.tasks import load_task_set
 
         self.cfg = cfg
         self.task_sets = {}
@@ -96,7 +98,7 @@ class RunExecutor:
                               for name in cfg.providers}
         self.footprint = None
         try:
-            from alems.experiment import sustainability
+            from alems.catalog import sustainability
 
             factors = sustainability.load_factors()
             sustainability.footprint(0.0, cfg.country, factors)  # unknown country -> error

@@ -6,7 +6,7 @@ context-switch counters. Output: `RunMetrics(columns, null_reasons)`: every metr
 ``runs`` the platform could supply; a column it could not is None and `null_reasons[column]`
 says why. Nothing unavailable is ever reported as 0.
 
-Definitions (one each, see DESIGN.md):
+Definitions (one each, see docs/DEFINITIONS.md):
 
 - run span: the sampler's start..stop (`t_start_ns`..`t_end_ns`), the workflow inside it.
 - ``total_energy_uj`` = package energy over the span (`pkg`, of whichever source ran).
@@ -33,32 +33,16 @@ Definitions (one each, see DESIGN.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from alems.experiment import counter_metrics as hw
+from alems.experiment.run_metrics import RunMetrics
 from alems.measure.names import DOMAINS
+from alems.catalog.arms import LINEAR, STAGE_KINDS
 
 NS_PER_MS = 1e6
-
-
-@dataclass
-class RunMetrics:
-    columns: dict[str, Any] = field(default_factory=dict)
-    null_reasons: dict[str, str] = field(default_factory=dict)
-
-    def set(self, name: str, value, reason: str | None = None) -> None:
-        """Store `value`; a None value needs the reason it is missing."""
-        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-            value = None
-            reason = reason or "not a finite number"
-        self.columns[name] = value
-        if value is None:
-            self.null_reasons[name] = reason or "not measured"
-        else:
-            self.null_reasons.pop(name, None)
 
 
 @dataclass(frozen=True)
@@ -273,7 +257,7 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     for name in ("llm_calls", "tool_calls", "steps"):
         m.set(name, getattr(workflow, name, None), "no workflow result (run failed)")
     fallback = getattr(workflow, "plan_fallback", None)
-    if workflow is not None and workflow_type == "linear":
+    if workflow is not None and workflow_type == LINEAR:
         m.set("plan_fallback", None, "not applicable: linear workflow has no plan")
     else:
         m.set("plan_fallback", None if fallback is None else int(bool(fallback)),
@@ -362,8 +346,8 @@ def _timing(m: RunMetrics, result, workflow, workflow_type, t0: int, t1: int) ->
         return sum(((p.end_ns if p.end_ns is not None else t1) - p.start_ns)
                    for p in phases if p.kind == kind) / NS_PER_MS
 
-    linear = workflow_type == "linear"
-    for kind in ("planning", "execution", "synthesis"):
+    linear = workflow_type == LINEAR
+    for kind in STAGE_KINDS:
         name = f"{kind}_time_ms"
         if linear:
             m.set(name, None, f"not applicable: linear workflow has no {kind} phase")

@@ -41,8 +41,8 @@ from alems.errors import AlemsError, UsageError
 from alems.experiment import baseline as baseline_mod
 from alems.measure.names import MAX_HZ, MIN_HZ
 
-# The arms (defined once in workflows/base.py) and what a batch runs unless told.
-from alems.experiment.workflows.base import DEFAULT_WORKFLOWS, WORKFLOW_NAMES as WORKFLOWS
+from alems.catalog.arms import AGENTIC, ARMS, DEFAULT_ARMS, LINEAR
+from alems.catalog.baselines import BASELINE_MAX_AGE_S
 # Batch defaults, shared by BatchConfig and the `alems batch` flags.
 DEFAULT_SEED = 42
 DEFAULT_MAX_TOKENS = 256
@@ -58,7 +58,7 @@ DEFAULT_QUIET_TIMEOUT_S = 300.0
 class BatchConfig:
     tasks: list[str]
     providers: list[str]
-    workflows: list[str] = field(default_factory=lambda: list(DEFAULT_WORKFLOWS))
+    workflows: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     repetitions: int = 1
     start_from: int = 1
     cool_down_s: float = 0.0
@@ -80,7 +80,7 @@ class BatchConfig:
     verbose: bool = False
     baseline_duration_s: float = baseline_mod.DEFAULT_DURATION_S
     baseline_reps: int = baseline_mod.DEFAULT_REPETITIONS
-    baseline_max_age_s: float = baseline_mod.DEFAULT_MAX_AGE_S
+    baseline_max_age_s: float = BASELINE_MAX_AGE_S
     clip_negative: bool = False
     new_session: bool = False
     max_steps: int = DEFAULT_MAX_STEPS
@@ -119,7 +119,7 @@ class BatchConfig:
 
 def has_tax_pair(workflows) -> bool:
     """Whether a batch stores the spec's linear/agentic tax rows (orchestration_tax_summary)."""
-    return {"linear", "agentic"} <= set(workflows)
+    return {LINEAR, AGENTIC} <= set(workflows)
 
 def split_list(text: str | None, what: str) -> list[str]:
     items = [p.strip() for p in (text or "").split(",") if p.strip()]
@@ -186,9 +186,9 @@ def validate_numbers(cfg: BatchConfig) -> None:
     if cfg.shard is not None and not cfg.group_id:
         raise UsageError("--shard needs --group-id G, the same on every shard, so that "
                          "`alems merge` joins the shards into one session")
-    bad = [w for w in cfg.workflows if w not in WORKFLOWS]
+    bad = [w for w in cfg.workflows if w not in ARMS]
     if bad:
-        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(WORKFLOWS)}")
+        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(ARMS)}")
     planned = len(cfg.tasks) * len(cfg.providers) * len(cfg.workflows) * cfg.repetitions
     if planned > MAX_PLANNED_RUNS:
         raise UsageError(f"the batch plans {planned:,} runs, more than {MAX_PLANNED_RUNS:,}; "
@@ -238,8 +238,7 @@ def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list
     """The full, seeded, counterbalanced run order (see the module docstring): which arm
     runs first is balanced within each (task, provider) stratum, over any number of arms."""
     rng = random.Random(f"alems-batch-order|{seed}")
-    arms = [w for w in WORKFLOWS if w in workflows] + [w for w in workflows
-                                                       if w not in WORKFLOWS]
+    arms = [w for w in ARMS if w in workflows] + [w for w in workflows if w not in ARMS]
     groups: list[tuple[str, str, int, tuple[str, ...]]] = []
     for t in tasks:
         for p in providers:

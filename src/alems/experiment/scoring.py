@@ -22,7 +22,7 @@ import re
 import unicodedata
 from fractions import Fraction
 
-from alems.experiment.tasks import TaskItem
+from alems.catalog.tasks import TaskItem
 
 REL_TOLERANCE = 1e-6
 ABS_TOLERANCE = 1e-9
@@ -207,11 +207,6 @@ def _asserted_number(response: str) -> ParsedNumber | None:
     if cued:
         return cued[-1]
     return found[-1][1] if found else None
-
-
-def extract_answer(response: str, item: TaskItem) -> str | None:
-    """The answer the response gives, as text (numbers in canonical form), or None."""
-    return _extract(response, item)[0]
 
 
 def _extract(response: str, item: TaskItem) -> tuple[str | None, ParsedNumber | None]:

@@ -8,18 +8,11 @@ import pyarrow as pa
 
 from alems.measure import estimate
 from alems.measure.names import DOMAINS
-from alems.measure.result import table_from_columns
+from alems.measure.arrow import table_from_columns
 from alems.measure.sources.base import Column
 
 
 # ------------------------------------------------------------------ raw -> columns
-
-def wrap_corrected(raw: np.ndarray, wrap: int | None) -> np.ndarray:
-    """Cumulative increase since the first sample, adding `wrap` to every negative step."""
-    cols = ColumnBuilder([Column("e", [], "energy", 1.0, wrap, "pkg")], None).add(
-        np.zeros(len(raw), np.int64), np.asarray(raw, dtype=np.int64).reshape(-1, 1))
-    return cols["pkg_energy_uj"]
-
 
 def build_columns(t_ns: np.ndarray, raw: np.ndarray, columns: list[Column],
                   estimate_info: dict | None,

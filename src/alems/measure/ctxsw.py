@@ -20,6 +20,9 @@ import os
 import resource
 from dataclasses import dataclass
 from collections.abc import Iterable
+from pathlib import Path
+
+from alems import config
 
 from alems.measure.sources.base import read_text
 
@@ -36,9 +39,9 @@ class Switches:
         return Switches(self.voluntary - other.voluntary, self.involuntary - other.involuntary)
 
 
-def read_status_switches(path: str) -> Switches | None:
+def read_status_switches(path: str | os.PathLike) -> Switches | None:
     """(voluntary, involuntary) from a /proc/…/status file; None if it is gone."""
-    text = read_text(path)
+    text = read_text(str(path))
     if text is None:
         return None
     vals = {}
@@ -51,19 +54,24 @@ def read_status_switches(path: str) -> Switches | None:
     return Switches(vals[VOLUNTARY], vals[INVOLUNTARY])
 
 
-def thread_ids(pid: int | str = "self") -> list[int]:
+def _proc(proc_root: str | None) -> Path:
+    """The proc root every read goes through (default: the configured one, ALEMS_PROC_ROOT)."""
+    return Path(proc_root or config.proc_root())
+
+
+def thread_ids(pid: int | str = "self", proc_root: str | None = None) -> list[int]:
     try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        return [int(t) for t in os.listdir(_proc(proc_root) / str(pid) / "task")]
     except OSError:
         return []
 
 
-def process_switches(exclude_tids: Iterable[int] = ()) -> Switches:
+def process_switches(exclude_tids: Iterable[int] = (), proc_root: str | None = None) -> Switches:
     """Context switches of this process's threads (exited ones included), minus the
     threads in `exclude_tids` (e.g. Sampler.instrument_tids)."""
     excluded = Switches(0, 0)
     for tid in set(exclude_tids):
-        sw = read_status_switches(f"/proc/self/task/{tid}/status")
+        sw = read_status_switches(_proc(proc_root) / "self" / "task" / str(tid) / "status")
         if sw is not None:
             excluded = Switches(excluded.voluntary + sw.voluntary,
                                 excluded.involuntary + sw.involuntary)
@@ -71,15 +79,16 @@ def process_switches(exclude_tids: Iterable[int] = ()) -> Switches:
     return Switches(int(ru.ru_nvcsw), int(ru.ru_nivcsw)) - excluded
 
 
-def _children(pid: int) -> list[int] | None:
+def _children(pid: int, proc_root: str | None = None) -> list[int] | None:
     """Child pids of every thread of `pid`; None where the kernel does not list them."""
     out: list[int] = []
-    for tid in thread_ids(pid):
+    task = _proc(proc_root) / str(pid) / "task"
+    for tid in thread_ids(pid, proc_root):
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            with open(task / str(tid) / "children") as fh:
                 out += [int(c) for c in fh.read().split()]
         except FileNotFoundError:
-            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+            if not (task / str(tid)).exists():
                 continue  # the thread exited meanwhile
             return None
         except OSError:
@@ -91,8 +100,9 @@ class SwitchTracker:
     """Context switches of process `pid`'s threads and descendants since the first poll,
     never counting `exclude_tids` (the instrument's threads when pid is this process)."""
 
-    def __init__(self, pid: int, exclude_tids: Iterable[int] = ()):
+    def __init__(self, pid: int, exclude_tids: Iterable[int] = (), proc_root: str | None = None):
         self.pid = int(pid)
+        self.proc_root = proc_root
         self.exclude = set(exclude_tids)
         self._first: dict[tuple[int, int], Switches] = {}
         self._last: dict[tuple[int, int], Switches] = {}
@@ -104,7 +114,7 @@ class SwitchTracker:
         while todo:
             p = todo.pop()
             pids.append(p)
-            kids = _children(p)
+            kids = _children(p, self.proc_root)
             if kids is None:
                 self.children_listed = False
                 return [self.pid]
@@ -114,10 +124,11 @@ class SwitchTracker:
     def poll(self) -> None:
         seen: dict[tuple[int, int], Switches] = {}
         for p in self._tree():
-            for tid in thread_ids(p):
+            for tid in thread_ids(p, self.proc_root):
                 if p == os.getpid() and tid in self.exclude:
                     continue
-                sw = read_status_switches(f"/proc/{p}/task/{tid}/status")
+                sw = read_status_switches(_proc(self.proc_root) / str(p) / "task" / str(tid)
+                                          / "status")
                 if sw is not None:
                     seen[(p, tid)] = sw
         if not self._polled:

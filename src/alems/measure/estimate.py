@@ -7,7 +7,7 @@ CPU time is read in nanoseconds, never the sampler's own threads, from the first
   count too; read at every sample when it feeds the estimate;
 - for this process (pid=None): the run time of each of its threads at the start, the first
   field of <proc root>/<pid>/task/<tid>/schedstat (ns; threads created later are missed);
-- /proc/<pid>/stat utime+stime+cutime+cstime, in clock ticks (10 ms at USER_HZ 100): a
+- <proc root>/<pid>/stat utime+stime+cutime+cstime, in clock ticks (10 ms at USER_HZ 100): a
   command's process tree (its waited-for children are only there), or a kernel without
   schedstat. Runs of a few ms then read 0 or one tick: the label says so.
 """
@@ -41,9 +41,9 @@ def w_per_core(value: float | None = None) -> float:
 
 
 def _proc_dir(roots: Roots, pid: int) -> str:
-    """<proc root>/<pid>, or the real /proc/<pid> when a fake proc root lacks processes."""
-    path = roots.procf(str(pid))
-    return path if os.path.isdir(path) else f"/proc/{pid}"
+    """<proc root>/<pid>: the configured proc root only, never the real /proc behind one
+    that lacks the process (that would be another view, or another process)."""
+    return roots.procf(str(pid))
 
 
 def pid_stat_path(roots: Roots, pid: int) -> str:
@@ -77,19 +77,20 @@ def cpu_time_column(roots: Roots, pid: int | None,
     if have_task_clock:
         return None, TASK_CLOCK_LABEL
     target = os.getpid() if pid is None else pid
-    who = "self" if pid is None else str(target)
+    proc_dir = _proc_dir(roots, target)
     if pid is None:
         col = schedstat_column(roots, target)
         if col is not None:
-            return col, (f"/proc/{who}/task/*/schedstat run time (ns; {len(col.inputs)} "
+            return col, (f"{proc_dir}/task/*/schedstat run time (ns; {len(col.inputs)} "
                          "thread(s) at the start, the sampler's excluded)")
-    spec = ChannelSpec("pidstat", pid_stat_path(roots, target))
+    path = pid_stat_path(roots, target)
+    spec = ChannelSpec("pidstat", path)
     _, exc = try_probe(spec)
     if exc is not None:
-        raise AlemsError(f"no energy counter and no CPU time for the estimate: {exc.strerror}; "
-                         "run as root on a machine with RAPL")
+        raise AlemsError(f"no energy counter and no CPU time for the estimate ({path}: "
+                         f"{exc.strerror}); run as root on a machine with RAPL")
     return (Column(CPU_TICKS_COLUMN, [spec], "counter", source="estimate"),
-            f"/proc/{who}/stat utime+stime+cutime+cstime (clock ticks of "
+            f"{path} utime+stime+cutime+cstime (clock ticks of "
             f"{1000 // os.sysconf('SC_CLK_TCK')} ms)")
 
 

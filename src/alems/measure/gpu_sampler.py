@@ -53,7 +53,6 @@ class GpuSampler:
         self._errors: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="alems-gpu", daemon=True)
-        self.read_ns_total = 0
 
     @property
     def native_id(self) -> int | None:
@@ -71,7 +70,6 @@ class GpuSampler:
                     self._errors[dev.index] = f"{exc.call}: {exc.message} (NVML error {exc.code})"
             row.append(value)
         t1 = time.monotonic_ns()
-        self.read_ns_total += t1 - t0
         self._t.append((t0 + t1) // 2)
         for dev, value in zip(self.devices, row, strict=True):
             self._raw[dev.index].append(value)

@@ -25,11 +25,9 @@ from alems import config
 SUCCESS = 0
 ERROR_NOT_SUPPORTED = 3
 ERROR_NO_PERMISSION = 4
-ERROR_NOT_FOUND = 6
 ERROR_DRIVER_NOT_LOADED = 9
 ERROR_LIBRARY_NOT_FOUND = 12
 ERROR_FUNCTION_NOT_FOUND = 13
-ERROR_GPU_IS_LOST = 15
 ERROR_LIB_RM_VERSION_MISMATCH = 18
 
 NAME_BUFFER_SIZE = 96   # NVML_DEVICE_NAME_V2_BUFFER_SIZE
@@ -151,12 +149,6 @@ class Nvml:
         return buf.value.decode(errors="replace")
 
     # ---- readings
-    def has_energy(self) -> bool:
-        return self._energy is not None
-
-    def has_power(self) -> bool:
-        return self._power is not None
-
     def energy_mj(self, handle) -> int:
         """Total energy since the driver was loaded (mJ)."""
         if self._energy is None:

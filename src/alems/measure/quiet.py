@@ -36,6 +36,15 @@ QUIET_RULE = (f"at most {MAX_OTHER_RUNNABLE:g} other runnable tasks on average a
               f"{MAX_STEAL_FRACTION:.0%} of CPU time stolen by the hypervisor")
 
 
+def read_load_1m(proc_root: str | None = None) -> float | None:
+    """The 1-minute load average from /proc/loadavg (None where it cannot be read)."""
+    text = read_text(str(Path(proc_root or config.proc_root()) / "loadavg"))
+    try:
+        return float(text.split()[0]) if text else None
+    except (ValueError, IndexError):  # not the kernel's format
+        return None
+
+
 def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int | None]:
     """(procs_running, steal ticks or None, total ticks) from /proc/stat."""
     text = read_text(str(Path(proc_root or config.proc_root()) / "stat"))
@@ -55,14 +64,15 @@ def read_stat(proc_root: str | None = None) -> tuple[int | None, int | None, int
     return running, steal, total
 
 
-def own_running(pid: int | None = None) -> int:
+def own_running(pid: int | None = None, proc_root: str | None = None) -> int:
     """Threads of this process in state R now."""
     target = os.getpid() if pid is None else pid
+    tasks = Path(proc_root or config.proc_root()) / str(target) / "task"
     n = 0
-    for tid in instrument_threads.workload_tids(target) + sorted(
+    for tid in instrument_threads.workload_tids(target, proc_root) + sorted(
             instrument_threads.instrument_tids()):
         try:
-            with open(f"/proc/{target}/task/{tid}/stat") as fh:
+            with open(tasks / str(tid) / "stat") as fh:
                 if fh.read().rsplit(")", 1)[1].split()[0] == "R":
                     n += 1
         except (OSError, IndexError):
@@ -97,7 +107,7 @@ class LoadProbe:
     def _poll(self) -> None:
         running, _, _ = read_stat(self.proc_root)
         if running is not None:  # the probe itself is running while it reads
-            self._others.append(max(0, running - own_running()))
+            self._others.append(max(0, running - own_running(proc_root=self.proc_root)))
 
     def _loop(self) -> None:
         instrument_threads.register([threading.get_native_id()])
@@ -108,8 +118,6 @@ class LoadProbe:
             instrument_threads.unregister([threading.get_native_id()])
 
     def start(self) -> LoadProbe:
-        from alems.experiment.baseline import read_load_1m
-
         self.load_1m = read_load_1m(self.proc_root)
         _, self._steal0, self._total0 = read_stat(self.proc_root)
         self._poll()

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from alems.errors import AlemsError
 from alems.measure.names import PHASES_METADATA_KEY
 from alems.measure.protocol import PhaseMarks
-from alems.measure.result import SampleResult, arrow_to_numpy, numpy_to_arrow, table_from_columns
+from alems.measure.result import SampleResult
+from alems.measure.arrow import arrow_to_numpy, numpy_to_arrow, table_from_columns
 from alems import arrowfile
 
 

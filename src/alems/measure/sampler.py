@@ -1,8 +1,8 @@
-"""Sampler: start, stop, drain. The public sampling API is re-exported here too.
+"""Sampler: start, stop, drain.
 
 The C core (alems.measure._native) reads the inputs on absolute deadlines into a ring; a small
 Python thread drains the ring in bulk twice a second and turns each chunk at once into
-wrap-corrected, unit-converted, cumulative-since-start columns (alems.measure.result's
+wrap-corrected, unit-converted, cumulative-since-start columns (alems.measure.columns'
 ColumnBuilder), keeping the summary's ends as it goes. The chunks go to memory (an Arrow
 table at stop), or with `stream_to(path)` to an Arrow IPC stream on disk (bounded memory
 for runs of any length; alems.measure.stream), or nowhere (`keep_samples=False`: summary
@@ -36,11 +36,10 @@ from alems.measure.ctxsw import SwitchTracker
 from alems.measure.names import MAX_HZ
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
-from alems.measure.result import (  # noqa: F401  (re-exported: the historic import path)
-    Ends, Phase, SampleResult, arrow_to_masked, arrow_to_numpy, table_from_columns)
-from alems.measure.columns import ColumnBuilder, build_columns  # noqa: F401  (re-exported)
+from alems.measure.arrow import arrow_to_masked, table_from_columns
+from alems.measure.result import Ends, SampleResult
+from alems.measure.columns import ColumnBuilder
 from alems.measure.sources import Roots
-from alems.measure.spawn import spawn_gated  # noqa: F401  (re-exported)
 from alems.measure import threads as instrument_threads
 from alems.measure.gaps import check_rate, min_gap_floor_ns, wrap_gaps_from_ends
 
@@ -63,12 +62,32 @@ def _drain_interval_s(hz: float, cap: int) -> float:
     return min(_DRAIN_INTERVAL_S, cap / hz / 4)
 
 
-def _ensure_fd_room(n_inputs: int) -> None:
+def _process_exists(pid: int) -> bool:
+    """Whether `pid` is a live process of this pid namespace (the pids perf_event_open
+    takes), asked of the kernel: a proc root may be a fake tree or another namespace's."""
+    if pid <= 0:   # kill(0 or -N) addresses process groups, not one process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _ensure_fd_room(n_inputs: int, roots: Roots) -> None:
     """Raise the soft open-file limit when the inputs would not fit under it."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = len(os.listdir("/proc/self/fd")) + n_inputs + 64
+    try:
+        open_now = len(os.listdir(roots.procf("self", "fd")))
+    except OSError:  # a proc root without this process: assume every slot may be taken
+        open_now = 0 if soft == resource.RLIM_INFINITY else soft
+    need = open_now + n_inputs + 64
     if soft != resource.RLIM_INFINITY and need > soft:
         new = need if hard == resource.RLIM_INFINITY else min(hard, need)
         with contextlib.suppress(ValueError, OSError):
@@ -111,14 +130,14 @@ class Sampler(PhaseMarks):
         if hz > MAX_HZ:
             raise AlemsError(f"hz {hz:g} is too high; the maximum is {MAX_HZ:g}")
         check_source_names(sources)
-        if pid is not None and not os.path.exists(f"/proc/{int(pid)}"):
+        self.roots = Roots.resolve(sysfs_root, proc_root, msr_path)
+        if pid is not None and not _process_exists(int(pid)):
             raise AlemsError(f"process {pid} does not exist; give a running pid or none")
         self.hz = float(hz)
         self.slow_hz = float(min(slow_hz, hz))
         self.sources = list(dict.fromkeys(sources)) if sources is not None else None
         self.pid = None if pid is None else int(pid)
         self.system_wide = bool(system_wide)
-        self.roots = Roots.resolve(sysfs_root, proc_root, msr_path)
         self._w_per_core = estimate_w_per_core
         self.gpus = None if gpus is None else [int(g) for g in gpus]
         self.gpu_hz = float(gpu_hz)
@@ -178,7 +197,7 @@ class Sampler(PhaseMarks):
         period_ns = max(1, int(round(1e9 / self.hz)))
         slow_every = max(1, int(round(self.hz / self.slow_hz)))
         cap = _ring_capacity(self.hz)
-        _ensure_fd_room(len(inputs))
+        _ensure_fd_room(len(inputs), self.roots)
         try:
             native = NativeSampler(inputs, period_ns, slow_every, cap,
                                    rt_priority=self.rt_priority)
@@ -230,7 +249,8 @@ class Sampler(PhaseMarks):
         self._drainer = threading.Thread(target=self._drain_loop, name="alems-drain", daemon=True)
         self._tids = (native.thread_tid,)
         # The workload's context switches: its threads, never ours (C thread, drainer).
-        self._ctx = SwitchTracker(os.getpid() if self.pid is None else self.pid, self._tids)
+        self._ctx = SwitchTracker(os.getpid() if self.pid is None else self.pid, self._tids,
+                                  self.roots.proc)
         self._ctx.poll()
         self._drainer.start()
         started = (self._drainer.native_id, None if self._gpu is None else self._gpu.native_id)

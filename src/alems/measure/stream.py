@@ -31,7 +31,7 @@ from alems.atomic_io import write_atomic
 from alems.flock import held_elsewhere
 from alems.errors import AlemsError
 from alems.measure.names import PARTIAL_SUFFIX, RECOVERED_METADATA_KEY
-from alems.measure.result import numpy_to_arrow
+from alems.measure.arrow import numpy_to_arrow
 from alems import arrowfile
 
 # A Parquet row group holds about this many seconds of samples, within the row bounds

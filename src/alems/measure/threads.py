@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TypeVar
 from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from alems import config
 
 T = TypeVar("T")
 
@@ -36,12 +39,13 @@ def instrument_tids() -> frozenset[int]:
         return frozenset(_instrument)
 
 
-def workload_tids(pid: int | None = None) -> list[int]:
+def workload_tids(pid: int | None = None, proc_root: str | None = None) -> list[int]:
     """Thread ids of process `pid` (None: this one) now, minus the instrument's own
-    (for this process); [] when /proc lists none."""
+    (for this process); [] when the proc root (default: the configured one) lists none."""
     target = os.getpid() if pid is None else int(pid)
     try:
-        tids = sorted(int(t) for t in os.listdir(f"/proc/{target}/task"))
+        tids = sorted(int(t) for t in os.listdir(Path(proc_root or config.proc_root())
+                                                 / str(target) / "task"))
     except OSError:
         return []
     if target == os.getpid():

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from alems.errors import AlemsError
-from alems.outputs import refuse_untrusted_link
+from alems.atomic_io import refuse_untrusted_link
 from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
@@ -163,7 +163,7 @@ def check_database_file(path) -> None:
     `-wal` beside it, which must never appear beside a device (`--db /dev/null` in /dev)
     or a FIFO (whose open would block). UsageError: one line, exit 2."""
     from alems.errors import UsageError
-    from alems.outputs import _kind
+    from alems.atomic_io import kind_of as _kind
 
     try:
         mode = os.stat(path).st_mode

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError, UsageError
-from alems.outputs import refuse_untrusted_link
+from alems.atomic_io import refuse_untrusted_link
 from alems.store.merge_staging import Staging, refuse_shared_samples
 from alems.store import db as store_db
 from alems.store import runs as store_runs
@@ -42,7 +42,6 @@ from alems import arrowfile
 
 REQUIRED_TABLES = ("batch_sessions", "experiments", "runs", "phases", "baselines")
 SHARD_KEY = "shard"      # the one setting in which sessions to be joined may differ
-SHOW_DUPLICATES = 3
 
 
 @dataclass

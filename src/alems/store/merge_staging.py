@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from alems.errors import AlemsError, UsageError
-from alems.outputs import pid_alive, tmp_owner_pid, tmp_path_for
+from alems.atomic_io import pid_alive, tmp_owner_pid, tmp_path_for
 from alems.store import samples as store_samples
 
 

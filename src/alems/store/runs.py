@@ -14,6 +14,7 @@ from typing import Any
 from collections.abc import Iterable
 
 from alems.errors import AlemsError
+from alems.catalog.arms import AGENTIC, LINEAR
 
 
 def utc_now_iso() -> str:
@@ -110,9 +111,9 @@ def insert_tax_if_paired(conn: sqlite3.Connection, exp_id: int, run_number: int)
         "SELECT workflow_type, run_id, dynamic_energy_uj, energy_source, status FROM runs "
         "WHERE exp_id = ? AND run_number = ?", (exp_id, run_number)).fetchall()
     arms = {r[0]: r for r in rows}
-    if not {"linear", "agentic"} <= set(arms):
+    if not {LINEAR, AGENTIC} <= set(arms):
         return None
-    lin, ag = arms["linear"], arms["agentic"]
+    lin, ag = arms[LINEAR], arms[AGENTIC]
     if lin[4] != "ok" or ag[4] != "ok":
         return None
     ratio, percent = tax_values(lin[2], ag[2])

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from alems.atomic_io import write_parquet_atomic
 from alems.errors import AlemsError
-from alems.outputs import remove_dead_tmps
+from alems.atomic_io import remove_dead_tmps
 from alems.measure import stream
 from alems.measure.names import PARTIAL_SUFFIX, PHASES_METADATA_KEY, RUN_METADATA_KEY
 from alems import arrowfile

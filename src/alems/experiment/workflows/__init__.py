@@ -14,23 +14,23 @@ the same GenerationSettings for every model call, and the same tools and limits.
 from __future__ import annotations
 
 from alems.errors import AlemsError
-from alems.experiment.workflows.base import (
-    DEFAULT_WORKFLOWS, WORKFLOW_NAMES, Limits, NullSampler, WorkflowResult)
+from alems.catalog.arms import AGENTIC, ARMS, LINEAR, REACT
+from alems.experiment.workflows.base import Limits, NullSampler, WorkflowResult
 from alems.experiment.workflows.agentic import run_agentic
 from alems.experiment.workflows.linear import run_linear
 from alems.experiment.workflows.react import run_react
 
-__all__ = ["WorkflowResult", "WORKFLOW_NAMES", "DEFAULT_WORKFLOWS", "Limits", "NullSampler",
+__all__ = ["WorkflowResult", "Limits", "NullSampler",
            "run_linear", "run_agentic", "run_react", "run_workflow"]
 
 
 def run_workflow(name: str, provider, item, settings, sampler, *, max_steps: int = 5,
                  max_tool_calls: int = 5) -> WorkflowResult:
     """Run one arm by name; the limits go to the arms that use tools."""
-    if name == "linear":
+    if name == LINEAR:
         return run_linear(provider, item, settings, sampler)
-    runners = {"agentic": run_agentic, "react": run_react}
+    runners = {AGENTIC: run_agentic, REACT: run_react}
     if name not in runners:
-        raise AlemsError(f"unknown workflow {name!r}; choose one of: {', '.join(WORKFLOW_NAMES)}")
+        raise AlemsError(f"unknown workflow {name!r}; choose one of: {', '.join(ARMS)}")
     return runners[name](provider, item, settings, sampler, max_steps=max_steps,
                          max_tool_calls=max_tool_calls)

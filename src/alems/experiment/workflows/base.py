@@ -1,7 +1,5 @@
-"""Types shared by the workflow arms (no imports from the arms: no import cycle).
-
-WORKFLOW_NAMES is the one list of arms; DEFAULT_WORKFLOWS what a batch runs unless told.
-"""
+"""Types shared by the workflow arms (no imports from the arms: no import cycle). The
+arms' names are alems.catalog.arms."""
 
 from __future__ import annotations
 
@@ -10,9 +8,6 @@ from dataclasses import dataclass, field
 
 from alems.errors import AlemsError
 from alems.experiment.providers import Generation
-
-WORKFLOW_NAMES: tuple[str, ...] = ("linear", "agentic", "react")
-DEFAULT_WORKFLOWS: tuple[str, ...] = ("linear", "agentic")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alems.catalog.arms import LINEAR
 from alems.experiment.workflows.base import Tally, WorkflowResult, note_phase, sampler_or_null
 from alems.experiment.workflows.prompts import answer_prompt
 
@@ -9,7 +10,7 @@ from alems.experiment.workflows.prompts import answer_prompt
 def run_linear(provider, item, settings, sampler) -> WorkflowResult:
     sampler = sampler_or_null(sampler)
     tally = Tally()
-    with sampler.phase("linear", kind="linear", item_id=str(getattr(item, "id", ""))):
+    with sampler.phase(LINEAR, kind=LINEAR, item_id=str(getattr(item, "id", ""))):
         with sampler.phase("waiting", kind="waiting", what="build_prompt"):
             system, prompt = answer_prompt(item.prompt)
         with sampler.phase("llm", kind="llm", purpose="answer") as ph:

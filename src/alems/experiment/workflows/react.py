@@ -9,6 +9,7 @@ error observation and the loop goes on.
 
 from __future__ import annotations
 
+from alems.catalog.arms import REACT
 from alems.experiment.providers import Turn
 from alems.experiment.workflows import prompts
 from alems.experiment.workflows.base import (Limits, Tally, WorkflowResult, note_phase,
@@ -26,7 +27,7 @@ def run_react(provider, item, settings, sampler, *, max_steps: int = 5,
     conversation = [Turn("user", item.prompt)]
     system = None
     answer = None
-    with sampler.phase("react", kind="execution", max_steps=limits.max_steps):
+    with sampler.phase(REACT, kind="execution", max_steps=limits.max_steps):
         for step in range(1, limits.max_steps + 1):
             with sampler.phase("waiting", kind="waiting", what="build_prompt", step=step):
                 last = step == limits.max_steps or tally.tool_calls >= limits.max_tool_calls

@@ -131,10 +131,6 @@ def try_probe(spec: ChannelSpec) -> tuple[int | None, NativeError | None]:
         return None, exc
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 def perm_denied(exc: BaseException | None) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
 

@@ -143,7 +143,7 @@ def counter_specs(name: str, ptype: int, config: int, *, pid: int | None, gated:
                             pid=-1, cpu=c, perf_flags=extra_flags) for c in cpus(roots)]
     flags = PERF_INHERIT | extra_flags | (PERF_ENABLE_ON_EXEC if gated else 0)
     target = os.getpid() if pid is None else pid
-    tids = [] if gated else workload_tids(target)  # a gated child has one thread
+    tids = [] if gated else workload_tids(target, roots.proc)  # a gated child: one thread
     if not tids:
         return [ChannelSpec("perf", name, perf_type=ptype, perf_config=config, pid=target,
                             cpu=-1, perf_flags=flags)]

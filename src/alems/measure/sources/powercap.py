@@ -62,12 +62,6 @@ class Zone:
     ctype: str
     idx: tuple[int, ...]
 
-    @property
-    def parent_id(self) -> str | None:
-        if len(self.idx) < 2:
-            return None
-        return f"{self.ctype}:" + ":".join(map(str, self.idx[:-1]))
-
 
 def _scan(base: str) -> dict[str, Zone]:
     """Zones by id: top-level entries plus nested sub-zone folders, each id once."""

@@ -1,0 +1,33 @@
+"""What `alems batch` closes with: the same headline tax lines and caveats `alems summary`
+shows first. The command line hands `batch_closing` to the BatchRunner (the experiment
+room does not import the analysis room: alems.experiment.batch calls it back)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from alems.analysis.summary_warnings import headline_caveats
+from alems.analysis.tax import headline_tax, headline_text
+from alems.catalog.arms import AGENTIC, LINEAR
+from alems.store.reads import run_conditions
+
+
+def closing_caveats(conn: sqlite3.Connection, group_id: str,
+                    arms: list[str]) -> tuple[bool, list[str]]:
+    """(energy estimated?, the caveats of the arms' headlines): what `alems summary` shows
+    first under the same headlines (summary_warnings.headline_caveats), from the runs
+    table without pandas."""
+    runs = run_conditions(conn, group_id)
+    estimate = any(r["energy_source"] == "estimate" for r in runs)
+    rows = [headline_tax(conn, group_id, arm=arm) for arm in arms]
+    return estimate, headline_caveats(rows, [r for r in runs if r["quiet"] == 0])
+
+
+def batch_closing(conn: sqlite3.Connection, group_id: str, workflows: list[str]) -> dict:
+    """{headline_text, arm_headlines (another arm -> its line, by name), estimate,
+    headline_caveats} of the group, for a batch of two or more arms."""
+    arm_headlines = {arm: headline_text(conn, group_id, arm) for arm in sorted(workflows)
+                     if arm not in (LINEAR, AGENTIC) and LINEAR in workflows}
+    estimate, caveats = closing_caveats(conn, group_id, [AGENTIC, *arm_headlines])
+    return {"headline_text": headline_text(conn, group_id), "arm_headlines": arm_headlines,
+            "estimate": estimate, "headline_caveats": caveats}
