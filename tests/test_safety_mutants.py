@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from alems import outputs
+from alems import atomic_io, outputs
 from alems.errors import AlemsError, UsageError
 from alems.store import reads
 
@@ -29,7 +29,7 @@ def test_longest_accepted_name_leaves_room_for_the_temporary_suffix(tmp_path):
     longest = _name_max(tmp_path) - 16
     ok = tmp_path / ("a" * longest)
     assert outputs.check_output_path(ok) == ok
-    with outputs.atomic_target(ok) as tmp:
+    with atomic_io.atomic_target(ok) as tmp:
         assert len(tmp.name) <= _name_max(tmp_path)
         tmp.write_text("x")
     assert ok.read_text() == "x"
@@ -49,7 +49,7 @@ def test_name_length_is_counted_in_bytes(tmp_path):
 
 def test_tmp_name_and_stale_temporaries(tmp_path):
     target = tmp_path / "out.parquet"
-    assert outputs.tmp_path_for(target) == tmp_path / f".out.parquet.{os.getpid()}.tmp"
+    assert atomic_io.tmp_path_for(target) == tmp_path / f".out.parquet.{os.getpid()}.tmp"
     dead = 2 ** 22 + 1                      # above the kernel's pid_max: never alive
     stale = [tmp_path / f".out.parquet.{dead}.tmp"]
     keep = [tmp_path / f".out.parquet.{os.getpid()}.tmp", tmp_path / f".out.parquet.{1}.tmp",
@@ -57,7 +57,7 @@ def test_tmp_name_and_stale_temporaries(tmp_path):
     for p in stale + keep:
         p.write_text("")
     (tmp_path / f".out.parquet.{dead + 1}.tmp").mkdir()       # not a file: left alone
-    assert sorted(outputs.remove_stale_tmp(target)) == sorted(stale)
+    assert sorted(atomic_io.remove_stale_tmp(target)) == sorted(stale)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
 
 
@@ -88,21 +88,21 @@ def test_output_folder_rules_are_one_line(tmp_path):
 def test_fifo_is_written_directly_and_never_replaced(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    assert outputs.writes_directly(fifo) and not outputs.writes_directly(tmp_path / "none")
+    assert atomic_io.writes_directly(fifo) and not atomic_io.writes_directly(tmp_path / "none")
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)     # a FIFO is written when read
     try:
         assert outputs.check_output_path(fifo) == fifo
     finally:
         os.close(reader)
     with pytest.raises(AlemsError) as ei:
-        outputs.safe_replace(tmp_path / "src", fifo)
+        atomic_io.safe_replace(tmp_path / "src", fifo)
     assert str(ei.value) == f"cannot write {fifo}: it is a FIFO, which is never replaced"
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 def test_failed_write_leaves_neither_target_nor_temporary(tmp_path):
     target = tmp_path / "t.json"
-    with pytest.raises(RuntimeError), outputs.atomic_target(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_io.atomic_target(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
@@ -111,7 +111,7 @@ def test_failed_write_leaves_neither_target_nor_temporary(tmp_path):
 def test_umask_mode_and_free_space(tmp_path):
     old = os.umask(0o027)
     try:
-        assert outputs.umask_mode() == 0o640 and outputs.umask_mode(0o777) == 0o750
+        assert atomic_io.umask_mode() == 0o640 and atomic_io.umask_mode(0o777) == 0o750
     finally:
         os.umask(old)
     with pytest.raises(AlemsError, match=r"only [\d.]+ MB free .* about 1000000000000.0 MB"):
@@ -283,15 +283,15 @@ def test_login_form_needs_the_exact_token(gated):
 
 
 def test_kind_names_and_pid_liveness():
-    assert outputs._kind(stat.S_IFBLK) == "a block device"
-    assert outputs._kind(stat.S_IFSOCK) == "a socket"
-    assert outputs._kind(stat.S_IFCHR) == "a character device"
-    assert outputs._kind(stat.S_IFDIR) == "a directory"
-    assert outputs._kind(stat.S_IFIFO) == "a FIFO"
-    assert outputs._kind(stat.S_IFLNK) == "not a regular file"
-    assert outputs.pid_alive(os.getpid()) is True
-    assert outputs.pid_alive(2 ** 22 + 1) is False           # above pid_max
-    assert outputs.pid_alive(2 ** 70) is False               # not even a pid
+    assert atomic_io.kind_of(stat.S_IFBLK) == "a block device"
+    assert atomic_io.kind_of(stat.S_IFSOCK) == "a socket"
+    assert atomic_io.kind_of(stat.S_IFCHR) == "a character device"
+    assert atomic_io.kind_of(stat.S_IFDIR) == "a directory"
+    assert atomic_io.kind_of(stat.S_IFIFO) == "a FIFO"
+    assert atomic_io.kind_of(stat.S_IFLNK) == "not a regular file"
+    assert atomic_io.pid_alive(os.getpid()) is True
+    assert atomic_io.pid_alive(2 ** 22 + 1) is False           # above pid_max
+    assert atomic_io.pid_alive(2 ** 70) is False               # not even a pid
 
 
 def test_output_path_stat_errors_and_defaults(tmp_path):
@@ -328,7 +328,7 @@ def test_free_space_message_is_exact(tmp_path):
 def test_stale_symlinks_are_left_and_a_symlinked_target_is_replaced_through(tmp_path):
     old = os.umask(0)
     try:
-        assert outputs.umask_mode() == 0o666
+        assert atomic_io.umask_mode() == 0o666
     finally:
         os.umask(old)
     dead = 2 ** 22 + 1
@@ -336,7 +336,7 @@ def test_stale_symlinks_are_left_and_a_symlinked_target_is_replaced_through(tmp_
     real.write_text("keep")
     link = tmp_path / f".out.parquet.{dead}.tmp"
     os.symlink(real, link)
-    assert outputs.remove_stale_tmp(tmp_path / "out.parquet") == []
+    assert atomic_io.remove_stale_tmp(tmp_path / "out.parquet") == []
     assert link.is_symlink() and real.read_text() == "keep"
     target = tmp_path / "target.json"
     target.write_text("old")
@@ -344,7 +344,7 @@ def test_stale_symlinks_are_left_and_a_symlinked_target_is_replaced_through(tmp_
     os.symlink(target, alias)
     new = tmp_path / "new"
     new.write_text("new")
-    outputs.safe_replace(new, alias)
+    atomic_io.safe_replace(new, alias)
     assert alias.is_symlink() and target.read_text() == "new"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from alems.experiment.scoring import (extract_answer, find_numbers, normalise_text,
+from alems.experiment.scoring import (find_numbers, normalise_text,
                                       numbers_match, parse_number, score)
-from alems.experiment.tasks import TaskItem
+from alems.catalog.tasks import TaskItem
 
 
 def num(answer: str) -> TaskItem:
@@ -35,16 +35,16 @@ def test_marked_answers_are_cut_exactly():
     assert score("Answer:\n\n42\n43", num("42")) == ("42", True)
     assert score("so \\boxed{12}.", num("12")) == ("12", True)
     assert score("**Answer:** *7*", num("7")) == ("7", True)
-    assert extract_answer("Answer: 12 = 8 + 4", num("8")) == "8"     # after the last '='
+    assert score("Answer: 12 = 8 + 4", num("8"))[0] == "8"     # after the last '='
     assert score("Answer: (42)", num("42")) == ("42", True)          # only an aside
-    assert extract_answer("Answer: none\nI think 5", num("5")) == "5"
-    assert extract_answer("Answer: 6. Then 7 more.", num("6")) == "6"   # first sentence
+    assert score("Answer: none\nI think 5", num("5"))[0] == "5"
+    assert score("Answer: 6. Then 7 more.", num("6"))[0] == "6"   # first sentence
     assert score("Answer: eight\nAnswer: nine", num("9")) == ("9", True)  # the last marker
 
 
 def test_unmarked_numbers():
     assert score("She has 5 apples (not 9).", num("5")) == ("5", True)
-    assert extract_answer("12 then 13", num("13")) == "13"          # no cue: the last
+    assert score("12 then 13", num("13"))[0] == "13"          # no cue: the last
     assert score(None, text("x")) == (None, False)
     assert score("", num("1")) == (None, False)
 
