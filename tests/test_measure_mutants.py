@@ -4,7 +4,6 @@ gap rule's headroom term, the run's plausible power, and the quiet flag's steal 
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
