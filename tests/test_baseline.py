@@ -59,7 +59,7 @@ def quiet_machine(monkeypatch):
     from alems.measure import quiet
 
     monkeypatch.setattr(quiet, "read_stat", lambda proc_root=None: (1, 0, 100))
-    monkeypatch.setattr(quiet, "own_running", lambda pid=None: 1)
+    monkeypatch.setattr(quiet, "own_running", lambda pid=None, proc_root=None: 1)
 
 
 def test_save_and_reuse_while_fresh(tmp_path, quiet_machine):

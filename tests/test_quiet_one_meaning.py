@@ -28,7 +28,7 @@ def _machine(tmp_path, monkeypatch, *, procs_running: int, load_1m: float):
     root = fakehw.make_proc(tmp_path / "proc", procs_running=procs_running)
     (root / "loadavg").write_text(f"{load_1m:.2f} 0.00 0.00 1/100 4242\n")
     monkeypatch.setenv("ALEMS_PROC_ROOT", str(root))
-    monkeypatch.setattr(quiet, "own_running", lambda pid=None: 1)
+    monkeypatch.setattr(quiet, "own_running", lambda pid=None, proc_root=None: 1)
 
 
 # ---------------------------------------------------------------- item 9: one meaning
