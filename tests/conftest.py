@@ -24,6 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import fakehw` from
 # test module. Caching bytecode for the test session only costs __pycache__ folders.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+# Output widths must not depend on who runs the tests: a terminal's (or pytest-xdist's
+# workers') COLUMNS/LINES would wrap the tables; tests that need a width set it themselves.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 IS_ROOT = os.geteuid() == 0
 IS_ROOT_REASON = "" if IS_ROOT else "not running as root"
