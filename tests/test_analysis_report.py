@@ -148,13 +148,15 @@ def _placed(blocks, path):
     caption), ("table", page, caption, first row, end row) for each piece of a table."""
     from pypdf import PdfReader
 
-    texts = [" ".join(p.extract_text().split()) for p in PdfReader(path).pages]
+    # compared without any whitespace: a narrow table cell breaks a word ("factual_q a")
+    # where the PDF's text layer has no space to keep
+    texts = ["".join(p.extract_text().split()) for p in PdfReader(path).pages]
     pages = len(texts)
     at = [0, 0]                        # cursor: page index, offset in that page's text
 
     def find(text):
         """Page (1-based) of the next occurrence of `text` at or after the cursor."""
-        text = " ".join(str(text).split())
+        text = "".join(str(text).split())
         for i in range(at[0], len(texts)):
             j = texts[i].find(text, at[1] if i == at[0] else 0)
             if j >= 0:
@@ -169,7 +171,7 @@ def _placed(blocks, path):
             placed.append((b.kind, find(" ".join(b.text.split()[:12])), b.text))
             continue
         placed.append(("p", find(b.text), b.text))
-        head = " ".join(b.columns)
+        head = "".join("".join(b.columns).split())
         row_pages = [find(" ".join(r)) for r in b.rows]
         start = 0
         for k in range(1, len(row_pages) + 1):
@@ -177,7 +179,7 @@ def _placed(blocks, path):
                 page = row_pages[start]
                 assert head in texts[page - 1], f"no header row on page {page}"
                 if start:
-                    assert f"{b.text} (continued)" in texts[page - 1], page
+                    assert "".join(f"{b.text} (continued)".split()) in texts[page - 1], page
                     placed.append(("p", page, f"{b.text} (continued)"))
                 placed.append(("table", page, b.text, start, k))
                 start = k

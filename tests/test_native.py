@@ -195,7 +195,10 @@ s.start()
 while s.stats()["samples"] < 50:   # the sampling loop is under way
     time.sleep(0.005)
 print("started", flush=True)
-sys.stdin.readline()          # the test says when to stop
+sys.stdin.readline()          # the test says when to stop (after SIGCONT) ...
+after = s.stats()["samples"]
+while s.stats()["samples"] < after + 5:   # ... once the loop has woken and seen the stall
+    time.sleep(0.005)
 s.stop()
 st = s.stats()
 recs = np.empty(1 << 16, dtype=RECORD_DTYPE)
