@@ -243,7 +243,7 @@ def test_zoom_windows_that_are_not_finite_are_bad_requests(dash_db, capfd, windo
 
 
 @pytest.mark.parametrize("column,value", [("duration_ns", "x<b>"), ("dynamic_energy_uj", "12 J"),
-                                          ("workflow_type", 3), ("run_number", 1.5)])
+                                          ("run_number", 1.5), ("host", b"\x00\xff")])
 def test_a_value_of_the_wrong_type_is_a_clear_page(dash_db, tmp_path, capfd, column, value):
     db = _copy(dash_db, tmp_path)
     conn = sqlite3.connect(db)
