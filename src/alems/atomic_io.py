@@ -188,13 +188,17 @@ def atomic_target(path) -> Iterator[Path]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live process of this pid namespace, asked of the kernel (a proc
+    root may be a fake tree or another namespace's)."""
+    if pid <= 0:   # kill(0 or -N) addresses process groups, not one process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    except OverflowError:
+    except (OverflowError, ValueError):
         return False
     return True
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from alems import __version__, config
+from alems import __version__, atomic_io, config
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure import gpu_sampler
@@ -60,22 +60,6 @@ def _ring_capacity(hz: float) -> int:
 
 def _drain_interval_s(hz: float, cap: int) -> float:
     return min(_DRAIN_INTERVAL_S, cap / hz / 4)
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether `pid` is a live process of this pid namespace (the pids perf_event_open
-    takes), asked of the kernel: a proc root may be a fake tree or another namespace's."""
-    if pid <= 0:   # kill(0 or -N) addresses process groups, not one process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 def _ensure_fd_room(n_inputs: int, roots: Roots) -> None:
@@ -131,7 +115,7 @@ class Sampler(PhaseMarks):
             raise AlemsError(f"hz {hz:g} is too high; the maximum is {MAX_HZ:g}")
         check_source_names(sources)
         self.roots = Roots.resolve(sysfs_root, proc_root, msr_path)
-        if pid is not None and not _process_exists(int(pid)):
+        if pid is not None and not atomic_io.pid_alive(int(pid)):
             raise AlemsError(f"process {pid} does not exist; give a running pid or none")
         self.hz = float(hz)
         self.slow_hz = float(min(slow_hz, hz))
