@@ -10,12 +10,11 @@ from collections import defaultdict
 import pytest
 
 from alems.errors import AlemsError
-from alems.experiment.batch import BatchProgress
 from alems.experiment.plan import pair_units, plan_order, runs_to_do, shard_runs
 from alems.store import db as store_db
 from alems.store.merge import merge
 
-from test_batch import all_runs, assert_store_consistent, make_runner
+from test_batch import StopAfter, all_runs, assert_store_consistent, make_runner
 
 TASKS = ["gsm8k_basic", "factual_qa"]
 ARMS3 = ["linear", "agentic", "react"]
@@ -106,16 +105,6 @@ def test_three_arm_shards_run_whole_sets_and_merge_keeps_them(tmp_path):
     _assert_rows_match_plan(rows, plan)
     sets = _stored_sets(rows)
     assert len(sets) == len(TASKS) * 3 and all(len(v) == 1 for v in sets.values())
-
-
-class StopAfter(BatchProgress):
-    def __init__(self, n):
-        self.n, self.seen = n, 0
-
-    def finished(self, key, row):
-        self.seen += 1
-        if self.seen == self.n:
-            raise KeyboardInterrupt
 
 
 def test_resume_after_a_kill_mid_set_completes_the_set_in_its_shard(tmp_path):

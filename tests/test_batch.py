@@ -17,7 +17,7 @@ import pytest
 
 from alems.analysis.closing import batch_closing
 from alems.cli.progress import format_summary
-from alems.experiment.batch import BatchRunner
+from alems.experiment.batch import BatchProgress, BatchRunner
 from alems.experiment.plan import BatchConfig, plan_order
 from alems.errors import AlemsError
 from alems.experiment.providers import ProviderError
@@ -64,6 +64,18 @@ def make_runner(tmp_path, *, fail_agentic_rep=None, **cfg_kw) -> BatchRunner:
                                                                       busy_w=BUSY_W, hz=200.0),
                        provider_factory=provider_factory, log=lambda m: None, progress=False,
                        closing=batch_closing)
+
+
+class StopAfter(BatchProgress):
+    """Interrupts a batch (as Ctrl-C would) once `n` runs have been stored."""
+
+    def __init__(self, n):
+        self.n, self.seen = n, 0
+
+    def finished(self, key, row):
+        self.seen += 1
+        if self.seen == self.n:
+            raise KeyboardInterrupt
 
 
 def all_runs(db_path):

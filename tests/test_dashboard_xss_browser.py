@@ -11,10 +11,9 @@ from urllib.parse import quote
 
 import pytest
 
-from test_dashboard_browser import CHROMIUM, start_dashboard, stop  # skips without chromium
+from test_dashboard_browser import browser, start_dashboard, stop  # noqa: F401 (a fixture)
 from xss_fixture import GROUP_PAYLOAD, build_xss_db
 
-sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
 
 TOKEN = "xss-test-token-0123456789"
@@ -24,14 +23,6 @@ LIVE_POLLS = 3
 @pytest.fixture(scope="module")
 def xss_db(tmp_path_factory) -> Path:
     return build_xss_db(tmp_path_factory.mktemp("xssb") / "experiments.db")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _no_script_ran(page) -> None:

@@ -18,7 +18,7 @@ from alems.experiment.plan import BatchConfig, plan_order
 from alems.experiment.providers.scripted import ScriptedProvider
 
 from _fake_sampling import BusyReplaySampler
-from test_batch import all_runs, assert_store_consistent
+from test_batch import StopAfter, all_runs, assert_store_consistent
 
 # Every Ray process of these tests on loopback (ray reads this when first imported, which
 # is in the cluster fixture: collecting this file, or running the test that needs no
@@ -140,16 +140,6 @@ def test_fleet_spreads_pairs_and_reruns_a_killed_workers_pair(tmp_path, cluster)
     planned = {(k.task, k.workflow, k.rep): (k.order_index, k.pair_order) for k in plan}
     assert all(planned[(r["task_name"], r["workflow_type"], r["run_number"])]
                == (r["order_index"], r["pair_order"]) for r in rows)
-
-
-class StopAfter(BatchProgress):
-    def __init__(self, n):
-        self.n, self.seen = n, 0
-
-    def finished(self, key, row):
-        self.seen += 1
-        if self.seen == self.n:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.cluster
