@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,11 @@ from conftest import IS_ROOT, IS_ROOT_REASON
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakehw import make_powercap_tree  # noqa: E402
+from waiting import wait_until
 
 # Generous bounds for a loaded test machine: the spec is "within a second".
 EXIT_BOUND_S = 10.0
 SIGTERM_BOUND_S = 5.0
-
-
-def _wait_until(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
 
 
 def _wchan(pid: int) -> str:
@@ -130,7 +122,7 @@ def test_every_sample_output_flag_refuses_every_odd_kind_before_any_work(tmp_pat
     before = sorted(p.name for p in tmp_path.iterdir())
     proc = popen(tmp_path, "sample", "-q", flag, target, "--", "touch", marker)
     # Started: its /proc entry exists; then either it ended by itself or it is stuck.
-    _wait_until(lambda: proc.poll() is not None or _wchan(proc.pid) not in ("", "0"),
+    wait_until(lambda: proc.poll() is not None or _wchan(proc.pid) not in ("", "0"),
                 "alems started")
     if proc.poll() is None and _wchan(proc.pid) == "wait_for_partner":
         proc.send_signal(15)  # stuck opening the FIFO (today's bug): must still end
@@ -155,7 +147,7 @@ def test_sigterm_ends_sample_stuck_writing_a_fifo_whose_reader_left(tmp_path):
     reader = threading.Thread(target=lambda: open(fifo, "rb").close())
     reader.start()
     proc = popen(tmp_path, "sample", "-q", "--summary-json", fifo, "--", "true")
-    _wait_until(lambda: proc.poll() is not None or _wchan(proc.pid) == "wait_for_partner",
+    wait_until(lambda: proc.poll() is not None or _wchan(proc.pid) == "wait_for_partner",
                 "alems blocked opening the FIFO")
     reader.join(10)
     assert proc.poll() is None, "alems ended by itself: the FIFO was written"
@@ -329,7 +321,7 @@ def test_recover_with_rate_hz_nan_in_its_metadata_recovers(tmp_path):
 
 def test_batch_resume_over_odd_partials_finishes(tmp_path):
     """A resume discards the streams of killed runs: odd ones never stop it."""
-    from _hardening_util import batch_args, check_store
+    from _hardening_util import batch_args
 
     db = tmp_path / "experiments.db"
     args = batch_args(db, "--group-id", "g", reps=1)

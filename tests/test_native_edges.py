@@ -11,7 +11,6 @@ import errno
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -27,20 +26,13 @@ from alems.measure.result import Ends, SampleResult
 from alems.measure.sampler import Sampler
 from alems.measure.sources import perf
 from alems.measure.sources.base import Column
+from waiting import wait_until
 
 INT64_MAX = 2**63 - 1
 _SW = {"task_clock": 1, "page_faults": 2}
 # Blocks until a byte arrives on stdin (the counters are open by then), then faults in
 # 64 MiB page by page.
 _FAULTER = "import sys\nsys.stdin.read(1)\nb = bytearray(64 << 20)\nb[::4096] = b'x' * (16384)\n"
-
-
-def _wait_for(cond, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _drain_all(s: n.NativeSampler) -> np.ndarray:
@@ -113,7 +105,7 @@ def test_an_overflowing_counter_file_is_a_read_error_of_the_run(fake_roots):
     try:
         with open(dram, "r+") as fh:
             fh.write("9" * 25 + "\n")
-        _wait_for(lambda: s._native.stats()["error_errno"] != 0, "the read error")
+        wait_until(lambda: s._native.stats()["error_errno"] != 0, "the read error")
     finally:
         r = s.stop()
     assert "intel-rapl:0:1/energy_uj" in r.summary["read_error"]
@@ -194,7 +186,7 @@ def test_a_counter_that_never_ran_is_null_in_the_run_row(monkeypatch):
     s = Sampler(200, sources=["perf"], counters_full_rate=True)
     s.start()
     try:
-        _wait_for(lambda: s._native.stats()["samples"] >= 5, "5 samples")
+        wait_until(lambda: s._native.stats()["samples"] >= 5, "5 samples")
     finally:
         r = s.stop()
     pf, tc = r.table.column("page_faults"), r.table.column("task_clock_ns")

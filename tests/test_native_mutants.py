@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +13,11 @@ import pytest
 
 from alems.measure import _native as n
 from alems.measure._native import ChannelSpec as C
+from waiting import wait_until
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 RING = 8
 BLANK = np.iinfo(np.uint64).max     # the tick of a record the drain never wrote
-
-
-def _wait_until(cond, what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.001)
 
 
 def _drain(s, max_records: int) -> np.ndarray:
@@ -46,11 +38,11 @@ def test_drain_after_the_ring_wrapped_returns_every_record_in_order(tmp_path):
     s = n.NativeSampler([(C("text", str(a)), 0), (C("text", str(b)), 1)], 1_000_000, 1, RING)
     s.start()
     try:
-        _wait_until(lambda: s.stats()["dropped"] > 0, "a full ring")
+        wait_until(lambda: s.stats()["dropped"] > 0, "a full ring", poll_s=0.001)
         first = _drain(s, 5)
         assert len(first) == 5
         dropped = s.stats()["dropped"]
-        _wait_until(lambda: s.stats()["dropped"] > dropped, "the ring full again")
+        wait_until(lambda: s.stats()["dropped"] > dropped, "the ring full again", poll_s=0.001)
         second = _drain(s, 64)      # tail at 5: 3 records at the end, 4 at the start
         assert len(second) == RING - 1
     finally:
@@ -81,7 +73,7 @@ def test_drain_wraps_at_every_offset(tmp_path):
     try:
         for _ in range(2 * RING):
             before = s.stats()["dropped"]
-            _wait_until(lambda b=before: s.stats()["dropped"] > b, "a full ring")
+            wait_until(lambda b=before: s.stats()["dropped"] > b, "a full ring", poll_s=0.001)
             got.append(_drain(s, 3))
     finally:
         s.stop()
