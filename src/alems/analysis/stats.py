@@ -27,6 +27,7 @@ RATIO_ESTIMATOR = ("ratio of sums: Σ agentic ÷ Σ linear dynamic energy over c
 RATIO_INTERVAL = ("Student t on log(ratio of sums) with the leave-one-pair-out jackknife "
                   "standard error (stratified by task for pooled rows; Satterthwaite dof)")
 MEAN_OF_RATIOS_LABEL = "mean of per-pair ratios (for reference only; not the tax)"
+MIN_T_PAIRS = 2        # a paired t-test needs the sd of its differences: two pairs at least
 # The checked region's limits live in tax_checks (with the flag's sampling margin); these
 # names are kept for callers that quote them.
 COVERAGE_CHECKED_LOG_SD = tax_checks.LOG_SD_LIMIT
@@ -320,16 +321,37 @@ def required_repetitions(effect_size: float = 0.1, power: float = 0.8,
     return int(math.ceil((z_sum(power, alpha) / effect_size) ** 2))
 
 
-def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float:
+def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float | None:
     """Power of the two-sided one-sample (paired) t-test with n observations (pairs) when the
-    true standardised effect is `effect_size`: noncentral t, df n − 1, ncp d·√n."""
+    true standardised effect is `effect_size`: P(|T| > t_{1−α/2, n−1}) for a noncentral t
+    with df n − 1 and ncp d·√n. None below `MIN_T_PAIRS` pairs (no t-test: its sd needs 2).
+
+    Computed by integrating over S = sqrt(χ²_df / df), T = (Z + ncp)/S: the miss
+    probability β = ∫ [Φ(c·s − ncp) − Φ(−c·s − ncp)] f_S(s) ds, power = 1 − β, with the
+    integral split where c·s = ncp (the integrand's step). scipy's `nct` returns NaN there
+    for large ncp at small df (d ≥ 6 at 2 pairs), which made `t_repetitions` non-monotonic;
+    this agrees with a 30-digit quadrature to 1e-13 and is never NaN."""
+    from scipy import integrate
     from scipy import stats as sps
 
-    if n < 2:
-        return 0.0
-    df, ncp = n - 1, effect_size * math.sqrt(n)
-    crit = float(sps.t.ppf(1 - alpha / 2, df))
-    return float(sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp))
+    if n < MIN_T_PAIRS:
+        return None
+    if not math.isfinite(effect_size):
+        raise ValueError(f"effect size must be finite, got {effect_size}")
+    _check_power_alpha(0.5, alpha)
+    df, ncp = n - 1, abs(effect_size) * math.sqrt(n)
+    c = float(sps.t.ppf(1 - alpha / 2, df))
+    root_df = math.sqrt(df)
+
+    def miss(s: float) -> float:
+        return float((sps.norm.cdf(c * s - ncp) - sps.norm.cdf(-c * s - ncp))
+                     * sps.chi.pdf(s * root_df, df) * root_df)
+
+    s_step = ncp / c
+    edges = sorted({0.0, s_step / 2, s_step, 1.0, 2 * s_step + 1}) + [math.inf]
+    beta = sum(integrate.quad(miss, lo, hi, epsabs=1e-15, epsrel=1e-12, limit=200)[0]
+               for lo, hi in zip(edges, edges[1:]))
+    return min(1.0, max(0.0, 1.0 - beta))
 
 
 def t_repetitions(effect_size: float, power: float = 0.8, alpha: float = 0.05) -> int:
@@ -338,8 +360,8 @@ def t_repetitions(effect_size: float, power: float = 0.8, alpha: float = 0.05) -
     if not effect_size > 0:
         raise ValueError(f"effect size must be > 0, got {effect_size}")
     _check_power_alpha(power, alpha)
-    n = max(2, int(math.ceil((z_sum(power, alpha) / effect_size) ** 2)))
-    while t_test_power(effect_size, n, alpha) < power:
+    n = max(MIN_T_PAIRS, int(math.ceil((z_sum(power, alpha) / effect_size) ** 2)))
+    while (t_test_power(effect_size, n, alpha) or 0.0) < power:   # not None: n ≥ MIN_T_PAIRS
         n += 1
     return n
 
