@@ -192,3 +192,27 @@ def test_headline_caveats_come_in_the_issue_order():
         "all/all", "all/all (react)", "all/all", "all/all (react)"]
     assert "spread more" in out[1] and "spread more" in out[2]
     assert "only 4 pairs" in out[3] and "only 4 pairs" in out[4]
+
+
+def test_summary_shows_every_arm_in_the_tax_per_host(db3, capsys, monkeypatch, tmp_path):
+    """Three arms over two hosts: `alems summary`'s per-host table has react's rows (each
+    host and pooled), with the same figures as its JSON."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "experiments.db"
+    shutil.copyfile(db3, db)
+    shutil.copytree(db3.parent / "samples", tmp_path / "samples")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET host = 'node-b' WHERE run_number % 2 = 0")
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    react = [r for r in s["hosts"]["per_host"] + s["hosts"]["pooled"] if r["arm"] == "react"]
+    assert {r.get("host") for r in react} >= {"node-b"} and any("n_hosts" in r for r in react)
+    lines = _summary_text(capsys, monkeypatch, db).splitlines()
+    table = lines[next(i for i, ln in enumerate(lines) if "Tax per host" in ln):]
+    for r in react:
+        c = tax_cells(r)
+        pat = re.compile(rf"\breact\b.*\b{r['task']}\b.*\b{r['provider']}\b.*"
+                         rf"{re.escape(c['ratio'])}.*{re.escape(c['ci'])}")
+        assert any(pat.search(line) for line in table), r
