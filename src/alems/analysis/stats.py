@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -350,7 +351,7 @@ def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float | Non
     s_step = ncp / c
     edges = sorted({0.0, s_step / 2, s_step, 1.0, 2 * s_step + 1}) + [math.inf]
     beta = sum(integrate.quad(miss, lo, hi, epsabs=1e-15, epsrel=1e-12, limit=200)[0]
-               for lo, hi in zip(edges, edges[1:]))
+               for lo, hi in itertools.pairwise(edges))
     return min(1.0, max(0.0, 1.0 - beta))
 
 
