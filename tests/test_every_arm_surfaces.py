@@ -174,6 +174,21 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     code = run_app(app, ["summary", "--db", str(db), "--group-id", "g-arms", "--format", "json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["headline_caveats"] == caveats
+    # the dashboard: the same lines in the same order, then the same caveats
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+        page = c.get("/group/g-arms").text
+    lines = re.search(r'<ul class="headline-lines" id="headline-lines">(.*?)</ul>', page, re.S)
+    warns = re.search(r'<ul class="warn" id="headline-caveats">(.*?)</ul>', page, re.S)
+    items = [html.unescape(li) for li in re.findall(r"<li>(.*?)</li>", lines.group(1), re.S)]
+    assert items == heads
+    assert [html.unescape(li) for li in re.findall(r"<li>(.*?)</li>", warns.group(1),
+                                                   re.S)] == caveats
 
 
 def test_headline_caveats_come_in_the_issue_order():
