@@ -195,7 +195,8 @@ def test_headline_caveats_come_in_the_issue_order():
     from alems.analysis.summary_warnings import headline_caveats
 
     row = {"task": "all", "provider": "all", "n_pairs": 4, "tax_ratio": 2.0, "ci_low": 0.5,
-           "ci_high": 8.0, "coverage_checked": False, "sd_log_pair_ratio": 0.8,
+           "ci_high": 8.0, "confidence": 0.95, "coverage_checked": False,
+           "sd_log_pair_ratio": 0.8,
            "cv_linear": 0.7, "includes_one": True,
            "coverage_flags": ["sd of log pair ratios 0.80 above 0.30"]}
     loud = [{"task_name": "t", "provider": "p", "workflow_type": "linear", "run_number": 1,
@@ -205,7 +206,7 @@ def test_headline_caveats_come_in_the_issue_order():
     assert [w.split(":")[0] for w in out] == [
         "1 run(s) were not measured on a quiet machine (e.g. t/p/linear rep 1",
         "all/all", "all/all (react)", "all/all", "all/all (react)"]
-    assert "spread more" in out[1] and "spread more" in out[2]
+    assert "coverage was not checked" in out[1] and "coverage was not checked" in out[2]
     assert "only 4 pairs" in out[3] and "only 4 pairs" in out[4]
 
 

@@ -172,7 +172,8 @@ class RatioEstimate:
     sd_log_pair_ratio: float | None     # sd of log(agentic_i / linear_i) (max over strata)
     cv_linear: float | None             # sd / mean of linear energy (max over strata)
     confidence: float
-    # why the interval's coverage is not vouched for (tax_checks.spread_reasons); () = checked
+    # why the interval's coverage is not vouched for (tax_checks.unchecked: spread reasons,
+    # then an outlying pair's); () = checked
     coverage_flags: tuple[str, ...] = ()
     # the most outlying pair (tax_checks.log_ratio_outliers) when it is flagged: its index
     # in the input, its z and threshold, and the tax without it
@@ -194,7 +195,8 @@ class RatioEstimate:
 
     @property
     def outside_checked_range(self) -> bool:
-        """The data show more spread than the coverage simulation vouches for."""
+        """The data are not of the kind the coverage simulation vouches for: more spread
+        than the checked region, or an outlying pair (tax_checks.unchecked)."""
         return bool(self.coverage_flags)
 
 
@@ -259,6 +261,9 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
         without = float(np.exp(log_jackknife(lin, ag, strat, weighted)[1][j]))
         outlier = {"outlier_index": int(np.flatnonzero(keep)[j]), "outlier_z": float(out_z),
                    "outlier_threshold": float(out_thr), "ratio_without_outlier": without}
+        # the coverage flag is tax_checks.unchecked: spread or an outlying pair
+        flags.append(_stratum_prefix(labels, labels[j])
+                     + tax_checks.outlier_reason(float(out_z), float(out_thr)))
     return result(ratio, float(low), float(high), df=float(df), extras=extras,
                   coverage_flags=tuple(flags), **outlier)
 
@@ -287,14 +292,18 @@ def _spread_reasons(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray) -> list
     """Why the interval's coverage is not vouched for: each stratum's spread beyond the
     checked region (`tax_checks.spread_reasons`), prefixed by the stratum when several."""
     labels = labels.astype(str)
-    several = len(set(labels)) > 1
     reasons = []
     for h in np.unique(labels):
         m = labels == h
         sd_h, cv_h = _stratum_spread(lin, ag, m)
-        prefix = f"{h.replace(chr(31), '/')}: " if several else ""
-        reasons += [prefix + r for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
+        reasons += [_stratum_prefix(labels, h) + r
+                    for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
     return reasons
+
+
+def _stratum_prefix(labels: np.ndarray, h: str) -> str:
+    """'task/provider: ' before a pooled row's reason (several strata), else ''."""
+    return f"{str(h).replace(chr(31), '/')}: " if len(set(labels.astype(str))) > 1 else ""
 
 
 # ------------------------------------------------------------------ sample size
