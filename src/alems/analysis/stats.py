@@ -336,11 +336,9 @@ def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float | Non
     true standardised effect is `effect_size`: P(|T| > t_{1−α/2, n−1}) for a noncentral t
     with df n − 1 and ncp d·√n. None below `MIN_T_PAIRS` pairs (no t-test: its sd needs 2).
 
-    Computed by integrating over S = sqrt(χ²_df / df), T = (Z + ncp)/S: the miss
-    probability β = ∫ [Φ(c·s − ncp) − Φ(−c·s − ncp)] f_S(s) ds, power = 1 − β, with the
-    integral split where c·s = ncp (the integrand's step). scipy's `nct` returns NaN there
-    for large ncp at small df (d ≥ 6 at 2 pairs), which made `t_repetitions` non-monotonic;
-    this agrees with a 30-digit quadrature to 1e-13 and is never NaN."""
+    T = (Z + ncp)/S with S = sqrt(χ²_df/df): power = 1 − ∫ [Φ(c·s − ncp) − Φ(−c·s − ncp)]
+    f_S(s) ds, split where c·s = ncp. scipy's `nct` gives NaN at small df and large ncp (d ≥ 6
+    at 2 pairs; t_repetitions was non-monotonic); this matches a 30-digit quadrature to 1e-13."""
     from scipy import integrate
     from scipy import stats as sps
 
