@@ -284,11 +284,11 @@ def test_outlier_mixture_data_set_is_flagged_and_says_why():
     for row in (cell, overall_row):
         assert row["coverage_checked"] is False, row
         assert len(row["coverage_flags"]) == 1
-        assert "one pair's log ratio is an outlier" in row["coverage_flags"][0]
+        assert row["coverage_flags"][0].startswith("an outlying pair (log-ratio z ")
     assert cell["outlier_pair"]["run_number"] == 4
     caveat = headline_caveats([overall_row], [])
     assert len(caveat) == 1 and "coverage was not checked" in caveat[0]
-    assert "outlier" in caveat[0] and "95 % coverage is not established" in caveat[0]
+    assert "an outlying pair" in caveat[0] and "95 % coverage is not established" in caveat[0]
 
     rng = np.random.default_rng(14)
     lin = rng.lognormal(np.log(50), 0.3, 10)

@@ -79,9 +79,8 @@ def unchecked(flag_sd, flag_cv, outlier):
 def outlier_reason(z: float, threshold: float) -> str:
     """The reason string of a flagged `log_ratio_outliers` row."""
     shown = "∞" if z == np.inf else f"{z:.1f}"
-    return (f"one pair's log ratio is an outlier among the pairs (z {shown} > {threshold:.1f}): "
-            "the pair ratios are not one smooth distribution, which is all the coverage "
-            "was checked for")
+    return (f"an outlying pair (log-ratio z {shown} > {threshold:.1f}): the pair ratios are "
+            "not one smooth distribution, the only kind the coverage was checked for")
 
 
 def log_ratio_outliers(linear, agentic, labels, alpha: float = OUTLIER_ALPHA):
