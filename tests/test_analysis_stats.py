@@ -83,6 +83,27 @@ def test_repetitions_for_relative_effect():
     assert stats.repetitions_for_relative_effect(0.0, 0.1) == 2
 
 
+def test_t_power_is_exact_and_never_nan_so_repetitions_fall_with_the_effect():
+    """scipy's noncentral t gives NaN at 2 pairs for d ≥ 6, and t_repetitions then stopped at
+    2 for some large effects and not others. References: a 30-digit mpmath quadrature of
+    P(|T| > t_crit) over the χ² density (independent of this code's integration)."""
+    reference = {(6.0, 2): 0.49442749542148, (20.0, 2): 0.973524046184303,
+                 (10.0, 3): 0.999999577169012, (6.0, 4): 0.999999737823528,
+                 (0.5, 34): 0.807777501279274}
+    for (d, n), want in reference.items():
+        assert stats.t_test_power(d, n) == pytest.approx(want, abs=1e-12), (d, n)
+    for d in (1.0, 5.0, 6.0, 8.0, 15.0, 50.0, 1e3):
+        powers = [stats.t_test_power(d, n) for n in (2, 3, 4, 5)]
+        assert all(p is not None and 0.0 <= p <= 1.0 for p in powers), (d, powers)
+        assert powers == sorted(powers), (d, powers)
+    assert stats.t_test_power(0.0, 10) == pytest.approx(0.05, abs=1e-12)   # no effect: α
+    assert stats.t_test_power(-6.0, 2) == stats.t_test_power(6.0, 2)     # two-sided
+    assert stats.t_test_power(6.0, 1) is None and stats.t_test_power(6.0, 0) is None
+    reps = [stats.t_repetitions(d) for d in np.arange(0.5, 40.0, 0.25)]
+    assert reps == sorted(reps, reverse=True) and reps[-1] == 2
+    assert stats.t_repetitions(6.0) == 3 and stats.t_repetitions(10.0) == 3   # power@2 < 0.8
+
+
 def test_baseline_standard_error_widens_the_energy_interval():
     """The baseline's SE × duration is an error every run shares: it widens the interval
     of the mean in quadrature (t_crit × SE), and no SE leaves it as it was."""

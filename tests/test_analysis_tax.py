@@ -236,14 +236,16 @@ def test_outlier_test_false_alarms_and_detection():
 def test_coverage_flag_means_something():
     """Item 11: data sets drawn at the checked limits are (almost) never flagged — the old
     'sample sd > limit' flagged half of them — and unflagged sets cover ≥ 93 % there; a
-    spread far outside (log sd 1.0) is flagged at 30 pairs."""
+    spread far outside (log sd 1.0) is flagged at 30 pairs. (At the corner the spread
+    check's 99 % margin and the outlier check's 1 % give up to ~5.5 % false alarms: a
+    log-normal's CV at log sd 0.3 is 0.307, a little above the CV limit.)"""
     rows, pooled = flag_table(replicates=2000, seed=11)
     by = {(r["family"], r["a"], r["b"], r["n"]): r for r in rows}
     for n in (5, 10, 30):
         edge = by[("lognormal", 0.3, 0.3, n)]           # the old rule flagged 64–73 %
-        assert edge["flagged"] < 0.05 and edge["unflagged_coverage"] >= 0.93, edge
+        assert edge["flagged"] < 0.06 and edge["unflagged_coverage"] >= 0.93, edge
         corner = by[("lognormal", tax_checks.LINEAR_CV_LIMIT, tax_checks.LOG_SD_LIMIT, n)]
-        assert corner["flagged"] < 0.05, corner
+        assert corner["flagged"] < 0.07, corner
         assert by[("lognormal", 0.3, 1.0, n)]["flagged"] > {5: 0.3, 10: 0.6, 30: 0.95}[n]
     assert pooled["in region"] >= 0.935, pooled
 
@@ -262,15 +264,61 @@ def test_flagged_rows_say_why():
     assert calm.coverage_flags == () and not calm.outside_checked_range
 
 
+def test_outlier_mixture_data_set_is_flagged_and_says_why():
+    """Item 11: a 10-pair data set of the outlier mixture (one agentic run doubled) has a
+    spread inside the checked region, yet it is not a smooth log-normal sample, so its
+    coverage is not vouched for: coverage_checked is False and the reason names the
+    outlying pair, in the JSON row, the pooled rows and the headline's caveat. A log-normal
+    set with log-ratio sd 0.3 (sample sd 0.45 and linear CV 0.35, above the limits
+    themselves: the old 'sample > limit' rule flagged it) stays vouched for."""
+    from alems.analysis.summary_warnings import headline_caveats
+
+    rng = np.random.default_rng(3)
+    lin = rng.lognormal(np.log(50), 0.1, 10)
+    ag = lin * rng.lognormal(np.log(3), 0.1, 10)
+    ag[3] *= 2.0                                    # the second kind of run
+    assert np.log(ag / lin).std(ddof=1) < tax_checks.LOG_SD_LIMIT    # inside the region
+    rows = tax_rows([Pair("t", "p", i + 1, float(a), float(b)) for i, (a, b) in
+                     enumerate(zip(lin, ag, strict=True))])
+    cell, overall_row = rows[0], rows[-1]
+    for row in (cell, overall_row):
+        assert row["coverage_checked"] is False, row
+        assert len(row["coverage_flags"]) == 1
+        assert row["coverage_flags"][0].startswith("an outlying pair (log-ratio z ")
+    assert cell["outlier_pair"]["run_number"] == 4
+    caveat = headline_caveats([overall_row], [])
+    assert len(caveat) == 1 and "coverage was not checked" in caveat[0]
+    assert "an outlying pair" in caveat[0] and "95 % coverage is not established" in caveat[0]
+
+    rng = np.random.default_rng(14)
+    lin = rng.lognormal(np.log(50), 0.3, 10)
+    ag = lin * rng.lognormal(np.log(3), 0.3, 10)
+    calm = tax_rows([Pair("t", "p", i + 1, float(a), float(b)) for i, (a, b) in
+                     enumerate(zip(lin, ag, strict=True))])[-1]
+    assert calm["sd_log_pair_ratio"] > 0.4 and calm["cv_linear"] > 0.3
+    assert calm["coverage_checked"] is True and calm["coverage_flags"] == []
+
+
+def test_flag_leaves_clean_data_and_catches_visible_mixtures():
+    """The production flag in simulation (1 000 data sets per cell): it leaves log-normal
+    sd 0.3 data sets (≤ 6 % flagged: each check's ~1–3 % false alarms) and catches the
+    mixture's 10-pair sets in which a doubled run shows (the spread check alone: none)."""
+    clean = simulate("lognormal", 10, 0.3, 0.3, 1000, seed=21)
+    assert clean["flagged"].mean() <= 0.06
+    mix = simulate("mixture", 10, 0.1, 0.1, 1000, seed=22)
+    assert mix["spread"].mean() < 0.01 and mix["flagged"].mean() > 0.25
+    assert (mix["flagged"] <= (mix["doubled"] > 0) | mix["spread"]).mean() > 0.99
+
+
 @pytest.mark.slow
 def test_flag_table_full():
-    """The METHODS table's setting (10 000 replicates per cell, `tests/coverage_sim.py`):
+    """Near the METHODS table's setting (10 000 replicates per cell; METHODS: 20 000):
     in-region cells (log-normal, gamma) keep unflagged coverage ≥ 93 % at every n ≥ 5."""
     rows, pooled = flag_table(replicates=10_000)
     for r in rows:
         if (r["family"] != "mixture" and r["b"] <= tax_checks.LOG_SD_LIMIT
                 and r["a"] <= tax_checks.LINEAR_CV_LIMIT):
-            assert r["unflagged_coverage"] >= 0.93 and r["flagged"] < 0.05, r
+            assert r["unflagged_coverage"] >= 0.93 and r["flagged"] < 0.065, r
     assert pooled["in region"] >= 0.94, pooled
 
 

@@ -174,13 +174,29 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     code = run_app(app, ["summary", "--db", str(db), "--group-id", "g-arms", "--format", "json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["headline_caveats"] == caveats
+    # the dashboard: the same lines in the same order, then the same caveats
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+        page = c.get("/group/g-arms").text
+    lines = re.search(r'<ul class="headline-lines" id="headline-lines">(.*?)</ul>', page, re.S)
+    warns = re.search(r'<ul class="warn" id="headline-caveats">(.*?)</ul>', page, re.S)
+    items = [html.unescape(li) for li in re.findall(r"<li>(.*?)</li>", lines.group(1), re.S)]
+    assert items == heads
+    assert [html.unescape(li) for li in re.findall(r"<li>(.*?)</li>", warns.group(1),
+                                                   re.S)] == caveats
 
 
 def test_headline_caveats_come_in_the_issue_order():
     from alems.analysis.summary_warnings import headline_caveats
 
     row = {"task": "all", "provider": "all", "n_pairs": 4, "tax_ratio": 2.0, "ci_low": 0.5,
-           "ci_high": 8.0, "coverage_checked": False, "sd_log_pair_ratio": 0.8,
+           "ci_high": 8.0, "confidence": 0.95, "coverage_checked": False,
+           "sd_log_pair_ratio": 0.8,
            "cv_linear": 0.7, "includes_one": True,
            "coverage_flags": ["sd of log pair ratios 0.80 above 0.30"]}
     loud = [{"task_name": "t", "provider": "p", "workflow_type": "linear", "run_number": 1,
@@ -190,5 +206,29 @@ def test_headline_caveats_come_in_the_issue_order():
     assert [w.split(":")[0] for w in out] == [
         "1 run(s) were not measured on a quiet machine (e.g. t/p/linear rep 1",
         "all/all", "all/all (react)", "all/all", "all/all (react)"]
-    assert "spread more" in out[1] and "spread more" in out[2]
+    assert "coverage was not checked" in out[1] and "coverage was not checked" in out[2]
     assert "only 4 pairs" in out[3] and "only 4 pairs" in out[4]
+
+
+def test_summary_shows_every_arm_in_the_tax_per_host(db3, capsys, monkeypatch, tmp_path):
+    """Three arms over two hosts: `alems summary`'s per-host table has react's rows (each
+    host and pooled), with the same figures as its JSON."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "experiments.db"
+    shutil.copyfile(db3, db)
+    shutil.copytree(db3.parent / "samples", tmp_path / "samples")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET host = 'node-b' WHERE run_number % 2 = 0")
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    react = [r for r in s["hosts"]["per_host"] + s["hosts"]["pooled"] if r["arm"] == "react"]
+    assert {r.get("host") for r in react} >= {"node-b"} and any("n_hosts" in r for r in react)
+    lines = _summary_text(capsys, monkeypatch, db).splitlines()
+    table = lines[next(i for i, ln in enumerate(lines) if "Tax per host" in ln):]
+    for r in react:
+        c = tax_cells(r)
+        pat = re.compile(rf"\breact\b.*\b{r['task']}\b.*\b{r['provider']}\b.*"
+                         rf"{re.escape(c['ratio'])}.*{re.escape(c['ci'])}")
+        assert any(pat.search(line) for line in table), r

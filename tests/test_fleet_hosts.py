@@ -80,3 +80,35 @@ def test_summary_carries_per_host_tax_and_warns_when_hosts_differ(tmp_path):
     assert len(hosts) == 2 and "node-b" in hosts
     assert all(r["blocked_by"] == "host" and r["n_hosts"] == 2 for r in s["hosts"]["pooled"])
     assert any("CPU model" in w and "EPYC" in w for w in s["warnings"])
+
+
+def test_every_non_linear_arm_gets_its_tax_per_host_and_pooled():
+    """Three arms on two hosts: react has its per-host and pooled rows beside agentic's, each
+    with its own ratio, and the table every surface shows (views.host_tax_rows) has them."""
+    from alems.analysis.views import HOST_COLUMNS, host_tax_rows
+
+    rows = []
+    for host, reps, lin in (("a", range(1, 4), 1.0), ("b", range(4, 7), 10.0)):
+        for rep in reps:
+            for wf, factor in (("linear", 1.0), ("agentic", 2.0), ("react", 4.0)):
+                rows.append({"task_name": "t", "provider": "p", "run_number": rep,
+                             "workflow_type": wf, "ok": True,
+                             "dynamic_energy_j": lin * factor * (1 + 0.01 * rep),
+                             "host": host, "cpu_model": "X", "energy_source": "powercap"})
+    res = host_tax(pd.DataFrame(rows))
+    by = {(r["arm"], r["host"]): r for r in res.per_host}
+    assert set(by) == {(arm, host) for arm in ("agentic", "react") for host in "ab"}
+    for host in "ab":
+        assert by[("agentic", host)]["tax_ratio"] == pytest.approx(2.0)
+        assert by[("react", host)]["tax_ratio"] == pytest.approx(4.0)
+        assert by[("react", host)]["n_pairs"] == 3
+    assert [(p["arm"], p["n_hosts"]) for p in res.pooled] == [("agentic", 2), ("react", 2)]
+    assert res.pooled[1]["tax_ratio"] == pytest.approx(4.0) and res.warnings == []
+    summary = {"hosts": {"machines": res.hosts, "per_host": res.per_host,
+                         "pooled": res.pooled}}
+    table = host_tax_rows(summary)
+    arm_col = HOST_COLUMNS.index("arm")
+    assert [r[arm_col] for r in table] == ["agentic"] * 2 + ["react"] * 2 + ["agentic", "react"]
+    assert all(len(r) == len(HOST_COLUMNS) for r in table)
+    react_a = next(r for r in table if r[0] == "a" and r[arm_col] == "react")
+    assert react_a[HOST_COLUMNS.index("tax ratio")] == "4.0×"

@@ -152,3 +152,32 @@ def test_summary_gives_both_taxes_labelled(gpu_batch, tmp_path):
     cpu = [t for t in s["tax"] if t["task"] == "all" and t["provider"] == "all"][0]
     assert cpu["tax_ratio"] != pytest.approx(overall["tax_ratio"])   # a different energy
     conn.close()
+
+
+def test_closing_lines_carry_the_all_devices_line_as_summary_does(tmp_path, monkeypatch):
+    """With a (fake) GPU the batch closes with the labelled CPU line and the all-devices line
+    — the strings `alems summary`, the report and the dashboard print (views.headline_lines)."""
+    from alems.analysis.closing import batch_closing
+    from alems.analysis.groups import open_db, resolve_group
+    from alems.analysis.summary import build_summary
+    from alems.analysis.views import ESTIMATE_TAG, headline_lines
+    from alems.cli.progress import format_summary
+
+    cfg = BatchConfig(tasks=["gsm8k_basic"], providers=["scripted"], repetitions=2, seed=3,
+                      hz=500.0, db_path=tmp_path / "db" / "experiments.db", save_db=True,
+                      baseline_duration_s=0.3, baseline_reps=2, group_id="g-gpu-closing")
+    with FakeNvml(tmp_path, [FakeGpu(schedule=[(0.0, 120.0)])], monkeypatch):
+        runner = BatchRunner(cfg, provider_factory=lambda name: ScriptedProvider(delay_s=0.05),
+                             log=lambda m: None, progress=False, closing=batch_closing)
+        runner.validate()
+        closing = format_summary(runner.run()).splitlines()
+    conn = open_db(cfg.db_path)
+    s = build_summary(conn, cfg.db_path, resolve_group(conn, "g-gpu-closing"))
+    conn.close()
+    tag = ESTIMATE_TAG if s["estimate"] else ""
+    heads = ["  " + line + tag for line in headline_lines(s)]
+    assert len(heads) == 2
+    assert heads[0].startswith(f"  {CPU_LABEL}: orchestration tax")
+    assert heads[1].startswith(f"  {ALL_DEVICES_LABEL}: orchestration tax")
+    at = closing.index(heads[0])
+    assert closing[at:at + 2] == heads

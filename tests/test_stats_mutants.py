@@ -168,7 +168,7 @@ def test_sample_size_calculators_against_published_values():
     assert stats.required_repetitions(0.5, 0.9, 0.01) == 60     # (2.5758+1.2816)²/0.25=59.5
     # the paired t-test's power (G*Power: d = 0.5, α = 0.05 two-sided, n = 34 -> 0.8078)
     assert stats.t_test_power(0.5, 34) == pytest.approx(0.8077775, abs=1e-6)
-    assert stats.t_test_power(0.5, 1) == 0.0
+    assert stats.t_test_power(0.5, 1) is None                      # no t-test on one pair
     assert stats.t_test_power(0.5, 33, alpha=0.05) < 0.8
     assert stats.t_repetitions(0.5) == 34
     assert stats.t_repetitions(2.0) == 5                         # z alone says 2

@@ -7,9 +7,10 @@ from __future__ import annotations
 import sqlite3
 
 from alems.analysis.summary_warnings import headline_caveats
-from alems.analysis.tax import headline_tax, headline_text
+from alems.analysis.tax import CPU_LABEL, all_devices_tax, headline_tax, headline_text
+from alems.analysis.views import headline_lines
 from alems.catalog.arms import AGENTIC, LINEAR
-from alems.store.reads import run_conditions
+from alems.store.reads import run_conditions, run_device_energies
 
 
 def closing_caveats(conn: sqlite3.Connection, group_id: str,
@@ -24,10 +25,19 @@ def closing_caveats(conn: sqlite3.Connection, group_id: str,
 
 
 def batch_closing(conn: sqlite3.Connection, group_id: str, workflows: list[str]) -> dict:
-    """{headline_text, arm_headlines (another arm -> its line, by name), estimate,
-    headline_caveats} of the group, for a batch of two or more arms."""
-    arm_headlines = {arm: headline_text(conn, group_id, arm) for arm in sorted(workflows)
-                     if arm not in (LINEAR, AGENTIC) and LINEAR in workflows}
-    estimate, caveats = closing_caveats(conn, group_id, [AGENTIC, *arm_headlines])
-    return {"headline_text": headline_text(conn, group_id), "arm_headlines": arm_headlines,
+    """{headline_text, arm_headlines, estimate, headline_caveats} of the group, for a batch
+    of two or more arms: the lines of `views.headline_lines`, as `alems summary` prints
+    them. `arm_headlines` holds each other non-linear arm's line by name and, where runs
+    measured a GPU, the all-devices line last (keyed by its label); the lines are then
+    labelled with the energy they are the tax of."""
+    arms = [arm for arm in sorted(workflows) if arm not in (LINEAR, AGENTIC)
+            and LINEAR in workflows]
+    devices = all_devices_tax(run_device_energies(conn, group_id))
+    lines = headline_lines({"headline_text": headline_text(conn, group_id),
+                            "arm_tax": {arm: {"headline_text": headline_text(conn, group_id, arm)}
+                                        for arm in arms},
+                            "tax_energy": CPU_LABEL, **devices})
+    keys = arms + ([devices["tax_all_devices_energy"]] if devices else [])
+    estimate, caveats = closing_caveats(conn, group_id, [AGENTIC, *arms])
+    return {"headline_text": lines[0], "arm_headlines": dict(zip(keys, lines[1:], strict=True)),
             "estimate": estimate, "headline_caveats": caveats}

@@ -5,10 +5,11 @@ machines, so a pair is only meaningful on one host: a pair counts for a host whe
 ran there (a fleet never splits a pair; a pair whose arms carry different hosts — half run
 by a local batch, half by a fleet — is left out and counted in a warning).
 
-- per host: for each (host, task, provider) the tax of `alems.analysis.tax` (Σ agentic ÷
-  Σ linear over that host's complete pairs, log-jackknife t interval);
-- pooled: for each (task, provider) Σ agentic ÷ Σ linear over the pairs of all hosts, its
-  interval stratified by host (the host is a block: pairs are compared only within a host,
+- per host: for each non-linear arm (agentic, then the others by name, e.g. react) and
+  each (host, task, provider) the tax of `alems.analysis.tax` (Σ arm ÷ Σ linear over that
+  host's complete pairs, log-jackknife t interval); each row carries its `arm`;
+- pooled: for each arm and (task, provider) Σ arm ÷ Σ linear over the pairs of all hosts,
+  its interval stratified by host (the host is a block: pairs are compared only within a host,
   and between-host differences in energy level do not widen or bias the interval).
 
 Warnings say when hosts differ in energy source or CPU model (their energies are not of
@@ -37,14 +38,21 @@ class HostTax:
     hosts: list[dict] = field(default_factory=list)   # host, cpu_model(s), energy source(s), runs
 
 
-def _pairs(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One row per complete pair on one host: task_name, provider, run_number, host,
-    linear_j, agentic_j; and the number of complete pairs whose arms' hosts differ."""
+def _arms(runs: pd.DataFrame) -> list[str]:
+    """The non-linear arms of the runs, as the summary orders them: agentic, then by name."""
+    others = sorted(set(runs["workflow_type"].dropna()) - {LINEAR, AGENTIC})
+    return [AGENTIC, *others]
+
+
+def _pairs(runs: pd.DataFrame, arm: str) -> tuple[pd.DataFrame, int]:
+    """One row per complete (linear, `arm`) pair on one host: task_name, provider,
+    run_number, host, linear_j, agentic_j (the arm's energy); and the number of complete
+    pairs whose arms' hosts differ."""
     ok = runs[runs["ok"]]
     arms = {w: ok[ok["workflow_type"] == w].set_index(["task_name", "provider", "run_number"])
-            for w in (LINEAR, AGENTIC)}
+            for w in (LINEAR, arm)}
     both = pd.merge(arms[LINEAR][["host", "dynamic_energy_j"]],
-                    arms[AGENTIC][["host", "dynamic_energy_j"]], how="inner",
+                    arms[arm][["host", "dynamic_energy_j"]], how="inner",
                     left_index=True, right_index=True, suffixes=("_lin", "_ag"))
     same = both["host_lin"] == both["host_ag"]
     pairs = both[same].rename(columns={"host_lin": "host", "dynamic_energy_j_lin": "linear_j",
@@ -79,18 +87,24 @@ def host_tax(runs: pd.DataFrame, *, confidence: float = 0.95) -> HostTax:
             runs[col] = None
     runs["host"] = runs["host"].where(runs["host"].notna(), UNKNOWN_HOST)
     result = HostTax(hosts=_describe_hosts(runs))
-    pairs, crossed = _pairs(runs)
+
     def as_pairs(cell: pd.DataFrame) -> list[tax.Pair]:
         return [tax.Pair(r.task_name, r.provider, int(r.run_number), float(r.linear_j),
                          float(r.agentic_j)) for r in cell.itertuples()]
 
-    for (host, task, provider), cell in pairs.groupby(["host", "task_name", "provider"], sort=True):
-        result.per_host.append({"host": host, **tax.tax_row(task, provider, as_pairs(cell),
-                                                            None, confidence)})
-    for (task, provider), cell in pairs.groupby(["task_name", "provider"], sort=True):
-        row = tax.tax_row(task, provider, as_pairs(cell), cell["host"].tolist(), confidence)
-        result.pooled.append({**row, "n_hosts": int(cell["host"].nunique()),
-                              "blocked_by": "host"})
+    crossed = 0
+    for arm in _arms(runs):
+        pairs, arm_crossed = _pairs(runs, arm)
+        crossed += arm_crossed
+        for (host, task, provider), cell in pairs.groupby(["host", "task_name", "provider"],
+                                                          sort=True):
+            result.per_host.append({"host": host, "arm": arm,
+                                    **tax.tax_row(task, provider, as_pairs(cell), None,
+                                                  confidence)})
+        for (task, provider), cell in pairs.groupby(["task_name", "provider"], sort=True):
+            row = tax.tax_row(task, provider, as_pairs(cell), cell["host"].tolist(), confidence)
+            result.pooled.append({**row, "arm": arm, "n_hosts": int(cell["host"].nunique()),
+                                  "blocked_by": "host"})
     if len(result.hosts) > 1:
         for key, what, consequence in (
                 ("energy_sources", "energy source",

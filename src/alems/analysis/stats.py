@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ RATIO_ESTIMATOR = ("ratio of sums: Σ agentic ÷ Σ linear dynamic energy over c
 RATIO_INTERVAL = ("Student t on log(ratio of sums) with the leave-one-pair-out jackknife "
                   "standard error (stratified by task for pooled rows; Satterthwaite dof)")
 MEAN_OF_RATIOS_LABEL = "mean of per-pair ratios (for reference only; not the tax)"
+MIN_T_PAIRS = 2        # a paired t-test needs the sd of its differences: two pairs at least
 # The checked region's limits live in tax_checks (with the flag's sampling margin); these
 # names are kept for callers that quote them.
 COVERAGE_CHECKED_LOG_SD = tax_checks.LOG_SD_LIMIT
@@ -170,7 +172,8 @@ class RatioEstimate:
     sd_log_pair_ratio: float | None     # sd of log(agentic_i / linear_i) (max over strata)
     cv_linear: float | None             # sd / mean of linear energy (max over strata)
     confidence: float
-    # why the interval's coverage is not vouched for (tax_checks.spread_reasons); () = checked
+    # why the interval's coverage is not vouched for (tax_checks.unchecked: spread reasons,
+    # then an outlying pair's); () = checked
     coverage_flags: tuple[str, ...] = ()
     # the most outlying pair (tax_checks.log_ratio_outliers) when it is flagged: its index
     # in the input, its z and threshold, and the tax without it
@@ -192,7 +195,8 @@ class RatioEstimate:
 
     @property
     def outside_checked_range(self) -> bool:
-        """The data show more spread than the coverage simulation vouches for."""
+        """The data are not of the kind the coverage simulation vouches for: more spread
+        than the checked region, or an outlying pair (tax_checks.unchecked)."""
         return bool(self.coverage_flags)
 
 
@@ -257,6 +261,9 @@ def ratio_of_sums(linear: Sequence[float], agentic: Sequence[float], *,
         without = float(np.exp(log_jackknife(lin, ag, strat, weighted)[1][j]))
         outlier = {"outlier_index": int(np.flatnonzero(keep)[j]), "outlier_z": float(out_z),
                    "outlier_threshold": float(out_thr), "ratio_without_outlier": without}
+        # the coverage flag is tax_checks.unchecked: spread or an outlying pair
+        flags.append(_stratum_prefix(labels, labels[j])
+                     + tax_checks.outlier_reason(float(out_z), float(out_thr)))
     return result(ratio, float(low), float(high), df=float(df), extras=extras,
                   coverage_flags=tuple(flags), **outlier)
 
@@ -285,14 +292,18 @@ def _spread_reasons(lin: np.ndarray, ag: np.ndarray, labels: np.ndarray) -> list
     """Why the interval's coverage is not vouched for: each stratum's spread beyond the
     checked region (`tax_checks.spread_reasons`), prefixed by the stratum when several."""
     labels = labels.astype(str)
-    several = len(set(labels)) > 1
     reasons = []
     for h in np.unique(labels):
         m = labels == h
         sd_h, cv_h = _stratum_spread(lin, ag, m)
-        prefix = f"{h.replace(chr(31), '/')}: " if several else ""
-        reasons += [prefix + r for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
+        reasons += [_stratum_prefix(labels, h) + r
+                    for r in tax_checks.spread_reasons(sd_h, cv_h, int(m.sum()))]
     return reasons
+
+
+def _stratum_prefix(labels: np.ndarray, h: str) -> str:
+    """'task/provider: ' before a pooled row's reason (several strata), else ''."""
+    return f"{str(h).replace(chr(31), '/')}: " if len(set(labels.astype(str))) > 1 else ""
 
 
 # ------------------------------------------------------------------ sample size
@@ -320,16 +331,39 @@ def required_repetitions(effect_size: float = 0.1, power: float = 0.8,
     return int(math.ceil((z_sum(power, alpha) / effect_size) ** 2))
 
 
-def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float:
+def t_test_power(effect_size: float, n: int, alpha: float = 0.05) -> float | None:
     """Power of the two-sided one-sample (paired) t-test with n observations (pairs) when the
-    true standardised effect is `effect_size`: noncentral t, df n − 1, ncp d·√n."""
-    from scipy import stats as sps
+    true standardised effect is `effect_size`: P(|T| > t_{1−α/2, n−1}) for a noncentral t
+    with df n − 1 and ncp d·√n. None below `MIN_T_PAIRS` pairs (no t-test: its sd needs 2).
 
-    if n < 2:
-        return 0.0
-    df, ncp = n - 1, effect_size * math.sqrt(n)
-    crit = float(sps.t.ppf(1 - alpha / 2, df))
-    return float(sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp))
+    T = (Z + ncp)/S with S = sqrt(χ²_df/df): power = 1 − ∫ [Φ(c·s − ncp) − Φ(−c·s − ncp)]
+    f_S(s) ds, split where c·s = ncp. scipy's `nct` gives NaN at small df and large ncp (d ≥ 6
+    at 2 pairs; t_repetitions was non-monotonic); this matches a 30-digit quadrature to 1e-13."""
+    from scipy import integrate
+    from scipy import stats as sps
+    from scipy.special import ndtr
+
+    if n < MIN_T_PAIRS:
+        return None
+    if not math.isfinite(effect_size):
+        raise ValueError(f"effect size must be finite, got {effect_size}")
+    _check_power_alpha(0.5, alpha)
+    df, ncp = n - 1, abs(effect_size) * math.sqrt(n)
+    c = float(sps.t.ppf(1 - alpha / 2, df))
+    # log density of S = sqrt(χ²_df / df) up to its s terms (plain math: quad calls it often)
+    log_norm = math.log(2.0) + (df / 2) * math.log(df / 2) - math.lgamma(df / 2)
+
+    def miss(s: float) -> float:
+        if s <= 0.0:
+            return 0.0
+        log_f = log_norm + (df - 1) * math.log(s) - df * s * s / 2
+        return float(ndtr(c * s - ncp) - ndtr(-c * s - ncp)) * math.exp(log_f)
+
+    s_step = ncp / c
+    edges = sorted({0.0, s_step / 2, s_step, 1.0, 2 * s_step + 1}) + [math.inf]
+    beta = sum(integrate.quad(miss, lo, hi, epsabs=1e-15, epsrel=1e-12, limit=200)[0]
+               for lo, hi in itertools.pairwise(edges))
+    return min(1.0, max(0.0, 1.0 - beta))
 
 
 def t_repetitions(effect_size: float, power: float = 0.8, alpha: float = 0.05) -> int:
@@ -338,8 +372,8 @@ def t_repetitions(effect_size: float, power: float = 0.8, alpha: float = 0.05) -
     if not effect_size > 0:
         raise ValueError(f"effect size must be > 0, got {effect_size}")
     _check_power_alpha(power, alpha)
-    n = max(2, int(math.ceil((z_sum(power, alpha) / effect_size) ** 2)))
-    while t_test_power(effect_size, n, alpha) < power:
+    n = max(MIN_T_PAIRS, int(math.ceil((z_sum(power, alpha) / effect_size) ** 2)))
+    while (t_test_power(effect_size, n, alpha) or 0.0) < power:   # not None: n ≥ MIN_T_PAIRS
         n += 1
     return n
 

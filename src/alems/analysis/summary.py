@@ -33,7 +33,7 @@ from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_war
 from alems.analysis.frames import run_footprints
 from alems.store.reads import phases_frame, runs_frame
 from alems.analysis.groups import Group
-from alems.analysis.tax import (ALL, ALL_DEVICES_LABEL, CPU_LABEL, all_device_energy_j,
+from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
                                 tax_rows)
 from alems.catalog.arms import AGENTIC, LINEAR
@@ -269,16 +269,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
 
 def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
     """The tax over every measured device, labelled, where runs measured a GPU."""
-    if "gpu_dynamic_energy_uj" not in ok_runs or not ok_runs["gpu_dynamic_energy_uj"].notna().any():
+    if "gpu_dynamic_energy_uj" not in ok_runs:
         return {}
-    energy = [all_device_energy_j(c, g)
-              for c, g in zip(ok_runs["dynamic_energy_uj"], ok_runs["gpu_dynamic_energy_uj"],
-                              strict=True)]
-    pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], energy, strict=True))
-    rows = tax_rows(pairs, confidence)
-    return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
-            "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
+    return all_devices_tax(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
+                               ok_runs["workflow_type"], ok_runs["dynamic_energy_uj"],
+                               ok_runs["gpu_dynamic_energy_uj"], strict=True), confidence)
 
 
 def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], int]:

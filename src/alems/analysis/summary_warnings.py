@@ -3,7 +3,8 @@ too few pairs or outside the simulated coverage range, stale or foreign baseline
 that were not quiet or lost energy to a sample gap.
 
 `headline_caveats` picks, in a fixed order, the caveats that qualify a headline tax (runs
-not quiet, interval outside the checked region, too few pairs): `alems summary` shows them
+not quiet, interval not vouched for — spread outside the checked region or an outlying
+pair —, too few pairs): `alems summary` shows them
 first, and the batch's closing lines, the report and the dashboard show the same strings
 under the same headline. Needs no pandas (the batch's closing lines use it)."""
 
@@ -49,8 +50,9 @@ def _few_pairs(t: dict) -> list[str]:
 def _outside_checked(t: dict) -> list[str]:
     if t["ci_low"] is None or t["coverage_checked"] is not False:
         return []
-    return [f"{_label(t)}: the pairs spread more than the interval's coverage was checked "
-            f"for — {'; '.join(t['coverage_flags'])}; the interval may be too narrow"]
+    pct = int(round(t["confidence"] * 100))
+    return [f"{_label(t)}: the interval's coverage was not checked for data like these — "
+            f"{'; '.join(t['coverage_flags'])}; its {pct} % coverage is not established"]
 
 
 def not_quiet_warning(loud: list[dict]) -> list[str]:
@@ -100,9 +102,8 @@ def _tax_warnings(t: dict, confidence: float) -> list[str]:
                    f"{outlier['threshold']:.1f}); "
                    f"without it the tax is {fmt_ratio(outlier['tax_ratio_without'])[0]}× "
                    f"instead of {tax_cells(t)['ratio']} — the pair ratios are not one smooth "
-                   "distribution (a second kind of run, or a glitch: inspect it); the "
-                   "interval's coverage was checked for smooth ones, and a rarer kind of pair "
-                   "may be missing entirely")
+                   "distribution (a second kind of run, or a glitch: inspect it), and a "
+                   "rarer kind of pair may be missing entirely")
     if t["includes_one"]:
         out.append(f"{label}: tax CI {tax_cells(t)['ci']} includes 1 — "
                    "the data do not show an orchestration tax")

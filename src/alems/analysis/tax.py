@@ -48,6 +48,22 @@ def pair_up(runs: Iterable[tuple], arm: str = AGENTIC) -> list[Pair]:
             for (t, p, r), a in sorted(arms.items()) if LINEAR in a and arm in a]
 
 
+def all_devices_tax(runs: Iterable[tuple], confidence: float = 0.95) -> dict:
+    """The tax over every measured device, labelled, from (task, provider, run_number,
+    workflow_type, CPU dynamic µJ, GPU dynamic µJ) of completed runs: {tax_all_devices
+    (rows), tax_all_devices_energy (the label), headline_all_devices_text (its line)};
+    {} when no run measured a GPU. `alems summary` and the batch's closing lines both
+    use it, so both print the same line."""
+    runs = list(runs)
+    if not any(gpu is not None and gpu == gpu for *_, gpu in runs):   # None/NaN: none
+        return {}
+    pairs = pair_up((t, p, rep, wf, all_device_energy_j(cpu, gpu))
+                    for t, p, rep, wf, cpu, gpu in runs)
+    rows = tax_rows(pairs, confidence)
+    return {"tax_all_devices": rows, "tax_all_devices_energy": ALL_DEVICES_LABEL,
+            "headline_all_devices_text": f"{ALL_DEVICES_LABEL}: {format_headline(overall(rows))}"}
+
+
 def read_pairs(conn: sqlite3.Connection, group_id: str, arm: str = AGENTIC) -> list[Pair]:
     """The group's complete pairs, straight from `runs` (what `build_summary` pairs too)."""
     from alems.store.reads import run_energies

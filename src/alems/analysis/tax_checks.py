@@ -1,5 +1,7 @@
 """When the tax interval's coverage is not vouched for (docs/METHODS.md §4.1), vectorised so
-the coverage simulation (tests/coverage_sim.py) runs the very rules `summary` applies.
+the coverage simulation (tests/coverage_sim.py) runs the very rules `summary` applies. A
+row's coverage is vouched for (`coverage_checked`) when neither check fires (`unchecked`);
+each check that fires gives the row a reason (`coverage_flags`).
 
 - `spread_flags`: the pairs spread more than the checked region allows, beyond what a
   sample from a population AT the limit shows in 99 % of cases. A plain "sample sd > limit"
@@ -28,20 +30,21 @@ OUTLIER_ALPHA = 0.01
 _LOG_TIE = 1e-12
 
 
-def spread_margin(n):
-    """Factor by which a sample's sd exceeds its population's in `SPREAD_QUANTILE` of samples
-    of n values: sqrt(χ²_q(n−1)/(n−1)) (normal theory; NaN below two values)."""
+def spread_margin(n, quantile: float = SPREAD_QUANTILE):
+    """Factor by which a sample's sd exceeds its population's in `quantile` of samples of
+    n values: sqrt(χ²_q(n−1)/(n−1)) (normal theory; NaN below two values)."""
     from scipy import stats as sps
 
     n = np.asarray(n, dtype=float)
     df = np.where(n > 1, n - 1, np.nan)
-    return np.sqrt(sps.chi2.ppf(SPREAD_QUANTILE, df) / df)
+    return np.sqrt(sps.chi2.ppf(quantile, df) / df)
 
 
-def spread_flags(sd_log, cv_linear, n):
+def spread_flags(sd_log, cv_linear, n, quantile: float = SPREAD_QUANTILE):
     """(log-ratio sd flag, linear CV flag), elementwise: the sample statistic of n pairs
-    above limit × `spread_margin(n)`; NaN statistics are not flagged."""
-    margin = spread_margin(n)
+    above limit × `spread_margin(n)`; NaN statistics are not flagged. (`quantile` other
+    than the default: only for the simulation's comparison of margins.)"""
+    margin = spread_margin(n, quantile)
     with np.errstate(invalid="ignore"):
         return (np.asarray(sd_log, dtype=float) > LOG_SD_LIMIT * margin,
                 np.asarray(cv_linear, dtype=float) > LINEAR_CV_LIMIT * margin)
@@ -62,6 +65,22 @@ def spread_reasons(sd_log: float | None, cv_linear: float | None, n: int) -> lis
         out.append(f"CV of the linear energies {cv_linear:.2f} > {LINEAR_CV_LIMIT * bound:.2f} "
                    f"(the checked limit {LINEAR_CV_LIMIT} and the sampling margin of {n} pairs)")
     return out
+
+
+def unchecked(flag_sd, flag_cv, outlier):
+    """THE coverage flag, elementwise: the spread beyond the checked region (either
+    `spread_flags`) or an outlying pair (`log_ratio_outliers`). The simulation covered
+    smooth families (log-normal, gamma) within the limits; a row with an outlying pair is
+    of another kind — a second kind of run, or a glitch — so its coverage is not vouched
+    for, whatever its spread."""
+    return np.asarray(flag_sd) | np.asarray(flag_cv) | np.asarray(outlier)
+
+
+def outlier_reason(z: float, threshold: float) -> str:
+    """The reason string of a flagged `log_ratio_outliers` row."""
+    shown = "∞" if z == np.inf else f"{z:.1f}"
+    return (f"an outlying pair (log-ratio z {shown} > {threshold:.1f}): the pair ratios are "
+            "not one smooth distribution, the only kind the coverage was checked for")
 
 
 def log_ratio_outliers(linear, agentic, labels, alpha: float = OUTLIER_ALPHA):

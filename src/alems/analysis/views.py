@@ -11,8 +11,8 @@ from alems.catalog.arms import AGENTIC
 
 ESTIMATE_TAG = " [ESTIMATE — not measured]"   # after every figure from estimated energy
 
-HOST_COLUMNS = ["host", "CPU model", "energy source", "task", "provider", "pairs", "tax ratio",
-                "CI"]
+HOST_COLUMNS = ["host", "CPU model", "energy source", "arm", "task", "provider", "pairs",
+                "tax ratio", "CI"]
 
 
 def headline_lines(summary: dict) -> list[str]:
@@ -67,8 +67,8 @@ def _ratio_ci(row: dict) -> tuple[str, str]:
 
 
 def host_tax_rows(summary: dict) -> list[list[str]]:
-    """Rows of HOST_COLUMNS: each host's tax per task × provider, then the pooled rows
-    (host as a block); [] when the batch ran on one host."""
+    """Rows of HOST_COLUMNS: each host's tax per arm × task × provider (every non-linear
+    arm), then the pooled rows (host as a block); [] when the batch ran on one host."""
     if not several_hosts(summary):
         return []
     hosts = summary["hosts"]
@@ -77,9 +77,11 @@ def host_tax_rows(summary: dict) -> list[list[str]]:
     for r in hosts["per_host"]:
         m = machines.get(r["host"], {})
         rows.append([str(r["host"]), ", ".join(m.get("cpu_models") or []) or "–",
-                     ", ".join(m.get("energy_sources") or []) or "–", r["task"], r["provider"],
-                     str(r["n_pairs"]), *_ratio_ci(r)])
+                     ", ".join(m.get("energy_sources") or []) or "–",
+                     r.get("arm", AGENTIC), r["task"], r["provider"], str(r["n_pairs"]),
+                     *_ratio_ci(r)])
     for r in hosts["pooled"]:
-        rows.append([f"pooled ({r['n_hosts']} hosts, host as block)", "–", "–", r["task"],
-                     r["provider"], str(r["n_pairs"]), *_ratio_ci(r)])
+        rows.append([f"pooled ({r['n_hosts']} hosts, host as block)", "–", "–",
+                     r.get("arm", AGENTIC), r["task"], r["provider"], str(r["n_pairs"]),
+                     *_ratio_ci(r)])
     return rows

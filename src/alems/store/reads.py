@@ -168,6 +168,17 @@ def run_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
         (group_id,)).fetchall()
 
 
+def run_device_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
+    """(task, provider, run_number, workflow_type, CPU dynamic µJ, GPU dynamic µJ) of the
+    group's runs that completed with a CPU dynamic energy (the runs `alems summary` pairs):
+    what the all-devices tax pairs up (GPU NULL: not measured)."""
+    return conn.execute(
+        "SELECT e.task_name, e.provider, r.run_number, r.workflow_type, r.dynamic_energy_uj, "
+        "r.gpu_dynamic_energy_uj FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL",
+        (group_id,)).fetchall()
+
+
 def run_conditions(conn: sqlite3.Connection, group_id: str) -> list[dict]:
     """task_name, provider, workflow_type, run_number, quiet, not_quiet_reason and
     energy_source of the group's runs, in the order of `runs_frame` (the batch's closing
