@@ -177,6 +177,24 @@ def test_not_permitted_is_one_line(server):
         assert lines[0].startswith("alems: error:")
 
 
+def test_cpu_time_estimate_covers_the_server_without_a_task_clock(server):
+    """No perf source: the estimate's CPU time is this process's schedstat plus the server's
+    <pid>/stat (all its threads, those born during the run too)."""
+    from alems.measure.sampler import Sampler
+
+    got = {}
+    for also in ([server.pid], []):
+        s = Sampler(hz=100, sources=["slow"], also_pids=also)
+        s.start()
+        cpu_ns = server.go()
+        res = s.stop()
+        assert res.energy_source == "estimate"
+        cpu_est_ns = res.summary["energy_j"]["pkg"] / res.summary["estimate_w_per_core"] * 1e9
+        got[bool(also)] = cpu_est_ns / cpu_ns
+    assert got[True] == pytest.approx(1.0, rel=0.10), got
+    assert got[False] < 0.5, got   # without it the server's CPU time is missing
+
+
 # ---------------------------------------------------------------- port -> process
 
 def test_discovery_finds_the_listening_process(server):
@@ -203,8 +221,12 @@ def test_discovery_none_found_and_remote():
 
 def _fake_proc(root: Path) -> Path:
     """A proc tree: pid 1234 holds a 127.0.0.1:8080 listener, pid 99 a [::]:11434 one,
-    pid 55 an established connection on port 8080 (not a listener)."""
-    hdr = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    pid 321 a [::ffff:127.0.0.1]:8081 one, pid 55 an established connection on port 8080
+    (not a listener)."""
+    hdr = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   "
+           "uid  timeout inode\n")
+    rest = (" 00000000:00000000 00:00000000 00000000     0        0 {} 1 0000000000000000 "
+            "100 0 0 10 0\n")
     (root / "net").mkdir(parents=True)
     (root / "net" / "tcp").write_text(
         hdr + "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000"
@@ -213,9 +235,11 @@ def _fake_proc(root: Path) -> Path:
         "     0        0 555 1 0000000000000000 20 4 30 10 -1\n")
     (root / "net" / "tcp6").write_text(
         hdr + "   0: 00000000000000000000000000000000:2CAA 00000000000000000000000000000000:0000"
-        " 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0\n")
+        " 0A" + rest.format(777) +
+        "   1: 0000000000000000FFFF00000100007F:1F91 00000000000000000000000000000000:0000"
+        " 0A" + rest.format(888))
     for pid, fd, inode, comm in ((1234, 3, 4242, "llama-server"), (99, 7, 777, "ollama"),
-                                 (55, 4, 555, "curl")):
+                                 (55, 4, 555, "curl"), (321, 9, 888, "vllm")):
         (root / str(pid) / "fd").mkdir(parents=True)
         (root / str(pid) / "comm").write_text(comm + "\n")
         os.symlink(f"socket:[{inode}]", root / str(pid) / "fd" / str(fd))
@@ -227,6 +251,7 @@ def test_discovery_on_a_fake_proc_root(tmp_path, monkeypatch):
     root = _fake_proc(tmp_path / "proc")
     assert attach.listening_pids("127.0.0.1", 8080, str(root)) == ([1234], None)
     assert attach.listening_pids("localhost", 11434, str(root)) == ([99], None)
+    assert attach.listening_pids("127.0.0.1", 8081, str(root)) == ([321], None)  # ::ffff:127.0.0.1
     assert attach.listening_pids("127.0.0.1", 9999, str(root)) == \
         ([], "no listening process found for 127.0.0.1:9999")
     monkeypatch.setenv("ALEMS_PROC_ROOT", str(root))   # the configured root, as elsewhere

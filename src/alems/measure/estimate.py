@@ -12,8 +12,9 @@ CPU time is read in nanoseconds, never the sampler's own threads, from the first
   schedstat. Runs of a few ms then read 0 or one tick: the label says so.
 
 Other processes the sampler also covers (`also_pids`, a local model server) add their CPU
-time to the same column: their threads' counters (task clock), else the schedstat of
-their threads at the start (ns column), else their <pid>/stat (ticks column).
+time: their threads' counters (task clock), else their <pid>/stat (every thread, born
+later or exited too; clock ticks), summed with the workload's ns or ticks column
+(`also_ticks_column`).
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def cpu_time_column(roots: Roots, pid: int | None, have_task_clock: bool,
     if pid is None:
         col = schedstat_column(roots, target)
         if col is not None:
-            for other in also_pids:
-                extra = schedstat_column(roots, other)
-                col.inputs.extend(extra.inputs if extra is not None else [])
+            ticks = (f" + <pid>/stat utime+stime of process(es) "
+                     f"{', '.join(map(str, also_pids))} (clock ticks; all their threads)"
+                     if also_pids else "")
             return col, (f"{proc_dir}/task/*/schedstat run time (ns; {len(col.inputs)} "
-                         f"thread(s) at the start, the sampler's excluded){also}")
+                         f"thread(s) at the start, the sampler's excluded){ticks}")
     path = pid_stat_path(roots, target)
     spec = ChannelSpec("pidstat", path)
     _, exc = try_probe(spec)
@@ -102,6 +103,28 @@ def cpu_time_column(roots: Roots, pid: int | None, have_task_clock: bool,
     return (Column(CPU_TICKS_COLUMN, specs, "counter", source="estimate"),
             f"{path} utime+stime+cutime+cstime (clock ticks of "
             f"{1000 // os.sysconf('SC_CLK_TCK')} ms){also}")
+
+
+def also_ticks_column(roots: Roots, cpu_col: Column | None,
+                      also_pids: Sequence[int]) -> Column | None:
+    """The <pid>/stat ticks of `also_pids` as their own column, when the workload's CPU
+    time is the schedstat ns column (a ticks column already holds them; the task clock
+    counts them itself); the estimate sums it with that column."""
+    if cpu_col is None or cpu_col.name != CPU_NS_COLUMN or not also_pids:
+        return None
+    return Column(CPU_TICKS_COLUMN, [ChannelSpec("pidstat", pid_stat_path(roots, p))
+                                     for p in also_pids], "counter", source="estimate")
+
+
+def cpu_ns_of(rest: dict):
+    """The estimate's CPU time (ns) from a chunk's counter columns, popping the hidden
+    ones: schedstat ns + <pid>/stat ticks (either or both), else the task clock."""
+    parts = []
+    if CPU_TICKS_COLUMN in rest:
+        parts.append(ticks_to_ns(rest.pop(CPU_TICKS_COLUMN)))
+    if CPU_NS_COLUMN in rest:
+        parts.append(rest.pop(CPU_NS_COLUMN))
+    return sum(parts[1:], parts[0]) if parts else rest["task_clock_ns"]
 
 
 def energy_uj_from_cpu_ns(cpu_ns: np.ndarray, watts_per_core: float) -> np.ndarray:

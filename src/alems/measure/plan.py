@@ -152,6 +152,9 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
         col, label = estimate.cpu_time_column(roots, pid, have_tc, also_pids)
         if col is not None:
             columns.append(col)
+        also_col = estimate.also_ticks_column(roots, col, also_pids)
+        if also_col is not None:
+            columns.append(also_col)
         est = {"model": estimate.MODEL, "w_per_core": w, "cpu_time_source": label,
                "cpu_time_column": col.name if col is not None else "task_clock_ns"}
         used.append(ESTIMATE)
