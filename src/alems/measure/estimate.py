@@ -120,10 +120,10 @@ def cpu_ns_of(rest: dict):
     """The estimate's CPU time (ns) from a chunk's counter columns, popping the hidden
     ones: schedstat ns + <pid>/stat ticks (either or both), else the task clock."""
     parts = []
-    if CPU_TICKS_COLUMN in rest:
-        parts.append(ticks_to_ns(rest.pop(CPU_TICKS_COLUMN)))
     if CPU_NS_COLUMN in rest:
         parts.append(rest.pop(CPU_NS_COLUMN))
+    if CPU_TICKS_COLUMN in rest:
+        parts.append(ticks_to_ns(rest.pop(CPU_TICKS_COLUMN)))
     return sum(parts[1:], parts[0]) if parts else rest["task_clock_ns"]
 
 
