@@ -8,7 +8,8 @@ from pathlib import Path
 from alems import config
 
 
-def summary_for_output(result, argv: list[str], exit_code: int, output: Path | None) -> dict:
+def summary_for_output(result, argv: list[str], exit_code: int | None,
+                       output: Path | None) -> dict:
     summary = dict(result.summary)
     summary.setdefault("energy_source", result.energy_source)
     summary["command"] = list(argv)
