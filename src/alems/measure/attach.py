@@ -216,7 +216,7 @@ class ServerSet:
         """The batch-start line; None when nothing concerns a server."""
         if self.processes:
             listed = ", ".join(f"{p['pid']} ({p['comm'] or '?'})" for p in self.processes)
-            return (f"counting server process {listed} ({self.how}) in every run's perf "
+            return (f"counting server process {listed}, {self.how}, in every run's perf "
                     "counters and CPU time")
         return None if self.reason is None else (
             f"no server process counted: {self.reason}; the counters cover A-LEMS's own "
@@ -238,7 +238,7 @@ def batch_servers(server_pids, base_url: str | None, *, fleet: bool = False,
                          "combined with --ray-address (runs go to other nodes)")
     if pids:
         procs = [check_attachable(p, proc_root, flag="--server-pid") for p in pids]
-        return ServerSet(procs, None, "--server-pid")
+        return ServerSet(procs, None, "given by --server-pid")
     if not base_url:
         return ServerSet([], None)
     local = loopback_port(base_url)
@@ -258,5 +258,5 @@ def batch_servers(server_pids, base_url: str | None, *, fleet: bool = False,
         except AlemsError as exc:
             why = str(exc)
     if procs:
-        return ServerSet(procs, None, f"listening on {local[0]}:{local[1]}")
+        return ServerSet(procs, None, f"found listening on {local[0]}:{local[1]}")
     return ServerSet([], why or f"no listening process found for {local[0]}:{local[1]}")
