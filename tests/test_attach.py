@@ -43,7 +43,7 @@ def _task_clock_or_skip() -> None:
 
 @pytest.fixture
 def server():
-    srv = BusyServer(hashes=150)
+    srv = BusyServer(hashes=300)
     yield srv
     srv.close()
 
@@ -76,8 +76,9 @@ def test_sample_pid_counts_threads_created_after_attach_until_the_process_exits(
     proc = _alems("sample", "--pid", str(server.pid), "--hz", "100", "--sources", "perf",
                   "-o", str(out), "--summary-json", str(js), "-q")
     _wait_attached(proc)
-    cpu_ns = server.go()          # two threads born now burn CPU
-    server.close()                # the process exits: sampling ends by itself
+    server.go()                   # two threads born now burn CPU
+    # It exits (sampling ends by itself): its CPU time from "go" to its exit, all counted.
+    cpu_ns = server.close() - server.c0_ns
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0, err
     summary = json.loads(js.read_text())
