@@ -192,6 +192,12 @@ def test_cpu_time_estimate_covers_the_server_without_a_task_clock(server):
         assert res.energy_source == "estimate"
         cpu_est_ns = res.summary["energy_j"]["pkg"] / res.summary["estimate_w_per_core"] * 1e9
         got[bool(also)] = cpu_est_ns / cpu_ns
+        if also:   # who was counted, and its context switches (its main thread waited)
+            assert res.summary["server_processes"] == [
+                {"pid": server.pid, "comm": attach.comm_of(server.pid)}]
+            assert res.summary["server_process"]["voluntary_ctxt_switches"] > 0
+        else:
+            assert "server_processes" not in res.summary
     assert got[True] == pytest.approx(1.0, rel=0.10), got
     assert got[False] < 0.5, got   # without it the server's CPU time is missing
 
@@ -342,3 +348,29 @@ def test_schema_5_adds_counted_pids_to_an_older_db(tmp_path):
     conn = store_db.connect(path)
     assert "counted_pids" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
     assert store_db.schema_version(conn) == 5
+
+
+def test_a_runs_row_gets_the_servers_switches_and_who_was_counted():
+    from types import SimpleNamespace
+
+    from alems.experiment.execute import count_servers
+
+    server = attach.ServerSet([{"pid": 7, "comm": "llama-server", "start_ticks": 1}], None)
+    sampler = SimpleNamespace(also_processes=[{"pid": 7, "comm": "llama-server"}])
+    result = SimpleNamespace(summary={"server_process": {"voluntary_ctxt_switches": 10,
+                                                         "nonvoluntary_ctxt_switches": 20}})
+    row = {"context_switches_voluntary": 3, "context_switches_involuntary": 4}
+    reasons = {"counted_pids": "stale"}
+    count_servers(row, reasons, sampler, result, server)
+    assert (row["context_switches_voluntary"], row["context_switches_involuntary"]) == (13, 24)
+    assert json.loads(row["counted_pids"]) == [{"pid": 7, "comm": "llama-server"}]
+    assert "counted_pids" not in reasons
+    # The server exited before this run: nothing counted, and why.
+    row, reasons = {}, {}
+    count_servers(row, reasons, SimpleNamespace(also_processes=[]), result, server)
+    assert row["counted_pids"] is None and "7 no longer running" in reasons["counted_pids"]
+    # None was found at the start: that reason.
+    row, reasons = {}, {}
+    none = attach.ServerSet([], "no listening process found for 127.0.0.1:8080")
+    count_servers(row, reasons, SimpleNamespace(), SimpleNamespace(summary={}), none)
+    assert reasons["counted_pids"] == "no listening process found for 127.0.0.1:8080"
