@@ -157,7 +157,7 @@ def batch_command(
         "--server-pid", help="A running process (a local model server) whose "
         "threads every run's perf counters and CPU time also cover; repeat it or give a "
         "comma list. Default: the process listening on a 127.0.0.1/localhost "
-        "--base-url's port, if any.", show_default=False)] = None,
+        "--base-url's port, if any.", metavar="PID", show_default=False)] = None,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.analysis.closing import batch_closing

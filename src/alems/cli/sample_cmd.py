@@ -323,10 +323,10 @@ def register(app: typer.Typer) -> None:
         pid: Annotated[int | None, typer.Option(
             "--pid", help="Attach to this running process instead of running a command "
             "(all its threads, like `perf stat -p`) until Ctrl-C, --duration or its exit.",
-            show_default=False)] = None,
+            metavar="PID", show_default=False)] = None,
         duration: Annotated[float | None, typer.Option(
             "--duration", help="With --pid: stop after this many seconds.",
-            show_default=False)] = None,
+            metavar="S", show_default=False)] = None,
         recover: Annotated[Path | None, typer.Option(
             "--recover", help="Turn PATH.partial, the samples stream of a killed run, into "
             "the Parquet file PATH; no command.", show_default=False)] = None,
