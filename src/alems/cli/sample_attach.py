@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from alems.atomic_io import pid_alive
 from alems.errors import UsageError
 from alems.interrupts import signals_as_interrupt
 
@@ -48,13 +49,8 @@ def _wait_exit(pidfd: int | None, pid: int, deadline: float | None) -> bool:
             if poller.poll(None if left is None else max(1, int(left * 1000))):
                 return True
             continue
-        # No pidfd (kernel < 5.3): look every 100 ms.
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):   # no pidfd (kernel < 5.3): look every 100 ms
             return True
-        except PermissionError:
-            pass
         time.sleep(0.1 if left is None else min(0.1, left))
 
 
