@@ -48,9 +48,15 @@ def server():
     srv.close()
 
 
-def _alems(*args: str, **kw) -> subprocess.Popen:
+# `python -m alems` on a kernel without pidfd_open (before 5.3): the exit is polled.
+NO_PIDFD = "import os, runpy, sys; del os.pidfd_open; sys.argv[0] = 'alems'; " \
+           "runpy.run_module('alems', run_name='__main__')"
+
+
+def _alems(*args: str, pidfd: bool = True, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return subprocess.Popen([sys.executable, "-m", "alems", *args], stderr=subprocess.PIPE,
+    head = ["-m", "alems"] if pidfd else ["-c", NO_PIDFD]
+    return subprocess.Popen([sys.executable, *head, *args], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True, env=env, **kw)
 
 
@@ -70,17 +76,19 @@ def _error_lines(text: str) -> list[str]:
 
 # ---------------------------------------------------------------- alems sample --pid
 
-def test_sample_pid_counts_threads_created_after_attach_until_the_process_exits(server, tmp_path):
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polled"])
+def test_sample_pid_counts_threads_created_after_attach_until_the_process_exits(
+        server, tmp_path, pidfd):
     _task_clock_or_skip()
     out, js = tmp_path / "s.parquet", tmp_path / "s.json"
     proc = _alems("sample", "--pid", str(server.pid), "--hz", "100", "--sources", "perf",
-                  "-o", str(out), "--summary-json", str(js), "-q")
+                  "-o", str(out), "--summary-json", str(js), "-q", pidfd=pidfd)
     _wait_attached(proc)
     server.go()                   # two threads born now burn CPU
-    # It exits (sampling ends by itself): its CPU time from "go" to its exit, all counted.
-    cpu_ns = server.close() - server.c0_ns
+    server.proc.stdin.close()     # it exits; a zombie until reaped after alems saw it end
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 0, err
+    cpu_ns = server.close() - server.c0_ns   # its CPU time from "go" to its exit
     summary = json.loads(js.read_text())
     assert summary["ended"] == "process exited"
     assert summary["attached_pid"] == server.pid
