@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #define ALEMS_MAX_CHANNELS 64     /* value slots per record */
-#define ALEMS_MAX_INPUTS 1024     /* opened inputs (files/events) per sampler */
+#define ALEMS_MAX_INPUTS 4096     /* opened inputs per sampler (a server: counters x threads) */
 #define ALEMS_PATH_LEN 256
 #define ALEMS_KEY_LEN 32
 #define ALEMS_ERRMSG_LEN 320

@@ -29,6 +29,21 @@ RESUME_HELP = (
 )
 
 
+def parse_pids(values: list[str] | None, flag: str) -> list[int]:
+    """['12', '34,56'] -> [12, 34, 56]; anything else is one UsageError."""
+    from alems.errors import UsageError
+
+    pids: list[int] = []
+    for value in values or []:
+        for part in value.split(","):
+            part = part.strip()
+            if not part.isdigit() or int(part) <= 0:
+                raise UsageError(f"{flag} takes process ids > 0, e.g. {flag} 1234 "
+                                 f"(got {value!r})")
+            pids.append(int(part))
+    return list(dict.fromkeys(pids))
+
+
 def batch_command(
     tasks: Annotated[str, typer.Option(
         "--tasks", help="Comma-separated task sets "
@@ -138,6 +153,11 @@ def batch_command(
     no_warm_up: Annotated[bool, typer.Option(
         "--no-warm-up", help="Skip the unmeasured warm-up call "
         "per provider.")] = False,
+    server_pid: Annotated[list[str] | None, typer.Option(
+        "--server-pid", help="A running process (a local model server) whose "
+        "threads every run's perf counters and CPU time also cover; repeat it or give a "
+        "comma list. Default: the process listening on a 127.0.0.1/localhost "
+        "--base-url's port, if any.", metavar="PID", show_default=False)] = None,
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.analysis.closing import batch_closing
@@ -163,7 +183,8 @@ def batch_command(
         new_session=new_session, max_steps=max_steps, max_tool_calls=max_tool_calls,
         ray_address=ray_address, shard=parse_shard(shard),
         baseline_every_s=None if baseline_every is None else baseline_every * 60,
-        require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up)
+        require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up,
+        server_pids=parse_pids(server_pid, "--server-pid"))
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
                          closing=batch_closing)

@@ -320,6 +320,13 @@ def register(app: typer.Typer) -> None:
         full_rate_counters: Annotated[bool, typer.Option(
             "--full-rate-counters", help="Read the process's perf counters at --hz too "
             "(default: at --slow-hz; they are cumulative).")] = False,
+        pid: Annotated[int | None, typer.Option(
+            "--pid", help="Attach to this running process instead of running a command "
+            "(all its threads, like `perf stat -p`) until Ctrl-C, --duration or its exit.",
+            metavar="PID", show_default=False)] = None,
+        duration: Annotated[float | None, typer.Option(
+            "--duration", help="With --pid: stop after this many seconds.",
+            metavar="S", show_default=False)] = None,
         recover: Annotated[Path | None, typer.Option(
             "--recover", help="Turn PATH.partial, the samples stream of a killed run, into "
             "the Parquet file PATH; no command.", show_default=False)] = None,
@@ -340,6 +347,9 @@ def register(app: typer.Typer) -> None:
             print(f"alems: recovered {got['samples']:,} samples ({got['duration_s']:.3f} s) "
                   f"into {recover} (marked recovered in its metadata)", file=sys.stderr)
             raise typer.Exit(0)
+        from alems.cli.sample_attach import check_attach_args
+
+        duration = check_attach_args(pid, argv, duration)
         hz = validate_rate("--hz", hz)
         slow_hz = validate_rate("--slow-hz", slow_hz)
         source_names = parse_sources(sources)
@@ -356,9 +366,17 @@ def register(app: typer.Typer) -> None:
             from alems.measure.stream import check_no_partial
 
             stream = check_no_partial(output)
-        resolve_command(argv)
+        if pid is None:
+            resolve_command(argv)
         roots = {"sysfs_root": sysfs_root, "proc_root": proc_root, "msr_path": msr_path}
         check_requested_sources(source_names, roots)
+        if pid is not None:
+            from alems.cli.sample_attach import sample_attached
+
+            sample_attached(pid, duration, output, summary_json, quiet, stream,
+                            hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
+                            full_rate_counters=full_rate_counters, gpus=gpu_list)
+            raise typer.Exit(0)
 
         with SignalForwarder() as forwarder:
             result, returncode = run_sampled(

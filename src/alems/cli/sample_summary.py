@@ -8,7 +8,8 @@ from pathlib import Path
 from alems import config
 
 
-def summary_for_output(result, argv: list[str], exit_code: int, output: Path | None) -> dict:
+def summary_for_output(result, argv: list[str], exit_code: int | None,
+                       output: Path | None) -> dict:
     summary = dict(result.summary)
     summary.setdefault("energy_source", result.energy_source)
     summary["command"] = list(argv)
@@ -87,7 +88,12 @@ def print_summary(summary: dict) -> None:
                       _fmt((summary.get("gpu_energy_j") or {}).get(gpu["column"])))
     for name, value in (summary.get("counters") or {}).items():
         table.add_row(f"counters.{name}", _fmt(value))
-    table.add_row("exit_code", _fmt(summary.get("exit_code")))
+    if summary.get("attached_pid") is not None:   # `alems sample --pid`
+        table.add_row("attached_pid", f"{summary['attached_pid']} "
+                      f"({summary.get('attached_comm') or '?'})")
+        table.add_row("ended", str(summary.get("ended")))
+    else:
+        table.add_row("exit_code", _fmt(summary.get("exit_code")))
     if summary.get("output"):
         table.add_row("output", str(summary["output"]))
     console = tables.console(stderr=True)

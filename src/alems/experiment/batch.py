@@ -153,6 +153,9 @@ class BatchRunner:
             self.providers = executor.providers
             self.sampler_factory = executor.sampler_factory
         self.task_sets = executor.task_sets
+        said = executor.servers.describe()   # which server process the counters cover
+        if said:
+            self.log(said)
 
     # ---- database and session
     def _open_db(self) -> tuple[sqlite3.Connection, Path]:

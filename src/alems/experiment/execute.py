@@ -28,6 +28,7 @@ from alems.experiment import baseline as baseline_mod
 from alems.experiment.metrics import ProcessCounters, phase_rows, run_metrics
 from alems.experiment.batch_hooks import watch_phases
 from alems.experiment.plan import BatchConfig, RunKey
+from alems.measure.attach import ServerSet, batch_servers, counted_json
 from alems.measure.quiet import LoadProbe
 from alems.measure.sources.base import read_text
 
@@ -68,12 +69,40 @@ class MeasuredRun:
     partial_path: object = None   # the Arrow IPC stream the samples are in, if streamed
 
 
-def _default_sampler_factory(cfg: BatchConfig) -> Callable[[], SamplerProtocol]:
+def _default_sampler_factory(cfg: BatchConfig,
+                             servers: ServerSet) -> Callable[[], SamplerProtocol]:
     from alems.measure.sampler import Sampler
 
-    def make():
-        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None, gpus=cfg.gpus)
+    def make():  # the server processes still running as the ones checked at the start
+        return Sampler(hz=cfg.hz, sources=cfg.sources, pid=None, gpus=cfg.gpus,
+                       also_pids=[p["pid"] for p in servers.live()])
     return make
+
+
+SWITCH_COLUMNS = {"context_switches_voluntary": "voluntary_ctxt_switches",
+                  "context_switches_involuntary": "nonvoluntary_ctxt_switches"}
+
+
+def count_servers(row: dict, reasons: dict, sampler, result, servers: ServerSet) -> None:
+    """runs.counted_pids (the server processes this run's sampler covered, or NULL and
+    why), and their context switches added to the run's."""
+    counted = getattr(sampler, "also_processes", None) or []
+    if counted:
+        row["counted_pids"] = counted_json(counted)
+        reasons.pop("counted_pids", None)
+    else:
+        row["counted_pids"] = None
+        if servers.processes:
+            gone = ", ".join(str(p["pid"]) for p in servers.processes)
+            reasons["counted_pids"] = f"server process(es) {gone} no longer running at this run"
+        else:
+            reasons["counted_pids"] = servers.reason or (
+                "no server process: the model runs in A-LEMS's own process (counted) or "
+                "behind a remote API")
+    switches = (getattr(result, "summary", None) or {}).get("server_process") or {}
+    for column, key in SWITCH_COLUMNS.items():
+        if row.get(column) is not None and key in switches:
+            row[column] += int(switches[key])
 
 
 class RunExecutor:
@@ -86,6 +115,9 @@ class RunExecutor:
         from alems.catalog.tasks import load_task_set
 
         self.cfg = cfg
+        # Checked before the model loads: a bad --server-pid is one line, nothing measured.
+        self.servers = batch_servers(cfg.server_pids, getattr(cfg, "base_url", None),
+                                     fleet=cfg.ray_address is not None)
         self.task_sets = {}
         for name in cfg.tasks:
             ts = load_task_set(name)
@@ -105,7 +137,7 @@ class RunExecutor:
             self.footprint = lambda uj, country: sustainability.footprint(uj, country, factors)
         except ImportError:
             pass
-        self.sampler_factory = sampler_factory or _default_sampler_factory(cfg)
+        self.sampler_factory = sampler_factory or _default_sampler_factory(cfg, self.servers)
         self.identity = machine_identity(node_id)
         self.gpus: list[str] | None = None  # GPU names, known after energy_source()
 
@@ -185,6 +217,7 @@ class RunExecutor:
         reasons = dict(metrics.null_reasons)
         if workflow is None:
             reasons.setdefault("trace_json", "no workflow result (run failed)")
+        count_servers(row, reasons, sampler, result, self.servers)
         for column, value in self.identity.items():
             row[column] = value
             if value is None:

@@ -91,6 +91,8 @@ class BatchConfig:
     require_quiet: bool = False             # wait for a quiet machine before each run
     quiet_timeout_s: float = DEFAULT_QUIET_TIMEOUT_S
     warm_up: bool = True                    # one unmeasured call per provider first
+    # Running processes (a local model server) the counters also cover in every run.
+    server_pids: list[int] = field(default_factory=list)
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
@@ -113,6 +115,8 @@ class BatchConfig:
                  quiet_timeout_s=self.quiet_timeout_s, warm_up=self.warm_up)
         if self.shard is not None:
             d["shard"] = list(self.shard)
+        if self.server_pids:
+            d["server_pids"] = list(self.server_pids)
         return d
 
 

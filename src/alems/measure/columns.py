@@ -121,12 +121,7 @@ class ColumnBuilder:
         if n:
             self._last = raw[-1].copy()
         if self.estimate_info is not None:
-            if estimate.CPU_TICKS_COLUMN in rest:
-                cpu_ns = estimate.ticks_to_ns(rest.pop(estimate.CPU_TICKS_COLUMN))
-            elif estimate.CPU_NS_COLUMN in rest:
-                cpu_ns = rest.pop(estimate.CPU_NS_COLUMN)
-            else:
-                cpu_ns = rest["task_clock_ns"]
+            cpu_ns = estimate.cpu_ns_of(rest)
             out["pkg_energy_uj"] = estimate.energy_uj_from_cpu_ns(
                 cpu_ns, self.estimate_info["w_per_core"])
         for d in DOMAINS:

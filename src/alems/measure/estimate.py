@@ -10,11 +10,17 @@ CPU time is read in nanoseconds, never the sampler's own threads, from the first
 - <proc root>/<pid>/stat utime+stime+cutime+cstime, in clock ticks (10 ms at USER_HZ 100): a
   command's process tree (its waited-for children are only there), or a kernel without
   schedstat. Runs of a few ms then read 0 or one tick: the label says so.
+
+Other processes the sampler also covers (`also_pids`, a local model server) add their CPU
+time: their threads' counters (task clock), else their <pid>/stat (every thread, born
+later or exited too; clock ticks), summed with the workload's ns or ticks column
+(`also_ticks_column`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -70,28 +76,55 @@ def schedstat_column(roots: Roots, pid: int) -> Column | None:
     return Column(CPU_NS_COLUMN, specs, "counter", source="estimate") if specs else None
 
 
-def cpu_time_column(roots: Roots, pid: int | None,
-                    have_task_clock: bool) -> tuple[Column | None, str]:
+def cpu_time_column(roots: Roots, pid: int | None, have_task_clock: bool,
+                    also_pids: Sequence[int] = ()) -> tuple[Column | None, str]:
     """The column that gives CPU time (None: `task_clock_ns`), and a label saying where it
     comes from (see the module docstring)."""
+    also = f" + process(es) {', '.join(map(str, also_pids))}" if also_pids else ""
     if have_task_clock:
-        return None, TASK_CLOCK_LABEL
+        return None, TASK_CLOCK_LABEL + also
     target = os.getpid() if pid is None else pid
     proc_dir = _proc_dir(roots, target)
     if pid is None:
         col = schedstat_column(roots, target)
         if col is not None:
+            ticks = (f" + <pid>/stat utime+stime of process(es) "
+                     f"{', '.join(map(str, also_pids))} (clock ticks; all their threads)"
+                     if also_pids else "")
             return col, (f"{proc_dir}/task/*/schedstat run time (ns; {len(col.inputs)} "
-                         "thread(s) at the start, the sampler's excluded)")
+                         f"thread(s) at the start, the sampler's excluded){ticks}")
     path = pid_stat_path(roots, target)
     spec = ChannelSpec("pidstat", path)
     _, exc = try_probe(spec)
     if exc is not None:
         raise AlemsError(f"no energy counter and no CPU time for the estimate ({path}: "
                          f"{exc.strerror}); run as root on a machine with RAPL")
-    return (Column(CPU_TICKS_COLUMN, [spec], "counter", source="estimate"),
+    specs = [spec] + [ChannelSpec("pidstat", pid_stat_path(roots, p)) for p in also_pids]
+    return (Column(CPU_TICKS_COLUMN, specs, "counter", source="estimate"),
             f"{path} utime+stime+cutime+cstime (clock ticks of "
-            f"{1000 // os.sysconf('SC_CLK_TCK')} ms)")
+            f"{1000 // os.sysconf('SC_CLK_TCK')} ms){also}")
+
+
+def also_ticks_column(roots: Roots, cpu_col: Column | None,
+                      also_pids: Sequence[int]) -> Column | None:
+    """The <pid>/stat ticks of `also_pids` as their own column, when the workload's CPU
+    time is the schedstat ns column (a ticks column already holds them; the task clock
+    counts them itself); the estimate sums it with that column."""
+    if cpu_col is None or cpu_col.name != CPU_NS_COLUMN or not also_pids:
+        return None
+    return Column(CPU_TICKS_COLUMN, [ChannelSpec("pidstat", pid_stat_path(roots, p))
+                                     for p in also_pids], "counter", source="estimate")
+
+
+def cpu_ns_of(rest: dict):
+    """The estimate's CPU time (ns) from a chunk's counter columns, popping the hidden
+    ones: schedstat ns + <pid>/stat ticks (either or both), else the task clock."""
+    parts = []
+    if CPU_NS_COLUMN in rest:
+        parts.append(rest.pop(CPU_NS_COLUMN))
+    if CPU_TICKS_COLUMN in rest:
+        parts.append(ticks_to_ns(rest.pop(CPU_TICKS_COLUMN)))
+    return sum(parts[1:], parts[0]) if parts else rest["task_clock_ns"]
 
 
 def energy_uj_from_cpu_ns(cpu_ns: np.ndarray, watts_per_core: float) -> np.ndarray:

@@ -116,9 +116,11 @@ def energy_source_label(sources: Sequence[str] | None = None, *, sysfs_root: str
 
 
 def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None = None,
-                 system_wide: bool = False, w_per_core: float | None = None) -> Plan:
+                 system_wide: bool = False, w_per_core: float | None = None,
+                 also_pids: Sequence[int] = ()) -> Plan:
     """Columns to sample. sources=None: automatic (energy by choose_energy, plus perf
-    counters and slow sources where readable); named sources must all be readable."""
+    counters and slow sources where readable); named sources must all be readable.
+    also_pids: running processes the perf counters and the CPU-time estimate also cover."""
     check_source_names(sources)
     ctx: dict[str, Any] = {"pid": pid, "gated": is_gated(pid), "system_wide": system_wide}
     columns: list[Column] = []
@@ -136,7 +138,8 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
         used.append(choice.name)
     for name in ("perf", "slow"):
         if sources is None or name in sources:
-            disc = _discover(name, roots, sources is not None, ctx, notes)
+            extra = {"also_pids": tuple(also_pids)} if name == "perf" else {}
+            disc = _discover(name, roots, sources is not None, {**ctx, **extra}, notes)
             if disc is not None:
                 columns += disc.columns
                 notes += [f"{name}: skipped {i}: {a.reason}" for i, a in disc.skipped]
@@ -146,9 +149,12 @@ def plan_sources(sources: Sequence[str] | None, roots: Roots, *, pid: int | None
     if choice.name is None:
         w = estimate.w_per_core(w_per_core)
         have_tc = any(c.name == "task_clock_ns" for c in columns)
-        col, label = estimate.cpu_time_column(roots, pid, have_tc)
+        col, label = estimate.cpu_time_column(roots, pid, have_tc, also_pids)
         if col is not None:
             columns.append(col)
+        also_col = estimate.also_ticks_column(roots, col, also_pids)
+        if also_col is not None:
+            columns.append(also_col)
         est = {"model": estimate.MODEL, "w_per_core": w, "cpu_time_source": label,
                "cpu_time_column": col.name if col is not None else "task_clock_ns"}
         used.append(ESTIMATE)

@@ -41,6 +41,7 @@ from alems.measure.result import Ends, SampleResult
 from alems.measure.columns import ColumnBuilder
 from alems.measure.sources import Roots
 from alems.measure import threads as instrument_threads
+from alems.measure.attach import comm_of
 from alems.measure.gaps import check_rate, min_gap_floor_ns, wrap_gaps_from_ends
 
 # Drains (and stream flushes) at most this far apart (so >= 1 flush a second); each costs
@@ -92,6 +93,10 @@ class Sampler(PhaseMarks):
     spawn_gated() that is not yet released gets enable_on_exec counters.
     gpus: NVML indices of the GPUs to measure at gpu_hz (alems.measure.gpu_sampler);
     None = default (CUDA_VISIBLE_DEVICES, else all, none without NVML); [] = none.
+    also_pids: other running processes (a local model server) whose threads the perf
+    counters, the CPU-time estimate and the context switches also cover, like the
+    workload's; one that is gone when the sampler starts is left out
+    (`also_processes` lists those counted).
     """
 
     def __init__(self, hz: float = config.DEFAULT_HZ, *, sources: Sequence[str] | None = None,
@@ -101,7 +106,7 @@ class Sampler(PhaseMarks):
                  estimate_w_per_core: float | None = None, rt_priority: int | None = None,
                  gpus: Sequence[int] | None = None, gpu_hz: float = config.DEFAULT_GPU_HZ,
                  counters_full_rate: bool = False, keep_samples: bool = True,
-                 switch_poll_s: float | None = _CTX_POLL_S):
+                 switch_poll_s: float | None = _CTX_POLL_S, also_pids: Sequence[int] = ()):
         if rt_priority is None:
             rt_priority = config.rt_priority()
         if rt_priority < 0:
@@ -136,6 +141,9 @@ class Sampler(PhaseMarks):
         self.result: SampleResult | None = None
         self._native: NativeSampler | None = None
         self._tids: tuple[int, ...] = ()
+        own = os.getpid() if self.pid is None else self.pid
+        self.also_pids = [p for p in dict.fromkeys(int(p) for p in also_pids) if p != own]
+        self.also_processes: list[dict] = []
         self._init_phases()
 
     @property
@@ -171,8 +179,12 @@ class Sampler(PhaseMarks):
         instrument_threads.register(self._tids)
 
     def _start(self) -> None:
+        # The extra processes still running now (a gone one has no threads to count).
+        also = [p for p in self.also_pids if instrument_threads.workload_tids(p, self.roots.proc)]
+        self.also_processes = [{"pid": p, "comm": comm_of(p, self.roots.proc)} for p in also]
         plan = plan_sources(self.sources, self.roots, pid=self.pid,
-                            system_wide=self.system_wide, w_per_core=self._w_per_core)
+                            system_wide=self.system_wide, w_per_core=self._w_per_core,
+                            also_pids=also)
         columns, used, est, notes = plan.columns, plan.used, plan.estimate, list(plan.notes)
         check_rate(self.hz, columns)  # refuse a rate at which a skipped sample hides a wrap
         self.energy_source = plan.energy_source
@@ -235,11 +247,16 @@ class Sampler(PhaseMarks):
         # The workload's context switches: its threads, never ours (C thread, drainer).
         self._ctx = SwitchTracker(os.getpid() if self.pid is None else self.pid, self._tids,
                                   self.roots.proc)
-        self._ctx.poll()
+        self._also_ctx = [SwitchTracker(p, (), self.roots.proc) for p in also]
+        self._poll_switches()
         self._drainer.start()
         started = (self._drainer.native_id, None if self._gpu is None else self._gpu.native_id)
         self._tids = (native.thread_tid, *(t for t in started if t is not None))
         self._ctx.exclude.update(self._tids)
+
+    def _poll_switches(self) -> None:
+        for tracker in (self._ctx, *self._also_ctx):
+            tracker.poll()
 
     def _drain_once(self) -> None:
         native = self._native
@@ -264,7 +281,7 @@ class Sampler(PhaseMarks):
     def _drain_loop(self) -> None:
         next_drain = time.monotonic() + self._drain_s
         while not self._stop_evt.wait(min(self.switch_poll_s or self._drain_s, self._drain_s)):
-            self._ctx.poll()
+            self._poll_switches()
             if time.monotonic() >= next_drain:
                 self._drain_once()
                 next_drain = time.monotonic() + self._drain_s
@@ -276,7 +293,7 @@ class Sampler(PhaseMarks):
             raise AlemsError("sampler was not started; call start() first")
         native = self._native
         try:
-            self._ctx.poll()
+            self._poll_switches()
             native.stop()  # joins the C thread after its final record
         finally:
             self._stop_evt.set()
@@ -322,6 +339,7 @@ class Sampler(PhaseMarks):
             "units": json.dumps(self._builder.units),
             "roots": json.dumps(self.roots.as_dict()),
             "pid": "" if self.pid is None else str(self.pid),
+            "also_pids": json.dumps(self.also_processes),
             "zones": json.dumps({c.name: c.zone for c in self._columns if c.kind == "energy"}),
         }
         if self._est is not None:
@@ -361,6 +379,11 @@ class Sampler(PhaseMarks):
         if process is not None:
             extra["process"] = process
             extra["process_scope"] = self._ctx.scope()
+        if self.also_processes:
+            extra["server_processes"] = list(self.also_processes)
+            totals = [t for t in (c.totals() for c in self._also_ctx) if t is not None]
+            if totals:  # their context switches, beside the workload's
+                extra["server_process"] = {k: sum(t[k] for t in totals) for k in totals[0]}
         meta = dict(self._meta)
         if gpu_trace is not None:
             units = json.loads(meta["units"])

@@ -114,6 +114,9 @@ CREATE TABLE IF NOT EXISTS runs (
     page_faults         INTEGER,
     task_clock_ns       INTEGER,
     instructions_per_token REAL,
+    counted_pids        TEXT,             -- JSON [{pid, comm}]: server processes counted beside
+                                          -- A-LEMS's own tree (--server-pid, or the one listening
+                                          -- on a loopback --base-url); NULL + reason when none
 
     -- timing
     planning_time_ms    REAL,

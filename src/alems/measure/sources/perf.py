@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Sequence
 
 from alems.measure._native import (PERF_ENABLE_ON_EXEC, PERF_EXCLUDE_HV, PERF_EXCLUDE_KERNEL,
                        PERF_INHERIT, PERF_THREAD, ChannelSpec)
@@ -137,7 +138,11 @@ available_power = availability_from(discover_power, describe_power)
 # ------------------------------------------------------------------ counters
 
 def counter_specs(name: str, ptype: int, config: int, *, pid: int | None, gated: bool,
-                  system_wide: bool, roots: Roots, extra_flags: int = 0) -> list[ChannelSpec]:
+                  system_wide: bool, roots: Roots, extra_flags: int = 0,
+                  also_pids: Sequence[int] = ()) -> list[ChannelSpec]:
+    """One counter per workload thread (see the module docstring), plus one per thread
+    of each `also_pids` process (a local model server: running, never gated), all summed
+    in the column."""
     if system_wide:
         return [ChannelSpec("perf", f"{name}/cpu{c}", perf_type=ptype, perf_config=config,
                             pid=-1, cpu=c, perf_flags=extra_flags) for c in cpus(roots)]
@@ -145,25 +150,33 @@ def counter_specs(name: str, ptype: int, config: int, *, pid: int | None, gated:
     target = os.getpid() if pid is None else pid
     tids = [] if gated else workload_tids(target, roots.proc)  # a gated child: one thread
     if not tids:
-        return [ChannelSpec("perf", name, perf_type=ptype, perf_config=config, pid=target,
-                            cpu=-1, perf_flags=flags)]
-    return [ChannelSpec("perf", f"{name}/tid{tid}", perf_type=ptype, perf_config=config,
-                        pid=tid, cpu=-1, perf_flags=flags | PERF_THREAD) for tid in tids]
+        specs = [ChannelSpec("perf", name, perf_type=ptype, perf_config=config, pid=target,
+                             cpu=-1, perf_flags=flags)]
+    else:
+        specs = [ChannelSpec("perf", f"{name}/tid{tid}", perf_type=ptype, perf_config=config,
+                             pid=tid, cpu=-1, perf_flags=flags | PERF_THREAD) for tid in tids]
+    also_flags = PERF_INHERIT | extra_flags | PERF_THREAD   # threads born later: inherit
+    for other in also_pids:
+        specs += [ChannelSpec("perf", f"{name}/pid{other}/tid{tid}", perf_type=ptype,
+                              perf_config=config, pid=tid, cpu=-1, perf_flags=also_flags)
+                  for tid in workload_tids(other, roots.proc)]
+    return specs
 
 
 def open_counter(name: str, ptype: int, config: int, *, pid: int | None = None,
-                 gated: bool = False, system_wide: bool = False,
-                 roots: Roots) -> tuple[Column | None, Availability]:
+                 gated: bool = False, system_wide: bool = False, roots: Roots,
+                 also_pids: Sequence[int] = ()) -> tuple[Column | None, Availability]:
     """Probe one counter; on EACCES retry counting user space only."""
     specs = counter_specs(name, ptype, config, pid=pid, gated=gated,
-                          system_wide=system_wide, roots=roots)
+                          system_wide=system_wide, roots=roots, also_pids=also_pids)
     _, exc = try_probe(specs[0])
     if exc is not None and exc.errno == errno.ENODATA:
         exc = None  # opened, but not scheduled yet (PMU full): sampled, null until it runs
     note = ""
     if exc is not None and perm_denied(exc) and not system_wide:
         specs = counter_specs(name, ptype, config, pid=pid, gated=gated, system_wide=False,
-                              roots=roots, extra_flags=PERF_EXCLUDE_KERNEL | PERF_EXCLUDE_HV)
+                              roots=roots, extra_flags=PERF_EXCLUDE_KERNEL | PERF_EXCLUDE_HV,
+                              also_pids=also_pids)
         _, exc2 = try_probe(specs[0])
         if exc2 is None:
             exc, note = None, f" (user space only: perf_event_paranoid={paranoid(roots)})"
@@ -173,11 +186,12 @@ def open_counter(name: str, ptype: int, config: int, *, pid: int | None = None,
 
 
 def discover_counters(roots: Roots, *, pid: int | None = None, gated: bool = False,
-                      system_wide: bool = False, **_ctx) -> Discovery:
+                      system_wide: bool = False, also_pids: Sequence[int] = (),
+                      **_ctx) -> Discovery:
     disc = Discovery()
     for name, (ptype, config) in {**HARDWARE, **SOFTWARE}.items():
         col, av = open_counter(name, ptype, config, pid=pid, gated=gated,
-                               system_wide=system_wide, roots=roots)
+                               system_wide=system_wide, roots=roots, also_pids=also_pids)
         if col is None:
             disc.skipped.append((name, av))
         else:
