@@ -6,7 +6,11 @@ that were not quiet or lost energy to a sample gap.
 not quiet, interval not vouched for — spread outside the checked region or an outlying
 pair —, too few pairs): `alems summary` shows them
 first, and the batch's closing lines, the report and the dashboard show the same strings
-under the same headline. Needs no pandas (the batch's closing lines use it)."""
+under the same headline. Needs no pandas (the batch's closing lines use it).
+
+`warning_groups` is the one order of the full list (summary's `warnings`, hence `alems
+summary`, the report and the dashboard): grouped by kind, the most consequential kind first
+(WARNING_KINDS), in the order they were raised within a kind."""
 
 from __future__ import annotations
 
@@ -23,6 +27,45 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
+
+# Warning kinds, most consequential first, each with the phrase its warnings (built below,
+# and nowhere else) carry; a warning without one of these phrases is of kind OTHER.
+ESTIMATE_KIND, NOT_QUIET_KIND = "estimate", "not quiet"
+UNCHECKED_KIND, FEW_PAIRS_KIND, OTHER_KIND = "interval unchecked", "few pairs", "other"
+_KIND_PHRASES = ((ESTIMATE_KIND, "use ESTIMATED energy"),
+                 (NOT_QUIET_KIND, "not measured on a quiet machine"),
+                 (UNCHECKED_KIND, "the interval's coverage was checked"),
+                 (FEW_PAIRS_KIND, "the tax CI rests on only"))
+WARNING_KINDS = tuple(k for k, _ in _KIND_PHRASES) + (OTHER_KIND,)
+
+
+def warning_kind(text: str) -> str:
+    """The kind of one of the summary's warnings (see _KIND_PHRASES)."""
+    for kind, phrase in _KIND_PHRASES:
+        if phrase in text:
+            return kind
+    return OTHER_KIND
+
+
+def warning_groups(warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """[(kind, its warnings)] in WARNING_KINDS order (kinds without one left out); each
+    warning once, in its first-raised place within its kind."""
+    groups: dict[str, list[str]] = {k: [] for k in WARNING_KINDS}
+    for w in dict.fromkeys(warnings):
+        groups[warning_kind(w)].append(w)
+    return [(k, ws) for k, ws in groups.items() if ws]
+
+
+def ordered_warnings(warnings: list[str]) -> list[str]:
+    """`warning_groups` flattened: the summary's `warnings` as every surface lists them."""
+    return [w for _, ws in warning_groups(warnings) for w in ws]
+
+
+def estimate_warning(n_estimated: int) -> list[str]:
+    if not n_estimated:
+        return []
+    return [f"{n_estimated} run(s) use ESTIMATED energy (CPU time × W/core), not measured; "
+            "their energy, tax and footprint are estimates"]
 
 
 def _parse_time(text) -> datetime | None:

@@ -153,7 +153,10 @@ def _summary_tables(s: dict) -> None:
                     ["task", "provider", "basis", "phase", "energy J", "share"],
                     [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}"] for p in s["phases"]])
-    for w in s["warnings"][len(s["headline_caveats"]):]:   # the caveats come first
+    shown = set(s["headline_caveats"])     # printed under the headline already
+    for w in s["warnings"]:                 # grouped by kind (summary_warnings.warning_groups)
+        if w in shown:
+            continue
         con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
