@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from alems.errors import AlemsError, UsageError
+from alems.analysis.groups import resolve_group
 from alems.analysis.precision import fmt_ratio
 from alems.analysis.tax import tax_cells
 from alems.dashboard import access, pages
@@ -181,7 +182,11 @@ def create_app(db_path: str | Path, token: str | None = None,
             raise UsageError("give the window as ?t0=SECONDS&t1=SECONDS") from None
         if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
             raise UsageError("the window ?t0=…&t1=… must be finite seconds with t0 < t1")
-        curves, _ = pages.run_power(db_path, run, t_range_s=(t0, t1))
+        cpus = resolve_group(conn, run["group_id"]).host.get("cpus")
+        curves, _ = pages.run_power(db_path, run, t_range_s=(t0, t1),
+                                    window_ms=pages.window_param(
+                                        request.query_params.get("window_ms")),
+                                    host_cpus=cpus if isinstance(cpus, int) else None)
         return curves_json(curves)
 
     def live_json(request, conn) -> str:
@@ -219,7 +224,7 @@ def create_app(db_path: str | Path, token: str | None = None,
         Route("/group/{group_id}", page("group.html", lambda rq, c: pages.group_page(
             c, db_path, rq.path_params["group_id"]))),
         Route("/run/{run_id:int}", page("run.html", lambda rq, c: pages.run_page(
-            c, db_path, _run_id(rq)))),
+            c, db_path, _run_id(rq), rq.query_params.get("window_ms")))),
         Route("/compare", page("compare.html", lambda rq, c: pages.compare_page(
             c, db_path, rq.query_params.get("a"), rq.query_params.get("b")))),
         Route("/live", page("live.html", lambda rq, c: {

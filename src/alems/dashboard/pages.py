@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
@@ -135,10 +135,27 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- a run
+def window_param(text: str | None) -> float | None:
+    """A smoothing window from the URL (`?window_ms=`): one of the offered steps, or None
+    (the default for the span shown)."""
+    if text in (None, "", "auto"):
+        return None
+    try:
+        w = float(text)
+    except ValueError:
+        w = math.nan
+    if w not in curves_mod.WINDOW_STEPS_MS:
+        steps = ", ".join(f"{s:g}" for s in curves_mod.WINDOW_STEPS_MS)
+        raise UsageError(f"window_ms must be one of {steps} (or auto), not {text!r}")
+    return w
+
+
 def run_power(db_path: Path, run: dict, t_range_s=None,
-              n_out: int = curves_mod.DEFAULT_POINTS) -> tuple[dict, str | None]:
-    """Downsampled power curves of a stored run (time 0 = run start; `t_range_s` a window
-    in that time), or why there are none."""
+              n_out: int = curves_mod.DEFAULT_POINTS, window_ms: float | None = None,
+              host_cpus: int | None = None) -> tuple[dict, str | None]:
+    """Smoothed and envelope power curves of a stored run (time 0 = run start;
+    `t_range_s` a window in that time), clipped to the source's ceiling, or why there are
+    none. `host_cpus`: the batch host's CPUs (the ceiling of files that do not state it)."""
     path = samples_file(db_path, run.get("samples_path"))
     if path is None:
         return {}, "this run has no samples file recorded"
@@ -146,21 +163,25 @@ def run_power(db_path: Path, run: dict, t_range_s=None,
         return {}, f"samples file {path} is missing"
     t0 = run.get("t_start_ns")
     table = curves_mod.read_samples_table(path, t_range_s, t0)
-    curves = curves_mod.curves_from_table(table, n_out, t0_ns=t0)
+    curves = curves_mod.curves_from_table(
+        table, n_out, t0_ns=t0, window_ms=window_ms,
+        ceilings_w=curves_mod.read_power_ceilings(path, host_cpus))
     if not curves:
         return {}, f"samples file {path.name} holds no energy counter"
     return curves, None
 
 
-def _trace_events(text: str | None) -> list[dict]:
+def _trace_list(text: str | None) -> list:
     try:
         trace = json.loads(text) if text else None
     except json.JSONDecodeError:
-        return [{"event": "trace", "fields": {"raw": text}}]
-    if isinstance(trace, dict):
-        trace = [trace]
+        return [{"event": "trace", "raw": text}]
+    return [trace] if isinstance(trace, dict) else (trace if isinstance(trace, list) else [])
+
+
+def _trace_events(trace: list) -> list[dict]:
     events = []
-    for ev in trace or []:
+    for ev in trace:
         if not isinstance(ev, dict):
             ev = {"event": "value", "value": ev}
         fields = {k: (v if isinstance(v, str) else json.dumps(v, default=str))
@@ -169,27 +190,66 @@ def _trace_events(text: str | None) -> list[dict]:
     return events
 
 
-def run_page(conn, db_path: Path, run_id: int) -> dict:
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+
+
+def tool_rows(trace: list) -> list[dict]:
+    """One row per tool call of the stored trace (workflows.common: events 'tool' and
+    'dropped', each {step, call: {name, input, …}, output | reason, error})."""
+    rows = []
+    for ev in trace:
+        if not isinstance(ev, dict) or ev.get("event") not in ("tool", "dropped"):
+            continue
+        call = ev.get("call") if isinstance(ev.get("call"), dict) else {}
+        if ev["event"] == "dropped":
+            status = f"not run: {_text(ev.get('reason'))}"
+        elif ev.get("malformed"):
+            status = f"malformed: {_text(call.get('malformed'))}"
+        else:
+            status = "failed" if ev.get("error") else "ok"
+        rows.append({"step": _text(ev.get("step")), "tool": _text(call.get("name")),
+                     "input": _text(call.get("input")), "output": _text(ev.get("output")),
+                     "status": status})
+    return rows
+
+
+def run_page(conn, db_path: Path, run_id: int, window_text: str | None = None) -> dict:
     run = reads.run_detail(conn, run_id)
     if run is None:
         raise AlemsError(f"no run {run_id} in this database")
+    window_ms = window_param(window_text)
     phases = reads.run_phases(conn, run_id)
-    curves, why = run_power(db_path, run)
+    cpus = resolve_group(conn, run["group_id"]).host.get("cpus")
+    curves, why = run_power(db_path, run, window_ms=window_ms,
+                            host_cpus=cpus if isinstance(cpus, int) else None)
     null_reasons = {}
     with contextlib.suppress(json.JSONDecodeError):
         null_reasons = json.loads(run.get("null_reasons") or "{}")
     counters = [{"name": c, "value": run.get(c), "why_null": null_reasons.get(c)}
                 for c in COUNTER_COLUMNS if c in run]
-    events = _trace_events(run.get("trace_json"))
+    trace = _trace_list(run.get("trace_json"))
+    events = _trace_events(trace)
+    energy = energy_label([run["energy_source"]] if run.get("energy_source") else [])
     fig = figures.power_figure(curves, phases, run.get("t_start_ns"),
-                               title=f"Run {run_id}: power per energy domain") if curves else None
+                               title=f"Run {run_id}: power per energy domain",
+                               estimate=energy["estimate"]) if curves else None
+    first = next(iter(curves.values()), None)
     return {"run": run, "phases": phases, "counters": counters, "events": events,
             "plan": [e for e in events if e["event"] == "plan"],
-            "tool_calls": [e for e in events if e["fields"].get("kind") == "tool"
-                           or e["event"] == "tool"],
-            "energy": energy_label([run["energy_source"]] if run.get("energy_source") else []),
+            "tool_calls": tool_rows(trace), "energy": energy,
             "power_note": why, "figure": figures.to_json(fig) if fig else None,
-            "n_samples": max((c["n_samples"] for c in curves.values()), default=0)}
+            "n_samples": max((c["n_samples"] for c in curves.values()), default=0),
+            "window_ms": first["window_ms"] if first else None,
+            "window_chosen": window_ms is not None,
+            "window_steps": curves_mod.WINDOW_STEPS_MS,
+            "n_smooth": max((len(c["smooth_w"]) for c in curves.values()), default=0),
+            "clipped": [{"domain": d, "n": c["clipped"], "ceiling_w": c["ceiling_w"]}
+                        for d, c in curves.items() if c["clipped"]],
+            "ceilings": {d: c["ceiling_w"] for d, c in curves.items()
+                         if c["ceiling_w"] is not None}}
 
 
 # ----------------------------------------------------------------------------- compare

@@ -20,34 +20,71 @@ function drawFigures() {
   });
 }
 
-function curveTraces(curves) {
-  return Object.entries(curves).map(([domain, c]) => ({
-    type: "scatter", mode: "lines", name: domain + " W", x: c.t_s, y: c.w, line: { width: 1 },
-  }));
-}
-
-// Zoom on a run's power: fetch that window's envelope so peaks stay exact at every scale.
+// Zoom on a run's power: fetch that window's curves (smoothed and envelope) so peaks stay
+// exact at every scale; traces carry meta [domain, "smooth" | "raw"].
 function enableZoom() {
   const div = document.getElementById("fig-power");
-  if (!div || !window.ALEMS_ZOOM_URL) return;
+  const zoom = document.getElementById("zoom");
+  if (!div || !zoom) return;
   const full = div.data.map((t) => ({ x: t.x, y: t.y }));
+  const idx = [...div.data.keys()].filter((i) => Array.isArray(div.data[i].meta));
+  const shown = document.getElementById("window-shown");
+  const fullWindow = shown.textContent;
   div.on("plotly_relayout", async (ev) => {
-    const n = div.data.filter((t) => t.mode === "lines").length;
-    const idx = [...Array(n).keys()];
     if (ev["xaxis.autorange"]) {
-      Plotly.restyle(div, { x: full.slice(0, n).map((t) => t.x), y: full.slice(0, n).map((t) => t.y) }, idx);
+      Plotly.restyle(div, { x: idx.map((i) => full[i].x), y: idx.map((i) => full[i].y) }, idx);
+      shown.textContent = fullWindow;
+      delete div.dataset.zoomed;
       return;
     }
     const range = ev["xaxis.range"] || [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
     const [t0, t1] = range;
     if (t0 === undefined || t1 === undefined) return;
-    const resp = await fetch(`${window.ALEMS_ZOOM_URL}?t0=${t0}&t1=${t1}`);
+    const params = new URLSearchParams({ t0: String(t0), t1: String(t1) });
+    if (zoom.dataset.windowMs) params.set("window_ms", zoom.dataset.windowMs);
+    const resp = await fetch(`${zoom.dataset.url}?${params}`);
     if (!resp.ok) return;
-    const curves = Object.values(await resp.json());
-    if (curves.length !== n) return;
-    Plotly.restyle(div, { x: curves.map((c) => c.t_s), y: curves.map((c) => c.w) }, idx);
-    div.dataset.zoomed = String(curves[0].t_s.length);
+    const curves = await resp.json();
+    const xs = [], ys = [], at = [];
+    for (const i of idx) {
+      const [domain, layer] = div.data[i].meta;
+      const c = curves[domain];
+      if (!c) continue;
+      xs.push(layer === "raw" ? c.t_s : c.smooth_t_s);
+      ys.push(layer === "raw" ? c.w : c.smooth_w);
+      at.push(i);
+      shown.textContent = `${c.window_ms} ms`;
+    }
+    if (!at.length) return;
+    Plotly.restyle(div, { x: xs, y: ys }, at);
+    div.dataset.zoomed = String(xs[0].length);
   });
+}
+
+// The raw envelope, one click away: shows or hides every "raw" trace.
+function enableRawToggle() {
+  const button = document.getElementById("toggle-raw");
+  const div = document.getElementById("fig-power");
+  if (!button || !div) return;
+  button.addEventListener("click", () => {
+    const on = button.getAttribute("aria-pressed") !== "true";
+    const raw = [...div.data.keys()].filter((i) => (div.data[i].meta || [])[1] === "raw");
+    Plotly.restyle(div, { visible: on }, raw);
+    button.setAttribute("aria-pressed", String(on));
+    button.textContent = on ? "hide raw envelope" : "show raw envelope";
+  });
+}
+
+// A new smoothing window reloads the page with ?window_ms= (the form's own submit).
+function enableWindowPick() {
+  const pick = document.getElementById("window-ms");
+  if (pick) pick.addEventListener("change", () => pick.form.submit());
+}
+
+function curveTraces(curves) {
+  return Object.entries(curves).map(([domain, c]) => ({
+    type: "scatter", mode: "lines", name: domain + " W", x: c.t_s, y: c.w, line: { width: 1 },
+  }));
 }
 
 async function pollLive() {
@@ -97,4 +134,6 @@ async function pollLive() {
   tick();
 }
 
-document.addEventListener("DOMContentLoaded", () => { drawFigures(); enableZoom(); pollLive(); });
+document.addEventListener("DOMContentLoaded", () => {
+  drawFigures(); enableZoom(); enableRawToggle(); enableWindowPick(); pollLive();
+});

@@ -1,0 +1,130 @@
+"""The dashboard's page data without a browser (issue 22): the run page's smoothed curve,
+its window and the source's ceiling, the tool-call table from the stored trace, the compare
+page's ratio interval, the groups list, tags and the numbers' precision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("tsdownsample")
+pytest.importorskip("httpx")
+pytest.importorskip("scipy")
+
+from alems.dashboard import curves, pages  # noqa: E402
+from alems.errors import UsageError  # noqa: E402
+from alems.experiment.providers import ToolCall  # noqa: E402
+from alems.experiment.workflows.base import Tally  # noqa: E402
+from alems.experiment.workflows.common import run_call, skipped  # noqa: E402
+
+
+def noisy_estimate_trace(n: int = 86_000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """1 kHz samples of an estimate that jumps between 0, 5 and 10 W each ms, with 30 ms
+    bursts at 30 W (above a 20 W ceiling): (t_ns, cumulative energy µJ)."""
+    rng = np.random.default_rng(seed)
+    watts = rng.choice([0.0, 5.0, 10.0], size=n)
+    for start in range(500, n, 7_000):
+        watts[start:start + 30] = 30.0
+    t_ns = np.arange(n, dtype=np.int64) * 1_000_000
+    return t_ns, np.cumsum(watts * 1e3)        # W × 1 ms = 1e3 µJ
+
+
+# ------------------------------------------------------------------ curves
+def test_default_window_shows_at_most_1000_and_at_least_400_points():
+    for span_s in (0.05, 0.3, 1.7, 86.0, 3600.0):
+        w = curves.default_window_ms(span_s, 0.001)
+        assert w in curves.WINDOW_STEPS_MS
+        n = span_s * 1e3 / w
+        assert n <= curves.TARGET_POINTS and (n >= 400 or w == 2.0)
+    assert curves.default_window_ms(86.0, 0.001) == 100.0
+
+
+def test_window_means_are_the_energy_over_each_window():
+    t_ns, e = noisy_estimate_trace(10_000)
+    mid, w = curves.window_mean_power(t_ns, e, 100.0)
+    assert mid.size == 100 and mid[0] == pytest.approx(0.05)
+    watts = np.diff(e, prepend=0.0) / 1e3
+    expected = [watts[i * 100 + 1: i * 100 + 101].mean() for i in range(99)]
+    assert w[:99] == pytest.approx(expected, rel=1e-9)
+
+
+def test_curves_are_clipped_to_the_ceiling_and_count_what_was():
+    import pyarrow as pa
+
+    t_ns, e = noisy_estimate_trace()
+    table = pa.table({"t_ns": t_ns, "pkg_energy_uj": e})
+    free = curves.curves_from_table(table)["pkg"]
+    assert free["w"].max() > 20.0 and free["clipped"] == 0     # the raw envelope overshoots
+    c = curves.curves_from_table(table, ceilings_w={"pkg": 20.0})["pkg"]
+    assert c["w"].max() <= 20.0 and c["smooth_w"].max() <= 20.0
+    assert c["clipped"] == int((free["w"] > 20).sum() + (free["smooth_w"] > 20).sum()) > 0
+    assert c["window_ms"] == 100.0 and 400 <= c["smooth_w"].size <= 1000
+    # readable: the smoothed curve moves far less from point to point than the raw one
+    assert np.median(abs(np.diff(c["smooth_w"]))) < np.median(abs(np.diff(c["w"]))) / 3
+
+
+def test_window_param_accepts_the_offered_steps_only():
+    assert pages.window_param(None) is None and pages.window_param("auto") is None
+    assert pages.window_param("50") == 50.0
+    for bad in ("3", "nan", "-5", "1e400", "abc"):
+        with pytest.raises(UsageError, match="window_ms must be one of"):
+            pages.window_param(bad)
+
+
+def test_ceilings_of_older_estimate_files_come_from_w_per_core_and_the_hosts_cpus(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "s.parquet"
+    table = pa.table({"t_ns": [0, 1], "pkg_energy_uj": [0.0, 1.0]})
+    pq.write_table(table.replace_schema_metadata(
+        {"estimate_model": json.dumps({"w_per_core": 10.0})}), path)
+    assert curves.read_power_ceilings(path, cpus=2) == {"pkg": 20.0}
+    assert curves.read_power_ceilings(path) == {}
+    pq.write_table(table.replace_schema_metadata(
+        {"alems.power_ceiling_w": json.dumps({"pkg": 95.0, "dram": "x"})}), path)
+    assert curves.read_power_ceilings(path, cpus=2) == {"pkg": 95.0}
+
+
+def test_the_sampler_states_the_estimates_ceiling():
+    from alems.measure.estimate import power_ceilings_w
+    from alems.measure.sources.base import Column
+
+    zones = [Column("pkg_0", [], "energy", domain="pkg", max_power_w=95.0),
+             Column("pkg_1", [], "energy", domain="pkg", max_power_w=95.0),
+             Column("dram_0", [], "energy", domain="dram")]
+    assert power_ceilings_w(zones, None) == {"pkg": 190.0}       # dram states no limit
+    assert power_ceilings_w([], {"w_per_core": 10.0}, cpus=2) == {"pkg": 20.0}
+
+
+# ------------------------------------------------------------------ tool calls
+class _Sampler:
+    class _Phase:
+        detail: dict = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def phase(self, *a, **kw):
+        return self._Phase()
+
+
+def test_tool_rows_read_the_trace_the_workflows_store():
+    tally = Tally()
+    run_call(ToolCall("calculator", {"expression": "2 * 3"}, id="c1"), _Sampler(), tally, 1)
+    run_call(ToolCall("nope", {}, malformed="unknown tool 'nope'"), _Sampler(), tally, 2)
+    skipped(ToolCall("calculator", {"expression": "1"}), "tool-call limit", tally, 3)
+    trace = json.loads(json.dumps(tally.trace))              # as stored in runs.trace_json
+    rows = pages.tool_rows(trace)
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert [r["tool"] for r in rows] == ["calculator", "nope", "calculator"]
+    assert json.loads(rows[0]["input"]) == {"expression": "2 * 3"}
+    assert rows[0]["output"] == "6" and rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "malformed: unknown tool 'nope'"
+    assert rows[2]["status"] == "not run: tool-call limit"
