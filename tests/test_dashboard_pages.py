@@ -128,3 +128,64 @@ def test_tool_rows_read_the_trace_the_workflows_store():
     assert rows[0]["output"] == "6" and rows[0]["status"] == "ok"
     assert rows[1]["status"] == "malformed: unknown tool 'nope'"
     assert rows[2]["status"] == "not run: tool-call limit"
+
+
+# ------------------------------------------------------------------ compare
+def _row(ratio, low, high, df, confidence=0.95):
+    return {"tax_ratio": ratio, "ci_low": low, "ci_high": high, "df": df,
+            "confidence": confidence, "ci_null_reason": None}
+
+
+def test_ratio_of_taxes_combines_the_two_log_variances():
+    from scipy import stats as sps
+
+    from alems.analysis.tax import tax_between
+
+    t9 = sps.t.ppf(0.975, 9)
+    a = _row(2.0, 2.0 * np.exp(-t9 * 0.1), 2.0 * np.exp(t9 * 0.1), 9.0)
+    b = _row(1.25, 1.25 * np.exp(-t9 * 0.1), 1.25 * np.exp(t9 * 0.1), 9.0)
+    r = tax_between(a, b)
+    assert r["tax_ratio"] == pytest.approx(1.6)
+    assert r["df"] == pytest.approx(18.0)            # Satterthwaite: equal se, equal df
+    half = sps.t.ppf(0.975, 18.0) * np.sqrt(2) * 0.1
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((1.6 * np.exp(-half), 1.6 * np.exp(half)))
+    # B known exactly: A ÷ B's interval is A's, scaled
+    exact = _row(2.0, 2.0, 2.0, 5.0)
+    r = tax_between(a, exact)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((a["ci_low"] / 2, a["ci_high"] / 2))
+    # swapped: the reciprocal interval
+    ab, ba = tax_between(a, b), tax_between(b, a)
+    assert (ba["ci_low"], ba["ci_high"]) == pytest.approx((1 / ab["ci_high"], 1 / ab["ci_low"]))
+
+
+def test_ratio_of_taxes_is_not_given_without_both_intervals():
+    from alems.analysis.tax import tax_between
+
+    a = _row(2.0, 1.5, 2.5, 9.0)
+    assert tax_between(a, a, same_batch=True)["tax_ratio"] is None
+    no_ci = dict(a, ci_low=None, ci_high=None, df=None, ci_null_reason="one pair: no interval")
+    r = tax_between(a, no_ci)
+    assert r["tax_ratio"] is None and "one pair" in r["ci_null_reason"]
+    assert tax_between(None, a)["ci_null_reason"] == "A has no overall tax"
+    assert tax_between(a, dict(a, confidence=0.9))["tax_ratio"] is None
+
+
+def test_ratio_of_taxes_interval_covers_the_true_ratio():
+    """Two independent batches of 10 log-normal pairs (taxes 3 and 2): the 95 % interval
+    of their ratio covers 1.5 in about 95 % of 400 simulated comparisons."""
+    from alems.analysis.stats import ratio_of_sums
+    from alems.analysis.tax import tax_between
+
+    rng = np.random.default_rng(11)
+    sd = 0.3
+
+    def batch(tax):
+        lin = rng.lognormal(np.log(50), 0.2, 10)
+        est = ratio_of_sums(lin, lin * rng.lognormal(np.log(tax) - sd ** 2 / 2, sd, 10))
+        return _row(est.ratio, est.ci_low, est.ci_high, est.df)
+
+    hits = 0
+    for _ in range(400):
+        r = tax_between(batch(3.0), batch(2.0))
+        hits += r["ci_low"] <= 1.5 <= r["ci_high"]
+    assert 0.90 <= hits / 400 <= 0.99

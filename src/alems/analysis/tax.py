@@ -204,6 +204,32 @@ def tax_cells(row: dict) -> dict[str, str]:
                                          row.get("ci_high"))}
 
 
+def tax_between(a: dict | None, b: dict | None, same_batch: bool = False) -> dict:
+    """Tax A ÷ tax B of two batches' headline rows, as a row `tax_cells` prints: the
+    interval of `stats.ratio_of_two_ratios` (the batches are independent), or none with
+    the reason — then the ratio is not given either (`tax_ratio` None)."""
+    def none(why: str) -> dict:
+        return {"tax_ratio": None, "ci_low": None, "ci_high": None, "df": None,
+                "ci_null_reason": why}
+
+    if same_batch:
+        return none("A and B are the same batch")
+    for name, row in (("A", a), ("B", b)):
+        if row is None or row.get("tax_ratio") is None:
+            return none(f"{name} has no overall tax")
+        if row.get("ci_low") is None or row.get("df") is None:
+            return none(f"{name}'s tax has no interval ({row.get('ci_null_reason')})")
+    assert a is not None and b is not None
+    if a["confidence"] != b["confidence"]:
+        return none("A's and B's intervals are at different confidence levels")
+    ratio, low, high, df = stats.ratio_of_two_ratios(
+        a["tax_ratio"], a["ci_low"], a["ci_high"], a["df"],
+        b["tax_ratio"], b["ci_low"], b["ci_high"], b["df"], a["confidence"])
+    return {"tax_ratio": ratio, "ci_low": low, "ci_high": high, "df": df,
+            "ci_null_reason": None, "confidence": a["confidence"],
+            "includes_one": low <= 1.0 <= high}
+
+
 def headline_text(conn: sqlite3.Connection, group_id: str, arm: str = AGENTIC) -> str:
     """The overall tax line, the same as `alems summary`'s and the report's first line
     (`arm`: another non-linear arm against linear, e.g. react); `alems batch` closes with

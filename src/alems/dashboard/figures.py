@@ -136,29 +136,46 @@ def phase_figure(phase_rows: list[dict]) -> dict:
         yaxis={"automargin": True})}
 
 
-def compare_figure(rows: list[dict]) -> dict:
-    """Tax ratio with its interval for each compared group's headline rows."""
+COMPARE_COLORS = ("#1f77b4", "#ff7f0e")   # batch A, batch B: distinct from each other
+
+
+def compare_label(row: dict) -> str:
+    """A compare bar's x label: task / provider, and the arm where it is not agentic."""
+    arm = "" if row.get("arm", AGENTIC) == AGENTIC else f" ({row['arm']})"
+    return f"{row['task']} / {row['provider']}{arm}"
+
+
+def compare_figure(sides: list[tuple[str, list[dict]]]) -> dict:
+    """Tax ratio with its interval per task × provider (and arm), one coloured, named
+    series per batch (`sides`: [(legend name, tax rows)]), grouped side by side."""
     from alems.analysis.tax import tax_cells
 
-    xs, ys, lo, hi, text = [], [], [], [], []
-    for r in rows:
-        ratio = r.get("tax_ratio")
-        if ratio is None or not math.isfinite(ratio):
-            continue
-        c = tax_cells(r)
-        text.append(f"{c['ratio']} {c['ci']}")
-        xs.append(r["label"])
-        ys.append(ratio)
-        lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
-        hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
-    data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": ARM_COLORS[AGENTIC]},
-             "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
-             "text": text, "textposition": "none",
-             "hovertemplate": "%{x}: %{text}<extra></extra>"}]
+    data = []
+    for (name, rows), color in zip(sides, COMPARE_COLORS, strict=False):
+        xs, ys, lo, hi, text = [], [], [], [], []
+        for r in rows:
+            ratio = r.get("tax_ratio")
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            c = tax_cells(r)
+            text.append(f"{c['ratio']} {c['ci']}")
+            xs.append(compare_label(r))
+            ys.append(ratio)
+            lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
+            hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
+        data.append({"type": "bar", "name": name, "x": xs, "y": ys,
+                     "marker": {"color": color}, "offsetgroup": name,
+                     "error_y": {"type": "data", "symmetric": False, "array": hi,
+                                 "arrayminus": lo},
+                     "text": text, "textposition": "none",
+                     "hovertemplate": "%{x}: %{text}<extra>" + name + "</extra>"})
     return {"data": data, "layout": _layout(
-        "Orchestration tax (agentic ÷ linear energy) with interval",
+        "Orchestration tax (arm ÷ linear energy) with interval, per task × provider",
+        barmode="group", showlegend=True,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                  "line": {"dash": "dot", "color": "#555"}}],
+        xaxis={"type": "category", "automargin": True, "tickangle": -30},
         yaxis={"title": {"text": "tax ratio (×)"}, "rangemode": "tozero"})}
 
 

@@ -14,12 +14,12 @@ from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
+from alems.analysis.tax import tax_between
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.store import dashboard_reads as reads
-from alems.catalog.arms import AGENTIC
 
 ESTIMATE = "estimate"
 OVERALL = "all"  # summary's tax row over every task and provider has task = provider = "all"
@@ -253,12 +253,6 @@ def run_page(conn, db_path: Path, run_id: int, window_text: str | None = None) -
 
 
 # ----------------------------------------------------------------------------- compare
-def _ratio(a, b):
-    if a is None or b is None or not b or not (math.isfinite(a) and math.isfinite(b)):
-        return None
-    return a / b
-
-
 def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
     ctx: dict[str, Any] = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [],
                            "ratio": None}
@@ -274,15 +268,13 @@ def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
                              "tax_rows": arm_tax_rows(summary) if summary else [],
                              "accuracy": accuracy_per_arm(summary) if summary else [],
                              "energy": energy_label(sources)})
-    ha, hb = (s["headline"] for s in ctx["sides"])
-    ctx["ratio"] = _ratio(ha and ha["tax_ratio"], hb and hb["tax_ratio"])
-    bars = []
-    for side in ctx["sides"]:
-        for t in side["tax_rows"]:
-            arm = "" if t["arm"] == AGENTIC else f" ({t['arm']})"
-            label = f"{side['group'].group_id}: {t['task']}/{t['provider']}{arm}"
-            bars.append(dict(t, label=label))
-    ctx["figure"] = figures.to_json(figures.compare_figure(bars)) if bars else None
+    (sa, sb) = ctx["sides"]
+    ctx["ratio"] = tax_between(sa["headline"], sb["headline"],
+                               same_batch=sa["group"].group_id == sb["group"].group_id)
+    series = [(f"{name}: {s['group'].group_id}", s["tax_rows"])
+              for name, s in zip("AB", ctx["sides"], strict=True)]
+    if any(rows for _, rows in series):
+        ctx["figure"] = figures.to_json(figures.compare_figure(series))
     return ctx
 
 
