@@ -220,7 +220,7 @@ def create_app(db_path: str | Path, token: str | None = None,
                             headers={"Cache-Control": "max-age=86400"})
 
     routes = [
-        Route("/", page("groups.html", lambda rq, c: pages.groups_page(c))),
+        Route("/", page("groups.html", lambda rq, c: pages.groups_page(c, db_path))),
         Route("/group/{group_id}", page("group.html", lambda rq, c: pages.group_page(
             c, db_path, rq.path_params["group_id"]))),
         Route("/run/{run_id:int}", page("run.html", lambda rq, c: pages.run_page(

@@ -56,20 +56,30 @@ def _progress(st: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- groups
-def groups_page(conn) -> dict:
+def groups_page(conn, db_path: Path) -> dict:
+    """Every batch with its headline tax and interval, arms, accuracy, energy source, tags
+    and notes (the summaries cached per group until its runs change: `summarize`)."""
     facts = reads.group_facts(conn)
+    labels = reads.labels(conn)
     rows = []
     for gid in reads.group_ids(conn):
         group = resolve_group(conn, gid)
         st = batch_status(conn, group)
         f = facts.get(gid, {})
+        summary, why = summarize(conn, db_path, group)
+        head = headline_row(summary) if summary else None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
                      "updated_at": group.updated_at, "progress": _progress(st),
                      "energy": energy_label(f.get("energy_sources", [])),
                      "host": group.host.get("host") or group.host.get("hostname") or "–",
                      "cpu": group.host.get("cpu_model") or "",
                      "models": f.get("models", []), "providers": f.get("providers", []),
-                     "tasks": f.get("tasks", [])})
+                     "tasks": f.get("tasks", []),
+                     "arms": [w["workflow"] for w in st["workflows"]],
+                     "headline": head, "summary_error": why,
+                     "accuracy": accuracy_per_arm(summary) if summary else [],
+                     "tags": labels.get(gid, {}).get("tags", []),
+                     "notes": labels.get(gid, {}).get("notes", [])})
     return {"groups": rows}
 
 
@@ -97,14 +107,28 @@ def accuracy_per_arm(summary: dict) -> list[dict]:
     return [arms[k] for k in sorted(arms)]
 
 
+_summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
+SUMMARY_CACHE_MAX = 256   # groups whose summaries a dashboard keeps (a few kB each)
+
+
 def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
-    """`alems summary`'s dict for the group (same function, same defaults), or why not."""
+    """`alems summary`'s dict for the group (same function, same defaults), or why not;
+    kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
     from alems.analysis.summary import build_summary
 
+    key = (str(db_path), group.group_id)
+    stamp = reads.group_stamp(conn, group.group_id)
+    hit = _summaries.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1], hit[2]
     try:
-        return build_summary(conn, db_path, group), None
+        summary, why = build_summary(conn, db_path, group), None
     except AlemsError as exc:
-        return None, str(exc)
+        summary, why = None, str(exc)
+    if len(_summaries) >= SUMMARY_CACHE_MAX:
+        _summaries.clear()
+    _summaries[key] = (stamp, summary, why)
+    return summary, why
 
 
 def group_page(conn, db_path: Path, group_id: str) -> dict:

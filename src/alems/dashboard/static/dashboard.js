@@ -134,6 +134,27 @@ async function pollLive() {
   tick();
 }
 
+// The groups list's filter: rows whose text (id, tags, notes, tasks, arms…) holds every
+// word typed, case-insensitive; the rest are hidden (nothing is fetched).
+function enableGroupFilter() {
+  const box = document.getElementById("group-filter");
+  if (!box) return;
+  const rows = [...document.querySelectorAll("#groups tbody tr")];
+  const count = document.getElementById("group-count");
+  box.addEventListener("input", () => {
+    const words = box.value.toLowerCase().split(/\s+/).filter(Boolean);
+    let shown = 0;
+    for (const tr of rows) {
+      const text = tr.textContent.toLowerCase();
+      const keep = words.every((w) => text.includes(w));
+      tr.hidden = !keep;
+      shown += keep;
+    }
+    count.textContent = `${shown} of ${rows.length} batch(es)`;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  drawFigures(); enableZoom(); enableRawToggle(); enableWindowPick(); pollLive();
+  drawFigures(); enableZoom(); enableRawToggle(); enableWindowPick(); enableGroupFilter();
+  pollLive();
 });
