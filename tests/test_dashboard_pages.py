@@ -189,3 +189,75 @@ def test_ratio_of_taxes_interval_covers_the_true_ratio():
         r = tax_between(batch(3.0), batch(2.0))
         hits += r["ci_low"] <= 1.5 <= r["ci_high"]
     assert 0.90 <= hits / 400 <= 0.99
+
+
+# ------------------------------------------------------------------ groups list, tags
+@pytest.fixture(scope="module")
+def fixture_db(tmp_path_factory):
+    from analysis_fixture import build_fixture_db
+
+    return build_fixture_db(tmp_path_factory.mktemp("pages") / "experiments.db",
+                            tasks=("gsm8k_basic",), reps=4)
+
+
+def test_tag_writes_labels_and_the_groups_list_shows_them_read_only(fixture_db):
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+    from inproc import alems_inproc
+
+    group = "g-20260110-100000"
+    p = alems_inproc("tag", "latest", "new-kernel", "v2", "--note", "first <b>run</b>",
+                     "--db", str(fixture_db))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"{group}: tagged new-kernel, v2; note added"
+    assert alems_inproc("tag", group, "--remove", "v2", "--db", str(fixture_db)).returncode == 0
+    with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
+        text = c.get("/").text
+    row = text.split(f'data-group="{group}"', 1)[1].split("</tr>", 1)[0]
+    assert '<span class="tag">new-kernel</span>' in row and ">v2<" not in row
+    assert "first &lt;b&gt;run&lt;/b&gt;" in row                       # text, never markup
+    # the headline tax with its interval, every arm's accuracy, the energy source
+    from alems.analysis.tax import tax_cells
+
+    conn = pages.reads.open_readonly(fixture_db)
+    s = pages.summarize(conn, fixture_db, pages.resolve_group(conn, group))[0]
+    conn.close()
+    cells = tax_cells(pages.headline_row(s))
+    assert f'<span class="tax">{cells["ratio"]}</span> <span class="ci">{cells["ci"]}</span>' in row
+    assert "agentic " in row and "linear " in row and "measured (powercap)" in row
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["two words"], "a tag is one word"),
+    ([], "give tags to add"),
+    (["x" * 65], "at most 64 characters"),
+    (["--note", "  "], "an empty note says nothing"),
+])
+def test_tag_refuses_bad_labels_with_one_line(fixture_db, args, needle):
+    from inproc import alems_inproc
+
+    p = alems_inproc("tag", "latest", *args, "--db", str(fixture_db))
+    assert p.returncode != 0 and needle in p.stderr and "Traceback" not in p.stderr
+    assert p.stderr.strip().startswith("alems: error:")
+
+
+def test_an_older_database_gains_the_labels_table(tmp_path):
+    import sqlite3
+
+    from alems.store import db as store_db
+    from analysis_fixture import build_fixture_db
+    from inproc import alems_inproc
+
+    path = build_fixture_db(tmp_path / "experiments.db", tasks=("gsm8k_basic",), reps=2)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE group_labels")
+    conn.execute("UPDATE schema_info SET value = '4' WHERE key = 'version'")
+    conn.commit()
+    conn.close()
+    p = alems_inproc("tag", "latest", "old-db", "--db", str(path))
+    assert p.returncode == 0, p.stderr
+    conn = sqlite3.connect(path)
+    assert store_db.schema_version(conn) == store_db.SCHEMA_VERSION == 5
+    assert conn.execute("SELECT kind, text FROM group_labels").fetchall() == [("tag", "old-db")]
+    conn.close()
