@@ -28,13 +28,16 @@ from starlette.templating import Jinja2Templates
 
 from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
-from alems.analysis.precision import fmt_ratio
+from alems.analysis.precision import (DAGGER, dagger_note, fmt_interval, fmt_ratio,
+                                      fmt_value, mean_sd_ci)
+from alems.analysis.summary_warnings import warning_groups
 from alems.analysis.tax import tax_cells
 from alems.dashboard import access, pages
 from alems.store import dashboard_reads as reads
 
 HERE = Path(__file__).resolve().parent
 LIVE_REFRESH_MS = 1000
+WARNINGS_SHOWN = 3       # warnings a group page shows before the "more" toggle
 BUSY_RETRY_S = 2
 # Characters that could end a <script> element or start markup, as JSON escapes.
 _SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
@@ -85,6 +88,13 @@ def _templates() -> Jinja2Templates:
     t.env.filters["num"] = _num
     t.env.globals["tax_cells"] = tax_cells   # every tax figure as the other surfaces print it
     t.env.globals["fmt_ratio"] = fmt_ratio
+    # numbers to the precision their interval supports, as the CLI prints them
+    t.env.filters["sig"] = fmt_value
+    t.env.globals["fmt_interval"] = fmt_interval
+    t.env.globals["mean_sd_ci"] = mean_sd_ci
+    t.env.globals["dagger"], t.env.globals["dagger_note"] = DAGGER, dagger_note
+    t.env.globals["warning_groups"] = warning_groups
+    t.env.globals["warnings_shown"] = WARNINGS_SHOWN
     t.env.globals["live_refresh_ms"] = LIVE_REFRESH_MS
     return t
 
@@ -231,6 +241,8 @@ def create_app(db_path: str | Path, token: str | None = None,
             "live": pages.live_state(c, db_path, rq.query_params.get("group"))})),
         Route("/api/live", api(live_json)),
         Route("/api/run/{run_id:int}/power", api(zoom)),
+        Route("/api/run/{run_id:int}/figure", api(lambda rq, c: pages.run_figure(
+            c, db_path, _run_id(rq)))),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/static/plotly.min.js", plotly_js),
         Route("/favicon.ico", lambda request: Response(status_code=204)),

@@ -159,29 +159,39 @@ def curves_from_table(table, n_out: int = DEFAULT_POINTS, t0_ns: int | None = No
     return out
 
 
-def read_power_ceilings(path: Path, cpus: int | None = None) -> dict[str, float]:
-    """The samples file's ceilings (domain -> W). A file written before they were stored:
-    an estimate's W per core (its `estimate_model`) × `cpus` (the batch host's) when both
-    are known; else none (nothing is clipped)."""
+def ceilings_from_metadata(meta: dict | None, cpus: int | None = None) -> dict[str, float]:
+    """A samples file's (or stream's) ceilings, domain -> W, from its schema metadata. A
+    file written before they were stored: an estimate's W per core (its `estimate_model`)
+    × `cpus` (the batch host's) when both are known; else none (nothing is clipped)."""
     import json
-
-    import pyarrow.parquet as pq
 
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
 
+    meta = meta or {}
     try:
-        meta = pq.read_schema(arrowfile.source(path)).metadata or {}
         text = meta.get(POWER_CEILING_METADATA_KEY.encode())
         data = json.loads(text) if text is not None else None
         if data is None and b"estimate_model" in meta and number(cpus):
             w = json.loads(meta[b"estimate_model"]).get("w_per_core")
             data = {"pkg": w * cpus} if number(w) else None
-    except Exception:  # noqa: BLE001 - a damaged file: read_samples_table says so
+    except (ValueError, AttributeError, TypeError):
         return {}
     if not isinstance(data, dict):
         return {}
     return {str(k): float(v) for k, v in data.items() if number(v)}
+
+
+def read_power_ceilings(path: Path, cpus: int | None = None) -> dict[str, float]:
+    """`ceilings_from_metadata` of a Parquet samples file ({} when it cannot be read:
+    read_samples_table says why)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(arrowfile.source(path)).metadata
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        return {}
+    return ceilings_from_metadata(meta, cpus)
 
 
 def read_samples_table(path: Path, t_range_s: tuple[float, float] | None = None,

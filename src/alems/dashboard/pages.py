@@ -305,26 +305,47 @@ def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
 # ----------------------------------------------------------------------------- live
 def live_state(conn, db_path: Path, group_id: str | None) -> dict:
     """Progress, ETA and the power so far of the run in progress (from its .partial
-    samples stream when the batch writes one), as JSON-ready data."""
+    samples stream when the batch writes one; smoothed and clipped like the run page's),
+    labelled ESTIMATE where it is one, as JSON-ready data. The stream carries no phases
+    (they are stored when the run ends): the page shades those of the last stored run."""
     group = pick_group(conn, group_id)
     st = batch_status(conn, group)
     from alems.store.samples import samples_root
 
     partial = curves_mod.newest_partial(samples_root(db_path) / f"group_id={group.group_id}")
+    facts = reads.group_facts(conn).get(group.group_id, {})
     live = {"group_id": group.group_id, "status": group.status, "progress": _progress(st),
             "workflows": st["workflows"],
             "last_run": reads.latest_run_started(conn, group.group_id),
+            "energy": energy_label(facts.get("energy_sources", [])),
             "curve": None, "curve_note": None}
     if partial is None:
         live["curve_note"] = ("no samples stream of a run in progress (batch between runs, "
                               "finished, or not writing .partial files): progress only")
         return live
     table = curves_mod.read_partial(partial)
-    curves = curves_mod.curves_from_table(table) if table is not None else {}
+    meta = (table.schema.metadata or {}) if table is not None else {}
+    cpus = group.host.get("cpus")
+    curves = curves_mod.curves_from_table(
+        table, ceilings_w=curves_mod.ceilings_from_metadata(
+            meta, cpus if isinstance(cpus, int) else None)) if table is not None else {}
     if not curves:
         live["curve_note"] = f"{partial.name}: no complete samples yet"
         return live
-    live["curve"] = {d: {"t_s": c["t_s"].tolist(), "w": c["w"].tolist(),
-                         "n_samples": c["n_samples"]} for d, c in curves.items()}
+    source = meta.get(b"energy_source", b"").decode("utf-8", "replace")
+    if source:
+        live["energy"] = energy_label([source])
+    live["curve"] = {d: {"t_s": c["smooth_t_s"].tolist(), "w": c["smooth_w"].tolist(),
+                         "window_ms": c["window_ms"], "ceiling_w": c["ceiling_w"],
+                         "clipped": c["clipped"], "n_samples": c["n_samples"]}
+                     for d, c in curves.items()}
     live["curve_file"] = partial.name
     return live
+
+
+def run_figure(conn, db_path: Path, run_id: int) -> str:
+    """A stored run's power figure with its phases shaded (the live page's last run)."""
+    ctx = run_page(conn, db_path, run_id)
+    if ctx["figure"] is None:
+        raise AlemsError(f"run {run_id}: {ctx['power_note']}")
+    return ctx["figure"]

@@ -81,10 +81,31 @@ function enableWindowPick() {
   if (pick) pick.addEventListener("change", () => pick.form.submit());
 }
 
-function curveTraces(curves) {
+function curveTraces(curves, estimate) {
   return Object.entries(curves).map(([domain, c]) => ({
-    type: "scatter", mode: "lines", name: domain + " W", x: c.t_s, y: c.w, line: { width: 1 },
+    type: "scatter", mode: "lines", x: c.t_s, y: c.w, line: { width: 1.4 },
+    name: `${domain} ${estimate ? "ESTIMATE " : ""}W (${c.window_ms} ms mean)`,
   }));
+}
+
+const LIVE_LAYOUT = {
+  xaxis: { title: { text: "time since the run's first sample (s)" } },
+  yaxis: { title: { text: "power (W)" }, rangemode: "tozero" },
+  height: 420, margin: { l: 60, r: 20, t: 40, b: 50 },
+};
+
+function energyBadge(energy) {
+  return el("span", `badge ${energy.estimate ? "estimate" : "measured"}`, energy.text);
+}
+
+// The last stored run's power with its phases: fetched when another run becomes the last.
+async function drawLastRun(runId, div) {
+  div.dataset.runId = String(runId);   // once per run, also when it has no curve
+  const resp = await fetch(`/api/run/${encodeURIComponent(runId)}/figure`);
+  if (!resp.ok) return;
+  const fig = await resp.json();
+  Plotly.react(div, fig.data, Object.assign({}, fig.layout, { height: 380 }), PLOT_CONFIG);
+  div.dataset.drawn = String(runId);
 }
 
 async function pollLive() {
@@ -92,6 +113,7 @@ async function pollLive() {
   if (!sec) return;
   const url = `/api/live?group=${encodeURIComponent(sec.dataset.group)}`;
   const fig = document.getElementById("fig-live");
+  const last = document.getElementById("fig-last");
   let polls = 0;
   const tick = async () => {
     try {
@@ -105,14 +127,16 @@ async function pollLive() {
           `${p.done}/${p.planned ?? "?"}${p.errors ? " · " + p.errors + " failed" : ""}`));
         bar.firstChild.style.width = `${Number(p.percent) || 0}%`;
         document.getElementById("live-progress").replaceChildren(bar);
+        document.getElementById("live-energy").replaceChildren(energyBadge(st.energy));
         document.getElementById("live-eta").textContent = p.finished ? "done" : p.eta;
         document.getElementById("live-status").textContent = st.status;
         const lr = st.last_run;
         document.getElementById("live-last").textContent = lr
-          ? `${lr.task_name} / ${lr.provider} / ${lr.workflow_type} rep ${lr.run_number} (${lr.status})` : "none yet";
-        document.getElementById("live-updated").textContent = new Date().toLocaleTimeString();
+          ? `${lr.task_name} / ${lr.provider} / ${lr.workflow_type} rep ${lr.run_number} (${lr.status}), started ${lr.started_at}` : "none yet";
+        // UTC ISO-8601, as every time the dashboard shows
+        document.getElementById("live-updated").textContent = new Date().toISOString();
         document.getElementById("live-curve-note").textContent = st.curve_note || (st.curve_file ? `from ${st.curve_file}` : "");
-        const fmt = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+        const fmt = (v) => (v === null || v === undefined ? "–" : v.toPrecision(3));
         document.querySelector("#live-workflows tbody").replaceChildren(...st.workflows.map((w) => {
           const tr = el("tr");
           for (const v of [w.workflow, w.done, w.planned ?? "?", w.errors, fmt(w.mean_run_s)]) tr.append(el("td", null, v));
@@ -121,12 +145,12 @@ async function pollLive() {
         sec.dataset.done = String(p.done);
         sec.dataset.polls = String(polls);
         if (st.curve) {
-          const traces = curveTraces(st.curve);
+          const traces = curveTraces(st.curve, st.energy.estimate);
           sec.dataset.curvePoints = String(traces[0].x.length);
-          Plotly.react(fig, traces, { title: { text: "Run in progress: power so far" },
-            xaxis: { title: { text: "time since run start (s)" } }, yaxis: { title: { text: "power (W)" }, rangemode: "tozero" },
-            height: 420, margin: { l: 60, r: 20, t: 40, b: 50 } }, PLOT_CONFIG);
+          const title = `Run in progress: power so far${st.energy.estimate ? " (ESTIMATE)" : ""}`;
+          Plotly.react(fig, traces, Object.assign({ title: { text: title } }, LIVE_LAYOUT), PLOT_CONFIG);
         }
+        if (lr && last.dataset.runId !== String(lr.run_id)) await drawLastRun(lr.run_id, last);
       }
     } catch (e) { /* server restarting: try again next tick */ }
     setTimeout(tick, Number(sec.dataset.refreshMs) || 1000);
