@@ -261,3 +261,36 @@ def test_an_older_database_gains_the_labels_table(tmp_path):
     assert store_db.schema_version(conn) == store_db.SCHEMA_VERSION == 5
     assert conn.execute("SELECT kind, text FROM group_labels").fetchall() == [("tag", "old-db")]
     conn.close()
+
+
+# ------------------------------------------------------------------ precision
+def test_group_page_numbers_keep_the_precision_their_interval_supports(fixture_db,
+                                                                       monkeypatch):
+    from starlette.testclient import TestClient
+
+    from alems.analysis.precision import DAGGER, mean_sd_ci
+    from alems.dashboard.app import create_app
+
+    group = "g-20260110-100000"
+    real = pages.summarize
+
+    def with_a_note(conn, db_path, g):
+        s, why = real(conn, db_path, g)
+        s = json.loads(json.dumps(s))              # the cached summary stays as it was
+        s["workflows"][0]["dynamic_energy_j"]["ci_note"] = "below 0"
+        return s, why
+
+    with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
+        plain = c.get(f"/group/{group}").text
+        monkeypatch.setattr(pages, "summarize", with_a_note)
+        noted = c.get(f"/group/{group}").text
+    conn = pages.reads.open_readonly(fixture_db)
+    s = real(conn, fixture_db, pages.resolve_group(conn, group))[0]
+    conn.close()
+    table = plain.split('id="workflows"', 1)[1].split("</table>", 1)[0]
+    for w in s["workflows"]:
+        mean_sd, ci = mean_sd_ci(w["dynamic_energy_j"])
+        assert f"<td>{mean_sd}</td><td>{ci}</td>" in table
+    assert DAGGER not in table and 'id="dagger-note"' not in plain
+    assert f"{DAGGER}</td>" in noted and 'id="dagger-note"' in noted
+    assert "reaches below 0 J for a positive quantity" in noted

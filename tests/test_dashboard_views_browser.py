@@ -206,6 +206,8 @@ def test_live_page_labels_the_estimate_in_utc_and_shades_the_last_runs_phases(pa
         name = page.evaluate("document.getElementById('fig-live').data[0].name")
         assert "ESTIMATE" in name
         assert max(page.evaluate("document.getElementById('fig-live').data[0].y")) <= CEILING_W
+        assert "pkg point(s) above the source's 20 W drawn at it" in page.locator(
+            "#live-curve-note").inner_text()
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
                             page.locator("#live-updated").inner_text())
         page.wait_for_function("document.getElementById('fig-last').dataset.drawn")

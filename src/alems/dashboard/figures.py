@@ -172,7 +172,8 @@ def compare_figure(sides: list[tuple[str, list[dict]]]) -> dict:
     return {"data": data, "layout": _layout(
         "Orchestration tax (arm ÷ linear energy) with interval, per task × provider",
         barmode="group", showlegend=True,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        margin=dict(_BASE_LAYOUT["margin"], t=80),
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                  "line": {"dash": "dot", "color": "#555"}}],
         xaxis={"type": "category", "automargin": True, "tickangle": -30},

@@ -135,7 +135,10 @@ async function pollLive() {
           ? `${lr.task_name} / ${lr.provider} / ${lr.workflow_type} rep ${lr.run_number} (${lr.status}), started ${lr.started_at}` : "none yet";
         // UTC ISO-8601, as every time the dashboard shows
         document.getElementById("live-updated").textContent = new Date().toISOString();
-        document.getElementById("live-curve-note").textContent = st.curve_note || (st.curve_file ? `from ${st.curve_file}` : "");
+        const clipped = Object.entries(st.curve || {}).filter(([, c]) => c.clipped)
+          .map(([d, c]) => `${c.clipped} ${d} point(s) above the source's ${c.ceiling_w} W drawn at it`);
+        document.getElementById("live-curve-note").textContent = st.curve_note
+          || [st.curve_file ? `from ${st.curve_file}` : "", ...clipped].filter(Boolean).join(" · ");
         const fmt = (v) => (v === null || v === undefined ? "–" : v.toPrecision(3));
         document.querySelector("#live-workflows tbody").replaceChildren(...st.workflows.map((w) => {
           const tr = el("tr");
