@@ -194,10 +194,10 @@ def test_live_page_labels_the_estimate_in_utc_and_shades_the_last_runs_phases(pa
                        metadata={"energy_source": "estimate",
                                  POWER_CEILING_METADATA_KEY: json.dumps({"pkg": CEILING_W})})
     t = np.arange(2000, dtype=np.int64) * 1_000_000
-    with pa.OSFile(str(folder / "run_id=9.parquet.partial"), "wb") as sink:
-        with pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_table(pa.table({"t_ns": t, "pkg_energy_uj": t / 1e6 * 25e3},
-                                        schema=schema))   # 25 W: above the ceiling
+    with pa.OSFile(str(folder / "run_id=9.parquet.partial"), "wb") as sink, \
+            pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_table(pa.table({"t_ns": t, "pkg_energy_uj": t / 1e6 * 25e3},
+                                    schema=schema))   # 25 W: above the ceiling
     proc, url = start_dashboard(db_path)
     try:
         page.goto(url + "live")

@@ -173,7 +173,7 @@ def compare_figure(sides: list[tuple[str, list[dict]]]) -> dict:
         "Orchestration tax (arm ÷ linear energy) with interval, per task × provider",
         barmode="group", showlegend=True,
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
-        margin=dict(_BASE_LAYOUT["margin"], t=80),
+        margin={"l": 60, "r": 20, "t": 80, "b": 50},   # the legend above the plot
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                  "line": {"dash": "dot", "color": "#555"}}],
         xaxis={"type": "category", "automargin": True, "tickangle": -30},

@@ -227,7 +227,8 @@ def tool_rows(trace: list) -> list[dict]:
     for ev in trace:
         if not isinstance(ev, dict) or ev.get("event") not in ("tool", "dropped"):
             continue
-        call = ev.get("call") if isinstance(ev.get("call"), dict) else {}
+        given = ev.get("call")
+        call: dict = given if isinstance(given, dict) else {}
         if ev["event"] == "dropped":
             status = f"not run: {_text(ev.get('reason'))}"
         elif ev.get("malformed"):
