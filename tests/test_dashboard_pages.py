@@ -20,6 +20,8 @@ from alems.experiment.providers import ToolCall  # noqa: E402
 from alems.experiment.workflows.base import Tally  # noqa: E402
 from alems.experiment.workflows.common import run_call, skipped  # noqa: E402
 
+from waiting import wait_until  # noqa: E402
+
 
 def noisy_estimate_trace(n: int = 86_000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """1 kHz samples of an estimate that jumps between 0, 5 and 10 W each ms, with 30 ms
@@ -213,7 +215,9 @@ def test_tag_writes_labels_and_the_groups_list_shows_them_read_only(fixture_db):
     assert p.stdout.strip() == f"{group}: tagged new-kernel, v2; note added"
     assert alems_inproc("tag", group, "--remove", "v2", "--db", str(fixture_db)).returncode == 0
     with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
-        text = c.get("/").text
+        # until the analysis stack is loaded the list says "summarising…" and reloads
+        text = wait_until(lambda: (lambda t: "summarising" not in t and t)(c.get("/").text),
+                          "the groups list's summaries")
     row = text.split(f'data-group="{group}"', 1)[1].split("</tr>", 1)[0]
     assert '<span class="tag">new-kernel</span>' in row and ">v2<" not in row
     assert "first &lt;b&gt;run&lt;/b&gt;" in row                       # text, never markup
@@ -226,6 +230,27 @@ def test_tag_writes_labels_and_the_groups_list_shows_them_read_only(fixture_db):
     cells = tax_cells(pages.headline_row(s))
     assert f'<span class="tax">{cells["ratio"]}</span> <span class="ci">{cells["ci"]}</span>' in row
     assert "agentic " in row and "linear " in row and "measured (powercap)" in row
+
+
+def test_a_cold_groups_list_answers_at_once_and_reloads_itself(fixture_db, monkeypatch):
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from alems.dashboard import app as app_mod
+    from alems.dashboard.app import create_app
+
+    monkeypatch.setattr(pages, "ANALYSIS_READY", threading.Event())   # still loading
+    monkeypatch.setattr(pages, "_summaries", {})
+    monkeypatch.setattr(app_mod, "_warm_up", lambda db_path: None)
+    with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
+        r = c.get("/")
+        assert r.status_code == 200 and '<meta http-equiv="refresh" content="2">' in r.text
+        assert "summarising…" in r.text and "g-20260110-100000" in r.text
+        pages.ANALYSIS_READY.set()
+        r = c.get("/")
+        assert "summarising" not in r.text and 'http-equiv="refresh"' not in r.text
+        assert '<span class="tax">' in r.text
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -157,6 +157,7 @@ def test_groups_list_has_the_tax_labels_and_a_filter(page, server, db):
     assert p.returncode == 0, p.stderr
     page.goto(server)
     row = page.locator(f'tr[data-group="{SCRIPTED_GROUP}"]')
+    row.locator(".headline-tax .tax").wait_for(timeout=60_000)   # a cold list reloads itself
     assert re.search(r"×\s+\[[\d.]+, [\d.]+\]", row.locator(".headline-tax").inner_text())
     assert "dry-run" in row.inner_text() and "scripted model, no energy" in row.inner_text()
     assert "agentic" in row.inner_text() and "ESTIMATE" in row.inner_text()

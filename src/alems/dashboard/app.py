@@ -10,7 +10,6 @@ goes through `script_json`: text from the database is never markup.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import traceback
@@ -99,10 +98,26 @@ def _templates() -> Jinja2Templates:
     return t
 
 
-def _warm_up() -> None:
-    """Import the analysis stack (pandas, scipy: seconds) before the first page needs it."""
-    with contextlib.suppress(ImportError):
+def _warm_up(db_path: Path) -> None:
+    """Import the analysis stack (pandas, scipy: seconds) and summarise every batch (the
+    groups list's figures, pages.summarize's cache) before the first page needs them."""
+    try:
         import alems.analysis.summary  # noqa: F401
+    except ImportError:
+        pass     # a page names what is missing
+    finally:
+        pages.ANALYSIS_READY.set()
+    try:
+        conn = reads.open_readonly(db_path)
+    except AlemsError:
+        return   # a page says what is wrong with the database
+    try:
+        for gid in reads.group_ids(conn):
+            pages.summarize(conn, db_path, resolve_group(conn, gid))
+    except Exception:  # noqa: BLE001 - only a head start: the pages report any error
+        pass
+    finally:
+        conn.close()
 
 
 def checked_run_id(run_id: int) -> int:
@@ -121,7 +136,8 @@ def create_app(db_path: str | Path, token: str | None = None,
     access.check_token(token)
     attempts = access.Attempts()
     db_path = Path(db_path).resolve()
-    threading.Thread(target=_warm_up, name="alems-dashboard-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, args=(db_path,), name="alems-dashboard-warm-up",
+                     daemon=True).start()
     templates = _templates()
 
     def render(request, name: str, ctx: dict, status: int = 200, *, show_db: bool = True):

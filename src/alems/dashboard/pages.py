@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,28 @@ def _progress(st: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- groups
+# Set once the dashboard's warm-up has imported the analysis stack (pandas, scipy: seconds
+# on a cold start): until then the groups list shows what it has and reloads itself.
+ANALYSIS_READY = threading.Event()
+
+
 def groups_page(conn, db_path: Path) -> dict:
     """Every batch with its headline tax and interval, arms, accuracy, energy source, tags
-    and notes (the summaries cached per group until its runs change: `summarize`)."""
+    and notes (the summaries cached per group until its runs change: `summarize`; before
+    the analysis stack is loaded, only those already cached, the others `pending`)."""
     facts = reads.group_facts(conn)
     labels = reads.labels(conn)
-    rows = []
+    ready = ANALYSIS_READY.is_set()
+    rows, pending = [], False
     for gid in reads.group_ids(conn):
         group = resolve_group(conn, gid)
         st = batch_status(conn, group)
         f = facts.get(gid, {})
-        summary, why = summarize(conn, db_path, group)
+        hit = cached_summary(conn, db_path, group)
+        if hit is None and not ready:
+            pending = True
+        summary, why = hit if hit is not None else (
+            summarize(conn, db_path, group) if ready else (None, None))
         head = headline_row(summary) if summary else None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
                      "updated_at": group.updated_at, "progress": _progress(st),
@@ -79,8 +91,9 @@ def groups_page(conn, db_path: Path) -> dict:
                      "headline": head, "summary_error": why,
                      "accuracy": accuracy_per_arm(summary) if summary else [],
                      "tags": labels.get(gid, {}).get("tags", []),
-                     "notes": labels.get(gid, {}).get("notes", [])})
-    return {"groups": rows}
+                     "notes": labels.get(gid, {}).get("notes", []),
+                     "pending": hit is None and not ready})
+    return {"groups": rows, "pending": pending}
 
 
 # ----------------------------------------------------------------------------- a group
@@ -111,16 +124,24 @@ _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
 SUMMARY_CACHE_MAX = 256   # groups whose summaries a dashboard keeps (a few kB each)
 
 
+def cached_summary(conn, db_path: Path, group) -> tuple[dict | None, str | None] | None:
+    """`summarize`'s answer while the group's runs are unchanged since, else None."""
+    hit = _summaries.get((str(db_path), group.group_id))
+    if hit is not None and hit[0] == reads.group_stamp(conn, group.group_id):
+        return hit[1], hit[2]
+    return None
+
+
 def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
     """`alems summary`'s dict for the group (same function, same defaults), or why not;
     kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
     from alems.analysis.summary import build_summary
 
+    hit = cached_summary(conn, db_path, group)
+    if hit is not None:
+        return hit
     key = (str(db_path), group.group_id)
     stamp = reads.group_stamp(conn, group.group_id)
-    hit = _summaries.get(key)
-    if hit is not None and hit[0] == stamp:
-        return hit[1], hit[2]
     try:
         summary, why = build_summary(conn, db_path, group), None
     except AlemsError as exc:
