@@ -10,7 +10,8 @@ from alems.analysis.summary_warnings import (FEW_PAIRS, WARNING_KINDS, _few_pair
                                              warning_groups, warning_kind)
 
 ROW = {"task": "t", "provider": "p", "arm": "agentic", "ci_low": 1.0, "ci_high": 2.0,
-       "n_pairs": FEW_PAIRS - 7, "coverage_checked": False, "coverage_flags": ["cv 3"]}
+       "confidence": 0.95, "n_pairs": FEW_PAIRS - 7, "coverage_checked": False,
+       "coverage_flags": ["cv 3"]}
 LOUD = [{"task_name": "t", "provider": "p", "workflow_type": "linear", "run_number": 1,
          "not_quiet_reason": "load"}]
 

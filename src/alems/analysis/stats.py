@@ -160,28 +160,6 @@ def log_jackknife_interval(linear, agentic, confidence: float = 0.95, strata=Non
     return low, high, df
 
 
-def ratio_of_two_ratios(a: float, a_low: float, a_high: float, a_df: float,
-                        b: float, b_low: float, b_high: float, b_df: float,
-                        confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """(a ÷ b, low, high, df) for two independent taxes, each with its `confidence`
-    log-scale t interval exp(θ ± t_df · se) (`log_jackknife_interval`): each se is read
-    back from its interval, the log ratio's variance is the sum of the two, and the t
-    quantile takes Satterthwaite's df (se_a² + se_b²)² / (se_a⁴/df_a + se_b⁴/df_b)."""
-    from scipy import stats as sps
-
-    _check_confidence(confidence)
-
-    def se(low, high, df):
-        return (math.log(high) - math.log(low)) / (2 * sps.t.ppf(0.5 + confidence / 2, df))
-
-    va, vb = se(a_low, a_high, a_df) ** 2, se(b_low, b_high, b_df) ** 2
-    spread = va ** 2 / a_df + vb ** 2 / b_df
-    df = (va + vb) ** 2 / spread if spread > 0 else min(a_df, b_df)
-    theta = math.log(a) - math.log(b)
-    half = sps.t.ppf(0.5 + confidence / 2, df) * math.sqrt(va + vb)
-    return math.exp(theta), math.exp(theta - half), math.exp(theta + half), df
-
-
 @dataclass(frozen=True)
 class RatioEstimate:
     n_pairs: int

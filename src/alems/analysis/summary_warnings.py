@@ -28,14 +28,17 @@ if TYPE_CHECKING:
 
 FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
 
-# Warning kinds, most consequential first, each with the phrase its warnings (built below,
-# and nowhere else) carry; a warning without one of these phrases is of kind OTHER.
+# Warning kinds, most consequential first, each with the phrase its warnings carry (the
+# builders below put it in their text, so wording and kind cannot drift apart); a warning
+# without one of these phrases is of kind OTHER.
 ESTIMATE_KIND, NOT_QUIET_KIND = "estimate", "not quiet"
 UNCHECKED_KIND, FEW_PAIRS_KIND, OTHER_KIND = "interval unchecked", "few pairs", "other"
-_KIND_PHRASES = ((ESTIMATE_KIND, "use ESTIMATED energy"),
-                 (NOT_QUIET_KIND, "not measured on a quiet machine"),
-                 (UNCHECKED_KIND, "the interval's coverage was checked"),
-                 (FEW_PAIRS_KIND, "the tax CI rests on only"))
+_ESTIMATE_PHRASE = "use ESTIMATED energy"
+_NOT_QUIET_PHRASE = "were not measured on a quiet machine"
+_UNCHECKED_PHRASE = "the interval's coverage was not checked for data like these"
+_FEW_PAIRS_PHRASE = "the tax CI rests on only"
+_KIND_PHRASES = ((ESTIMATE_KIND, _ESTIMATE_PHRASE), (NOT_QUIET_KIND, _NOT_QUIET_PHRASE),
+                 (UNCHECKED_KIND, _UNCHECKED_PHRASE), (FEW_PAIRS_KIND, _FEW_PAIRS_PHRASE))
 WARNING_KINDS = tuple(k for k, _ in _KIND_PHRASES) + (OTHER_KIND,)
 
 
@@ -64,7 +67,7 @@ def ordered_warnings(warnings: list[str]) -> list[str]:
 def estimate_warning(n_estimated: int) -> list[str]:
     if not n_estimated:
         return []
-    return [f"{n_estimated} run(s) use ESTIMATED energy (CPU time × W/core), not measured; "
+    return [f"{n_estimated} run(s) {_ESTIMATE_PHRASE} (CPU time × W/core), not measured; "
             "their energy, tax and footprint are estimates"]
 
 
@@ -85,7 +88,7 @@ def _label(t: dict) -> str:
 def _few_pairs(t: dict) -> list[str]:
     if t["ci_low"] is None or t["n_pairs"] >= FEW_PAIRS:
         return []
-    return [f"{_label(t)}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
+    return [f"{_label(t)}: {_FEW_PAIRS_PHRASE} {t['n_pairs']} pairs — valid if the pair "
             "ratios are roughly log-normal, which so few pairs cannot show; run "
             f"{FEW_PAIRS}+ repetitions"]
 
@@ -94,7 +97,7 @@ def _outside_checked(t: dict) -> list[str]:
     if t["ci_low"] is None or t["coverage_checked"] is not False:
         return []
     pct = int(round(t["confidence"] * 100))
-    return [f"{_label(t)}: the interval's coverage was not checked for data like these — "
+    return [f"{_label(t)}: {_UNCHECKED_PHRASE} — "
             f"{'; '.join(t['coverage_flags'])}; its {pct} % coverage is not established"]
 
 
@@ -105,7 +108,7 @@ def not_quiet_warning(loud: list[dict]) -> list[str]:
     if not loud:
         return []
     first = loud[0]
-    return [f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+    return [f"{len(loud)} run(s) {_NOT_QUIET_PHRASE} (e.g. "
             f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
             f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
             "includes other work's — rerun with --require-quiet"]
