@@ -319,3 +319,17 @@ def test_group_page_numbers_keep_the_precision_their_interval_supports(fixture_d
     assert DAGGER not in table and 'id="dagger-note"' not in plain
     assert f"{DAGGER}</td>" in noted and 'id="dagger-note"' in noted
     assert "reaches below 0 J for a positive quantity" in noted
+
+
+def test_a_run_page_says_when_its_file_states_no_ceiling(fixture_db):
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+
+    conn = pages.reads.open_readonly(fixture_db)
+    run_id = pages.reads.group_runs(conn, "g-20260110-100000")[0]["run_id"]
+    conn.close()
+    with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
+        text = c.get(f"/run/{run_id}").text      # the fixture's files predate the ceiling
+    assert "states no ceiling for its source" in text and "unclipped" in text
+    assert 'class="warn clipped"' not in text
