@@ -17,6 +17,7 @@ pytest.importorskip("scipy")
 from alems.analysis.groups import open_db, resolve_group  # noqa: E402
 from alems.analysis.report import build_report  # noqa: E402
 from alems.analysis.summary import build_summary  # noqa: E402
+from alems.analysis.summary_warnings import ordered_warnings  # noqa: E402
 from alems.analysis.tax import tax_cells  # noqa: E402
 from alems.analysis.views import (ESTIMATE_TAG, arm_tax_rows, headline_lines,  # noqa: E402
                                   tax_table)
@@ -159,7 +160,9 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     assert caveats[0].startswith("12 run(s) were not measured on a quiet machine")
     assert any("rests on only 4 pairs" in w for w in caveats)
     assert closing[at + 2:at + 2 + len(caveats)] == [f"  warning: {w}" for w in caveats]
-    assert s["warnings"][:len(caveats)] == caveats        # summary shows them first
+    # summary lists them first within their kinds (summary_warnings.warning_groups)
+    assert [w for w in s["warnings"] if w in caveats] == caveats
+    assert s["warnings"] == ordered_warnings(s["warnings"])
     # `alems summary`: the same lines first, then the same caveats
     out = _summary_text(capsys, monkeypatch, db, "--group-id", "g-arms").splitlines()
     assert out[:2] == heads

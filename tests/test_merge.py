@@ -65,6 +65,9 @@ def run_shards(tmp_path, n=2):
 def test_shards_merged_give_the_whole_batch(tmp_path):
     dbs = run_shards(tmp_path)
     assert sum(len(all_runs(db)) for db in dbs) == 8
+    for db, note in zip(dbs, ("shard one", "shard two"), strict=True):   # labels travel too
+        assert alems_inproc("tag", "g-test", "sharded", "--note", note,
+                            "--db", str(db)).returncode == 0
     out = tmp_path / "all" / "experiments.db"
     proc = alems(tmp_path, "merge", str(out), *map(str, dbs))
     assert proc.returncode == 0, proc.stderr
@@ -79,6 +82,8 @@ def test_shards_merged_give_the_whole_batch(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM orchestration_tax_summary").fetchone()[0] == 4
     status, settings = conn.execute("SELECT status, settings_json FROM batch_sessions").fetchone()
     assert status == "completed" and "shard" not in json.loads(settings)
+    assert sorted(conn.execute("SELECT kind, text FROM group_labels")) == [
+        ("note", "shard one"), ("note", "shard two"), ("tag", "sharded")]
     assert all(r["baseline_id"] is not None for r in rows)
     n_base = sum(sqlite3.connect(db).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
                  for db in dbs)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
 import fakehw
+from alems.measure.names import POWER_CEILING_METADATA_KEY
 from alems.measure.sampler import Sampler
 
 
@@ -102,6 +104,9 @@ def test_parquet_roundtrip_with_phases(fake_roots, tmp_path):
     assert meta["energy_source"] == "powercap"
     assert '"planning"' in meta["alems.phases"] and "host" in meta and "kernel" in meta
     assert fake_roots["sysfs_root"] in meta["roots"]
+    # the most each domain's zones can report: their highest powercap limit (plots clip to it)
+    assert json.loads(meta[POWER_CEILING_METADATA_KEY]) == {
+        d: max(uw) / 1e6 for d, uw in fakehw.MAX_POWER_UW.items()}
     assert t.num_rows == result.table.num_rows
     assert [p.name for p in result.phases] == ["plan"]
     assert not list(tmp_path.glob(".run.parquet*"))  # no temp file left behind

@@ -67,6 +67,13 @@ def build_xss_db(path: Path, *, group_id: str = GROUP_PAYLOAD) -> Path:
             conn.execute(f"UPDATE {table} SET {col} = ? WHERE {key} = ?", (_poison_json(text), rid))
     for table in ("batch_sessions", "experiments"):
         conn.execute(f"UPDATE {table} SET group_id = ? WHERE group_id = ?", (group_id, old_group))
+    for kind in ("tag", "note"):      # `alems tag` labels, shown on the groups list
+        conn.execute("INSERT INTO group_labels (group_id, kind, text, created_at) "
+                     "VALUES (?, ?, ?, ?)", (group_id, kind, PAYLOAD, PAYLOAD))
+    tool = {"event": "tool", "step": PAYLOAD, "output": PAYLOAD, "error": False,   # the
+            "call": {"name": PAYLOAD, "input": {"expression": PAYLOAD}}}          # tool table
+    conn.execute("UPDATE runs SET trace_json = ?", (json.dumps([tool, {"event": "plan",
+                                                                       "text": PAYLOAD}]),))
     conn.commit()
     conn.close()
     return path

@@ -128,3 +128,25 @@ def fmt_ratio_percent(v, low=None, high=None) -> str:
     pct = (float(v) - 1.0) * 100.0
     text = _fmt(pct, _ratio_decimals(float(v), low, high)["v"] - 2)
     return text if text.startswith("-") else "+" + text
+
+
+DAGGER = "†"   # marks an interval of a positive quantity that reaches below 0
+
+
+def dagger_note(pct: int) -> str:
+    """The footnote of DAGGER, the same under every table that uses it."""
+    return (f"{DAGGER} the {pct} % t interval reaches below 0 J for a positive quantity: too "
+            "few or too spread runs; read it as 'at most' its upper bound")
+
+
+def mean_sd_ci(d: dict) -> tuple[str, str]:
+    """('mean ± sd', '[low, high]') of a summary interval dict (mean, sd, ci_low, ci_high,
+    ci_note) rounded to what the interval supports; DAGGER marks an interval of a positive
+    quantity that reaches below 0 (its `ci_note`)."""
+    mean, low, high = fmt_interval(d["mean"], d["ci_low"], d["ci_high"])
+    half = None if d["ci_low"] is None else (d["ci_high"] - d["ci_low"]) / 2
+    sd = "–" if d["sd"] is None else (
+        fmt_value(d["sd"]) if decimals_for(half) is None else fmt_value(d["sd"], half))
+    ci = "–" if d["ci_low"] is None else f"[{low}, {high}]" + (DAGGER if d.get("ci_note")
+                                                                else "")
+    return f"{mean} ± {sd}", ci

@@ -29,7 +29,8 @@ from alems.errors import AlemsError
 from alems.analysis import stats
 from alems.analysis.hosts import host_tax
 from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
-                                             _tax_warnings, headline_caveats, loud_runs)
+                                             _tax_warnings, estimate_warning,
+                                             headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
 from alems.store.reads import phases_frame, runs_frame
 from alems.analysis.groups import Group
@@ -200,9 +201,7 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
 
     # data-quality warnings over the whole group
     n_est = int(is_estimate.sum())
-    if n_est:
-        warnings.append(f"{n_est} run(s) use ESTIMATED energy (CPU time × W/core), not measured; "
-                        "their energy, tax and footprint are estimates")
+    warnings.extend(estimate_warning(n_est))
     n_err = int((runs["status"] != "ok").sum())
     if n_err:
         warnings.append(f"{n_err} run(s) failed with an error (excluded from energy statistics, "
@@ -230,10 +229,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     warnings.extend(hosts.warnings)
     warnings.extend(_conditions_warnings(runs))
     headline = overall(taxes)
-    # the headline's caveats first, in headline_caveats' order; the rest after, once each
+    # grouped by kind, most consequential first (warning_groups); within a kind the
+    # headline's caveats first, in headline_caveats' order; each once
     caveats = headline_caveats([headline] + [overall(a["rows"]) for _, a in
                                              sorted(arm_tax.items())], loud_runs(runs))
-    warnings = list(dict.fromkeys(caveats + warnings))
+    warnings = ordered_warnings(caveats + warnings)
     devices = _all_devices_tax(ok_runs, confidence)
     return {
         "group_id": group.group_id, "created_at": group.created_at, "status": group.status,

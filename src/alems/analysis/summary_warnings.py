@@ -6,7 +6,11 @@ that were not quiet or lost energy to a sample gap.
 not quiet, interval not vouched for — spread outside the checked region or an outlying
 pair —, too few pairs): `alems summary` shows them
 first, and the batch's closing lines, the report and the dashboard show the same strings
-under the same headline. Needs no pandas (the batch's closing lines use it)."""
+under the same headline. Needs no pandas (the batch's closing lines use it).
+
+`warning_groups` is the one order of the full list (summary's `warnings`, hence `alems
+summary`, the report and the dashboard): grouped by kind, the most consequential kind first
+(WARNING_KINDS), in the order they were raised within a kind."""
 
 from __future__ import annotations
 
@@ -23,6 +27,48 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FEW_PAIRS = 10                     # below: the interval leans on the pair ratios' shape
+
+# Warning kinds, most consequential first, each with the phrase its warnings carry (the
+# builders below put it in their text, so wording and kind cannot drift apart); a warning
+# without one of these phrases is of kind OTHER.
+ESTIMATE_KIND, NOT_QUIET_KIND = "estimate", "not quiet"
+UNCHECKED_KIND, FEW_PAIRS_KIND, OTHER_KIND = "interval unchecked", "few pairs", "other"
+_ESTIMATE_PHRASE = "use ESTIMATED energy"
+_NOT_QUIET_PHRASE = "were not measured on a quiet machine"
+_UNCHECKED_PHRASE = "the interval's coverage was not checked for data like these"
+_FEW_PAIRS_PHRASE = "the tax CI rests on only"
+_KIND_PHRASES = ((ESTIMATE_KIND, _ESTIMATE_PHRASE), (NOT_QUIET_KIND, _NOT_QUIET_PHRASE),
+                 (UNCHECKED_KIND, _UNCHECKED_PHRASE), (FEW_PAIRS_KIND, _FEW_PAIRS_PHRASE))
+WARNING_KINDS = tuple(k for k, _ in _KIND_PHRASES) + (OTHER_KIND,)
+
+
+def warning_kind(text: str) -> str:
+    """The kind of one of the summary's warnings (see _KIND_PHRASES)."""
+    for kind, phrase in _KIND_PHRASES:
+        if phrase in text:
+            return kind
+    return OTHER_KIND
+
+
+def warning_groups(warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """[(kind, its warnings)] in WARNING_KINDS order (kinds without one left out); each
+    warning once, in its first-raised place within its kind."""
+    groups: dict[str, list[str]] = {k: [] for k in WARNING_KINDS}
+    for w in dict.fromkeys(warnings):
+        groups[warning_kind(w)].append(w)
+    return [(k, ws) for k, ws in groups.items() if ws]
+
+
+def ordered_warnings(warnings: list[str]) -> list[str]:
+    """`warning_groups` flattened: the summary's `warnings` as every surface lists them."""
+    return [w for _, ws in warning_groups(warnings) for w in ws]
+
+
+def estimate_warning(n_estimated: int) -> list[str]:
+    if not n_estimated:
+        return []
+    return [f"{n_estimated} run(s) {_ESTIMATE_PHRASE} (CPU time × W/core), not measured; "
+            "their energy, tax and footprint are estimates"]
 
 
 def _parse_time(text) -> datetime | None:
@@ -42,7 +88,7 @@ def _label(t: dict) -> str:
 def _few_pairs(t: dict) -> list[str]:
     if t["ci_low"] is None or t["n_pairs"] >= FEW_PAIRS:
         return []
-    return [f"{_label(t)}: the tax CI rests on only {t['n_pairs']} pairs — valid if the pair "
+    return [f"{_label(t)}: {_FEW_PAIRS_PHRASE} {t['n_pairs']} pairs — valid if the pair "
             "ratios are roughly log-normal, which so few pairs cannot show; run "
             f"{FEW_PAIRS}+ repetitions"]
 
@@ -51,7 +97,7 @@ def _outside_checked(t: dict) -> list[str]:
     if t["ci_low"] is None or t["coverage_checked"] is not False:
         return []
     pct = int(round(t["confidence"] * 100))
-    return [f"{_label(t)}: the interval's coverage was not checked for data like these — "
+    return [f"{_label(t)}: {_UNCHECKED_PHRASE} — "
             f"{'; '.join(t['coverage_flags'])}; its {pct} % coverage is not established"]
 
 
@@ -62,7 +108,7 @@ def not_quiet_warning(loud: list[dict]) -> list[str]:
     if not loud:
         return []
     first = loud[0]
-    return [f"{len(loud)} run(s) were not measured on a quiet machine (e.g. "
+    return [f"{len(loud)} run(s) {_NOT_QUIET_PHRASE} (e.g. "
             f"{first['task_name']}/{first['provider']}/{first['workflow_type']} rep "
             f"{int(first['run_number'])}: {first['not_quiet_reason']}); their energy "
             "includes other work's — rerun with --require-quiet"]

@@ -9,6 +9,7 @@ every stratum kept the same number of pairs. Needs numpy (and scipy for the inte
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -202,6 +203,55 @@ def tax_cells(row: dict) -> dict[str, str]:
     return {"ratio": f"{ratio}×", "low": low, "high": high, "ci": ci,
             "percent": fmt_ratio_percent(row["tax_ratio"], row.get("ci_low"),
                                          row.get("ci_high"))}
+
+
+def ratio_of_two_ratios(a: float, a_low: float, a_high: float, a_df: float,
+                        b: float, b_low: float, b_high: float, b_df: float,
+                        confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """(a ÷ b, low, high, df) for two independent taxes, each with its `confidence`
+    log-scale t interval exp(θ ± t_df · se) (`log_jackknife_interval`): each se is read
+    back from its interval, the log ratio's variance is the sum of the two, and the t
+    quantile takes Satterthwaite's df (se_a² + se_b²)² / (se_a⁴/df_a + se_b⁴/df_b)."""
+    from scipy import stats as sps
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+    def se(low, high, df):
+        return (math.log(high) - math.log(low)) / (2 * sps.t.ppf(0.5 + confidence / 2, df))
+
+    va, vb = se(a_low, a_high, a_df) ** 2, se(b_low, b_high, b_df) ** 2
+    spread = va ** 2 / a_df + vb ** 2 / b_df
+    df = (va + vb) ** 2 / spread if spread > 0 else min(a_df, b_df)
+    theta = math.log(a) - math.log(b)
+    half = sps.t.ppf(0.5 + confidence / 2, df) * math.sqrt(va + vb)
+    return math.exp(theta), math.exp(theta - half), math.exp(theta + half), df
+
+
+def tax_between(a: dict | None, b: dict | None, same_batch: bool = False) -> dict:
+    """Tax A ÷ tax B of two batches' headline rows, as a row `tax_cells` prints: the
+    interval of `stats.ratio_of_two_ratios` (the batches are independent), or none with
+    the reason — then the ratio is not given either (`tax_ratio` None)."""
+    def none(why: str) -> dict:
+        return {"tax_ratio": None, "ci_low": None, "ci_high": None, "df": None,
+                "ci_null_reason": why}
+
+    if same_batch:
+        return none("A and B are the same batch")
+    for name, row in (("A", a), ("B", b)):
+        if row is None or row.get("tax_ratio") is None:
+            return none(f"{name} has no overall tax")
+        if row.get("ci_low") is None or row.get("df") is None:
+            return none(f"{name}'s tax has no interval ({row.get('ci_null_reason')})")
+    assert a is not None and b is not None
+    if a["confidence"] != b["confidence"]:
+        return none("A's and B's intervals are at different confidence levels")
+    ratio, low, high, df = ratio_of_two_ratios(
+        a["tax_ratio"], a["ci_low"], a["ci_high"], a["df"],
+        b["tax_ratio"], b["ci_low"], b["ci_high"], b["df"], a["confidence"])
+    return {"tax_ratio": ratio, "ci_low": low, "ci_high": high, "df": df,
+            "ci_null_reason": None, "confidence": a["confidence"],
+            "includes_one": low <= 1.0 <= high}
 
 
 def headline_text(conn: sqlite3.Connection, group_id: str, arm: str = AGENTIC) -> str:

@@ -93,17 +93,10 @@ def _console():
 
 
 def _mean_sd_ci(d: dict) -> tuple[str, str]:
-    """('mean ± sd', '[low, high]') rounded to what the interval supports; a † marks an
-    interval of a positive quantity that reaches below 0."""
-    from alems.analysis.precision import decimals_for, fmt_interval, fmt_value
+    """('mean ± sd', '[low, high]') as every surface prints them (precision.mean_sd_ci)."""
+    from alems.analysis.precision import mean_sd_ci
 
-    mean, low, high = fmt_interval(d["mean"], d["ci_low"], d["ci_high"])
-    half = None if d["ci_low"] is None else (d["ci_high"] - d["ci_low"]) / 2
-    sd = "–" if d["sd"] is None else (
-        fmt_value(d["sd"]) if decimals_for(half) is None
-        else fmt_value(d["sd"], half))
-    dagger = "†" if d.get("ci_note") else ""
-    return f"{mean} ± {sd}", f"[{low}, {high}]{dagger}"
+    return mean_sd_ci(d)
 
 
 def _summary_tables(s: dict) -> None:
@@ -139,8 +132,9 @@ def _summary_tables(s: dict) -> None:
                 ["task", "provider", "workflow", "n", "success", "energy J mean±sd",
                  f"{pct}% CI (t)", "duration s", "power W", "EpG J", "carbon g"], rows)
     if daggers:
-        con.print(f"† the {pct} % t interval reaches below 0 J for a positive quantity: too few "
-                  "or too spread runs; read it as 'at most' its upper bound", highlight=False)
+        from alems.analysis.precision import dagger_note
+
+        con.print(dagger_note(pct), highlight=False)
     arms = "each non-linear arm" if s.get("arm_tax") else AGENTIC
     print_table(con, f"Orchestration tax = Σ {arms} ÷ Σ linear dynamic energy over complete "
                      f"pairs ({pct}% CI: t on the log ratio, jackknife SE){est}",
@@ -153,7 +147,10 @@ def _summary_tables(s: dict) -> None:
                     ["task", "provider", "basis", "phase", "energy J", "share"],
                     [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
                       f"{p['share']:.1%}"] for p in s["phases"]])
-    for w in s["warnings"][len(s["headline_caveats"]):]:   # the caveats come first
+    shown = set(s["headline_caveats"])     # printed under the headline already
+    for w in s["warnings"]:                 # grouped by kind (summary_warnings.warning_groups)
+        if w in shown:
+            continue
         con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 

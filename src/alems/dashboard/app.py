@@ -10,7 +10,6 @@ goes through `script_json`: text from the database is never markup.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import traceback
@@ -27,13 +26,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from alems.errors import AlemsError, UsageError
-from alems.analysis.precision import fmt_ratio
+from alems.analysis.groups import resolve_group
+from alems.analysis.precision import (DAGGER, dagger_note, fmt_interval, fmt_ratio,
+                                      fmt_value, mean_sd_ci)
+from alems.analysis.summary_warnings import warning_groups
 from alems.analysis.tax import tax_cells
 from alems.dashboard import access, pages
 from alems.store import dashboard_reads as reads
 
 HERE = Path(__file__).resolve().parent
 LIVE_REFRESH_MS = 1000
+WARNINGS_SHOWN = 3       # warnings a group page shows before the "more" toggle
 BUSY_RETRY_S = 2
 # Characters that could end a <script> element or start markup, as JSON escapes.
 _SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
@@ -84,14 +87,37 @@ def _templates() -> Jinja2Templates:
     t.env.filters["num"] = _num
     t.env.globals["tax_cells"] = tax_cells   # every tax figure as the other surfaces print it
     t.env.globals["fmt_ratio"] = fmt_ratio
+    # numbers to the precision their interval supports, as the CLI prints them
+    t.env.filters["sig"] = fmt_value
+    t.env.globals["fmt_interval"] = fmt_interval
+    t.env.globals["mean_sd_ci"] = mean_sd_ci
+    t.env.globals["dagger"], t.env.globals["dagger_note"] = DAGGER, dagger_note
+    t.env.globals["warning_groups"] = warning_groups
+    t.env.globals["warnings_shown"] = WARNINGS_SHOWN
     t.env.globals["live_refresh_ms"] = LIVE_REFRESH_MS
     return t
 
 
-def _warm_up() -> None:
-    """Import the analysis stack (pandas, scipy: seconds) before the first page needs it."""
-    with contextlib.suppress(ImportError):
+def _warm_up(db_path: Path) -> None:
+    """Import the analysis stack (pandas, scipy: seconds) and summarise every batch (the
+    groups list's figures, pages.summarize's cache) before the first page needs them."""
+    try:
         import alems.analysis.summary  # noqa: F401
+    except ImportError:
+        pass     # a page names what is missing
+    finally:
+        pages.ANALYSIS_READY.set()
+    try:
+        conn = reads.open_readonly(db_path)
+    except AlemsError:
+        return   # a page says what is wrong with the database
+    try:
+        for gid in reads.group_ids(conn):
+            pages.summarize(conn, db_path, resolve_group(conn, gid))
+    except Exception:  # noqa: BLE001 - only a head start: the pages report any error
+        pass
+    finally:
+        conn.close()
 
 
 def checked_run_id(run_id: int) -> int:
@@ -110,7 +136,8 @@ def create_app(db_path: str | Path, token: str | None = None,
     access.check_token(token)
     attempts = access.Attempts()
     db_path = Path(db_path).resolve()
-    threading.Thread(target=_warm_up, name="alems-dashboard-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up, args=(db_path,), name="alems-dashboard-warm-up",
+                     daemon=True).start()
     templates = _templates()
 
     def render(request, name: str, ctx: dict, status: int = 200, *, show_db: bool = True):
@@ -181,7 +208,11 @@ def create_app(db_path: str | Path, token: str | None = None,
             raise UsageError("give the window as ?t0=SECONDS&t1=SECONDS") from None
         if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
             raise UsageError("the window ?t0=…&t1=… must be finite seconds with t0 < t1")
-        curves, _ = pages.run_power(db_path, run, t_range_s=(t0, t1))
+        cpus = resolve_group(conn, run["group_id"]).host.get("cpus")
+        curves, _ = pages.run_power(db_path, run, t_range_s=(t0, t1),
+                                    window_ms=pages.window_param(
+                                        request.query_params.get("window_ms")),
+                                    host_cpus=cpus if isinstance(cpus, int) else None)
         return curves_json(curves)
 
     def live_json(request, conn) -> str:
@@ -215,17 +246,19 @@ def create_app(db_path: str | Path, token: str | None = None,
                             headers={"Cache-Control": "max-age=86400"})
 
     routes = [
-        Route("/", page("groups.html", lambda rq, c: pages.groups_page(c))),
+        Route("/", page("groups.html", lambda rq, c: pages.groups_page(c, db_path))),
         Route("/group/{group_id}", page("group.html", lambda rq, c: pages.group_page(
             c, db_path, rq.path_params["group_id"]))),
         Route("/run/{run_id:int}", page("run.html", lambda rq, c: pages.run_page(
-            c, db_path, _run_id(rq)))),
+            c, db_path, _run_id(rq), rq.query_params.get("window_ms")))),
         Route("/compare", page("compare.html", lambda rq, c: pages.compare_page(
             c, db_path, rq.query_params.get("a"), rq.query_params.get("b")))),
         Route("/live", page("live.html", lambda rq, c: {
             "live": pages.live_state(c, db_path, rq.query_params.get("group"))})),
         Route("/api/live", api(live_json)),
         Route("/api/run/{run_id:int}/power", api(zoom)),
+        Route("/api/run/{run_id:int}/figure", api(lambda rq, c: pages.run_figure(
+            c, db_path, _run_id(rq)))),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/static/plotly.min.js", plotly_js),
         Route("/favicon.ico", lambda request: Response(status_code=204)),

@@ -13,6 +13,7 @@ DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "
                          strict=True))
 TOP_BAND = 0.93      # top-level phases are named above this height (paper coordinates)
 CHILD_BAND = 0.06    # nested phases (model calls, tools, waiting) drawn as a strip below
+FEW_POINTS = 50      # a curve this short is drawn with markers too
 _BASE_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "template": None,
                 "paper_bgcolor": "#ffffff", "plot_bgcolor": "#fafafa",
                 "legend": {"orientation": "h", "y": -0.2}}
@@ -33,13 +34,27 @@ def _layout(title: str, **kw) -> dict:
 
 
 def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | None = None,
-                 title: str = "Power per energy domain") -> dict:
+                 title: str = "Power per energy domain", estimate: bool = False) -> dict:
+    """Each domain's smoothed power (shown) and its raw min/max envelope (hidden: the
+    page's "raw envelope" button or the legend shows it), a dotted line at the source's
+    ceiling (nothing is drawn above it: curves.clip_to), the phases shaded."""
     data = []
+    what = "ESTIMATE " if estimate else ""
     for domain, c in curves.items():
-        data.append({"type": "scatter", "mode": "lines", "name": f"{domain} W",
-                     "x": c["t_s"], "y": c["w"],
-                     "line": {"width": 1, "color": DOMAIN_COLORS.get(domain)},
-                     "hovertemplate": f"{domain}: %{{y:.2f}} W at %{{x:.3f}} s<extra></extra>"})
+        color = DOMAIN_COLORS.get(domain)
+        win = f"{c['window_ms']:g} ms"
+        few = len(c["smooth_w"]) <= FEW_POINTS      # a line needs points to be seen
+        data.append({"type": "scatter", "mode": "lines+markers" if few else "lines",
+                     "name": f"{domain} {what}W ({win} mean)",
+                     "x": c["smooth_t_s"], "y": c["smooth_w"], "meta": [domain, "smooth"],
+                     "line": {"width": 1.6, "color": color},
+                     "hovertemplate": f"{domain}: %{{y:.2f}} W ({win} mean) at %{{x:.3f}} s"
+                                      "<extra></extra>"})
+        data.append({"type": "scatter", "mode": "lines", "name": f"{domain} raw envelope",
+                     "x": c["t_s"], "y": c["w"], "meta": [domain, "raw"], "visible": False,
+                     "line": {"width": 0.7, "color": color}, "opacity": 0.5,
+                     "hovertemplate": f"{domain} raw: %{{y:.2f}} W at %{{x:.3f}} s"
+                                      "<extra></extra>"})
     shapes, notes = [], []
     for p in phases or []:
         if t0_ns is None:
@@ -62,6 +77,16 @@ def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | No
         marker = {"symbol": "square", "size": 10, "color": PHASE_COLORS.get(kind, OTHER_COLOR)}
         data.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None],
                      "name": f"phase: {kind}", "marker": marker})
+    for domain, c in curves.items():
+        if c.get("ceiling_w") is None:
+            continue
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
+                       "y0": c["ceiling_w"], "y1": c["ceiling_w"],
+                       "line": {"dash": "dot", "width": 1, "color": "#888"}})
+        notes.append({"x": 1, "xref": "paper", "xanchor": "right", "y": c["ceiling_w"],
+                      "yref": "y", "yanchor": "bottom", "showarrow": False,
+                      "text": f"{domain}: the most the {what.lower()}source reports, "
+                              f"{c['ceiling_w']:g} W", "font": {"size": 10, "color": "#666"}})
     return {"data": data, "layout": _layout(
         title, shapes=shapes, annotations=notes, hovermode="x",
         xaxis={"title": {"text": "time since run start (s)"}, "rangeslider": {"visible": False}},
@@ -111,33 +136,54 @@ def phase_figure(phase_rows: list[dict]) -> dict:
         yaxis={"automargin": True})}
 
 
-def compare_figure(rows: list[dict]) -> dict:
-    """Tax ratio with its interval for each compared group's headline rows."""
+COMPARE_COLORS = ("#1f77b4", "#ff7f0e")   # batch A, batch B: distinct from each other
+
+
+def compare_label(row: dict) -> str:
+    """A compare bar's x label: task / provider, and the arm where it is not agentic."""
+    arm = "" if row.get("arm", AGENTIC) == AGENTIC else f" ({row['arm']})"
+    return f"{row['task']} / {row['provider']}{arm}"
+
+
+def compare_figure(sides: list[tuple[str, list[dict]]]) -> dict:
+    """Tax ratio with its interval per task × provider (and arm), one coloured, named
+    series per batch (`sides`: [(legend name, tax rows)]), grouped side by side."""
     from alems.analysis.tax import tax_cells
 
-    xs, ys, lo, hi, text = [], [], [], [], []
-    for r in rows:
-        ratio = r.get("tax_ratio")
-        if ratio is None or not math.isfinite(ratio):
-            continue
-        c = tax_cells(r)
-        text.append(f"{c['ratio']} {c['ci']}")
-        xs.append(r["label"])
-        ys.append(ratio)
-        lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
-        hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
-    data = [{"type": "bar", "x": xs, "y": ys, "marker": {"color": ARM_COLORS[AGENTIC]},
-             "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
-             "text": text, "textposition": "none",
-             "hovertemplate": "%{x}: %{text}<extra></extra>"}]
+    data = []
+    for (name, rows), color in zip(sides, COMPARE_COLORS, strict=False):
+        xs, ys, lo, hi, text = [], [], [], [], []
+        for r in rows:
+            ratio = r.get("tax_ratio")
+            if ratio is None or not math.isfinite(ratio):
+                continue
+            c = tax_cells(r)
+            text.append(f"{c['ratio']} {c['ci']}")
+            xs.append(compare_label(r))
+            ys.append(ratio)
+            lo.append(ratio - r["ci_low"] if r.get("ci_low") is not None else 0)
+            hi.append(r["ci_high"] - ratio if r.get("ci_high") is not None else 0)
+        data.append({"type": "bar", "name": name, "x": xs, "y": ys,
+                     "marker": {"color": color}, "offsetgroup": name,
+                     "error_y": {"type": "data", "symmetric": False, "array": hi,
+                                 "arrayminus": lo},
+                     "text": text, "textposition": "none",
+                     "hovertemplate": "%{x}: %{text}<extra>" + name + "</extra>"})
     return {"data": data, "layout": _layout(
-        "Orchestration tax (agentic ÷ linear energy) with interval",
+        "Orchestration tax (arm ÷ linear energy) with interval, per task × provider",
+        barmode="group", showlegend=True,
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        margin={"l": 60, "r": 20, "t": 80, "b": 50},   # the legend above the plot
         shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 1, "y1": 1,
                  "line": {"dash": "dot", "color": "#555"}}],
+        xaxis={"type": "category", "automargin": True, "tickangle": -30},
         yaxis={"title": {"text": "tax ratio (×)"}, "rangemode": "tozero"})}
 
 
 def curves_json(curves: dict) -> str:
-    """Just the curves (for the live page and zoom requests), as plain JSON."""
+    """Just the curves (for zoom requests), as plain JSON."""
     return json.dumps({d: {"t_s": c["t_s"].tolist(), "w": c["w"].tolist(),
-                           "n_samples": c["n_samples"]} for d, c in curves.items()})
+                           "smooth_t_s": c["smooth_t_s"].tolist(),
+                           "smooth_w": c["smooth_w"].tolist(), "window_ms": c["window_ms"],
+                           "clipped": c["clipped"], "n_samples": c["n_samples"]}
+                       for d, c in curves.items()})

@@ -7,19 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
-from alems.errors import AlemsError
+from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
+from alems.analysis.tax import tax_between
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.store import dashboard_reads as reads
-from alems.catalog.arms import AGENTIC
 
 ESTIMATE = "estimate"
 OVERALL = "all"  # summary's tax row over every task and provider has task = provider = "all"
@@ -56,21 +57,43 @@ def _progress(st: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- groups
-def groups_page(conn) -> dict:
+# Set once the dashboard's warm-up has imported the analysis stack (pandas, scipy: seconds
+# on a cold start): until then the groups list shows what it has and reloads itself.
+ANALYSIS_READY = threading.Event()
+
+
+def groups_page(conn, db_path: Path) -> dict:
+    """Every batch with its headline tax and interval, arms, accuracy, energy source, tags
+    and notes (the summaries cached per group until its runs change: `summarize`; before
+    the analysis stack is loaded, only those already cached, the others `pending`)."""
     facts = reads.group_facts(conn)
-    rows = []
+    labels = reads.labels(conn)
+    ready = ANALYSIS_READY.is_set()
+    rows, pending = [], False
     for gid in reads.group_ids(conn):
         group = resolve_group(conn, gid)
         st = batch_status(conn, group)
         f = facts.get(gid, {})
+        hit = cached_summary(conn, db_path, group)
+        if hit is None and not ready:
+            pending = True
+        summary, why = hit if hit is not None else (
+            summarize(conn, db_path, group) if ready else (None, None))
+        head = headline_row(summary) if summary else None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
                      "updated_at": group.updated_at, "progress": _progress(st),
                      "energy": energy_label(f.get("energy_sources", [])),
                      "host": group.host.get("host") or group.host.get("hostname") or "–",
                      "cpu": group.host.get("cpu_model") or "",
                      "models": f.get("models", []), "providers": f.get("providers", []),
-                     "tasks": f.get("tasks", [])})
-    return {"groups": rows}
+                     "tasks": f.get("tasks", []),
+                     "arms": [w["workflow"] for w in st["workflows"]],
+                     "headline": head, "summary_error": why,
+                     "accuracy": accuracy_per_arm(summary) if summary else [],
+                     "tags": labels.get(gid, {}).get("tags", []),
+                     "notes": labels.get(gid, {}).get("notes", []),
+                     "pending": hit is None and not ready})
+    return {"groups": rows, "pending": pending}
 
 
 # ----------------------------------------------------------------------------- a group
@@ -97,14 +120,36 @@ def accuracy_per_arm(summary: dict) -> list[dict]:
     return [arms[k] for k in sorted(arms)]
 
 
+_summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
+SUMMARY_CACHE_MAX = 256   # groups whose summaries a dashboard keeps (a few kB each)
+
+
+def cached_summary(conn, db_path: Path, group) -> tuple[dict | None, str | None] | None:
+    """`summarize`'s answer while the group's runs are unchanged since, else None."""
+    hit = _summaries.get((str(db_path), group.group_id))
+    if hit is not None and hit[0] == reads.group_stamp(conn, group.group_id):
+        return hit[1], hit[2]
+    return None
+
+
 def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
-    """`alems summary`'s dict for the group (same function, same defaults), or why not."""
+    """`alems summary`'s dict for the group (same function, same defaults), or why not;
+    kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
     from alems.analysis.summary import build_summary
 
+    hit = cached_summary(conn, db_path, group)
+    if hit is not None:
+        return hit
+    key = (str(db_path), group.group_id)
+    stamp = reads.group_stamp(conn, group.group_id)
     try:
-        return build_summary(conn, db_path, group), None
+        summary, why = build_summary(conn, db_path, group), None
     except AlemsError as exc:
-        return None, str(exc)
+        summary, why = None, str(exc)
+    if len(_summaries) >= SUMMARY_CACHE_MAX:
+        _summaries.clear()
+    _summaries[key] = (stamp, summary, why)
+    return summary, why
 
 
 def group_page(conn, db_path: Path, group_id: str) -> dict:
@@ -135,10 +180,27 @@ def group_page(conn, db_path: Path, group_id: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- a run
+def window_param(text: str | None) -> float | None:
+    """A smoothing window from the URL (`?window_ms=`): one of the offered steps, or None
+    (the default for the span shown)."""
+    if text in (None, "", "auto"):
+        return None
+    try:
+        w = float(text)
+    except ValueError:
+        w = math.nan
+    if w not in curves_mod.WINDOW_STEPS_MS:
+        steps = ", ".join(f"{s:g}" for s in curves_mod.WINDOW_STEPS_MS)
+        raise UsageError(f"window_ms must be one of {steps} (or auto), not {text!r}")
+    return w
+
+
 def run_power(db_path: Path, run: dict, t_range_s=None,
-              n_out: int = curves_mod.DEFAULT_POINTS) -> tuple[dict, str | None]:
-    """Downsampled power curves of a stored run (time 0 = run start; `t_range_s` a window
-    in that time), or why there are none."""
+              n_out: int = curves_mod.DEFAULT_POINTS, window_ms: float | None = None,
+              host_cpus: int | None = None) -> tuple[dict, str | None]:
+    """Smoothed and envelope power curves of a stored run (time 0 = run start;
+    `t_range_s` a window in that time), clipped to the source's ceiling, or why there are
+    none. `host_cpus`: the batch host's CPUs (the ceiling of files that do not state it)."""
     path = samples_file(db_path, run.get("samples_path"))
     if path is None:
         return {}, "this run has no samples file recorded"
@@ -146,21 +208,25 @@ def run_power(db_path: Path, run: dict, t_range_s=None,
         return {}, f"samples file {path} is missing"
     t0 = run.get("t_start_ns")
     table = curves_mod.read_samples_table(path, t_range_s, t0)
-    curves = curves_mod.curves_from_table(table, n_out, t0_ns=t0)
+    curves = curves_mod.curves_from_table(
+        table, n_out, t0_ns=t0, window_ms=window_ms,
+        ceilings_w=curves_mod.read_power_ceilings(path, host_cpus))
     if not curves:
         return {}, f"samples file {path.name} holds no energy counter"
     return curves, None
 
 
-def _trace_events(text: str | None) -> list[dict]:
+def _trace_list(text: str | None) -> list:
     try:
         trace = json.loads(text) if text else None
     except json.JSONDecodeError:
-        return [{"event": "trace", "fields": {"raw": text}}]
-    if isinstance(trace, dict):
-        trace = [trace]
+        return [{"event": "trace", "raw": text}]
+    return [trace] if isinstance(trace, dict) else (trace if isinstance(trace, list) else [])
+
+
+def _trace_events(trace: list) -> list[dict]:
     events = []
-    for ev in trace or []:
+    for ev in trace:
         if not isinstance(ev, dict):
             ev = {"event": "value", "value": ev}
         fields = {k: (v if isinstance(v, str) else json.dumps(v, default=str))
@@ -169,36 +235,70 @@ def _trace_events(text: str | None) -> list[dict]:
     return events
 
 
-def run_page(conn, db_path: Path, run_id: int) -> dict:
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+
+
+def tool_rows(trace: list) -> list[dict]:
+    """One row per tool call of the stored trace (workflows.common: events 'tool' and
+    'dropped', each {step, call: {name, input, …}, output | reason, error})."""
+    rows = []
+    for ev in trace:
+        if not isinstance(ev, dict) or ev.get("event") not in ("tool", "dropped"):
+            continue
+        given = ev.get("call")
+        call: dict = given if isinstance(given, dict) else {}
+        if ev["event"] == "dropped":
+            status = f"not run: {_text(ev.get('reason'))}"
+        elif ev.get("malformed"):
+            status = f"malformed: {_text(call.get('malformed'))}"
+        else:
+            status = "failed" if ev.get("error") else "ok"
+        rows.append({"step": _text(ev.get("step")), "tool": _text(call.get("name")),
+                     "input": _text(call.get("input")), "output": _text(ev.get("output")),
+                     "status": status})
+    return rows
+
+
+def run_page(conn, db_path: Path, run_id: int, window_text: str | None = None) -> dict:
     run = reads.run_detail(conn, run_id)
     if run is None:
         raise AlemsError(f"no run {run_id} in this database")
+    window_ms = window_param(window_text)
     phases = reads.run_phases(conn, run_id)
-    curves, why = run_power(db_path, run)
+    cpus = resolve_group(conn, run["group_id"]).host.get("cpus")
+    curves, why = run_power(db_path, run, window_ms=window_ms,
+                            host_cpus=cpus if isinstance(cpus, int) else None)
     null_reasons = {}
     with contextlib.suppress(json.JSONDecodeError):
         null_reasons = json.loads(run.get("null_reasons") or "{}")
     counters = [{"name": c, "value": run.get(c), "why_null": null_reasons.get(c)}
                 for c in COUNTER_COLUMNS if c in run]
-    events = _trace_events(run.get("trace_json"))
+    trace = _trace_list(run.get("trace_json"))
+    events = _trace_events(trace)
+    energy = energy_label([run["energy_source"]] if run.get("energy_source") else [])
     fig = figures.power_figure(curves, phases, run.get("t_start_ns"),
-                               title=f"Run {run_id}: power per energy domain") if curves else None
+                               title=f"Run {run_id}: power per energy domain",
+                               estimate=energy["estimate"]) if curves else None
+    first = next(iter(curves.values()), None)
     return {"run": run, "phases": phases, "counters": counters, "events": events,
             "plan": [e for e in events if e["event"] == "plan"],
-            "tool_calls": [e for e in events if e["fields"].get("kind") == "tool"
-                           or e["event"] == "tool"],
-            "energy": energy_label([run["energy_source"]] if run.get("energy_source") else []),
+            "tool_calls": tool_rows(trace), "energy": energy,
             "power_note": why, "figure": figures.to_json(fig) if fig else None,
-            "n_samples": max((c["n_samples"] for c in curves.values()), default=0)}
+            "n_samples": max((c["n_samples"] for c in curves.values()), default=0),
+            "window_ms": first["window_ms"] if first else None,
+            "window_chosen": window_ms is not None,
+            "window_steps": curves_mod.WINDOW_STEPS_MS,
+            "n_smooth": max((len(c["smooth_w"]) for c in curves.values()), default=0),
+            "clipped": [{"domain": d, "n": c["clipped"], "ceiling_w": c["ceiling_w"]}
+                        for d, c in curves.items() if c["clipped"]],
+            "ceilings": {d: c["ceiling_w"] for d, c in curves.items()
+                         if c["ceiling_w"] is not None}}
 
 
 # ----------------------------------------------------------------------------- compare
-def _ratio(a, b):
-    if a is None or b is None or not b or not (math.isfinite(a) and math.isfinite(b)):
-        return None
-    return a / b
-
-
 def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
     ctx: dict[str, Any] = {"all_groups": reads.group_ids(conn), "a": a, "b": b, "sides": [],
                            "ratio": None}
@@ -214,41 +314,60 @@ def compare_page(conn, db_path: Path, a: str | None, b: str | None) -> dict:
                              "tax_rows": arm_tax_rows(summary) if summary else [],
                              "accuracy": accuracy_per_arm(summary) if summary else [],
                              "energy": energy_label(sources)})
-    ha, hb = (s["headline"] for s in ctx["sides"])
-    ctx["ratio"] = _ratio(ha and ha["tax_ratio"], hb and hb["tax_ratio"])
-    bars = []
-    for side in ctx["sides"]:
-        for t in side["tax_rows"]:
-            arm = "" if t["arm"] == AGENTIC else f" ({t['arm']})"
-            label = f"{side['group'].group_id}: {t['task']}/{t['provider']}{arm}"
-            bars.append(dict(t, label=label))
-    ctx["figure"] = figures.to_json(figures.compare_figure(bars)) if bars else None
+    (sa, sb) = ctx["sides"]
+    ctx["ratio"] = tax_between(sa["headline"], sb["headline"],
+                               same_batch=sa["group"].group_id == sb["group"].group_id)
+    series = [(f"{name}: {s['group'].group_id}", s["tax_rows"])
+              for name, s in zip("AB", ctx["sides"], strict=True)]
+    if any(rows for _, rows in series):
+        ctx["figure"] = figures.to_json(figures.compare_figure(series))
     return ctx
 
 
 # ----------------------------------------------------------------------------- live
 def live_state(conn, db_path: Path, group_id: str | None) -> dict:
     """Progress, ETA and the power so far of the run in progress (from its .partial
-    samples stream when the batch writes one), as JSON-ready data."""
+    samples stream when the batch writes one; smoothed and clipped like the run page's),
+    labelled ESTIMATE where it is one, as JSON-ready data. The stream carries no phases
+    (they are stored when the run ends): the page shades those of the last stored run."""
     group = pick_group(conn, group_id)
     st = batch_status(conn, group)
     from alems.store.samples import samples_root
 
     partial = curves_mod.newest_partial(samples_root(db_path) / f"group_id={group.group_id}")
+    facts = reads.group_facts(conn).get(group.group_id, {})
     live = {"group_id": group.group_id, "status": group.status, "progress": _progress(st),
             "workflows": st["workflows"],
             "last_run": reads.latest_run_started(conn, group.group_id),
+            "energy": energy_label(facts.get("energy_sources", [])),
             "curve": None, "curve_note": None}
     if partial is None:
         live["curve_note"] = ("no samples stream of a run in progress (batch between runs, "
                               "finished, or not writing .partial files): progress only")
         return live
     table = curves_mod.read_partial(partial)
-    curves = curves_mod.curves_from_table(table) if table is not None else {}
+    meta = (table.schema.metadata or {}) if table is not None else {}
+    cpus = group.host.get("cpus")
+    curves = curves_mod.curves_from_table(
+        table, ceilings_w=curves_mod.ceilings_from_metadata(
+            meta, cpus if isinstance(cpus, int) else None)) if table is not None else {}
     if not curves:
         live["curve_note"] = f"{partial.name}: no complete samples yet"
         return live
-    live["curve"] = {d: {"t_s": c["t_s"].tolist(), "w": c["w"].tolist(),
-                         "n_samples": c["n_samples"]} for d, c in curves.items()}
+    source = meta.get(b"energy_source", b"").decode("utf-8", "replace")
+    if source:
+        live["energy"] = energy_label([source])
+    live["curve"] = {d: {"t_s": c["smooth_t_s"].tolist(), "w": c["smooth_w"].tolist(),
+                         "window_ms": c["window_ms"], "ceiling_w": c["ceiling_w"],
+                         "clipped": c["clipped"], "n_samples": c["n_samples"]}
+                     for d, c in curves.items()}
     live["curve_file"] = partial.name
     return live
+
+
+def run_figure(conn, db_path: Path, run_id: int) -> str:
+    """A stored run's power figure with its phases shaded (the live page's last run)."""
+    ctx = run_page(conn, db_path, run_id)
+    if ctx["figure"] is None:
+        raise AlemsError(f"run {run_id}: {ctx['power_note']}")
+    return ctx["figure"]

@@ -134,3 +134,21 @@ def energy_uj_from_cpu_ns(cpu_ns: np.ndarray, watts_per_core: float) -> np.ndarr
 
 def ticks_to_ns(ticks: np.ndarray) -> np.ndarray:
     return np.asarray(ticks, dtype=np.int64) * (1_000_000_000 // os.sysconf("SC_CLK_TCK"))
+
+
+def power_ceilings_w(columns, estimate_info: dict | None,
+                     cpus: int | None = None) -> dict[str, float]:
+    """domain -> the most power its source can report (W): the estimate's W per core × the
+    machine's CPUs (`cpus`, default os.cpu_count()), or the sum of the domain's zones' highest
+    powercap limits where every zone states one; domains without a ceiling left out."""
+    out: dict[str, float] = {}
+    if estimate_info is not None:
+        out["pkg"] = float(estimate_info["w_per_core"]) * (cpus or os.cpu_count() or 1)
+    zones: dict[str, list] = {}
+    for c in columns:
+        if c.kind == "energy" and c.domain not in out:
+            zones.setdefault(c.domain, []).append(c.max_power_w)
+    for domain, limits in zones.items():
+        if limits and all(w is not None and w > 0 for w in limits):
+            out[domain] = float(sum(limits))
+    return out

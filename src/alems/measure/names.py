@@ -20,6 +20,9 @@ MAX_HZ = 20_000.0
 # Parquet key-value metadata: phase marks (JSON list) and the run's ids (JSON object).
 PHASES_METADATA_KEY = "alems.phases"
 RUN_METADATA_KEY = "alems.run"
+# Parquet key-value metadata: the most power each energy domain's source can report (JSON
+# object domain -> W; alems.measure.estimate.power_ceilings_w). Plots never draw above it.
+POWER_CEILING_METADATA_KEY = "alems.power_ceiling_w"
 
 # The most power a zone of each domain can plausibly draw on average over a gap between
 # two samples (W, per zone: one package / one counter), used where the zone states no power

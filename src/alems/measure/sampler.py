@@ -31,9 +31,9 @@ import pyarrow as pa
 from alems import __version__, atomic_io, config
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
-from alems.measure import gpu_sampler
+from alems.measure import estimate, gpu_sampler
 from alems.measure.ctxsw import SwitchTracker
-from alems.measure.names import MAX_HZ
+from alems.measure.names import MAX_HZ, POWER_CEILING_METADATA_KEY
 from alems.measure.plan import check_source_names, plan_sources
 from alems.measure.protocol import PhaseMarks
 from alems.measure.arrow import arrow_to_masked, table_from_columns
@@ -344,6 +344,8 @@ class Sampler(PhaseMarks):
         }
         if self._est is not None:
             meta["estimate_model"] = json.dumps(self._est)
+        meta[POWER_CEILING_METADATA_KEY] = json.dumps(
+            estimate.power_ceilings_w(self._columns, self._est))
         return meta
 
     def _result(self, stats: dict, gpu_trace=None) -> SampleResult:

@@ -16,7 +16,7 @@ from alems.store.db import DatabaseBusy, connect_readonly  # noqa: F401 (Databas
 
 BUSY_TIMEOUT_S = 5.0   # a page waits this long for a writer, then says 503 and retries
 # Tables the dashboard reads; a database without them is empty or still being created.
-DASHBOARD_TABLES = ("batch_sessions", "experiments", "runs", "phases")
+DASHBOARD_TABLES = ("batch_sessions", "experiments", "runs", "phases", "group_labels")
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
@@ -149,3 +149,21 @@ def latest_run_started(conn: sqlite3.Connection, group_id: str) -> dict | None:
         "r.started_at FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
         "WHERE e.group_id = ? ORDER BY r.run_id DESC LIMIT 1", (group_id,)).fetchone()
     return None if row is None else dict(row)
+
+
+def group_stamp(conn: sqlite3.Connection, group_id: str) -> tuple:
+    """What changes whenever the group's summary can: its runs (count, newest id, newest
+    status), its status and update time, and the baselines its runs use."""
+    row = conn.execute(
+        "SELECT COUNT(*), MAX(r.run_id), SUM(r.status = 'ok'), MAX(r.baseline_id), "
+        "(SELECT status || '|' || COALESCE(updated_at, '') FROM batch_sessions "
+        " WHERE group_id = ?) FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ?", (group_id, group_id)).fetchone()
+    return tuple(row)
+
+
+def labels(conn: sqlite3.Connection) -> dict[str, dict]:
+    """Every group's tags and notes (store.labels.group_labels), read-only."""
+    from alems.store.labels import group_labels
+
+    return group_labels(conn)

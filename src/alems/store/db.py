@@ -28,8 +28,9 @@ from alems.atomic_io import refuse_untrusted_link
 from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
-# quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes)
-SCHEMA_VERSION = 5
+# quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes);
+# 6: group_labels (`alems tag`)
+SCHEMA_VERSION = 6
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 

@@ -149,6 +149,12 @@ def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCo
             settings.pop(SHARD_KEY, None)      # the joined session is no single shard
             out.execute("UPDATE batch_sessions SET settings_json = ? WHERE group_id = ?",
                         (json.dumps(settings, sort_keys=True), s["group_id"]))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                    "name = 'group_labels'").fetchone():   # older inputs have no labels
+        for lab in conn.execute("SELECT * FROM group_labels ORDER BY label_id"):
+            out.execute("INSERT OR IGNORE INTO group_labels (group_id, kind, text, created_at) "
+                        "VALUES (?, ?, ?, ?)", (lab["group_id"], lab["kind"], lab["text"],
+                                                lab["created_at"]))
     exp_map = {}
     for e in conn.execute("SELECT * FROM experiments ORDER BY exp_id"):
         found = out.execute("SELECT exp_id FROM experiments WHERE group_id = ? AND "

@@ -227,6 +227,17 @@ CREATE TABLE IF NOT EXISTS orchestration_tax_summary (
     UNIQUE (exp_id, run_number)
 );
 
+-- Tags and notes people put on a batch (`alems tag GROUP TAG… --note TEXT`); the
+-- dashboard shows them (read-only). A tag once per group; notes in the order written.
+CREATE TABLE IF NOT EXISTS group_labels (
+    label_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id      TEXT NOT NULL REFERENCES batch_sessions(group_id),
+    kind          TEXT NOT NULL CHECK (kind IN ('tag', 'note')),
+    text          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,          -- ISO-8601 UTC
+    UNIQUE (group_id, kind, text)
+);
+
 CREATE INDEX IF NOT EXISTS idx_experiments_group ON experiments(group_id);
 CREATE INDEX IF NOT EXISTS idx_runs_exp ON runs(exp_id);
 CREATE INDEX IF NOT EXISTS idx_phases_run ON phases(run_id);
