@@ -47,6 +47,57 @@ def _first_last(v: np.ndarray) -> tuple:
             None if mask[-1] else data[-1].item())
 
 
+# ------------------------------------------------------------------ phases
+
+def phase_rows(result, t_end_ns: int | None = None) -> list[dict]:
+    """A result's phases as rows: seq, name, kind, parent_seq (by containment), start_ns,
+    end_ns, duration_ns, energy_uj (pkg, as the store keeps it), domains_energy_uj (every
+    domain), detail. An unclosed phase ends at t_end_ns (default: the last sample).
+    Energy is null outside the samples or across a gap that could hide a counter wrap."""
+    end_default = t_end_ns if t_end_ns is not None else result.t_end_ns
+    marks = []
+    for ph in result.phases or []:
+        end = ph.end_ns if ph.end_ns is not None else end_default
+        marks.append((int(ph.start_ns), int(end), ph))
+    marks.sort(key=lambda m: (m[0], -m[1]))
+    energy = _energies(result, [m[0] for m in marks], [m[1] for m in marks])
+    rows: list[dict] = []
+    stack: list[dict] = []
+    for seq, (start, end, ph) in enumerate(marks, start=1):
+        while stack and not (stack[-1]["start_ns"] <= start and end <= stack[-1]["end_ns"]):
+            stack.pop()
+        per_domain = {d: v[seq - 1] for d, v in energy.items()}
+        row = {"seq": seq, "name": ph.name, "kind": ph.kind,
+               "parent_seq": stack[-1]["seq"] if stack else None,
+               "start_ns": start, "end_ns": end, "duration_ns": end - start,
+               "energy_uj": per_domain.get("pkg"), "domains_energy_uj": per_domain,
+               "detail": dict(ph.detail or {})}
+        rows.append(row)
+        stack.append(row)
+    return rows
+
+
+def _energies(result, starts: list[int], ends: list[int]) -> dict[str, list[float | None]]:
+    """Energy (µJ) of each [start, end] per domain, interpolated on the samples (clamped
+    at their ends, as SampleResult.energy_uj); None where SampleResult says it is unknown
+    (fewer than 2 samples, a wrap-hiding gap)."""
+    domains = list(getattr(result, "domains", []) or [])
+    out: dict[str, list[float | None]] = {d: [None] * len(starts) for d in domains}
+    if not starts or not domains:
+        return out
+    table = result.table
+    if table is None or table.num_rows < 2:
+        return out
+    t = arrow_to_numpy(table.column("t_ns")).astype(np.float64)
+    s, e = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    for d in domains:
+        y = arrow_to_numpy(table.column(f"{d}_energy_uj")).astype(np.float64)
+        vals = np.interp(e, t, y) - np.interp(s, t, y)
+        out[d] = [None if result.energy_null_reason(d, a, b) is not None else float(v)
+                  for a, b, v in zip(starts, ends, vals, strict=True)]
+    return out
+
+
 # ------------------------------------------------------------------ result
 
 def _interp(t: np.ndarray, y: np.ndarray, at: int) -> float:
@@ -259,7 +310,7 @@ class SampleResult:
     # -------------------------------------------------------------- output
     def file_metadata(self) -> dict[str, str]:
         meta = dict(self.metadata)
-        meta[PHASES_METADATA_KEY] = json.dumps([p.to_dict() for p in self.phases], default=str)
+        meta[PHASES_METADATA_KEY] = json.dumps(phase_rows(self), default=str)
         return meta
 
     def write_parquet(self, path) -> None:

@@ -400,5 +400,8 @@ class Sampler(PhaseMarks):
                 gpu_sampler.merge(gpu_trace, {"t_ns": ends_t}, units, extra, meta,
                                   extra["sources"])
             meta["units"] = json.dumps(units)
-        return SampleResult(table, self._phases, self.energy_source, self.hz, stats,
+        phases = self._phases_until(self._ends.last.get("t_ns"))
+        if self.recorder.dropped or self.recorder.marks_received:
+            extra["marks"] = self.recorder.mark_stats()
+        return SampleResult(table, phases, self.energy_source, self.hz, stats,
                             meta, extra, ends=self._ends, partial_path=partial)

@@ -1,0 +1,123 @@
+"""Phases of one measurement on the samples' clock (CLOCK_MONOTONIC ns), and their energy.
+
+`PhaseRecorder` is the one type that records them, whoever marks them: a workflow's
+`phase()` blocks (batch runs), `alems.measure`'s `m.phase()`, boundary marks (`alems
+mark`, `alems.mark`, a custom arm's `phases.mark()`), and OpenTelemetry spans. It is
+thread-safe and bounded: past `max_entries` phases and marks it keeps counting what it
+drops instead of growing. Two shapes of phase:
+
+- a span (`phase()` block, `add()`): it has its own start and end;
+- a mark (`mark(name)`): a boundary; phase `name` runs from it to the next mark (or the
+  end of the run). An empty name ends the current marked phase without starting another.
+  Marks are ordered by their time stamp (taken by the sender), not by arrival.
+
+Their rows with energy: alems.measure.result.phase_rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from alems.measure.result import Phase
+
+# Phases + marks one measurement keeps; more are counted as dropped, never stored.
+MAX_ENTRIES = 10_000
+MARK_KIND = "mark"
+
+
+class PhaseRecorder:
+    """Thread-safe, bounded record of one measurement's phases and marks."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._lock = threading.Lock()
+        self._spans: list[Phase] = []
+        self._marks: list[tuple[int, int, str, dict]] = []  # (t_ns, arrival, name, detail)
+        self.max_entries = int(max_entries)
+        self.dropped = 0          # refused here: the bound was reached
+        self.lost_by_senders = 0  # marks a sender could not deliver (channel full)
+
+    now_ns = staticmethod(time.monotonic_ns)
+
+    def _room(self) -> bool:
+        if len(self._spans) + len(self._marks) < self.max_entries:
+            return True
+        self.dropped += 1
+        return False
+
+    def begin(self, name: str, kind: str | None = None, **detail) -> Phase:
+        """Open a span now (stored unless the bound is reached); end() closes it."""
+        ph = Phase(str(name), kind or str(name), time.monotonic_ns(), None, dict(detail))
+        with self._lock:
+            if self._room():
+                self._spans.append(ph)
+        return ph
+
+    @staticmethod
+    def end(ph: Phase, t_ns: int | None = None) -> None:
+        ph.end_ns = time.monotonic_ns() if t_ns is None else int(t_ns)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, kind: str | None = None, **detail) -> Iterator[Phase]:
+        ph = self.begin(name, kind, **detail)
+        try:
+            yield ph
+        finally:
+            self.end(ph)
+
+    def add(self, name: str, kind: str, start_ns: int, end_ns: int | None,
+            detail: dict | None = None) -> bool:
+        """A span timed elsewhere (on this clock); False when dropped."""
+        ph = Phase(str(name), str(kind), int(start_ns),
+                   None if end_ns is None else int(end_ns), dict(detail or {}))
+        with self._lock:
+            if not self._room():
+                return False
+            self._spans.append(ph)
+        return True
+
+    def mark(self, name: str, t_ns: int | None = None, **detail) -> bool:
+        """A boundary at t_ns (default now): phase `name` starts, the previous marked
+        phase ends. False when dropped."""
+        t = time.monotonic_ns() if t_ns is None else int(t_ns)
+        with self._lock:
+            if not self._room():
+                return False
+            self._marks.append((t, len(self._marks), str(name), dict(detail)))
+        return True
+
+    def count_dropped(self, n: int) -> None:
+        """Marks dropped before they reached the recorder (the channel's own bound)."""
+        with self._lock:
+            self.dropped += int(n)
+
+    def count_lost(self, n: int) -> None:
+        """Marks senders report they could not deliver (their channel was full)."""
+        with self._lock:
+            self.lost_by_senders += int(n)
+
+    @property
+    def marks_received(self) -> int:
+        return len(self._marks)
+
+    def mark_stats(self) -> dict:
+        with self._lock:
+            return {"received": len(self._marks), "dropped": self.dropped,
+                    "lost_by_senders": self.lost_by_senders}
+
+    def phases(self, t_end_ns: int | None = None) -> list[Phase]:
+        """Every phase, spans and marks together, ordered by start; a marked phase ends
+        at the next mark, the last at t_end_ns (open if None)."""
+        with self._lock:
+            spans = [Phase(**p.to_dict()) for p in self._spans]
+            marks = sorted(self._marks)
+        out = spans
+        for i, (t, _, name, detail) in enumerate(marks):
+            if not name:  # an end mark: closes the previous one, starts nothing
+                continue
+            end = marks[i + 1][0] if i + 1 < len(marks) else t_end_ns
+            out.append(Phase(name, MARK_KIND, t, end, detail))
+        out.sort(key=lambda p: p.start_ns)
+        return out
