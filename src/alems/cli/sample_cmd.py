@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -247,11 +248,20 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
     """Spawn `argv` gated, sample it until it exits; return (result, returncode).
     stream: the samples go to this Arrow IPC file as they come (else only the summary
     is kept)."""
+    from alems.measure.markchannel import MarkChannel
+    from alems.measure.phases import PhaseRecorder
     from alems.measure.sampler import Sampler
     from alems.measure.spawn import spawn_gated
 
     before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
-    proc, release = spawn_gated(argv)
+    # The command's marker channel (alems.measure.markchannel): its marks become phases.
+    recorder = PhaseRecorder()
+    channel = MarkChannel(recorder).open()
+    try:
+        proc, release = spawn_gated(argv, env={**os.environ, **channel.env})
+    except BaseException:
+        channel.close()
+        raise
     forwarder.attach(proc.pid)
     released = False
     try:
@@ -260,6 +270,7 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
         sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz,
                           counters_full_rate=full_rate_counters, keep_samples=False,
                           switch_poll_s=None, gpus=gpus, **roots)
+        sampler.recorder = recorder
         if stream is not None:
             sampler.stream_to(stream)
         sampler.start()
@@ -270,6 +281,7 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
             returncode = proc.wait()
         finally:
             forwarder.ended()
+            channel.close()  # the marks written so far are in before the samples end
             result = sampler.stop()
         after = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
         result.update_summary(
@@ -378,17 +390,21 @@ def register(app: typer.Typer) -> None:
                             full_rate_counters=full_rate_counters, gpus=gpu_list)
             raise typer.Exit(0)
 
-        with SignalForwarder() as forwarder:
-            result, returncode = run_sampled(
-                argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
-                stream=stream, full_rate_counters=full_rate_counters, gpus=gpu_list)
-            code = exit_code_of(returncode)
-            if output is not None:
-                result.write_parquet(output)
-            summary = summary_for_output(result, argv, code, output)
-            summary["warnings"] = data_warnings(summary)
-            if summary_json is not None:
-                _write_json_atomic(summary_json, summary)
+        with contextlib.ExitStack() as stack:
+            if stream is None:  # phase energies need the samples: a private stream, removed
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alems-"))
+                stream = Path(scratch) / "samples.partial"
+            with SignalForwarder() as forwarder:
+                result, returncode = run_sampled(
+                    argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
+                    stream=stream, full_rate_counters=full_rate_counters, gpus=gpu_list)
+                code = exit_code_of(returncode)
+                if output is not None:
+                    result.write_parquet(output)
+                summary = summary_for_output(result, argv, code, output)
+                summary["warnings"] = data_warnings(summary)
+                if summary_json is not None:
+                    _write_json_atomic(summary_json, summary)
         if not quiet:
             print_summary(summary)
         for warning in summary["warnings"]:  # even with --quiet: they concern the data

@@ -21,17 +21,16 @@ import threading
 import time
 from collections.abc import Iterator
 
+from alems import config
 from alems.measure.result import Phase
 
-# Phases + marks one measurement keeps; more are counted as dropped, never stored.
-MAX_ENTRIES = 10_000
 MARK_KIND = "mark"
 
 
 class PhaseRecorder:
     """Thread-safe, bounded record of one measurement's phases and marks."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = config.MAX_PHASES) -> None:
         self._lock = threading.Lock()
         self._spans: list[Phase] = []
         self._marks: list[tuple[int, int, str, dict]] = []  # (t_ns, arrival, name, detail)
