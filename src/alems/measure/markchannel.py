@@ -197,11 +197,14 @@ class _Sender:
                 self.lost = 0
                 return True
             if line:
+                if not self.lost:  # report it at exit if no later line carries it
+                    atexit.register(self.flush_lost)
                 self.lost += 1
             return False
 
     def flush_lost(self) -> None:
-        """At exit: report marks this process could not deliver (waits at most 1 s)."""
+        """At exit: report marks this process could not deliver (waits at most 1 s).
+        (Registered with atexit only once a mark was lost: nothing is installed before.)"""
         path = os.environ.get(MARK_ENV)
         if self.lost and path and self._pid == os.getpid():
             self.send(b"", path, _EXIT_FLUSH_S)
@@ -225,7 +228,6 @@ def _write_all_or_nothing(fd: int, data: bytes, wait_s: float) -> bool:
 
 
 _SENDER = _Sender()
-atexit.register(_SENDER.flush_lost)
 
 
 def send_mark(name: str, t_ns: int | None = None, wait_s: float = 0.0) -> bool | None:

@@ -20,11 +20,25 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 
 from alems import config
-from alems.measure.result import Phase
 
 MARK_KIND = "mark"
+
+
+@dataclass
+class Phase:
+    """A span of a run on the samples' clock; end_ns None while it is open."""
+
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int | None = None
+    detail: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class PhaseRecorder:
@@ -120,3 +134,28 @@ class PhaseRecorder:
             out.append(Phase(name, MARK_KIND, t, end, detail))
         out.sort(key=lambda p: p.start_ns)
         return out
+
+
+# ------------------------------------------------------------------ the current measurement
+# The recorders of the in-process measurements now running (alems.measure(...)), newest
+# last: where `alems.mark` and the OpenTelemetry span processor put phases. Shared by all
+# threads (a thread the measured code starts marks into the same measurement).
+_active_lock = threading.Lock()
+_active: list[PhaseRecorder] = []
+
+
+def push_active(recorder: PhaseRecorder) -> None:
+    with _active_lock:
+        _active.append(recorder)
+
+
+def pop_active(recorder: PhaseRecorder) -> None:
+    with _active_lock:
+        if recorder in _active:
+            _active.remove(recorder)
+
+
+def active_recorder() -> PhaseRecorder | None:
+    """The newest running in-process measurement's recorder, or None."""
+    with _active_lock:
+        return _active[-1] if _active else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,22 +18,11 @@ from alems.errors import AlemsError
 from alems.measure.arrow import arrow_to_masked, arrow_to_numpy
 from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
+from alems.measure.phases import Phase
 from alems import arrowfile
 
 # Instantaneous columns: not summed as counters in the summary.
 GAUGES = ("procs_running", "package_temp_c")
-
-
-@dataclass
-class Phase:
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int | None = None
-    detail: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _first_last(v: np.ndarray) -> tuple:

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from alems import __version__, atomic_io, config
+from alems import atomic_io, config
+from alems._version import __version__
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure import estimate, gpu_sampler
