@@ -80,10 +80,10 @@ class PhaseSpanProcessor(SpanProcessor):
         recorder, start_ns = got
         attributes = dict(span.attributes or {})
         detail = {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()}
-        detail["span_id"] = f"{span.context.span_id:016x}"
+        detail[_phases.SPAN_ID] = f"{span.context.span_id:016x}"
         detail["trace_id"] = f"{span.context.trace_id:032x}"
-        detail["parent_span_id"] = (f"{span.parent.span_id:016x}" if span.parent is not None
-                                    else None)
+        detail[_phases.PARENT_SPAN_ID] = (f"{span.parent.span_id:016x}"
+                                          if span.parent is not None else None)
         recorder.add(span.name, phase_kind(attributes.get(OPERATION)), start_ns, end_ns, detail)
 
     def shutdown(self) -> None:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from alems import config
 
 MARK_KIND = "mark"
+# Detail keys of a phase that is a traced span (alems.otel): its id and its parent's.
+SPAN_ID, PARENT_SPAN_ID = "span_id", "parent_span_id"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from alems.errors import AlemsError
 from alems.measure.arrow import arrow_to_masked, arrow_to_numpy
 from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
-from alems.measure.phases import Phase
+from alems.measure.phases import PARENT_SPAN_ID, SPAN_ID, Phase
 from alems import arrowfile
 
 # Instantaneous columns: not summed as counters in the summary.
@@ -39,7 +39,8 @@ def _first_last(v: np.ndarray) -> tuple:
 # ------------------------------------------------------------------ phases
 
 def phase_rows(result, t_end_ns: int | None = None) -> list[dict]:
-    """A result's phases as rows: seq, name, kind, parent_seq (by containment), start_ns,
+    """A result's phases as rows: seq, name, kind, parent_seq (a traced span's parent span,
+    else by containment), start_ns,
     end_ns, duration_ns, energy_uj (pkg, as the store keeps it), domains_energy_uj (every
     domain), detail. An unclosed phase ends at t_end_ns (default: the last sample).
     Energy is null outside the samples or across a gap that could hide a counter wrap."""
@@ -52,17 +53,24 @@ def phase_rows(result, t_end_ns: int | None = None) -> list[dict]:
     energy = _energies(result, [m[0] for m in marks], [m[1] for m in marks])
     rows: list[dict] = []
     stack: list[dict] = []
+    span_seq: dict = {}  # a traced span's id -> its seq
     for seq, (start, end, ph) in enumerate(marks, start=1):
         while stack and not (stack[-1]["start_ns"] <= start and end <= stack[-1]["end_ns"]):
             stack.pop()
         per_domain = {d: v[seq - 1] for d, v in energy.items()}
+        detail = dict(ph.detail or {})
         row = {"seq": seq, "name": ph.name, "kind": ph.kind,
                "parent_seq": stack[-1]["seq"] if stack else None,
                "start_ns": start, "end_ns": end, "duration_ns": end - start,
                "energy_uj": per_domain.get("pkg"), "domains_energy_uj": per_domain,
-               "detail": dict(ph.detail or {})}
+               "detail": detail}
         rows.append(row)
-        stack.append(row)
+        if detail.get(SPAN_ID) is None:
+            stack.append(row)
+            continue
+        # A traced span knows its parent: containment would mix up overlapping threads.
+        span_seq[detail[SPAN_ID]] = seq
+        row["parent_seq"] = span_seq.get(detail.get(PARENT_SPAN_ID), row["parent_seq"])
     return rows
 
 
