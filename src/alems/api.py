@@ -220,6 +220,11 @@ class Measurement:
             lines.append("  " * depth[p["seq"]] + f"{p['name']} ({p['duration_s']:.3f} s)"
                          + _joules(p["energy_j"]))
         lines += [f"  warning: {w}" for w in s["warnings"]]
+        from alems.cli.sample_summary import estimate_note
+
+        note = estimate_note(s)
+        if note:
+            lines.append(f"  {note}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -1,0 +1,204 @@
+"""Phase marks from any process (alems.measure.markchannel): `alems mark` and `alems.mark`
+under `alems sample`, order by the sender's time stamp, a flood that is bounded and
+counted, and the no-op outside a measurement. Real CLI, real C sampler, empty fake sysfs
+(the labelled estimate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import alems
+from inproc import alems_inproc
+from alems import config
+from alems.measure import markchannel
+from alems.measure.markchannel import MARK_ENV, MarkChannel
+from alems.measure.phases import PhaseRecorder
+from alems.store.samples import read_phases
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def env(tmp_path) -> dict:
+    """`alems` on PATH (this checkout), no energy counters (the estimate)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "alems"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -c '
+                       f'"from alems.cli import main; main()" "$@"\n')
+    wrapper.chmod(0o755)
+    (tmp_path / "sys").mkdir()
+    e = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+         "ALEMS_SYSFS_ROOT": str(tmp_path / "sys"),
+         "ALEMS_MSR_PATH": str(tmp_path / "no-msr" / "{cpu}"),
+         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    e.pop(MARK_ENV, None)
+    e.pop("ALEMS_ESTIMATE_W_PER_CORE", None)
+    return e
+
+
+def sample(env: dict, tmp_path: Path, *command: str, quiet: bool = False):
+    out, js = tmp_path / "run.parquet", tmp_path / "run.json"
+    proc = subprocess.run(["alems", "sample", *(["-q"] if quiet else []), "--hz", "500",
+                           "-o", str(out), "--summary-json", str(js), "--", *command],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(js.read_text()), read_phases(out)
+
+
+def python_child(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+# ---------------------------------------------------------------- the shell
+
+def test_a_shell_script_marking_twice_gets_two_phases_in_parquet_and_summary(env, tmp_path):
+    script = tmp_path / "steps.sh"
+    script.write_text(f"alems mark load\n{sys.executable} -c 'sum(range(10**6))'\n"
+                      "alems mark think\nsleep 0.2\n")
+    proc, summary, phases = sample(env, tmp_path, "sh", str(script))
+    assert [p["name"] for p in phases] == ["load", "think"]
+    assert all(p["kind"] == "mark" and p["energy_uj"] > 0 for p in phases)
+    assert phases[0]["end_ns"] == phases[1]["start_ns"]  # a mark ends the previous phase
+    assert [p["name"] for p in summary["phases"]] == ["load", "think"]
+    assert summary["phases"][0]["energy_j"]["pkg"] == pytest.approx(
+        phases[0]["energy_uj"] / 1e6)
+    assert summary["marks"] == {"received": 2, "dropped": 0, "lost_by_senders": 0}
+    table = proc.stderr[proc.stderr.index("phases"):]
+    assert "load" in table and "think" in table and "energy_j.pkg" in table
+
+
+def test_end_mark_closes_a_phase_and_a_plain_line_is_a_mark(env, tmp_path):
+    script = (f"alems mark one; alems mark --end; sleep 0.05; "
+              f'printf "two\\n" > "${MARK_ENV}"; sleep 0.05')
+    _, summary, phases = sample(env, tmp_path, "sh", "-c", script, quiet=True)
+    one, two = phases
+    assert (one["name"], two["name"]) == ("one", "two")
+    assert one["end_ns"] < two["start_ns"]  # --end closed it; the gap is no phase
+
+
+def test_alems_mark_outside_a_measurement_does_nothing(env):
+    proc = alems_inproc("mark", "x", env=env)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+def test_alems_mark_into_a_finished_run_warns_and_succeeds(env, tmp_path):
+    proc = alems_inproc("mark", "x", env={**env, MARK_ENV: str(tmp_path / "gone")})
+    assert proc.returncode == 0 and "alems: warning: mark 'x' was not delivered" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["x", "--end"], [" \t"]])
+def test_alems_mark_bad_input_is_one_line(env, args):
+    proc = alems_inproc("mark", *args, env=env)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alems: error: "), proc.stderr
+
+
+# ---------------------------------------------------------------- Python, threads, children
+
+def test_python_mark_is_a_no_op_outside_a_measurement(monkeypatch, tmp_path):
+    monkeypatch.delenv(MARK_ENV, raising=False)
+    assert alems.mark("nothing") is None
+    monkeypatch.setenv(MARK_ENV, str(tmp_path / "gone"))  # a run that is over: no reader
+    assert alems.mark("nothing") is False
+
+
+def test_marks_from_threads_and_children_land_in_order(env, tmp_path):
+    child = (f"import alems\n"
+             f"for k in range(40): alems.mark(f'c{{sys.argv[1]}}-{{k}}')\n")
+    code = f"""
+        import subprocess, sys, threading, time, os
+        import alems
+        def thread(i):
+            for k in range(40):
+                alems.mark(f"t{{i}}-{{k}}")
+        kids = [subprocess.Popen([sys.executable, "-c", "import sys\\n" + {child!r}, str(i)])
+                for i in range(2)]
+        ts = [threading.Thread(target=thread, args=(i,)) for i in range(3)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        assert all(k.wait() == 0 for k in kids)
+        # stamped before written: the FIFO sees b first, the phases must put a first
+        fd = os.open(os.environ["{MARK_ENV}"], os.O_WRONLY)
+        t0 = time.monotonic_ns()
+        os.write(fd, f"{{t0 + 2}}\\tlate-b\\n".encode())
+        os.write(fd, f"{{t0 + 1}}\\tlate-a\\n".encode())
+    """
+    _, summary, phases = sample(env, tmp_path, *python_child(code), quiet=True)
+    names = [p["name"] for p in phases]
+    assert summary["marks"]["received"] == 5 * 40 + 2 and len(names) == 202
+    starts = [p["start_ns"] for p in phases]
+    assert starts == sorted(starts)
+    for sender in ("t0", "t1", "t2", "c0", "c1"):  # each sender's marks in its own order
+        ks = [int(n.split("-")[1]) for n in names if n.startswith(sender + "-")]
+        assert ks == list(range(40)), sender
+    assert names[-2:] == ["late-a", "late-b"]
+
+
+def test_a_flood_of_marks_is_bounded_and_counted_and_the_sampler_keeps_up(env, tmp_path):
+    code = """
+        import alems
+        for k in range(100_000):
+            alems.mark(f"m{k}")
+    """
+    proc, summary, phases = sample(env, tmp_path, *python_child(code), quiet=True)
+    marks = summary["marks"]
+    assert marks["received"] == len(phases) <= config.MAX_PHASES
+    assert marks["received"] + marks["dropped"] + marks["lost_by_senders"] == 100_000
+    assert marks["dropped"] + marks["lost_by_senders"] > 0
+    assert summary["dropped_samples"] == 0  # the drain never fell behind the C sampler
+    assert "phase marks were" in proc.stderr  # reported, even with -q
+
+
+def test_in_process_flood_keeps_the_bound_and_counts_exactly(tmp_path):
+    (tmp_path / "sys").mkdir()
+    with alems.measure("flood", hz=200, sysfs_root=str(tmp_path / "sys")) as m:
+        kept = sum(bool(alems.mark(f"m{k}")) for k in range(100_000))
+    assert kept == config.MAX_PHASES == len(m.phases)
+    assert m.summary["marks"]["dropped"] == 100_000 - config.MAX_PHASES
+    assert any("phase marks were dropped" in w for w in m.summary["warnings"])
+
+
+def test_a_full_channel_counts_lost_marks_and_the_next_line_reports_them(monkeypatch):
+    """A sender never blocks on a full FIFO: the mark counts as lost and the next line
+    that gets through carries the count."""
+    rec = PhaseRecorder()
+    with MarkChannel(rec) as channel:
+        monkeypatch.setenv(MARK_ENV, channel.path)
+        sender = markchannel._Sender()
+        monkeypatch.setattr(markchannel, "_SENDER", sender)
+        real_write = os.write
+        full = {"on": True}
+
+        def write(fd, data):
+            if full["on"] and fd == sender._fd:
+                raise BlockingIOError
+            return real_write(fd, data)
+
+        monkeypatch.setattr(markchannel.os, "write", write)
+        assert markchannel.send_mark("a") is False and markchannel.send_mark("b") is False
+        full["on"] = False
+        assert markchannel.send_mark("c") is True
+        deadline = time.monotonic() + 30
+        while rec.marks_received < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert rec.mark_stats() == {"received": 1, "dropped": 0, "lost_by_senders": 2}
+    assert [p.name for p in rec.phases(None)] == ["c"]
+
+
+def test_line_format(tmp_path):
+    assert markchannel.parse_line(b"123\tload", 9) == ("mark", 123, "load")
+    assert markchannel.parse_line(b"plain name", 9) == ("mark", 9, "plain name")
+    assert markchannel.parse_line(b"!lost\t4", 9) == ("lost", 9, 4)
+    assert markchannel.parse_line(b"x\ty", 9) == ("mark", 9, "x y")
+    assert markchannel.parse_line(b"5\t", 9) == ("mark", 5, "")  # an end mark
+    long = markchannel.clean_name("é" * 500)
+    assert len(long.encode()) <= markchannel.MAX_NAME_BYTES and set(long) == {"é"}
