@@ -113,8 +113,8 @@ def test_python_mark_is_a_no_op_outside_a_measurement(monkeypatch, tmp_path):
 
 
 def test_marks_from_threads_and_children_land_in_order(env, tmp_path):
-    child = (f"import alems\n"
-             f"for k in range(40): alems.mark(f'c{{sys.argv[1]}}-{{k}}')\n")
+    child = ("import alems\n"
+             "for k in range(40): alems.mark(f'c{sys.argv[1]}-{k}')\n")
     code = f"""
         import subprocess, sys, threading, time, os
         import alems
