@@ -152,6 +152,8 @@ def test_no_signal_handler_is_installed_and_a_worker_thread_can_measure(no_rapl)
     t.start()
     t.join()
     assert seen["during"] == before
+    with alems.measure("main thread", hz=200, **no_rapl):
+        assert {s: signal.getsignal(s) for s in sigs} == before
     assert {s: signal.getsignal(s) for s in sigs} == before
     assert seen["m"].phases[0].name == "p"
 

@@ -137,6 +137,8 @@ def test_marks_from_threads_and_children_land_in_order(env, tmp_path):
     assert summary["marks"]["received"] == 5 * 40 + 2 and len(names) == 202
     starts = [p["start_ns"] for p in phases]
     assert starts == sorted(starts)
+    # each mark ends where the next (by time stamp) begins
+    assert [p["end_ns"] for p in phases[:-1]] == starts[1:]
     for sender in ("t0", "t1", "t2", "c0", "c1"):  # each sender's marks in its own order
         ks = [int(n.split("-")[1]) for n in names if n.startswith(sender + "-")]
         assert ks == list(range(40)), sender
