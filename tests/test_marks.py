@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -204,3 +205,26 @@ def test_line_format(tmp_path):
     assert markchannel.parse_line(b"5\t", 9) == ("mark", 5, "")  # an end mark
     long = markchannel.clean_name("é" * 500)
     assert len(long.encode()) <= markchannel.MAX_NAME_BYTES and set(long) == {"é"}
+
+
+def test_a_writer_that_never_stops_cannot_keep_the_channel_open(monkeypatch):
+    """The reader takes at most what the FIFO holds before it looks for the wake-up
+    again, so close() returns even if the FIFO never runs dry."""
+    rec = PhaseRecorder()
+    channel = MarkChannel(rec).open()
+    fifo_fd = channel._fds[0]
+    real_read = os.read
+
+    def endless(fd, n):
+        return b"1\tx\n" * 64 if fd == fifo_fd else real_read(fd, n)
+
+    monkeypatch.setattr(markchannel.os, "read", endless)
+    os.write(channel._fds[1], b"\n")  # readable from now on: the fake read never takes it
+    deadline = time.monotonic() + 30
+    while rec.dropped == 0 and time.monotonic() < deadline:  # wait for the flood
+        time.sleep(0.01)
+    closer = threading.Thread(target=channel.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert rec.marks_received == config.MAX_PHASES and rec.dropped > 0

@@ -256,7 +256,12 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
     before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
     # The command's marker channel (alems.measure.markchannel): its marks become phases.
     recorder = PhaseRecorder()
-    channel = MarkChannel(recorder).open()
+    channel, no_channel = MarkChannel(recorder), None
+    try:
+        channel.open()
+    except OSError as exc:  # no room for a FIFO: measure anyway, without marks
+        channel.close()
+        no_channel = f"phase marks: no marker channel ({exc.strerror or exc})"
     try:
         proc, release = spawn_gated(argv, env={**os.environ, **channel.env})
     except BaseException:
@@ -284,6 +289,8 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
             channel.close()  # the marks written so far are in before the samples end
             result = sampler.stop()
         after = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
+        if no_channel:
+            result.update_summary(source_notes=[*result.summary["source_notes"], no_channel])
         result.update_summary(
             process={k: after[k] - before[k] for k in after},
             process_scope="the command and every descendant it waited for, all their "
@@ -392,8 +399,9 @@ def register(app: typer.Typer) -> None:
 
         with contextlib.ExitStack() as stack:
             if stream is None:  # phase energies need the samples: a private stream, removed
-                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alems-"))
-                stream = Path(scratch) / "samples.partial"
+                with contextlib.suppress(OSError):  # no room for it: the summary only
+                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alems-"))
+                    stream = Path(scratch) / "samples.partial"
             with SignalForwarder() as forwarder:
                 result, returncode = run_sampled(
                     argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,

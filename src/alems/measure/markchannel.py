@@ -109,7 +109,9 @@ class MarkChannel:
         while True:
             ready, _, _ = select.select([rfd, wake_r], [], [])
             stopping = wake_r in ready
-            while True:  # drain what is there (all of it once stopping)
+            # At most what the FIFO holds, then select again: a writer that never stops
+            # cannot keep this loop (or close()) from seeing the wake-up.
+            for _ in range(_PIPE_BYTES // _READ_BYTES + 1):
                 try:
                     chunk = os.read(rfd, _READ_BYTES)
                 except BlockingIOError:

@@ -82,7 +82,10 @@ def _energies(result, starts: list[int], ends: list[int]) -> dict[str, list[floa
     out: dict[str, list[float | None]] = {d: [None] * len(starts) for d in domains}
     if not starts or not domains:
         return out
-    table = result.table
+    try:
+        table = result.table
+    except AlemsError:  # a summary-only run: no samples to put phases on
+        return out
     if table is None or table.num_rows < 2:
         return out
     t = arrow_to_numpy(table.column("t_ns")).astype(np.float64)
