@@ -228,3 +228,45 @@ def test_a_writer_that_never_stops_cannot_keep_the_channel_open(monkeypatch):
     closer.join(60)
     assert not closer.is_alive()
     assert rec.marks_received == config.MAX_PHASES and rec.dropped > 0
+
+
+def test_otel_spans_of_a_command_under_alems_sample_become_phases(env, tmp_path):
+    """No in-process measurement: the span processor sends each ended span through the
+    command's marker channel, and the run's phases keep kinds, attributes and nesting."""
+    code = """
+        import threading
+        from opentelemetry.sdk.trace import TracerProvider
+        from alems.otel import PhaseSpanProcessor
+        provider = TracerProvider()
+        provider.add_span_processor(PhaseSpanProcessor())
+        tracer = provider.get_tracer("t")
+        def agent(i):
+            with tracer.start_as_current_span(f"agent {i}"):
+                with tracer.start_as_current_span("chat m", attributes={
+                        "gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": i,
+                        "big": "x" * 10_000}):
+                    sum(range(100_000))
+        ts = [threading.Thread(target=agent, args=(i,)) for i in range(2)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+    """
+    _, summary, phases = sample(env, tmp_path, *python_child(code), quiet=True)
+    assert len(phases) == 4 and "marks" not in summary  # no mark, nothing dropped
+    for i in range(2):
+        [step] = [p for p in phases if p["name"] == f"agent {i}"]
+        [call] = [p for p in phases if p["parent_seq"] == step["seq"]]
+        assert (step["kind"], call["kind"]) == ("agent_step", "model_call")
+        assert call["detail"]["gen_ai.usage.input_tokens"] == i
+        assert call["detail"]["big"] == "x" * markchannel.MAX_NAME_BYTES  # cut to fit a line
+        assert step["start_ns"] <= call["start_ns"] < call["end_ns"] <= step["end_ns"]
+
+
+def test_span_lines_fit_one_write_and_malformed_ones_are_counted():
+    line = markchannel.span_line("s", "tool_call", 1, 2, {"span_id": "a", "v": ["y" * 9000]})
+    assert line is not None and len(line) <= 4096
+    assert json.loads(line)["detail"] == {"span_id": "a"}  # too big even cut: ids only
+    kind, _, span = markchannel.parse_line(line.rstrip(b"\n"), 7)
+    assert kind == "span" and span["start_ns"] == 1 and span["kind"] == "tool_call"
+    rec = PhaseRecorder()
+    channel = MarkChannel(rec)
+    channel._take(b'{"name": "x"}\n{"name": "ok", "kind": "k", "start_ns": 5, "end_ns": 4}\n')
+    assert rec.dropped == 2 and rec.phases(None) == []

@@ -9,7 +9,9 @@
         run_my_instrumented_agent()     # its spans become phases of m
 
 Each span that starts while an in-process measurement runs (alems.measure; or the one
-given to the processor) becomes a phase named after the span, timed on the samples' clock
+given to the processor) becomes a phase named after the span (in a command run under
+`alems sample`, with no in-process measurement: a phase of that run, sent through its
+marker channel, alems.measure.markchannel), timed on the samples' clock
 (CLOCK_MONOTONIC, stamped when the SDK calls on_start / on_end: the span's own times are
 wall-clock). Its kind follows the GenAI semantic conventions' `gen_ai.operation.name`:
 a model call (chat, text_completion, generate_content), a tool call (execute_tool), an
@@ -20,6 +22,7 @@ when spans of several threads overlap.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -28,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from alems import config
 from alems.measure import phases as _phases
+from alems.measure.markchannel import MARK_ENV, send_span
 
 OPERATION = "gen_ai.operation.name"
 MODEL_CALL, TOOL_CALL, AGENT_STEP = "model_call", "tool_call", "agent_step"
@@ -52,7 +56,7 @@ class PhaseSpanProcessor(SpanProcessor):
         self._measurement = measurement
         self._lock = threading.Lock()
         # span id -> (recorder, start on the samples' clock); bounded like the phases
-        self._open: dict[int, tuple[_phases.PhaseRecorder, int]] = {}
+        self._open: dict[int, tuple[_phases.PhaseRecorder | None, int]] = {}
 
     def _recorder(self) -> _phases.PhaseRecorder | None:
         if self._measurement is not None:
@@ -61,12 +65,13 @@ class PhaseSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         recorder = self._recorder()
-        if recorder is None or span.context is None:
-            return
+        if span.context is None or recorder is None and (
+                self._measurement is not None or not os.environ.get(MARK_ENV)):
+            return  # not measured: neither in-process nor under `alems sample`
         with self._lock:
             if len(self._open) < config.MAX_PHASES:
                 self._open[span.context.span_id] = (recorder, time.monotonic_ns())
-            else:
+            elif recorder is not None:
                 recorder.count_dropped(1)
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -84,7 +89,11 @@ class PhaseSpanProcessor(SpanProcessor):
         detail["trace_id"] = f"{span.context.trace_id:032x}"
         detail[_phases.PARENT_SPAN_ID] = (f"{span.parent.span_id:016x}"
                                           if span.parent is not None else None)
-        recorder.add(span.name, phase_kind(attributes.get(OPERATION)), start_ns, end_ns, detail)
+        kind = phase_kind(attributes.get(OPERATION))
+        if recorder is None:  # a command under `alems sample`: through its marker channel
+            send_span(span.name, kind, start_ns, end_ns, detail)
+        else:
+            recorder.add(span.name, kind, start_ns, end_ns, detail)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -9,6 +9,8 @@ atomic, so lines from concurrent writers never interleave):
     NAME                 stamped when alems reads it
     T_NS<TAB>NAME        stamped by the sender: CLOCK_MONOTONIC ns, the samples' clock
     !lost<TAB>K          the sender could not deliver K marks (the FIFO was full)
+    {"name": …, "kind": …, "start_ns": …, "end_ns": …, "detail": {…}}
+                         a whole phase (an OpenTelemetry span from alems.otel)
 
 An empty NAME ends the current marked phase (`alems mark --end`). Names lose tabs and
 newlines and are cut to MAX_NAME_BYTES. Marks are ordered by time stamp, so marks from
@@ -28,6 +30,7 @@ import atexit
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import select
 import shutil
@@ -58,9 +61,41 @@ def mark_line(name: str, t_ns: int) -> bytes:
     return f"{int(t_ns)}\t{clean_name(name)}\n".encode()
 
 
-def parse_line(line: bytes, received_ns: int) -> tuple[str, int, str | int]:
-    """('mark', t_ns, name) or ('lost', t_ns, count) for one line (no newline)."""
+def span_line(name: str, kind: str, start_ns: int, end_ns: int, detail: dict) -> bytes | None:
+    """A whole phase (an OpenTelemetry span, alems.otel) as one JSON line that fits one
+    atomic write: the detail is cut down (long values, then all but the ids) to fit;
+    None if even that does not."""
+    head = {"name": clean_name(name), "kind": clean_name(kind), "start_ns": int(start_ns),
+            "end_ns": int(end_ns)}
+    ids = {k: v for k, v in detail.items() if k.endswith("_id")}
+    short = {k: (v[:MAX_NAME_BYTES] if isinstance(v, str) else v) for k, v in detail.items()}
+    for d in (detail, short, ids, {}):
+        data = (json.dumps({**head, "detail": d}, default=str) + "\n").encode()
+        if len(data) <= _MAX_LINE_BYTES:
+            return data
+    return None
+
+
+def _span_of(text: str) -> dict | None:
+    try:
+        obj = json.loads(text)
+        name, kind = clean_name(obj["name"]), clean_name(obj["kind"])
+        start_ns, end_ns = int(obj["start_ns"]), int(obj["end_ns"])
+        detail = dict(obj.get("detail") or {})
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not name or end_ns < start_ns:
+        return None
+    return {"name": name, "kind": kind, "start_ns": start_ns, "end_ns": end_ns,
+            "detail": detail}
+
+
+def parse_line(line: bytes, received_ns: int) -> tuple[str, int, str | int | dict | None]:
+    """('mark', t_ns, name), ('lost', t_ns, count) or ('span', t_ns, phase dict; None
+    if malformed) for one line (no newline)."""
     text = line.decode("utf-8", errors="replace").rstrip("\r")
+    if text.startswith("{"):
+        return "span", received_ns, _span_of(text)
     head, sep, rest = text.partition("\t")
     if sep and head == LOST_TAG and rest.strip().isdigit():
         return "lost", received_ns, int(rest.strip())
@@ -132,7 +167,13 @@ class MarkChannel:
                 continue
             kind, t_ns, value = parse_line(line, now)
             if kind == "lost":
-                rec.count_lost(int(value))
+                rec.count_lost(int(value))  # type: ignore[arg-type]
+            elif kind == "span":
+                if not isinstance(value, dict):  # malformed: not a phase, counted
+                    rec.count_dropped(1)
+                    continue
+                rec.add(value["name"], value["kind"], value["start_ns"], value["end_ns"],
+                        value["detail"])
             else:
                 rec.mark(str(value), t_ns)
         if len(tail) > _MAX_LINE_BYTES:  # no sender writes this; drop it, count it
@@ -230,6 +271,18 @@ def _write_all_or_nothing(fd: int, data: bytes, wait_s: float) -> bool:
 
 
 _SENDER = _Sender()
+
+
+def send_span(name: str, kind: str, start_ns: int, end_ns: int,
+              detail: dict) -> bool | None:
+    """A whole phase through the FIFO named in the environment (as send_mark)."""
+    path = os.environ.get(MARK_ENV)
+    if not path:
+        return None
+    line = span_line(name, kind, start_ns, end_ns, detail)
+    if line is None:
+        return False
+    return _SENDER.send(line, path)
 
 
 def send_mark(name: str, t_ns: int | None = None, wait_s: float = 0.0) -> bool | None:

@@ -402,7 +402,8 @@ class Sampler(PhaseMarks):
                                   extra["sources"])
             meta["units"] = json.dumps(units)
         phases = self._phases_until(self._ends.last.get("t_ns"))
-        if self.recorder.dropped or self.recorder.marks_received:
-            extra["marks"] = self.recorder.mark_stats()
+        marks = self.recorder.mark_stats()
+        if any(marks.values()):
+            extra["marks"] = marks
         return SampleResult(table, phases, self.energy_source, self.hz, stats,
                             meta, extra, ends=self._ends, partial_path=partial)
