@@ -263,3 +263,19 @@ def test_otel_nested_spans_from_threads_become_phases_with_attributes(no_rapl):
             assert step.start_ns <= child.start_ns < child.end_ns <= step.end_ns
             assert by_seq[child.parent_seq] is step
         assert step.energy_j["pkg"] > 0
+
+
+def test_import_alems_stays_light_and_alems_measure_is_still_the_package():
+    """`alems.mark` runs in every measured child: importing alems must not load numpy,
+    pyarrow or the C extension; and the callable `alems.measure` is the subpackage."""
+    code = ("import sys, alems\n"
+            "heavy = [m for m in ('numpy', 'pyarrow', 'alems.measure._native') if m in sys.modules]\n"
+            "print(heavy, callable(alems.measure), alems.measure.__name__)\n"
+            "from alems.measure import Sampler\n"
+            "print(alems.measure.Sampler is Sampler)\n")
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[] True alems.measure", "True"]
