@@ -279,3 +279,17 @@ def test_import_alems_stays_light_and_alems_measure_is_still_the_package():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[] True alems.measure", "True"]
+
+
+def test_a_forked_child_does_not_mark_into_its_copy_of_the_measurement(no_rapl, monkeypatch):
+    from alems.measure.markchannel import MARK_ENV
+
+    monkeypatch.delenv(MARK_ENV, raising=False)
+    with alems.measure("fork", hz=200, **no_rapl) as m:
+        pid = os.fork()
+        if pid == 0:  # the child: not measured, so the mark is a no-op (None)
+            os._exit(0 if alems.mark("in-child") is None else 1)
+        _, status = os.waitpid(pid, 0)
+        assert alems.mark("in-parent") is True
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [p.name for p in m.phases] == ["in-parent"]

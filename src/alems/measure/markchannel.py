@@ -273,6 +273,16 @@ def _write_all_or_nothing(fd: int, data: bytes, wait_s: float) -> bool:
 _SENDER = _Sender()
 
 
+def _fresh_sender_in_child() -> None:
+    """After a fork: a new sender (the parent's lock may have been held by another thread;
+    its lost count is the parent's to report)."""
+    global _SENDER
+    _SENDER = _Sender()
+
+
+os.register_at_fork(after_in_child=_fresh_sender_in_child)
+
+
 def send_span(name: str, kind: str, start_ns: int, end_ns: int,
               detail: dict) -> bool | None:
     """A whole phase through the FIFO named in the environment (as send_mark)."""

@@ -17,6 +17,7 @@ Their rows with energy: alems.measure.result.phase_rows.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -155,6 +156,18 @@ def pop_active(recorder: PhaseRecorder) -> None:
     with _active_lock:
         if recorder in _active:
             _active.remove(recorder)
+
+
+def _forget_in_child() -> None:
+    """A forked child is not the measured process: its copies of the recorders would keep
+    marks nobody reads, so there it has none (alems.mark then uses the marker channel,
+    or does nothing)."""
+    global _active_lock
+    _active_lock = threading.Lock()
+    _active.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def active_recorder() -> PhaseRecorder | None:
