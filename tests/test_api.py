@@ -236,7 +236,9 @@ def test_otel_nested_spans_from_threads_become_phases_with_attributes(no_rapl):
 
     with tracer.start_as_current_span("before the measurement"):
         pass
+    straddle = tracer.start_span("starts before, ends during the measurement")
     with alems.measure("otel", hz=500, **no_rapl) as m:
+        straddle.end()
         threads = [threading.Thread(target=agent, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
