@@ -197,15 +197,9 @@ class Measurement:
             check_output_path(os.fspath(summary_json), "summary_json")
         result.write_parquet(path)
         if summary_json is not None:
-            import json
+            from alems.cli.sample_summary import write_summary_json
 
-            from alems.atomic_io import atomic_target
-
-            summary = dict(self.summary)
-            summary["output"] = os.fspath(path)
-            with atomic_target(os.fspath(summary_json)) as target, open(target, "w") as fh:
-                json.dump(summary, fh, indent=2, sort_keys=True, default=str)
-                fh.write("\n")
+            write_summary_json(summary_json, {**self.summary, "output": os.fspath(path)})
 
     def report(self) -> str:
         """Energy per domain and per phase as text (nested phases indented)."""

@@ -15,8 +15,6 @@ With `-o run.parquet` the samples stream to `run.parquet.partial` while the comm
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import resource
 import shutil
@@ -35,7 +33,8 @@ from alems.errors import AlemsError, UsageError
 from alems.outputs import check_output_path
 from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
-from alems.cli.sample_summary import data_warnings, print_summary, summary_for_output
+from alems.cli.sample_summary import (data_warnings, print_summary, summary_for_output,
+                                      write_summary_json)
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -224,19 +223,6 @@ class SignalForwarder:
             signal.signal(s, handler)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from alems.atomic_io import atomic_target
-
-    try:
-        with atomic_target(path) as target, open(target, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-    except OSError as exc:  # a full disk or device: the flush's error names no file
-        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
-                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                            else "")) from None
-
-
 def _switches(ru) -> dict:
     return {"voluntary_ctxt_switches": ru.ru_nvcsw, "nonvoluntary_ctxt_switches": ru.ru_nivcsw}
 
@@ -412,7 +398,7 @@ def register(app: typer.Typer) -> None:
                 summary = summary_for_output(result, argv, code, output)
                 summary["warnings"] = data_warnings(summary)
                 if summary_json is not None:
-                    _write_json_atomic(summary_json, summary)
+                    write_summary_json(summary_json, summary)
         if not quiet:
             print_summary(summary)
         for warning in summary["warnings"]:  # even with --quiet: they concern the data

@@ -3,9 +3,26 @@ the numbers alone would hide, and the table on stderr (the command's stdout stay
 
 from __future__ import annotations
 
+import errno
+import json
 from pathlib import Path
 
 from alems import config
+from alems.errors import AlemsError
+
+
+def write_summary_json(path: Path, data: dict) -> None:
+    """The summary as JSON (--summary-json, Measurement.save), written atomically."""
+    from alems.atomic_io import atomic_target
+
+    try:
+        with atomic_target(path) as target, open(target, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+    except OSError as exc:  # a full disk or device: the flush's error names no file
+        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else "")) from None
 
 
 def summary_for_output(result, argv: list[str], exit_code: int | None,
