@@ -382,8 +382,13 @@ def test_metadata_carries_summary_and_phases(tmp_path):
     assert json.loads(res.metadata["summary"])["extra_key"] == 7
     assert res.metadata["energy_source"] == "powercap"
     meta = res.file_metadata()
-    assert json.loads(meta[PHASES_METADATA_KEY]) == [
-        {"name": "llm", "kind": "llm", "start_ns": 0, "end_ns": 5, "detail": {"tokens": 3}}]
+    # the phases as rows (alems.measure.result.phase_rows), as the store writes them
+    [row] = json.loads(meta[PHASES_METADATA_KEY])
+    assert {k: row[k] for k in ("seq", "name", "kind", "parent_seq", "start_ns", "end_ns",
+                                "duration_ns", "detail")} == {
+        "seq": 1, "name": "llm", "kind": "llm", "parent_seq": None, "start_ns": 0,
+        "end_ns": 5, "duration_ns": 5, "detail": {"tokens": 3}}
+    assert row["energy_uj"] == row["domains_energy_uj"]["pkg"] == res.energy_uj(0, 5)["pkg"]
     out = tmp_path / "r.parquet"
     res.write_parquet(out)
     back = pq.read_table(out)

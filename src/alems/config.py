@@ -22,6 +22,9 @@ DB_PATH = Path("data/experiments.db")
 DEFAULT_HZ = 1000.0
 DEFAULT_SLOW_HZ = 10.0
 
+# Phases + phase marks one run keeps (alems.measure.phases); more are counted as dropped.
+MAX_PHASES = 10_000
+
 # Estimate used only where no energy counter is readable: CPU time of the measured
 # process tree × this many watts per busy core. Labelled `estimate` wherever it appears.
 ESTIMATE_W_PER_CORE = 10.0

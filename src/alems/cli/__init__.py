@@ -2,12 +2,16 @@
 itself here; heavy imports happen inside the commands so `alems --help` stays fast."""
 
 import sys
+import time
 
-import typer
+# When this command started, before its imports: `alems mark` stamps its mark with it.
+STARTED_NS = time.monotonic_ns()
 
-from alems.cli._common import run_app
-from alems.cli import (analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd, merge_cmd, query_cmd,
-                       sample_cmd, tag_cmd)
+import typer  # noqa: E402 - after the stamp above
+
+from alems.cli._common import run_app  # noqa: E402
+from alems.cli import (analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd,  # noqa: E402
+                       mark_cmd, merge_cmd, query_cmd, sample_cmd, tag_cmd)
 
 app = typer.Typer(
     name="alems",
@@ -38,8 +42,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     linear) from hardware counters."""
 
 
-for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, dashboard_cmd,
-                merge_cmd, tag_cmd):
+for _module in (sample_cmd, mark_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds,
+                dashboard_cmd, merge_cmd, tag_cmd):
     _module.register(app)
 
 

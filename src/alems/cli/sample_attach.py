@@ -92,8 +92,8 @@ def run_attached(pid: int, *, duration_s: float | None, hz: float, sources, slow
 def sample_attached(pid: int, duration: float | None, output: Path | None,
                      summary_json: Path | None, quiet: bool, stream, **sampling) -> None:
     """`alems sample --pid`: the same Parquet file and summary as for a command."""
-    from alems.cli.sample_cmd import _write_json_atomic
-    from alems.cli.sample_summary import data_warnings, print_summary, summary_for_output
+    from alems.cli.sample_summary import (data_warnings, print_summary, summary_for_output,
+                                          write_summary_json)
 
     result, ended, target = run_attached(pid, duration_s=duration, stream=stream, **sampling)
     if output is not None:
@@ -102,7 +102,7 @@ def sample_attached(pid: int, duration: float | None, output: Path | None,
     summary["command"] = None
     summary["warnings"] = data_warnings(summary)
     if summary_json is not None:
-        _write_json_atomic(summary_json, summary)
+        write_summary_json(summary_json, summary)
     if not quiet:
         print_summary(summary)
     for warning in summary["warnings"]:

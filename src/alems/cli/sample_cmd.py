@@ -15,8 +15,6 @@ With `-o run.parquet` the samples stream to `run.parquet.partial` while the comm
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import resource
 import shutil
@@ -24,6 +22,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +33,8 @@ from alems.errors import AlemsError, UsageError
 from alems.outputs import check_output_path
 from alems.measure.names import MAX_HZ, MIN_HZ, SOURCE_NAMES as KNOWN_SOURCES
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
-from alems.cli.sample_summary import data_warnings, print_summary, summary_for_output
+from alems.cli.sample_summary import (data_warnings, print_summary, summary_for_output,
+                                      write_summary_json)
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -223,19 +223,6 @@ class SignalForwarder:
             signal.signal(s, handler)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from alems.atomic_io import atomic_target
-
-    try:
-        with atomic_target(path) as target, open(target, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-    except OSError as exc:  # a full disk or device: the flush's error names no file
-        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
-                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                            else "")) from None
-
-
 def _switches(ru) -> dict:
     return {"voluntary_ctxt_switches": ru.ru_nvcsw, "nonvoluntary_ctxt_switches": ru.ru_nivcsw}
 
@@ -247,11 +234,25 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
     """Spawn `argv` gated, sample it until it exits; return (result, returncode).
     stream: the samples go to this Arrow IPC file as they come (else only the summary
     is kept)."""
+    from alems.measure.markchannel import MarkChannel
+    from alems.measure.phases import PhaseRecorder
     from alems.measure.sampler import Sampler
     from alems.measure.spawn import spawn_gated
 
     before = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
-    proc, release = spawn_gated(argv)
+    # The command's marker channel (alems.measure.markchannel): its marks become phases.
+    recorder = PhaseRecorder()
+    channel, no_channel = MarkChannel(recorder), None
+    try:
+        channel.open()
+    except OSError as exc:  # no room for a FIFO: measure anyway, without marks
+        channel.close()
+        no_channel = f"phase marks: no marker channel ({exc.strerror or exc})"
+    try:
+        proc, release = spawn_gated(argv, env={**os.environ, **channel.env})
+    except BaseException:
+        channel.close()
+        raise
     forwarder.attach(proc.pid)
     released = False
     try:
@@ -260,6 +261,7 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
         sampler = Sampler(hz, sources=sources, pid=proc.pid, slow_hz=slow_hz,
                           counters_full_rate=full_rate_counters, keep_samples=False,
                           switch_poll_s=None, gpus=gpus, **roots)
+        sampler.recorder = recorder
         if stream is not None:
             sampler.stream_to(stream)
         sampler.start()
@@ -270,8 +272,11 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
             returncode = proc.wait()
         finally:
             forwarder.ended()
+            channel.close()  # the marks written so far are in before the samples end
             result = sampler.stop()
         after = _switches(resource.getrusage(resource.RUSAGE_CHILDREN))
+        if no_channel:
+            result.update_summary(source_notes=[*result.summary["source_notes"], no_channel])
         result.update_summary(
             process={k: after[k] - before[k] for k in after},
             process_scope="the command and every descendant it waited for, all their "
@@ -378,17 +383,22 @@ def register(app: typer.Typer) -> None:
                             full_rate_counters=full_rate_counters, gpus=gpu_list)
             raise typer.Exit(0)
 
-        with SignalForwarder() as forwarder:
-            result, returncode = run_sampled(
-                argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
-                stream=stream, full_rate_counters=full_rate_counters, gpus=gpu_list)
-            code = exit_code_of(returncode)
-            if output is not None:
-                result.write_parquet(output)
-            summary = summary_for_output(result, argv, code, output)
-            summary["warnings"] = data_warnings(summary)
-            if summary_json is not None:
-                _write_json_atomic(summary_json, summary)
+        with contextlib.ExitStack() as stack:
+            if stream is None:  # phase energies need the samples: a private stream, removed
+                with contextlib.suppress(OSError):  # no room for it: the summary only
+                    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="alems-"))
+                    stream = Path(scratch) / "samples.partial"
+            with SignalForwarder() as forwarder:
+                result, returncode = run_sampled(
+                    argv, forwarder, hz=hz, sources=source_names, slow_hz=slow_hz, roots=roots,
+                    stream=stream, full_rate_counters=full_rate_counters, gpus=gpu_list)
+                code = exit_code_of(returncode)
+                if output is not None:
+                    result.write_parquet(output)
+                summary = summary_for_output(result, argv, code, output)
+                summary["warnings"] = data_warnings(summary)
+                if summary_json is not None:
+                    write_summary_json(summary_json, summary)
         if not quiet:
             print_summary(summary)
         for warning in summary["warnings"]:  # even with --quiet: they concern the data

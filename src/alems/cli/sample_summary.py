@@ -3,9 +3,26 @@ the numbers alone would hide, and the table on stderr (the command's stdout stay
 
 from __future__ import annotations
 
+import errno
+import json
 from pathlib import Path
 
 from alems import config
+from alems.errors import AlemsError
+
+
+def write_summary_json(path: Path, data: dict) -> None:
+    """The summary as JSON (--summary-json, Measurement.save), written atomically."""
+    from alems.atomic_io import atomic_target
+
+    try:
+        with atomic_target(path) as target, open(target, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+    except OSError as exc:  # a full disk or device: the flush's error names no file
+        raise AlemsError(f"cannot write --summary-json {path}: {exc.strerror or exc}"
+                         + ("; the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                            else "")) from None
 
 
 def summary_for_output(result, argv: list[str], exit_code: int | None,
@@ -15,7 +32,23 @@ def summary_for_output(result, argv: list[str], exit_code: int | None,
     summary["command"] = list(argv)
     summary["exit_code"] = exit_code
     summary["output"] = str(output) if output is not None else None
+    summary["phases"] = phase_summary(result)
     return summary
+
+
+def phase_summary(result) -> list[dict]:
+    """The run's phases (alems.measure.result.phase_rows) with energy in joules per
+    domain (None where unknown) and duration in seconds."""
+    from alems.measure.result import phase_rows
+
+    out = []
+    for row in phase_rows(result):
+        uj = row.pop("domains_energy_uj")
+        row.pop("energy_uj")
+        row["duration_s"] = row["duration_ns"] / 1e9
+        row["energy_j"] = {d: None if v is None else v / 1e6 for d, v in uj.items()}
+        out.append(row)
+    return out
 
 
 def data_warnings(summary: dict) -> list[str]:
@@ -35,6 +68,13 @@ def data_warnings(summary: dict) -> list[str]:
     if summary.get("read_error"):
         warnings.append(f"a counter stopped being readable during the run: "
                         f"{summary['read_error']}")
+    marks = summary.get("marks") or {}
+    if marks.get("dropped"):
+        warnings.append(f"{marks['dropped']:,} phase marks were dropped: a run keeps at most "
+                        f"{config.MAX_PHASES:,} phases and marks")
+    if marks.get("lost_by_senders"):
+        warnings.append(f"{marks['lost_by_senders']:,} phase marks were lost by their senders "
+                        "(the marker channel was full)")
     for gpu in summary.get("gpus") or []:
         if gpu.get("error"):
             warnings.append(f"GPU {gpu['index']} ({gpu['name']}): {gpu['error']}; "
@@ -98,8 +138,37 @@ def print_summary(summary: dict) -> None:
         table.add_row("output", str(summary["output"]))
     console = tables.console(stderr=True)
     console.print(table)
+    phases = summary.get("phases") or []
+    if phases:
+        console.print(phase_table(phases))
     note = estimate_note(summary)
     if note:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
 
 
+
+
+# Phases printed at most; all of them are in the summary JSON and the Parquet metadata.
+PRINTED_PHASES = 40
+
+
+def phase_table(phases: list[dict]):
+    """Energy per phase, one row each (nested phases indented under their parent)."""
+    from rich.table import Table
+
+    domains = list(dict.fromkeys(d for p in phases for d in p["energy_j"]))
+    table = Table(title="phases", show_header=True, header_style="bold")
+    table.add_column("phase")
+    table.add_column("kind")
+    table.add_column("duration_s", justify="right")
+    for d in domains:
+        table.add_column(f"energy_j.{d}", justify="right")
+    depth: dict = {}
+    for p in phases[:PRINTED_PHASES]:
+        depth[p["seq"]] = depth.get(p["parent_seq"], -1) + 1
+        table.add_row("  " * depth[p["seq"]] + p["name"], p["kind"], _fmt(p["duration_s"]),
+                      *(_fmt(p["energy_j"].get(d)) for d in domains))
+    if len(phases) > PRINTED_PHASES:
+        table.caption = (f"{len(phases) - PRINTED_PHASES:,} more phases in the summary JSON "
+                         "and the Parquet metadata")
+    return table

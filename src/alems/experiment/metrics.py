@@ -80,30 +80,13 @@ def _interval_union_ns(intervals: list[tuple[int, int]]) -> int:
 # ---------------------------------------------------------------- phases
 
 def phase_rows(result, t_end_ns: int | None = None) -> list[dict]:
-    """The sampler's phases as rows (seq, parent_seq by containment, pkg energy)."""
-    end_default = t_end_ns if t_end_ns is not None else result.t_end_ns
-    marks = []
-    for ph in result.phases or []:
-        end = ph.end_ns if ph.end_ns is not None else end_default
-        marks.append((int(ph.start_ns), int(end), ph))
-    marks.sort(key=lambda m: (m[0], -m[1]))
-    rows: list[dict] = []
-    stack: list[dict] = []
-    for seq, (start, end, ph) in enumerate(marks, start=1):
-        while stack and not (stack[-1]["start_ns"] <= start and end <= stack[-1]["end_ns"]):
-            stack.pop()
-        energy = None
-        try:
-            energy = result.energy_uj(start, end).get("pkg")
-        except Exception:  # noqa: BLE001 - a phase outside the samples has no energy
-            energy = None
-        row = {"seq": seq, "name": ph.name, "kind": ph.kind,
-               "parent_seq": stack[-1]["seq"] if stack else None,
-               "start_ns": start, "end_ns": end, "duration_ns": end - start,
-               "energy_uj": None if energy is None else float(energy),
-               "detail": dict(ph.detail or {})}
-        rows.append(row)
-        stack.append(row)
+    """The sampler's phases as rows (seq, parent_seq by containment, pkg energy): the
+    rows alems.measure.phases makes, without their per-domain energies."""
+    from alems.measure.result import phase_rows as rows_of
+
+    rows = rows_of(result, t_end_ns)
+    for row in rows:
+        del row["domains_energy_uj"]
     return rows
 
 

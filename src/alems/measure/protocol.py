@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import time
 from typing import Protocol, runtime_checkable
-from collections.abc import Iterator
 
+from alems.measure.phases import PhaseRecorder
 from alems.measure.result import Phase, SampleResult
 
 
@@ -36,21 +36,25 @@ class SamplerProtocol(Protocol):
 
 
 class PhaseMarks:
-    """phase() and now_ns() for every sampler: marks on CLOCK_MONOTONIC."""
+    """phase(), mark() and now_ns() for every sampler: one PhaseRecorder (`recorder`,
+    alems.measure.phases) on CLOCK_MONOTONIC, shared with whoever else marks phases of
+    this run (a custom arm, a marker channel, OpenTelemetry spans)."""
 
     def _init_phases(self) -> None:
-        self._phases: list[Phase] = []
+        self.recorder = PhaseRecorder()
 
     @staticmethod
     def now_ns() -> int:
         """CLOCK_MONOTONIC ns, the samples' clock."""
         return time.monotonic_ns()
 
-    @contextlib.contextmanager
-    def phase(self, name: str, kind: str | None = None, **detail) -> Iterator[Phase]:
-        ph = Phase(str(name), kind or str(name), time.monotonic_ns(), None, dict(detail))
-        self._phases.append(ph)
-        try:
-            yield ph
-        finally:
-            ph.end_ns = time.monotonic_ns()
+    def phase(self, name: str, kind: str | None = None,
+              **detail) -> contextlib.AbstractContextManager[Phase]:
+        return self.recorder.phase(name, kind, **detail)
+
+    def mark(self, name: str, t_ns: int | None = None, **detail) -> bool:
+        """A phase boundary (alems.measure.phases): `name` runs until the next mark."""
+        return self.recorder.mark(name, t_ns, **detail)
+
+    def _phases_until(self, t_end_ns: int | None) -> list[Phase]:
+        return self.recorder.phases(t_end_ns)

@@ -91,8 +91,8 @@ class ReplaySampler(PhaseMarks):
         if "estimate_model" in meta:
             with contextlib.suppress(ValueError):
                 extra["estimate_model"] = json.loads(meta["estimate_model"])
-        self.result = SampleResult(table, self._phases, self.energy_source, self.hz, {}, meta,
-                                   extra)
+        self.result = SampleResult(table, self._phases_until(int(shifted[n - 1])),
+                                   self.energy_source, self.hz, {}, meta, extra)
         self._shift = None
         return self.result
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,22 +18,11 @@ from alems.errors import AlemsError
 from alems.measure.arrow import arrow_to_masked, arrow_to_numpy
 from alems.measure.gaps import gap_reason, gaps_within
 from alems.measure.names import DOMAINS, PHASES_METADATA_KEY
+from alems.measure.phases import PARENT_SPAN_ID, SPAN_ID, Phase
 from alems import arrowfile
 
 # Instantaneous columns: not summed as counters in the summary.
 GAUGES = ("procs_running", "package_temp_c")
-
-
-@dataclass
-class Phase:
-    name: str
-    kind: str
-    start_ns: int
-    end_ns: int | None = None
-    detail: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _first_last(v: np.ndarray) -> tuple:
@@ -45,6 +34,68 @@ def _first_last(v: np.ndarray) -> tuple:
     data = np.ma.getdata(v)
     return (data[valid[0]].item() if valid.size else None,
             None if mask[-1] else data[-1].item())
+
+
+# ------------------------------------------------------------------ phases
+
+def phase_rows(result, t_end_ns: int | None = None) -> list[dict]:
+    """A result's phases as rows: seq, name, kind, parent_seq (a traced span's parent span,
+    else by containment), start_ns,
+    end_ns, duration_ns, energy_uj (pkg, as the store keeps it), domains_energy_uj (every
+    domain), detail. An unclosed phase ends at t_end_ns (default: the last sample).
+    Energy is null outside the samples or across a gap that could hide a counter wrap."""
+    end_default = t_end_ns if t_end_ns is not None else result.t_end_ns
+    marks = []
+    for ph in result.phases or []:
+        end = ph.end_ns if ph.end_ns is not None else end_default
+        marks.append((int(ph.start_ns), int(end), ph))
+    marks.sort(key=lambda m: (m[0], -m[1]))
+    energy = _energies(result, [m[0] for m in marks], [m[1] for m in marks])
+    rows: list[dict] = []
+    stack: list[dict] = []
+    span_seq: dict = {}  # a traced span's id -> its seq
+    for seq, (start, end, ph) in enumerate(marks, start=1):
+        while stack and not (stack[-1]["start_ns"] <= start and end <= stack[-1]["end_ns"]):
+            stack.pop()
+        per_domain = {d: v[seq - 1] for d, v in energy.items()}
+        detail = dict(ph.detail or {})
+        row = {"seq": seq, "name": ph.name, "kind": ph.kind,
+               "parent_seq": stack[-1]["seq"] if stack else None,
+               "start_ns": start, "end_ns": end, "duration_ns": end - start,
+               "energy_uj": per_domain.get("pkg"), "domains_energy_uj": per_domain,
+               "detail": detail}
+        rows.append(row)
+        if detail.get(SPAN_ID) is None:
+            stack.append(row)
+            continue
+        # A traced span knows its parent: containment would mix up overlapping threads.
+        span_seq[detail[SPAN_ID]] = seq
+        row["parent_seq"] = span_seq.get(detail.get(PARENT_SPAN_ID), row["parent_seq"])
+    return rows
+
+
+def _energies(result, starts: list[int], ends: list[int]) -> dict[str, list[float | None]]:
+    """Energy (µJ) of each [start, end] per domain, interpolated on the samples (clamped
+    at their ends, as SampleResult.energy_uj); None where SampleResult says it is unknown
+    (fewer than 2 samples, a wrap-hiding gap)."""
+    domains = list(getattr(result, "domains", []) or [])
+    out: dict[str, list[float | None]] = {d: [None] * len(starts) for d in domains}
+    if not starts or not domains:
+        return out
+    try:
+        table = result.table
+    except AlemsError:  # a summary-only run: no samples to put phases on
+        return out
+    if table is None or table.num_rows < 2:
+        return out
+    t = arrow_to_numpy(table.column("t_ns")).astype(np.float64)
+    s, e = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+    for d in domains:
+        y = arrow_to_numpy(table.column(f"{d}_energy_uj")).astype(np.float64)
+        vals = np.interp(e, t, y) - np.interp(s, t, y)
+        out[d] = [None if result.energy_null_reason(d, a, b) is not None else float(v)
+                  for a, b, v in zip(starts, ends, vals, strict=True)]
+    return out
 
 
 # ------------------------------------------------------------------ result
@@ -259,7 +310,7 @@ class SampleResult:
     # -------------------------------------------------------------- output
     def file_metadata(self) -> dict[str, str]:
         meta = dict(self.metadata)
-        meta[PHASES_METADATA_KEY] = json.dumps([p.to_dict() for p in self.phases], default=str)
+        meta[PHASES_METADATA_KEY] = json.dumps(phase_rows(self), default=str)
         return meta
 
     def write_parquet(self, path) -> None:

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from alems import __version__, atomic_io, config
+from alems import atomic_io, config
+from alems._version import __version__
 from alems.errors import AlemsError
 from alems.measure._native import RECORD_DTYPE, NativeError, NativeSampler
 from alems.measure import estimate, gpu_sampler
@@ -400,5 +401,9 @@ class Sampler(PhaseMarks):
                 gpu_sampler.merge(gpu_trace, {"t_ns": ends_t}, units, extra, meta,
                                   extra["sources"])
             meta["units"] = json.dumps(units)
-        return SampleResult(table, self._phases, self.energy_source, self.hz, stats,
+        phases = self._phases_until(self._ends.last.get("t_ns"))
+        marks = self.recorder.mark_stats()
+        if any(marks.values()):
+            extra["marks"] = marks
+        return SampleResult(table, phases, self.energy_source, self.hz, stats,
                             meta, extra, ends=self._ends, partial_path=partial)
