@@ -15,10 +15,11 @@ from pathlib import Path
 
 from alems.errors import AlemsError
 from alems.analysis import figures
-from alems.analysis.blocks import Block
+from alems.analysis.blocks import Block, Folded
 from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.analysis.summary_warnings import order_warnings
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, tax_columns, tax_table)
 from alems.atomic_io import atomic_target
@@ -134,21 +135,21 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     est = summary["estimate"]
     est_tag = ESTIMATE_TAG if est else ""
     pct = int(round(confidence * 100))
-    out: list[Block] = [
-        Block("h1", f"A-LEMS report — batch {group.group_id}"),
-        # the same headline everywhere (labelled CPU / all devices where a GPU was measured)
-        *(Block("p", line + est_tag) for line in headline_lines(summary)),
-        Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-                   f"{db_path.name}. Energy is {_energy_basis(summary)} minus the idle baseline "
-                   f"(dynamic energy); intervals are {pct} % confidence intervals."),
-    ]
-    if est:
-        out.append(Block("warn", "All energy figures in this report marked ESTIMATE come from a "
-                                 "CPU-time × W/core model, not from a hardware counter."))
-    # the answer first: tax with its interval, accuracy per arm, energy source
-    out.append(Block("h2", "Headline"))
+    # the answer first, once: every arm's tax with its interval (the strings `alems summary`
+    # prints), the caveats that matter most beside it, then accuracy and energy source
+    out: list[Block] = [Block("h1", f"A-LEMS report — batch {group.group_id}"),
+                        Block("h2", "Headline")]
     out.extend(Block("p", line + est_tag) for line in headline_lines(summary))
-    out.extend(Block("warn", w) for w in summary["headline_caveats"])
+    caveats = summary["headline_caveats"]   # the same strings `alems summary` prints
+    out.extend(Block("warn", w) for w in caveats[:HEADLINE_CAVEATS])
+    if len(caveats) > HEADLINE_CAVEATS:
+        out.append(Block("p", f"{len(caveats) - HEADLINE_CAVEATS} more caveat(s) under "
+                              "Warnings."))
+    out.append(Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+                          f" from {db_path.name}. Energy is {_energy_basis(summary)} minus the "
+                          f"idle baseline (dynamic energy); intervals are {pct} % confidence "
+                          "intervals."))
+    out.extend(Block("warn", w) for w in _estimate_caveat(summary))
     out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
                      ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
     out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
@@ -179,19 +180,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                               "positive: too few or too spread runs; read it as 'at most' its "
                               "upper bound, and run more repetitions."))
     if summary["phases"]:
-        kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
-        table: dict[tuple, dict] = {}
-        for p in summary["phases"]:
-            table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
-        rows = []
-        for (task, provider), shares in sorted(table.items()):
-            rows.append([task, provider] + [
-                _pct(shares.get(("stage" if k in STAGE_KINDS else "activity", k)))
-                for k in kinds] + [_pct(shares.get(("activity", "other")))])
-        out.append(Block("table", f"Share of agentic package energy per phase{est_tag}",
-                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside "
-                                                                                   "llm/tool/wait"],
-                         rows))
+        out.append(_phase_share_table(summary["phases"], est_tag))
     out.append(Block("table", f"Footprint of all runs' dynamic energy (grid factors; empty = no "
                               f"factor){est_tag}",
                      ["task", "provider", "workflow", "carbon g CO2", "water ml", "methane mg"],
@@ -201,37 +190,75 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
 
     out.append(Block("h2", "Figures"))
     reps = figures.representative_runs(runs, db_path)
-    png = figures.power_curves(reps, phases, db_path)
-    if png:
-        out.append(Block("figure", "Figure 1. Package power of a representative run of each arm "
-                                   "(the run at the lower median of its arm's dynamic energy, as "
-                                   f"in the examples), phases shaded{est_tag}.", png=png))
+    curves = figures.power_curves(reps, phases, db_path)
+    if curves is not None:
+        out.append(_figure("power_curves", "Figure 1. Package power of a representative run of "
+                           "each arm (the run at the lower median of its arm's dynamic energy, as "
+                           f"in the examples), phases shaded{est_tag}.", curves))
     else:
         out.append(Block("warn", "Figure 1 (power curves) left out: no run has a readable samples "
                                  "file next to the database."))
-    for caption, png in (
-        (f"Figure 2. Dynamic energy per run by workflow (box: quartiles; dots: runs){est_tag}.",
+    spread = (f"dots: runs; bar: median — fewer than {figures.STRIP_BELOW_RUNS} runs in an arm"
+              if figures.strip_plot(runs) else "box: quartiles; dots: runs")
+    for name, caption, fig in (
+        ("energy_per_run", f"Figure 2. Dynamic energy per run by workflow ({spread}){est_tag}.",
          figures.energy_distributions(runs, est)),
-        (f"Figure 3. Orchestration tax with its {pct} % interval; dashed line = no tax{est_tag}.",
+        ("tax_forest", f"Figure 3. Orchestration tax of every arm with its {pct} % interval, "
+                       f"on a log axis; dashed line = no tax{est_tag}.",
          figures.tax_ratios(arm_tax_rows(summary), est, confidence)),
-        (f"Figure 4. Share of agentic package energy by stage and by activity{est_tag}.",
-         figures.phase_breakdown(summary["phases"], est)),
+        ("phase_shares", f"Figure 4. Share of agentic package energy by stage and by activity"
+                         f"{est_tag}.", figures.phase_breakdown(summary["phases"], est)),
     ):
-        if png:
-            out.append(Block("figure", caption, png=png))
+        if fig is not None:
+            out.append(_figure(name, caption, fig))
     out.extend(example_blocks(runs, phases, est_tag))
     out.append(Block("h2", "Conditions"))
     out.append(Block("table", "Batch conditions", ["item", "value"],
-                     _conditions(conn, group, summary, runs)))
+                     _conditions(conn, group, summary, runs), identifiers=True,
+                     name="conditions"))
     out.append(Block("h2", "Warnings"))
-    if summary["warnings"]:   # the headline's caveats first, as under the headline
-        out.extend(Block("warn", w) for w in summary["warnings"])
+    warnings = order_warnings(summary["warnings"])
+    if warnings:   # most consequential first, as under the headline
+        out.extend(Block("warn", w) for w in warnings)
     else:
         out.append(Block("p", "None: the data raise no flags."))
     out.append(Block("h2", "Definitions"))
     for k, v in summary["definitions"].items():
         out.append(Block("p", f"{k}: {v}"))
     return out
+
+
+# caveats shown beside the headline (each headline line carries the ESTIMATE tag itself);
+# the rest wait under Warnings
+HEADLINE_CAVEATS = 3
+
+
+def _estimate_caveat(summary: dict) -> list[str]:
+    return (["All energy figures in this report marked ESTIMATE come from a CPU-time × W/core "
+             "model, not from a hardware counter."] if summary["estimate"] else [])
+
+
+def _figure(name: str, caption: str, fig) -> Block:
+    return Block("figure", caption, png=figures.render(fig, "png"), figure=fig, name=name)
+
+
+def _phase_share_table(phase_rows: list[dict], est_tag: str) -> Block:
+    """Share per phase kind, one row per task × provider; kinds no run spent energy in
+    (e.g. waiting where no arm waits) get no column."""
+    kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
+    table: dict[tuple, dict] = {}
+    for p in phase_rows:
+        table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
+
+    def key(k):
+        return ("stage" if k in STAGE_KINDS else "activity", k)
+    keys = [key(k) for k in kinds] + [("activity", "other")]
+    labels = [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"]
+    used = [i for i, k in enumerate(keys) if any(s.get(k) for s in table.values())]
+    rows = [[task, provider] + [_pct(shares.get(keys[i])) for i in used]
+            for (task, provider), shares in sorted(table.items())]
+    return Block("table", f"Share of agentic package energy per phase{est_tag}",
+                 ["task", "provider"] + [labels[i] for i in used], rows, name="phase_shares")
 
 
 def _energy_basis(summary: dict) -> str:
@@ -300,7 +327,23 @@ h1,h2,caption{break-after:avoid}
 tbody tr:nth-child(-n+2),tbody tr:nth-last-child(2){break-after:avoid}
 tbody tr:first-child{string-set:table-continued attr(data-continued)}
 .table-end{string-set:table-continued ""}td{overflow-wrap:anywhere}
-img{max-height:22cm}}"""
+table.ids td{overflow-wrap:break-word}img{max-height:22cm}}
+details summary{cursor:pointer}details pre{white-space:pre-wrap;font-size:0.95em;margin:4px 0 0}
+"""
+# In a table of names and ids, a line may break after these (and at spaces and hyphens),
+# never inside a word; overflow-wrap:break-word still splits a token wider than the page.
+_ID_BREAKS = ("/", "_", "=", ",")
+
+
+def _cell_html(c, identifiers: bool) -> str:
+    if isinstance(c, Folded):
+        return (f"<details><summary>{html.escape(c.short)}</summary>"
+                f"<pre>{html.escape(c.full)}</pre></details>")
+    text = html.escape(str(c))
+    if identifiers:
+        for ch in _ID_BREAKS:
+            text = text.replace(ch, ch + "<wbr>")
+    return text
 
 
 def render_html(blocks: list[Block]) -> str:
@@ -320,9 +363,11 @@ def render_html(blocks: list[Block]) -> str:
             rows = b.rows or [["–"] * len(b.columns)]
             cont = f' data-continued="{e(b.text)} (continued)"'
             body = "".join(f"<tr{cont if i == 0 else ''}>"
-                           + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
-                           for i, r in enumerate(rows))
-            short = ' class="short"' if len(rows) <= SHORT_TABLE_ROWS else ""
+                           + "".join(f"<td>{_cell_html(c, b.identifiers)}</td>" for c in r)
+                           + "</tr>" for i, r in enumerate(rows))
+            classes = (["short"] if len(rows) <= SHORT_TABLE_ROWS else []) + (
+                ["ids"] if b.identifiers else [])
+            short = f' class="{" ".join(classes)}"' if classes else ""
             parts.append(f"<table{short}><caption>{e(b.text)}</caption><thead><tr>{head}</tr>"
                          f'</thead><tbody>{body}</tbody></table><div class="table-end"></div>')
         elif b.kind == "figure" and b.png is not None:
