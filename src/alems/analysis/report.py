@@ -18,6 +18,7 @@ from alems.analysis import figures
 from alems.analysis.blocks import Block, Folded
 from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
+from alems.analysis.report_methods import methods_text
 from alems.analysis.summary import KIND_LABELS, build_summary
 from alems.analysis.summary_warnings import order_warnings
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
@@ -151,7 +152,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                           "intervals."))
     out.extend(Block("warn", w) for w in _estimate_caveat(summary))
     out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
-                     ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
+                     ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary),
+                     name="accuracy"))
     out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
                           + (" — ESTIMATE, not measured" if est else "") + "."))
     out.append(Block("h2", "Summary per task, provider and workflow"))
@@ -171,7 +173,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     out.append(Block("table", f"Orchestration tax (Σ {arms} ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
                               f"{summary['definitions']['tax_ci']}){est_tag}",
-                     tax_columns(summary, pct), tax_table(summary)))
+                     tax_columns(summary, pct), tax_table(summary), name="tax"))
     if host_tax_rows(summary):   # a fleet or merged shards: pairs compared within a host
         out.append(Block("table", f"Tax per host, and pooled with the host as a block{est_tag}",
                          HOST_COLUMNS, host_tax_rows(summary)))
@@ -222,6 +224,8 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
         out.extend(Block("warn", w) for w in warnings)
     else:
         out.append(Block("p", "None: the data raise no flags."))
+    out.append(Block("h2", "Methods"))
+    out.append(Block("p", methods_text(group, summary, runs), name="methods"))
     out.append(Block("h2", "Definitions"))
     for k, v in summary["definitions"].items():
         out.append(Block("p", f"{k}: {v}"))
@@ -328,22 +332,31 @@ tbody tr:nth-child(-n+2),tbody tr:nth-last-child(2){break-after:avoid}
 tbody tr:first-child{string-set:table-continued attr(data-continued)}
 .table-end{string-set:table-continued ""}td{overflow-wrap:anywhere}
 table.ids td{overflow-wrap:break-word}img{max-height:22cm}}
-details summary{cursor:pointer}details pre{white-space:pre-wrap;font-size:0.95em;margin:4px 0 0}
+span.id{white-space:nowrap}details summary{cursor:pointer}details pre{white-space:pre-wrap;font-size:0.95em;margin:4px 0 0}
 """
-# In a table of names and ids, a line may break after these (and at spaces and hyphens),
-# never inside a word; overflow-wrap:break-word still splits a token wider than the page.
+# In a table of names and ids a line breaks between words only: a word up to ID_NOWRAP_CHARS
+# long is kept whole (hyphens included); a longer one (a path, a long option) may break
+# after these characters, and only where even that does not fit, anywhere.
+ID_NOWRAP_CHARS = 40
 _ID_BREAKS = ("/", "_", "=", ",")
+
+
+def _id_word(word: str) -> str:
+    text = html.escape(word)
+    if len(word) <= ID_NOWRAP_CHARS:
+        return f'<span class="id">{text}</span>'
+    for ch in _ID_BREAKS:
+        text = text.replace(ch, ch + "<wbr>")
+    return text
 
 
 def _cell_html(c, identifiers: bool) -> str:
     if isinstance(c, Folded):
         return (f"<details><summary>{html.escape(c.short)}</summary>"
                 f"<pre>{html.escape(c.full)}</pre></details>")
-    text = html.escape(str(c))
     if identifiers:
-        for ch in _ID_BREAKS:
-            text = text.replace(ch, ch + "<wbr>")
-    return text
+        return " ".join(_id_word(w) for w in str(c).split(" "))
+    return html.escape(str(c))
 
 
 def render_html(blocks: list[Block]) -> str:

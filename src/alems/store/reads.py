@@ -121,6 +121,11 @@ def baseline_row(conn: sqlite3.Connection, baseline_id: int) -> sqlite3.Row | No
                         (baseline_id,)).fetchone()
 
 
+def group_of_experiment(conn: sqlite3.Connection, exp_id: int) -> str | None:
+    row = conn.execute("SELECT group_id FROM experiments WHERE exp_id = ?", (exp_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 # ------------------------------------------------------------------ one batch's rows
 def runs_frame(conn: sqlite3.Connection, group_id: str):
     """The group's runs with their experiment and baseline columns (one row per run)."""
