@@ -51,7 +51,14 @@ def query_rows(db_path: Path, sql: str, *, write: bool = False,
     rows are written too."""
     from alems.store.db import connect, connect_readonly
     from alems.store.reads import user_query
+    from alems.store.samples_sql import mentions_samples, samples_query
 
+    if mentions_samples(sql):   # the Parquet samples: through DuckDB (store/samples_sql.py)
+        with _sigint_flag() as stop, samples_query(db_path, sql, write=write,
+                                                   timeout_s=timeout_s,
+                                                   stop_requested=stop.is_set) as result:
+            yield result
+        return
     conn = connect(db_path, create=False) if write else connect_readonly(db_path)
     stop = threading.Event()
     previous = None
@@ -67,6 +74,20 @@ def query_rows(db_path: Path, sql: str, *, write: bool = False,
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_flag() -> Iterator[threading.Event]:
+    """An event Ctrl-C sets (instead of raising) while a statement runs in C."""
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _cell(value) -> str:
