@@ -97,7 +97,7 @@ def _write(path: Path, data: bytes | str) -> None:
 def write_pack(blocks: list[Block], folder: str | Path, *, pdf: bool) -> dict:
     """Write the pack into `folder` (created; the caller checked it is new or empty).
     Returns {"report": [paths], "tables": [paths], "figures": [paths], "methods": path}."""
-    from alems.analysis.report import render_html, render_pdf
+    from alems.analysis.report_render import render_html, render_pdf
 
     folder = Path(folder)
     (folder / "tables").mkdir(parents=True, exist_ok=True)

@@ -154,14 +154,6 @@ def _summary_tables(s: dict) -> None:
         con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
 
 
-def _is_pack(output: str) -> bool:
-    """--output names a folder: it ends with a separator, is a folder, or has no extension."""
-    import os
-
-    return (output.endswith(("/", os.sep)) or Path(output).is_dir()
-            or not Path(output).suffix)
-
-
 # `status --watch` refresh period: faster floods the terminal, slower is never refreshed.
 STATUS_INTERVAL_MIN_S, STATUS_INTERVAL_MAX_S = 0.1, 3600.0
 
@@ -316,66 +308,9 @@ def register(app: typer.Typer) -> None:
         path = write_runs(df, fmt, output, group)
         print(f"wrote {len(df)} runs of group {group.group_id} to {path} ({fmt})")
 
-    @app.command("report")
-    @handle_errors
-    def report_cmd(
-        output: Annotated[str, typer.Option(
-            "--output", "-o", help="report.html or report.pdf; or a folder (DIR/, or a name "
-            "without extension: new or empty) for the paper pack: the report, every table as "
-            "LaTeX (booktabs) and CSV, every figure as vector PDF and SVG, and methods.md.")],
-        group_id: Annotated[str, typer.Option(
-            "--group-id", "--exp-id", help="Batch session id, or 'latest' (--exp-id, the "
-            "guide's spelling, also takes an experiment id: its batch).")] = "latest",
-        db: DbOpt = None,  # type: ignore[assignment]
-        confidence: Annotated[float, typer.Option(
-            help="Confidence level of the intervals.")] = 0.95,
-        country: CountryOpt = None,
-        factors: FactorsOpt = None,
-        pdf: Annotated[bool | None, typer.Option(
-            "--pdf/--no-pdf", help="Paper pack: also typeset report.pdf (default: where "
-            "WeasyPrint is installed).", show_default=False)] = None,
-    ) -> None:
-        """Self-contained HTML or PDF report: conditions, tables and figures; or the paper
-        pack."""
-        _need("pandas", "scipy", "matplotlib")
-        import importlib.util
+    from alems.cli.report_cmd import register as register_report
 
-        from alems.analysis.groups import open_db, resolve_group_or_experiment
-        from alems.analysis.report import build_report, write_report
-        from alems.outputs import check_output_path
-
-        if not 0 < confidence < 1:
-            raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
-        pack = _is_pack(output)
-        suffix = Path(output).suffix.lower()
-        if not pack and suffix not in (".html", ".htm", ".pdf"):
-            raise UsageError(f"--output {output}: give a name ending in .html or .pdf, or a "
-                             "folder (DIR/) for the paper pack")
-        if pdf is not None and not pack:
-            raise UsageError("--pdf/--no-pdf go with a paper pack (--output DIR/); the file "
-                             "name says whether a report is PDF")
-        path = check_output_path(Path(output), "--output", folder=pack)
-        if suffix == ".pdf" and not pack or pdf:
-            _need("weasyprint")
-        db = db or _default_db()
-        conn = open_db(db)
-        group = resolve_group_or_experiment(conn, group_id)
-        blocks = build_report(conn, db, group, confidence=confidence, country=country,
-                              factors=_factors_arg(factors))
-        n_fig = sum(b.kind == "figure" for b in blocks)
-        if not pack:
-            path = write_report(blocks, path)
-            print(f"wrote report of group {group.group_id} to {path} ({n_fig} figures)")
-            return
-        from alems.analysis.report_pack import write_pack
-
-        if pdf is None:
-            pdf = importlib.util.find_spec("weasyprint") is not None
-        made = write_pack(blocks, path, pdf=pdf)
-        print(f"wrote paper pack of group {group.group_id} to {path}/: "
-              f"{', '.join(p.name for p in made['report'])}, {len(made['tables']) // 2} tables "
-              f"(.tex, .csv), {len(made['figures']) // 2} figures (.pdf, .svg), methods.md"
-              + ("" if pdf else "; no report.pdf (WeasyPrint not installed, or --no-pdf)"))
+    register_report(app)
 
     @app.command("status")
     @handle_errors
