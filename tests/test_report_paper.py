@@ -28,7 +28,9 @@ from analysis_fixture import build_fixture_db  # noqa: E402
 from inproc import alems_inproc  # noqa: E402
 
 ARMS = ("linear", "agentic", "react")
-NASTY = r'alems batch --note "50% & #1 {x} ~^\ $5 a_b <c>"'
+MODEL_PATH = "/models/SmolLM2-135M-Instruct-Q8_0.gguf"   # hyphens: no place to break it
+NASTY = (r'alems batch --tasks /home/researcher/projects/energy-study/tasks/gsm8k_basic.jsonl '
+         rf'--model {MODEL_PATH} --note "50% & #1 {{x}} ~^\ $5 a_b <c>"')
 RESPONSE = "Let me think step by step.\nFirst 6 × 7 = 42.\nAnswer: 42 <end>"
 
 
@@ -250,5 +252,5 @@ def test_paper_pack_typesets_the_pdf_and_keeps_identifiers_whole(db, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(out / "report.pdf").pages)
     lines = text.splitlines()
-    for word in ("g-20260110-100000", "fixture-host", "performance"):
+    for word in ("g-20260110-100000", "fixture-host", "performance", MODEL_PATH):
         assert any(word in line for line in lines), word
