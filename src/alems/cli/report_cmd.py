@@ -16,12 +16,11 @@ from alems.errors import UsageError
 
 
 def _is_pack(output: str) -> bool:
-    """--output names a folder: it ends with a separator, is a folder, or has no extension."""
+    """--output names a folder for the paper pack: it ends with a separator or has no
+    extension (a folder named like report.html is refused as before, not filled)."""
     import os
 
-    return (output.endswith(("/", os.sep)) or Path(output).is_dir()
-            or not Path(output).suffix)
-
+    return output.endswith(("/", os.sep)) or not Path(output).suffix
 
 
 def register(app: typer.Typer) -> None:
@@ -78,11 +77,13 @@ def register(app: typer.Typer) -> None:
             return
         from alems.analysis.report_pack import write_pack
 
+        why_no_pdf = "--no-pdf"
         if pdf is None:
             pdf = importlib.util.find_spec("weasyprint") is not None
+            why_no_pdf = "WeasyPrint is not installed: pip install 'alems[reports]'"
         made = write_pack(blocks, path, pdf=pdf)
         print(f"wrote paper pack of group {group.group_id} to {path}/: "
               f"{', '.join(p.name for p in made['report'])}, {len(made['tables']) // 2} tables "
               f"(.tex, .csv), {len(made['figures']) // 2} figures (.pdf, .svg), methods.md"
-              + ("" if pdf else "; no report.pdf (WeasyPrint not installed, or --no-pdf)"))
+              + ("" if pdf else f"; no report.pdf ({why_no_pdf})"))
 
