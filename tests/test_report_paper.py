@@ -77,7 +77,7 @@ def test_headline_comes_once_and_first_with_its_caveats(built):
 
 def test_order_warnings_puts_estimate_quiet_unchecked_few_pairs_first():
     ws = ["2 run(s) failed", "a/b: the tax CI rests on only 3 pairs — …",
-          "a/b: the pairs spread more than the interval's coverage was checked for — x",
+          "a/b: the interval's coverage was not checked for data like these — x",
           "5 run(s) were not measured on a quiet machine (e.g. …)",
           "4 run(s) use ESTIMATED energy (CPU time × W/core)", "c/d: the tax CI rests on only 2"]
     assert order_warnings(ws) == [ws[4], ws[3], ws[2], ws[1], ws[5], ws[0]]
@@ -228,7 +228,7 @@ def test_paper_pack_writes_tables_figures_and_methods(db, tmp_path):
                  f"Of {len(runs)} runs, {int((runs['status'] != 'ok').sum())} failed",
                  "agentic factual_qa/local n = 3", "react gsm8k_basic/local n = 4",
                  "Fixture CPU @ 2.0GHz", "leave-one-pair-out jackknife",
-                 "every headline interval lies within that region"):
+                 "the data of every headline interval lie within that region"):
         assert fact in methods, fact
 
 

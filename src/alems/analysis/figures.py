@@ -197,6 +197,12 @@ def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float):
         ax.annotate(note, (at, i), xytext=(6, 0), textcoords="offset points", va="center",
                     fontsize=8)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    # ticks at 1, 2, 5 × 10^k written as plain ratios (0.5×, 1×, 2×), not powers of ten
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     arms = {t.get("arm", AGENTIC) for t in rows}
     ax.set_yticks(range(len(rows)), [("" if arms == {AGENTIC} else f"{t.get('arm', AGENTIC)}: ")
                                      + f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)"

@@ -92,13 +92,15 @@ def _estimator(summary: dict) -> str:
     heads = [t for t in arm_tax_rows(summary) if t["task"] == ALL and t["provider"] == ALL]
     checked = [t for t in heads if t.get("coverage_checked") is True]
     unchecked = [t for t in heads if t.get("coverage_checked") is False]
-    cover = (f"The interval's coverage was checked by simulation for log pair-ratio sd ≤ "
-             f"{LOG_SD_LIMIT} and linear-energy CV ≤ {LINEAR_CV_LIMIT}; ")
+    cover = (f"The interval's coverage was checked by simulation (log-normal pair ratios with "
+             f"log sd up to {LOG_SD_LIMIT}, linear-energy CV up to {LINEAR_CV_LIMIT}, no "
+             "outlying pair); ")
     if unchecked:
-        cover += ("the pairs of " + _join(t["arm"] for t in unchecked) + " spread more than "
-                  "that, so their interval may be too narrow.")
+        cover += ("the data of " + _join(f"{t['arm']} ({'; '.join(t['coverage_flags'])})"
+                                         for t in unchecked)
+                  + " lie outside that region, so their coverage is not established.")
     elif checked:
-        cover += "every headline interval lies within that region."
+        cover += "the data of every headline interval lie within that region."
     else:
         cover += "no headline interval could be computed."
     d = summary["definitions"]
