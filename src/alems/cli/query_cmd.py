@@ -6,7 +6,8 @@ own message in one line, exit 1. Read-only unless --write: the database is opene
 read-only and an authorizer allows reads only (no ATTACH, VACUUM INTO, setting PRAGMAs).
 Ctrl-C stops a running query (exit 130), so does --timeout (exit 1). Rows are written as
 SQLite gives them (csv, json: any number in bounded memory; table: at most TABLE_MAX_ROWS,
-the number left out is said).
+the number left out is said). A statement naming `energy_samples` (the Parquet samples as a
+table, joinable with runs) runs in a locked-down in-memory DuckDB instead: store/samples_sql.py.
 """
 
 from __future__ import annotations
@@ -166,7 +167,9 @@ def query_command(
         "--timeout", help="Stop the query after this many seconds (default: no limit; "
         "Ctrl-C always stops it).", show_default=False)] = None,
 ) -> None:
-    """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available)."""
+    """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available); the table
+    energy_samples (run_id, t_ns, *_energy_uj, *_power_w) reads the Parquet samples in
+    place (DuckDB's SQL; needs duckdb)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not sql.strip():
@@ -180,4 +183,6 @@ def query_command(
 
 def register(app) -> None:
     app.command("query", help="Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN "
-                "… registered); --format table|csv|json.")(handle_errors(query_command))
+                "… registered); --format table|csv|json. The table energy_samples (run_id, "
+                "t_ns, *_energy_uj, *_power_w) reads the Parquet samples in place (DuckDB's "
+                "SQL; extra `reports`).")(handle_errors(query_command))

@@ -65,13 +65,16 @@ def _samples_dataset(conn: sqlite3.Connection, db_path: Path):
         return None
     fields: dict[str, pa.Field] = {"run_id": pa.field("run_id", pa.int64())}
     for f in files:
-        for field in pq.read_schema(f):
+        try:
+            schema = pq.read_schema(f)
+        except Exception as exc:   # pyarrow raises several types for a damaged file
+            raise AlemsError(f"cannot read samples {f}: {' '.join(str(exc).split())}") from None
+        for field in schema:
             fields.setdefault(field.name, field.with_nullable(True))
-    schema = pa.schema(list(fields.values()))
     # each file's run_id is its "partition" expression: a filter on run_id skips the others
     return ds.FileSystemDataset.from_paths(
-        files, schema=schema, format=ds.ParquetFileFormat(), filesystem=pafs.LocalFileSystem(),
-        partitions=[ds.field("run_id") == i for i in ids])
+        files, schema=pa.schema(list(fields.values())), format=ds.ParquetFileFormat(),
+        filesystem=pafs.LocalFileSystem(), partitions=[ds.field("run_id") == i for i in ids])
 
 
 def _samples_view(names: list[str]) -> str:
