@@ -194,3 +194,18 @@ def test_guide_report_generator_writes_the_pdf(guide_batch):
                "--output", str(root / "report.pdf"), cwd=root, ALEMS_DB=str(db))
     assert proc.returncode == 0, proc.stderr
     assert (root / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_query_energy_samples_damaged_file_is_one_line(guide_batch, tmp_path):
+    pytest.importorskip("duckdb")
+    import shutil
+
+    root, db, _ = guide_batch
+    copy = tmp_path / "data"
+    shutil.copytree(db.parent, copy)
+    victim = sorted((copy / "samples").rglob("*.parquet"))[0]
+    victim.write_bytes(b"not parquet")
+    proc = alems_inproc("query", "--db", str(copy / "experiments.db"),
+                        "SELECT COUNT(*) FROM energy_samples")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("alems: error: cannot read samples") and victim.name in proc.stderr
