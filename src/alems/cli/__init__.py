@@ -7,7 +7,7 @@ import typer
 
 from alems.cli._common import run_app
 from alems.cli import (analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd, merge_cmd, query_cmd,
-                       sample_cmd, tag_cmd)
+                       report_cmd, sample_cmd, tag_cmd)
 
 app = typer.Typer(
     name="alems",
@@ -38,8 +38,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     linear) from hardware counters."""
 
 
-for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, dashboard_cmd,
-                merge_cmd, tag_cmd):
+for _module in (sample_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, report_cmd,
+                dashboard_cmd, merge_cmd, tag_cmd):
     _module.register(app)
 
 

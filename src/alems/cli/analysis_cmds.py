@@ -308,10 +308,6 @@ def register(app: typer.Typer) -> None:
         path = write_runs(df, fmt, output, group)
         print(f"wrote {len(df)} runs of group {group.group_id} to {path} ({fmt})")
 
-    from alems.cli.report_cmd import register as register_report
-
-    register_report(app)
-
     @app.command("status")
     @handle_errors
     def status_cmd(
