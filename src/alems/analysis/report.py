@@ -18,7 +18,7 @@ from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
 from alems.analysis.report_methods import methods_text
 from alems.analysis.summary import KIND_LABELS, build_summary
-from alems.analysis.summary_warnings import order_warnings
+from alems.analysis.summary_warnings import ordered_warnings
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, tax_columns, tax_table)
 from alems.store import reads
@@ -216,7 +216,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                      _conditions(conn, group, summary, runs), identifiers=True,
                      name="conditions"))
     out.append(Block("h2", "Warnings"))
-    warnings = order_warnings(summary["warnings"])
+    warnings = ordered_warnings(summary["warnings"])
     if warnings:   # most consequential first, as under the headline
         out.extend(Block("warn", w) for w in warnings)
     else:
