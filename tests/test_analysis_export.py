@@ -96,4 +96,4 @@ def test_samples_dataset(setup, tmp_path):
 def test_export_bad_format(setup, tmp_path):
     _, _, group, df = setup
     with pytest.raises(AlemsError, match="unknown export format"):
-        write_runs(df, "xlsx", tmp_path / "r.xlsx", group)
+        write_runs(df, "ods", tmp_path / "r.ods", group)

@@ -167,12 +167,19 @@ def test_closing_lines_are_summary_first_lines(tmp_path, monkeypatch, capsys):
     out = _summary_text(capsys, monkeypatch, db, "--group-id", "g-arms").splitlines()
     assert out[:2] == heads
     assert out[2:2 + len(caveats)] == [f"warning: {w}" for w in caveats]
-    # the report: the same lines, the caveats under them
+    # the report: the same lines, the first HEADLINE_CAVEATS caveats under them, then how
+    # many more wait under Warnings
+    from alems.analysis.report import HEADLINE_CAVEATS
+
     blocks = build_report(conn, db, group)
     texts = [(b.kind, b.text) for b in blocks]
     at = texts.index(("h2", "Headline"))
-    assert texts[at + 1:at + 3 + len(caveats)] == [("p", h) for h in heads] + \
-        [("warn", w) for w in caveats]
+    shown = caveats[:HEADLINE_CAVEATS]
+    assert texts[at + 1:at + 3 + len(shown)] == [("p", h) for h in heads] + \
+        [("warn", w) for w in shown]
+    more = len(caveats) - len(shown)
+    assert texts[at + 3 + len(shown)] == (("p", f"{more} more caveat(s) under Warnings.")
+                                          if more else texts[at + 3 + len(shown)])
     # the JSON keeps them too
     code = run_app(app, ["summary", "--db", str(db), "--group-id", "g-arms", "--format", "json"])
     assert code == 0

@@ -2,7 +2,8 @@
 
 - runs joined with their experiment, baseline and tax-pair rows, one file: CSV (header row,
   RFC 4180 quoting with CRLF line ends, ISO-8601 dates as stored), Parquet (pyarrow; read by
-  pandas, polars and DuckDB) or JSON (an array of records: one object per run);
+  pandas, polars and DuckDB), JSON (an array of records: one object per run) or an Excel
+  workbook (.xlsx, openpyxl: sheet `runs`, text always stored as text);
 - `--samples`: one hive-partitioned Parquet dataset of the full-rate samples,
   <output>/group_id=<g>/exp_id=<e>/run_id=<r>/part-0.parquet, every file with the same
   (unified) schema; the partition keys are in the paths, not inside the files.
@@ -26,9 +27,15 @@ from alems.atomic_io import atomic_target
 from alems.store import reads
 from alems import arrowfile
 
-FORMATS = ("csv", "parquet", "json")
-EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+FORMATS = ("csv", "parquet", "json", "xlsx")
+EXTENSIONS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json",
+              ".xlsx": "xlsx"}
+XLSX_CELL_MAX_CHARS = 32_767   # Excel's limit per cell; longer text is cut, ending in "…"
 DEFAULT_FORMAT = "csv"   # a name without a known extension
+# Spreadsheet names a CSV must not hide behind (a program would open them as a workbook).
+OTHER_SPREADSHEETS = (".xls", ".xlsm", ".xlsb", ".ods", ".numbers")
+UNITS_TEXT = ("*_uj: microjoules; *_ns: nanoseconds; *_ms: milliseconds; *_w/*_watts: watts; "
+              "carbon_g: g CO2; water_ml: ml; methane_mg: mg CH4")
 
 
 def choose_format(output: Path, fmt: str | None, samples: bool) -> str:
@@ -42,7 +49,11 @@ def choose_format(output: Path, fmt: str | None, samples: bool) -> str:
             raise UsageError("--samples writes a Parquet dataset; drop --format or use "
                              "--format parquet")
         return "parquet"
-    by_ext = EXTENSIONS.get(Path(output).suffix.lower())
+    suffix = Path(output).suffix.lower()
+    if suffix in OTHER_SPREADSHEETS and fmt is None:
+        raise UsageError(f"--output {Path(output).name}: {suffix} is not written; give a name "
+                         "ending in .xlsx (a workbook), .csv, .parquet or .json")
+    by_ext = EXTENSIONS.get(suffix)
     if fmt and by_ext and fmt != by_ext:
         raise UsageError(f"--format {fmt} does not match --output {Path(output).name} "
                          f"({by_ext}); rename the file or drop --format")
@@ -80,8 +91,12 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
     if output.is_dir():
         raise AlemsError(f"--output {output} is a folder; give a file name, e.g. "
                          f"{output / ('results.' + fmt)}")
+    if fmt == "xlsx":
+        _need_openpyxl()
     with atomic_target(output) as tmp:
-        if fmt == "csv":
+        if fmt == "xlsx":
+            _write_xlsx(df, tmp, group)
+        elif fmt == "csv":
             df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n",
                       encoding="utf-8")
         elif fmt == "json":
@@ -98,13 +113,55 @@ def write_runs(df: pd.DataFrame, fmt: str, output: Path, group: Group) -> Path:
                       for f in table.schema]
             table = table.cast(pa.schema(fields))
             meta = {b"alems.group_id": group.group_id.encode(),
-                    b"alems.units": b"*_uj: microjoules; *_ns: nanoseconds; *_ms: milliseconds;"
-                                    b" *_w/*_watts: watts; carbon_g: g CO2; water_ml: ml;"
-                                    b" methane_mg: mg CH4"}
+                    b"alems.units": UNITS_TEXT.encode()}
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
             with arrowfile.sink(tmp) as fh:
                 pq.write_table(table, fh)
     return output
+
+
+def _need_openpyxl() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("openpyxl") is None:
+        raise AlemsError("writing .xlsx needs openpyxl; install it with "
+                         "`pip install 'alems[reports]'`, or write .csv")
+
+
+# characters an XLSX file cannot hold (XML 1.0 forbids them); dropped from text cells
+_XML_ILLEGAL = dict.fromkeys(c for c in range(32) if c not in (9, 10, 13))
+
+
+def _xlsx_cell(ws, v):
+    """A cell: numbers as numbers, text always as text (a value such as "=HYPERLINK(…)" from
+    a model's answer must never become a formula), missing values empty."""
+    from openpyxl.cell import WriteOnlyCell
+
+    v = _json_value(v)
+    if v is None or isinstance(v, (bool, int, float)):
+        return WriteOnlyCell(ws, value=v)
+    text = str(v).translate(_XML_ILLEGAL)
+    if len(text) > XLSX_CELL_MAX_CHARS:
+        text = text[:XLSX_CELL_MAX_CHARS - 1] + "…"
+    cell = WriteOnlyCell(ws, value=text)
+    cell.data_type = "s"
+    return cell
+
+
+def _write_xlsx(df: pd.DataFrame, tmp: Path, group: Group) -> None:
+    """A workbook: sheet `runs` (header row, one row per run, the columns of the CSV) and
+    sheet `about` (the group and the units of the column names)."""
+    from openpyxl import Workbook
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("runs")
+    ws.append([_xlsx_cell(ws, c) for c in df.columns])
+    for rec in df.astype(object).itertuples(index=False, name=None):
+        ws.append([_xlsx_cell(ws, v) for v in rec])
+    about = wb.create_sheet("about")
+    for row in (("group_id", group.group_id), ("runs", len(df)), ("units", UNITS_TEXT)):
+        about.append([_xlsx_cell(about, v) for v in row])
+    wb.save(tmp)
 
 
 def write_samples_dataset(conn: sqlite3.Connection, db_path: Path, group: Group,

@@ -1,5 +1,6 @@
-"""The report's figures, each rendered once to PNG bytes (matplotlib, Agg backend) so the
-HTML and the PDF show exactly the same images."""
+"""The report's figures: each built once as a matplotlib Figure (no pyplot state, so many
+can stay open), rendered to PNG for the HTML and the PDF (the same image in both) and to
+vector SVG and PDF for the paper pack (`render`)."""
 
 from __future__ import annotations
 
@@ -16,21 +17,26 @@ from alems.analysis.tax import tax_cells
 from alems.catalog.arms import AGENTIC, ARMS
 
 DPI = 150
+VECTOR_FORMATS = ("pdf", "svg")
+# Below this many runs in an arm a box plot's quartiles are mostly interpolation: show
+# every run as a dot and the median as a bar instead.
+STRIP_BELOW_RUNS = 10
 
 
-def _plt():
+def new_figure(figsize):
+    """A Figure outside pyplot (garbage-collected like any object; no global state)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
+def render(fig, fmt: str = "png") -> bytes:
+    """The figure as PNG (DPI), or as vector PDF / SVG (text kept as text in SVG)."""
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    _plt().close(fig)
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+        fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -58,7 +64,7 @@ def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
 
 
 def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
-                 smooth_ms: float | None = None) -> bytes | None:
+                 smooth_ms: float | None = None):
     """Smoothing window: `smooth_ms`, default max(20 ms, longest run / 100), the same for
     every panel so they compare."""
     series = []
@@ -71,9 +77,8 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
     if smooth_ms is None:
         longest_ms = max((d[0][-1] - d[0][0]) / 1e6 for _, d in series)
         smooth_ms = max(20.0, longest_ms / 100)
-    plt = _plt()
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 2.6 * len(series)), sharey=True,
-                             squeeze=False)
+    fig = new_figure((8, 2.6 * len(series)))
+    axes = fig.subplots(len(series), 1, sharey=True, squeeze=False)
     seen_labels = set()
     peaks: list[float] = []
     for ax, (run, (t_ns, e_uj)) in zip(axes[:, 0], series, strict=True):
@@ -117,29 +122,45 @@ def power_curves(reps: list[pd.Series], phases: pd.DataFrame, db_path: Path,
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 7), fontsize=8,
                frameon=False, bbox_to_anchor=(0.5, 1.02))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _png(fig)
+    return fig
 
 
-def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
+def strip_plot(runs: pd.DataFrame) -> bool:
+    """True when some arm of some task × provider has fewer than STRIP_BELOW_RUNS runs."""
+    ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()]
+    sizes = ok.groupby(["task_name", "provider", "workflow_type"]).size()
+    return bool(len(sizes)) and int(sizes.min()) < STRIP_BELOW_RUNS
+
+
+def energy_distributions(runs: pd.DataFrame, estimate: bool):
+    """Per task × provider, each arm's runs: a box plot, or dots and a median bar when an
+    arm has fewer than STRIP_BELOW_RUNS runs (`strip_plot`)."""
     ok = runs[(runs["status"] == "ok") & runs["dynamic_energy_uj"].notna()]
     if ok.empty:
         return None
+    strip = strip_plot(runs)
     cells = list(ok.groupby(["task_name", "provider"], sort=True))
-    plt = _plt()
     ncol = min(len(cells), 3)
     nrow = int(np.ceil(len(cells) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(8, 3.0 * nrow), squeeze=False)
+    fig = new_figure((8, 3.0 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     rng = np.random.default_rng(0)   # jitter only
     for ax, ((task, provider), cell) in zip(axes.flat, cells, strict=False):
         data, labels = [], []
-        for wf in ARMS:
+        present = set(cell["workflow_type"])
+        for wf in [a for a in ARMS if a in present] + sorted(present - set(ARMS)):
             vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
-            if len(vals):
-                data.append(vals.to_numpy())
-                labels.append(wf)
-        ax.boxplot(data, tick_labels=[f"{wf}\n(n={len(v)})"
-                                      for wf, v in zip(labels, data, strict=True)],
-                   widths=0.5, showfliers=False)
+            data.append(vals.to_numpy())
+            labels.append(wf)
+        ticks = [f"{wf}\n(n={len(v)})" for wf, v in zip(labels, data, strict=True)]
+        if strip:
+            for i, vals in enumerate(data, start=1):
+                ax.hlines(float(np.median(vals)), i - 0.25, i + 0.25, color="black", lw=1.5,
+                          zorder=4)
+            ax.set_xticks(range(1, len(data) + 1), ticks)
+            ax.set_xlim(0.4, len(data) + 0.6)
+        else:
+            ax.boxplot(data, tick_labels=ticks, widths=0.5, showfliers=False)
         for i, (vals, wf) in enumerate(zip(data, labels, strict=True), start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14,
                        color=ARM_COLORS.get(wf, OTHER_COLOR), alpha=0.8, zorder=3)
@@ -150,54 +171,63 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool) -> bytes | None:
         ax.set_visible(False)
     fig.suptitle("Dynamic energy per run, by workflow" + _est(estimate), fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float) -> bytes | None:
-    rows = [t for t in tax_rows if t["tax_ratio"] is not None]
+def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float):
+    """A forest plot of every arm's tax rows on a log axis: a ratio's interval (t on the
+    log ratio) is symmetric there, and 0.5× and 2× sit equally far from 1."""
+    rows = [t for t in tax_rows if t["tax_ratio"] is not None and t["tax_ratio"] > 0]
     if not rows:
         return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.4))
-    y = np.arange(len(rows))
+    fig = new_figure((8, 0.6 * len(rows) + 1.4))
+    ax = fig.subplots()
+    ax.set_xscale("log")
     for i, t in enumerate(rows):
+        color = ARM_COLORS.get(t.get("arm", AGENTIC), OTHER_COLOR)
+        c = tax_cells(t)
         if t["ci_low"] is not None:
             ax.errorbar(t["tax_ratio"], i, xerr=[[t["tax_ratio"] - t["ci_low"]],
                                                   [t["ci_high"] - t["tax_ratio"]]],
-                        fmt="o", color=ARM_COLORS[AGENTIC], capsize=4)
-            c = tax_cells(t)
-            ax.annotate(f"{c['ratio']} {c['ci']}",
-                        (t["ci_high"], i), xytext=(6, 0), textcoords="offset points",
-                        va="center", fontsize=8)
+                        fmt="o", color=color, capsize=4)
+            note, at = f"{c['ratio']} {c['ci']}", t["ci_high"]
         else:
-            ax.plot(t["tax_ratio"], i, "o", color=ARM_COLORS[AGENTIC])
-            ax.annotate(f"{tax_cells(t)['ratio']} (no CI)", (t["tax_ratio"], i), xytext=(6, 0),
-                        textcoords="offset points", va="center", fontsize=8)
+            ax.plot(t["tax_ratio"], i, "o", color=color)
+            note, at = f"{c['ratio']} (no CI)", t["tax_ratio"]
+        ax.annotate(note, (at, i), xytext=(6, 0), textcoords="offset points", va="center",
+                    fontsize=8)
     ax.axvline(1.0, color="grey", ls="--", lw=1)
-    ax.set_yticks(y, [("" if t.get("arm", AGENTIC) == AGENTIC else f"{t['arm']}: ")
-                      + f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)" for t in rows],
-                  fontsize=8)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    hi = max((t["ci_high"] or t["tax_ratio"]) for t in rows)
-    ax.set_xlim(min(0.9, min((t["ci_low"] or t["tax_ratio"]) for t in rows) * 0.9), hi * 1.3)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    # ticks at 1, 2, 5 × 10^k written as plain ratios (0.5×, 1×, 2×), not powers of ten
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     arms = {t.get("arm", AGENTIC) for t in rows}
+    ax.set_yticks(range(len(rows)), [("" if arms == {AGENTIC} else f"{t.get('arm', AGENTIC)}: ")
+                                     + f"{t['task']} / {t['provider']} (n={t['n_pairs']} pairs)"
+                                     for t in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.3, -0.7)   # first row on top, as in the tax table
+    lo = min(min((t["ci_low"] or t["tax_ratio"]) for t in rows), 1.0)
+    hi = max(max((t["ci_high"] or t["tax_ratio"]) for t in rows), 1.0)
+    ax.set_xlim(lo / 1.25, hi * 2.2)   # room for the labels right of the intervals
     top = AGENTIC if arms == {AGENTIC} else "arm"
-    ax.set_xlabel(f"orchestration tax = Σ {top} / Σ linear dynamic energy "
+    ax.set_xlabel(f"orchestration tax = Σ {top} / Σ linear dynamic energy, log scale "
                   f"({int(confidence * 100)} % CI: t on the log ratio, jackknife SE)")
-    ax.set_title("Orchestration tax per task and provider" + _est(estimate), fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Orchestration tax per arm, task and provider" + _est(estimate), fontsize=10)
+    ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def phase_breakdown(phase_rows: list[dict], estimate: bool) -> bytes | None:
+def phase_breakdown(phase_rows: list[dict], estimate: bool):
     if not phase_rows:
         return None
     df = pd.DataFrame(phase_rows)
-    plt = _plt()
     cells = list(df.groupby(["task", "provider"], sort=True))
     labels, lefts = [], []
-    fig, ax = plt.subplots(figsize=(8, 0.9 * 2 * len(cells) + 1.4))
+    fig = new_figure((8, 0.9 * 2 * len(cells) + 1.4))
+    ax = fig.subplots()
     colors = {**PHASE_COLORS, "other": "#ffffff"}
     used = set()
     row = 0
@@ -225,4 +255,4 @@ def phase_breakdown(phase_rows: list[dict], estimate: bool) -> bytes | None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(cells) < 2 else -0.12),
               ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
-    return _png(fig)
+    return fig

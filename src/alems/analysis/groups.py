@@ -63,6 +63,19 @@ def _loads(text: str | None, default):
         return default
 
 
+def resolve_group_or_experiment(conn: sqlite3.Connection, value: str | None) -> Group:
+    """`resolve_group`, where a number that names no group names an experiment (the
+    guide's `--exp-id`): its batch."""
+    wanted = (value or LATEST).strip()
+    if wanted.isdigit() and reads.group_row(conn, wanted) is None:
+        group_id = reads.group_of_experiment(conn, int(wanted))
+        if group_id is None:
+            raise AlemsError(f"no group or experiment {wanted!r} in the database "
+                             "(or use 'latest')")
+        wanted = group_id
+    return resolve_group(conn, wanted)
+
+
 def resolve_group(conn: sqlite3.Connection, group_id_or_latest: str | None = LATEST) -> Group:
     """The batch session named `group_id_or_latest`; for 'latest'/None the newest one that
     has runs (a just-started or empty session must not hide finished results), else the

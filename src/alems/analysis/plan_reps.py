@@ -33,7 +33,14 @@ from alems.catalog.arms import AGENTIC, LINEAR
 MIN_PILOT_PAIRS = 10
 DESIGN = "paired design (effect = mean difference ÷ SD of the pair differences)"
 FORMULA_Z = "ceil(((z_(1-alpha/2) + z_power) / d)^2)  [spec; normal approximation]"
-FORMULA_T = "smallest n with paired t-test power >= power (noncentral t, df n-1, ncp d*sqrt(n))"
+FORMULA_T = "smallest n with t-test power >= power (noncentral t, df n-1, ncp d*sqrt(n))"
+# A pilot sizes two different tests: each workflow's energy alone (no pairs involved) and
+# the tax on the pairs. Each row says which, and what its mean is.
+PILOT_DESIGN = ("energy rows: one-sample t on one workflow's runs, d = effect ÷ CV; tax rows: "
+                "paired t on the log pair ratios, d = log(1 + effect) ÷ SD(log ratio)")
+ENERGY_TEST, TAX_TEST = "one-sample t", "paired t (log ratios)"
+ENERGY_MEAN_LABEL = "arithmetic mean dynamic energy (J)"
+TAX_MEAN_LABEL = "geometric mean of pair ratios"
 
 
 def plan_formula(effect_size: float, power: float, alpha: float) -> dict:
@@ -97,8 +104,10 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
     for (task, provider, wf), cell in ok.groupby(["task_name", "provider", "workflow_type"]):
         n, mean, sd, cv = _cv(cell["e_j"].tolist())
         d = None if not cv else effect_size / cv
-        rows.append(_row("energy", task, provider, wf, n, mean, sd, cv, d, power, alpha,
-                         "one-sample t: a shift of effect × mean; d = effect ÷ CV"))
+        row = _row("energy", task, provider, wf, n, mean, sd, cv, d, power, alpha,
+                   "one-sample t: a shift of effect × mean; d = effect ÷ CV")
+        row.update(test_label=ENERGY_TEST, mean_label=ENERGY_MEAN_LABEL)
+        rows.append(row)
     for (task, provider), cell in ok.groupby(["task_name", "provider"]):
         lin = cell[cell["workflow_type"] == LINEAR].set_index("run_number")["e_j"]
         ag = cell[cell["workflow_type"] == AGENTIC].set_index("run_number")["e_j"]
@@ -108,10 +117,10 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
         logs = [math.log(ag[i] / lin[i]) for i in common if lin[i] > 0 and ag[i] > 0]
         n, mean_log, sd_log, _ = _cv(logs)
         d = None if not sd_log else math.log1p(effect_size) / sd_log
-        row = _row("tax_ratio", task, provider, "paired (log ratios)", n,
+        row = _row("tax_ratio", task, provider, f"{AGENTIC} ÷ {LINEAR}", n,
                    None if mean_log is None else math.exp(mean_log), sd_log, None, d, power,
                    alpha, "paired t on log(agentic/linear): d = log(1 + effect) ÷ SD(log ratio)")
-        row["mean_label"] = "geometric mean of pair ratios"
+        row.update(test_label=TAX_TEST, mean_label=TAX_MEAN_LABEL)
         rows.append(row)
         if n < MIN_PILOT_PAIRS:
             factor = sd_upper_factor(n)
@@ -126,7 +135,7 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
         raise AlemsError(f"pilot group {group.group_id!r} has no completed runs with energy")
     needed = [r["repetitions"] for r in rows if r["repetitions"] is not None]
     done = int(runs.groupby(["exp_id", "workflow_type"])["run_number"].nunique().min())
-    return {"mode": "pilot", "group_id": group.group_id, "design": DESIGN,
+    return {"mode": "pilot", "group_id": group.group_id, "design": PILOT_DESIGN,
             "effect_size": effect_size, "effect_meaning": "relative to the mean (0.1 = 10 %)",
             "power": power, "alpha": alpha, "pilot_repetitions": done, "rows": rows,
             "repetitions": max(needed) if needed else None, "warnings": warnings,

@@ -1,27 +1,26 @@
 """`alems report`: a self-contained HTML or PDF report of one batch.
 
-The content is built once (`build_report`: headings, paragraphs, tables, PNG figures) and
-rendered by `render_html` (tables as HTML, figures as base64 <img>); `render_pdf` typesets
-that same HTML on A4 pages with WeasyPrint, following the stylesheet's print rules.
+The content is built once (`build_report`: headings, paragraphs, tables, figures) and
+rendered by `report_render.render_html` (tables as HTML, figures as base64 <img>);
+`render_pdf` typesets that same HTML on A4 pages with WeasyPrint, following the
+stylesheet's print rules; `report_pack` writes the paper pack from the same blocks.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alems.errors import AlemsError
 from alems.analysis import figures
 from alems.analysis.blocks import Block
 from alems.analysis.groups import Group
 from alems.analysis.report_examples import example_blocks
+from alems.analysis.report_methods import methods_text
 from alems.analysis.summary import KIND_LABELS, build_summary
+from alems.analysis.summary_warnings import ordered_warnings
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
                                   host_tax_rows, tax_columns, tax_table)
-from alems.atomic_io import atomic_target
 from alems.store import reads
 from alems.store.reads import phases_frame, runs_frame
 from alems.catalog.arms import ACTIVITY_KINDS, AGENTIC, STAGE_KINDS
@@ -134,23 +133,24 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     est = summary["estimate"]
     est_tag = ESTIMATE_TAG if est else ""
     pct = int(round(confidence * 100))
-    out: list[Block] = [
-        Block("h1", f"A-LEMS report — batch {group.group_id}"),
-        # the same headline everywhere (labelled CPU / all devices where a GPU was measured)
-        *(Block("p", line + est_tag) for line in headline_lines(summary)),
-        Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-                   f"{db_path.name}. Energy is {_energy_basis(summary)} minus the idle baseline "
-                   f"(dynamic energy); intervals are {pct} % confidence intervals."),
-    ]
-    if est:
-        out.append(Block("warn", "All energy figures in this report marked ESTIMATE come from a "
-                                 "CPU-time × W/core model, not from a hardware counter."))
-    # the answer first: tax with its interval, accuracy per arm, energy source
-    out.append(Block("h2", "Headline"))
+    # the answer first, once: every arm's tax with its interval (the strings `alems summary`
+    # prints), the caveats that matter most beside it, then accuracy and energy source
+    out: list[Block] = [Block("h1", f"A-LEMS report — batch {group.group_id}"),
+                        Block("h2", "Headline")]
     out.extend(Block("p", line + est_tag) for line in headline_lines(summary))
-    out.extend(Block("warn", w) for w in summary["headline_caveats"])
+    caveats = summary["headline_caveats"]   # the same strings `alems summary` prints
+    out.extend(Block("warn", w) for w in caveats[:HEADLINE_CAVEATS])
+    if len(caveats) > HEADLINE_CAVEATS:
+        out.append(Block("p", f"{len(caveats) - HEADLINE_CAVEATS} more caveat(s) under "
+                              "Warnings."))
+    out.append(Block("p", f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+                          f" from {db_path.name}. Energy is {_energy_basis(summary)} minus the "
+                          f"idle baseline (dynamic energy); intervals are {pct} % confidence "
+                          "intervals."))
+    out.extend(Block("warn", w) for w in _estimate_caveat(summary))
     out.append(Block("table", "Accuracy per arm (correct answers ÷ runs)",
-                     ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary)))
+                     ["workflow", "runs", "correct", "accuracy"], _accuracy_rows(summary),
+                     name="accuracy"))
     out.append(Block("p", f"Energy source: {', '.join(summary['energy_sources']) or '–'}"
                           + (" — ESTIMATE, not measured" if est else "") + "."))
     out.append(Block("h2", "Summary per task, provider and workflow"))
@@ -170,7 +170,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
     out.append(Block("table", f"Orchestration tax (Σ {arms} ÷ Σ linear dynamic energy over "
                               f"complete pairs; {pct} % interval: "
                               f"{summary['definitions']['tax_ci']}){est_tag}",
-                     tax_columns(summary, pct), tax_table(summary)))
+                     tax_columns(summary, pct), tax_table(summary), name="tax"))
     if host_tax_rows(summary):   # a fleet or merged shards: pairs compared within a host
         out.append(Block("table", f"Tax per host, and pooled with the host as a block{est_tag}",
                          HOST_COLUMNS, host_tax_rows(summary)))
@@ -179,19 +179,7 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                               "positive: too few or too spread runs; read it as 'at most' its "
                               "upper bound, and run more repetitions."))
     if summary["phases"]:
-        kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
-        table: dict[tuple, dict] = {}
-        for p in summary["phases"]:
-            table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
-        rows = []
-        for (task, provider), shares in sorted(table.items()):
-            rows.append([task, provider] + [
-                _pct(shares.get(("stage" if k in STAGE_KINDS else "activity", k)))
-                for k in kinds] + [_pct(shares.get(("activity", "other")))])
-        out.append(Block("table", f"Share of agentic package energy per phase{est_tag}",
-                         ["task", "provider"] + [KIND_LABELS[k] for k in kinds] + ["outside "
-                                                                                   "llm/tool/wait"],
-                         rows))
+        out.append(_phase_share_table(summary["phases"], est_tag))
     out.append(Block("table", f"Footprint of all runs' dynamic energy (grid factors; empty = no "
                               f"factor){est_tag}",
                      ["task", "provider", "workflow", "carbon g CO2", "water ml", "methane mg"],
@@ -201,37 +189,77 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
 
     out.append(Block("h2", "Figures"))
     reps = figures.representative_runs(runs, db_path)
-    png = figures.power_curves(reps, phases, db_path)
-    if png:
-        out.append(Block("figure", "Figure 1. Package power of a representative run of each arm "
-                                   "(the run at the lower median of its arm's dynamic energy, as "
-                                   f"in the examples), phases shaded{est_tag}.", png=png))
+    curves = figures.power_curves(reps, phases, db_path)
+    if curves is not None:
+        out.append(_figure("power_curves", "Figure 1. Package power of a representative run of "
+                           "each arm (the run at the lower median of its arm's dynamic energy, as "
+                           f"in the examples), phases shaded{est_tag}.", curves))
     else:
         out.append(Block("warn", "Figure 1 (power curves) left out: no run has a readable samples "
                                  "file next to the database."))
-    for caption, png in (
-        (f"Figure 2. Dynamic energy per run by workflow (box: quartiles; dots: runs){est_tag}.",
+    spread = (f"dots: runs; bar: median — fewer than {figures.STRIP_BELOW_RUNS} runs in an arm"
+              if figures.strip_plot(runs) else "box: quartiles; dots: runs")
+    for name, caption, fig in (
+        ("energy_per_run", f"Figure 2. Dynamic energy per run by workflow ({spread}){est_tag}.",
          figures.energy_distributions(runs, est)),
-        (f"Figure 3. Orchestration tax with its {pct} % interval; dashed line = no tax{est_tag}.",
+        ("tax_forest", f"Figure 3. Orchestration tax of every arm with its {pct} % interval, "
+                       f"on a log axis; dashed line = no tax{est_tag}.",
          figures.tax_ratios(arm_tax_rows(summary), est, confidence)),
-        (f"Figure 4. Share of agentic package energy by stage and by activity{est_tag}.",
-         figures.phase_breakdown(summary["phases"], est)),
+        ("phase_shares", f"Figure 4. Share of agentic package energy by stage and by activity"
+                         f"{est_tag}.", figures.phase_breakdown(summary["phases"], est)),
     ):
-        if png:
-            out.append(Block("figure", caption, png=png))
+        if fig is not None:
+            out.append(_figure(name, caption, fig))
     out.extend(example_blocks(runs, phases, est_tag))
     out.append(Block("h2", "Conditions"))
     out.append(Block("table", "Batch conditions", ["item", "value"],
-                     _conditions(conn, group, summary, runs)))
+                     _conditions(conn, group, summary, runs), identifiers=True,
+                     name="conditions"))
     out.append(Block("h2", "Warnings"))
-    if summary["warnings"]:   # the headline's caveats first, as under the headline
-        out.extend(Block("warn", w) for w in summary["warnings"])
+    warnings = ordered_warnings(summary["warnings"])
+    if warnings:   # most consequential first, as under the headline
+        out.extend(Block("warn", w) for w in warnings)
     else:
         out.append(Block("p", "None: the data raise no flags."))
+    out.append(Block("h2", "Methods"))
+    out.append(Block("p", methods_text(group, summary, runs), name="methods"))
     out.append(Block("h2", "Definitions"))
     for k, v in summary["definitions"].items():
         out.append(Block("p", f"{k}: {v}"))
     return out
+
+
+# caveats shown beside the headline (each headline line carries the ESTIMATE tag itself);
+# the rest wait under Warnings
+HEADLINE_CAVEATS = 3
+
+
+def _estimate_caveat(summary: dict) -> list[str]:
+    return (["All energy figures in this report marked ESTIMATE come from a CPU-time × W/core "
+             "model, not from a hardware counter."] if summary["estimate"] else [])
+
+
+def _figure(name: str, caption: str, fig) -> Block:
+    return Block("figure", caption, png=figures.render(fig, "png"), figure=fig, name=name)
+
+
+def _phase_share_table(phase_rows: list[dict], est_tag: str) -> Block:
+    """Share per phase kind, one row per task × provider; kinds no run spent energy in
+    (e.g. waiting where no arm waits) get no column."""
+    kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
+    table: dict[tuple, dict] = {}
+    for p in phase_rows:
+        table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
+
+    def key(k):
+        return ("stage" if k in STAGE_KINDS else "activity", k)
+    keys = [key(k) for k in kinds] + [("activity", "other")]
+    labels = [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"]
+    used = [i for i, k in enumerate(keys) if any(s.get(k) for s in table.values())]
+    rows = [[task, provider] + [_pct(shares.get(keys[i])) for i in used]
+            for (task, provider), shares in sorted(table.items())]
+    return Block("table", f"Share of agentic package energy per phase{est_tag}",
+                 ["task", "provider"] + [labels[i] for i in used], rows, name="phase_shares")
 
 
 def _energy_basis(summary: dict) -> str:
@@ -276,87 +304,6 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
-# ------------------------------------------------------------------------------ HTML
-# One stylesheet for the browser and for paged media. The print rules are what WeasyPrint
-# lays the PDF out with: A4 pages numbered at the foot; a table's header row repeated on each
-# page it spans, under a running "(continued)" caption; a heading or caption never last on a
-# page; a table split only after its first three rows and before its last two; a short table
-# (SHORT_TABLE_ROWS rows or fewer) or a figure moved whole to the next page.
-SHORT_TABLE_ROWS = 12
-_CSS = """body{font-family:system-ui,Arial,sans-serif;color:#222}
-@media screen{body{max-width:1000px;margin:2em auto}}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
-th,td{border:1px solid #bbb;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#eee}caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
-.warn{background:#fff4d6;border-left:4px solid #e6a400;padding:4px 8px;margin:4px 0}
-figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.9em;color:#444}
-@page{size:A4;margin:16mm 14mm 18mm;font-family:system-ui,Arial,sans-serif;
-@top-left{content:string(table-continued,start);font-size:8pt;color:#555}
-@bottom-center{content:"A-LEMS report — page " counter(page) " of " counter(pages);
-font-size:7pt;color:grey}}
-@media print{body{font-size:9pt}h1{font-size:16pt}h2{font-size:12.5pt;margin:1.2em 0 0.5em}
-thead{display:table-header-group}tr,figure,.warn,table.short{break-inside:avoid}
-h1,h2,caption{break-after:avoid}
-tbody tr:nth-child(-n+2),tbody tr:nth-last-child(2){break-after:avoid}
-tbody tr:first-child{string-set:table-continued attr(data-continued)}
-.table-end{string-set:table-continued ""}td{overflow-wrap:anywhere}
-img{max-height:22cm}}"""
-
-
-def render_html(blocks: list[Block]) -> str:
-    title = next((b.text for b in blocks if b.kind == "h1"), "A-LEMS report")
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
-    e = html.escape
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            parts.append(f"<{b.kind}>{e(b.text)}</{b.kind}>")
-        elif b.kind == "p":
-            parts.append(f"<p>{e(b.text)}</p>")
-        elif b.kind == "warn":
-            parts.append(f'<div class="warn">⚠ {e(b.text)}</div>')
-        elif b.kind == "table":
-            head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
-            rows = b.rows or [["–"] * len(b.columns)]
-            cont = f' data-continued="{e(b.text)} (continued)"'
-            body = "".join(f"<tr{cont if i == 0 else ''}>"
-                           + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
-                           for i, r in enumerate(rows))
-            short = ' class="short"' if len(rows) <= SHORT_TABLE_ROWS else ""
-            parts.append(f"<table{short}><caption>{e(b.text)}</caption><thead><tr>{head}</tr>"
-                         f'</thead><tbody>{body}</tbody></table><div class="table-end"></div>')
-        elif b.kind == "figure" and b.png is not None:
-            data = base64.b64encode(b.png).decode("ascii")
-            parts.append(f'<figure><img alt="{e(b.text)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{e(b.text)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-# ------------------------------------------------------------------------------- PDF
-def render_pdf(blocks: list[Block], output: str | Path) -> int:
-    """Typeset the HTML report on A4 pages (WeasyPrint); returns the number of pages."""
-    try:
-        from weasyprint import HTML
-    except ImportError:
-        raise AlemsError("a PDF report needs weasyprint; install it with "
-                         "`pip install 'alems[reports]'`, or write .html") from None
-    except OSError as exc:   # the Python package is there, Pango is not
-        raise AlemsError(f"weasyprint cannot load Pango ({exc}); install it, e.g. `apt-get "
-                         "install libpango-1.0-0 libpangoft2-1.0-0`, or write .html") from None
-    document = HTML(string=render_html(blocks)).render()
-    document.write_pdf(output)
-    return len(document.pages)
-
-
-def write_report(blocks: list[Block], output: str | Path) -> Path:
-    output = Path(output)
-    suffix = output.suffix.lower()
-    if suffix not in (".html", ".htm", ".pdf"):
-        raise AlemsError(f"--output {output}: give a name ending in .html or .pdf")
-    with atomic_target(output) as tmp:   # the folder was checked, never created here
-        if suffix == ".pdf":
-            render_pdf(blocks, tmp)
-        else:
-            tmp.write_text(render_html(blocks), encoding="utf-8")
-    return output
+# the renderers, where callers of the report have always found them
+from alems.analysis.report_render import (SHORT_TABLE_ROWS, render_html,  # noqa: E402,F401
+                                          render_pdf, write_report)

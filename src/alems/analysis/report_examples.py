@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import math
 
-from alems.analysis.blocks import Block
+from alems.analysis.blocks import Block, Folded
 from alems.analysis.frames import median_run
 from alems.catalog.arms import ARMS
 from alems.errors import AlemsError
 
 TEXT_LIMIT = 400   # characters of a prompt, answer or model text shown; the rest is cut "…"
+FULL_TEXT_LIMIT = 20_000   # characters of a run's full response folded under its answer
+EMPTY_PHASE_NS = 50_000   # shorter than this it prints as 0.0 ms
 SHOWN_EVENTS = ("plan", "tool", "dropped", "step", "synthesis", "refusal", "answer")
 
 
@@ -44,8 +46,9 @@ def _call(c: dict) -> str:
     return f"{c.get('name') or '?'}({_cut(args, 120)}){bad}"
 
 
-def trace_lines(text) -> list[list[str]]:
-    """[event, what happened] rows for the plan, tool calls, steps and answers of a trace."""
+def trace_lines(text, response=None) -> list[list[str]]:
+    """[event, what happened] rows for the plan, tool calls, steps and model text of a trace;
+    an `answer` event, or model text equal to `response`, is left to the answer row."""
     if _missing(text) or not str(text).strip():
         return [["trace", "– (none recorded)"]]
     try:
@@ -55,7 +58,8 @@ def trace_lines(text) -> list[list[str]]:
     rows = []
     for ev in trace if isinstance(trace, list) else [trace]:
         kind = ev.get("event") if isinstance(ev, dict) else None
-        if kind not in SHOWN_EVENTS:
+        if kind not in SHOWN_EVENTS or (kind in ("answer", "synthesis") and response is not None
+                                        and _cut(ev.get("text")) == _cut(response)):
             continue
         if kind in ("plan", "step"):
             calls = "; ".join(_call(c) for c in ev.get("calls") or []) or "no tool calls"
@@ -89,11 +93,14 @@ def pick_example(cell):
 
 def phase_rows(phases, pkg_energy_uj) -> list[list[str]]:
     """[phase, kind, duration ms, energy J, share of the run's package energy] per phase;
-    nested phases (inside a stage) are indented."""
+    nested phases (inside a stage) are indented. An empty phase (under 0.05 ms, no energy:
+    a `waiting` that never waited) is left out."""
     total = None if _missing(pkg_energy_uj) or not pkg_energy_uj else float(pkg_energy_uj)
     rows = []
     for p in phases.sort_values("seq").itertuples():
         e = None if _missing(p.energy_uj) else float(p.energy_uj)
+        if p.duration_ns < EMPTY_PHASE_NS and not e:
+            continue
         nested = "parent_seq" in phases and not _missing(p.parent_seq)
         rows.append([("  · " if nested else "") + str(p.name), str(p.kind),
                      f"{p.duration_ns / 1e6:.1f}", "–" if e is None else f"{e / 1e6:.4g}",
@@ -122,6 +129,17 @@ class _Prompts:
         return _cut(items[item_id])
 
 
+def _answer_cell(answer, response):
+    """The extracted answer, with the model's full text folded under it."""
+    short = _cut(answer, 120)
+    if _missing(response) or not str(response).strip():
+        return short
+    full = str(response)
+    if len(full) > FULL_TEXT_LIMIT:
+        full = full[:FULL_TEXT_LIMIT - 1] + "…"
+    return Folded(short if short != "–" else "– (none extracted)", full)
+
+
 def example_blocks(runs, phases, est_tag: str = "") -> list:
     """The Examples heading, a note on how runs were chosen, and per task × arm a table of
     facts (prompt … trace) and a table of its phases."""
@@ -147,11 +165,11 @@ def example_blocks(runs, phases, est_tag: str = "") -> list:
             facts = [["run", f"#{int(run['run_id'])} (repetition {int(run['run_number'])})"],
                      ["prompt", prompts.get(task, run.get("item_id"))],
                      ["expected", _cut(run.get("expected"))],
-                     ["answer", _cut(run.get("answer"))],
-                     ["response", _cut(run.get("response"))],
+                     ["answer", _answer_cell(run.get("answer"), run.get("response"))],
                      ["verdict", verdict],
                      ["dynamic energy J", "–" if _missing(dyn) else f"{dyn / 1e6:.4g}"]]
-            facts += trace_lines(run.get("trace_json"))
+            response = None if _missing(run.get("response")) else run.get("response")
+            facts += trace_lines(run.get("trace_json"), response)
             out.append(Block("table", f"{title}{est_tag}", ["item", "value"], facts))
             mine = phases[phases["run_id"] == run["run_id"]]
             out.append(Block("table", f"Phases of run #{int(run['run_id'])} ({task} / {arm})"

@@ -36,11 +36,15 @@ def pick_group(conn: sqlite3.Connection, group_id: str | None) -> Group:
 
 
 def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
+    # a batch run with --start-from K plans (and `alems batch` counts) repetitions K… only
+    first_rep = int((group.settings or {}).get("start_from") or 1)
     planned: dict[str, int] = {}
+    last_rep = 0
     for workflows, reps in reads.planned_workflows(conn, group.group_id):
+        last_rep = max(last_rep, int(reps or 0))
         for wf in [w.strip() for w in (workflows or "").split(",") if w.strip()]:
-            planned[wf] = planned.get(wf, 0) + int(reps or 0)
-    rows = reads.workflow_progress(conn, group.group_id)
+            planned[wf] = planned.get(wf, 0) + max(int(reps or 0) - first_rep + 1, 0)
+    rows = reads.workflow_progress(conn, group.group_id, first_rep)
     per_wf = {}
     first = last = None
     sum_ns = 0.0
@@ -59,7 +63,7 @@ def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
     done_total = sum(v["done"] for v in per_wf.values())
     planned_total = sum(planned.values()) if planned else None
     if group.order:
-        planned_total = len(group.order)
+        planned_total = sum(1 for key in group.order if _rep(key) >= first_rep)
     # wall-clock overhead factor: elapsed between first and last start ÷ run time spent
     # by all runs but the last (the last one's duration is not inside that span)
     overhead = 1.0
@@ -91,6 +95,7 @@ def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
     finished = (group.status != "running" or gone
                 or (planned_total is not None and done_total >= planned_total))
     return {"group_id": group.group_id, "status": group.status, "created_at": group.created_at,
+            "first_repetition": first_rep, "last_repetition": last_rep or None,
             "planned": planned_total, "done": done_total,
             "errors": sum(v["errors"] for v in per_wf.values()),
             "wrong": sum(v["wrong"] for v in per_wf.values()),
@@ -99,6 +104,14 @@ def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
             "overhead_factor": overhead,
             "eta_s": (None if gone else 0.0 if finished else (eta_s if eta_known else None)),
             "finished": finished, "process_gone": gone}
+
+
+def _rep(key) -> int:
+    """The repetition of one stored run-order entry ([task, provider, workflow, rep, …])."""
+    try:
+        return int(key[3])
+    except (TypeError, ValueError, IndexError):
+        return 1
 
 
 def format_duration(seconds: float | None) -> str:
@@ -113,8 +126,11 @@ def format_duration(seconds: float | None) -> str:
 def status_lines(st: dict) -> list[str]:
     planned = st["planned"] if st["planned"] is not None else "?"
     lines = [f"batch {st['group_id']} ({st['status']}, started {st['created_at']}): "
-             f"{st['done']}/{planned} runs done, {st['errors']} failed, {st['wrong']} wrong "
-             "answers"]
+             f"{st['done']}/{planned} runs done"
+             + (f" (repetitions {st['first_repetition']}–{st['last_repetition'] or '?'}: "
+                f"--start-from {st['first_repetition']})"
+                if st.get("first_repetition", 1) > 1 else "")
+             + f", {st['errors']} failed, {st['wrong']} wrong answers"]
     for v in st["workflows"]:
         mean = "-" if v["mean_run_s"] is None else f"{v['mean_run_s']:.2f} s"
         lines.append(f"  {v['workflow']:<8} "

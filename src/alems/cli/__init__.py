@@ -11,7 +11,7 @@ import typer  # noqa: E402 - after the stamp above
 
 from alems.cli._common import run_app  # noqa: E402
 from alems.cli import (analysis_cmds, batch_cmd, dashboard_cmd, doctor_cmd,  # noqa: E402
-                       mark_cmd, merge_cmd, query_cmd, sample_cmd, tag_cmd)
+                       mark_cmd, merge_cmd, query_cmd, report_cmd, sample_cmd, tag_cmd)
 
 app = typer.Typer(
     name="alems",
@@ -42,7 +42,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     linear) from hardware counters."""
 
 
-for _module in (sample_cmd, mark_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds,
+for _module in (sample_cmd, mark_cmd, doctor_cmd, batch_cmd, query_cmd, analysis_cmds, report_cmd,
                 dashboard_cmd, merge_cmd, tag_cmd):
     _module.register(app)
 

@@ -250,19 +250,22 @@ def register(app: typer.Typer) -> None:
         rows = []
         for r in plan["rows"]:
             spread = r["cv"] if r["metric"] == "energy" else r["sd"]
-            rows.append([r["metric"], r["task"], r["provider"], r["workflow"], str(r["pilot_n"]),
-                         fmt_value(r["mean"]), fmt_value(spread),
+            mean = ("–" if r["mean"] is None else f"{fmt_value(r['mean'])}×" if
+                    r["metric"] != "energy" else f"{fmt_value(r['mean'])} J")
+            rows.append([r["metric"], r["task"], r["provider"], r["workflow"], r["test_label"],
+                         str(r["pilot_n"]), mean, fmt_value(spread),
                          str(r["repetitions"]) if r["repetitions"] is not None
                          else f"– ({r['note']})",
                          str(r["repetitions_z"]) if r["repetitions_z"] is not None else "–"])
         print_table(_console(), f"Pilot {plan['group_id']} ({plan['pilot_repetitions']} reps): "
                     f"repetitions to detect a {effect_size:.0%} change (power {power}, alpha "
                     f"{alpha}; t-test, spec's z formula beside)",
-                    ["metric", "task", "provider", "workflow", "pilot n", "mean", "CV / sd(log)",
-                     "reps (t)", "reps (z, spec)"], rows)
+                    ["metric", "task", "provider", "workflow", "test", "pilot n",
+                     "mean (tax: geometric)", "CV / sd(log)", "reps (t)",
+                     "reps (z, spec)"], rows)
         print(f"repetitions needed for the full batch: "
               f"{plan['repetitions'] if plan['repetitions'] is not None else 'unknown'}  "
-              f"(assumes a {plan['design']}; tax sized on log pair ratios; n = {plan['formula']})")
+              f"({plan['design']}; n = {plan['formula']})")
         for w in plan["warnings"]:
             print(f"warning: {w}")
 
@@ -273,8 +276,8 @@ def register(app: typer.Typer) -> None:
                                              "--samples, a new folder for the dataset).")],
         group_id: GroupOpt = "latest",
         fmt: Annotated[str | None, typer.Option(
-            "--format", help="csv | parquet | json; default: from the --output extension "
-            "(.csv, .parquet, .json), else csv.", show_default=False)] = None,
+            "--format", help="csv | parquet | json | xlsx; default: from the --output "
+            "extension (.csv, .parquet, .json, .xlsx), else csv.", show_default=False)] = None,
         samples: Annotated[bool, typer.Option(
             "--samples", help="Export the full-rate samples as one partitioned Parquet dataset "
             "(group_id=/exp_id=/run_id=) instead of the runs table.")] = False,
@@ -304,40 +307,6 @@ def register(app: typer.Typer) -> None:
         df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
         path = write_runs(df, fmt, output, group)
         print(f"wrote {len(df)} runs of group {group.group_id} to {path} ({fmt})")
-
-    @app.command("report")
-    @handle_errors
-    def report_cmd(
-        output: Annotated[Path, typer.Option("--output", "-o", help="report.html or report.pdf")],
-        group_id: GroupOpt = "latest",
-        db: DbOpt = None,  # type: ignore[assignment]
-        confidence: Annotated[float, typer.Option(
-            help="Confidence level of the intervals.")] = 0.95,
-        country: CountryOpt = None,
-        factors: FactorsOpt = None,
-    ) -> None:
-        """Self-contained HTML or PDF report: conditions, tables and figures."""
-        _need("pandas", "scipy", "matplotlib")
-        from alems.analysis.groups import open_db, resolve_group
-        from alems.analysis.report import build_report, write_report
-
-        if not 0 < confidence < 1:
-            raise UsageError(f"--confidence must be between 0 and 1 (got {confidence})")
-        if output.suffix.lower() not in (".html", ".htm", ".pdf"):
-            raise UsageError(f"--output {output}: give a name ending in .html or .pdf")
-        from alems.outputs import check_output_path
-
-        output = check_output_path(output, "--output")
-        if output.suffix.lower() == ".pdf":
-            _need("weasyprint")
-        db = db or _default_db()
-        conn = open_db(db)
-        group = resolve_group(conn, group_id)
-        blocks = build_report(conn, db, group, confidence=confidence, country=country,
-                              factors=_factors_arg(factors))
-        path = write_report(blocks, output)
-        n_fig = sum(b.kind == "figure" for b in blocks)
-        print(f"wrote report of group {group.group_id} to {path} ({n_fig} figures)")
 
     @app.command("status")
     @handle_errors

@@ -6,7 +6,8 @@ own message in one line, exit 1. Read-only unless --write: the database is opene
 read-only and an authorizer allows reads only (no ATTACH, VACUUM INTO, setting PRAGMAs).
 Ctrl-C stops a running query (exit 130), so does --timeout (exit 1). Rows are written as
 SQLite gives them (csv, json: any number in bounded memory; table: at most TABLE_MAX_ROWS,
-the number left out is said).
+the number left out is said). A statement naming `energy_samples` (the Parquet samples as a
+table, joinable with runs) runs in a locked-down in-memory DuckDB instead: store/samples_sql.py.
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ def query_rows(db_path: Path, sql: str, *, write: bool = False,
     rows are written too."""
     from alems.store.db import connect, connect_readonly
     from alems.store.reads import user_query
+    from alems.store.samples_sql import mentions_samples, samples_query
 
+    if mentions_samples(sql):   # the Parquet samples: through DuckDB (store/samples_sql.py)
+        with _sigint_flag() as stop, samples_query(db_path, sql, write=write,
+                                                   timeout_s=timeout_s,
+                                                   stop_requested=stop.is_set) as result:
+            yield result
+        return
     conn = connect(db_path, create=False) if write else connect_readonly(db_path)
     stop = threading.Event()
     previous = None
@@ -67,6 +75,20 @@ def query_rows(db_path: Path, sql: str, *, write: bool = False,
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         conn.close()
+
+
+@contextlib.contextmanager
+def _sigint_flag() -> Iterator[threading.Event]:
+    """An event Ctrl-C sets (instead of raising) while a statement runs in C."""
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _cell(value) -> str:
@@ -145,7 +167,9 @@ def query_command(
         "--timeout", help="Stop the query after this many seconds (default: no limit; "
         "Ctrl-C always stops it).", show_default=False)] = None,
 ) -> None:
-    """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available)."""
+    """Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN … available); the table
+    energy_samples (run_id, t_ns, *_energy_uj, *_power_w) reads the Parquet samples in
+    place (DuckDB's SQL; needs duckdb)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not sql.strip():
@@ -159,4 +183,6 @@ def query_command(
 
 def register(app) -> None:
     app.command("query", help="Run SQL on the SQLite index (STDDEV, VARIANCE, SQRT, MEDIAN "
-                "… registered); --format table|csv|json.")(handle_errors(query_command))
+                "… registered); --format table|csv|json. The table energy_samples (run_id, "
+                "t_ns, *_energy_uj, *_power_w) reads the Parquet samples in place (DuckDB's "
+                "SQL; extra `reports`).")(handle_errors(query_command))

@@ -117,6 +117,8 @@ class BatchConfig:
             d["shard"] = list(self.shard)
         if self.server_pids:
             d["server_pids"] = list(self.server_pids)
+        if self.start_from != 1:   # `alems status` counts the same runs as the batch
+            d["start_from"] = self.start_from
         return d
 
 

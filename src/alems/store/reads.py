@@ -67,7 +67,7 @@ SELECT r.workflow_type, COUNT(*), SUM(r.status != 'ok'), SUM(r.success = 1),
        SUM(r.success = 0), AVG(r.duration_ns), SUM(r.duration_ns),
        MIN(r.started_at), MAX(r.started_at)
 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
-WHERE e.group_id = ? GROUP BY r.workflow_type
+WHERE e.group_id = ? AND r.run_number >= ? GROUP BY r.workflow_type
 """
 
 
@@ -121,6 +121,11 @@ def baseline_row(conn: sqlite3.Connection, baseline_id: int) -> sqlite3.Row | No
                         (baseline_id,)).fetchone()
 
 
+def group_of_experiment(conn: sqlite3.Connection, exp_id: int) -> str | None:
+    row = conn.execute("SELECT group_id FROM experiments WHERE exp_id = ?", (exp_id,)).fetchone()
+    return None if row is None else row[0]
+
+
 # ------------------------------------------------------------------ one batch's rows
 def runs_frame(conn: sqlite3.Connection, group_id: str):
     """The group's runs with their experiment and baseline columns (one row per run)."""
@@ -152,10 +157,12 @@ def planned_workflows(conn: sqlite3.Connection,
         (group_id,))]
 
 
-def workflow_progress(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
-    """Per workflow of the group: (workflow, runs, failed, correct, wrong, mean duration_ns,
-    summed duration_ns, first started_at, last started_at)."""
-    return [tuple(r) for r in conn.execute(_PROGRESS_SQL, (group_id,))]
+def workflow_progress(conn: sqlite3.Connection, group_id: str,
+                      first_rep: int = 1) -> list[tuple]:
+    """Per workflow of the group, over repetitions from `first_rep` on: (workflow, runs,
+    failed, correct, wrong, mean duration_ns, summed duration_ns, first started_at, last
+    started_at)."""
+    return [tuple(r) for r in conn.execute(_PROGRESS_SQL, (group_id, first_rep))]
 
 
 def run_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:

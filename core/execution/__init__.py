@@ -1,0 +1,1 @@
+"""See core/__init__.py: the guide's module path, from a checkout only."""
