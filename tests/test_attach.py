@@ -355,7 +355,7 @@ def test_schema_5_adds_counted_pids_to_an_older_db(tmp_path):
     conn.close()
     conn = store_db.connect(path)
     assert "counted_pids" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    assert store_db.schema_version(conn) == 5
+    assert store_db.schema_version(conn) == store_db.SCHEMA_VERSION
 
 
 def test_a_runs_row_gets_the_servers_switches_and_who_was_counted():

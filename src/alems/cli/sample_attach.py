@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from alems.atomic_io import pid_alive
+from alems.measure.attach import has_exited
 from alems.errors import UsageError
 from alems.interrupts import signals_as_interrupt
 
@@ -49,7 +49,7 @@ def _wait_exit(pidfd: int | None, pid: int, deadline: float | None) -> bool:
             if poller.poll(None if left is None else max(1, int(left * 1000))):
                 return True
             continue
-        if not pid_alive(pid):   # no pidfd (kernel < 5.3): look every 100 ms
+        if has_exited(pid):   # no pidfd (kernel < 5.3): look every 100 ms
             return True
         time.sleep(0.1 if left is None else min(0.1, left))
 

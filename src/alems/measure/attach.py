@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from alems import config
+from alems.atomic_io import pid_alive
 from alems.errors import AlemsError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -48,6 +49,18 @@ def start_ticks(pid: int, proc_root: str | None = None) -> int | None:
         return int(text[text.rindex(")") + 2:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def has_exited(pid: int) -> bool:
+    """Whether `pid` has ended: gone, or a zombie its parent has not reaped yet (kill(pid, 0)
+    still succeeds on a zombie, so the kernel's answer alone would wait for the reaping)."""
+    if not pid_alive(pid):
+        return True
+    try:   # the kernel's own /proc: `pid` is a real process of this namespace
+        text = (Path("/proc") / str(pid) / "stat").read_text()
+        return text[text.rindex(")") + 2:][:1] in ("Z", "X")
+    except (OSError, ValueError):
+        return not pid_alive(pid)
 
 
 def _owner_uid(pid: int, proc_root: str | None) -> int | None:
