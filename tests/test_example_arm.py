@@ -63,10 +63,11 @@ def test_example_arm_stores_its_runs_and_prints_its_tax(tmp_path, monkeypatch):
 
 
 def test_example_arm_from_the_command_line_in_the_repository(tmp_path):
-    """As the README says: from the repository root, the scripted provider's default replies."""
+    """As the README says: from the repository root, the scripted provider's default replies.
+    `-P`: the current folder is not on sys.path, as under the installed `alems` script."""
     db = tmp_path / "e.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "alems", "batch", "--tasks", "gsm8k_basic", "--providers",
+        [sys.executable, "-P", "-m", "alems", "batch", "--tasks", "gsm8k_basic", "--providers",
          "scripted", "-n", "2", "--workflows", f"linear,{ARM}", "--db", str(db),
          "--baseline-duration", "0.05", "--baseline-reps", "2", "--no-warm-up"],
         cwd=REPO, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
