@@ -3,6 +3,7 @@ tests folder is on sys.path under pytest)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 RELEASE = threading.Event()   # lets `stuck` end once its test has seen the batch stop
@@ -40,10 +41,8 @@ def returns_int(ctx):
 def loops(ctx):
     """Never returns, but every step goes through the context (an agent loop gone wrong)."""
     while True:
-        try:
+        with contextlib.suppress(Exception):   # even a catch-all must not keep it alive
             ctx.model.complete(ctx.prompt)
-        except Exception:  # noqa: BLE001 - even a catch-all must not keep it alive
-            pass
 
 
 def stuck(ctx):

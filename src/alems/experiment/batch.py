@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from alems import config
 from alems.experiment import baseline as baseline_mod
-from alems.experiment.execute import RunExecutor, store_measured
+from alems.experiment.execute import RunExecutor, stop_after, store_measured
 from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
@@ -328,10 +328,7 @@ class BatchRunner:
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
                 progress.finished(key, row)
-                if measured.stop_batch:
-                    raise AlemsError(f"{measured.stop_batch}; the batch stops, as later runs "
-                                     "would be measured beside it. Fix the arm, then rerun the "
-                                     "same command to resume after that run")
+                stop_after(measured)
             completed = True
         finally:
             progress.end(completed)

@@ -238,6 +238,15 @@ class RunExecutor:
                            stop_batch=stop_batch)
 
 
+def stop_after(measured: MeasuredRun) -> None:
+    """Once a stored run says no further run may be measured, stop the batch (AlemsError:
+    the session is marked interrupted; rerunning the command resumes after that run)."""
+    if measured.stop_batch:
+        raise AlemsError(f"{measured.stop_batch}; the batch stops, as later runs would be "
+                         "measured beside it. Fix the arm, then rerun the same command to "
+                         "resume after that run")
+
+
 def _make_provider(cfg: BatchConfig, name: str, provider_factory):
     from alems.experiment.providers import get_provider
 

@@ -9,8 +9,8 @@ than two values for a sample deviation, the square root or log of a negative num
 
 Migration is additive: a table or column named in ``schema.sql`` but missing from an older
 database is added; nothing is dropped or renamed. One constraint was widened in place
-(`_widen_arm_check`: runs.workflow_type also takes custom arms). A column that older rows can be given
-from what they stored is filled (``runs.pair_index``: `store.runs.derive_pair_index`).
+(`_widen_arm_check`: runs.workflow_type also takes custom arms). A column that older rows
+can be given from what they stored is filled (``runs.pair_index``: `store.runs.derive_pair_index`).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def _importable_from_cwd() -> None:
         sys.path.insert(0, here)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_arm(name: str):
     """The callable a custom arm names, checked; UsageError (one line) when it is not one."""
     if not is_custom_arm(name):
