@@ -43,6 +43,17 @@ def test_example_arm_stores_its_runs_and_prints_its_tax(tmp_path, monkeypatch):
     text = format_summary(summary)
     assert f"orchestration tax of {ARM}: " in text
     assert summary.arm_headlines[ARM].split(": ")[1][0].isdigit(), "a ratio, not n/a"
+    # the closing lines are `alems summary`'s first lines, also without an agentic arm
+    from alems.analysis.groups import open_db, resolve_group
+    from alems.analysis.summary import build_summary
+    from alems.analysis.views import headline_lines
+
+    ro = open_db(db)
+    heads = headline_lines(build_summary(ro, db, resolve_group(ro, "g-example")))
+    assert heads[0].endswith("the group ran no agentic arm (see the other arms' lines)")
+    closing = text.splitlines()
+    at = closing.index("  " + heads[0])
+    assert closing[at:at + 2] == ["  " + h for h in heads]
     conn = sqlite3.connect(db)
     runs = conn.execute("SELECT run_id, status, response, llm_calls, tool_calls, trace_json "
                         "FROM runs WHERE workflow_type = ?", (ARM,)).fetchall()
