@@ -60,3 +60,23 @@ async def coroutine(ctx):
 
 
 NOT_CALLABLE = 3
+
+
+def exits(ctx):
+    raise SystemExit(3)
+
+
+def leaks(ctx):
+    """Returns, leaving a thread that uses the context after the run: those calls raise."""
+    def later():
+        RAN_LATE.wait()
+        try:
+            ctx.model.complete(ctx.prompt)
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            LATE.append(type(exc).__name__)
+        LATE_DONE.set()
+    threading.Thread(target=later, daemon=True).start()
+    return "Answer: 4"
+
+
+RAN_LATE, LATE_DONE, LATE = threading.Event(), threading.Event(), []

@@ -174,3 +174,26 @@ def test_context_calls_raise_after_cancel_and_messages_are_checked():
 def test_load_arm_resolves_dotted_attributes_and_caches():
     assert load_arm("_arms:good") is _arms.good
     assert load_arm("_arms:RELEASE.wait") == _arms.RELEASE.wait
+
+
+def test_arm_that_exits_fails_its_run_not_the_batch(tmp_path):
+    failed, _ = _failed_runs(tmp_path, "_arms:exits")
+    assert failed[0]["error"].startswith("SystemExit: 3 (at _arms.py:")
+
+
+def test_the_context_ends_with_its_run(tmp_path):
+    runner, _ = _run(tmp_path, ["linear", "_arms:leaks"], repetitions=1)
+    runner.run()
+    _arms.RAN_LATE.set()
+    assert _arms.LATE_DONE.wait(60)
+    assert _arms.LATE == ["ArmCancelled"]
+
+
+def test_a_module_that_exits_on_import_is_one_line(tmp_path):
+    (tmp_path / "quits.py").write_text("raise SystemExit('no')\n")
+    proc = alems_inproc("batch", "--providers", "scripted", "--db", "data/experiments.db",
+                        "--tasks", "gsm8k_basic", "--workflows", "linear,quits:agent",
+                        cwd=tmp_path, env=env_for(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("alems: error: custom arm quits:agent: cannot import "
+                                   "quits: SystemExit: no")

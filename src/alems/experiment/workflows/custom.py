@@ -71,7 +71,7 @@ def load_arm(name: str):
     _importable_from_cwd()
     try:
         obj = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - whatever the import raised, say it in one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the import raised: one line
         raise UsageError(f"custom arm {name}: cannot import {module_name}: "
                          f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     for part in attr.split("."):
@@ -143,21 +143,19 @@ def run_custom(name: str, provider, item, settings, sampler, *, task: str = "",
         worker.join(timeout_s)
         if worker.is_alive():
             guard.cancelled.set()
+            outcome["timed_out"] = True
             worker.join(timeout_s)
-    except BaseException:   # Ctrl-C while waiting: the arm stops at its next call
-        guard.cancelled.set()
-        raise
+    finally:   # (also on Ctrl-C while waiting) the context is the run's: the arm stops at
+        guard.cancelled.set()   # its next call, and its own threads' later calls raise
     if worker.is_alive():
         raise ArmAbandoned(f"{name} did not return within {timeout_s:g} s nor stop within "
                            f"{timeout_s:g} s more (blocked outside the context?); its thread "
                            "is still running")
     error = outcome.get("error")
-    if isinstance(error, ArmCancelled) or (error is None and guard.cancelled.is_set()):
+    if isinstance(error, ArmCancelled) or (error is None and outcome.get("timed_out")):
         raise ArmTimeout(f"{name} did not return within {timeout_s:g} s (--arm-timeout); "
                          "stopped at its next call through the context")
-    if error is not None:
-        if not isinstance(error, Exception):   # KeyboardInterrupt, SystemExit in the arm
-            raise error
+    if error is not None:   # SystemExit too: an arm's exit ends its run, not the batch
         raise ArmRaised(f"{type(error).__name__}: {error}{_where(error)}") from error
     answer = outcome.get("answer")
     if not isinstance(answer, str):
