@@ -74,9 +74,10 @@ def leaks(ctx):
             ctx.model.complete(ctx.prompt)
         except BaseException as exc:  # noqa: BLE001 - what the test looks at
             LATE.append(type(exc).__name__)
-        LATE_DONE.set()
+        else:
+            LATE.append("recorded")
     threading.Thread(target=later, daemon=True).start()
     return "Answer: 4"
 
 
-RAN_LATE, LATE_DONE, LATE = threading.Event(), threading.Event(), []
+RAN_LATE, LATE = threading.Event(), []
