@@ -37,6 +37,7 @@ def test_example_arm_on_the_cloud_provider(monkeypatch):
     assert (result.prompt_tokens, result.completion_tokens) == (120, 16)
     plan, draft, critique = (r["body"] for r in server.requests)
     assert [t["name"] for t in plan["tools"]] == ["calculator", "lookup"]
+    assert plan["tool_choice"]["type"] == "auto", "tools=True is the plan mode: calls allowed"
     assert "tools" not in draft and "tools" not in critique
     assert "24 * 17 - 5" in draft["messages"][-1]["content"] and "-> 403" in \
         draft["messages"][-1]["content"]
