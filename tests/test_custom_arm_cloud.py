@@ -42,3 +42,19 @@ def test_example_arm_on_the_cloud_provider(monkeypatch):
     assert "24 * 17 - 5" in draft["messages"][-1]["content"] and "-> 403" in \
         draft["messages"][-1]["content"]
     assert result.api_latency_ns > 0
+
+
+def test_tools_true_returns_at_most_max_calls(monkeypatch):
+    from alems.experiment.workflows.base import Limits, NullSampler, Tally
+    from alems.experiment.workflows.context import ModelClient, _Guard
+
+    three = calls(*[("calculator", {"expression": f"{i} + 1"}) for i in range(3)])
+    with LoopbackServer([three]) as server:
+        provider = CloudProvider(api_key="sk-test-loopback", base_url=server.url,
+                                 max_attempts=1, timeout_s=10.0)
+        tally = Tally()
+        reply = ModelClient(provider, GenerationSettings(max_tokens=64), NullSampler(), tally,
+                            _Guard(), Limits()).complete("q?", tools=True, max_calls=2)
+    assert [c.input["expression"] for c in reply.tool_calls] == ["0 + 1", "1 + 1"]
+    assert [t["call"]["input"] for t in tally.trace if t["event"] == "dropped"] == [
+        {"expression": "2 + 1"}]

@@ -119,8 +119,12 @@ class ModelClient:
                                                 mode=purpose, max_calls=calls)
                     gen = r.generation
                     text = r.answer if (not tools and r.answer is not None) else r.text
-                    reply = ModelReply(text, list(r.calls), truncated=r.truncated,
+                    # at most max_calls, as the docs promise (the cloud may name more)
+                    reply = ModelReply(text, list(r.calls)[:calls], truncated=r.truncated,
                                        refusal=r.refusal)
+                    for extra in r.calls[calls:]:
+                        self._tally.trace.append({"event": "dropped", "reason": "max_calls",
+                                                  "call": extra.as_dict()})
                 note_phase(ph, prompt_tokens=gen.prompt_tokens,
                            completion_tokens=gen.completion_tokens)
             self._tally.add_generation(gen, purpose)
