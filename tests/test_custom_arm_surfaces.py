@@ -61,6 +61,10 @@ def test_custom_arm_tax_on_every_surface(tmp_path, capsys, monkeypatch, workflow
     assert page.count(f'data-arm="{ARM}"') == len(rows)
     table = next(b for b in blocks if b.kind == "table" and b.text.startswith("Orchestration tax"))
     assert sum(r[0] == ARM for r in table.rows) == len(rows)
+    assert run_app(app, ["status", "--db", str(db)]) == 0   # its progress row lines up
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")
+            and " failed " in line]
+    assert len(rows) == len(workflows) and len({line.index("/") for line in rows}) == 1
     if "agentic" not in workflows:
         assert summary["headline_text"] == ("orchestration tax: n/a — the group ran no "
                                             "agentic arm (see the other arms' lines)")
