@@ -198,3 +198,12 @@ def test_a_module_that_exits_on_import_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("alems: error: custom arm quits:agent: cannot import "
                                    "quits: SystemExit: no")
+
+
+def test_arm_timeout_out_of_range_is_one_line(tmp_path):
+    proc = alems_inproc("batch", "--providers", "scripted", "--db", "data/experiments.db",
+                        "--tasks", "gsm8k_basic", "--workflows", f"linear,{GOOD}",
+                        "--arm-timeout", "0", cwd=tmp_path, env=env_for(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("alems: error: --arm-timeout must be between 0.001 and "
+                                   "86400, got 0")
