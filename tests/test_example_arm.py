@@ -4,6 +4,7 @@ its tax — in process, and as a user runs it from the repository root."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -87,4 +88,10 @@ def test_example_arm_from_the_command_line_in_the_repository(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM runs WHERE workflow_type = ? AND status = 'ok'",
                         (ARM,)).fetchone()[0] == 2
+    # the session records which file the arm's code came from, and its hash
+    source = json.loads(conn.execute("SELECT settings_json FROM batch_sessions").fetchone()[0]
+                        )["arm_sources"][ARM]
+    path = REPO / "examples" / "plan_execute_critique.py"
+    assert source == {"file": str(path), "qualname": "agent",
+                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     conn.close()

@@ -139,7 +139,8 @@ class BatchRunner:
     def validate(self) -> None:
         cfg = self.cfg
         validate_numbers(cfg)
-        check_arms(cfg.workflows)   # a custom arm that cannot run: one line, nothing measured
+        # a custom arm that cannot run: one line, nothing measured; its code's file recorded
+        cfg.arm_sources = check_arms(cfg.workflows)
         if cfg.ray_address is not None:
             # The model loads on the fleet's nodes, not here (see alems.experiment.fleet).
             from alems.experiment.fleet import Fleet

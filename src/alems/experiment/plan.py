@@ -95,6 +95,7 @@ class BatchConfig:
     # Running processes (a local model server) the counters also cover in every run.
     server_pids: list[int] = field(default_factory=list)
     arm_timeout_s: float = DEFAULT_ARM_TIMEOUT_S   # longest run of a custom arm
+    arm_sources: dict = field(default_factory=dict)  # custom arm -> its module's file, sha256
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
@@ -117,6 +118,7 @@ class BatchConfig:
                  quiet_timeout_s=self.quiet_timeout_s, warm_up=self.warm_up)
         if any(is_custom_arm(w) for w in self.workflows):
             d["arm_timeout_s"] = self.arm_timeout_s
+            d["arm_sources"] = self.arm_sources
         if self.shard is not None:
             d["shard"] = list(self.shard)
         if self.server_pids:

@@ -16,13 +16,16 @@ measured beside a thread still running (rerunning the command resumes after that
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import importlib
 import inspect
 import os
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 from alems.catalog.arms import (AGENT_KIND, ARMS, CUSTOM_ARM_MAX_CHARS, CUSTOM_ARM_PATTERN,
                                 is_custom_arm)
@@ -94,11 +97,22 @@ def load_arm(name: str):
     return obj
 
 
-def check_arms(workflows) -> None:
-    """Import and check every custom arm of a batch, before anything runs."""
+def check_arms(workflows) -> dict:
+    """Import and check every custom arm of a batch, before anything runs. Returns, for
+    the session's settings, where each arm's code came from: {name: {"file", "sha256"}}
+    (the file of its module; None where it has none), so a result can be traced to it."""
+    sources = {}
     for name in workflows:
         if name not in ARMS:
-            load_arm(name)
+            fn = load_arm(name)
+            path = getattr(sys.modules.get(name.partition(":")[0]), "__file__", None)
+            digest = None
+            if path:
+                with contextlib.suppress(OSError):
+                    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            sources[name] = {"file": path, "sha256": digest,
+                             "qualname": getattr(fn, "__qualname__", None)}
+    return sources
 
 
 def _where(exc: BaseException) -> str:
