@@ -81,3 +81,19 @@ def leaks(ctx):
 
 
 RAN_LATE, LATE = threading.Event(), []
+
+
+def interrupts(ctx):
+    """Ctrl-C arrives while the arm runs; it keeps calling the context until told to stop."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)
+    try:
+        while True:
+            ctx.model.complete(ctx.prompt)
+    finally:
+        INTERRUPTED_ARM_ENDED.set()
+
+
+INTERRUPTED_ARM_ENDED = threading.Event()

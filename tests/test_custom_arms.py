@@ -207,3 +207,14 @@ def test_arm_timeout_out_of_range_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("alems: error: --arm-timeout must be between 0.001 and "
                                    "86400, got 0")
+
+
+def test_ctrl_c_during_a_custom_run_stops_the_batch_and_the_arm(tmp_path):
+    runner, _ = _run(tmp_path, ["_arms:interrupts"], repetitions=1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert _arms.INTERRUPTED_ARM_ENDED.wait(60), "the arm stopped at its next context call"
+    conn = sqlite3.connect(tmp_path / "data" / "experiments.db")
+    assert conn.execute("SELECT status FROM batch_sessions").fetchone()[0] == "interrupted"
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0, "no half run stored"
+    conn.close()

@@ -152,8 +152,8 @@ def run_custom(name: str, provider, item, settings, sampler, *, task: str = "",
             outcome["error"] = exc
 
     worker = threading.Thread(target=work, name=f"alems-arm-{name}", daemon=True)
-    worker.start()
-    try:
+    try:   # (start inside: a Ctrl-C arriving as it starts still cancels the context)
+        worker.start()
         worker.join(timeout_s)
         if worker.is_alive():
             guard.cancelled.set()
