@@ -161,11 +161,15 @@ def test_context_calls_raise_after_cancel_and_messages_are_checked():
                 [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]):
         with pytest.raises(AlemsError):
             model.complete(bad)
+    # tools=True with --max-tool-calls 0 still asks for one call, as the agentic arm does
+    none_left = ModelClient(ScriptedProvider(['{"tool_calls": []}']), GenerationSettings(),
+                            NullSampler(), tally, guard, Limits(max_tool_calls=0))
+    assert none_left.complete("2 + 2?", tools=True).tool_calls == []
     box = ToolBox(NullSampler(), tally, guard)
     assert box.call("calculator", {"expression": "6 * 7"}) == "42"
     with pytest.raises(box.Error, match="division by zero|divide"):
         box.call("calculator", {"expression": "1 / 0"})
-    assert tally.tool_calls == 2
+    assert tally.tool_calls == 2 and tally.llm_calls == 2
     guard.cancelled.set()
     with pytest.raises(ArmCancelled):
         box.call("calculator", {"expression": "1"})

@@ -103,9 +103,11 @@ class ModelClient:
         system, turns = _conversation(messages)
         if not isinstance(tools, bool):
             raise AlemsError("tools must be True or False (the batch's tool set is fixed)")
-        calls = self._limits.max_tool_calls if max_calls is None else max_calls
+        # (as the agentic arm asks: at least one, even with --max-tool-calls 0)
+        calls = max(self._limits.max_tool_calls, 1) if max_calls is None else max_calls
         if not isinstance(calls, int) or calls < 1:
             raise AlemsError(f"max_calls must be a positive integer, got {max_calls!r}")
+        extra: list[ToolCall] = []   # calls beyond max_calls (traced as dropped)
         with self._guard.call():
             purpose = "plan" if tools else "answer"
             with self._sampler.phase("llm", kind="llm", purpose=purpose) as ph:
@@ -122,12 +124,12 @@ class ModelClient:
                     # at most max_calls, as the docs promise (the cloud may name more)
                     reply = ModelReply(text, list(r.calls)[:calls], truncated=r.truncated,
                                        refusal=r.refusal)
-                    for extra in r.calls[calls:]:
-                        self._tally.trace.append({"event": "dropped", "reason": "max_calls",
-                                                  "call": extra.as_dict()})
+                    extra = list(r.calls)[calls:]
                 note_phase(ph, prompt_tokens=gen.prompt_tokens,
                            completion_tokens=gen.completion_tokens)
             self._tally.add_generation(gen, purpose)
+            self._tally.trace += [{"event": "dropped", "reason": "max_calls",
+                                   "call": c.as_dict()} for c in extra]
         reply.prompt_tokens, reply.completion_tokens = gen.prompt_tokens, gen.completion_tokens
         reply.model = gen.model
         return reply
