@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from alems.errors import AlemsError
 from alems.experiment.batch import BatchProgress, BatchRunner
 from alems.experiment.plan import BatchConfig, plan_order
 from alems.experiment.providers.scripted import ScriptedProvider
@@ -191,3 +192,23 @@ def test_fleet_units_of_three_arms_run_each_arm_set_on_one_node(tmp_path, cluste
         assert len({m["node_id"] for m in members}) == 1, "an arm set ran on two nodes"
         ordered = sorted(members, key=lambda m: m["pair_order"])
         assert [m["run_id"] for m in ordered] == sorted(m["run_id"] for m in members)
+
+
+@pytest.mark.cluster
+def test_fleet_runs_a_custom_arm_and_stops_after_an_abandoned_one(tmp_path, cluster):
+    """Custom arms on the nodes (tests/_arms.py, on the workers' PYTHONPATH): measured and
+    stored like any arm; one whose thread cannot be stopped stops the fleet's batch too."""
+    good = fleet_runner(tmp_path / "good", cluster, workflows=["linear", "_arms:good"],
+                        repetitions=2)
+    good.run()
+    rows = all_runs(tmp_path / "good" / "data" / "experiments.db")
+    mine = [r for r in rows if r["workflow_type"] == "_arms:good"]
+    assert len(mine) == 4 and {r["status"] for r in mine} == {"ok"}
+    # (the default scripted plan is empty: its one tool call is its own calculator call)
+    assert all(r["node_id"] for r in mine) and all(r["tool_calls"] == 1 for r in mine)
+    stuck = fleet_runner(tmp_path / "stuck", cluster, workflows=["_arms:stuck", "linear"],
+                         repetitions=2, arm_timeout_s=0.2, group_id="fleet-stuck")
+    with pytest.raises(AlemsError, match="_arms:stuck did not return within 0.2 s nor stop"):
+        stuck.run()
+    rows = all_runs(tmp_path / "stuck" / "data" / "experiments.db")
+    assert [r["status"] for r in rows if r["workflow_type"] == "_arms:stuck"] == ["error"]

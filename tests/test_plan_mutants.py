@@ -80,7 +80,8 @@ def test_dependent_numbers():
         plan.validate_numbers(_cfg(group_id="a/b"))
     with pytest.raises(UsageError) as ei:
         plan.validate_numbers(_cfg(workflows=["linear", "chain"]))
-    assert str(ei.value) == "unknown workflow 'chain'; choose from: linear, agentic, react"
+    assert str(ei.value) == ("unknown workflow 'chain'; choose from: linear, agentic, react, "
+                             "or name your own agent as module:callable (docs/AGENTS.md)")
 
 
 def test_planned_runs_limit_is_inclusive():

@@ -35,7 +35,7 @@ def test_arm_names_are_spelled_only_in_catalog_arms():
 
 def test_the_schema_checks_the_same_arms():
     schema = (SRC / "store" / "schema.sql").read_text()
-    listed = re.search(r"CHECK \(workflow_type IN \(([^)]*)\)\)", schema).group(1)
+    listed = re.search(r"CHECK \(workflow_type IN \(([^)]*)\)", schema).group(1)
     assert tuple(s.strip(" '") for s in listed.split(",")) == ARMS
 
 

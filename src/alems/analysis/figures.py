@@ -14,7 +14,7 @@ from alems.analysis.samples import load_energy, power_curve_w
 from alems.analysis.frames import median_run
 from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
 from alems.analysis.tax import tax_cells
-from alems.catalog.arms import AGENTIC, ARMS
+from alems.catalog.arms import AGENTIC, ordered_arms
 
 DPI = 150
 VECTOR_FORMATS = ("pdf", "svg")
@@ -56,7 +56,7 @@ def representative_runs(runs: pd.DataFrame, db_path: Path) -> list[pd.Series]:
     first = ok.sort_values(["task_name", "provider"]).iloc[0]
     cell = ok[(ok["task_name"] == first["task_name"]) & (ok["provider"] == first["provider"])]
     chosen = []
-    for wf in ARMS:
+    for wf in ordered_arms(cell["workflow_type"]):
         run = median_run(cell[cell["workflow_type"] == wf])
         if run is not None:
             chosen.append(run)
@@ -147,8 +147,7 @@ def energy_distributions(runs: pd.DataFrame, estimate: bool):
     rng = np.random.default_rng(0)   # jitter only
     for ax, ((task, provider), cell) in zip(axes.flat, cells, strict=False):
         data, labels = [], []
-        present = set(cell["workflow_type"])
-        for wf in [a for a in ARMS if a in present] + sorted(present - set(ARMS)):
+        for wf in ordered_arms(cell["workflow_type"]):
             vals = cell.loc[cell["workflow_type"] == wf, "dynamic_energy_uj"].astype(float) / 1e6
             data.append(vals.to_numpy())
             labels.append(wf)

@@ -16,7 +16,7 @@ import math
 
 from alems.analysis.blocks import Block, Folded
 from alems.analysis.frames import median_run
-from alems.catalog.arms import ARMS
+from alems.catalog.arms import ordered_arms
 from alems.errors import AlemsError
 
 TEXT_LIMIT = 400   # characters of a prompt, answer or model text shown; the rest is cut "…"
@@ -153,7 +153,7 @@ def example_blocks(runs, phases, est_tag: str = "") -> list:
         provider = sorted(of_task["provider"].unique())[0]
         cell = of_task[of_task["provider"] == provider]
         present = set(cell["workflow_type"])
-        for arm in [a for a in ARMS if a in present] + sorted(present - set(ARMS)):
+        for arm in ordered_arms(present):
             run = pick_example(cell[cell["workflow_type"] == arm])
             title = f"Example: {task} / {provider} / {arm}"
             if run is None:

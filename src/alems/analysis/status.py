@@ -131,9 +131,10 @@ def status_lines(st: dict) -> list[str]:
                 f"--start-from {st['first_repetition']})"
                 if st.get("first_repetition", 1) > 1 else "")
              + f", {st['errors']} failed, {st['wrong']} wrong answers"]
+    width = max([8] + [len(v["workflow"]) for v in st["workflows"]])   # custom arms' names
     for v in st["workflows"]:
         mean = "-" if v["mean_run_s"] is None else f"{v['mean_run_s']:.2f} s"
-        lines.append(f"  {v['workflow']:<8} "
+        lines.append(f"  {v['workflow']:<{width}} "
                      f"{v['done']:>4}/{v['planned'] if v['planned'] is not None else '?':<4}"
                      f" failed {v['errors']:<3} wrong {v['wrong']:<3} mean run {mean}")
     if st.get("process_gone"):

@@ -36,6 +36,7 @@ from alems.store.reads import phases_frame, runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
+                                without_arm,
                                 tax_rows)
 from alems.catalog.arms import AGENTIC, LINEAR
 
@@ -102,11 +103,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
                          "to record some (see `alems status`)")
     workflows_present = set(runs["workflow_type"])
-    if AGENTIC not in workflows_present or LINEAR not in workflows_present:
+    if LINEAR not in workflows_present or workflows_present == {LINEAR}:
         only = ", ".join(sorted(workflows_present))
         raise AlemsError(f"group {group.group_id!r} has only {only} runs; the orchestration tax "
-                         "compares linear with agentic runs of the same task — run the batch "
-                         "with --workflows linear,agentic")
+                         "compares linear with another arm (agentic, react, yours) on the same "
+                         "task — run the batch with --workflows linear,agentic")
     warnings: list[str] = []
     unknown_countries: set[str] = set()
     fp, n_negative = _footprints(runs, country, factors, unknown_countries)
@@ -170,6 +171,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
                         ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
+    if AGENTIC not in workflows_present:
+        without_arm(taxes, AGENTIC)
     arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
                                        ok_runs["run_number"], ok_runs["workflow_type"],
                                        ok_runs["dynamic_energy_j"], strict=True)), confidence)
@@ -185,8 +188,11 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         if arm == AGENTIC:
             t["epg_agentic_j"] = t["epg_arm_j"]
         t["estimate"] = bool(is_estimate[in_row].any())
-        warnings.extend(_tax_warnings(t, confidence))
+        if not t.get("arm_absent"):
+            warnings.extend(_tax_warnings(t, confidence))
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
+        if AGENTIC not in workflows_present:   # (each other arm's rows say what they lack)
+            break
         n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)
         dropped = int(cell["run_number"].nunique() - n_pairs)
         if dropped > 0:

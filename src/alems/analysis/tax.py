@@ -158,6 +158,16 @@ def other_arm_taxes(runs: list[tuple], confidence: float = 0.95) -> dict:
     return out
 
 
+def without_arm(rows: list[dict], arm: str = AGENTIC) -> list[dict]:
+    """`rows` of an arm the group never ran (e.g. `--workflows linear,mypkg:agent` has no
+    agentic arm): their reason says so instead of 'no complete pair', and the tax tables
+    and warnings leave them out (`arm_absent`); the headline line says it."""
+    for r in rows:
+        r["ci_null_reason"] = f"the group ran no {arm} arm (see the other arms' lines)"
+        r["arm_absent"] = True
+    return rows
+
+
 def overall(rows: list[dict]) -> dict:
     """The overall row (task "all", provider "all") of `tax_rows` output or summary['tax']."""
     return next(r for r in rows if r["task"] == ALL and r["provider"] == ALL)
@@ -167,7 +177,12 @@ def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.
                  arm: str = AGENTIC) -> dict:
     """The headline: the overall tax row of the group (see `format_headline`); `arm` sets
     another non-linear arm (e.g. `react`) against linear the same way."""
-    return {**overall(tax_rows(read_pairs(conn, group_id, arm), confidence)), "arm": arm}
+    from alems.store.reads import group_workflows
+
+    rows = tax_rows(read_pairs(conn, group_id, arm), confidence)
+    if arm not in group_workflows(conn, group_id):
+        without_arm(rows, arm)
+    return {**overall(rows), "arm": arm}
 
 
 def format_headline(row: dict) -> str:

@@ -28,7 +28,8 @@ def headline_lines(summary: dict) -> list[str]:
 def arm_tax_rows(summary: dict) -> list[dict]:
     """Every non-linear arm's tax rows (agentic first, then the others by name), each with
     its `arm`."""
-    rows = [dict(t, arm=t.get("arm", AGENTIC)) for t in summary["tax"]]
+    rows = [dict(t, arm=t.get("arm", AGENTIC)) for t in summary["tax"]
+            if not t.get("arm_absent")]
     for arm, info in sorted((summary.get("arm_tax") or {}).items()):
         rows.extend(dict(t, arm=arm) for t in info["rows"])
     return rows

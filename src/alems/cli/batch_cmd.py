@@ -19,7 +19,8 @@ from alems.catalog.arms import ARMS, DEFAULT_ARMS
 from alems.catalog.baselines import BASELINE_MAX_AGE_S
 from alems.experiment.baseline import DEFAULT_DURATION_S, DEFAULT_REPETITIONS
 from alems.measure.quiet import QUIET_RULE
-from alems.experiment.plan import (DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOOL_CALLS,
+from alems.experiment.plan import (DEFAULT_ARM_TIMEOUT_S, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS,
+                                   DEFAULT_MAX_TOOL_CALLS,
                                    DEFAULT_N_CTX, DEFAULT_QUIET_TIMEOUT_S, DEFAULT_SEED)
 
 RESUME_HELP = (
@@ -54,7 +55,8 @@ def batch_command(
         "--providers", help="Comma-separated: local, cloud.")] = "local",
     workflows: Annotated[str, typer.Option(
         "--workflows", help=f"Comma-separated: "
-        f"{', '.join(ARMS)}.")] = ",".join(DEFAULT_ARMS),
+        f"{', '.join(ARMS)}, or your own agent as module:callable "
+        "(docs/AGENTS.md).")] = ",".join(DEFAULT_ARMS),
     cool_down: Annotated[float, typer.Option(
         "--cool-down", help="Seconds of idle between runs.")] = 0.0,
     save_db: Annotated[bool, typer.Option(
@@ -150,6 +152,10 @@ def batch_command(
         "--quiet-timeout", help="Longest wait for a quiet "
         "machine (s), once per batch at most: after one "
         "timeout the batch stops waiting.")] = DEFAULT_QUIET_TIMEOUT_S,
+    arm_timeout: Annotated[float, typer.Option(
+        "--arm-timeout", help="Seconds a custom arm's run may take; then it stops at its "
+        "next call through its context and is recorded as failed (docs/AGENTS.md).")
+    ] = DEFAULT_ARM_TIMEOUT_S,
     no_warm_up: Annotated[bool, typer.Option(
         "--no-warm-up", help="Skip the unmeasured warm-up call "
         "per provider.")] = False,
@@ -184,7 +190,8 @@ def batch_command(
         ray_address=ray_address, shard=parse_shard(shard),
         baseline_every_s=None if baseline_every is None else baseline_every * 60,
         require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up,
-        server_pids=parse_pids(server_pid, "--server-pid"))
+        server_pids=parse_pids(server_pid, "--server-pid"),
+        arm_timeout_s=arm_timeout)
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
                          closing=batch_closing)

@@ -9,7 +9,7 @@ import time
 from alems.analysis.precision import fmt_value
 from alems.analysis.views import ESTIMATE_TAG
 from alems.experiment.batch import BatchProgress, BatchSummary
-from alems.catalog.arms import ARMS
+from alems.catalog.arms import ordered_arms
 from alems.experiment.plan import RunKey
 
 
@@ -195,8 +195,10 @@ def format_summary(s: BatchSummary) -> str:
     lines = [head + (f"; energy source {s.energy_source}" if s.energy_source else "")]
     low = []
     if s.per_workflow:
-        lines.append(f"  {'workflow':<9} {'runs':>5} {'mean dynamic energy':>21} {'accuracy':>14}")
-        for wf in ARMS:
+        width = max(9, *(len(wf) for wf in s.per_workflow))
+        lines.append(f"  {'workflow':<{width}} {'runs':>5} {'mean dynamic energy':>21} "
+                     f"{'accuracy':>14}")
+        for wf in ordered_arms(s.per_workflow):
             if wf in s.per_workflow:
                 n, mean_j = s.per_workflow[wf]
                 val = "n/a" if mean_j is None else f"{fmt_value(mean_j)} J"
@@ -204,7 +206,7 @@ def format_summary(s: BatchSummary) -> str:
                 acc = f"{right}/{scored} {100 * right / scored:.0f} %" if scored else "n/a"
                 if scored and right / scored < LOW_ACCURACY:
                     low.append(wf)
-                lines.append(f"  {wf:<9} {n:>5} {val:>21} {acc:>14}")
+                lines.append(f"  {wf:<{width}} {n:>5} {val:>21} {acc:>14}")
     tag = ESTIMATE_TAG if s.estimate else ""
     if s.headline_text:  # the same headlines and caveats as `alems summary` and the report
         lines.append(f"  {s.headline_text}{tag}")

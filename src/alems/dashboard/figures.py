@@ -6,7 +6,7 @@ import json
 import math
 
 from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
-from alems.catalog.arms import AGENTIC, ARMS
+from alems.catalog.arms import AGENTIC, ordered_arms
 from alems.measure.names import DOMAINS
 
 DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"),
@@ -96,7 +96,7 @@ def power_figure(curves: dict, phases: list[dict] | None = None, t0_ns: int | No
 def energy_distribution_figure(runs: list[dict]) -> dict:
     """Dynamic energy (J) of every completed run, one box per task × provider and arm."""
     data = []
-    for arm in ARMS:
+    for arm in ordered_arms(r["workflow_type"] for r in runs):
         xs, ys, text = [], [], []
         for r in runs:
             if r["workflow_type"] != arm or r["status"] != "ok" or r["dynamic_energy_uj"] is None:

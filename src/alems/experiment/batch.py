@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING
 
 from alems import config
 from alems.experiment import baseline as baseline_mod
-from alems.experiment.execute import RunExecutor, store_measured
+from alems.experiment.execute import RunExecutor, stop_after, store_measured
 from alems.experiment import conditions
 from alems.experiment.plan import (BatchConfig, RunKey, choose_session, has_tax_pair, plan_order,
                                    planned_runs, runs_to_do, shard_runs, validate_numbers)
 from alems.experiment.batch_hooks import completed_twin
+from alems.experiment.workflows.custom import check_arms
 from alems.store import db as store_db
 from alems.errors import AlemsError
 from alems.interrupts import QuietProxy, quiet_output, signals_as_interrupt
@@ -138,6 +139,8 @@ class BatchRunner:
     def validate(self) -> None:
         cfg = self.cfg
         validate_numbers(cfg)
+        # a custom arm that cannot run: one line, nothing measured; its code's file recorded
+        cfg.arm_sources = check_arms(cfg.workflows)
         if cfg.ray_address is not None:
             # The model loads on the fleet's nodes, not here (see alems.experiment.fleet).
             from alems.experiment.fleet import Fleet
@@ -326,6 +329,7 @@ class BatchRunner:
                     self.log(f"run failed ({key.task}, {key.provider}, {key.workflow}, rep "
                              f"{key.rep}): {row.get('error')}")
                 progress.finished(key, row)
+                stop_after(measured)
             completed = True
         finally:
             progress.end(completed)

@@ -67,6 +67,8 @@ class MeasuredRun:
     metadata: dict        # the sampler's metadata
     phases: list
     partial_path: object = None   # the Arrow IPC stream the samples are in, if streamed
+    stop_batch: str | None = None  # why no further run may be measured (a custom arm's
+    #                                thread could not be stopped: alems.experiment.workflows.custom)
 
 
 def _default_sampler_factory(cfg: BatchConfig,
@@ -161,6 +163,7 @@ class RunExecutor:
         from alems.experiment.providers import GenerationSettings
         from alems.experiment.scoring import score
         from alems.experiment.workflows import run_workflow
+        from alems.experiment.workflows.custom import ArmAbandoned, ArmRaised
 
         cfg = self.cfg
         item = self.task_sets[key.task].item_for(key.rep - 1, cfg.seed)
@@ -177,16 +180,20 @@ class RunExecutor:
         load = LoadProbe().start()  # what else ran (a run on a busy machine is flagged)
         instrument = getattr(sampler, "instrument_tids", ())  # never count the sampler's threads
         before = ProcessCounters.now(instrument)
-        workflow, error = None, None
+        workflow, error, stop_batch = None, None, None
         try:
             workflow = run_workflow(key.workflow, provider, item, settings, sampler,
-                                    max_steps=cfg.max_steps, max_tool_calls=cfg.max_tool_calls)
+                                    max_steps=cfg.max_steps, max_tool_calls=cfg.max_tool_calls,
+                                    task=key.task, arm_timeout_s=cfg.arm_timeout_s)
         except KeyboardInterrupt:
             load.stop()
             sampler.stop()
             raise
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the batch goes on
-            error = f"{type(exc).__name__}: {exc}".strip()
+            error = (str(exc) if isinstance(exc, ArmRaised)   # already "Type: msg (at f:l)"
+                     else f"{type(exc).__name__}: {exc}").strip()
+            if isinstance(exc, ArmAbandoned):
+                stop_batch = f"run {key.as_list()} was recorded as failed: {exc}"
         after = ProcessCounters.now(instrument)  # before stop(): its threads still exist
         background = load.stop()
         result = sampler.stop()
@@ -227,7 +234,17 @@ class RunExecutor:
         return MeasuredRun(key=key, row=row, null_reasons=reasons,
                            table=None if streamed else result.table,
                            metadata=dict(getattr(result, "metadata", None) or {}),
-                           phases=phase_rows(result), partial_path=streamed)
+                           phases=phase_rows(result), partial_path=streamed,
+                           stop_batch=stop_batch)
+
+
+def stop_after(measured: MeasuredRun) -> None:
+    """Once a stored run says no further run may be measured, stop the batch (AlemsError:
+    the session is marked interrupted; rerunning the command resumes after that run)."""
+    if measured.stop_batch:
+        raise AlemsError(f"{measured.stop_batch}; the batch stops, as later runs would be "
+                         "measured beside it. Fix the arm, then rerun the same command to "
+                         "resume after that run")
 
 
 def _make_provider(cfg: BatchConfig, name: str, provider_factory):

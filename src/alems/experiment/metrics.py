@@ -40,7 +40,7 @@ import pyarrow as pa
 from alems.experiment import counter_metrics as hw
 from alems.experiment.run_metrics import RunMetrics
 from alems.measure.names import DOMAINS
-from alems.catalog.arms import LINEAR, STAGE_KINDS
+from alems.catalog.arms import ARMS, LINEAR, STAGE_KINDS
 
 NS_PER_MS = 1e6
 
@@ -242,6 +242,8 @@ def run_metrics(result, workflow=None, *, baseline=None, workflow_type: str | No
     fallback = getattr(workflow, "plan_fallback", None)
     if workflow is not None and workflow_type == LINEAR:
         m.set("plan_fallback", None, "not applicable: linear workflow has no plan")
+    elif workflow is not None and workflow_type not in ARMS:
+        m.set("plan_fallback", None, "not applicable: a custom arm's plan is its own")
     else:
         m.set("plan_fallback", None if fallback is None else int(bool(fallback)),
               "no workflow result (run failed)")

@@ -41,7 +41,7 @@ from alems.errors import AlemsError, UsageError
 from alems.experiment import baseline as baseline_mod
 from alems.measure.names import MAX_HZ, MIN_HZ
 
-from alems.catalog.arms import AGENTIC, ARMS, DEFAULT_ARMS, LINEAR
+from alems.catalog.arms import AGENTIC, ARMS, DEFAULT_ARMS, LINEAR, is_custom_arm
 from alems.catalog.baselines import BASELINE_MAX_AGE_S
 # Batch defaults, shared by BatchConfig and the `alems batch` flags.
 DEFAULT_SEED = 42
@@ -50,6 +50,7 @@ DEFAULT_N_CTX = 2048
 DEFAULT_MAX_STEPS = 5
 DEFAULT_MAX_TOOL_CALLS = 5
 DEFAULT_QUIET_TIMEOUT_S = 300.0
+DEFAULT_ARM_TIMEOUT_S = 600.0   # a custom arm's run (docs/AGENTS.md, "Timeout")
 
 
 # ---------------------------------------------------------------- configuration
@@ -93,6 +94,8 @@ class BatchConfig:
     warm_up: bool = True                    # one unmeasured call per provider first
     # Running processes (a local model server) the counters also cover in every run.
     server_pids: list[int] = field(default_factory=list)
+    arm_timeout_s: float = DEFAULT_ARM_TIMEOUT_S   # longest run of a custom arm
+    arm_sources: dict = field(default_factory=dict)  # custom arm -> its module's file, sha256
 
     def design(self) -> dict:
         """What defines the experiment: must match to continue a session."""
@@ -113,6 +116,9 @@ class BatchConfig:
                  baseline_reps=self.baseline_reps, baseline_max_age_s=self.baseline_max_age_s,
                  baseline_every_s=self.baseline_every_s, require_quiet=self.require_quiet,
                  quiet_timeout_s=self.quiet_timeout_s, warm_up=self.warm_up)
+        if any(is_custom_arm(w) for w in self.workflows):
+            d["arm_timeout_s"] = self.arm_timeout_s
+            d["arm_sources"] = self.arm_sources
         if self.shard is not None:
             d["shard"] = list(self.shard)
         if self.server_pids:
@@ -166,6 +172,7 @@ NUMBER_RANGES = {
     "--max-steps": ("max_steps", 1, 100),
     "--max-tool-calls": ("max_tool_calls", 0, 1_000),
     "--quiet-timeout": ("quiet_timeout_s", 0.0, 86_400.0),
+    "--arm-timeout": ("arm_timeout_s", 0.001, 86_400.0),
 }
 
 
@@ -192,9 +199,10 @@ def validate_numbers(cfg: BatchConfig) -> None:
     if cfg.shard is not None and not cfg.group_id:
         raise UsageError("--shard needs --group-id G, the same on every shard, so that "
                          "`alems merge` joins the shards into one session")
-    bad = [w for w in cfg.workflows if w not in ARMS]
+    bad = [w for w in cfg.workflows if w not in ARMS and not is_custom_arm(w)]
     if bad:
-        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(ARMS)}")
+        raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(ARMS)}, or "
+                         "name your own agent as module:callable (docs/AGENTS.md)")
     planned = len(cfg.tasks) * len(cfg.providers) * len(cfg.workflows) * cfg.repetitions
     if planned > MAX_PLANNED_RUNS:
         raise UsageError(f"the batch plans {planned:,} runs, more than {MAX_PLANNED_RUNS:,}; "
@@ -245,6 +253,8 @@ def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list
     runs first is balanced within each (task, provider) stratum, over any number of arms."""
     rng = random.Random(f"alems-batch-order|{seed}")
     arms = [w for w in ARMS if w in workflows] + [w for w in workflows if w not in ARMS]
+    # (custom arms after the built-in ones, in the order given: the order is part of the
+    # design, so a resumed batch plans the same pairs)
     groups: list[tuple[str, str, int, tuple[str, ...]]] = []
     for t in tasks:
         for p in providers:

@@ -8,8 +8,9 @@ deviation), ``VARIANCE`` (sample), ``STDDEV_POP``, ``VAR_POP``, ``MEDIAN`` and t
 than two values for a sample deviation, the square root or log of a negative number).
 
 Migration is additive: a table or column named in ``schema.sql`` but missing from an older
-database is added; nothing is dropped or renamed. A column that older rows can be given
-from what they stored is filled (``runs.pair_index``: `store.runs.derive_pair_index`).
+database is added; nothing is dropped or renamed. One constraint was widened in place
+(`_widen_arm_check`: runs.workflow_type also takes custom arms). A column that older rows
+can be given from what they stored is filled (``runs.pair_index``: `store.runs.derive_pair_index`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from alems.store.runs import derive_pair_index
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
 # quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes);
 # 6: group_labels (`alems tag`)
-SCHEMA_VERSION = 6
+# 7: runs.workflow_type also takes a custom arm's name (`_widen_arm_check`)
+SCHEMA_VERSION = 7
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -354,9 +356,44 @@ def init_schema(conn: sqlite3.Connection) -> None:
                 if name not in have:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         derive_pair_index(conn)
+        _widen_arm_check(conn, sql)
         conn.execute("INSERT INTO schema_info (key, value) VALUES ('version', ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (str(SCHEMA_VERSION),))
+
+
+def _check_clause(text: str, start: int) -> str:
+    """The `CHECK (…)` clause beginning at `start`, up to its matching parenthesis."""
+    depth = 0
+    for i in range(text.index("(", start), len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i + 1]
+    raise AlemsError("internal: unbalanced CHECK clause in schema.sql")
+
+
+def _widen_arm_check(conn: sqlite3.Connection, schema_sql: str) -> None:
+    """Give an older database's runs.workflow_type the CHECK of schema.sql (built-in arms
+    or a custom arm's name). SQLite cannot alter a constraint; loosening a CHECK does not
+    change how rows are stored, so the table's stored definition is rewritten in place, the
+    way https://sqlite.org/lang_altertable.html#otheralter describes for removing one."""
+    marker = "CHECK (workflow_type IN"
+    wanted = _check_clause(schema_sql, schema_sql.index(marker))
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'")\
+        .fetchone()
+    if row is None or marker not in row[0]:
+        return
+    have = _check_clause(row[0], row[0].index(marker))
+    if have == wanted:
+        return
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'",
+                     (row[0].replace(have, wanted),))
+        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
 
 
 @contextlib.contextmanager

@@ -165,6 +165,13 @@ def workflow_progress(conn: sqlite3.Connection, group_id: str,
     return [tuple(r) for r in conn.execute(_PROGRESS_SQL, (group_id, first_rep))]
 
 
+def group_workflows(conn: sqlite3.Connection, group_id: str) -> set[str]:
+    """The arms the group has runs of (ok or failed)."""
+    return {r[0] for r in conn.execute(
+        "SELECT DISTINCT r.workflow_type FROM runs r JOIN experiments e ON r.exp_id = e.exp_id "
+        "WHERE e.group_id = ?", (group_id,))}
+
+
 def run_energies(conn: sqlite3.Connection, group_id: str) -> list[tuple]:
     """(task, provider, run_number, workflow_type, dynamic energy J) of the group's runs that
     completed with a dynamic energy: what the headline tax pairs up."""

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS baselines (
 CREATE TABLE IF NOT EXISTS runs (
     run_id        INTEGER PRIMARY KEY AUTOINCREMENT,
     exp_id        INTEGER NOT NULL REFERENCES experiments(exp_id),
-    workflow_type TEXT NOT NULL CHECK (workflow_type IN ('linear', 'agentic', 'react')),
+    workflow_type TEXT NOT NULL CHECK (workflow_type IN ('linear', 'agentic', 'react') OR (workflow_type GLOB '?*:?*' AND length(workflow_type) <= 100 AND workflow_type NOT GLOB '*[^A-Za-z0-9_.:]*')),
+                                      -- a built-in arm, or a custom arm's module:callable (alems.catalog.arms)
     run_number    INTEGER NOT NULL,       -- repetition, 1-based
     pair_order    INTEGER,                -- 0 = this arm ran first in its pair, 1 = second, …
     order_index   INTEGER,                -- position in the batch's randomised order

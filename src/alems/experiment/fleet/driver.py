@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from alems.errors import AlemsError
 from alems.experiment import baseline as baseline_mod
-from alems.experiment.execute import store_measured
+from alems.experiment.execute import stop_after, store_measured
 from alems.experiment.fleet.node import NodeWorker
 from alems.experiment.plan import BatchConfig, has_tax_pair, pair_units
 
@@ -264,6 +264,7 @@ class Fleet:
                                      f"{m.key.workflow}, rep {m.key.rep}) on "
                                      f"{node_label(info)}: {row.get('error')}")
                         progress.finished(m.key, row)
+                        stop_after(m)
             completed = True
         finally:
             progress.end(completed)

@@ -82,4 +82,6 @@ class NodeWorker:
                 time.sleep(cfg.cool_down_s)
             runs.append(ex.measure(key, known))
             self.runs_done += 1
+            if runs[-1].stop_batch:   # no run beside a custom arm's live thread
+                break
         return {"runs": runs}
