@@ -29,8 +29,9 @@ from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
 # quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes);
-# 6: group_labels (`alems tag`)
-SCHEMA_VERSION = 6
+# 6: group_labels (`alems tag`); 7: indexes for a pair's arms and a run's tax row (an older
+# database gets them from schema.sql's CREATE INDEX IF NOT EXISTS on migration)
+SCHEMA_VERSION = 7
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
