@@ -34,9 +34,14 @@ SAMPLE_RUNS = int(os.environ.get("ALEMS_SCALE_SAMPLE_RUNS", "200"))
 SAMPLE_S = float(os.environ.get("ALEMS_SCALE_SAMPLE_S", "10"))
 SAMPLE_HZ = 1000.0
 GROUPS_LIST_N = 1000   # batches in the groups-list database
-# The code whose change invalidates a cached study.
-_VERSIONED = ("benchmarks/scale_study.py", "src/alems/store/schema.sql", "src/alems/store/db.py",
-              "src/alems/store/runs.py", "src/alems/store/merge.py", "src/alems/store/samples.py")
+# What a cached study depends on: this builder and the stored format (schema.sql holds
+# the tables and indexes; a change of the writers that changes what they store changes it).
+_VERSIONED = ("benchmarks/scale_study.py", "src/alems/store/schema.sql")
+# A run's free text as a real batch stores it: the workflow's reply and, for the agentic
+# arms, a trace of plan, steps and tool calls (a few KB each in recorded batches).
+RESPONSE_CHARS = 300
+TRACE_STEP = ('{"step": %d, "thought": "%s", "tool": "calculator", "input": "%d * %d", '
+              '"output": "%d"}')
 
 
 def code_version() -> str:
@@ -69,6 +74,13 @@ def _phases(rng: random.Random, arm: str, t0: int, dur: int, pkg_uj: float) -> l
     return out
 
 
+def _trace(rng: random.Random, arm: str) -> str:
+    steps = 0 if arm == "linear" else rng.randint(6, 12)
+    body = ", ".join(TRACE_STEP % (i, "compute the next partial result " * 4, i, i + 1,
+                                   i * (i + 1)) for i in range(steps))
+    return '{"plan": "solve with the calculator", "steps": [' + body + "]}"
+
+
 def _run_row(rng: random.Random, key, exp_id: int, baseline_id: int, t0: int, factors) -> dict:
     from alems.catalog.sustainability import footprint
 
@@ -98,7 +110,8 @@ def _run_row(rng: random.Random, key, exp_id: int, baseline_id: int, t0: int, fa
         "llm_calls": 1 if key.workflow == "linear" else 3, "tool_calls": rng.randint(0, 3),
         "steps": rng.randint(1, 6), "answer": str(key.rep), "expected": str(key.rep),
         "success": (1 if rng.random() < 0.8 else 0) if ok else None,
-        "response": f"The answer is {key.rep}.", "trace_json": '{"steps": []}',
+        "response": (f"Working through it step by step. " * 12)[:RESPONSE_CHARS - 20]
+        + f" The answer is {key.rep}.", "trace_json": _trace(rng, key.workflow),
         "country": COUNTRY, "sample_count": None, "requested_hz": SAMPLE_HZ,
         "quiet": 1, "other_procs_running": 0.1, "steal_fraction": 0.0, "load_1m": 0.3,
         "null_reasons": "{}", "host": "bench-host", "cpu_model": "Synthetic CPU @ 2.0GHz",
