@@ -15,7 +15,7 @@ from alems.store import dashboard_reads, db as store_db, reads, runs
 FULL_SCAN = re.compile(r"^SCAN (runs|r|phases|p|orchestration_tax_summary|ots)\b")
 
 GROUP_QUERIES = {
-    "summary runs": reads._RUNS_SQL,
+    "summary runs": reads._RUNS_SQL.format(run_columns="r.*"),
     "summary phases": reads._PHASES_SQL,
     "export": reads._EXPORT_SQL,
     "progress": reads._PROGRESS_SQL,

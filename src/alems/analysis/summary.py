@@ -97,7 +97,7 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                   confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
-    runs = runs_frame(conn, group.group_id)
+    runs = runs_frame(conn, group.group_id, texts=False)
     if runs.empty:
         raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
                          "to record some (see `alems status`)")
