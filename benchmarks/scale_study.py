@@ -66,7 +66,8 @@ def _phases(rng: random.Random, arm: str, t0: int, dur: int, pkg_uj: float) -> l
     cuts = sorted(rng.random() for _ in range(len(names) - 1))
     edges = [0.0, *cuts, 1.0]
     out = []
-    for seq, ((name, kind), a, b) in enumerate(zip(names, edges, edges[1:]), start=1):
+    for seq, ((name, kind), a, b) in enumerate(zip(names, edges, edges[1:], strict=False),
+                                                start=1):
         s, e = t0 + int(a * dur), t0 + int(b * dur)
         out.append({"seq": seq, "name": name, "kind": kind, "start_ns": s, "end_ns": e,
                     "duration_ns": e - s, "energy_uj": pkg_uj * (b - a) * 0.97,
@@ -110,7 +111,7 @@ def _run_row(rng: random.Random, key, exp_id: int, baseline_id: int, t0: int, fa
         "llm_calls": 1 if key.workflow == "linear" else 3, "tool_calls": rng.randint(0, 3),
         "steps": rng.randint(1, 6), "answer": str(key.rep), "expected": str(key.rep),
         "success": (1 if rng.random() < 0.8 else 0) if ok else None,
-        "response": (f"Working through it step by step. " * 12)[:RESPONSE_CHARS - 20]
+        "response": ("Working through it step by step. " * 12)[:RESPONSE_CHARS - 20]
         + f" The answer is {key.rep}.", "trace_json": _trace(rng, key.workflow),
         "country": COUNTRY, "sample_count": None, "requested_hz": SAMPLE_HZ,
         "quiet": 1, "other_procs_running": 0.1, "steal_fraction": 0.0, "load_1m": 0.3,

@@ -66,12 +66,48 @@ assert not todo, len(todo)
 print(f"{time.perf_counter() - t:.3f}")
 """
 
+# A batch's commit of one run into the study, as experiment/batch.py's store step does it
+# (its own IMMEDIATE transaction: next run id, run row, phases, tax row), 200 times on a
+# copy of the study; prints ms per run. The Parquet write and the measurement are not in it.
+_COMMIT = """
+import random, shutil, sys, time
+sys.path.insert(0, sys.argv[3])
+import scale_study
+from alems.experiment.plan import plan_order
+from alems.catalog.sustainability import load_factors
+from alems.store import db as store_db, runs as store_runs, sessions
+db = sys.argv[2]
+shutil.copy(sys.argv[1], db)
+conn = store_db.connect(db)
+factors = load_factors()
+keys = plan_order(["probe"], ["local"], ["linear", "agentic", "react"], 67, 1)[:200]
+with store_db.transaction(conn):
+    sessions.insert_session(conn, group_id="probe", settings={}, command="probe", host={},
+                            order=[], seed=1)
+    exp_id = sessions.get_or_create_experiment(
+        conn, group_id="probe", task_name="probe", provider="local", model=None,
+        workflows="linear,agentic,react", repetitions=67, seed=1, temperature=0.0,
+        max_tokens=1, country="US")
+t = time.perf_counter()
+for key in keys:
+    rng = random.Random(str(key))
+    with store_db.transaction(conn):
+        store_runs.next_run_id(conn)
+        row = scale_study._run_row(rng, key, exp_id, 1, 0, factors)
+        rid = store_runs.insert_run(conn, row)
+        store_runs.insert_phases(conn, rid, scale_study._phases(
+            rng, key.workflow, 0, row["duration_ns"], row["pkg_energy_uj"]))
+        store_runs.insert_tax_if_paired(conn, exp_id, key.rep)
+print(f"{(time.perf_counter() - t) / len(keys) * 1e3:.2f}")
+"""
+
 # (operation, target seconds, target peak MB) at N = 10⁵ (issue 23's table)
 TARGETS = {"summary text": (5, 500), "summary json": (5, 500),
            "dashboard group page (1st)": (2, None), "dashboard group page (2nd)": (2, None),
            "groups list (1 000 batches)": (1, None), "report html": (60, None),
            "export parquet": (None, 300), "export csv": (None, 300),
-           "merge 16 shards": (60, None), "resume decision": (2, None)}
+           "merge 16 shards": (60, None), "resume decision": (2, None),
+           "commit per run (ms)": (50, None)}
 
 
 def _child(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
@@ -109,6 +145,8 @@ def _ops(study: Path, n: int, work: Path):
                               *map(str, shards)]
     yield "resume decision", [sys.executable, "-c", _RESUME, str(db), str(n),
                               str(Path(__file__).parent)]
+    yield "commit per run (ms)", [sys.executable, "-c", _COMMIT, str(db),
+                                  str(work / "commit.db"), str(Path(__file__).parent)]
 
 
 # (operation, N) -> (seconds, CPU seconds of the child, peak RSS MB). Seconds are the
@@ -144,7 +182,8 @@ def test_scale(n, benchmark):
     _table()
 
 
-IN_CHILD = ("dashboard group page", "groups list (1 000 batches)", "resume decision")
+IN_CHILD = ("dashboard group page", "groups list (1 000 batches)", "resume decision",
+            "commit per run (ms)")
 
 
 def _table() -> None:
