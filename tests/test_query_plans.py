@@ -61,3 +61,22 @@ def test_an_older_database_gets_the_indexes_when_opened_for_writing(tmp_path):
     scans = [line for line in _plan(c, reads._EXPORT_SQL, ("g",)) if FULL_SCAN.match(line)]
     assert not scans
     c.close()
+
+
+def test_a_mistyped_value_is_found_by_the_one_scan_then_named(conn):
+    """store.db.mistyped_value scans each table once for every column (issue 23) and
+    still names the column and row of a value of the wrong storage class."""
+    tables = ("batch_sessions", "experiments", "runs", "phases")
+    conn.execute("INSERT INTO batch_sessions (group_id, created_at, settings_json) "
+                 "VALUES ('g', '2026-01-01', '{}')")
+    conn.execute("INSERT INTO experiments (group_id, task_name, provider, workflows, "
+                 "repetitions, created_at) VALUES ('g', 't', 'p', 'linear', 1, 'now')")
+    for n in (1, 2):
+        conn.execute("INSERT INTO runs (exp_id, workflow_type, run_number, status, started_at,"
+                     " duration_ns) VALUES (1, 'linear', ?, 'ok', 'now', 5)", (n,))
+    conn.commit()
+    assert store_db.mistyped_value(conn, tables) is None
+    conn.execute("UPDATE runs SET duration_ns = 'slow' WHERE run_number = 2")
+    conn.commit()
+    found = store_db.mistyped_value(conn, tables)
+    assert found is not None and found.startswith("runs.duration_ns of row 2 holds a text")

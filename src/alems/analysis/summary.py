@@ -281,7 +281,7 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], i
     runs left out. A phase whose energy the measurement stored as NULL (a sample gap could
     hide a counter wrap) is never refilled; its run is left out of the shares altogether,
     so the numerator and the denominator add up the same runs."""
-    phases = phases_frame(conn, group.group_id)
+    phases = phases_frame(conn, group.group_id, details=False)
     ag_runs = runs[(runs["workflow_type"] == AGENTIC) & (runs["status"] == "ok")]
     if phases.empty or ag_runs.empty:
         return [], 0

@@ -138,9 +138,14 @@ def runs_frame(conn: sqlite3.Connection, group_id: str, *, texts: bool = True):
     return _frame(conn, _RUNS_SQL.format(run_columns=columns), (group_id,))
 
 
-def phases_frame(conn: sqlite3.Connection, group_id: str):
-    """The group's phases with their run's exp_id, workflow_type and run_status."""
-    return _frame(conn, _PHASES_SQL, (group_id,))
+def phases_frame(conn: sqlite3.Connection, group_id: str, *, details: bool = True):
+    """The group's phases with their run's exp_id, workflow_type and run_status; without
+    `details`, less detail_json (tokens, tool input and output: what shares never read)."""
+    sql = _PHASES_SQL
+    if not details:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(phases)")]
+        sql = sql.replace("p.*", ", ".join(f"p.{n}" for n in names if n != "detail_json"))
+    return _frame(conn, sql, (group_id,))
 
 
 def export_runs_frame(conn: sqlite3.Connection, group_id: str):
@@ -154,22 +159,26 @@ EXPORT_BATCH_ROWS = 1000
 
 def export_runs_batches(conn: sqlite3.Connection, group_id: str,
                         batch_rows: int | None = None):
-    """`export_runs_frame` in DataFrames of at most `batch_rows` rows, each column with the
-    dtype pandas gives it in the whole frame (text: object; integers with a NULL anywhere,
-    or any real: float64; integers only: int64; all NULL: object), so the batches, written
-    one after the other, make the very file the whole frame makes. Returns (column ->
-    'text' | 'float64' | 'int64' | 'null' (every value NULL), an iterator of the
-    DataFrames: none for a group without runs)."""
+    """`export_runs_frame` in DataFrames of at most `batch_rows` rows (typed_batches):
+    written one after the other they make the very file the whole frame makes."""
+    return typed_batches(conn, _EXPORT_SQL, (group_id,), batch_rows or EXPORT_BATCH_ROWS)
+
+
+def typed_batches(conn: sqlite3.Connection, sql: str, params: tuple, batch_rows: int):
+    """The rows of `sql` in DataFrames of at most `batch_rows` rows, each column with the
+    dtype pandas gives it in the whole result (text: object; integers with a NULL anywhere,
+    or any real: float64; integers only: int64; all NULL: object), learnt first by one
+    aggregate over the result. Returns (column -> 'text' | 'float64' | 'int64' | 'null'
+    (every value NULL), an iterator of the DataFrames: none for an empty result)."""
     import pandas as pd
 
-    cur = conn.execute(_EXPORT_SQL.replace("WHERE e.group_id = ?", "WHERE 0"), ())
+    cur = conn.execute(sql, params)
     names = [d[0] for d in cur.description]
-    cur.fetchall()
     stats = ", ".join(f"SUM(typeof(c{i}) = 'text'), SUM(typeof(c{i}) = 'real'), "
                       f"SUM(c{i} IS NULL)" for i in range(len(names)))
     aliases = ", ".join(f"c{i}" for i in range(len(names)))
-    query = f"WITH x({aliases}) AS ({_EXPORT_SQL}) SELECT {stats}, COUNT(*) FROM x"
-    row = conn.execute(query, (group_id,)).fetchone()
+    row = conn.execute(f"WITH x({aliases}) AS ({sql}) SELECT {stats}, COUNT(*) FROM x",
+                       params).fetchone()
     total = row[-1]
     kinds = {}
     for i, name in enumerate(names):
@@ -179,8 +188,7 @@ def export_runs_batches(conn: sqlite3.Connection, group_id: str,
     dtypes = {n: object if k in ("null", "text") else k for n, k in kinds.items()}
 
     def frames():
-        cur = conn.execute(_EXPORT_SQL, (group_id,))
-        while rows := cur.fetchmany(batch_rows or EXPORT_BATCH_ROWS):
+        while rows := cur.fetchmany(batch_rows):
             yield pd.DataFrame([tuple(r) for r in rows], columns=names).astype(dtypes)
     return kinds, frames()
 
