@@ -3,6 +3,7 @@ footprint from the grid factors, and the run shown for an arm (`median_run`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 FOOTPRINT_COLUMNS = ["carbon_g", "water_ml", "methane_mg"]
@@ -26,7 +27,8 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     country has no factor keeps NULL (its name goes into `unknown`); an unknown `country`
     raises, listing the known ones."""
     from alems.config import default_country
-    from alems.catalog.sustainability import footprint, load_factors
+    from alems.catalog.sustainability import (footprint, footprint_factors, load_factors,
+                                              per_kwh)
 
     out = runs[FOOTPRINT_COLUMNS].astype(float).copy()
     need = out.isna().any(axis=1) | (country is not None)
@@ -35,15 +37,30 @@ def run_footprints(runs: pd.DataFrame, country: str | None, factors=None,
     table = factors if isinstance(factors, dict) else load_factors(factors)
     if country is not None and country.strip().upper() not in table:
         footprint(0.0, country, table)   # raises: unknown country, listing the known ones
-    for idx in runs.index[need]:
-        c = country or runs.at[idx, "country"] or runs.at[idx, "exp_country"] or default_country()
-        if str(c).strip().upper() not in table:
+    # Rows grouped by country, each group computed as one array (per_kwh: footprint()'s
+    # formula): a per-row loop cost ~0.5 ms a run, seconds at 10⁴ runs (issue 23).
+    run_country, exp_country = runs["country"].tolist(), runs["exp_country"].tolist()
+    by_code: dict[str, list[int]] = {}
+    fallback = None
+    for pos in np.flatnonzero(need.to_numpy()):
+        c = country or run_country[pos] or exp_country[pos]
+        if not c:
+            fallback = fallback or default_country()
+            c = fallback
+        code = str(c).strip().upper()
+        if code not in table:
             if unknown is not None:
                 unknown.add(str(c))
             continue
-        energy_uj = runs.at[idx, "dynamic_energy_uj"]
-        fp = footprint(None if pd.isna(energy_uj) else float(energy_uj), str(c), table)
-        for k, v in fp.items():
-            if country is not None or pd.isna(out.at[idx, k]):
-                out.at[idx, k] = float("nan") if v is None else v
+        by_code.setdefault(code, []).append(int(pos))
+    energy_uj = runs["dynamic_energy_uj"].astype(float).to_numpy()
+    for code, rows in by_code.items():
+        at = np.asarray(rows)
+        for k, factor in footprint_factors(code, table).items():
+            values = (np.full(len(at), np.nan) if factor is None
+                      else per_kwh(energy_uj[at], factor))
+            col = out[k].to_numpy(copy=True)
+            keep = np.zeros(len(at), dtype=bool) if country is not None else ~np.isnan(col[at])
+            col[at] = np.where(keep, col[at], values)
+            out[k] = col
     return out

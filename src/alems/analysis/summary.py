@@ -98,7 +98,7 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                   confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
-    runs = runs_frame(conn, group.group_id)
+    runs = runs_frame(conn, group.group_id, texts=False)
     if runs.empty:
         raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
                          "to record some (see `alems status`)")
@@ -287,7 +287,7 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], i
     runs left out. A phase whose energy the measurement stored as NULL (a sample gap could
     hide a counter wrap) is never refilled; its run is left out of the shares altogether,
     so the numerator and the denominator add up the same runs."""
-    phases = phases_frame(conn, group.group_id)
+    phases = phases_frame(conn, group.group_id, details=False)
     ag_runs = runs[(runs["workflow_type"] == AGENTIC) & (runs["status"] == "ok")]
     if phases.empty or ag_runs.empty:
         return [], 0

@@ -103,5 +103,19 @@ def footprint(dynamic_energy_uj: float | None, country: str,
         if dynamic_energy_uj is None or factor is None:
             out[name] = None
         else:
-            out[name] = float(dynamic_energy_uj) / UJ_PER_KWH * factor
+            out[name] = per_kwh(float(dynamic_energy_uj), factor)
     return out
+
+
+def per_kwh(energy_uj, factor: float):
+    """`energy_uj` µJ (a float or a numpy array) × a per-kWh factor: the one formula of
+    footprint(), also applied to a whole column at once (the same operations, the same
+    values)."""
+    return energy_uj / UJ_PER_KWH * factor
+
+
+def footprint_factors(country: str, factors: dict[str, Factors]) -> dict[str, float | None]:
+    """{'carbon_g', 'water_ml', 'methane_mg'} -> the country's per-kWh factor (None where
+    unknown), for per_kwh over many runs; the country must be in `factors`."""
+    row = factors[(country or "").strip().upper()]
+    return {name: getattr(row, column) for column, name in _OUTPUTS.items()}

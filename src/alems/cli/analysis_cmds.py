@@ -288,7 +288,7 @@ def register(app: typer.Typer) -> None:
         """Archive a batch: runs joined with experiment and tax rows (one file), or samples."""
         _need("pandas")
         from alems.analysis.export import (choose_format, runs_export_frame, write_runs,
-                                           write_samples_dataset)
+                                           write_runs_streamed, write_samples_dataset)
         from alems.analysis.groups import open_db, resolve_group
         from alems.outputs import check_output_path
 
@@ -304,9 +304,13 @@ def register(app: typer.Typer) -> None:
                 print(f"alems: warning: no samples file for run(s) {info['missing_runs']}",
                       file=sys.stderr)
             return
-        df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
-        path = write_runs(df, fmt, output, group)
-        print(f"wrote {len(df)} runs of group {group.group_id} to {path} ({fmt})")
+        if fmt == "json":
+            df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
+            path, n_runs = write_runs(df, fmt, output, group), len(df)
+        else:   # streamed: memory independent of the number of runs
+            path, n_runs = write_runs_streamed(conn, group, fmt, output, country=country,
+                                               factors=_factors_arg(factors))
+        print(f"wrote {n_runs} runs of group {group.group_id} to {path} ({fmt})")
 
     @app.command("status")
     @handle_errors

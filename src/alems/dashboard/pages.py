@@ -121,7 +121,10 @@ def accuracy_per_arm(summary: dict) -> list[dict]:
 
 
 _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
-SUMMARY_CACHE_MAX = 256   # groups whose summaries a dashboard keeps (a few kB each)
+# groups whose summaries a dashboard keeps (a few kB each); above it the cache is emptied,
+# so a groups list longer than it rebuilt every summary on every visit (1 000 batches: 55 s
+# a request with 256, issue 23)
+SUMMARY_CACHE_MAX = 4096
 
 
 def cached_summary(conn, db_path: Path, group) -> tuple[dict | None, str | None] | None:

@@ -68,10 +68,17 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
 _type_checked: dict[str, tuple] = {}   # path -> (db and WAL file stamps) of a clean check
 
 
+def files_stamp(path: str | Path) -> tuple:
+    """(mtime, size) of the database file and its WAL: any commit changes it, so whatever
+    was derived from the database under an equal stamp still holds."""
+    path = Path(path).resolve()
+    return tuple((s.st_mtime_ns, s.st_size) for s in
+                 (_stat(path), _stat(path.with_name(path.name + "-wal"))) if s is not None)
+
+
 def _mistyped(conn: sqlite3.Connection, path: Path) -> str | None:
     """db.mistyped_value over the pages' tables, re-run only when the files changed."""
-    stamp = tuple((s.st_mtime_ns, s.st_size) for s in
-                  (_stat(path), _stat(path.with_name(path.name + "-wal"))) if s is not None)
+    stamp = files_stamp(path)
     if _type_checked.get(str(path)) == stamp:
         return None
     bad = db.mistyped_value(conn, DASHBOARD_TABLES)

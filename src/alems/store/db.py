@@ -30,9 +30,10 @@ from alems.store.runs import derive_pair_index
 
 # 3: runs.host/node_id/cpu_model (fleet), runs.gpu_* (GPU energy), run conditions (gaps,
 # quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes);
-# 6: group_labels (`alems tag`)
-# 7: runs.workflow_type also takes a custom arm's name (`_widen_arm_check`)
-SCHEMA_VERSION = 7
+# 6: group_labels (`alems tag`); 7: runs.workflow_type also takes a custom arm's name
+# (`_widen_arm_check`); 8: indexes for a pair's arms and a run's tax row (an older
+# database gets them from schema.sql's CREATE INDEX IF NOT EXISTS on migration)
+SCHEMA_VERSION = 8
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -315,6 +316,12 @@ def mistyped_value(conn: sqlite3.Connection, tables: Iterable[str]) -> str | Non
             if allowed:
                 listed = ", ".join(f"'{c}'" for c in (*allowed, "null"))
                 checks.append((name, decl, f"typeof({name}) NOT IN ({listed})"))
+        # one scan of the table for all its columns (a scan per column took seconds at
+        # 10⁵ runs, issue 23); only a table with a bad value is searched column by column
+        if not checks or conn.execute(f"SELECT 1 FROM {table} WHERE "
+                                      + " OR ".join(c for _, _, c in checks)
+                                      + " LIMIT 1").fetchone() is None:
+            continue
         for name, decl, cond in checks:
             row = conn.execute(f"SELECT rowid, typeof({name}), substr(CAST({name} AS TEXT), 1, 40) "
                                f"FROM {table} WHERE {cond} LIMIT 1").fetchone()

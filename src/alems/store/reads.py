@@ -19,8 +19,12 @@ ANALYSIS_TABLES = frozenset({"batch_sessions", "experiments", "runs", "phases",
 # Shown in `alems query --help`.
 EXAMPLE_QUERY = "SELECT * FROM runs LIMIT 5"
 
+# A run's free text (the reply, the extracted and expected answers, the trace): kilobytes
+# a run that the statistics never read; `runs_frame(texts=False)` leaves them out.
+FREE_TEXT_COLUMNS = ("response", "trace_json", "answer", "expected")
+
 _RUNS_SQL = """
-SELECT r.*, e.group_id, e.task_name, e.provider, e.model, e.temperature, e.max_tokens,
+SELECT {run_columns}, e.group_id, e.task_name, e.provider, e.model, e.temperature, e.max_tokens,
        e.repetitions AS planned_repetitions, e.seed AS exp_seed, e.country AS exp_country,
        e.created_at AS exp_created_at,
        b.measured_at AS baseline_measured_at, b.energy_source AS baseline_energy_source,
@@ -127,19 +131,71 @@ def group_of_experiment(conn: sqlite3.Connection, exp_id: int) -> str | None:
 
 
 # ------------------------------------------------------------------ one batch's rows
-def runs_frame(conn: sqlite3.Connection, group_id: str):
-    """The group's runs with their experiment and baseline columns (one row per run)."""
-    return _frame(conn, _RUNS_SQL, (group_id,))
+def runs_frame(conn: sqlite3.Connection, group_id: str, *, texts: bool = True):
+    """The group's runs with their experiment and baseline columns (one row per run);
+    without `texts`, less FREE_TEXT_COLUMNS (most of a run's bytes: `alems summary` at
+    10⁵ runs held them all in memory for nothing, issue 23)."""
+    if texts:
+        columns = "r.*"
+    else:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+        columns = ", ".join(f"r.{n}" for n in names if n not in FREE_TEXT_COLUMNS)
+    return _frame(conn, _RUNS_SQL.format(run_columns=columns), (group_id,))
 
 
-def phases_frame(conn: sqlite3.Connection, group_id: str):
-    """The group's phases with their run's exp_id, workflow_type and run_status."""
-    return _frame(conn, _PHASES_SQL, (group_id,))
+def phases_frame(conn: sqlite3.Connection, group_id: str, *, details: bool = True):
+    """The group's phases with their run's exp_id, workflow_type and run_status; without
+    `details`, less detail_json (tokens, tool input and output: what shares never read)."""
+    sql = _PHASES_SQL
+    if not details:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(phases)")]
+        sql = sql.replace("p.*", ", ".join(f"p.{n}" for n in names if n != "detail_json"))
+    return _frame(conn, sql, (group_id,))
 
 
 def export_runs_frame(conn: sqlite3.Connection, group_id: str):
     """The group's runs joined with experiment, baseline and tax-pair columns."""
     return _frame(conn, _EXPORT_SQL, (group_id,))
+
+
+# Rows per DataFrame when the export streams (a few MB each, whatever the study's size).
+EXPORT_BATCH_ROWS = 1000
+
+
+def export_runs_batches(conn: sqlite3.Connection, group_id: str,
+                        batch_rows: int | None = None):
+    """`export_runs_frame` in DataFrames of at most `batch_rows` rows (typed_batches):
+    written one after the other they make the very file the whole frame makes."""
+    return typed_batches(conn, _EXPORT_SQL, (group_id,), batch_rows or EXPORT_BATCH_ROWS)
+
+
+def typed_batches(conn: sqlite3.Connection, sql: str, params: tuple, batch_rows: int):
+    """The rows of `sql` in DataFrames of at most `batch_rows` rows, each column with the
+    dtype pandas gives it in the whole result (text: object; integers with a NULL anywhere,
+    or any real: float64; integers only: int64; all NULL: object), learnt first by one
+    aggregate over the result. Returns (column -> 'text' | 'float64' | 'int64' | 'null'
+    (every value NULL), an iterator of the DataFrames: none for an empty result)."""
+    import pandas as pd
+
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    stats = ", ".join(f"SUM(typeof(c{i}) = 'text'), SUM(typeof(c{i}) = 'real'), "
+                      f"SUM(c{i} IS NULL)" for i in range(len(names)))
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    row = conn.execute(f"WITH x({aliases}) AS ({sql}) SELECT {stats}, COUNT(*) FROM x",
+                       params).fetchone()
+    total = row[-1]
+    kinds = {}
+    for i, name in enumerate(names):
+        text, real, null = (row[3 * i] or 0, row[3 * i + 1] or 0, row[3 * i + 2] or 0)
+        kinds[name] = ("null" if null == total else "text" if text else
+                       "float64" if real or null else "int64")
+    dtypes = {n: object if k in ("null", "text") else k for n, k in kinds.items()}
+
+    def frames():
+        while rows := cur.fetchmany(batch_rows):
+            yield pd.DataFrame([tuple(r) for r in rows], columns=names).astype(dtypes)
+    return kinds, frames()
 
 
 def run_sample_paths(conn: sqlite3.Connection, group_id: str) -> list[tuple[int, int, str | None]]:

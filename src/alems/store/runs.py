@@ -105,11 +105,14 @@ def tax_values(linear_uj: float | None,
     return agentic_uj / linear_uj, (agentic_uj - linear_uj) / linear_uj * 100.0
 
 
+# The arms of one pair (index idx_runs_exp_rep: not a scan of the experiment's runs).
+PAIR_ARMS_SQL = ("SELECT workflow_type, run_id, dynamic_energy_uj, energy_source, status "
+                 "FROM runs WHERE exp_id = ? AND run_number = ?")
+
+
 def insert_tax_if_paired(conn: sqlite3.Connection, exp_id: int, run_number: int) -> int | None:
     """Insert the pair's tax row once both arms have a successful run; returns pair_id."""
-    rows = conn.execute(
-        "SELECT workflow_type, run_id, dynamic_energy_uj, energy_source, status FROM runs "
-        "WHERE exp_id = ? AND run_number = ?", (exp_id, run_number)).fetchall()
+    rows = conn.execute(PAIR_ARMS_SQL, (exp_id, run_number)).fetchall()
     arms = {r[0]: r for r in rows}
     if not {LINEAR, AGENTIC} <= set(arms):
         return None

@@ -242,3 +242,8 @@ CREATE TABLE IF NOT EXISTS group_labels (
 CREATE INDEX IF NOT EXISTS idx_experiments_group ON experiments(group_id);
 CREATE INDEX IF NOT EXISTS idx_runs_exp ON runs(exp_id);
 CREATE INDEX IF NOT EXISTS idx_phases_run ON phases(run_id);
+-- (schema 7) a pair's arms (store.runs.insert_tax_if_paired, at every commit and merge) and
+-- a run's tax row (alems export) without scanning an experiment's runs or every tax row
+CREATE INDEX IF NOT EXISTS idx_runs_exp_rep ON runs(exp_id, run_number);
+CREATE INDEX IF NOT EXISTS idx_tax_linear_run ON orchestration_tax_summary(linear_run_id);
+CREATE INDEX IF NOT EXISTS idx_tax_agentic_run ON orchestration_tax_summary(agentic_run_id);
