@@ -284,7 +284,7 @@ def test_import_alems_stays_light_and_alems_measure_is_still_the_package():
 
 
 def test_a_forked_child_does_not_mark_into_its_copy_of_the_measurement(no_rapl, monkeypatch):
-    from alems.measure.markchannel import MARK_ENV
+    from alems.config import MARK_ENV
 
     monkeypatch.delenv(MARK_ENV, raising=False)
     with alems.measure("fork", hz=200, **no_rapl) as m:

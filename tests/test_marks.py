@@ -20,7 +20,8 @@ import alems
 from inproc import alems_inproc
 from alems import config
 from alems.measure import markchannel
-from alems.measure.markchannel import MARK_ENV, MarkChannel
+from alems.config import MARK_ENV
+from alems.measure.markchannel import MarkChannel
 from alems.measure.phases import PhaseRecorder
 from alems.store.samples import read_phases
 

@@ -166,7 +166,7 @@ def test_fleet_node_keeps_its_own_busy_baseline_and_only_its_own(tmp_path, monke
         sampler_factory = CountingFactory([4.0])
 
         def measure(self, key, base):
-            return (key, base.baseline_id)
+            return SimpleNamespace(key=key, baseline_id=base.baseline_id, stop_batch=False)
 
     def node() -> NodeWorker:
         n = object.__new__(NodeWorker)   # the actor's body, without a Ray runtime
@@ -177,7 +177,8 @@ def test_fleet_node_keeps_its_own_busy_baseline_and_only_its_own(tmp_path, monke
     fresh = a.run_pair(["k1"], None)["baseline"]
     assert fresh.state["quiet"] == 0
     fresh.baseline_id = 7                 # stored by the driver, sent back with the pair
-    assert a.run_pair(["k1", "k2"], fresh) == {"runs": [("k1", 7), ("k2", 7)]}
+    runs = a.run_pair(["k1", "k2"], fresh)["runs"]
+    assert [(r.key, r.baseline_id) for r in runs] == [("k1", 7), ("k2", 7)]
     later = node()                        # a later batch's node on the same machine
     out = later.run_pair(["k1"], fresh)
     assert "baseline" in out and "not quiet" in out["why"]

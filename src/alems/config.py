@@ -118,6 +118,20 @@ def environ_with_columns(width: int | None) -> dict[str, str]:
     return environ
 
 
+def environ_with(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus `extra`: what a measured command is started with."""
+    return {**os.environ, **extra}
+
+
+# The marker FIFO `alems sample` hands its command (measure/markchannel.py).
+MARK_ENV = "ALEMS_MARK_FIFO"
+
+
+def mark_fifo() -> str | None:
+    """The marker FIFO named in this process's environment; None outside a measured command."""
+    return _env(MARK_ENV)
+
+
 def estimate_w_per_core() -> float:
     """ALEMS_ESTIMATE_W_PER_CORE (watts per busy core of the CPU-time estimate)."""
     return _positive_float("ALEMS_ESTIMATE_W_PER_CORE", ESTIMATE_W_PER_CORE, "10")

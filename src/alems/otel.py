@@ -22,16 +22,15 @@ when spans of several threads overlap.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from alems import config
 from alems.measure import phases as _phases
-from alems.measure.markchannel import MARK_ENV, send_span
+from alems import config
+from alems.measure.markchannel import send_span
 
 OPERATION = "gen_ai.operation.name"
 MODEL_CALL, TOOL_CALL, AGENT_STEP = "model_call", "tool_call", "agent_step"
@@ -66,7 +65,7 @@ class PhaseSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         recorder = self._recorder()
         if span.context is None or recorder is None and (
-                self._measurement is not None or not os.environ.get(MARK_ENV)):
+                self._measurement is not None or not config.mark_fifo()):
             return  # not measured: neither in-process nor under `alems sample`
         with self._lock:
             if len(self._open) < config.MAX_PHASES:

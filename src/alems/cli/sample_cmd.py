@@ -249,7 +249,7 @@ def run_sampled(argv: list[str], forwarder: SignalForwarder, *, hz: float,
         channel.close()
         no_channel = f"phase marks: no marker channel ({exc.strerror or exc})"
     try:
-        proc, release = spawn_gated(argv, env={**os.environ, **channel.env})
+        proc, release = spawn_gated(argv, env=config.environ_with(channel.env))
     except BaseException:
         channel.close()
         raise

@@ -56,8 +56,8 @@ def has_exited(pid: int) -> bool:
     still succeeds on a zombie, so the kernel's answer alone would wait for the reaping)."""
     if not pid_alive(pid):
         return True
-    try:   # the kernel's own /proc: `pid` is a real process of this namespace
-        text = (Path("/proc") / str(pid) / "stat").read_text()
+    try:
+        text = (_proc(None) / str(pid) / "stat").read_text()
         return text[text.rindex(")") + 2:][:1] in ("Z", "X")
     except (OSError, ValueError):
         return not pid_alive(pid)

@@ -38,7 +38,8 @@ import tempfile
 import threading
 import time
 
-MARK_ENV = "ALEMS_MARK_FIFO"
+from alems import config
+
 MAX_NAME_BYTES = 200
 LOST_TAG = "!lost"
 _READ_BYTES = 1 << 16
@@ -120,7 +121,7 @@ class MarkChannel:
 
     @property
     def env(self) -> dict[str, str]:
-        return {MARK_ENV: self.path} if self.path else {}
+        return {config.MARK_ENV: self.path} if self.path else {}
 
     def open(self) -> MarkChannel:
         self._dir = tempfile.mkdtemp(prefix="alems-marks-")  # 0700: only this user
@@ -248,7 +249,7 @@ class _Sender:
     def flush_lost(self) -> None:
         """At exit: report marks this process could not deliver (waits at most 1 s).
         (Registered with atexit only once a mark was lost: nothing is installed before.)"""
-        path = os.environ.get(MARK_ENV)
+        path = config.mark_fifo()
         if self.lost and path and self._pid == os.getpid():
             self.send(b"", path, _EXIT_FLUSH_S)
 
@@ -286,7 +287,7 @@ os.register_at_fork(after_in_child=_fresh_sender_in_child)
 def send_span(name: str, kind: str, start_ns: int, end_ns: int,
               detail: dict) -> bool | None:
     """A whole phase through the FIFO named in the environment (as send_mark)."""
-    path = os.environ.get(MARK_ENV)
+    path = config.mark_fifo()
     if not path:
         return None
     line = span_line(name, kind, start_ns, end_ns, detail)
@@ -298,7 +299,7 @@ def send_span(name: str, kind: str, start_ns: int, end_ns: int,
 def send_mark(name: str, t_ns: int | None = None, wait_s: float = 0.0) -> bool | None:
     """Mark through the FIFO named in the environment: None when there is none (not
     measured), else whether the mark was delivered."""
-    path = os.environ.get(MARK_ENV)
+    path = config.mark_fifo()
     if not path:
         return None
     stamp = time.monotonic_ns() if t_ns is None else int(t_ns)
