@@ -282,6 +282,147 @@ def test_login_form_needs_the_exact_token(gated):
     assert ok.headers["set-cookie"].startswith(f"{cookie}={TOKEN};")
 
 
+def _gate_app(token=None, host="127.0.0.1", clock=None):
+    """A one-route app behind the real AccessGate, its Attempts on a fake clock."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from alems.dashboard import access
+
+    attempts = access.Attempts(clock=clock) if clock else access.Attempts()
+    return Starlette(routes=[Route("/", lambda rq: PlainTextResponse("ok"))], middleware=[
+        Middleware(access.AccessGate, token=token, host=host, attempts=attempts)])
+
+
+def _raw_get(app, path="/", headers=(), client=None):
+    """(status, headers, body) of one GET sent straight to the ASGI app: no Host header or
+    no client address, which an HTTP client library always adds."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "root_path": "", "query_string": b"", "server": ("127.0.0.1", 8050),
+             "client": client, "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
+            b"".join(m.get("body", b"") for m in sent[1:]).decode())
+
+
+REFUSED_HOST = ("this dashboard answers only to 127.0.0.1, localhost or [::1] (the Host "
+                "header names another site); start it with --token to serve other names")
+
+
+def test_host_names_and_the_refusal_text():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.access import host_name
+
+    assert host_name(" [::1]:8050 ") == "::1"
+    assert host_name("[::1]x]") == "::1"                    # the first bracket closes it
+    for malformed in ("[::1", "[localhostx", "[", "[]"):
+        assert host_name(malformed) == "", malformed
+    assert host_name("::1") == "::1"                        # bare IPv6: its colons are no port
+    assert host_name("LocalHost:80") == "localhost"
+    with TestClient(_gate_app(host="lab-box")) as c:
+        r = c.get("/", headers={"host": "evil.example"})
+        assert (r.status_code, r.text) == (400, REFUSED_HOST)
+        assert c.get("/", headers={"host": "[localhostx"}).status_code == 400
+    # a request without a Host header is refused, whatever name the server was given
+    for host in ("127.0.0.1", "xxxx", "lab-box"):
+        status, _, body = _raw_get(_gate_app(host=host), client=("127.0.0.1", 1))
+        assert (status, body) == (400, REFUSED_HOST), host
+    assert _raw_get(_gate_app(), headers=[("host", "localhost")])[:3:2] == (200, "ok")
+
+
+def test_token_length_boundary_and_message():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import MIN_TOKEN_CHARS, check_token
+
+    check_token("x" * MIN_TOKEN_CHARS)                      # exactly the minimum is enough
+    with pytest.raises(UsageError) as ei:
+        check_token("x" * (MIN_TOKEN_CHARS - 1))
+    assert str(ei.value) == ("--token is 15 character(s); give at least 16 (e.g. the output "
+                             "of `python3 -c 'import secrets; "
+                             "print(secrets.token_urlsafe(24))'`)")
+
+
+def test_local_path_keeps_spaces_and_refuses_control_characters():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import local_path
+
+    assert local_path("/group/a b?x=y z") == "/group/a b?x=y z"
+    assert local_path("/group/a\x1fb") == "/"
+
+
+def test_wrong_tokens_counted_per_client_and_the_wait_told_exactly():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.access import FREE_ATTEMPTS, TOKEN_COOKIE
+
+    now = [0.0]
+    app = _gate_app(token=TOKEN, clock=lambda: now[0])
+    a = TestClient(app, client=("10.0.0.1", 1), follow_redirects=False)
+    b = TestClient(app, client=("10.0.0.2", 1), follow_redirects=False)
+    for _ in range(FREE_ATTEMPTS - 1):
+        assert a.get("/?token=wrong-token-wrong-token").status_code == 303
+    assert a.get(f"/?token={TOKEN}").status_code == 303     # right: its failures forgotten
+    a.cookies.clear()
+    for _ in range(FREE_ATTEMPTS - 1):
+        assert a.get("/?token=wrong-token-wrong-token").status_code == 303
+    a.cookies.set(TOKEN_COOKIE, "wrong-cookie-wrong-cookie")   # a wrong cookie counts too
+    assert a.get("/").status_code == 303
+    r = a.get("/")                                           # 5 failures: wait 2 s
+    assert (r.status_code, r.text, r.headers["retry-after"]) == (
+        429, "too many wrong tokens; try again in 2 s", "3")
+    assert b.get(f"/?token={TOKEN}").status_code == 303      # another client is not held
+    now[0] = 1.5                                             # half a second still to wait
+    r = a.get("/")
+    assert (r.status_code, r.text, r.headers["retry-after"]) == (
+        429, "too many wrong tokens; try again in 0 s", "1")
+    now[0] = 2.0
+    a.cookies.set(TOKEN_COOKIE, TOKEN)
+    assert a.get("/").text == "ok"
+
+
+def test_a_request_without_a_client_address_is_gated_as_one_client():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import FREE_ATTEMPTS
+
+    app = _gate_app(token=TOKEN, clock=lambda: 0.0)
+    for _ in range(FREE_ATTEMPTS):
+        assert _raw_get(app, "/", [("host", "x"), ("cookie", "alems_token=bad")])[0] == 303
+    assert _raw_get(app, "/", [("host", "x")])[0] == 429
+
+
+def test_attempts_start_free_and_the_soonest_wait_is_forgotten_first(monkeypatch):
+    pytest.importorskip("starlette")
+    from alems.dashboard import access
+
+    assert access.Attempts(clock=lambda: 0.0).wait_s("new") == 0
+    monkeypatch.setattr(access, "MAX_TRACKED_CLIENTS", 2)
+    a = access.Attempts(clock=lambda: 0.0)
+    for _ in range(access.FREE_ATTEMPTS + 3):
+        a.failed("a-locked-long")          # first by name, last by the end of its wait
+    a.failed("z1")
+    a.failed("z2")                         # one too many: z1 (its wait ends first) goes
+    assert set(a._failed) == {"a-locked-long", "z2"}
+
+
 def test_kind_names_and_pid_liveness():
     assert atomic_io.kind_of(stat.S_IFBLK) == "a block device"
     assert atomic_io.kind_of(stat.S_IFSOCK) == "a socket"
