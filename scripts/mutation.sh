@@ -63,8 +63,11 @@ use_git_change_detection = false
 EOF
     echo "== $name: mutating src/alems/$file${names:+ ($names)} against $tests"
     # shellcheck disable=SC2086  # names are glob patterns mutmut matches itself
-    (cd "$dir" && unset PYTHONPATH && nice -n 10 mutmut run --max-children "$JOBS" $names \
-        >mutmut.log 2>&1)
+    # ALEMS_MUTATION_BATCH_CACHE: tests/test_merge_mutants.py builds its input batches once
+    # per run here, not once per mutant (the batch code is not the module mutated)
+    mkdir -p "$dir/.batch-cache"
+    (cd "$dir" && unset PYTHONPATH && export ALEMS_MUTATION_BATCH_CACHE="$dir/.batch-cache" \
+        && nice -n 10 mutmut run --max-children "$JOBS" $names >mutmut.log 2>&1)
 }
 
 report_only=0

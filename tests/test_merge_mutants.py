@@ -4,8 +4,12 @@ while every test merged into an empty output, where old and new ids coincide).""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,28 @@ from alems.store import samples as store_samples
 from alems.store.merge import merge
 
 from test_batch import all_runs, assert_store_consistent, make_runner
+
+# Set by scripts/mutation.sh for one module's run: each input batch below is built once
+# into this folder and copied into every test that asks for it, instead of once per
+# mutant. Only the merge is mutated there; how a batch writes its database is not.
+BATCH_CACHE = "ALEMS_MUTATION_BATCH_CACHE"
+
+
+def _batch(tmp_path, name: str, **kw) -> Path:
+    """`make_runner(…, **kw).run()` into tmp_path/name/e.db; the database's path."""
+    db = tmp_path / name / "e.db"
+    cache = os.environ.get(BATCH_CACHE)
+    if not cache:
+        make_runner(tmp_path, db_path=db, **kw).run()
+        return db
+    built = Path(cache) / hashlib.sha256(repr((name, sorted(kw.items()))).encode()).hexdigest()
+    if not built.is_dir():
+        part = built.with_name(f"{built.name}.{os.getpid()}.part")
+        shutil.rmtree(part, ignore_errors=True)
+        make_runner(tmp_path, db_path=part / "e.db", **kw).run()
+        os.rename(part, built)        # whole or absent, should two runs race
+    shutil.copytree(built, db.parent)
+    return db
 
 
 def _by_key(db):
@@ -42,12 +68,9 @@ def _by_key(db):
 
 
 def test_merge_into_an_output_with_runs_rewrites_every_id(tmp_path):
-    first = tmp_path / "first" / "e.db"
-    second = tmp_path / "second" / "e.db"
-    make_runner(tmp_path, db_path=first, tasks=["factual_qa"], repetitions=1,
-                group_id="g-first").run()
-    make_runner(tmp_path, db_path=second, tasks=["gsm8k_basic", "factual_qa"],
-                repetitions=1, group_id="g-second").run()
+    first = _batch(tmp_path, "first", tasks=["factual_qa"], repetitions=1, group_id="g-first")
+    second = _batch(tmp_path, "second", tasks=["gsm8k_basic", "factual_qa"], repetitions=1,
+                    group_id="g-second")
     out = tmp_path / "out" / "e.db"
     merge(out, [first])
     merge(out, [second])
@@ -82,9 +105,7 @@ def test_merge_into_an_output_with_runs_rewrites_every_id(tmp_path):
 
 
 def test_merging_the_same_input_again_is_refused_by_key_not_id(tmp_path):
-    a = tmp_path / "a" / "e.db"
-    make_runner(tmp_path, db_path=a, tasks=["factual_qa"], repetitions=1,
-                group_id="g-a").run()
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
     out = tmp_path / "out" / "e.db"
     counts = merge(out, [a])
     n_base = sqlite3.connect(a).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
@@ -110,9 +131,7 @@ def test_merging_the_same_input_again_is_refused_by_key_not_id(tmp_path):
 def test_shards_of_one_group_join_into_one_session(tmp_path):
     from alems.store.merge import _settings_differ
 
-    from test_merge import run_shards
-
-    dbs = run_shards(tmp_path)
+    dbs = [_batch(tmp_path, f"shard{k}", shard=(k, 2)) for k in (1, 2)]
     out = tmp_path / "all" / "e.db"
     counts = merge(out, dbs)
     n_base = [sqlite3.connect(d).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
