@@ -34,7 +34,7 @@ quiet|measure/quiet.py||tests/test_measure_mutants.py tests/test_validity_batch.
 plan|experiment/plan.py||tests/test_plan_mutants.py tests/test_merge.py::test_shards_partition_the_plan_into_whole_pairs tests/test_merge.py::test_bad_shard_is_refused
 baseline|experiment/baseline.py||tests/test_baseline_mutants.py tests/test_baseline.py
 scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.py
-merge|store/merge.py||tests/test_merge_mutants.py tests/test_merge.py::test_merge_refuses_sessions_with_other_settings
+merge|store/merge.py||tests/test_merge_mutants.py
 authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query* alems.store.reads.x__user_query*|tests/test_safety_mutants.py
 outputs|outputs.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
 dashboard_access|dashboard/access.py||tests/test_safety_mutants.py tests/test_dashboard_safety.py tests/test_dashboard.py::test_token_is_asked_for_and_then_remembered

@@ -155,3 +155,15 @@ def test_shards_of_one_group_join_into_one_session(tmp_path):
     assert _settings_differ('{"a": 1, "shard": [1, 2]}', '{"a": 1, "shard": [2, 2]}') == []
     assert _settings_differ('{"a": 1}', '{"a": 1, "b": 2}') == ["b"]
     assert _settings_differ(None, '{"a": 1}') == ["a"] and _settings_differ("", None) == []
+
+
+def test_sessions_with_other_settings_are_refused_and_the_new_output_removed(tmp_path):
+    a = _batch(tmp_path, "a", tasks=["gsm8k_basic"], repetitions=1)
+    b = _batch(tmp_path, "b", tasks=["gsm8k_basic"], repetitions=1, seed=8)
+    out = tmp_path / "out" / "e.db"
+    out.parent.mkdir()
+    with pytest.raises(AlemsError) as ei:
+        merge(out, [a, b])
+    assert str(ei.value) == (f"{b}: session 'g-test' was run with other settings than in "
+                             f"{a} (seed); nothing merged")
+    assert list(out.parent.iterdir()) == []      # the output this merge created went too
