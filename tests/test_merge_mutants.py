@@ -167,3 +167,59 @@ def test_sessions_with_other_settings_are_refused_and_the_new_output_removed(tmp
     assert str(ei.value) == (f"{b}: session 'g-test' was run with other settings than in "
                              f"{a} (seed); nothing merged")
     assert list(out.parent.iterdir()) == []      # the output this merge created went too
+
+
+def _drop_runs(db, keep) -> None:
+    """Delete the runs for which `keep(row)` is false, with their phases and tax rows: what
+    a batch that stopped part-way (and was finished in another database) holds."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    gone = [r["run_id"] for r in conn.execute("SELECT * FROM runs") if not keep(r)]
+    q = ",".join("?" * len(gone))
+    conn.execute(f"DELETE FROM orchestration_tax_summary WHERE linear_run_id IN ({q}) "
+                 f"OR agentic_run_id IN ({q})", gone * 2)
+    conn.execute(f"DELETE FROM phases WHERE run_id IN ({q})", gone)
+    conn.execute(f"DELETE FROM runs WHERE run_id IN ({q})", gone)
+    conn.commit()
+    conn.close()
+
+
+def _settings(db) -> dict:
+    (text,), = sqlite3.connect(db).execute("SELECT settings_json FROM batch_sessions")
+    return json.loads(text)
+
+
+def test_a_joined_session_is_one_shard_only_when_every_part_is(tmp_path):
+    # shard 1/2 run in two parts (one stopped, the rest run elsewhere): still shard 1/2
+    a = _batch(tmp_path, "a", shard=(1, 2))
+    b = _batch(tmp_path, "b", shard=(1, 2))
+    first = min(r["pair_index"] for r in all_runs(a))
+    _drop_runs(a, lambda r: r["pair_index"] == first)
+    _drop_runs(b, lambda r: r["pair_index"] != first)
+    out = tmp_path / "out1" / "e.db"
+    merge(out, [a, b])
+    assert _settings(out)["shard"] == [1, 2] and len(all_runs(out)) == 4
+    # the unsharded batch's part that shard 1/2 did not run, then shard 1/2: no one shard
+    c = _batch(tmp_path, "c")
+    d = _batch(tmp_path, "d", shard=(1, 2))
+    _drop_runs(c, lambda r: r["pair_index"] % 2 == 1)
+    out = tmp_path / "out2" / "e.db"
+    merge(out, [c, d])
+    assert "shard" not in _settings(out) and _settings(out) == _settings(c)
+    assert len(all_runs(out)) == 8
+
+
+def test_the_merge_line_names_every_session_or_none(tmp_path):
+    from alems.store import db as store_db
+
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    b = _batch(tmp_path, "b", tasks=["factual_qa"], repetitions=1, group_id="g-b")
+    both = tmp_path / "both" / "e.db"
+    merge(both, [a, b])
+    empty = tmp_path / "empty" / "e.db"
+    empty.parent.mkdir()
+    store_db.connect(empty).close()
+    counts = merge(tmp_path / "out" / "e.db", [both, empty])
+    assert counts[0].line().startswith(f"merged {both}: 2 session(s) (g-a, g-b), 2 new ")
+    assert counts[1].line() == (f"merged {empty}: 0 session(s) (-), 0 new experiment(s), "
+                                "0 run(s), 0 sample file(s), 0 baseline(s)")
