@@ -220,6 +220,71 @@ def test_the_merge_line_names_every_session_or_none(tmp_path):
     empty.parent.mkdir()
     store_db.connect(empty).close()
     counts = merge(tmp_path / "out" / "e.db", [both, empty])
-    assert counts[0].line().startswith(f"merged {both}: 2 session(s) (g-a, g-b), 2 new ")
+    n_base = sqlite3.connect(both).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+    assert n_base >= 2
+    assert counts[0].line() == (f"merged {both}: 2 session(s) (g-a, g-b), 2 new experiment(s), "
+                                f"4 run(s), 4 sample file(s), {n_base} baseline(s)")
     assert counts[1].line() == (f"merged {empty}: 0 session(s) (-), 0 new experiment(s), "
                                 "0 run(s), 0 sample file(s), 0 baseline(s)")
+
+
+def _copy_db(db, folder) -> Path:
+    shutil.copytree(db.parent, folder)
+    return folder / db.name
+
+
+def test_a_baseline_in_two_inputs_goes_in_once_and_its_runs_keep_it(tmp_path):
+    a = _batch(tmp_path, "a")                  # one batch, its pairs split over two copies
+    b = _copy_db(a, tmp_path / "b")
+    _drop_runs(a, lambda r: r["pair_index"] % 2 == 0)
+    _drop_runs(b, lambda r: r["pair_index"] % 2 == 1)
+    want = {**_by_key(a)[0], **_by_key(b)[0]}
+    out = tmp_path / "out" / "e.db"
+    counts = merge(out, [a, b])
+    n_base = sqlite3.connect(a).execute("SELECT COUNT(*) FROM baselines").fetchone()[0]
+    assert [c.baselines for c in counts] == [n_base, 0]
+    assert sqlite3.connect(out).execute("SELECT COUNT(*) FROM baselines").fetchone()[0] == n_base
+    got = _by_key(out)[0]
+    assert len(got) == 8
+    for key, run in got.items():
+        assert run["baseline"] == want[key]["baseline"], key
+    for r in all_runs(out):                    # under the run's own group, experiment, id
+        assert r["samples_path"] == store_samples.relative_to_db(
+            out, store_samples.samples_path(out, r["group_id"], r["exp_id"], r["run_id"]))
+
+
+def test_arms_of_one_pair_from_different_plans_are_refused(tmp_path):
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    b = _copy_db(a, tmp_path / "b")
+    _drop_runs(a, lambda r: r["workflow_type"] == "linear")
+    _drop_runs(b, lambda r: r["workflow_type"] != "linear")
+    with sqlite3.connect(b) as conn:
+        conn.execute("UPDATE runs SET pair_index = pair_index + 1")
+    with pytest.raises(AlemsError) as ei:
+        merge(tmp_path / "out" / "e.db", [a, b])
+    assert str(ei.value) == (f"{b}: the arms of factual_qa/scripted rep 1 belong to different "
+                             "arm sets (pair_index) than in the other databases: they were "
+                             "planned differently; nothing merged")
+
+
+def test_samples_without_an_identity_get_one_and_unreadable_ones_are_refused(tmp_path):
+    import pyarrow.parquet as pq
+
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    b = _copy_db(a, tmp_path / "b")
+    for f in (a.parent / "samples").rglob("*.parquet"):     # as written before the identity
+        t = pq.read_table(f)
+        meta = {k: v for k, v in t.schema.metadata.items() if k != store_samples.RUN_KEY}
+        pq.write_table(t.replace_schema_metadata(meta), f)
+    out = tmp_path / "out" / "e.db"
+    merge(out, [a])
+    for r in all_runs(out):
+        ident = store_samples.read_run_identity(out.parent / r["samples_path"])
+        assert ident == {"group_id": "g-a", "exp_id": r["exp_id"], "run_id": r["run_id"]}
+    bad = sorted((b.parent / "samples").rglob("*.parquet"))[0]
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(AlemsError) as ei:
+        merge(tmp_path / "out2" / "e.db", [b])
+    msg = str(ei.value)
+    assert msg.startswith(f"cannot read the samples file {bad} (") and msg.endswith(
+        "); nothing merged"), msg
