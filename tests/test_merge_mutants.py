@@ -288,3 +288,114 @@ def test_samples_without_an_identity_get_one_and_unreadable_ones_are_refused(tmp
     msg = str(ei.value)
     assert msg.startswith(f"cannot read the samples file {bad} (") and msg.endswith(
         "); nothing merged"), msg
+
+
+def test_refusals_before_anything_is_read(tmp_path):
+    from alems.errors import UsageError
+
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    c = _batch(tmp_path, "c", tasks=["factual_qa"], repetitions=1, group_id="g-c")
+    out = tmp_path / "out.db"
+    cases = [([], "give at least one input database: alems merge OUT.db IN.db…"),
+             ([c, a, a], f"{a} is given twice"),
+             ([out, a], f"{out} is both the output and an input")]
+    for inputs, want in cases:
+        with pytest.raises(UsageError) as ei:
+            merge(out, inputs)
+        assert str(ei.value) == want
+    shared = tmp_path / "shared"            # another user's link in a sticky shared folder
+    shared.mkdir()
+    shared.chmod(0o1777)
+    link = shared / "out.db"
+    link.symlink_to(tmp_path / "elsewhere.db")
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(UsageError) as ei:
+        merge(link, [a])
+    assert str(ei.value) == (f"merge output {link} is a symlink owned by another user (uid "
+                             f"12345) in the shared folder {shared}; it is never followed, "
+                             "remove it or choose another name")
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_inputs_that_are_no_a_lems_database_are_named(tmp_path):
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all " * 100)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    newer = _copy_db(a, tmp_path / "newer")
+    from alems.store.db import SCHEMA_VERSION
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE schema_info SET value = ? WHERE key = 'version'",
+                     (str(SCHEMA_VERSION + 1),))
+    for bad, want in [
+            (junk, f"{junk} is not an A-LEMS database (file is not a database)"),
+            (other, f"{other} is not an A-LEMS database (no table batch_sessions)"),
+            (newer, f"{newer} has schema version {SCHEMA_VERSION + 1}, newer than this A-LEMS "
+                    f"({SCHEMA_VERSION}); upgrade alems")]:
+        with pytest.raises(AlemsError) as ei:
+            merge(tmp_path / "out" / "e.db", [a, bad])
+        assert str(ei.value) == want
+
+
+def test_what_check_refuses_is_named_exactly(tmp_path):
+    a = _batch(tmp_path, "a", tasks=["gsm8k_basic"], repetitions=1)
+    b = _batch(tmp_path, "b2", tasks=["gsm8k_basic"], repetitions=1, seed=8, temperature=0.5)
+    out = tmp_path / "out" / "e.db"
+    merge(out, [a])
+    with pytest.raises(AlemsError) as ei:                    # against the output's session
+        merge(out, [b])
+    assert str(ei.value) == (f"{b}: session 'g-test' was run with other settings than in "
+                             f"{out} (seed, temperature); nothing merged")
+    one = _copy_db(a, tmp_path / "one")                      # one duplicate, in an input
+    first = min(r["run_id"] for r in all_runs(one))
+    _drop_runs(one, lambda r: r["run_id"] == first)
+    with pytest.raises(AlemsError) as ei:
+        merge(tmp_path / "out2" / "e.db", [a, one])
+    (key,) = [(r["task_name"], r["workflow_type"]) for r in all_runs(one)]
+    assert str(ei.value) == (f"{one}: 1 run(s) already in {a}, e.g. group 'g-test' "
+                             f"{key[0]}/scripted {key[1]} rep 1; merging them twice would "
+                             "duplicate them; nothing merged")
+    gone = _copy_db(a, tmp_path / "gone")
+    run = all_runs(gone)[0]
+    (gone.parent / run["samples_path"]).unlink()
+    with pytest.raises(AlemsError) as ei:
+        merge(tmp_path / "out3" / "e.db", [gone])
+    assert str(ei.value) == (f"{gone}: the samples of run {run['run_id']} "
+                             f"({gone.parent / run['samples_path']}) are missing; nothing merged")
+
+
+def test_a_joined_session_is_completed_only_with_every_planned_run(tmp_path):
+    shard = _batch(tmp_path, "s1", shard=(1, 2))             # completed as a shard
+    running = _copy_db(shard, tmp_path / "running")
+    with sqlite3.connect(running) as conn:
+        conn.execute("UPDATE batch_sessions SET status = 'running'")
+    for db, want in [(shard, "interrupted"), (running, "running")]:
+        out = tmp_path / f"out-{want}" / "e.db"
+        merge(out, [db])
+        (status,), = sqlite3.connect(out).execute("SELECT status FROM batch_sessions")
+        assert status == want
+
+
+def test_failures_while_merging_are_one_line_and_leave_nothing(tmp_path):
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    out = tmp_path / "out" / "e.db"
+    out.parent.mkdir()
+    from alems.store import db as store_db
+    conn = store_db.connect(out)
+    conn.execute("CREATE TRIGGER no_runs BEFORE INSERT ON runs "
+                 "BEGIN SELECT RAISE(ABORT, 'runs are frozen here'); END")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AlemsError) as ei:
+        merge(out, [a])
+    assert str(ei.value) == f"cannot merge into {out}: runs are frozen here; nothing merged"
+    out2 = tmp_path / "out2" / "e.db"
+    out2.parent.mkdir()
+    store_samples.samples_root(out2).write_text("a file where the samples folder goes")
+    with pytest.raises(AlemsError) as ei:
+        merge(out2, [a])
+    msg = str(ei.value)
+    assert msg.startswith(f"cannot write the samples under {store_samples.samples_root(out2)}: ")
+    assert msg.endswith("; nothing merged") and "Errno" not in msg, msg
