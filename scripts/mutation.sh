@@ -21,7 +21,8 @@ JOBS=${MUTATION_JOBS:-1}          # the project's dev machine has 2 shared cores
 NATIVE=src/alems/measure/_alems_native.abi3.so
 
 # module | file to mutate (under src/alems) | mutant-name globs ('' = every function) | tests
-# (authorizer: `alems query`'s read-only gate; dashboard_*: the access gate and loopback check).
+# (authorizer: `alems query`'s read-only gate; dashboard_*: the access gate and loopback check;
+# atomic_io: the temporary-file rule, stale temporaries and safe_replace, moved out of outputs.py).
 # Tests that run `python -m alems` in another folder are left out: mutmut's trampolines in
 # the child look for its configuration in the child's working directory and fail.
 MODULES=$(cat <<'EOF'
@@ -37,6 +38,7 @@ scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.
 merge|store/merge.py||tests/test_merge_mutants.py
 authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query* alems.store.reads.x__user_query*|tests/test_safety_mutants.py
 outputs|outputs.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
+atomic_io|atomic_io.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
 dashboard_access|dashboard/access.py||tests/test_safety_mutants.py tests/test_dashboard_safety.py tests/test_dashboard.py::test_token_is_asked_for_and_then_remembered
 dashboard_host|cli/dashboard_cmd.py|alems.cli.dashboard_cmd.x_is_loopback*|tests/test_safety_mutants.py
 EOF

@@ -399,3 +399,25 @@ def test_failures_while_merging_are_one_line_and_leave_nothing(tmp_path):
     msg = str(ei.value)
     assert msg.startswith(f"cannot write the samples under {store_samples.samples_root(out2)}: ")
     assert msg.endswith("; nothing merged") and "Errno" not in msg, msg
+
+
+
+def test_tags_and_notes_go_with_their_batch(tmp_path):
+    from alems.store import db as store_db
+    from alems.store.labels import label_group
+
+    a = _batch(tmp_path, "a", tasks=["factual_qa"], repetitions=1, group_id="g-a")
+    b = _batch(tmp_path, "b", tasks=["factual_qa"], repetitions=1, group_id="g-b")
+    for db, group, tags, note in ((a, "g-a", ["warm", "fan-off"], "first try"),
+                                  (b, "g-b", ["warm"], None)):
+        conn = store_db.connect(db)
+        label_group(conn, group, tags, note, [])
+        conn.close()
+    out = tmp_path / "out" / "e.db"
+    merge(out, [a, b])
+    query = "SELECT group_id, kind, text, created_at FROM group_labels ORDER BY 1, 2, 3"
+    got = sqlite3.connect(out).execute(query).fetchall()
+    assert got == sorted(sqlite3.connect(a).execute(query).fetchall()
+                         + sqlite3.connect(b).execute(query).fetchall())
+    assert [g[:3] for g in got] == [("g-a", "note", "first try"), ("g-a", "tag", "fan-off"),
+                                    ("g-a", "tag", "warm"), ("g-b", "tag", "warm")]
