@@ -189,6 +189,27 @@ def test_run_user_query_write_and_the_gate_is_lifted_after(tmp_path):
     conn.execute("INSERT INTO t VALUES (6)")
 
 
+def test_errors_while_rows_are_read_or_committed_keep_sqlites_message(qdb, tmp_path):
+    # an error is an AlemsError, never the KeyboardInterrupt kept for Ctrl-C (caught
+    # broadly here so that such a mix-up fails this test instead of stopping the run)
+    with pytest.raises(BaseException) as ei:
+        reads.run_user_query(qdb, "SELECT nope FROM t")
+    assert type(ei.value) is AlemsError
+    # the second row overflows: the error comes while the rows are fetched
+    with pytest.raises(AlemsError) as ei:
+        reads.run_user_query(qdb, "SELECT abs(v) FROM (SELECT 1 AS v UNION ALL "
+                                  "SELECT -9223372036854775808)")
+    assert str(ei.value) == "SQL error: integer overflow"
+    conn = sqlite3.connect(tmp_path / "fk.db")      # a deferred key fails only at commit
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)")
+    conn.commit()
+    with pytest.raises(AlemsError) as ei:
+        reads.run_user_query(conn, "INSERT INTO c VALUES (99)", write=True)
+    assert str(ei.value) == "SQL error: FOREIGN KEY constraint failed"
+
+
 RUNAWAY = ("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) "
            "SELECT MAX(i) FROM c")
 
