@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,75 @@ def test_failed_write_leaves_neither_target_nor_temporary(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fifo_nobody_reads_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError) as ei:                    # never a write that blocks
+        outputs.check_output_path(fifo, "--summary-json")
+    assert str(ei.value) == (f"--summary-json {fifo} is a FIFO that nobody reads; start its "
+                             "reader first, or give a regular file name")
+
+
+def test_an_unwritable_folder_is_named_with_the_reason():
+    target = Path("/sys/alems-output.csv")   # sysfs: not even root may create a file there
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(target)
+    msg = str(ei.value)
+    head, tail = f"cannot write --output {target}: ", "; choose a writable location"
+    assert msg.startswith(head) and msg.endswith(tail), msg
+    reason = msg[len(head):-len(tail)]
+    assert reason and "Errno" not in reason and "None" not in reason, msg
+
+
+def test_free_space_is_asked_of_the_target_folder_and_enough_is_enough(monkeypatch, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    asked = []
+    usage = namedtuple("usage", "total used free")
+
+    def disk_usage(folder):
+        asked.append(Path(folder))
+        return usage(10**12, 0, 250 * 10**9)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    target = tmp_path / "sub" / "out.parquet"
+    outputs.check_free_space(target, 250 * 10**9)            # exactly what is free: enough
+    assert asked == [tmp_path / "sub"]
+    with pytest.raises(AlemsError) as ei:
+        outputs.check_free_space(target, 250 * 10**9 + 1, what="--samples")
+    assert str(ei.value) == (f"--samples {target}: only 250000.0 MB free on its file system, "
+                             "about 250000.0 MB are needed; free space or choose another "
+                             "location")
+
+
+def test_another_users_link_is_never_an_output(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    link = shared / "out.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(link, "--export")
+    assert str(ei.value) == (f"--export {link} is a symlink owned by another user (uid 12345) "
+                             f"in the shared folder {shared}; it is never followed, remove it "
+                             "or choose another name")
+
+
+def test_name_limit_when_the_file_system_does_not_say(monkeypatch, tmp_path):
+    def no_answer(path, name):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "pathconf", no_answer)
+    longest = "n" * (255 - atomic_io.TMP_EXTRA_CHARS)
+    assert outputs.check_output_path(tmp_path / longest).name == longest
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(tmp_path / (longest + "n"))
+    assert str(ei.value) == (f"--output: the file name is {len(longest) + 1} bytes long; "
+                             f"this file system allows {len(longest)} here")
 
 
 def test_umask_mode_and_free_space(tmp_path):
