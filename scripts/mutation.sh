@@ -38,7 +38,7 @@ scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.
 merge|store/merge.py||tests/test_merge_mutants.py
 authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query* alems.store.reads.x__user_query*|tests/test_safety_mutants.py
 outputs|outputs.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
-atomic_io|atomic_io.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
+atomic_io|atomic_io.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target tests/test_adversarial_outputs.py::test_a_link_planted_after_the_checks_is_not_written_through tests/test_adversarial_outputs.py::test_a_link_planted_while_writing_is_not_replaced_through tests/test_adversarial_outputs.py::test_a_planted_link_to_a_device_is_not_written_in_place tests/test_adversarial_outputs.py::test_a_link_planted_at_the_temporary_name_is_never_followed tests/test_adversarial_outputs.py::test_own_links_and_root_links_are_still_followed
 dashboard_access|dashboard/access.py||tests/test_safety_mutants.py tests/test_dashboard_safety.py tests/test_dashboard.py::test_token_is_asked_for_and_then_remembered
 dashboard_host|cli/dashboard_cmd.py|alems.cli.dashboard_cmd.x_is_loopback*|tests/test_safety_mutants.py
 EOF
