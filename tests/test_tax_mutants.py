@@ -190,3 +190,26 @@ def test_read_pairs_and_headline_from_the_database():
     other = tax.other_arm_taxes([("t", "p", r, w, e) for r in (1, 2, 3)
                                  for w, e in (("linear", 1.0 + r), ("react", 3.0 * r))], 0.8)
     assert {r["confidence"] for r in other["react"]["rows"]} == {0.8}
+
+
+
+def test_all_devices_tax_is_the_tax_over_cpu_plus_gpu():
+    energies_uj = [(1e6, 2e6, 3e6, 3e6), (2e6, 1e6, 4e6, 5e6), (1e6, 1e6, 2e6, 6e6),
+                   (3e6, 0.0, 3e6, 1e6)]                 # linear CPU, GPU; agentic CPU, GPU
+    runs = [("t", "p", rep, wf, cpu, gpu)
+            for rep, (lc, lg, ac, ag) in enumerate(energies_uj, 1)
+            for wf, cpu, gpu in (("linear", lc, lg), ("agentic", ac, ag))]
+    pairs = [Pair("t", "p", 1, 3.0, 6.0), Pair("t", "p", 2, 3.0, 9.0),
+             Pair("t", "p", 3, 2.0, 8.0), Pair("t", "p", 4, 3.0, 4.0)]
+    rows = tax.tax_rows(pairs, 0.9)
+    got = tax.all_devices_tax(runs, 0.9)
+    assert got == {"tax_all_devices": rows, "tax_all_devices_energy": tax.ALL_DEVICES_LABEL,
+                   "headline_all_devices_text": f"{tax.ALL_DEVICES_LABEL}: "
+                                                f"{tax.format_headline(tax.overall(rows))}"}
+    assert tax.overall(rows)["tax_ratio"] == 27 / 11
+    assert got["tax_all_devices"] != tax.tax_rows(pairs, 0.95)    # the confidence asked
+    assert tax.all_devices_tax([r[:5] + (None,) for r in runs]) == {}          # no GPU
+    assert tax.all_devices_tax([r[:5] + (float("nan"),) for r in runs]) == {}
+    one_missing = [r[:5] + (None,) if r[2] == 4 else r for r in runs]   # its pair left out
+    assert tax.overall(tax.all_devices_tax(one_missing, 0.9)["tax_all_devices"])[
+        "tax_ratio"] == 23 / 8
