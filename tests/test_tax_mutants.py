@@ -213,3 +213,42 @@ def test_all_devices_tax_is_the_tax_over_cpu_plus_gpu():
     one_missing = [r[:5] + (None,) if r[2] == 4 else r for r in runs]   # its pair left out
     assert tax.overall(tax.all_devices_tax(one_missing, 0.9)["tax_all_devices"])[
         "tax_ratio"] == 23 / 8
+
+
+def _between_row(ratio, low, high, df, confidence=0.95, why=None):
+    return {"tax_ratio": ratio, "ci_low": low, "ci_high": high, "df": df,
+            "confidence": confidence, "ci_null_reason": why}
+
+
+def test_tax_between_rows_and_reasons_exact():
+    def none(why):
+        return {"tax_ratio": None, "ci_low": None, "ci_high": None, "df": None,
+                "ci_null_reason": why}
+
+    a = _between_row(2.0, 1.5, 2.5, 9.0)
+    assert tax.tax_between(a, a, same_batch=True) == none("A and B are the same batch")
+    assert tax.tax_between(a, None) == none("B has no overall tax")
+    assert tax.tax_between(a, _between_row(None, None, None, None)) == none("B has no overall tax")
+    assert tax.tax_between(_between_row(2.0, None, None, None, why="one pair"), a) == none(
+        "A's tax has no interval (one pair)")
+    assert tax.tax_between(a, _between_row(2.0, 1.5, 2.5, None, why="x")) == none(
+        "B's tax has no interval (x)")
+    assert tax.tax_between(a, _between_row(2.0, 1.5, 2.5, 9.0, confidence=0.9)) == none(
+        "A's and B's intervals are at different confidence levels")
+    # two exact taxes (zero-width intervals): no spread, the smaller df, 1 included exactly
+    exact = _between_row(2.0, 2.0, 2.0, 5.0)
+    assert tax.tax_between(exact, exact) == {
+        "tax_ratio": 1.0, "ci_low": 1.0, "ci_high": 1.0, "df": 5.0, "ci_null_reason": None,
+        "confidence": 0.95, "includes_one": True}
+    r = tax.tax_between(exact, _between_row(1.0, 1.0, 1.0, 7.0, confidence=0.95))
+    assert r["df"] == 5.0 and r["includes_one"] is False
+    assert r["tax_ratio"] == pytest.approx(2.0) and r["ci_low"] == r["ci_high"] == r["tax_ratio"]
+
+
+def test_ratio_of_two_ratios_confidence_bounds():
+    args = (2.0, 1.5, 2.5, 9.0, 1.0, 0.8, 1.25, 9.0)
+    assert tax.ratio_of_two_ratios(*args) == tax.ratio_of_two_ratios(*args, confidence=0.95)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError) as ei:
+            tax.ratio_of_two_ratios(*args, confidence=bad)
+        assert str(ei.value) == f"confidence must be in (0, 1), got {bad}"
