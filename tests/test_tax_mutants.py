@@ -252,3 +252,19 @@ def test_ratio_of_two_ratios_confidence_bounds():
         with pytest.raises(ValueError) as ei:
             tax.ratio_of_two_ratios(*args, confidence=bad)
         assert str(ei.value) == f"confidence must be in (0, 1), got {bad}"
+
+
+def test_tax_cells_exact():
+    from alems.analysis.tax import tax_cells
+
+    dash = {"ratio": "–", "low": "–", "high": "–", "percent": "–"}
+    assert tax_cells({"tax_ratio": None}) == dict(dash, ci="– (no complete pair)")
+    assert tax_cells({"tax_ratio": None, "ci_null_reason": "one pair"}) == dict(
+        dash, ci="– (one pair)")
+    cells = tax_cells({"tax_ratio": 1.5, "ci_low": 1.2, "ci_high": 2.0})
+    assert cells == {"ratio": "1.50×", "low": "1.20", "high": "2.00", "ci": "[1.20, 2.00]",
+                     "percent": "+50"}
+    # the percent's digits follow the interval, both of its ends
+    assert tax_cells({"tax_ratio": 1.2345, "ci_low": 1.2301, "ci_high": 1.2399})[
+        "percent"] == "+23.45"
+    assert tax_cells({"tax_ratio": 1.2345, "ci_low": 1.0, "ci_high": 3.0})["percent"] == "+20"
