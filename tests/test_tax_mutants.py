@@ -207,6 +207,7 @@ def test_all_devices_tax_is_the_tax_over_cpu_plus_gpu():
                    "headline_all_devices_text": f"{tax.ALL_DEVICES_LABEL}: "
                                                 f"{tax.format_headline(tax.overall(rows))}"}
     assert tax.overall(rows)["tax_ratio"] == 27 / 11
+    assert tax.all_devices_tax(runs) == tax.all_devices_tax(runs, 0.95)     # the default
     assert got["tax_all_devices"] != tax.tax_rows(pairs, 0.95)    # the confidence asked
     assert tax.all_devices_tax([r[:5] + (None,) for r in runs]) == {}          # no GPU
     assert tax.all_devices_tax([r[:5] + (float("nan"),) for r in runs]) == {}
@@ -243,6 +244,10 @@ def test_tax_between_rows_and_reasons_exact():
     r = tax.tax_between(exact, _between_row(1.0, 1.0, 1.0, 7.0, confidence=0.95))
     assert r["df"] == 5.0 and r["includes_one"] is False
     assert r["tax_ratio"] == pytest.approx(2.0) and r["ci_low"] == r["ci_high"] == r["tax_ratio"]
+    a90, b90 = _between_row(2.0, 1.5, 2.5, 9.0, 0.9), _between_row(1.0, 0.8, 1.25, 9.0, 0.9)
+    r = tax.tax_between(a90, b90)                            # at the rows' own confidence
+    assert (r["tax_ratio"], r["ci_low"], r["ci_high"], r["df"]) == tax.ratio_of_two_ratios(
+        2.0, 1.5, 2.5, 9.0, 1.0, 0.8, 1.25, 9.0, confidence=0.9)
 
 
 def test_ratio_of_two_ratios_confidence_bounds():
