@@ -324,6 +324,46 @@ def test_load_probe_quiet_run_and_missing_steal(tmp_path):
     assert probe.stop()["steal_fraction"] == (None, "no CPU time passed")
 
 
+def _fake_threads(root, pid: int, states: str) -> None:
+    """A fake proc root's `<pid>/task/<tid>/stat` with one thread per state letter."""
+    for tid, state in enumerate(states, start=1):
+        d = root / str(pid) / "task" / str(tid)
+        d.mkdir(parents=True)
+        (d / "stat").write_text(f"{tid} (w) x) {state} 1 2 3\n")
+
+
+def test_own_running_reads_the_given_proc_root(tmp_path):
+    _fake_threads(tmp_path, 4242, "RSRD")
+    assert quiet.own_running(4242, str(tmp_path)) == 2     # each running thread counts
+    assert quiet.own_running(4243, str(tmp_path)) == 0
+
+
+def test_load_probe_subtracts_our_running_threads_and_names_its_thread(tmp_path):
+    import os
+
+    _fake_threads(tmp_path, os.getpid(), "RRS")
+    _write_stat(tmp_path, 5, [100, 0, 0, 900])             # no steal field at the start
+    probe = quiet.LoadProbe(str(tmp_path), poll_s=3600).start()
+    assert probe._thread.name == "alems-load"
+    _write_stat(tmp_path, 5, [200, 0, 0, 1800, 0, 0, 0, 7])   # …but at the end
+    cols = probe.stop()
+    assert cols["other_procs_running"] == (3.0, "/proc/stat unreadable")   # 5 − our 2
+    assert cols["steal_fraction"] == (None, "the kernel reports no steal time here")
+
+
+def test_wait_for_quiet_stops_when_the_timeout_is_reached_exactly():
+    ticks = iter([0.0, 1.0, 2.0])
+    looks = []
+
+    def window(w):
+        looks.append(w)
+        return 0, "busy"
+
+    assert quiet.wait_for_quiet(1.0, window=window, clock=lambda: next(ticks),
+                                window_s=0.5) == (False, 1.0, "busy")
+    assert looks == [0.5]
+
+
 # ------------------------------------------------------------------ SampleResult
 
 def _result(n=3, counter=True, phases=()):

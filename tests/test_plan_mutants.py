@@ -171,6 +171,13 @@ def test_design_and_settings():
     s = cfg.settings()
     assert s["shard"] == [2, 3] and s["repetitions"] == 4 and s["warm_up"] is True
     assert "shard" not in _cfg().settings()
+    pids = [41, 42]                                  # a server the counters also cover
+    withpids = _cfg(server_pids=pids).settings()
+    pids.append(43)                                  # a copy is stored, not the caller's list
+    assert withpids["server_pids"] == [41, 42]
+    assert "server_pids" not in _cfg().settings()
+    assert _cfg(repetitions=4, start_from=3).settings()["start_from"] == 3
+    assert "start_from" not in _cfg(repetitions=4, start_from=1).settings()
     assert plan.has_tax_pair(["agentic", "linear", "react"])
     assert not plan.has_tax_pair(["linear", "react"])
 

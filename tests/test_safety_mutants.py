@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -108,6 +109,75 @@ def test_failed_write_leaves_neither_target_nor_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_fifo_nobody_reads_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError) as ei:                    # never a write that blocks
+        outputs.check_output_path(fifo, "--summary-json")
+    assert str(ei.value) == (f"--summary-json {fifo} is a FIFO that nobody reads; start its "
+                             "reader first, or give a regular file name")
+
+
+def test_an_unwritable_folder_is_named_with_the_reason():
+    target = Path("/sys/alems-output.csv")   # sysfs: not even root may create a file there
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(target)
+    msg = str(ei.value)
+    head, tail = f"cannot write --output {target}: ", "; choose a writable location"
+    assert msg.startswith(head) and msg.endswith(tail), msg
+    reason = msg[len(head):-len(tail)]
+    assert reason and "Errno" not in reason and "None" not in reason, msg
+
+
+def test_free_space_is_asked_of_the_target_folder_and_enough_is_enough(monkeypatch, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    asked = []
+    usage = namedtuple("usage", "total used free")
+
+    def disk_usage(folder):
+        asked.append(Path(folder))
+        return usage(10**12, 0, 250 * 10**9)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    target = tmp_path / "sub" / "out.parquet"
+    outputs.check_free_space(target, 250 * 10**9)            # exactly what is free: enough
+    assert asked == [tmp_path / "sub"]
+    with pytest.raises(AlemsError) as ei:
+        outputs.check_free_space(target, 250 * 10**9 + 1, what="--samples")
+    assert str(ei.value) == (f"--samples {target}: only 250000.0 MB free on its file system, "
+                             "about 250000.0 MB are needed; free space or choose another "
+                             "location")
+
+
+def test_another_users_link_is_never_an_output(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    link = shared / "out.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    os.lchown(link, 12345, 12345)
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(link, "--export")
+    assert str(ei.value) == (f"--export {link} is a symlink owned by another user (uid 12345) "
+                             f"in the shared folder {shared}; it is never followed, remove it "
+                             "or choose another name")
+
+
+def test_name_limit_when_the_file_system_does_not_say(monkeypatch, tmp_path):
+    def no_answer(path, name):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "pathconf", no_answer)
+    longest = "n" * (255 - atomic_io.TMP_EXTRA_CHARS)
+    assert outputs.check_output_path(tmp_path / longest).name == longest
+    with pytest.raises(UsageError) as ei:
+        outputs.check_output_path(tmp_path / (longest + "n"))
+    assert str(ei.value) == (f"--output: the file name is {len(longest) + 1} bytes long; "
+                             f"this file system allows {len(longest)} here")
+
+
 def test_umask_mode_and_free_space(tmp_path):
     old = os.umask(0o027)
     try:
@@ -187,6 +257,27 @@ def test_run_user_query_write_and_the_gate_is_lifted_after(tmp_path):
     reads.run_user_query(conn, "SELECT x FROM t")
     conn.execute("PRAGMA query_only = OFF")          # the authorizer itself is gone
     conn.execute("INSERT INTO t VALUES (6)")
+
+
+def test_errors_while_rows_are_read_or_committed_keep_sqlites_message(qdb, tmp_path):
+    # an error is an AlemsError, never the KeyboardInterrupt kept for Ctrl-C (caught
+    # broadly here so that such a mix-up fails this test instead of stopping the run)
+    with pytest.raises(BaseException) as ei:
+        reads.run_user_query(qdb, "SELECT nope FROM t")
+    assert type(ei.value) is AlemsError
+    # the second row overflows: the error comes while the rows are fetched
+    with pytest.raises(AlemsError) as ei:
+        reads.run_user_query(qdb, "SELECT abs(v) FROM (SELECT 1 AS v UNION ALL "
+                                  "SELECT -9223372036854775808)")
+    assert str(ei.value) == "SQL error: integer overflow"
+    conn = sqlite3.connect(tmp_path / "fk.db")      # a deferred key fails only at commit
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE c (pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)")
+    conn.commit()
+    with pytest.raises(AlemsError) as ei:
+        reads.run_user_query(conn, "INSERT INTO c VALUES (99)", write=True)
+    assert str(ei.value) == "SQL error: FOREIGN KEY constraint failed"
 
 
 RUNAWAY = ("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) "
@@ -280,6 +371,147 @@ def test_login_form_needs_the_exact_token(gated):
     ok = c.post("/login", content=f"token={TOKEN}&next=/x", headers=form)
     assert ok.status_code == 303 and ok.headers["location"] == "/x"
     assert ok.headers["set-cookie"].startswith(f"{cookie}={TOKEN};")
+
+
+def _gate_app(token=None, host="127.0.0.1", clock=None):
+    """A one-route app behind the real AccessGate, its Attempts on a fake clock."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from alems.dashboard import access
+
+    attempts = access.Attempts(clock=clock) if clock else access.Attempts()
+    return Starlette(routes=[Route("/", lambda rq: PlainTextResponse("ok"))], middleware=[
+        Middleware(access.AccessGate, token=token, host=host, attempts=attempts)])
+
+
+def _raw_get(app, path="/", headers=(), client=None):
+    """(status, headers, body) of one GET sent straight to the ASGI app: no Host header or
+    no client address, which an HTTP client library always adds."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "root_path": "", "query_string": b"", "server": ("127.0.0.1", 8050),
+             "client": client, "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
+            b"".join(m.get("body", b"") for m in sent[1:]).decode())
+
+
+REFUSED_HOST = ("this dashboard answers only to 127.0.0.1, localhost or [::1] (the Host "
+                "header names another site); start it with --token to serve other names")
+
+
+def test_host_names_and_the_refusal_text():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.access import host_name
+
+    assert host_name(" [::1]:8050 ") == "::1"
+    assert host_name("[::1]x]") == "::1"                    # the first bracket closes it
+    for malformed in ("[::1", "[localhostx", "[", "[]"):
+        assert host_name(malformed) == "", malformed
+    assert host_name("::1") == "::1"                        # bare IPv6: its colons are no port
+    assert host_name("LocalHost:80") == "localhost"
+    with TestClient(_gate_app(host="lab-box")) as c:
+        r = c.get("/", headers={"host": "evil.example"})
+        assert (r.status_code, r.text) == (400, REFUSED_HOST)
+        assert c.get("/", headers={"host": "[localhostx"}).status_code == 400
+    # a request without a Host header is refused, whatever name the server was given
+    for host in ("127.0.0.1", "xxxx", "lab-box"):
+        status, _, body = _raw_get(_gate_app(host=host), client=("127.0.0.1", 1))
+        assert (status, body) == (400, REFUSED_HOST), host
+    assert _raw_get(_gate_app(), headers=[("host", "localhost")])[:3:2] == (200, "ok")
+
+
+def test_token_length_boundary_and_message():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import MIN_TOKEN_CHARS, check_token
+
+    check_token("x" * MIN_TOKEN_CHARS)                      # exactly the minimum is enough
+    with pytest.raises(UsageError) as ei:
+        check_token("x" * (MIN_TOKEN_CHARS - 1))
+    assert str(ei.value) == ("--token is 15 character(s); give at least 16 (e.g. the output "
+                             "of `python3 -c 'import secrets; "
+                             "print(secrets.token_urlsafe(24))'`)")
+
+
+def test_local_path_keeps_spaces_and_refuses_control_characters():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import local_path
+
+    assert local_path("/group/a b?x=y z") == "/group/a b?x=y z"
+    assert local_path("/group/a\x1fb") == "/"
+
+
+def test_wrong_tokens_counted_per_client_and_the_wait_told_exactly():
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.access import FREE_ATTEMPTS, TOKEN_COOKIE
+
+    now = [0.0]
+    app = _gate_app(token=TOKEN, clock=lambda: now[0])
+    a = TestClient(app, client=("10.0.0.1", 1), follow_redirects=False)
+    b = TestClient(app, client=("10.0.0.2", 1), follow_redirects=False)
+    for _ in range(FREE_ATTEMPTS - 1):
+        assert a.get("/?token=wrong-token-wrong-token").status_code == 303
+    assert a.get(f"/?token={TOKEN}").status_code == 303     # right: its failures forgotten
+    a.cookies.clear()
+    for _ in range(FREE_ATTEMPTS - 1):
+        assert a.get("/?token=wrong-token-wrong-token").status_code == 303
+    a.cookies.set(TOKEN_COOKIE, "wrong-cookie-wrong-cookie")   # a wrong cookie counts too
+    assert a.get("/").status_code == 303
+    r = a.get("/")                                           # 5 failures: wait 2 s
+    assert (r.status_code, r.text, r.headers["retry-after"]) == (
+        429, "too many wrong tokens; try again in 2 s", "3")
+    assert b.get(f"/?token={TOKEN}").status_code == 303      # another client is not held
+    now[0] = 1.5                                             # half a second still to wait
+    r = a.get("/")
+    assert (r.status_code, r.text, r.headers["retry-after"]) == (
+        429, "too many wrong tokens; try again in 0 s", "1")
+    now[0] = 2.0
+    a.cookies.set(TOKEN_COOKIE, TOKEN)
+    assert a.get("/").text == "ok"
+
+
+def test_a_request_without_a_client_address_is_gated_as_one_client():
+    pytest.importorskip("starlette")
+    from alems.dashboard.access import FREE_ATTEMPTS
+
+    app = _gate_app(token=TOKEN, clock=lambda: 0.0)
+    for _ in range(FREE_ATTEMPTS):
+        assert _raw_get(app, "/", [("host", "x"), ("cookie", "alems_token=bad")])[0] == 303
+    assert _raw_get(app, "/", [("host", "x")])[0] == 429
+
+
+def test_attempts_start_free_and_the_soonest_wait_is_forgotten_first(monkeypatch):
+    pytest.importorskip("starlette")
+    from alems.dashboard import access
+
+    assert access.Attempts(clock=lambda: 0.0).wait_s("new") == 0
+    monkeypatch.setattr(access, "MAX_TRACKED_CLIENTS", 2)
+    a = access.Attempts(clock=lambda: 0.0)
+    for _ in range(access.FREE_ATTEMPTS + 3):
+        a.failed("a-locked-long")          # first by name, last by the end of its wait
+    a.failed("z1")
+    a.failed("z2")                         # one too many: z1 (its wait ends first) goes
+    assert set(a._failed) == {"a-locked-long", "z2"}
 
 
 def test_kind_names_and_pid_liveness():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from alems.experiment.scoring import (find_numbers, normalise_text,
+from alems.experiment.scoring import (_word_number, find_numbers, normalise_text,
                                       numbers_match, parse_number, score)
 from alems.catalog.tasks import TaskItem
 
@@ -76,3 +76,38 @@ def test_yes_no_answers_exact():
     assert score("Yes.\nThat is all", text("yes")) == ("yes", True)
     assert score("Answer: no", text("No")) == ("no", True)
     assert score("No man's land", text("No man's land")) == ("No man's land", True)
+
+
+def test_tolerances_are_inclusive():
+    assert numbers_match(parse_number("0"), parse_number("0.000000001"))    # 1e-9 absolute
+    assert numbers_match(parse_number("1.4999985"), parse_number("1.5"))    # 1e-6 × 1.5
+
+
+def test_unmarked_numbers_asides_and_cues():
+    assert score("12 then 13 (or 14)", num("13")) == ("13", True)         # aside: not the last
+    assert score("Tom has (12)", num("12")) == ("12", True)               # only in an aside
+    assert score("(the first of many) Tom has 5 apples and 9 pears in 2 bags",
+                 num("5")) == ("5", True)       # cue offsets in the text without asides
+    assert score("It costs a b c (x) 5 then 9", num("5")) == ("5", True)  # aside: no words
+    assert score("= 5 and 9", num("5")) == ("5", True)                    # a cue at offset 0
+    # a cue exactly 60 characters back counts; 'this' cut to 'is' there: a cue
+    assert score("this " + "w" * 56 + " 7 and 8", num("7")) == ("7", True)
+
+
+def test_marked_segments_exact():
+    assert score("Answer:", num("5")) == (None, False)
+    assert score("Answer: 7\n9 apples\nend", num("7")) == ("7", True)     # its line only
+    assert score("Answer: **Paris**", text("Paris")) == ("Paris", True)
+    assert score("Answer: Xavier", text("Xavier")) == ("Xavier", True)
+    assert score("Xavier", text("Xavier")) == ("Xavier", True)             # unmarked line
+    assert score("Answer: 6; then 7", num("6"))[0] == "6"
+    assert score("Answer: 6 apples. then 7", num("6"))[0] == "6"
+    assert score("Answer: 2 + 3 = 5 = 4 + 1", num("4"))[0] == "4"          # the last '='
+    assert score("Answer: 7 or (x)8", num("8"))[0] == "8"                  # aside dropped
+    assert score("Answer: eight\nbut not nine", num("8")) == ("8", True)   # the segment's word
+    assert _word_number("she ate eight").text == "eight"
+
+
+def test_leads_and_yes_no_of_the_last_line():
+    assert score("It is Paris", text("Paris")) == ("It is Paris", True)
+    assert score("No doubt about it.\nYes", text("yes")) == ("yes", True)

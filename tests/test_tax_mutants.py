@@ -190,3 +190,86 @@ def test_read_pairs_and_headline_from_the_database():
     other = tax.other_arm_taxes([("t", "p", r, w, e) for r in (1, 2, 3)
                                  for w, e in (("linear", 1.0 + r), ("react", 3.0 * r))], 0.8)
     assert {r["confidence"] for r in other["react"]["rows"]} == {0.8}
+
+
+
+def test_all_devices_tax_is_the_tax_over_cpu_plus_gpu():
+    energies_uj = [(1e6, 2e6, 3e6, 3e6), (2e6, 1e6, 4e6, 5e6), (1e6, 1e6, 2e6, 6e6),
+                   (3e6, 0.0, 3e6, 1e6)]                 # linear CPU, GPU; agentic CPU, GPU
+    runs = [("t", "p", rep, wf, cpu, gpu)
+            for rep, (lc, lg, ac, ag) in enumerate(energies_uj, 1)
+            for wf, cpu, gpu in (("linear", lc, lg), ("agentic", ac, ag))]
+    pairs = [Pair("t", "p", 1, 3.0, 6.0), Pair("t", "p", 2, 3.0, 9.0),
+             Pair("t", "p", 3, 2.0, 8.0), Pair("t", "p", 4, 3.0, 4.0)]
+    rows = tax.tax_rows(pairs, 0.9)
+    got = tax.all_devices_tax(runs, 0.9)
+    assert got == {"tax_all_devices": rows, "tax_all_devices_energy": tax.ALL_DEVICES_LABEL,
+                   "headline_all_devices_text": f"{tax.ALL_DEVICES_LABEL}: "
+                                                f"{tax.format_headline(tax.overall(rows))}"}
+    assert tax.overall(rows)["tax_ratio"] == 27 / 11
+    assert tax.all_devices_tax(runs) == tax.all_devices_tax(runs, 0.95)     # the default
+    assert got["tax_all_devices"] != tax.tax_rows(pairs, 0.95)    # the confidence asked
+    assert tax.all_devices_tax([r[:5] + (None,) for r in runs]) == {}          # no GPU
+    assert tax.all_devices_tax([r[:5] + (float("nan"),) for r in runs]) == {}
+    one_missing = [r[:5] + (None,) if r[2] == 4 else r for r in runs]   # its pair left out
+    assert tax.overall(tax.all_devices_tax(one_missing, 0.9)["tax_all_devices"])[
+        "tax_ratio"] == 23 / 8
+
+
+def _between_row(ratio, low, high, df, confidence=0.95, why=None):
+    return {"tax_ratio": ratio, "ci_low": low, "ci_high": high, "df": df,
+            "confidence": confidence, "ci_null_reason": why}
+
+
+def test_tax_between_rows_and_reasons_exact():
+    def none(why):
+        return {"tax_ratio": None, "ci_low": None, "ci_high": None, "df": None,
+                "ci_null_reason": why}
+
+    a = _between_row(2.0, 1.5, 2.5, 9.0)
+    assert tax.tax_between(a, a, same_batch=True) == none("A and B are the same batch")
+    assert tax.tax_between(a, None) == none("B has no overall tax")
+    assert tax.tax_between(a, _between_row(None, None, None, None)) == none("B has no overall tax")
+    assert tax.tax_between(_between_row(2.0, None, None, None, why="one pair"), a) == none(
+        "A's tax has no interval (one pair)")
+    assert tax.tax_between(a, _between_row(2.0, 1.5, 2.5, None, why="x")) == none(
+        "B's tax has no interval (x)")
+    assert tax.tax_between(a, _between_row(2.0, 1.5, 2.5, 9.0, confidence=0.9)) == none(
+        "A's and B's intervals are at different confidence levels")
+    # two exact taxes (zero-width intervals): no spread, the smaller df, 1 included exactly
+    exact = _between_row(2.0, 2.0, 2.0, 5.0)
+    assert tax.tax_between(exact, exact) == {
+        "tax_ratio": 1.0, "ci_low": 1.0, "ci_high": 1.0, "df": 5.0, "ci_null_reason": None,
+        "confidence": 0.95, "includes_one": True}
+    r = tax.tax_between(exact, _between_row(1.0, 1.0, 1.0, 7.0, confidence=0.95))
+    assert r["df"] == 5.0 and r["includes_one"] is False
+    assert r["tax_ratio"] == pytest.approx(2.0) and r["ci_low"] == r["ci_high"] == r["tax_ratio"]
+    a90, b90 = _between_row(2.0, 1.5, 2.5, 9.0, 0.9), _between_row(1.0, 0.8, 1.25, 9.0, 0.9)
+    r = tax.tax_between(a90, b90)                            # at the rows' own confidence
+    assert (r["tax_ratio"], r["ci_low"], r["ci_high"], r["df"]) == tax.ratio_of_two_ratios(
+        2.0, 1.5, 2.5, 9.0, 1.0, 0.8, 1.25, 9.0, confidence=0.9)
+
+
+def test_ratio_of_two_ratios_confidence_bounds():
+    args = (2.0, 1.5, 2.5, 9.0, 1.0, 0.8, 1.25, 9.0)
+    assert tax.ratio_of_two_ratios(*args) == tax.ratio_of_two_ratios(*args, confidence=0.95)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError) as ei:
+            tax.ratio_of_two_ratios(*args, confidence=bad)
+        assert str(ei.value) == f"confidence must be in (0, 1), got {bad}"
+
+
+def test_tax_cells_exact():
+    from alems.analysis.tax import tax_cells
+
+    dash = {"ratio": "–", "low": "–", "high": "–", "percent": "–"}
+    assert tax_cells({"tax_ratio": None}) == dict(dash, ci="– (no complete pair)")
+    assert tax_cells({"tax_ratio": None, "ci_null_reason": "one pair"}) == dict(
+        dash, ci="– (one pair)")
+    cells = tax_cells({"tax_ratio": 1.5, "ci_low": 1.2, "ci_high": 2.0})
+    assert cells == {"ratio": "1.50×", "low": "1.20", "high": "2.00", "ci": "[1.20, 2.00]",
+                     "percent": "+50"}
+    # the percent's digits follow the interval, both of its ends
+    assert tax_cells({"tax_ratio": 1.2345, "ci_low": 1.2301, "ci_high": 1.2399})[
+        "percent"] == "+23.45"
+    assert tax_cells({"tax_ratio": 1.2345, "ci_low": 1.0, "ci_high": 3.0})["percent"] == "+20"

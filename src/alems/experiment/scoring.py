@@ -174,11 +174,8 @@ def _marked_segments(response: str) -> list[str]:
     """Text after each answer marker, up to the end of its line; last marker first."""
     segments = [m.group(1) for m in _BOXED.finditer(response)]
     for match in _MARKER.finditer(response):
-        rest = response[match.end():]
-        line = rest.split("\n", 1)[0].strip()
-        if not line and rest.strip():               # 'Answer:\n42'
-            line = rest.strip().split("\n", 1)[0].strip()
-        segments.append(line)
+        # the marker's trailing \s* takes the newline too: 'Answer:\n42' gives '42'
+        segments.append(response[match.end():].split("\n", 1)[0].strip())
     cleaned = [s.strip().strip("*").strip() for s in segments]
     return [s for s in reversed(cleaned) if re.search(r"\w", s)]
 
