@@ -219,3 +219,33 @@ def test_unknown_provider_lists_the_api_providers():
     with pytest.raises(AlemsError, match="choose one of: local, cloud, anthropic, groq, "
                                          "openai, ollama$"):
         get_provider("gpt")
+
+
+# ------------------------------------------------------------------ alems doctor
+
+def test_doctor_asks_local_servers_and_leaves_remote_apis_alone(monkeypatch, tmp_path):
+    from alems.cli.doctor_providers import providers_section
+
+    from inproc import alems_inproc
+
+    free = OpenAILoopback().start()
+    dead_url = free.base_url
+    free.stop()                               # nothing listens there any more
+    monkeypatch.setenv("ALEMS_OLLAMA_BASE_URL", dead_url)
+    monkeypatch.setenv("GROQ_API_KEY", "gk")   # default URL: remote, must not be contacted
+    with OpenAILoopback(models=("m1", "m2")) as server:
+        entries = {e["name"]: e for e in providers_section(server.base_url)}
+        assert server.model_lists == 1
+        proc = alems_inproc("doctor", "--json", "--base-url", server.base_url, cwd=tmp_path)
+        assert server.model_lists == 2
+    assert entries["openai"]["ok"] and entries["openai"]["answers"] is True
+    assert entries["openai"]["detail"] == "serves 2 model(s): m1, m2"
+    assert entries["openai"]["key"] == "not needed"
+    assert entries["ollama"]["ok"] is False and "does not answer" in entries["ollama"]["detail"]
+    assert entries["groq"]["ok"] and entries["groq"]["answers"] is None
+    assert "not contacted" in entries["groq"]["detail"]
+    assert entries["cloud"]["target"].startswith("Groq at https://api.groq.com/openai/v1")
+    assert entries["anthropic"]["ok"] is False and entries["anthropic"]["key"] == "missing"
+    assert proc.returncode == 0, proc.stderr
+    listed = {e["name"]: e for e in json.loads(proc.stdout)["providers"]}
+    assert listed["openai"]["detail"] == "serves 2 model(s): m1, m2"

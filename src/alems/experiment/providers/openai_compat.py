@@ -23,6 +23,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +56,28 @@ def is_private_url(url: str) -> bool:
     except ValueError:
         return False
     return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def probe_models(base_url: str, headers: dict[str, str] | None = None,
+                 timeout_s: float = 2.0) -> tuple[bool, str]:
+    """GET <base_url>/models without the SDK (milliseconds): (answers, what it serves or
+    why it does not answer). A server on a private host is asked directly (no proxy)."""
+    handlers = [urllib.request.ProxyHandler({})] if is_private_url(base_url) else []
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", headers=headers or {})
+    try:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout_s) as resp:
+            data = json.loads(resp.read(1_000_000))
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code} from {base_url}/models"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"{base_url}/models does not answer ({reason})"
+    except ValueError:
+        return False, f"{base_url}/models did not answer JSON"
+    models = [str(m.get("id")) for m in (data.get("data") or []) if isinstance(m, dict)] \
+        if isinstance(data, dict) else []
+    shown = ", ".join(models[:5]) + (" …" if len(models) > 5 else "")
+    return True, f"serves {len(models)} model(s)" + (f": {shown}" if shown else "")
 
 
 def _import_openai():
