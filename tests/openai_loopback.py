@@ -63,6 +63,13 @@ def server_error() -> Reply:
     return Reply(500, message="Internal server error")
 
 
+def planner(body) -> Reply:
+    """A model that plans one calculator call, then answers 403 (a `respond` function)."""
+    if body.get("tool_choice") == "auto":
+        return calls(("calculator", {"expression": "24 * 17 - 5"}))
+    return ok("There are 403 bottles.\nAnswer: 403", 50, 8)
+
+
 class OpenAILoopback:
     def __init__(self, script=(), *, default: Reply | None = None, respond=None,
                  models: tuple[str, ...] = ("loopback-model",), lifetime_s: float = 120.0):
@@ -98,7 +105,7 @@ class OpenAILoopback:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    def start(self) -> "OpenAILoopback":
+    def start(self) -> OpenAILoopback:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,7 +181,7 @@ class OpenAILoopback:
             httpd.shutdown()
             httpd.server_close()
 
-    def __enter__(self) -> "OpenAILoopback":
+    def __enter__(self) -> OpenAILoopback:
         return self.start()
 
     def __exit__(self, *exc) -> None:

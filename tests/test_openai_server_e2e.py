@@ -53,7 +53,7 @@ def llama_server(tmp_path):
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    log = open(tmp_path / "server.log", "wb")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - open while the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
          "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(port),

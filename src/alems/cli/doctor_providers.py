@@ -10,6 +10,7 @@ looked for (its package and GGUF file), not loaded.
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 from alems.errors import AlemsError
 
@@ -19,8 +20,9 @@ PROBE_TIMEOUT_S = 2.0
 def _local() -> dict:
     from alems.experiment.providers.local import default_model_path
 
-    entry = {"name": "local", "target": "in-process llama-cpp-python", "key": "not needed",
-             "answers": None, "detail": "loaded by the batch, not here"}
+    entry: dict[str, Any] = {
+        "name": "local", "target": "in-process llama-cpp-python", "key": "not needed",
+        "answers": None, "detail": "loaded by the batch, not here"}
     if importlib.util.find_spec("llama_cpp") is None:
         return {**entry, "ok": False, "detail": "llama-cpp-python is not installed; "
                 "pip install 'alems[local]'"}
@@ -35,9 +37,9 @@ def _api(name: str, base_url: str | None, check_remote: bool) -> dict:
     from alems.experiment.providers import get_provider
     from alems.experiment.providers.openai_compat import is_private_url, probe_models
 
-    provider = get_provider(name, **({"base_url": base_url} if name == "openai" else {}))
+    provider: Any = get_provider(name, **({"base_url": base_url} if name == "openai" else {}))
     why = getattr(provider, "resolved_why", "")
-    entry = {"name": name, "target": provider.describe() + (f" ({why})" if why else ""),
+    entry: dict[str, Any] = {"name": name, "target": provider.describe() + (f" ({why})" if why else ""),
              "answers": None, "detail": ""}
     try:
         provider.check_key()

@@ -299,7 +299,7 @@ def parse_call(tool_call, index: int) -> ToolCall:
     call_id = getattr(tool_call, "id", None) or f"call_{index}"
     try:
         arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return ToolCall(name, raw, call_id, f"arguments are not valid JSON ({exc.msg})")
     if not isinstance(arguments, dict):
         return ToolCall(name, arguments, call_id, "arguments must be a JSON object")
