@@ -5,13 +5,11 @@ fails before any SDK is imported or any model loaded."""
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ pytest.importorskip("openai", reason="the openai extra (openai SDK) is not insta
 from openai_loopback import OpenAILoopback, bearer, ok, planner, server_error  # noqa: E402
 
 from _fake_sampling import BusyReplaySampler  # noqa: E402
+from import_guard import refuse_imports  # noqa: E402
 from inproc import alems_inproc  # noqa: E402
 
 from alems.analysis.closing import batch_closing  # noqa: E402
@@ -124,19 +123,6 @@ def test_server_failing_until_give_up_fails_the_run_and_the_batch_goes_on(tmp_pa
     assert sum(1 for r in server.requests if r["body"].get("tools")) == 4   # 2 runs × 2 tries
 
 
-class _RefuseImports(importlib.abc.MetaPathFinder):
-    """Refuses (and records) any import of the named top-level packages."""
-
-    def __init__(self, names):
-        self.names, self.tried = set(names), []
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.names:
-            self.tried.append(name)
-            raise ImportError(f"{name} refused by the test")
-        return None
-
-
 HEAVY = ("openai", "anthropic", "llama_cpp")
 
 
@@ -145,10 +131,7 @@ HEAVY = ("openai", "anthropic", "llama_cpp")
     ("local,cloud", "ANTHROPIC_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
 def test_missing_key_fails_before_any_sdk_import_or_model_load(tmp_path, monkeypatch,
                                                               providers, key):
-    for name in HEAVY:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    guard = _RefuseImports(HEAVY)
-    monkeypatch.setattr(sys, "meta_path", [guard, *sys.meta_path])
+    guard = refuse_imports(monkeypatch, *HEAVY)
     extra = ["--base-url", "https://api.example.com/v1"] if providers == "openai" else []
     proc = alems_inproc("batch", "--tasks", "gsm8k_basic", "--providers", providers, *extra,
                         "--db", "data/e.db", cwd=tmp_path, env=clean_env())

@@ -216,6 +216,18 @@ def test_cloud_is_anthropic_when_its_key_is_set_else_groq_with_groq_key(monkeypa
     assert get_provider("groq").name == "groq"
 
 
+@pytest.mark.parametrize("name,key", [("groq", "GROQ_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY"),
+                                      ("cloud", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")])
+def test_check_names_the_missing_key_before_importing_any_sdk(monkeypatch, name, key):
+    from import_guard import refuse_imports
+
+    guard = refuse_imports(monkeypatch, "openai", "anthropic")
+    provider = get_provider(name)
+    with pytest.raises(AlemsError, match=f"{key} is not set"):
+        provider.check()
+    assert guard.tried == []
+
+
 def test_unknown_provider_lists_the_api_providers():
     with pytest.raises(AlemsError, match="choose one of: local, cloud, anthropic, groq, "
                                          "openai, ollama$"):
