@@ -76,6 +76,22 @@ def test_guide_cloud_with_only_groq_key_runs_on_groq(tmp_path):
     assert {bearer(r["headers"]) for r in server.requests} == {"your-key-here"}
 
 
+def test_groq_beside_another_provider_each_with_its_own_model(tmp_path):
+    """`--providers groq,local` as the issue asks; `scripted` stands in for the local model
+    here (the model tier runs the real one in the guide's script)."""
+    with OpenAILoopback(respond=planner) as server:
+        env = clean_env(GROQ_API_KEY="gk", ALEMS_GROQ_BASE_URL=server.base_url)
+        proc = alems_inproc("batch", "--tasks", "gsm8k_basic", "--providers", "groq,scripted",
+                            "--workflows", "linear", "--save-db", "--no-warm-up", *QUICK,
+                            cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    exps, runs, sessions = stored(tmp_path / "data" / "experiments.db")
+    assert sorted((e["provider"], e["model"]) for e in exps) == [
+        ("groq", "llama-3.1-8b-instant"), ("scripted", "scripted")]
+    assert [r["status"] for r in runs] == ["ok", "ok"] and len(server.requests) == 1
+    assert json.loads(sessions[0]["settings_json"])["cloud_backend"] is None
+
+
 def test_openai_base_url_and_model_are_recorded_with_the_batch(tmp_path):
     with OpenAILoopback(respond=planner) as server:
         url = server.base_url
