@@ -105,7 +105,9 @@ def test_batch_on_llama_cpp_server_stores_linear_and_agentic_runs(tmp_path, llam
         assert run["total_tokens"] > 0 and run["api_latency_ms"] > 0
         llm = [e for e in json.loads(run["trace_json"]) if e["event"] == "llm"]
         assert llm and all(e["model"] == ALIAS and e["completion_tokens"] > 0 for e in llm)
-    # TODO(attach, issue 20): the counted-pids check goes here: each run's runs.counted_pids
-    # holds proc_server.pid, and its task clock is within 10 % of the server's CPU time over
-    # the run (the --server-pid / port-discovery work of the `attach` helper).
+    # The server was found from the --base-url's port and counted (alems.measure.attach).
+    for run in runs:
+        assert [p["pid"] for p in json.loads(run["counted_pids"])] == [proc_server.pid]
+    # TODO(lead, issue 20): each run's task clock within 10 % of the server's CPU time over
+    # the run (read the server's /proc/<pid>/stat around each run, e.g. a progress hook).
     assert proc_server.poll() is None, "the server must outlive the batch"

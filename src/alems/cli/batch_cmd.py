@@ -15,6 +15,7 @@ import typer
 
 from alems import config
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
+from alems.errors import UsageError
 from alems.catalog.arms import ARMS, DEFAULT_ARMS
 from alems.catalog.baselines import BASELINE_MAX_AGE_S
 from alems.experiment.baseline import DEFAULT_DURATION_S, DEFAULT_REPETITIONS
@@ -202,6 +203,9 @@ def batch_command(
         require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up,
         server_pids=parse_pids(server_pid, "--server-pid"),
         arm_timeout_s=arm_timeout)
+    if base_url is not None and "openai" not in cfg.providers:
+        raise UsageError("--base-url is the server of --providers openai (an "
+                         "OpenAI-compatible endpoint); add openai to --providers")
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
                          closing=batch_closing)

@@ -39,8 +39,8 @@ def _api(name: str, base_url: str | None, check_remote: bool) -> dict:
 
     provider: Any = get_provider(name, **({"base_url": base_url} if name == "openai" else {}))
     why = getattr(provider, "resolved_why", "")
-    entry: dict[str, Any] = {"name": name, "target": provider.describe() + (f" ({why})" if why else ""),
-             "answers": None, "detail": ""}
+    target = provider.describe() + (f" ({why})" if why else "")
+    entry: dict[str, Any] = {"name": name, "target": target, "answers": None, "detail": ""}
     try:
         provider.check_key()
     except AlemsError as exc:

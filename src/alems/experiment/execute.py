@@ -118,7 +118,7 @@ class RunExecutor:
 
         self.cfg = cfg
         # Checked before the model loads: a bad --server-pid is one line, nothing measured.
-        self.servers = batch_servers(cfg.server_pids, getattr(cfg, "base_url", None),
+        self.servers = batch_servers(cfg.server_pids, server_url(cfg),
                                      fleet=cfg.ray_address is not None)
         self.task_sets = {}
         for name in cfg.tasks:
@@ -244,6 +244,17 @@ def stop_after(measured: MeasuredRun) -> None:
         raise AlemsError(f"{measured.stop_batch}; the batch stops, as later runs would be "
                          "measured beside it. Fix the arm, then rerun the same command to "
                          "resume after that run")
+
+
+def server_url(cfg: BatchConfig) -> str | None:
+    """The model server whose process a batch looks for (alems.measure.attach): --base-url,
+    else OPENAI_BASE_URL for `openai`, else Ollama's URL for `ollama` (a loopback URL:
+    found from its port; a remote one: counted as not on this machine)."""
+    if cfg.base_url:
+        return cfg.base_url
+    if "openai" in cfg.providers and config.openai_base_url():
+        return config.openai_base_url()
+    return config.ollama_base_url() if "ollama" in cfg.providers else None
 
 
 def provider_options(cfg: BatchConfig, name: str) -> dict[str, Any]:

@@ -210,13 +210,9 @@ def validate_numbers(cfg: BatchConfig) -> None:
     if bad:
         raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(ARMS)}, or "
                          "name your own agent as module:callable (docs/AGENTS.md)")
-    if cfg.base_url is not None:
-        if "openai" not in cfg.providers:
-            raise UsageError("--base-url is the server of --providers openai (an "
-                             "OpenAI-compatible endpoint); add openai to --providers")
-        if not re.match(r"https?://[^\s/]+", cfg.base_url):
-            raise UsageError(f"--base-url must be an http(s) URL, got {cfg.base_url!r}; e.g. "
-                             "http://127.0.0.1:8080/v1")
+    if cfg.base_url is not None and not re.match(r"https?://[^\s/]+", cfg.base_url):
+        raise UsageError(f"--base-url must be an http(s) URL, got {cfg.base_url!r}; e.g. "
+                         "http://127.0.0.1:8080/v1")
     planned = len(cfg.tasks) * len(cfg.providers) * len(cfg.workflows) * cfg.repetitions
     if planned > MAX_PLANNED_RUNS:
         raise UsageError(f"the batch plans {planned:,} runs, more than {MAX_PLANNED_RUNS:,}; "
