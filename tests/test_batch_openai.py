@@ -187,17 +187,10 @@ def test_the_script_copy_is_the_guides_own():
 
 def _guide_checkout(tmp_path: Path) -> None:
     """What the guide's script expects around it: a venv to activate (empty here: the
-    test's interpreter is the environment) and the original system's module path
-    (core.execution.tests.run_experiment, a shim to alems.run_experiment in the folder the
-    script runs in, never installed)."""
+    test's interpreter is the environment). Its module path, core.execution.tests.
+    run_experiment, is the checkout's shim (found through PYTHONPATH=<checkout>)."""
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "activate").write_text("")
-    package = tmp_path / "core" / "execution" / "tests"
-    package.mkdir(parents=True)
-    for folder in (package, package.parent, package.parent.parent):
-        (folder / "__init__.py").write_text("")
-    (package / "run_experiment.py").write_text(
-        "import sys\nfrom alems.run_experiment import main\nsys.exit(main())\n")
 
 
 @pytest.mark.model
@@ -215,7 +208,7 @@ def test_guide_batch_script_runs_with_groq_key(tmp_path):
     _guide_checkout(tmp_path)
     with OpenAILoopback(respond=planner, lifetime_s=3600) as server:
         env = clean_env(ALEMS_GROQ_BASE_URL=server.base_url,
-                        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(tmp_path)]))
+                        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
         proc = subprocess.run(["bash", "batch_experiment.sh"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=1800)
         groq_keys = {bearer(r["headers"]) for r in server.requests}
