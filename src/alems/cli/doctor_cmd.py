@@ -17,6 +17,8 @@ import typer
 
 from alems import config
 from alems.cli._common import MsrPathOption, ProcRootOption, SysfsRootOption, handle_errors
+from alems.cli.doctor_providers import providers_section
+from alems.cli.doctor_providers import render as render_providers
 
 
 def perf_context(proc_root: str) -> dict:
@@ -50,7 +52,8 @@ def _av_dict(av) -> dict:
     return {"ok": bool(av.ok), "reason": av.reason or "", "fix": av.fix or ""}
 
 
-def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
+def collect(sysfs_root: str, proc_root: str, msr_path: str, *, base_url: str | None = None,
+            check_remote: bool = False) -> dict:
     """Everything the report shows, as plain data (also the --json output)."""
     # heavy: loads the C extension
     from alems.measure.plan import choose_energy
@@ -90,6 +93,7 @@ def collect(sysfs_root: str, proc_root: str, msr_path: str) -> dict:
         "energy_source_detail": energy_note,
         "sample_would_use": ([energy] if energy else ["estimate"]) + extras,
         "gpu": gpu,
+        "providers": providers_section(base_url, check_remote),
     }
 
 
@@ -156,6 +160,7 @@ def _render(data: dict) -> None:
                 if item["fix"]:
                     console.print(f"      fix: {escape(item['fix'])}")
     _render_gpu(console, data["gpu"])
+    render_providers(console, data["providers"])
     console.print(f"\nenergy source: [bold]{data['energy_source']}[/bold] — "
                   f"{escape(data['energy_source_detail'])}")
     console.print("alems sample would use: " + ", ".join(data["sample_would_use"]))
@@ -169,9 +174,17 @@ def register(app: typer.Typer) -> None:
         sysfs_root: SysfsRootOption = config.SYSFS_ROOT,
         proc_root: ProcRootOption = config.PROC_ROOT,
         msr_path: MsrPathOption = "/dev/cpu/{cpu}/msr",
+        base_url: Annotated[str | None, typer.Option(
+            "--base-url", help="The OpenAI-compatible server of --providers openai to "
+            "check.", show_default="$OPENAI_BASE_URL, else https://api.openai.com/v1")] = None,
+        check_remote: Annotated[bool, typer.Option(
+            "--check-remote", help="Also ask the remote APIs (Anthropic, Groq, OpenAI) "
+            "for their models (network; needs their keys).")] = False,
     ) -> None:
-        """List every energy/counter source, whether it is readable here, and how to fix it."""
-        data = collect(sysfs_root, proc_root, msr_path)
+        """List every energy/counter source and model provider, whether it works here, and
+        how to fix it."""
+        data = collect(sysfs_root, proc_root, msr_path, base_url=base_url,
+                       check_remote=check_remote)
         if as_json:
             json.dump(data, sys.stdout, indent=2)
             sys.stdout.write("\n")

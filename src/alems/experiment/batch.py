@@ -141,6 +141,10 @@ class BatchRunner:
         validate_numbers(cfg)
         # a custom arm that cannot run: one line, nothing measured; its code's file recorded
         cfg.arm_sources = check_arms(cfg.workflows)
+        if "cloud" in cfg.providers and self.provider_factory is None:
+            from alems.experiment.providers import resolve_cloud
+
+            cfg.cloud_backend = resolve_cloud()[0]
         if cfg.ray_address is not None:
             # The model loads on the fleet's nodes, not here (see alems.experiment.fleet).
             from alems.experiment.fleet import Fleet
@@ -156,6 +160,11 @@ class BatchRunner:
             self.providers = executor.providers
             self.sampler_factory = executor.sampler_factory
         self.task_sets = executor.task_sets
+        for name, provider in self.providers.items():
+            describe = getattr(provider, "describe", None)
+            if describe is not None:   # which API and model, said once (`cloud`: and why)
+                why = getattr(provider, "resolved_why", "")
+                self.log(f"provider {name!r} is {describe()}" + (f" ({why})" if why else ""))
         said = executor.servers.describe()   # which server process the counters cover
         if said:
             self.log(said)
@@ -239,6 +248,8 @@ class BatchRunner:
                         seed=cfg.seed, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                         country=cfg.country,
                         config={"hz": cfg.hz, "sources": cfg.sources,
+                                "api": getattr(provider, "backend", None),
+                                "base_url": getattr(provider, "base_url", None),
                                 "task_source": self.task_sets[t].source,
                                 "max_steps": cfg.max_steps, "max_tool_calls": cfg.max_tool_calls})
         # Under the write lock: a concurrent writer holds it from its Parquet write to its

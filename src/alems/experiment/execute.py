@@ -118,7 +118,7 @@ class RunExecutor:
 
         self.cfg = cfg
         # Checked before the model loads: a bad --server-pid is one line, nothing measured.
-        self.servers = batch_servers(cfg.server_pids, getattr(cfg, "base_url", None),
+        self.servers = batch_servers(cfg.server_pids, server_url(cfg),
                                      fleet=cfg.ray_address is not None)
         self.task_sets = {}
         for name in cfg.tasks:
@@ -128,8 +128,7 @@ class RunExecutor:
             self.task_sets[name] = ts
         self.providers = {}
         if load_providers:
-            self.providers = {name: _make_provider(cfg, name, provider_factory)
-                              for name in cfg.providers}
+            self.providers = _make_providers(cfg, provider_factory)
         self.footprint = None
         try:
             from alems.catalog import sustainability
@@ -247,21 +246,56 @@ def stop_after(measured: MeasuredRun) -> None:
                          "resume after that run")
 
 
-def _make_provider(cfg: BatchConfig, name: str, provider_factory):
+def server_url(cfg: BatchConfig) -> str | None:
+    """The model server whose process a batch looks for (alems.measure.attach): --base-url,
+    else OPENAI_BASE_URL for `openai`, else Ollama's URL for `ollama` (a loopback URL:
+    found from its port; a remote one: counted as not on this machine)."""
+    if cfg.base_url:
+        return cfg.base_url
+    if "openai" in cfg.providers and config.openai_base_url():
+        return config.openai_base_url()
+    return config.ollama_base_url() if "ollama" in cfg.providers else None
+
+
+def provider_options(cfg: BatchConfig, name: str) -> dict[str, Any]:
+    """The batch flags a provider takes. `--model` is the local GGUF file when `local` is in
+    the batch (as it always was), else the API model's name; `--cloud-model` names the
+    model of `cloud`/`anthropic` first, and of an OpenAI-compatible provider when `--model`
+    does not; `--base-url` goes to `openai`."""
+    from alems.experiment.providers import OPENAI_COMPATIBLE
+
+    api_model = None if "local" in cfg.providers else cfg.model
+    if name == "local":
+        return {"model": cfg.model, "n_threads": cfg.threads, "n_ctx": cfg.n_ctx,
+                "gpu_layers": cfg.gpu_layers}
+    if name in ("cloud", "anthropic"):
+        return {"model": cfg.cloud_model or api_model}
+    if name in OPENAI_COMPATIBLE:
+        options = {"model": api_model or cfg.cloud_model}
+        if name == "openai":
+            options["base_url"] = cfg.base_url
+        return options
+    return {}
+
+
+def _make_providers(cfg: BatchConfig, provider_factory) -> dict:
+    """Every provider of the batch, checked before anything is measured: all keys first
+    (milliseconds: no SDK is imported for it), then each provider's own check (SDK
+    imports, the local model's load)."""
     from alems.experiment.providers import get_provider
 
     if provider_factory is not None:
-        provider = provider_factory(name)
+        providers = {name: provider_factory(name) for name in cfg.providers}
     else:
-        options: dict[str, Any] = {}
-        if name == "local":
-            options.update(model=cfg.model, n_threads=cfg.threads, n_ctx=cfg.n_ctx,
-                           gpu_layers=cfg.gpu_layers)
-        elif name == "cloud":
-            options["model"] = cfg.cloud_model
-        provider = get_provider(name, **options)
-    provider.check()
-    return provider
+        providers = {name: get_provider(name, **provider_options(cfg, name))
+                     for name in cfg.providers}
+    for provider in providers.values():
+        check_key = getattr(provider, "check_key", None)
+        if check_key is not None:
+            check_key()
+    for provider in providers.values():
+        provider.check()
+    return providers
 
 
 def store_measured(conn: sqlite3.Connection, db_path: Path, group_id: str,

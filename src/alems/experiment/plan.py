@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +70,11 @@ class BatchConfig:
     group_id: str | None = None
     model: str | None = None
     cloud_model: str | None = None
+    # OpenAI-compatible server of `--providers openai` (None: OPENAI_BASE_URL, else OpenAI)
+    base_url: str | None = None
+    # what `cloud` resolved to ("anthropic", "groq"; alems.experiment.providers.resolve_cloud),
+    # set by the runner: a session never mixes two APIs under the name `cloud`
+    cloud_backend: str | None = None
     threads: int | None = None       # local model: CPU threads (None = physical cores)
     n_ctx: int = DEFAULT_N_CTX       # local model: context size in tokens
     hz: float = config.DEFAULT_HZ
@@ -103,6 +109,7 @@ class BatchConfig:
                 "workflows": list(self.workflows), "seed": self.seed,
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "model": self.model, "cloud_model": self.cloud_model, "hz": self.hz,
+                "base_url": self.base_url, "cloud_backend": self.cloud_backend,
                 "threads": self.threads, "n_ctx": self.n_ctx,
                 "sources": self.sources, "gpus": self.gpus, "gpu_layers": self.gpu_layers,
                 "max_steps": self.max_steps,
@@ -203,6 +210,9 @@ def validate_numbers(cfg: BatchConfig) -> None:
     if bad:
         raise UsageError(f"unknown workflow {bad[0]!r}; choose from: {', '.join(ARMS)}, or "
                          "name your own agent as module:callable (docs/AGENTS.md)")
+    if cfg.base_url is not None and not re.match(r"https?://[^\s/]+", cfg.base_url):
+        raise UsageError(f"--base-url must be an http(s) URL, got {cfg.base_url!r}; e.g. "
+                         "http://127.0.0.1:8080/v1")
     planned = len(cfg.tasks) * len(cfg.providers) * len(cfg.workflows) * cfg.repetitions
     if planned > MAX_PLANNED_RUNS:
         raise UsageError(f"the batch plans {planned:,} runs, more than {MAX_PLANNED_RUNS:,}; "
@@ -273,6 +283,8 @@ def plan_order(tasks, providers, workflows, repetitions: int, seed: int) -> list
 def _stored_design(cfg: BatchConfig, session: Mapping) -> tuple[dict, dict]:
     """(the stored settings, their design keys) of a `batch_sessions` row."""
     old = json.loads(session["settings_json"])
+    if "cloud_backend" not in old:   # stored before Groq could serve `cloud`: Anthropic
+        old["cloud_backend"] = "anthropic" if "cloud" in old.get("providers", ()) else None
     return old, {k: old.get(k) for k in cfg.design()}
 
 

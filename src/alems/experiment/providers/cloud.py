@@ -1,10 +1,9 @@
-"""The cloud provider: the anthropic SDK on the Messages API.
+"""The Anthropic provider: the anthropic SDK on the Messages API (`--providers anthropic`,
+and `cloud` when ANTHROPIC_API_KEY is set; see `alems.experiment.providers.resolve_cloud`).
 
-Retries are ours (the SDK's own are switched off) so that attempts are counted and the
-back-off is configurable: rate limits (429), overload (529), server errors (5xx), request
-timeouts (408), conflicts (409) and connection failures are retried with exponential
-back-off, honouring `retry-after` / `retry-after-ms`; after `max_attempts` the call fails
-with ProviderError, which the batch runner records as a failed run.
+Retries follow the one policy of `alems.experiment.providers.retry` (the SDK's own are
+switched off so that attempts are counted). The key is checked before the SDK is imported:
+a missing key fails at once, not after the SDK's seconds-long import.
 
 The Messages API takes no seed: every Generation says `seed_applied=False`.
 `converse()` uses the API's native tool use with the same tools as every provider.
@@ -21,13 +20,15 @@ from alems import config
 from alems.errors import AlemsError
 from alems.experiment import tools
 from alems.experiment.providers import (
-    Generation, GenerationSettings, ProviderError, Reply, ToolCall, Turn)
+    Generation, GenerationSettings, Reply, ToolCall, Turn)
+from alems.experiment.providers.retry import RetryPolicy, retry_after_s
+
+__all__ = ["CloudProvider", "DEFAULT_MODEL", "retry_after_s", "to_messages"]
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 _CLOUD_EXTRA_HINT = "install the cloud extra: pip install 'alems[cloud]'"
-_RETRY_STATUS = frozenset({408, 409, 429})
-# A retry-after longer than this is not waited out: the call fails instead.
-MAX_RETRY_AFTER_S = 120.0
+MISSING_KEY = ("ANTHROPIC_API_KEY is not set; export ANTHROPIC_API_KEY=... to use Anthropic "
+               "(or GROQ_API_KEY=... for Groq, --providers groq)")
 
 
 def _import_anthropic():
@@ -39,25 +40,9 @@ def _import_anthropic():
     return anthropic
 
 
-def retry_after_s(headers) -> float | None:
-    """Seconds the server asked us to wait, from retry-after-ms or retry-after (seconds)."""
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw) * scale
-        except ValueError:
-            continue  # an HTTP-date: fall back to our own back-off
-        if value >= 0:
-            return value
-    return None
-
-
 class CloudProvider:
     name = "cloud"
+    backend = "anthropic"
 
     def __init__(
         self,
@@ -68,6 +53,7 @@ class CloudProvider:
         max_attempts: int = 5,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        jitter: float = 0.5,
         timeout_s: float = 120.0,
         send_temperature: bool = True,
         sleep: Callable[[float], None] = time.sleep,
@@ -75,26 +61,26 @@ class CloudProvider:
         self.model = model or config.cloud_model() or DEFAULT_MODEL
         self.api_key = api_key or config.anthropic_api_key()
         self.base_url = base_url or config.anthropic_base_url()
-        if int(max_attempts) < 1:
-            raise AlemsError(f"max_attempts must be at least 1, got {max_attempts!r}")
-        if backoff_base_s < 0 or backoff_max_s < 0:
-            raise AlemsError("back-off times must not be negative")
-        self.max_attempts = int(max_attempts)
-        self.backoff_base_s = float(backoff_base_s)
-        self.backoff_max_s = float(backoff_max_s)
+        self.retry = RetryPolicy(max_attempts=max_attempts, backoff_base_s=backoff_base_s,
+                                 backoff_max_s=backoff_max_s, jitter=jitter, sleep=sleep)
+        self.max_attempts = self.retry.max_attempts
         self.timeout_s = float(timeout_s)
         self.send_temperature = bool(send_temperature)
-        self._sleep = sleep
         self._client = None
 
-    def check(self) -> None:
-        """SDK importable and a key present; no request is made."""
-        _import_anthropic()
+    def describe(self) -> str:
+        """One line: what this provider talks to (said at batch start, in doctor)."""
+        return f"Anthropic at {self.base_url or 'https://api.anthropic.com'}, model {self.model}"
+
+    def check_key(self) -> None:
+        """A key is present; imports nothing, requests nothing (milliseconds)."""
         if not self.api_key:
-            raise AlemsError(
-                "ANTHROPIC_API_KEY is not set; export ANTHROPIC_API_KEY=... to use the cloud "
-                "provider"
-            )
+            raise AlemsError(MISSING_KEY)
+
+    def check(self) -> None:
+        """A key present, then the SDK importable; no request is made."""
+        self.check_key()
+        _import_anthropic()
 
     def _get_client(self):
         if self._client is None:
@@ -109,12 +95,7 @@ class CloudProvider:
         return self._client
 
     def backoff_s(self, attempt: int, headers=None) -> float:
-        """Wait before attempt `attempt + 1`: the server's retry-after if given, else
-        base × 2^(attempt − 1), capped at backoff_max_s."""
-        asked = retry_after_s(headers)
-        if asked is not None:
-            return asked
-        return min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
+        return self.retry.backoff_s(attempt, headers)
 
     def generate(
         self, prompt: str, settings: GenerationSettings, *, system: str | None = None
@@ -162,57 +143,21 @@ class CloudProvider:
                 request["extra_body"] = {"temperature": settings.temperature}
         return request
 
+    def _refused(self, failure) -> str:
+        hint = {401: "; check ANTHROPIC_API_KEY", 403: "; check ANTHROPIC_API_KEY"}.get(
+            failure.status or 0, "")
+        if failure.status == 400 and self.send_temperature and "temperature" in failure.detail:
+            hint = "; this model may not take a temperature: pass send_temperature=False"
+        return f"cloud API refused the request: {failure.text}{hint}"
+
     def _create(self, request: dict):
-        """(response, Generation): the call with our retries and back-off."""
+        """(response, Generation): the call with the shared retries and back-off."""
         anthropic = _import_anthropic()
         client = self._get_client()
         t_start = time.perf_counter_ns()
-        api_ns = 0
-        attempt = 0
-        while True:
-            attempt += 1
-            t0 = time.perf_counter_ns()
-            try:
-                response = client.messages.create(**request)
-                api_ns += time.perf_counter_ns() - t0
-                break
-            except anthropic.APIStatusError as exc:
-                api_ns += time.perf_counter_ns() - t0
-                status = exc.status_code
-                retryable = status in _RETRY_STATUS or status >= 500
-                detail = _error_message(exc)
-                if not retryable:
-                    hint = {401: "; check ANTHROPIC_API_KEY",
-                            403: "; check ANTHROPIC_API_KEY"}.get(status, "")
-                    if status == 400 and self.send_temperature and "temperature" in detail:
-                        hint = ("; this model may not take a temperature: "
-                                "pass send_temperature=False")
-                    raise ProviderError(
-                        f"cloud API refused the request: HTTP {status} {detail}{hint}",
-                        attempts=attempt,
-                        status_code=status,
-                    ) from exc
-                headers = exc.response.headers if exc.response is not None else None
-                failure = f"HTTP {status} {detail}"
-            except anthropic.APIConnectionError as exc:
-                api_ns += time.perf_counter_ns() - t0
-                status, headers = None, None
-                failure = f"connection failed ({' '.join(str(exc).split())})"
-            if attempt >= self.max_attempts:
-                raise ProviderError(
-                    f"cloud API call failed after {attempt} attempt(s): {failure}; "
-                    "try again later or raise max_attempts",
-                    attempts=attempt,
-                    status_code=status,
-                )
-            delay = self.backoff_s(attempt, headers)
-            if delay > MAX_RETRY_AFTER_S:
-                raise ProviderError(
-                    f"cloud API asked to wait {delay:.0f} s after {failure}; try again later",
-                    attempts=attempt,
-                    status_code=status,
-                )
-            self._sleep(delay)
+        response, attempt, api_ns = self.retry.call(
+            lambda: client.messages.create(**request), anthropic, who="cloud API",
+            refused=self._refused)
         wall_ns = time.perf_counter_ns() - t_start
         text = "".join(
             getattr(block, "text", "") for block in response.content
@@ -261,12 +206,3 @@ def _create_takes(client, name: str) -> bool:
         return name in inspect.signature(client.messages.create).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _error_message(exc) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return f"{err.get('type', 'error')}: {err['message']}"
-    return " ".join(str(getattr(exc, "message", "") or exc).split())
