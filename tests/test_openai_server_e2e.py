@@ -12,7 +12,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -77,16 +80,50 @@ def llama_server(tmp_path):
         log.close()
 
 
+def _cpu_ns(pid: int) -> int:
+    """utime + stime of a live process (its /proc/<pid>/stat), in ns."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+class _CpuPoller:
+    """The server's CPU time against CLOCK_MONOTONIC (the runs' clock), every 5 ms."""
+
+    def __init__(self, pid: int):
+        self.pid, self.points, self._stop = pid, [], threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.points.append((time.monotonic_ns(), _cpu_ns(self.pid)))
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, t0_ns: int, t1_ns: int) -> int:
+        """CPU ns from the last poll at or before t0 to the first at or after t1."""
+        before = [cpu for t, cpu in self.points if t <= t0_ns]
+        after = [cpu for t, cpu in self.points if t >= t1_ns]
+        return after[0] - before[-1]
+
+
 def test_batch_on_llama_cpp_server_stores_linear_and_agentic_runs(tmp_path, llama_server):
     proc_server, url = llama_server
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ALEMS_DB")}
+    client_cpu0_ns = time.process_time_ns()
+    server_cpu = _CpuPoller(proc_server.pid)
     proc = alems_inproc("batch", "--tasks", "gsm8k_basic", "--repetitions", "1",
                         "--providers", "openai", "--base-url", url,
                         "--workflows", "linear,agentic", "--max-tokens", "48",
                         "--max-steps", "2", "--save-db", "--hz", "200",
                         "--baseline-duration", "0.2", "--baseline-reps", "1",
                         cwd=tmp_path, env=env)
+    server_cpu.stop()
+    client_cpu_ns = time.process_time_ns() - client_cpu0_ns
     assert proc.returncode == 0, proc.stderr
     # no --model: the server lists one model (its alias), and that is what is recorded
     assert f"provider 'openai' is OpenAI-compatible endpoint at {url}, model {ALIAS}" \
@@ -108,6 +145,13 @@ def test_batch_on_llama_cpp_server_stores_linear_and_agentic_runs(tmp_path, llam
     # The server was found from the --base-url's port and counted (alems.measure.attach).
     for run in runs:
         assert [p["pid"] for p in json.loads(run["counted_pids"])] == [proc_server.pid]
-    # TODO(lead, issue 20): each run's task clock within 10 % of the server's CPU time over
-    # the run (read the server's /proc/<pid>/stat around each run, e.g. a progress hook).
+    # The runs' task clock covers the server's work: its CPU time inside the runs' windows
+    # (polled on the same clock), plus this (client) process's own share of the runs, which
+    # is at most its whole CPU time over the batch. (The warm-up call is outside the runs.)
+    task_clock_ns = sum(r["task_clock_ns"] for r in runs)
+    server_cpu_ns = sum(server_cpu.between(r["t_start_ns"], r["t_end_ns"]) for r in runs)
+    print(f"task clock {task_clock_ns / 1e9:.3f} s, server CPU in the runs "
+          f"{server_cpu_ns / 1e9:.3f} s, client CPU over the batch {client_cpu_ns / 1e9:.3f} s")
+    assert 0.9 * server_cpu_ns <= task_clock_ns <= 1.1 * server_cpu_ns + client_cpu_ns, \
+        (task_clock_ns, server_cpu_ns, client_cpu_ns)
     assert proc_server.poll() is None, "the server must outlive the batch"
