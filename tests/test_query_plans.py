@@ -17,6 +17,8 @@ FULL_SCAN = re.compile(r"^SCAN (runs|r|phases|p|orchestration_tax_summary|ots)\b
 GROUP_QUERIES = {
     "summary runs": reads._RUNS_SQL.format(run_columns="r.*"),
     "summary phases": reads._PHASES_SQL,
+    "summary's run columns": reads._SUMMARY_RUNS_SQL.format(run_columns="r.run_id"),
+    "summary's share phases": reads._SHARE_PHASES_SQL.format(kinds="'llm'"),
     "export": reads._EXPORT_SQL,
     "progress": reads._PROGRESS_SQL,
     "dashboard run list": dashboard_reads.RUN_LIST_SQL,
@@ -36,7 +38,8 @@ def conn(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(GROUP_QUERIES))
 def test_group_queries_use_indexes(conn, name):
-    plan = _plan(conn, GROUP_QUERIES[name], ("g",))
+    sql = GROUP_QUERIES[name]
+    plan = _plan(conn, sql, ("g",) * sql.count("?"))
     scans = [line for line in plan if FULL_SCAN.match(line)]
     assert not scans, f"{name}: full scan {scans} in plan {plan}"
 

@@ -32,7 +32,7 @@ from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_war
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
-from alems.store.reads import phases_frame, runs_frame
+from alems.store.reads import group_has_phases, share_phases_frame, summary_runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
@@ -98,7 +98,7 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                   confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
-    runs = runs_frame(conn, group.group_id, texts=False)
+    runs = summary_runs_frame(conn, group.group_id)
     if runs.empty:
         raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
                          "to record some (see `alems status`)")
@@ -287,12 +287,11 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], i
     runs left out. A phase whose energy the measurement stored as NULL (a sample gap could
     hide a counter wrap) is never refilled; its run is left out of the shares altogether,
     so the numerator and the denominator add up the same runs."""
-    phases = phases_frame(conn, group.group_id, details=False)
     ag_runs = runs[(runs["workflow_type"] == AGENTIC) & (runs["status"] == "ok")]
-    if phases.empty or ag_runs.empty:
+    if ag_runs.empty or not group_has_phases(conn, group.group_id):
         return [], 0
-    phases = phases[phases["run_id"].isin(ag_runs["run_id"])
-                    & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
+    # only the completed agentic runs' phases of these kinds: what the shares add up
+    phases = share_phases_frame(conn, group.group_id, AGENTIC, STAGE_KINDS + ACTIVITY_KINDS)
     unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
     unknown |= set(ag_runs.loc[ag_runs["pkg_energy_uj"].isna(), "run_id"])
     usable = ag_runs[~ag_runs["run_id"].isin(unknown)]
