@@ -22,6 +22,7 @@ GROUP_QUERIES = {
     "export": reads._EXPORT_SQL,
     "progress": reads._PROGRESS_SQL,
     "dashboard run list": dashboard_reads.RUN_LIST_SQL,
+    "dashboard energy figure": dashboard_reads.RUN_ENERGY_SQL,
 }
 
 

@@ -127,24 +127,26 @@ _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
 SUMMARY_CACHE_MAX = 4096
 
 
-def cached_summary(conn, db_path: Path, group) -> tuple[dict | None, str | None] | None:
+def cached_summary(conn, db_path: Path, group,
+                   stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
     """`summarize`'s answer while the group's runs are unchanged since, else None."""
     hit = _summaries.get((str(db_path), group.group_id))
-    if hit is not None and hit[0] == reads.group_stamp(conn, group.group_id):
+    if hit is not None and hit[0] == (stamp or reads.group_stamp(conn, group.group_id)):
         return hit[1], hit[2]
     return None
 
 
-def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
+def summarize(conn, db_path: Path, group,
+              stamp: tuple | None = None) -> tuple[dict | None, str | None]:
     """`alems summary`'s dict for the group (same function, same defaults), or why not;
     kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
     from alems.analysis.summary import build_summary
 
-    hit = cached_summary(conn, db_path, group)
+    stamp = stamp or reads.group_stamp(conn, group.group_id)
+    hit = cached_summary(conn, db_path, group, stamp)
     if hit is not None:
         return hit
     key = (str(db_path), group.group_id)
-    stamp = reads.group_stamp(conn, group.group_id)
     try:
         summary, why = build_summary(conn, db_path, group), None
     except AlemsError as exc:
@@ -155,19 +157,60 @@ def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
     return summary, why
 
 
-def group_page(conn, db_path: Path, group_id: str) -> dict:
+# Runs listed on one group page; the others on the next pages (?page=2, …): a page listing
+# all of 10⁵ runs took seconds to render and megabytes to send (issue 23).
+RUNS_PER_PAGE = 200
+
+
+def page_param(text: str | None) -> int:
+    """The group page's `page` parameter: a whole number ≥ 1 (1 when absent)."""
+    if text is None or text == "":
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise AlemsError(f"page {text[:40]!r}: give a whole number from 1")
+    return int(text)
+
+
+_group_figures: dict[tuple[str, str], tuple[tuple, tuple[int, list[str], str | None]]] = {}
+
+
+def _group_figure(conn, db_path: Path, group, stamp: tuple) -> tuple[int, list[str], str | None]:
+    """(runs, energy sources, energy figure JSON or None without runs) of the group, kept
+    like its summary until its runs change: the figure reads every completed run (10⁵
+    runs: ~1.5 s a request, issue 23)."""
+    key = (str(db_path), group.group_id)
+    hit = _group_figures.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    n_runs, sources = reads.group_run_facts(conn, group.group_id)
+    fig = figures.to_json(figures.energy_distribution_figure(
+        reads.group_run_energies(conn, group.group_id))) if n_runs else None
+    if len(_group_figures) >= SUMMARY_CACHE_MAX:
+        _group_figures.clear()
+    _group_figures[key] = (stamp, (n_runs, sources, fig))
+    return n_runs, sources, fig
+
+
+def group_page(conn, db_path: Path, group_id: str, page: int = 1) -> dict:
     group = resolve_group(conn, group_id)
     st = batch_status(conn, group)
-    runs = reads.group_runs(conn, group.group_id)
-    summary, why = summarize(conn, db_path, group)
+    stamp = reads.group_stamp(conn, group.group_id)
+    n_runs, sources, energy_fig = _group_figure(conn, db_path, group, stamp)
+    n_pages = max(1, -(-n_runs // RUNS_PER_PAGE))
+    if page > n_pages:
+        raise AlemsError(f"page {page}: group {group.group_id!r} has {n_pages} page(s) of runs")
+    runs = reads.group_runs(conn, group.group_id, RUNS_PER_PAGE, (page - 1) * RUNS_PER_PAGE)
+    summary, why = summarize(conn, db_path, group, stamp)
     ctx: dict[str, Any] = {"group": group, "progress": _progress(st), "runs": runs,
                            "summary": summary,
            "summary_error": why,
-           "energy": energy_label(sorted({r["energy_source"] for r in runs
-                                          if r["energy_source"]})),
+           "energy": energy_label(sources),
+           "runs_page": {"page": page, "pages": n_pages, "n_runs": n_runs,
+                         "first": (page - 1) * RUNS_PER_PAGE + 1 if runs else 0,
+                         "last": (page - 1) * RUNS_PER_PAGE + len(runs)},
            "figures": {}}
-    if runs:
-        ctx["figures"]["energy"] = figures.to_json(figures.energy_distribution_figure(runs))
+    if energy_fig:
+        ctx["figures"]["energy"] = energy_fig
     if summary:
         ctx["headline"] = headline_row(summary)
         ctx["accuracy"] = accuracy_per_arm(summary)

@@ -1,0 +1,96 @@
+"""The group page stays light for a large group (issue 23): its run list comes a page at a
+time, its energy figure draws quartile boxes above a number of runs, and both are kept
+until the group's runs change."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+
+from alems.dashboard import figures, pages  # noqa: E402
+
+GROUP = "g-20260110-100000"
+
+
+@pytest.fixture(scope="module")
+def fixture_db(tmp_path_factory):
+    from analysis_fixture import build_fixture_db
+
+    return build_fixture_db(tmp_path_factory.mktemp("scale") / "experiments.db",
+                            tasks=("gsm8k_basic",), reps=4)
+
+
+@pytest.fixture
+def client(fixture_db):
+    from starlette.testclient import TestClient
+
+    from alems.dashboard.app import create_app
+
+    with TestClient(create_app(fixture_db), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def _run_ids(html: str) -> list[int]:
+    table = html.split('id="runs"', 1)[1].split("</table>", 1)[0]
+    return [int(x) for x in re.findall(r'<a href="/run/(\d+)">', table)]
+
+
+def test_the_run_list_comes_a_page_at_a_time(client, fixture_db, monkeypatch):
+    conn = pages.reads.open_readonly(fixture_db)
+    every = [r["run_id"] for r in pages.reads.group_runs(conn, GROUP)]
+    conn.close()
+    assert len(every) == 8
+    monkeypatch.setattr(pages, "RUNS_PER_PAGE", 3)
+    first, third = client.get(f"/group/{GROUP}"), client.get(f"/group/{GROUP}?page=3")
+    assert _run_ids(first.text) == every[:3] and _run_ids(third.text) == every[6:]
+    assert "runs 1–3 of 8" in first.text and 'href="?page=2">next' in first.text
+    assert 'href="?page=2">previous' in third.text and ">next<" not in third.text
+    assert "Runs (8)" in first.text
+    for bad, why in (("0", "whole number"), ("x", "whole number"), ("4", "has 3 page(s)")):
+        r = client.get(f"/group/{GROUP}?page={bad}")
+        assert r.status_code == 404 and why in r.text
+
+
+def test_a_short_list_has_no_pager(client):
+    text = client.get(f"/group/{GROUP}").text
+    assert len(_run_ids(text)) == 8 and 'id="runs-pager"' not in text
+
+
+def test_many_runs_are_drawn_as_quartile_boxes(monkeypatch):
+    rng = np.random.default_rng(3)
+    runs = [{"run_id": i, "task_name": "t", "provider": "p", "run_number": i,
+             "workflow_type": "linear", "status": "ok",
+             "dynamic_energy_uj": float(v)} for i, v in enumerate(rng.lognormal(13, 0.4, 99))]
+    runs.append(dict(runs[0], run_id=999, dynamic_energy_uj=1e9))     # an outlier
+    points = figures.energy_distribution_figure(runs)["data"][0]
+    assert len(points["y"]) == 100 and points["boxpoints"] == "all"
+    monkeypatch.setattr(figures, "BOX_POINTS_MAX", 99)
+    (box,) = figures.energy_distribution_figure(runs)["data"]
+    ys = np.array([r["dynamic_energy_uj"] / 1e6 for r in runs])
+    q1, med, q3 = np.percentile(ys, [25, 50, 75])
+    assert "y" not in box and box["boxpoints"] is False and box["x"] == ["t / p"]
+    assert box["q1"] == [q1] and box["median"] == [med] and box["q3"] == [q3]
+    assert box["upperfence"] == [ys[ys <= q3 + 1.5 * (q3 - q1)].max()] < [1000.0]
+    assert box["mean"] == [pytest.approx(ys.mean())] and box["name"] == "linear (100 runs)"
+
+
+def test_the_energy_figure_is_kept_until_the_runs_change(fixture_db, monkeypatch):
+    conn = pages.reads.open_readonly(fixture_db)
+    group = pages.resolve_group(conn, GROUP)
+    monkeypatch.setattr(pages, "_group_figures", {})
+    calls = []
+    real = pages.reads.group_run_energies
+    monkeypatch.setattr(pages.reads, "group_run_energies",
+                        lambda c, g: calls.append(g) or real(c, g))
+    stamp = pages.reads.group_stamp(conn, GROUP)
+    first = pages._group_figure(conn, fixture_db, group, stamp)
+    assert pages._group_figure(conn, fixture_db, group, stamp) == first and len(calls) == 1
+    pages._group_figure(conn, fixture_db, group, stamp + ("changed",))
+    assert len(calls) == 2
+    assert json.loads(first[2])["data"] and first[:2] == (8, ["powercap"])
+    conn.close()
