@@ -94,3 +94,26 @@ def test_the_energy_figure_is_kept_until_the_runs_change(fixture_db, monkeypatch
     assert len(calls) == 2
     assert json.loads(first[2])["data"] and first[:2] == (8, ["powercap"])
     conn.close()
+
+
+@pytest.mark.parametrize("workflows", [("linear", "agentic", "react"), ("linear", "react"),
+                                       ("linear",)])
+def test_the_groups_list_shows_the_summarys_headline_without_building_it(tmp_path,
+                                                                         workflows):
+    from analysis_fixture import build_fixture_db
+
+    db = build_fixture_db(tmp_path / "e.db", reps=5, workflows=workflows)
+    conn = pages.reads.open_readonly(db)
+    group = pages.resolve_group(conn, GROUP)
+    head, accuracy, why = pages.quick_headline(conn, group)
+    summary, summary_why = pages.summarize(conn, db, group)
+    conn.close()
+    assert why == summary_why
+    if summary is None:
+        assert "only linear" in why and head is None and accuracy == []
+        return
+    full = pages.headline_row(summary)
+    assert {k: head[k] for k in full if k in head} == {k: full[k] for k in full if k in head}
+    assert {"tax_ratio", "ci_low", "ci_high", "n_pairs"} <= set(head)
+    assert (full["n_pairs"] > 0) == ("agentic" in workflows)
+    assert accuracy == pages.accuracy_per_arm(summary)

@@ -40,7 +40,7 @@ from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 tax_rows)
 from alems.catalog.arms import AGENTIC, LINEAR
 
-__all__ = ["build_summary", "workflow_table"]
+__all__ = ["build_summary", "summary_refusal", "workflow_table"]
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
@@ -95,19 +95,27 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
     return fp, int(negative.sum())
 
 
+def summary_refusal(group_id: str, workflows_present: set[str]) -> str | None:
+    """Why a group with runs of these arms has no summary (none: it has one)."""
+    if not workflows_present:
+        return (f"group {group_id!r} has no runs yet; wait for `alems batch` "
+                "to record some (see `alems status`)")
+    if LINEAR not in workflows_present or workflows_present == {LINEAR}:
+        only = ", ".join(sorted(workflows_present))
+        return (f"group {group_id!r} has only {only} runs; the orchestration tax "
+                "compares linear with another arm (agentic, react, yours) on the same "
+                "task — run the batch with --workflows linear,agentic")
+    return None
+
+
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                   confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
     runs = summary_runs_frame(conn, group.group_id)
-    if runs.empty:
-        raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
-                         "to record some (see `alems status`)")
     workflows_present = set(runs["workflow_type"])
-    if LINEAR not in workflows_present or workflows_present == {LINEAR}:
-        only = ", ".join(sorted(workflows_present))
-        raise AlemsError(f"group {group.group_id!r} has only {only} runs; the orchestration tax "
-                         "compares linear with another arm (agentic, react, yours) on the same "
-                         "task — run the batch with --workflows linear,agentic")
+    refusal = summary_refusal(group.group_id, workflows_present)
+    if refusal:
+        raise AlemsError(refusal)
     warnings: list[str] = []
     unknown_countries: set[str] = set()
     fp, n_negative = _footprints(runs, country, factors, unknown_countries)

@@ -157,6 +157,15 @@ def group_run_facts(conn: sqlite3.Connection, group_id: str) -> tuple[int, list[
     return sum(n for _, n in rows), sorted(src for src, _ in rows if src)
 
 
+def arm_counts(conn: sqlite3.Connection, group_id: str) -> list[tuple[str, int, int, int]]:
+    """(workflow_type, runs, correct, failed) of each arm of the group, by arm: the
+    summary's workflow rows added up per arm, by one aggregate."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT r.workflow_type, COUNT(*), SUM(r.success = 1), SUM(r.status != 'ok') "
+        "FROM runs r JOIN experiments e ON r.exp_id = e.exp_id WHERE e.group_id = ? "
+        "GROUP BY r.workflow_type ORDER BY r.workflow_type", (group_id,))]
+
+
 def group_run_energies(conn: sqlite3.Connection, group_id: str) -> list[dict]:
     """run_id, task_name, provider, workflow_type, run_number, status, dynamic_energy_uj of the
     group's completed runs with a dynamic energy (RUN_ENERGY_SQL)."""
