@@ -117,3 +117,17 @@ def test_the_groups_list_shows_the_summarys_headline_without_building_it(tmp_pat
     assert {"tax_ratio", "ci_low", "ci_high", "n_pairs"} <= set(head)
     assert (full["n_pairs"] > 0) == ("agentic" in workflows)
     assert accuracy == pages.accuracy_per_arm(summary)
+
+
+def test_the_groups_list_keeps_its_quick_headlines(fixture_db, monkeypatch):
+    conn = pages.reads.open_readonly(fixture_db)
+    monkeypatch.setattr(pages, "_summaries", {})
+    monkeypatch.setattr(pages, "_quick", {})
+    monkeypatch.setattr(pages.ANALYSIS_READY, "is_set", lambda: True)
+    calls = []
+    real = pages.quick_headline
+    monkeypatch.setattr(pages, "quick_headline", lambda c, g: calls.append(g) or real(c, g))
+    first = pages.groups_page(conn, fixture_db)
+    assert pages.groups_page(conn, fixture_db) == first and len(calls) == 1
+    assert first["groups"][0]["headline"]["n_pairs"] > 0
+    conn.close()

@@ -74,15 +74,22 @@ def groups_page(conn, db_path: Path) -> dict:
         group = resolve_group(conn, gid)
         st = batch_status(conn, group)
         f = facts.get(gid, {})
-        hit = cached_summary(conn, db_path, group)
+        stamp = reads.group_stamp(conn, gid)
+        hit = cached_summary(conn, db_path, group, stamp)
         if hit is None and not ready:
             pending = True
+        quick = _quick.get((str(db_path), gid))
         if hit is not None:
             summary, why = hit
             head = headline_row(summary) if summary else None
             accuracy = accuracy_per_arm(summary) if summary else []
+        elif quick is not None and quick[0] == stamp:
+            head, accuracy, why = quick[1]
         elif ready:
             head, accuracy, why = quick_headline(conn, group)
+            if len(_quick) >= SUMMARY_CACHE_MAX:
+                _quick.clear()
+            _quick[(str(db_path), gid)] = (stamp, (head, accuracy, why))
         else:
             head, accuracy, why = None, [], None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
@@ -98,6 +105,10 @@ def groups_page(conn, db_path: Path) -> dict:
                      "notes": labels.get(gid, {}).get("notes", []),
                      "pending": hit is None and not ready})
     return {"groups": rows, "pending": pending}
+
+
+# quick_headline's answers, kept like the summaries until the group's runs change
+_quick: dict[tuple[str, str], tuple[tuple, tuple]] = {}
 
 
 def quick_headline(conn, group) -> tuple[dict | None, list[dict], str | None]:
