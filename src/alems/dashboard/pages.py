@@ -83,7 +83,7 @@ def groups_page(conn, db_path: Path) -> dict:
             summary, why = hit
             head = headline_row(summary) if summary else None
             accuracy = accuracy_per_arm(summary) if summary else []
-        elif quick is not None and quick[0] == stamp:
+        elif ready and quick is not None and quick[0] == stamp:
             head, accuracy, why = quick[1]
         elif ready:
             head, accuracy, why = quick_headline(conn, group)
