@@ -105,6 +105,26 @@ for key in keys:
 print(f"{(time.perf_counter() - t) / len(keys) * 1e3:.2f}")
 """
 
+# A run's samples file as a batch writes it at the end of the run (store.samples
+# .write_samples: 60 s at 1 kHz, 3 domains, phases and run identity in its metadata), 20
+# times; prints ms per run (the other part of a run's fixed cost beside the commit).
+_PARQUET = """
+import sys, tempfile, time
+from pathlib import Path
+from alems.measure.replay import synthetic_table
+from alems.store import samples
+table = synthetic_table(duration_s=60.0, hz=1000.0, power_w={"pkg": 20.0, "core": 14.0,
+                        "dram": 2.0})
+phases = [{"seq": 1, "name": "planning", "kind": "planning", "start_ns": 0,
+           "end_ns": 10**10, "energy_uj": 1.0}]
+out = Path(tempfile.mkdtemp())
+t = time.perf_counter()
+for i in range(20):
+    samples.write_samples(out / f"run-{i}.parquet", table, phases=phases,
+                          run={"group_id": "probe", "exp_id": 1, "run_id": i})
+print(f"{(time.perf_counter() - t) / 20 * 1e3:.2f}")
+"""
+
 # Mean package power per phase kind over every sampled run's samples (`alems query` over
 # energy_samples, DuckDB). The study's sample files start their clock at 0 and its phases at
 # the run's t_start_ns, so a sample is placed by its time since the run's first sample.
@@ -125,7 +145,7 @@ TARGETS = {"summary text": (5, 500), "summary json": (5, 500),
            "groups list (1 000 batches), 2nd": (1, None), "report html": (60, None),
            "export parquet": (None, 300), "export csv": (None, 300),
            "merge 16 shards": (60, None), "resume decision": (2, None),
-           "commit per run (ms)": (50, None), "energy_samples: power per phase kind": (10, None)}
+           "commit per run (ms)": (50, None), "samples file per run (ms)": (50, None), "energy_samples: power per phase kind": (10, None)}
 
 
 def _child(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
@@ -164,6 +184,8 @@ def _ops(study: Path, n: int, work: Path):
                               *map(str, shards)]
     yield "resume decision", [sys.executable, "-c", _RESUME, str(db), str(n),
                               str(Path(__file__).parent)]
+    if n == SIZES[0]:   # independent of N: measured once
+        yield "samples file per run (ms)", [sys.executable, "-c", _PARQUET]
     yield "energy_samples: power per phase kind", [*ALEMS, "query", "--db", str(db),
                                                    "--format", "csv", SAMPLES_SQL]
     yield "commit per run (ms)", [sys.executable, "-c", _COMMIT, str(db),
@@ -207,7 +229,7 @@ def test_scale(n, benchmark):
 
 
 IN_CHILD = ("dashboard group page", "groups list (1 000 batches)", "resume decision",
-            "commit per run (ms)")
+            "commit per run (ms)", "samples file per run (ms)")
 
 
 def _table() -> None:
