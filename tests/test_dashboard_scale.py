@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from alems.dashboard import figures, pages  # noqa: E402
+from alems.dashboard import figures, group_cache, pages  # noqa: E402
 
 GROUP = "g-20260110-100000"
 
@@ -82,15 +82,15 @@ def test_many_runs_are_drawn_as_quartile_boxes(monkeypatch):
 def test_the_energy_figure_is_kept_until_the_runs_change(fixture_db, monkeypatch):
     conn = pages.reads.open_readonly(fixture_db)
     group = pages.resolve_group(conn, GROUP)
-    monkeypatch.setattr(pages, "_group_figures", {})
+    monkeypatch.setattr(group_cache, "FIGURES", {})
     calls = []
-    real = pages.reads.group_run_energies
-    monkeypatch.setattr(pages.reads, "group_run_energies",
+    real = group_cache.reads.group_run_energies
+    monkeypatch.setattr(group_cache.reads, "group_run_energies",
                         lambda c, g: calls.append(g) or real(c, g))
     stamp = pages.reads.group_stamp(conn, GROUP)
-    first = pages._group_figure(conn, fixture_db, group, stamp)
-    assert pages._group_figure(conn, fixture_db, group, stamp) == first and len(calls) == 1
-    pages._group_figure(conn, fixture_db, group, stamp + ("changed",))
+    first = group_cache.group_figure(conn, fixture_db, group, stamp)
+    assert group_cache.group_figure(conn, fixture_db, group, stamp) == first and len(calls) == 1
+    group_cache.group_figure(conn, fixture_db, group, stamp + ("changed",))
     assert len(calls) == 2
     assert json.loads(first[2])["data"] and first[:2] == (8, ["powercap"])
     conn.close()
@@ -105,7 +105,7 @@ def test_the_groups_list_shows_the_summarys_headline_without_building_it(tmp_pat
     db = build_fixture_db(tmp_path / "e.db", reps=5, workflows=workflows)
     conn = pages.reads.open_readonly(db)
     group = pages.resolve_group(conn, GROUP)
-    head, accuracy, why = pages.quick_headline(conn, group)
+    head, accuracy, why = group_cache.quick_headline(conn, group)
     summary, summary_why = pages.summarize(conn, db, group)
     conn.close()
     assert why == summary_why
@@ -122,11 +122,11 @@ def test_the_groups_list_shows_the_summarys_headline_without_building_it(tmp_pat
 def test_the_groups_list_keeps_its_quick_headlines(fixture_db, monkeypatch):
     conn = pages.reads.open_readonly(fixture_db)
     monkeypatch.setattr(pages, "_summaries", {})
-    monkeypatch.setattr(pages, "_quick", {})
+    monkeypatch.setattr(group_cache, "QUICK", {})
     monkeypatch.setattr(pages.ANALYSIS_READY, "is_set", lambda: True)
     calls = []
-    real = pages.quick_headline
-    monkeypatch.setattr(pages, "quick_headline", lambda c, g: calls.append(g) or real(c, g))
+    real = group_cache.quick_headline
+    monkeypatch.setattr(group_cache, "quick_headline", lambda c, g: calls.append(g) or real(c, g))
     first = pages.groups_page(conn, fixture_db)
     assert pages.groups_page(conn, fixture_db) == first and len(calls) == 1
     assert first["groups"][0]["headline"]["n_pairs"] > 0

@@ -14,7 +14,7 @@ pytest.importorskip("pandas")
 
 from alems.analysis import summary as summary_mod  # noqa: E402
 from alems.analysis.groups import open_db, resolve_group  # noqa: E402
-from alems.store import reads  # noqa: E402
+from alems.store import reads, summary_reads  # noqa: E402
 from analysis_fixture import build_fixture_db  # noqa: E402
 
 
@@ -66,6 +66,6 @@ def test_the_narrow_read_keeps_the_columns_an_older_database_has(tmp_path):
     db = build_fixture_db(tmp_path / "e.db")
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE runs DROP COLUMN host")
-    frame = reads.summary_runs_frame(conn, "g-20260110-100000")
+    frame = summary_reads.summary_runs_frame(conn, "g-20260110-100000")
     assert "host" not in frame and "quiet" in frame and len(frame)
     conn.close()

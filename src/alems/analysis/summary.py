@@ -32,7 +32,8 @@ from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_war
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
-from alems.store.reads import group_has_phases, share_phases_frame, summary_runs_frame
+from alems.store.summary_reads import (group_has_phases, share_phases_frame,
+                                       summary_runs_frame)
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,

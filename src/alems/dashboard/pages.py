@@ -20,6 +20,7 @@ from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, head
                                   host_tax_rows, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
+from alems.dashboard import group_cache as cache
 from alems.store import dashboard_reads as reads
 
 ESTIMATE = "estimate"
@@ -78,7 +79,7 @@ def groups_page(conn, db_path: Path) -> dict:
         hit = cached_summary(conn, db_path, group, stamp)
         if hit is None and not ready:
             pending = True
-        quick = _quick.get((str(db_path), gid))
+        quick = cache.QUICK.get((str(db_path), gid))
         if hit is not None:
             summary, why = hit
             head = headline_row(summary) if summary else None
@@ -86,10 +87,10 @@ def groups_page(conn, db_path: Path) -> dict:
         elif ready and quick is not None and quick[0] == stamp:
             head, accuracy, why = quick[1]
         elif ready:
-            head, accuracy, why = quick_headline(conn, group)
-            if len(_quick) >= SUMMARY_CACHE_MAX:
-                _quick.clear()
-            _quick[(str(db_path), gid)] = (stamp, (head, accuracy, why))
+            head, accuracy, why = cache.quick_headline(conn, group)
+            if len(cache.QUICK) >= SUMMARY_CACHE_MAX:
+                cache.QUICK.clear()
+            cache.QUICK[(str(db_path), gid)] = (stamp, (head, accuracy, why))
         else:
             head, accuracy, why = None, [], None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
@@ -105,29 +106,6 @@ def groups_page(conn, db_path: Path) -> dict:
                      "notes": labels.get(gid, {}).get("notes", []),
                      "pending": hit is None and not ready})
     return {"groups": rows, "pending": pending}
-
-
-# quick_headline's answers, kept like the summaries until the group's runs change
-_quick: dict[tuple[str, str], tuple[tuple, tuple]] = {}
-
-
-def quick_headline(conn, group) -> tuple[dict | None, list[dict], str | None]:
-    """What the groups list shows of a group whose summary is not cached, without building
-    it (1 000 batches: 1 000 summaries, ~2 min on a first visit, issue 23): the summary's
-    headline row (`tax.headline_tax`: the same pairs, the same tax rows), its runs,
-    correct answers and failures per arm (its workflow rows added up), or why the group
-    has no summary (`summary_refusal`)."""
-    from alems.analysis.summary import summary_refusal
-    from alems.analysis.tax import headline_tax
-
-    counts = reads.arm_counts(conn, group.group_id)
-    why = summary_refusal(group.group_id, {wf for wf, *_ in counts})
-    if why:
-        return None, [], why
-    accuracy = [{"workflow": wf, "n_runs": n, "n_correct": int(ok or 0),
-                 "n_errors": int(err or 0), "accuracy": int(ok or 0) / n if n else None}
-                for wf, n, ok, err in counts]
-    return headline_tax(conn, group.group_id), accuracy, None
 
 
 # ----------------------------------------------------------------------------- a group
@@ -158,7 +136,7 @@ _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
 # groups whose summaries a dashboard keeps (a few kB each); above it the cache is emptied,
 # so a groups list longer than it rebuilt every summary on every visit (1 000 batches: 55 s
 # a request with 256, issue 23)
-SUMMARY_CACHE_MAX = 4096
+SUMMARY_CACHE_MAX = cache.CACHE_MAX
 
 
 def cached_summary(conn, db_path: Path, group,
@@ -214,31 +192,11 @@ def page_param(text: str | None) -> int:
     return int(text)
 
 
-_group_figures: dict[tuple[str, str], tuple[tuple, tuple[int, list[str], str | None]]] = {}
-
-
-def _group_figure(conn, db_path: Path, group, stamp: tuple) -> tuple[int, list[str], str | None]:
-    """(runs, energy sources, energy figure JSON or None without runs) of the group, kept
-    like its summary until its runs change: the figure reads every completed run (10⁵
-    runs: ~1.5 s a request, issue 23)."""
-    key = (str(db_path), group.group_id)
-    hit = _group_figures.get(key)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    n_runs, sources = reads.group_run_facts(conn, group.group_id)
-    fig = figures.to_json(figures.energy_distribution_figure(
-        reads.group_run_energies(conn, group.group_id))) if n_runs else None
-    if len(_group_figures) >= SUMMARY_CACHE_MAX:
-        _group_figures.clear()
-    _group_figures[key] = (stamp, (n_runs, sources, fig))
-    return n_runs, sources, fig
-
-
 def group_page(conn, db_path: Path, group_id: str, page: int = 1) -> dict:
     group = resolve_group(conn, group_id)
     st = batch_status(conn, group)
     stamp = reads.group_stamp(conn, group.group_id)
-    n_runs, sources, energy_fig = _group_figure(conn, db_path, group, stamp)
+    n_runs, sources, energy_fig = cache.group_figure(conn, db_path, group, stamp)
     n_pages = max(1, -(-n_runs // RUNS_PER_PAGE))
     if page > n_pages:
         raise AlemsError(f"page {page}: group {group.group_id!r} has {n_pages} page(s) of runs")
