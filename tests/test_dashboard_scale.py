@@ -131,3 +131,42 @@ def test_the_groups_list_keeps_its_quick_headlines(fixture_db, monkeypatch):
     assert pages.groups_page(conn, fixture_db) == first and len(calls) == 1
     assert first["groups"][0]["headline"]["n_pairs"] > 0
     conn.close()
+
+
+def test_a_page_waits_for_the_summary_being_built_instead_of_building_it_again(
+        fixture_db, monkeypatch):
+    """The warm-up and a first visitor ask for the same group's summary at once: built once."""
+    import threading
+
+    import alems.analysis.summary as summary_mod
+
+    monkeypatch.setattr(pages, "_summaries", {})
+    inside, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_build(conn, db_path, group):
+        calls.append(group.group_id)
+        if len(calls) == 1:           # the first build lasts until the test releases it
+            inside.set()
+            release.wait()
+        return {"tax": []}
+
+    monkeypatch.setattr(summary_mod, "build_summary", slow_build)
+    answers = []
+
+    def visit():
+        conn = pages.reads.open_readonly(fixture_db)
+        answers.append(pages.summarize(conn, fixture_db, pages.resolve_group(conn, GROUP)))
+        conn.close()
+
+    first = threading.Thread(target=visit, daemon=True)
+    second = threading.Thread(target=visit, daemon=True)
+    first.start()
+    inside.wait()
+    try:
+        second.start()
+        second.join(0.5)              # the second visitor is held until the first is done
+        assert second.is_alive() and calls == [GROUP]
+    finally:
+        release.set()
+    first.join(), second.join()
+    assert calls == [GROUP] and answers == [({"tax": []}, None)] * 2
