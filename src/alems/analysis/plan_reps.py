@@ -112,11 +112,11 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
     arms = [a for a in ordered_arms(ok["workflow_type"]) if a != LINEAR]
     for arm in arms:   # every non-linear arm's tax against linear, built-in arms first
         for (task, provider), cell in ok.groupby(["task_name", "provider"]):
-            row = _tax_row(cell, arm, task, provider, effect_size, power, alpha)
-            if row is None:
+            tax = _tax_row(cell, arm, task, provider, effect_size, power, alpha)
+            if tax is None:
                 continue
-            rows.append(row)
-            n = row["pilot_n"]
+            rows.append(tax)
+            n = tax["pilot_n"]
             if n < MIN_PILOT_PAIRS:
                 factor = sd_upper_factor(n)
                 more = ("" if factor is None else

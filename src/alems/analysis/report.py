@@ -248,7 +248,7 @@ def _figure(name: str, caption: str, fig) -> Block:
 def _phase_share_table(phase_rows: list[dict], est_tag: str) -> Block:
     """Share per phase kind, one row per arm × task × provider (every non-linear arm, in
     `ordered_arms` order; the arm column only when there are several); kinds no run spent
-    energy in (e.g. waiting where no arm waits) get no column."""
+    (printable) energy in (e.g. waiting where no arm waits) get no column."""
     kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
     arms = phase_arms(phase_rows)
     table: dict[tuple, dict] = {}
@@ -260,7 +260,10 @@ def _phase_share_table(phase_rows: list[dict], est_tag: str) -> Block:
         return ("stage" if k in STAGE_KINDS else "activity", k)
     keys = [key(k) for k in kinds] + [("activity", "other")]
     labels = [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"]
-    used = [i for i, k in enumerate(keys) if any(s.get(k) for s in table.values())]
+    # a column every cell of which reads as nothing (a float residue of the remainder
+    # prints 0.0 %) says nothing
+    used = [i for i, k in enumerate(keys)
+            if any(_pct(s.get(k)) not in ("–", _pct(0.0)) for s in table.values())]
     several = len(arms) > 1
     rows = [([arm] if several else []) + [task, provider] + [_pct(shares.get(keys[i]))
                                                              for i in used]
