@@ -265,3 +265,40 @@ def test_a_custom_arm_run_left_out_of_the_shares_is_named(tmp_path):
                    for w in s["warnings"])
     n_runs = {(p["arm"], p["task"]): p["n_runs"] for p in s["phases"]}
     assert sorted(n_runs.values()).count(3) == 1 and set(n_runs.values()) == {3, 4}
+
+
+def test_export_gives_every_arm_run_its_pair_and_status_lists_arms_in_order(db4, capsys,
+                                                                            tmp_path):
+    """`alems export`: each non-linear run carries its own pair with the linear run of its
+    repetition (arm_pair_*), agentic's equal to the spec's tax_* columns; `alems status`
+    lists the arms as the batch does (built-in first, then custom)."""
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "runs.csv"
+    assert run_app(app, ["export", "--db", str(db4), "-o", str(out)]) == 0
+    capsys.readouterr()
+    df = pd.read_csv(out)
+    for arm in NON_LINEAR:
+        mine = df[df["workflow_type"] == arm].sort_values(["task_name", "run_number"])
+        for task, ratios in _pilot_ratios(db4, arm).items():
+            got = mine[(mine["task_name"] == task) & mine["arm_pair_tax_ratio"].notna()]
+            assert got["arm_pair_tax_ratio"].tolist() == pytest.approx(ratios, rel=1e-12), arm
+            assert got["arm_pair_tax_percent"].tolist() == pytest.approx(
+                [(x - 1) * 100 for x in ratios], rel=1e-9)
+        assert mine["arm_pair_linear_run_id"].notna().all()
+    ag = df[(df["workflow_type"] == "agentic") & df["tax_ratio"].notna()]
+    assert ag["arm_pair_tax_ratio"].tolist() == pytest.approx(ag["tax_ratio"].tolist(),
+                                                              rel=1e-12)
+    assert df.loc[df["workflow_type"] == "linear", "arm_pair_tax_ratio"].isna().all()
+    assert run_app(app, ["status", "--db", str(db4), "--format", "json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert [w["workflow"] for w in st["workflows"]] == ["linear", *NON_LINEAR]
+
+
+def test_every_surface_orders_the_arms_alike(summary4):
+    """Built-in arms first, then custom ones by name (catalog.arms.ordered_arms), on the
+    headline lines, the tax rows and the phase shares alike."""
+    assert [line.split(": ")[0] for line in headline_lines(summary4)] == [
+        "orchestration tax", "orchestration tax of react", f"orchestration tax of {ARM}"]
+    assert list(dict.fromkeys(t["arm"] for t in arm_tax_rows(summary4))) == list(NON_LINEAR)
+    assert list(dict.fromkeys(p["arm"] for p in summary4["phases"])) == list(NON_LINEAR)
+    assert list(summary4["arm_tax"]) == ["react", ARM]
