@@ -302,3 +302,22 @@ def test_every_surface_orders_the_arms_alike(summary4):
     assert list(dict.fromkeys(t["arm"] for t in arm_tax_rows(summary4))) == list(NON_LINEAR)
     assert list(dict.fromkeys(p["arm"] for p in summary4["phases"])) == list(NON_LINEAR)
     assert list(summary4["arm_tax"]) == ["react", ARM]
+
+
+def test_closing_lines_and_host_rows_order_the_arms_alike(db4, tmp_path):
+    import shutil
+    import sqlite3
+
+    from alems.analysis.closing import batch_closing
+
+    conn = open_db(db4)
+    group = resolve_group(conn, "latest")
+    closing = batch_closing(conn, group.group_id, list(reversed(EVERY)))
+    assert list(closing["arm_headlines"]) == ["react", ARM]
+    db = tmp_path / "hosts.db"     # the same batch over two hosts: per-host rows per arm
+    shutil.copyfile(db4, db)
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE runs SET host = 'node-b' WHERE run_number % 2 = 0")
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    assert list(dict.fromkeys(r["arm"] for r in s["hosts"]["per_host"])) == list(NON_LINEAR)
