@@ -321,3 +321,22 @@ def test_closing_lines_and_host_rows_order_the_arms_alike(db4, tmp_path):
     conn = open_db(db)
     s = build_summary(conn, db, resolve_group(conn, "latest"))
     assert list(dict.fromkeys(r["arm"] for r in s["hosts"]["per_host"])) == list(NON_LINEAR)
+
+
+def test_each_arm_names_the_repetitions_its_tax_leaves_out(tmp_path):
+    """An errored react run and an errored custom-arm run each leave one repetition out of
+    their own arm's tax; the warning says which arm (agentic's stays unlabelled)."""
+    import sqlite3
+
+    db = build_fixture_db(tmp_path / "e.db", workflows=EVERY, with_error=False)
+    with sqlite3.connect(db) as raw:
+        for arm, rep in (("react", 1), (ARM, 2)):
+            raw.execute("UPDATE runs SET status = 'error' WHERE workflow_type = ? AND "
+                        "run_number = ? AND exp_id = (SELECT MIN(exp_id) FROM experiments)",
+                        (arm, rep))
+        task = raw.execute("SELECT task_name FROM experiments ORDER BY exp_id").fetchone()[0]
+    conn = open_db(db)
+    s = build_summary(conn, db, resolve_group(conn, "latest"))
+    left = sorted(w for w in s["warnings"] if "left out of the tax" in w)
+    assert left == sorted(f"{task}/local ({arm}): 1 repetition(s) left out of the tax (an arm "
+                          "errored or has no energy)" for arm in ("react", ARM))

@@ -168,15 +168,14 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             warnings.append(f"{label}: EpG undefined — {epg_reason}")
 
     ok_runs = runs[runs["ok"]]
-    pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
+    run_tuples = list(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
+                          ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
+    pairs = pair_up(run_tuples)
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
     if AGENTIC not in workflows_present:
         without_arm(taxes, AGENTIC)
-    arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
-                                       ok_runs["run_number"], ok_runs["workflow_type"],
-                                       ok_runs["dynamic_energy_j"], strict=True)), confidence)
+    arm_tax = other_arm_taxes(run_tuples, confidence)
     epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     every_arm = [(AGENTIC, t) for t in taxes] + [
         (arm, t) for arm in ordered_arms(arm_tax) for t in arm_tax[arm]["rows"]]
@@ -191,14 +190,17 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         t["estimate"] = bool(is_estimate[in_row].any())
         if not t.get("arm_absent"):
             warnings.extend(_tax_warnings(t, confidence))
+    # repetitions each arm's tax leaves out (agentic's unlabelled, as the headline's)
+    arm_pairs = {arm: pairs if arm == AGENTIC else pair_up(run_tuples, arm)
+                 for arm in ordered_arms(workflows_present - {LINEAR})}
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
-        if AGENTIC not in workflows_present:   # (each other arm's rows say what they lack)
-            break
-        n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)
-        dropped = int(cell["run_number"].nunique() - n_pairs)
-        if dropped > 0:
-            warnings.append(f"{task}/{provider}: {dropped} repetition(s) left out of the tax "
-                            "(an arm errored or has no energy)")
+        for arm, arm_pair_list in arm_pairs.items():
+            n_pairs = sum(1 for p in arm_pair_list if p.task == task and p.provider == provider)
+            dropped = int(cell["run_number"].nunique() - n_pairs)
+            if dropped > 0:
+                of = "" if arm == AGENTIC else f" ({arm})"
+                warnings.append(f"{task}/{provider}{of}: {dropped} repetition(s) left out of "
+                                "the tax (an arm errored or has no energy)")
 
     phase_rows, unshared = _phase_shares(conn, runs, group)
     for arm, n_unshared in unshared.items():
