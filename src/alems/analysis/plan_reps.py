@@ -29,7 +29,8 @@ from alems.errors import AlemsError, UsageError
 from alems.analysis import stats
 from alems.store.reads import runs_frame
 from alems.analysis.groups import Group
-from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
+from alems.analysis.summary_warnings import cell_label
+from alems.catalog.arms import LINEAR, ordered_arms
 
 MIN_PILOT_PAIRS = 10
 DESIGN = "paired design (effect = mean difference ÷ SD of the pair differences)"
@@ -122,9 +123,8 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
                 more = ("" if factor is None else
                         f"; the true SD may be {factor:.1f}× the pilot's (95 % bound), which "
                         f"would need {factor ** 2:.0f}× the repetitions")
-                of = "" if arm == AGENTIC else f" ({arm})"
-                warnings.append(f"{task}/{provider}{of}: the pilot has only {n} complete "
-                                f"pair(s) (< {MIN_PILOT_PAIRS}), so its SD — and the "
+                warnings.append(f"{cell_label(task, provider, arm)}: the pilot has only {n} "
+                                f"complete pair(s) (< {MIN_PILOT_PAIRS}), so its SD — and the "
                                 f"repetitions it gives — are rough{more}")
     if not rows:
         raise AlemsError(f"pilot group {group.group_id!r} has no completed runs with energy")

@@ -29,7 +29,7 @@ from alems.errors import AlemsError
 from alems.analysis import stats
 from alems.analysis.hosts import host_tax
 from alems.analysis.views import arm_tax_rows
-from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
+from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings, cell_label,
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
@@ -198,9 +198,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             n_pairs = sum(1 for p in arm_pair_list if p.task == task and p.provider == provider)
             dropped = int(cell["run_number"].nunique() - n_pairs)
             if dropped > 0:
-                of = "" if arm == AGENTIC else f" ({arm})"
-                warnings.append(f"{task}/{provider}{of}: {dropped} repetition(s) left out of "
-                                "the tax (an arm errored or has no energy)")
+                warnings.append(f"{cell_label(task, provider, arm)}: {dropped} repetition(s) "
+                                "left out of the tax (an arm errored or has no energy)")
 
     phase_rows, unshared = _phase_shares(conn, runs, group)
     for arm, n_unshared in unshared.items():
