@@ -340,3 +340,41 @@ def test_each_arm_names_the_repetitions_its_tax_leaves_out(tmp_path):
     left = sorted(w for w in s["warnings"] if "left out of the tax" in w)
     assert left == sorted(f"{task}/local ({arm}): 1 repetition(s) left out of the tax (an arm "
                           "errored or has no energy)" for arm in ("react", ARM))
+
+
+def test_a_scripted_batch_of_every_arm_reaches_every_surface(tmp_path, capsys, monkeypatch):
+    """A real (scripted) batch of linear, agentic, react and a custom arm: the phases the
+    arms mark themselves give each its shares (summary, report, dashboard) and its
+    plan-reps rows."""
+    from test_batch import make_runner
+
+    custom = "_arms:good"
+    arms = ("agentic", "react", custom)
+    make_runner(tmp_path, workflows=["linear", *arms]).run()
+    db = tmp_path / "data" / "experiments.db"
+    summary, text, as_json, blocks, page = _surfaces(db, capsys, monkeypatch)
+    assert list(dict.fromkeys(p["arm"] for p in summary["phases"])) == list(arms)
+    for arm in arms:
+        for task in ("gsm8k_basic", "factual_qa"):
+            mine = [p for p in summary["phases"] if (p["arm"], p["task"]) == (arm, task)]
+            for basis in ("stage", "activity"):
+                assert sum(p["share"] for p in mine if p["basis"] == basis) == \
+                    pytest.approx(1.0, abs=1e-9), (arm, task, basis)
+            llm = next(p for p in mine if p["kind"] == "llm")
+            assert 0 < llm["share"] < 1 and llm["n_runs"] == 2, (arm, task)
+    assert {p["arm"] for p in as_json["phases"]} == set(arms)
+    table = next(b for b in blocks if b.name == "phase_shares")
+    assert [r[0] for r in table.rows] == [a for a in arms for _ in range(2)]
+    import re
+
+    fig = json.loads(re.search(r'id="fig-phases-json">(.*?)</script>', page, re.S).group(1))
+    bars = {y for trace in fig["data"] for y in trace["y"]}
+    for arm in arms:
+        assert f"{arm}: gsm8k_basic / scripted · by activity" in bars
+        assert any(line.strip("│ ").startswith(f"{arm} ") and "model calls" in line
+                   for line in text.splitlines()), arm
+    assert run_app(app, ["plan-reps", "--db", str(db), "--group-id", "latest",
+                         "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["arm"] for r in plan["rows"] if r["metric"] == "tax_ratio"] == \
+        [a for a in arms for _ in range(2)]
