@@ -10,8 +10,8 @@ Definitions (docs/DEFINITIONS.md):
   pairs, per task × provider, per provider and overall, with a t interval on its log
   (jackknife standard error); the summary's first line is `tax.format_headline` of the
   overall row. The mean of the per-pair ratios is reported alongside, labelled as such;
-- phase shares are of each non-linear arm's runs' *package* energy (phases.energy_uj is package
-  energy, idle included), by stage (planning/execution/synthesis) and by activity (model
+- phase shares are of each non-linear arm's runs' *package* energy (phases.energy_uj is
+  package energy, idle included), by stage (planning/execution/synthesis) and by activity (model
   calls, tools, waiting); the remainder is time outside any such phase;
 - footprints follow the store's NULL rule: none for a run whose dynamic energy is NULL or
   negative (below the idle baseline).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -191,12 +192,13 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         if not t.get("arm_absent"):
             warnings.extend(_tax_warnings(t, confidence))
     # repetitions each arm's tax leaves out (agentic's unlabelled, as the headline's)
-    arm_pairs = {arm: pairs if arm == AGENTIC else pair_up(run_tuples, arm)
-                 for arm in ordered_arms(workflows_present - {LINEAR})}
+    # (pairs counted per cell once: one pass per arm, not per cell, at 10⁵ runs)
+    pairs_in = {arm: Counter((p.task, p.provider) for p in
+                             (pairs if arm == AGENTIC else pair_up(run_tuples, arm)))
+                for arm in ordered_arms(workflows_present - {LINEAR})}
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
-        for arm, arm_pair_list in arm_pairs.items():
-            n_pairs = sum(1 for p in arm_pair_list if p.task == task and p.provider == provider)
-            dropped = int(cell["run_number"].nunique() - n_pairs)
+        for arm, n_pairs_of in pairs_in.items():
+            dropped = int(cell["run_number"].nunique() - n_pairs_of[(task, provider)])
             if dropped > 0:
                 warnings.append(f"{cell_label(task, provider, arm)}: {dropped} repetition(s) "
                                 "left out of the tax (an arm errored or has no energy)")
@@ -299,26 +301,30 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], d
                     & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
     unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
     unknown |= set(done.loc[done["pkg_energy_uj"].isna(), "run_id"])
-    rows, left_out = [], {}
-    for arm in ordered_arms(done["workflow_type"]):
-        arm_runs = done[done["workflow_type"] == arm]
-        left_out[arm] = int(arm_runs["run_id"].isin(unknown).sum())
-        usable = arm_runs[~arm_runs["run_id"].isin(unknown)]
-        for (task, provider), cell in usable.groupby(["task_name", "provider"], sort=True):
+    left_out = done[done["run_id"].isin(unknown)].groupby("workflow_type").size()
+    usable = done[~done["run_id"].isin(unknown)]
+    cell_keys = ["workflow_type", "task_name", "provider"]
+    # one pass over the phases: energy per arm × task × provider × kind
+    ph = phases[["run_id", "kind", "energy_uj"]].merge(usable[["run_id", *cell_keys]],
+                                                       on="run_id")
+    phase_uj = ph.assign(energy_uj=ph["energy_uj"].astype(float)).groupby(
+        [*cell_keys, "kind"])["energy_uj"].sum()
+    rows = []
+    for arm in ordered_arms(usable["workflow_type"]):
+        arm_runs = usable[usable["workflow_type"] == arm]
+        for (task, provider), cell in arm_runs.groupby(["task_name", "provider"], sort=True):
             total_uj = float(cell["pkg_energy_uj"].astype(float).sum())
             if not total_uj > 0:
                 continue
-            ph = phases[phases["run_id"].isin(cell["run_id"])]
             for basis, kinds in (("stage", STAGE_KINDS), ("activity", ACTIVITY_KINDS)):
-                sums = {k: float(ph.loc[ph["kind"] == k, "energy_uj"].astype(float).sum())
-                        for k in kinds}
+                sums = {k: float(phase_uj.get((arm, task, provider, k), 0.0)) for k in kinds}
                 sums["other"] = max(total_uj - sum(sums.values()), 0.0)
                 for kind, uj in sums.items():
                     rows.append({"arm": arm, "task": task, "provider": provider,
                                  "basis": basis, "kind": kind, "label": KIND_LABELS[kind],
                                  "energy_j": uj / 1e6, "share": uj / total_uj,
                                  "n_runs": int(len(cell))})
-    return rows, {arm: n for arm, n in left_out.items() if n}
+    return rows, {arm: int(left_out[arm]) for arm in ordered_arms(left_out.index)}
 
 
 # ---------------------------------------------------------------- flat views for output
