@@ -307,7 +307,7 @@ def register(app: typer.Typer) -> None:
                 print(f"alems: warning: no samples file for run(s) {info['missing_runs']}",
                       file=sys.stderr)
             return
-        if fmt == "json":
+        if fmt in ("json", "xlsx"):   # whole documents: built in memory
             df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
             path, n_runs = write_runs(df, fmt, output, group), len(df)
         else:   # streamed: memory independent of the number of runs
