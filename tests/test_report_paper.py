@@ -6,6 +6,7 @@ tables, vector figures, methods.md from the batch, checked without LaTeX."""
 from __future__ import annotations
 
 import html as html_mod
+import json
 import re
 import sqlite3
 import xml.etree.ElementTree as ET
@@ -224,6 +225,10 @@ def test_paper_pack_writes_tables_figures_and_methods(db, tmp_path):
                  "Fixture CPU @ 2.0GHz", "leave-one-pair-out jackknife",
                  "the data of every headline interval lie within that region"):
         assert fact in methods, fact
+    # the unrounded figures the tables print rounded: summary.json is `summary --format json`
+    raw = json.loads((out / "summary.json").read_text())
+    summary = alems_inproc("summary", "--db", str(db), "--group-id", "latest", "--format", "json")
+    assert raw == json.loads(summary.stdout)
 
 
 def test_pack_refuses_a_folder_that_is_not_empty(db, tmp_path):
