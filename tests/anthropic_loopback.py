@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from loopback_http import LoopbackHTTP
+
 
 @dataclass
 class Reply:
@@ -77,7 +79,7 @@ def auth_error() -> Reply:
 _ids = itertools.count(1)
 
 
-class LoopbackServer:
+class LoopbackServer(LoopbackHTTP):
     def __init__(self, script=(), *, default: Reply | None = None, lifetime_s: float = 60.0):
         self._script: deque[Reply] = deque(script)
         self.default = default or ok()
@@ -85,7 +87,6 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self._lifetime_s = lifetime_s
         self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
 
     # -- scripting ---------------------------------------------------------------
@@ -154,28 +155,7 @@ class LoopbackServer:
                 }
                 self._send_json(200, payload, reply.headers)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self._lifetime_s, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if self._timer is not None and threading.current_thread() is not self._timer:
-            self._timer.cancel()
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-
-    def __enter__(self) -> "LoopbackServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._serve(Handler)
 
 
 def sent_api_key(headers: dict[str, str]) -> str | None:

@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from loopback_http import LoopbackHTTP
+
 _ids = itertools.count(1)
 
 
@@ -70,7 +72,7 @@ def planner(body) -> Reply:
     return ok("There are 403 bottles.\nAnswer: 403", 50, 8)
 
 
-class OpenAILoopback:
+class OpenAILoopback(LoopbackHTTP):
     def __init__(self, script=(), *, default: Reply | None = None, respond=None,
                  models: tuple[str, ...] = ("loopback-model",), lifetime_s: float = 120.0):
         self._script: deque[Reply] = deque(script)
@@ -164,28 +166,7 @@ class OpenAILoopback:
                               "total_tokens": reply.prompt_tokens + reply.completion_tokens},
                 }, reply.headers)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self._timer = threading.Timer(self._lifetime_s, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if self._timer is not None and threading.current_thread() is not self._timer:
-            self._timer.cancel()
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-
-    def __enter__(self) -> OpenAILoopback:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._serve(Handler)
 
 
 def bearer(headers: dict[str, str]) -> str | None:

@@ -207,7 +207,10 @@ def test_guide_batch_script_runs_with_groq_key(tmp_path):
     (tmp_path / "batch_experiment.sh").write_text(script.replace("REPS=30\n", "REPS=1\n"))
     _guide_checkout(tmp_path)
     with OpenAILoopback(respond=planner, lifetime_s=3600) as server:
-        env = clean_env(ALEMS_GROQ_BASE_URL=server.base_url,
+        # the script unchanged; its batch made short through the options' environment
+        # variables (few tokens per call, one short baseline window)
+        env = clean_env(ALEMS_GROQ_BASE_URL=server.base_url, ALEMS_MAX_TOKENS="24",
+                        ALEMS_BASELINE_DURATION="0.5", ALEMS_BASELINE_REPS="1",
                         PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
         proc = subprocess.run(["bash", "batch_experiment.sh"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=1800)

@@ -9,7 +9,7 @@ import sqlite3
 from alems.analysis.summary_warnings import headline_caveats
 from alems.analysis.tax import CPU_LABEL, all_devices_tax, headline_tax, headline_text
 from alems.analysis.views import headline_lines
-from alems.catalog.arms import AGENTIC, LINEAR
+from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
 from alems.store.reads import run_conditions, run_device_energies
 
 
@@ -30,7 +30,7 @@ def batch_closing(conn: sqlite3.Connection, group_id: str, workflows: list[str])
     them. `arm_headlines` holds each other non-linear arm's line by name and, where runs
     measured a GPU, the all-devices line last (keyed by its label); the lines are then
     labelled with the energy they are the tax of."""
-    arms = [arm for arm in sorted(workflows) if arm not in (LINEAR, AGENTIC)
+    arms = [arm for arm in ordered_arms(workflows) if arm not in (LINEAR, AGENTIC)
             and LINEAR in workflows]
     devices = all_devices_tax(run_device_energies(conn, group_id))
     lines = headline_lines({"headline_text": headline_text(conn, group_id),

@@ -1,6 +1,8 @@
 """`alems export`: the spec's archiver.
 
-- runs joined with their experiment, baseline and tax-pair rows, one file: CSV (header row,
+- runs joined with their experiment, baseline and tax-pair rows (tax_*: the spec's agentic
+  pair; arm_pair_*: every non-linear run's pair with the linear run of its repetition, so
+  react and custom arms have theirs), one file: CSV (header row,
   RFC 4180 quoting with CRLF line ends, ISO-8601 dates as stored), Parquet (pyarrow; read by
   pandas, polars and DuckDB), JSON (an array of records: one object per run) or an Excel
   workbook (.xlsx, openpyxl: sheet `runs`, text always stored as text);

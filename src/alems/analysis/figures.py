@@ -14,6 +14,7 @@ from alems.analysis.samples import load_energy, power_curve_w
 from alems.analysis.frames import median_run
 from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
 from alems.analysis.tax import tax_cells
+from alems.analysis.views import phase_arms, phase_label, phase_subject
 from alems.catalog.arms import AGENTIC, ordered_arms
 
 DPI = 150
@@ -220,17 +221,22 @@ def tax_ratios(tax_rows: list[dict], estimate: bool, confidence: float):
 
 
 def phase_breakdown(phase_rows: list[dict], estimate: bool):
+    """Where each non-linear arm's package energy goes: one stacked bar per arm × task ×
+    provider and basis (stage, activity), arms in `ordered_arms` order."""
     if not phase_rows:
         return None
     df = pd.DataFrame(phase_rows)
-    cells = list(df.groupby(["task", "provider"], sort=True))
+    arms = phase_arms(phase_rows)
+    several = len(arms) > 1
+    cells = sorted(df.groupby(["arm", "task", "provider"], sort=True),
+                   key=lambda kv: (arms.index(kv[0][0]), kv[0][1:]))
     labels, lefts = [], []
     fig = new_figure((8, 0.9 * 2 * len(cells) + 1.4))
     ax = fig.subplots()
     colors = {**PHASE_COLORS, "other": "#ffffff"}
     used = set()
     row = 0
-    for (task, provider), cell in cells:
+    for (arm, task, provider), cell in cells:
         for basis in ("stage", "activity"):
             part = cell[cell["basis"] == basis]
             left = 0.0
@@ -243,14 +249,16 @@ def phase_breakdown(phase_rows: list[dict], estimate: bool):
                     ax.text(left + p["share"] / 2, row, f"{p['share']:.0%}", ha="center",
                             va="center", fontsize=7)
                 left += p["share"]
-            labels.append(f"{task}/{provider}: by {basis}")
+            cell_label = phase_label({"arm": arm, "task": task, "provider": provider}, several)
+            labels.append(f"{cell_label}: by {basis}")
             lefts.append(row)
             row += 1
     ax.set_yticks(lefts, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("share of agentic package energy (idle included)")
-    ax.set_title("Where agentic energy goes, by phase" + _est(estimate), fontsize=10)
+    subject = phase_subject(phase_rows)
+    ax.set_xlabel(f"share of {subject} package energy (idle included)")
+    ax.set_title(f"Where {subject} energy goes, by phase" + _est(estimate), fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(cells) < 2 else -0.12),
               ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()

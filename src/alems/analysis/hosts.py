@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from alems.analysis import tax
-from alems.catalog.arms import AGENTIC, LINEAR
+from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
 
 UNKNOWN_HOST = "unknown host"
 
@@ -39,8 +39,9 @@ class HostTax:
 
 
 def _arms(runs: pd.DataFrame) -> list[str]:
-    """The non-linear arms of the runs, as the summary orders them: agentic, then by name."""
-    others = sorted(set(runs["workflow_type"].dropna()) - {LINEAR, AGENTIC})
+    """The non-linear arms of the runs, as the summary orders them: agentic, then the
+    others in `ordered_arms` order."""
+    others = ordered_arms(set(runs["workflow_type"].dropna()) - {LINEAR, AGENTIC})
     return [AGENTIC, *others]
 
 

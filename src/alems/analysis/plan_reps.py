@@ -1,8 +1,8 @@
 """`alems plan-reps`: how many repetitions (pairs) a batch needs.
 
-The design is paired: each repetition runs the linear and the agentic workflow of the same
-task back to back, and a test of their difference is a one-sample test on the n pair
-differences. The effect size is therefore d = mean difference ÷ SD of the differences.
+The design is paired: each repetition runs linear and every other arm (agentic, react,
+custom) of the same task back to back, and a test of their difference is a one-sample test
+on the n pair differences. The effect size is therefore d = mean difference ÷ SD of the differences.
 
 Two modes:
 - formula: the spec's calculator n = ceil(((z_{1-α/2} + z_power) / d)²) — the normal (z)
@@ -10,9 +10,10 @@ Two modes:
   smallest n whose paired *t*-test reaches the power (noncentral t; what a t-test on the
   data will actually deliver, a few more pairs);
 - pilot (`--from-group`): the effect is *relative* (0.1 = 10 %). For the tax, it is sized
-  on the log pair ratios log(agentic_i / linear_i): detecting a 10 % change of the tax is
-  a shift of log(1.1) in their mean, so d = log(1 + effect) ÷ SD(log ratios). For each
-  workflow's energy, d = effect ÷ CV (a one-sample t-test of a shift of effect × mean).
+  on the log pair ratios log(arm_i / linear_i) of every non-linear arm: detecting a 10 %
+  change of the tax is a shift of log(1.1) in their mean, so d = log(1 + effect) ÷ SD(log
+  ratios). For each workflow's energy, d = effect ÷ CV (a one-sample t-test of a shift of
+  effect × mean).
   The batch needs the largest n. A pilot of fewer than 10 pairs gets a warning: its SD is
   too uncertain for the figure to be more than a rough guide.
 """
@@ -28,7 +29,8 @@ from alems.errors import AlemsError, UsageError
 from alems.analysis import stats
 from alems.store.reads import runs_frame
 from alems.analysis.groups import Group
-from alems.catalog.arms import AGENTIC, LINEAR
+from alems.analysis.summary_warnings import cell_label
+from alems.catalog.arms import LINEAR, ordered_arms
 
 MIN_PILOT_PAIRS = 10
 DESIGN = "paired design (effect = mean difference ÷ SD of the pair differences)"
@@ -108,29 +110,22 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
                    "one-sample t: a shift of effect × mean; d = effect ÷ CV")
         row.update(test_label=ENERGY_TEST, mean_label=ENERGY_MEAN_LABEL)
         rows.append(row)
-    for (task, provider), cell in ok.groupby(["task_name", "provider"]):
-        lin = cell[cell["workflow_type"] == LINEAR].set_index("run_number")["e_j"]
-        ag = cell[cell["workflow_type"] == AGENTIC].set_index("run_number")["e_j"]
-        common = sorted(set(lin.index) & set(ag.index))
-        if not common:
-            continue
-        logs = [math.log(ag[i] / lin[i]) for i in common if lin[i] > 0 and ag[i] > 0]
-        n, mean_log, sd_log, _ = _cv(logs)
-        d = None if not sd_log else math.log1p(effect_size) / sd_log
-        row = _row("tax_ratio", task, provider, f"{AGENTIC} ÷ {LINEAR}", n,
-                   None if mean_log is None else math.exp(mean_log), sd_log, None, d, power,
-                   alpha, "paired t on log(agentic/linear): d = log(1 + effect) ÷ SD(log ratio)")
-        row.update(test_label=TAX_TEST, mean_label=TAX_MEAN_LABEL)
-        rows.append(row)
-        if n < MIN_PILOT_PAIRS:
-            factor = sd_upper_factor(n)
-            more = ("" if factor is None else
-                    f"; the true SD may be {factor:.1f}× the pilot's (95 % bound), which "
-                    f"would need {factor ** 2:.0f}× the repetitions")
-            warnings.append(f"{task}/{provider}: the pilot has only {n} complete pair(s) "
-                            f"(< {MIN_PILOT_PAIRS}), so its SD — and the repetitions it gives — "
-                            "are "
-                            f"rough{more}")
+    arms = [a for a in ordered_arms(ok["workflow_type"]) if a != LINEAR]
+    for arm in arms:   # every non-linear arm's tax against linear, built-in arms first
+        for (task, provider), cell in ok.groupby(["task_name", "provider"]):
+            tax = _tax_row(cell, arm, task, provider, effect_size, power, alpha)
+            if tax is None:
+                continue
+            rows.append(tax)
+            n = tax["pilot_n"]
+            if n < MIN_PILOT_PAIRS:
+                factor = sd_upper_factor(n)
+                more = ("" if factor is None else
+                        f"; the true SD may be {factor:.1f}× the pilot's (95 % bound), which "
+                        f"would need {factor ** 2:.0f}× the repetitions")
+                warnings.append(f"{cell_label(task, provider, arm)}: the pilot has only {n} "
+                                f"complete pair(s) (< {MIN_PILOT_PAIRS}), so its SD — and the "
+                                f"repetitions it gives — are rough{more}")
     if not rows:
         raise AlemsError(f"pilot group {group.group_id!r} has no completed runs with energy")
     needed = [r["repetitions"] for r in rows if r["repetitions"] is not None]
@@ -141,6 +136,25 @@ def plan_from_group(conn: sqlite3.Connection, group: Group, effect_size: float, 
             "repetitions": max(needed) if needed else None, "warnings": warnings,
             "formula": FORMULA_T,
             "formula_z": "max(2, ceil(((z_(1-alpha/2) + z_power) / d)^2))  [spec, for reference]"}
+
+
+def _tax_row(cell, arm: str, task, provider, effect_size: float, power: float,
+             alpha: float) -> dict | None:
+    """The repetitions that size `arm`'s tax over linear on one task × provider: a paired t
+    on the log pair ratios; None where the pilot has no complete (linear, arm) pair."""
+    lin = cell[cell["workflow_type"] == LINEAR].set_index("run_number")["e_j"]
+    other = cell[cell["workflow_type"] == arm].set_index("run_number")["e_j"]
+    common = sorted(set(lin.index) & set(other.index))
+    if not common:
+        return None
+    logs = [math.log(other[i] / lin[i]) for i in common if lin[i] > 0 and other[i] > 0]
+    n, mean_log, sd_log, _ = _cv(logs)
+    d = None if not sd_log else math.log1p(effect_size) / sd_log
+    row = _row("tax_ratio", task, provider, f"{arm} ÷ {LINEAR}", n,
+               None if mean_log is None else math.exp(mean_log), sd_log, None, d, power,
+               alpha, f"paired t on log({arm}/{LINEAR}): d = log(1 + effect) ÷ SD(log ratio)")
+    row.update(test_label=TAX_TEST, mean_label=TAX_MEAN_LABEL, arm=arm)
+    return row
 
 
 def _row(metric, task, provider, workflow, n, mean, sd, cv, d, power, alpha, test) -> dict:

@@ -20,7 +20,8 @@ from alems.analysis.report_methods import methods_text
 from alems.analysis.summary import KIND_LABELS, build_summary
 from alems.analysis.summary_warnings import ordered_warnings
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
-                                  host_tax_rows, tax_columns, tax_table)
+                                  host_tax_rows, phase_arms, phase_subject, tax_columns,
+                                  tax_table)
 from alems.store import reads
 from alems.store.reads import phases_frame, runs_frame
 from alems.catalog.arms import ACTIVITY_KINDS, AGENTIC, STAGE_KINDS
@@ -205,8 +206,9 @@ def build_report(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
         ("tax_forest", f"Figure 3. Orchestration tax of every arm with its {pct} % interval, "
                        f"on a log axis; dashed line = no tax{est_tag}.",
          figures.tax_ratios(arm_tax_rows(summary), est, confidence)),
-        ("phase_shares", f"Figure 4. Share of agentic package energy by stage and by activity"
-                         f"{est_tag}.", figures.phase_breakdown(summary["phases"], est)),
+        ("phase_shares", f"Figure 4. Share of {phase_subject(summary['phases'])} package "
+                         f"energy by stage and by activity{est_tag}.",
+         figures.phase_breakdown(summary["phases"], est)),
     ):
         if fig is not None:
             out.append(_figure(name, caption, fig))
@@ -244,22 +246,33 @@ def _figure(name: str, caption: str, fig) -> Block:
 
 
 def _phase_share_table(phase_rows: list[dict], est_tag: str) -> Block:
-    """Share per phase kind, one row per task × provider; kinds no run spent energy in
-    (e.g. waiting where no arm waits) get no column."""
+    """Share per phase kind, one row per arm × task × provider (every non-linear arm, in
+    `ordered_arms` order; the arm column only when there are several); kinds no run spent
+    (printable) energy in (e.g. waiting where no arm waits) get no column."""
     kinds = [*STAGE_KINDS, *ACTIVITY_KINDS]
+    arms = phase_arms(phase_rows)
     table: dict[tuple, dict] = {}
     for p in phase_rows:
-        table.setdefault((p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = p["share"]
+        table.setdefault((p["arm"], p["task"], p["provider"]), {})[(p["basis"], p["kind"])] = \
+            p["share"]
 
     def key(k):
         return ("stage" if k in STAGE_KINDS else "activity", k)
     keys = [key(k) for k in kinds] + [("activity", "other")]
     labels = [KIND_LABELS[k] for k in kinds] + ["outside llm/tool/wait"]
-    used = [i for i, k in enumerate(keys) if any(s.get(k) for s in table.values())]
-    rows = [[task, provider] + [_pct(shares.get(keys[i])) for i in used]
-            for (task, provider), shares in sorted(table.items())]
-    return Block("table", f"Share of agentic package energy per phase{est_tag}",
-                 ["task", "provider"] + [labels[i] for i in used], rows, name="phase_shares")
+    # a column every cell of which reads as nothing (a float residue of the remainder
+    # prints 0.0 %) says nothing
+    used = [i for i, k in enumerate(keys)
+            if any(_pct(s.get(k)) not in ("–", _pct(0.0)) for s in table.values())]
+    several = len(arms) > 1
+    rows = [([arm] if several else []) + [task, provider] + [_pct(shares.get(keys[i]))
+                                                             for i in used]
+            for (arm, task, provider), shares in sorted(
+                table.items(), key=lambda kv: (arms.index(kv[0][0]), kv[0][1:]))]
+    return Block("table", f"Share of {phase_subject(phase_rows)} package energy per phase"
+                          f"{est_tag}",
+                 (["arm"] if several else []) + ["task", "provider"] + [labels[i] for i in used],
+                 rows, name="phase_shares")
 
 
 def _energy_basis(summary: dict) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from alems.errors import AlemsError
 from alems.analysis.groups import Group, resolve_group
 from alems.store import reads
+from alems.catalog.arms import ordered_arms
 
 
 def _parse(text):
@@ -99,7 +100,7 @@ def batch_status(conn: sqlite3.Connection, group: Group, db_path=None) -> dict:
             "planned": planned_total, "done": done_total,
             "errors": sum(v["errors"] for v in per_wf.values()),
             "wrong": sum(v["wrong"] for v in per_wf.values()),
-            "workflows": [per_wf[k] for k in sorted(per_wf)],
+            "workflows": [per_wf[k] for k in ordered_arms(per_wf)],   # as the batch shows them
             "last_run_started_at": last.isoformat() if last else None,
             "overhead_factor": overhead,
             "eta_s": (None if gone else 0.0 if finished else (eta_s if eta_known else None)),

@@ -1,6 +1,6 @@
-"""`alems summary`: per-workflow statistics, the orchestration tax and where agentic energy
-goes, with warnings wherever the data cannot carry a conclusion. docs/METHODS.md says what
-each figure is and which estimator and interval it uses.
+"""`alems summary`: per-workflow statistics, the orchestration tax and where each
+non-linear arm's energy goes, with warnings wherever the data cannot carry a conclusion.
+docs/METHODS.md says what each figure is and which estimator and interval it uses.
 
 Definitions (docs/DEFINITIONS.md):
 - energy statistics use dynamic (workload) energy of runs that completed (status 'ok');
@@ -10,8 +10,8 @@ Definitions (docs/DEFINITIONS.md):
   pairs, per task × provider, per provider and overall, with a t interval on its log
   (jackknife standard error); the summary's first line is `tax.format_headline` of the
   overall row. The mean of the per-pair ratios is reported alongside, labelled as such;
-- phase shares are of the agentic runs' *package* energy (phases.energy_uj is package
-  energy, idle included), by stage (planning/execution/synthesis) and by activity (model
+- phase shares are of each non-linear arm's runs' *package* energy (phases.energy_uj is
+  package energy, idle included), by stage (planning/execution/synthesis) and by activity (model
   calls, tools, waiting); the remainder is time outside any such phase;
 - footprints follow the store's NULL rule: none for a run whose dynamic energy is NULL or
   negative (below the idle baseline).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -28,18 +29,19 @@ import pandas as pd
 from alems.errors import AlemsError
 from alems.analysis import stats
 from alems.analysis.hosts import host_tax
-from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings,
+from alems.analysis.views import arm_tax_rows
+from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings, cell_label,
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
-from alems.store.summary_reads import (group_has_phases, share_phases_frame,
-                                       summary_runs_frame)
+from alems.store.reads import phases_frame
+from alems.store.summary_reads import summary_runs_frame
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
                                 without_arm,
                                 tax_rows)
-from alems.catalog.arms import AGENTIC, LINEAR
+from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
 
 __all__ = ["build_summary", "summary_refusal", "workflow_table"]
 
@@ -176,18 +178,17 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             warnings.append(f"{label}: EpG undefined — {epg_reason}")
 
     ok_runs = runs[runs["ok"]]
-    pairs = pair_up(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
-                        ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
+    run_tuples = list(zip(ok_runs["task_name"], ok_runs["provider"], ok_runs["run_number"],
+                          ok_runs["workflow_type"], ok_runs["dynamic_energy_j"], strict=True))
+    pairs = pair_up(run_tuples)
     taxes = tax_rows(pairs, confidence,
                      cells=runs.groupby(["task_name", "provider"]).groups.keys())
     if AGENTIC not in workflows_present:
         without_arm(taxes, AGENTIC)
-    arm_tax = other_arm_taxes(list(zip(ok_runs["task_name"], ok_runs["provider"],
-                                       ok_runs["run_number"], ok_runs["workflow_type"],
-                                       ok_runs["dynamic_energy_j"], strict=True)), confidence)
+    arm_tax = other_arm_taxes(run_tuples, confidence)
     epg_of = {(r["task"], r["provider"], r["workflow"]): r["epg_j"] for r in workflow_rows}
     every_arm = [(AGENTIC, t) for t in taxes] + [
-        (arm, t) for arm, info in sorted(arm_tax.items()) for t in info["rows"]]
+        (arm, t) for arm in ordered_arms(arm_tax) for t in arm_tax[arm]["rows"]]
     for arm, t in every_arm:
         in_row = ((runs["task_name"] == t["task"]) | (t["task"] == ALL)) & \
                  ((runs["provider"] == t["provider"]) | (t["provider"] == ALL))
@@ -199,18 +200,21 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
         t["estimate"] = bool(is_estimate[in_row].any())
         if not t.get("arm_absent"):
             warnings.extend(_tax_warnings(t, confidence))
+    # repetitions each arm's tax leaves out (agentic's unlabelled, as the headline's)
+    # (pairs counted per cell once: one pass per arm, not per cell, at 10⁵ runs)
+    pairs_in = {arm: Counter((p.task, p.provider) for p in
+                             (pairs if arm == AGENTIC else pair_up(run_tuples, arm)))
+                for arm in ordered_arms(workflows_present - {LINEAR})}
     for (task, provider), cell in runs.groupby(["task_name", "provider"], sort=True):
-        if AGENTIC not in workflows_present:   # (each other arm's rows say what they lack)
-            break
-        n_pairs = sum(1 for p in pairs if p.task == task and p.provider == provider)
-        dropped = int(cell["run_number"].nunique() - n_pairs)
-        if dropped > 0:
-            warnings.append(f"{task}/{provider}: {dropped} repetition(s) left out of the tax "
-                            "(an arm errored or has no energy)")
+        for arm, n_pairs_of in pairs_in.items():
+            dropped = int(cell["run_number"].nunique() - n_pairs_of[(task, provider)])
+            if dropped > 0:
+                warnings.append(f"{cell_label(task, provider, arm)}: {dropped} repetition(s) "
+                                "left out of the tax (an arm errored or has no energy)")
 
-    phase_rows, n_unshared = _phase_shares(conn, runs, group)
-    if n_unshared:
-        warnings.append(f"{n_unshared} agentic run(s) left out of the phase shares: the "
+    phase_rows, unshared = _phase_shares(conn, runs, group)
+    for arm, n_unshared in unshared.items():
+        warnings.append(f"{n_unshared} {arm} run(s) left out of the phase shares: the "
                         "energy of the run or of one of its phases is unknown (a gap between "
                         "samples could hide a counter wrap)")
 
@@ -246,8 +250,8 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
     headline = overall(taxes)
     # grouped by kind, most consequential first (warning_groups); within a kind the
     # headline's caveats first, in headline_caveats' order; each once
-    caveats = headline_caveats([headline] + [overall(a["rows"]) for _, a in
-                                             sorted(arm_tax.items())], loud_runs(runs))
+    caveats = headline_caveats([headline] + [overall(arm_tax[arm]["rows"]) for arm in
+                                             ordered_arms(arm_tax)], loud_runs(runs))
     warnings = ordered_warnings(caveats + warnings)
     devices = _all_devices_tax(ok_runs, confidence)
     return {
@@ -272,8 +276,9 @@ def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *
             "spec_tax_percent": "the spec's AVG(ots.tax_percent) is a mean of per-pair "
                                 "percentages, not this tax",
             "epg": "dynamic energy of all runs (failed included) ÷ correct answers",
-            "phase_share": "share of agentic package energy (idle included) per phase kind, "
-                           "over the runs whose package and phase energies are all known",
+            "phase_share": "share of each non-linear arm's package energy (idle included) per "
+                           "phase kind, over its runs whose package and phase energies are "
+                           "all known",
             "ci": f"{int(confidence * 100)} % CI of the mean, {MEAN_CI}",
             "avg_power_w": "package energy ÷ duration (runs.avg_power_watts)",
             "footprint": "dynamic energy × grid factor; NULL where dynamic energy is NULL or "
@@ -291,43 +296,55 @@ def _all_devices_tax(ok_runs: pd.DataFrame, confidence: float) -> dict:
                                ok_runs["gpu_dynamic_energy_uj"], strict=True), confidence)
 
 
-def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], int]:
-    """Shares of agentic package energy per phase kind, and the number of completed agentic
-    runs left out. A phase whose energy the measurement stored as NULL (a sample gap could
-    hide a counter wrap) is never refilled; its run is left out of the shares altogether,
-    so the numerator and the denominator add up the same runs."""
-    ag_runs = runs[(runs["workflow_type"] == AGENTIC) & (runs["status"] == "ok")]
-    if ag_runs.empty or not group_has_phases(conn, group.group_id):
-        return [], 0
-    # only the completed agentic runs' phases of these kinds: what the shares add up
-    phases = share_phases_frame(conn, group.group_id, AGENTIC, STAGE_KINDS + ACTIVITY_KINDS)
+def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], dict]:
+    """Shares of each non-linear arm's package energy per phase kind (`ordered_arms`
+    order), and the number of its completed runs left out, by arm. A phase whose energy the
+    measurement stored as NULL (a sample gap could hide a counter wrap) is never refilled;
+    its run is left out of the shares altogether, so the numerator and the denominator add
+    up the same runs."""
+    phases = phases_frame(conn, group.group_id, details=False)
+    done = runs[(runs["workflow_type"] != LINEAR) & (runs["status"] == "ok")]
+    if phases.empty or done.empty:
+        return [], {}
+    phases = phases[phases["run_id"].isin(done["run_id"])
+                    & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
     unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
-    unknown |= set(ag_runs.loc[ag_runs["pkg_energy_uj"].isna(), "run_id"])
-    usable = ag_runs[~ag_runs["run_id"].isin(unknown)]
+    unknown |= set(done.loc[done["pkg_energy_uj"].isna(), "run_id"])
+    left_out = done[done["run_id"].isin(unknown)].groupby("workflow_type").size()
+    usable = done[~done["run_id"].isin(unknown)]
+    cell_keys = ["workflow_type", "task_name", "provider"]
+    # one pass over the phases: energy per arm × task × provider × kind
+    ph = phases[["run_id", "kind", "energy_uj"]].merge(usable[["run_id", *cell_keys]],
+                                                       on="run_id")
+    phase_uj = ph.assign(energy_uj=ph["energy_uj"].astype(float)).groupby(
+        [*cell_keys, "kind"])["energy_uj"].sum()
     rows = []
-    for (task, provider), cell in usable.groupby(["task_name", "provider"], sort=True):
-        total_uj = float(cell["pkg_energy_uj"].astype(float).sum())
-        if not total_uj > 0:
-            continue
-        ph = phases[phases["run_id"].isin(cell["run_id"])]
-        for basis, kinds in (("stage", STAGE_KINDS), ("activity", ACTIVITY_KINDS)):
-            sums = {k: float(ph.loc[ph["kind"] == k, "energy_uj"].astype(float).sum())
-                    for k in kinds}
-            sums["other"] = max(total_uj - sum(sums.values()), 0.0)
-            for kind, uj in sums.items():
-                rows.append({"task": task, "provider": provider, "basis": basis, "kind": kind,
-                             "label": KIND_LABELS[kind], "energy_j": uj / 1e6,
-                             "share": uj / total_uj, "n_runs": int(len(cell))})
-    return rows, len(unknown)
+    for arm in ordered_arms(usable["workflow_type"]):
+        arm_runs = usable[usable["workflow_type"] == arm]
+        for (task, provider), cell in arm_runs.groupby(["task_name", "provider"], sort=True):
+            total_uj = float(cell["pkg_energy_uj"].astype(float).sum())
+            if not total_uj > 0:
+                continue
+            for basis, kinds in (("stage", STAGE_KINDS), ("activity", ACTIVITY_KINDS)):
+                sums = {k: float(phase_uj.get((arm, task, provider, k), 0.0)) for k in kinds}
+                sums["other"] = max(total_uj - sum(sums.values()), 0.0)
+                for kind, uj in sums.items():
+                    rows.append({"arm": arm, "task": task, "provider": provider,
+                                 "basis": basis, "kind": kind, "label": KIND_LABELS[kind],
+                                 "energy_j": uj / 1e6, "share": uj / total_uj,
+                                 "n_runs": int(len(cell))})
+    return rows, {arm: int(left_out[arm]) for arm in ordered_arms(left_out.index)}
 
 
 # ---------------------------------------------------------------- flat views for output
 def workflow_table(summary: dict) -> list[dict]:
-    """One flat row per task × provider × workflow, tax and phase columns joined in."""
-    taxes = {(t["task"], t["provider"]): t for t in summary["tax"]}
+    """One flat row per task × provider × workflow, tax and phase columns joined in: a
+    non-linear arm's row carries its own arm's tax and phase shares; a linear row the
+    headline (agentic) tax."""
+    taxes = {(t["arm"], t["task"], t["provider"]): t for t in arm_tax_rows(summary)}
     shares: dict = {}
     for p in summary["phases"]:
-        cell = shares.setdefault((p["task"], p["provider"]), {})
+        cell = shares.setdefault((p["arm"], p["task"], p["provider"]), {})
         cell[f"share_{p['basis']}_{p['kind']}"] = p["share"]
     rows = []
     for w in summary["workflows"]:
@@ -340,11 +357,11 @@ def workflow_table(summary: dict) -> list[dict]:
         row["epg_null_reason"] = w["epg_null_reason"]
         for k in ("carbon_g_total", "water_ml_total", "methane_mg_total"):
             row[k] = w[k]
-        t = taxes.get((w["task"], w["provider"]), {})
+        arm = AGENTIC if w["workflow"] == LINEAR else w["workflow"]
+        t = taxes.get((arm, w["task"], w["provider"]), {})
         for k in ("n_pairs", "tax_ratio", "ci_low", "ci_high", "tax_percent",
                   "mean_of_pair_ratios"):
             row[("tax_" + k) if not k.startswith("tax") else k] = t.get(k)
-        if w["workflow"] == AGENTIC:
-            row.update(shares.get((w["task"], w["provider"]), {}))
+        row.update(shares.get((w["workflow"], w["task"], w["provider"]), {}))
         rows.append(row)
     return rows

@@ -80,9 +80,14 @@ def _parse_time(text) -> datetime | None:
         return None
 
 
+def cell_label(task: str, provider: str, arm: str = AGENTIC) -> str:
+    """How a warning names a task × provider of an arm's tax: the arm only where it is not
+    the headline's (agentic)."""
+    return f"{task}/{provider}" + ("" if arm == AGENTIC else f" ({arm})")
+
+
 def _label(t: dict) -> str:
-    arm = t.get("arm", AGENTIC)
-    return f"{t['task']}/{t['provider']}" + ("" if arm == AGENTIC else f" ({arm})")
+    return cell_label(t["task"], t["provider"], t.get("arm", AGENTIC))
 
 
 def _few_pairs(t: dict) -> list[str]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from alems.analysis import stats
 from alems.analysis.precision import fmt_ratio, fmt_ratio_percent
-from alems.catalog.arms import AGENTIC, LINEAR
+from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
 
 ALL = "all"
 # Which energy a tax is over: the spec's definition (CPU package dynamic energy), or every
@@ -158,7 +158,7 @@ def other_arm_taxes(runs: list[tuple], confidence: float = 0.95) -> dict:
     """Every non-linear arm other than agentic (e.g. react) against linear, the same way:
     {arm: {"rows": tax rows, "headline_text": its one line}} from `pair_up`'s run tuples."""
     out = {}
-    for arm in sorted({r[3] for r in runs} - {LINEAR, AGENTIC}):
+    for arm in ordered_arms({r[3] for r in runs} - {LINEAR, AGENTIC}):
         rows = [{**r, "arm": arm} for r in tax_rows(pair_up(runs, arm), confidence)]
         out[arm] = {"rows": rows, "headline_text": format_headline(overall(rows))}
     return out

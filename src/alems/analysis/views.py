@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alems.analysis.precision import fmt_value
 from alems.analysis.tax import tax_cells
-from alems.catalog.arms import AGENTIC
+from alems.catalog.arms import AGENTIC, ordered_arms
 
 ESTIMATE_TAG = " [ESTIMATE — not measured]"   # after every figure from estimated energy
 
@@ -18,7 +18,8 @@ HOST_COLUMNS = ["host", "CPU model", "energy source", "arm", "task", "provider",
 def headline_lines(summary: dict) -> list[str]:
     """The headline, then each other non-linear arm's (react…); with GPU data each line
     says which energy it is the tax of, and the all-devices line follows."""
-    arms = [a["headline_text"] for _, a in sorted((summary.get("arm_tax") or {}).items())]
+    others = summary.get("arm_tax") or {}
+    arms = [others[arm]["headline_text"] for arm in ordered_arms(others)]
     if summary.get("headline_all_devices_text"):
         return [f"{summary['tax_energy']}: {line}" for line in [summary["headline_text"], *arms]] \
             + [summary["headline_all_devices_text"]]
@@ -26,12 +27,13 @@ def headline_lines(summary: dict) -> list[str]:
 
 
 def arm_tax_rows(summary: dict) -> list[dict]:
-    """Every non-linear arm's tax rows (agentic first, then the others by name), each with
-    its `arm`."""
+    """Every non-linear arm's tax rows (agentic first, then the others in `ordered_arms`
+    order: built-in, then custom by name), each with its `arm`."""
     rows = [dict(t, arm=t.get("arm", AGENTIC)) for t in summary["tax"]
             if not t.get("arm_absent")]
-    for arm, info in sorted((summary.get("arm_tax") or {}).items()):
-        rows.extend(dict(t, arm=arm) for t in info["rows"])
+    others = summary.get("arm_tax") or {}
+    for arm in ordered_arms(others):
+        rows.extend(dict(t, arm=arm) for t in others[arm]["rows"])
     return rows
 
 
@@ -86,3 +88,21 @@ def host_tax_rows(summary: dict) -> list[list[str]]:
                      r.get("arm", AGENTIC), r["task"], r["provider"], str(r["n_pairs"]),
                      *_ratio_ci(r)])
     return rows
+
+
+def phase_arms(phase_rows: list[dict]) -> list[str]:
+    """The arms the phase shares (summary['phases']) cover, in `ordered_arms` order."""
+    return ordered_arms({p["arm"] for p in phase_rows})
+
+
+def phase_subject(phase_rows: list[dict]) -> str:
+    """Whose package energy the phase shares are of, for titles: the one arm's name, or
+    "each non-linear arm's" when they cover several (then each row names its arm)."""
+    arms = phase_arms(phase_rows)
+    return arms[0] if len(arms) == 1 else "each non-linear arm's"
+
+
+def phase_label(p: dict, several: bool) -> str:
+    """A phase-share row's cell label: task / provider, led by its arm when the shares
+    cover several arms."""
+    return (f"{p['arm']}: " if several else "") + f"{p['task']} / {p['provider']}"

@@ -102,7 +102,8 @@ def _mean_sd_ci(d: dict) -> tuple[str, str]:
 def _summary_tables(s: dict) -> None:
     from alems.analysis.precision import fmt_interval, fmt_value
     from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, headline_lines,
-                                      host_tax_rows, tax_columns, tax_table)
+                                      host_tax_rows, phase_arms, phase_subject, tax_columns,
+                                      tax_table)
     from alems.cli.tables import print_table
     from rich.markup import escape
 
@@ -142,11 +143,13 @@ def _summary_tables(s: dict) -> None:
     if host_tax_rows(s):   # more than one host: each host's tax, then pooled by host
         print_table(con, f"Tax per host, and pooled with the host as a block{est}",
                     HOST_COLUMNS, host_tax_rows(s), keys=("host", "task", "provider"))
-    if s["phases"]:
-        print_table(con, f"Share of agentic package energy per phase{est}",
-                    ["task", "provider", "basis", "phase", "energy J", "share"],
-                    [[p["task"], p["provider"], p["basis"], p["label"], fmt_value(p["energy_j"]),
-                      f"{p['share']:.1%}"] for p in s["phases"]])
+    if s["phases"]:   # every non-linear arm's, each row naming its arm when several
+        arm = ["arm"] if len(phase_arms(s["phases"])) > 1 else []
+        print_table(con, f"Share of {phase_subject(s['phases'])} package energy per phase{est}",
+                    [*arm, "task", "provider", "basis", "phase", "energy J", "share"],
+                    [[*([p["arm"]] if arm else []), p["task"], p["provider"], p["basis"],
+                      p["label"], fmt_value(p["energy_j"]), f"{p['share']:.1%}"]
+                     for p in s["phases"]], keys=(*arm, "task", "provider"))
     shown = set(s["headline_caveats"])     # printed under the headline already
     for w in s["warnings"]:                 # grouped by kind (summary_warnings.warning_groups)
         if w in shown:
@@ -304,7 +307,7 @@ def register(app: typer.Typer) -> None:
                 print(f"alems: warning: no samples file for run(s) {info['missing_runs']}",
                       file=sys.stderr)
             return
-        if fmt == "json":
+        if fmt in ("json", "xlsx"):   # whole documents: built in memory
             df = runs_export_frame(conn, group, country=country, factors=_factors_arg(factors))
             path, n_runs = write_runs(df, fmt, output, group), len(df)
         else:   # streamed: memory independent of the number of runs

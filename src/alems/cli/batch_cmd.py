@@ -81,7 +81,8 @@ def batch_command(
         "--temperature", envvar="TEMPERATURE", show_envvar=True,
         help="Sampling temperature for every model call.")] = 0.0,
     max_tokens: Annotated[int, typer.Option(
-        "--max-tokens", help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
+        "--max-tokens", envvar="ALEMS_MAX_TOKENS", show_envvar=True,
+        help="Max new tokens per model call.")] = DEFAULT_MAX_TOKENS,
     group_id: Annotated[str | None, typer.Option(
         "--group-id", help="Session id; default: resume "
         "the newest unfinished session with the same "
@@ -122,10 +123,11 @@ def batch_command(
         "--country", help="Grid factors for carbon/water/methane.",
         show_default=f"$ALEMS_COUNTRY, else {config.COUNTRY}")] = None,
     baseline_duration: Annotated[float, typer.Option(
-        "--baseline-duration",
+        "--baseline-duration", envvar="ALEMS_BASELINE_DURATION", show_envvar=True,
         help="Seconds per idle-baseline window.")] = DEFAULT_DURATION_S,
     baseline_reps: Annotated[int, typer.Option(
-        "--baseline-reps", help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
+        "--baseline-reps", envvar="ALEMS_BASELINE_REPS", show_envvar=True,
+        help="Idle-baseline windows.")] = DEFAULT_REPETITIONS,
     baseline_max_age: Annotated[float, typer.Option(
         "--baseline-max-age", help="Re-measure the idle "
         "baseline when older than this (s), or when the "

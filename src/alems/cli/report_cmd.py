@@ -4,14 +4,16 @@ The work is in alems.analysis.report*; this module only parses options and print
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from alems.cli._common import handle_errors
-from alems.cli.analysis_cmds import (CountryOpt, DbOpt, FactorsOpt, _default_db, _factors_arg,
-                                     _need)
+from alems.cli.analysis_cmds import (CountryOpt, DbOpt, FactorsOpt, _clean_json, _default_db,
+                                     _factors_arg, _need)
 from alems.errors import UsageError
 
 
@@ -81,9 +83,16 @@ def register(app: typer.Typer) -> None:
         if pdf is None:
             pdf = importlib.util.find_spec("weasyprint") is not None
             why_no_pdf = "WeasyPrint is not installed: pip install 'alems[reports]'"
-        made = write_pack(blocks, path, pdf=pdf)
+        from alems.analysis.summary import build_summary
+
+        # the unrounded figures beside the printed tables (as `alems summary --format json`)
+        raw = build_summary(conn, db, group, confidence=confidence, country=country,
+                            factors=_factors_arg(factors))
+        made = write_pack(blocks, path, pdf=pdf, summary_json=json.dumps(
+            _clean_json(raw), indent=2, ensure_ascii=False))
         print(f"wrote paper pack of group {group.group_id} to {path}/: "
               f"{', '.join(p.name for p in made['report'])}, {len(made['tables']) // 2} tables "
-              f"(.tex, .csv), {len(made['figures']) // 2} figures (.pdf, .svg), methods.md"
+              f"(.tex, .csv), {len(made['figures']) // 2} figures (.pdf, .svg), methods.md, "
+              "summary.json (unrounded)"
               + ("" if pdf else f"; no report.pdf ({why_no_pdf})"))
 

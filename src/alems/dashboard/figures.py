@@ -6,6 +6,7 @@ import json
 import math
 
 from alems.analysis.palette import ARM_COLORS, OTHER_COLOR, PHASE_COLORS
+from alems.analysis.views import phase_arms, phase_label, phase_subject
 from alems.catalog.arms import AGENTIC, ordered_arms
 from alems.measure.names import DOMAINS
 
@@ -143,7 +144,9 @@ def _box_of_quartiles(arm: str, xs: list[str], ys: list[float]) -> dict:
 
 
 def phase_figure(phase_rows: list[dict]) -> dict:
-    """Share of agentic package energy per phase kind (summary's phase rows), stacked."""
+    """Share of each non-linear arm's package energy per phase kind (summary's phase rows,
+    in its `ordered_arms` order), stacked; a bar names its arm when there are several."""
+    several = len(phase_arms(phase_rows)) > 1
     labels: list[str] = []
     for p in phase_rows:
         if p["label"] not in labels:
@@ -153,14 +156,15 @@ def phase_figure(phase_rows: list[dict]) -> dict:
         rows = [p for p in phase_rows if p["label"] == label]
         kind = rows[0]["kind"]
         data.append({"type": "bar", "orientation": "h", "name": label,
-                     "y": [f"{p['task']} / {p['provider']} · by {p['basis']}" for p in rows],
+                     "y": [f"{phase_label(p, several)} · by {p['basis']}" for p in rows],
                      "x": [p["share"] * 100 for p in rows],
                      "customdata": [p["energy_j"] for p in rows],
                      "marker": {"color": PHASE_COLORS.get(kind, OTHER_COLOR)},
                      "hovertemplate": label + ": %{x:.1f} % (%{customdata:.3f} J)<extra></extra>"})
+    subject = phase_subject(phase_rows)
     return {"data": data, "layout": _layout(
-        "Where agentic package energy goes", barmode="stack",
-        xaxis={"title": {"text": "share of agentic package energy (%)"}, "range": [0, 100]},
+        f"Where {subject} package energy goes", barmode="stack",
+        xaxis={"title": {"text": f"share of {subject} package energy (%)"}, "range": [0, 100]},
         yaxis={"automargin": True})}
 
 

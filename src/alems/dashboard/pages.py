@@ -17,7 +17,7 @@ from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
 from alems.analysis.tax import tax_between
 from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
-                                  host_tax_rows, several_arms)
+                                  host_tax_rows, phase_arms, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.dashboard import group_cache as cache
@@ -221,8 +221,9 @@ def group_page(conn, db_path: Path, group_id: str, page: int = 1) -> dict:
         ctx["estimate_tag"] = ESTIMATE_TAG if summary["estimate"] else ""
         ctx["tax_rows"], ctx["several_arms"] = arm_tax_rows(summary), several_arms(summary)
         ctx["host_columns"], ctx["host_rows"] = HOST_COLUMNS, host_tax_rows(summary)
-        if summary["phases"]:
+        if summary["phases"]:   # every non-linear arm's shares
             ctx["figures"]["phases"] = figures.to_json(figures.phase_figure(summary["phases"]))
+            ctx["phase_arms"] = phase_arms(summary["phases"])
     return ctx
 
 

@@ -45,7 +45,9 @@ JOIN experiments e ON r.exp_id = e.exp_id
 WHERE e.group_id = ? ORDER BY p.run_id, p.seq
 """
 
-# runs joined with their experiment, baseline and tax-pair rows (`alems export`)
+# runs joined with their experiment, baseline and tax-pair rows (`alems export`): tax_* is
+# the spec's agentic pair (orchestration_tax_summary); arm_pair_* is any non-linear run's
+# own pair, against the linear run of its repetition (react and custom arms included)
 _EXPORT_SQL = """
 SELECT e.group_id, e.task_name, e.provider, e.model, e.workflows AS exp_workflows,
        e.repetitions AS exp_repetitions, e.seed AS exp_seed, e.temperature, e.max_tokens,
@@ -56,12 +58,21 @@ SELECT e.group_id, e.task_name, e.provider, e.model, e.workflows AS exp_workflow
        ots.pair_id AS tax_pair_id, ots.tax_ratio AS tax_ratio, ots.tax_percent AS tax_percent,
        ots.linear_run_id AS tax_linear_run_id, ots.agentic_run_id AS tax_agentic_run_id,
        ots.linear_dynamic_energy_uj AS tax_linear_dynamic_energy_uj,
-       ots.agentic_dynamic_energy_uj AS tax_agentic_dynamic_energy_uj
+       ots.agentic_dynamic_energy_uj AS tax_agentic_dynamic_energy_uj,
+       lin.run_id AS arm_pair_linear_run_id,
+       CASE WHEN r.status = 'ok' AND lin.status = 'ok' AND lin.dynamic_energy_uj > 0
+            THEN r.dynamic_energy_uj / lin.dynamic_energy_uj END AS arm_pair_tax_ratio,
+       CASE WHEN r.status = 'ok' AND lin.status = 'ok' AND lin.dynamic_energy_uj > 0
+            THEN (r.dynamic_energy_uj - lin.dynamic_energy_uj) / lin.dynamic_energy_uj * 100.0
+            END AS arm_pair_tax_percent
 FROM runs r
 JOIN experiments e ON r.exp_id = e.exp_id
 LEFT JOIN baselines b ON r.baseline_id = b.baseline_id
 LEFT JOIN orchestration_tax_summary ots
        ON ots.linear_run_id = r.run_id OR ots.agentic_run_id = r.run_id
+LEFT JOIN runs lin
+       ON r.workflow_type != 'linear' AND lin.exp_id = r.exp_id
+       AND lin.run_number = r.run_number AND lin.workflow_type = 'linear'
 WHERE e.group_id = ?
 ORDER BY r.exp_id, r.run_number, r.workflow_type
 """

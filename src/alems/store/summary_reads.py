@@ -1,4 +1,4 @@
-"""The reads of `alems summary` (analysis.summary): only the run columns and phases it
+"""The reads of `alems summary` (analysis.summary): only the run columns it
 uses, so its time and memory follow the data it uses (issue 23: at 10⁵ runs every run
 column cost seconds and most of the peak)."""
 
@@ -27,17 +27,6 @@ WHERE e.group_id = ?
 ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
 """
 
-# The phases the summary's shares add up: of the group's completed runs of one arm, of the
-# given kinds (run_id, kind, energy_uj), in reads.phases_frame's order.
-_SHARE_PHASES_SQL = """
-SELECT p.run_id, p.kind, p.energy_uj
-FROM phases p JOIN runs r ON p.run_id = r.run_id
-JOIN experiments e ON r.exp_id = e.exp_id
-WHERE e.group_id = ? AND r.workflow_type = ? AND r.status = 'ok' AND p.kind IN ({kinds})
-ORDER BY p.run_id, p.seq
-"""
-
-
 def summary_runs_frame(conn: sqlite3.Connection, group_id: str):
     """`runs_frame` with only the columns `alems summary` reads (SUMMARY_RUN_COLUMNS that
     the database has, the task, provider, experiment country and the baseline's time and
@@ -57,18 +46,3 @@ def _as_objects(frame):
         if isinstance(frame[name].dtype, pd.StringDtype):
             frame[name] = frame[name].astype(object)
     return frame
-
-
-def share_phases_frame(conn: sqlite3.Connection, group_id: str, workflow: str,
-                       kinds: tuple[str, ...]):
-    """(run_id, kind, energy_uj) of the phases of `kinds` of the group's completed
-    `workflow` runs (what the summary's phase shares add up)."""
-    sql = _SHARE_PHASES_SQL.format(kinds=", ".join("?" * len(kinds)))
-    return _frame(conn, sql, (group_id, workflow, *kinds))
-
-
-def group_has_phases(conn: sqlite3.Connection, group_id: str) -> bool:
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM phases p JOIN runs r ON p.run_id = r.run_id "
-        "JOIN experiments e ON r.exp_id = e.exp_id WHERE e.group_id = ?)",
-        (group_id,)).fetchone()[0] == 1
