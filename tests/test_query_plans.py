@@ -18,6 +18,7 @@ GROUP_QUERIES = {
     "summary runs": reads._RUNS_SQL.format(run_columns="r.*"),
     "summary phases": reads._PHASES_SQL,
     "summary's run columns": summary_reads._SUMMARY_RUNS_SQL.format(run_columns="r.run_id"),
+    "summary's share phases": summary_reads._SHARE_PHASES_SQL.format(kinds="'llm'"),
     "export": reads._EXPORT_SQL,
     "progress": reads._PROGRESS_SQL,
     "dashboard run list": dashboard_reads.RUN_LIST_SQL,

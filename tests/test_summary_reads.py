@@ -40,6 +40,11 @@ def _full_runs(conn, group_id):
     return reads.runs_frame(conn, group_id)
 
 
+def _full_share_phases(conn, group_id, but, kinds):
+    ph = reads.phases_frame(conn, group_id)
+    return ph[(ph["workflow_type"] != but) & (ph["run_status"] == "ok") & ph["kind"].isin(kinds)]
+
+
 def test_the_narrow_reads_give_the_summary_of_the_whole_tables(tmp_path, monkeypatch):
     db = _rich_db(tmp_path)
     conn = open_db(db)
@@ -50,6 +55,7 @@ def test_the_narrow_reads_give_the_summary_of_the_whole_tables(tmp_path, monkeyp
     assert "not measured on a quiet machine" in warnings and "counter wrap" in warnings
     assert "hosts differ in CPU model" in warnings and narrow["phases"]
     monkeypatch.setattr(summary_mod, "summary_runs_frame", _full_runs)
+    monkeypatch.setattr(summary_mod, "share_phases_frame", _full_share_phases)
     whole = summary_mod.build_summary(conn, db, group)
     assert narrow == whole
     conn.close()

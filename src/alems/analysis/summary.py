@@ -34,8 +34,8 @@ from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_war
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
-from alems.store.reads import phases_frame
-from alems.store.summary_reads import summary_runs_frame
+from alems.store.summary_reads import (group_has_phases, share_phases_frame,
+                                       summary_runs_frame)
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
@@ -302,12 +302,11 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], d
     measurement stored as NULL (a sample gap could hide a counter wrap) is never refilled;
     its run is left out of the shares altogether, so the numerator and the denominator add
     up the same runs."""
-    phases = phases_frame(conn, group.group_id, details=False)
     done = runs[(runs["workflow_type"] != LINEAR) & (runs["status"] == "ok")]
-    if phases.empty or done.empty:
+    if done.empty or not group_has_phases(conn, group.group_id):
         return [], {}
-    phases = phases[phases["run_id"].isin(done["run_id"])
-                    & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
+    # only these runs' phases of these kinds, three columns: what the shares add up
+    phases = share_phases_frame(conn, group.group_id, LINEAR, STAGE_KINDS + ACTIVITY_KINDS)
     unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
     unknown |= set(done.loc[done["pkg_energy_uj"].isna(), "run_id"])
     left_out = done[done["run_id"].isin(unknown)].groupby("workflow_type").size()

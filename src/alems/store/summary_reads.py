@@ -46,3 +46,29 @@ def _as_objects(frame):
         if isinstance(frame[name].dtype, pd.StringDtype):
             frame[name] = frame[name].astype(object)
     return frame
+
+
+# The phases the summary's shares add up: of the group's completed runs of every arm but
+# one (linear), of the given kinds (run_id, kind, energy_uj), in reads.phases_frame's order.
+_SHARE_PHASES_SQL = """
+SELECT p.run_id, p.kind, p.energy_uj
+FROM phases p JOIN runs r ON p.run_id = r.run_id
+JOIN experiments e ON r.exp_id = e.exp_id
+WHERE e.group_id = ? AND r.workflow_type != ? AND r.status = 'ok' AND p.kind IN ({kinds})
+ORDER BY p.run_id, p.seq
+"""
+
+
+def share_phases_frame(conn: sqlite3.Connection, group_id: str, but: str,
+                       kinds: tuple[str, ...]):
+    """(run_id, kind, energy_uj) of the phases of `kinds` of the group's completed runs of
+    every arm but `but` (what the summary's phase shares add up)."""
+    sql = _SHARE_PHASES_SQL.format(kinds=", ".join("?" * len(kinds)))
+    return _frame(conn, sql, (group_id, but, *kinds))
+
+
+def group_has_phases(conn: sqlite3.Connection, group_id: str) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM phases p JOIN runs r ON p.run_id = r.run_id "
+        "JOIN experiments e ON r.exp_id = e.exp_id WHERE e.group_id = ?)",
+        (group_id,)).fetchone()[0] == 1
