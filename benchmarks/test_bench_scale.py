@@ -8,6 +8,8 @@ consecutive sizes. Run:
 
     ALEMS_SCALE_N=1000,10000 PYTHONPATH=$PWD/src python3 -m pytest -q -s -p no:cacheprovider \\
         benchmarks/test_bench_scale.py
+
+($ALEMS_SCALE_OPS="summary,groups list" runs only the operations so named.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import scale_study
 from benchutil import record
 
 SIZES = [int(x) for x in os.environ.get("ALEMS_SCALE_N", "1000,10000").split(",") if x]
+# Only the operations whose names start with one of these (comma-separated; all if unset).
+ONLY = [x for x in os.environ.get("ALEMS_SCALE_OPS", "").split(",") if x]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ALEMS = [sys.executable, "-m", "alems"]
 
@@ -101,13 +105,47 @@ for key in keys:
 print(f"{(time.perf_counter() - t) / len(keys) * 1e3:.2f}")
 """
 
+# A run's samples file as a batch writes it at the end of the run (store.samples
+# .write_samples: 60 s at 1 kHz, 3 domains, phases and run identity in its metadata), 20
+# times; prints ms per run (the other part of a run's fixed cost beside the commit).
+_PARQUET = """
+import sys, tempfile, time
+from pathlib import Path
+from alems.measure.replay import synthetic_table
+from alems.store import samples
+table = synthetic_table(duration_s=60.0, hz=1000.0, power_w={"pkg": 20.0, "core": 14.0,
+                        "dram": 2.0})
+phases = [{"seq": 1, "name": "planning", "kind": "planning", "start_ns": 0,
+           "end_ns": 10**10, "energy_uj": 1.0}]
+out = Path(tempfile.mkdtemp())
+t = time.perf_counter()
+for i in range(20):
+    samples.write_samples(out / f"run-{i}.parquet", table, phases=phases,
+                          run={"group_id": "probe", "exp_id": 1, "run_id": i})
+print(f"{(time.perf_counter() - t) / 20 * 1e3:.2f}")
+"""
+
+# Mean package power per phase kind over every sampled run's samples (`alems query` over
+# energy_samples, DuckDB). The study's sample files start their clock at 0 and its phases at
+# the run's t_start_ns, so a sample is placed by its time since the run's first sample.
+SAMPLES_SQL = """
+WITH s AS (SELECT run_id, t_ns - MIN(t_ns) OVER (PARTITION BY run_id) AS dt_ns, pkg_power_w
+           FROM energy_samples)
+SELECT p.kind, COUNT(DISTINCT s.run_id) AS runs, COUNT(*) AS samples,
+       AVG(s.pkg_power_w) AS mean_pkg_w
+FROM s JOIN runs r ON r.run_id = s.run_id JOIN phases p ON p.run_id = s.run_id
+ AND s.dt_ns >= p.start_ns - r.t_start_ns AND s.dt_ns < p.end_ns - r.t_start_ns
+GROUP BY p.kind ORDER BY p.kind
+"""
+
 # (operation, target seconds, target peak MB) at N = 10⁵ (issue 23's table)
 TARGETS = {"summary text": (5, 500), "summary json": (5, 500),
            "dashboard group page (1st)": (2, None), "dashboard group page (2nd)": (2, None),
-           "groups list (1 000 batches)": (1, None), "report html": (60, None),
+           "groups list (1 000 batches), 1st": (1, None),
+           "groups list (1 000 batches), 2nd": (1, None), "report html": (60, None),
            "export parquet": (None, 300), "export csv": (None, 300),
            "merge 16 shards": (60, None), "resume decision": (2, None),
-           "commit per run (ms)": (50, None)}
+           "commit per run (ms)": (50, None), "samples file per run (ms)": (50, None), "energy_samples: power per phase kind": (10, None)}
 
 
 def _child(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
@@ -146,6 +184,10 @@ def _ops(study: Path, n: int, work: Path):
                               *map(str, shards)]
     yield "resume decision", [sys.executable, "-c", _RESUME, str(db), str(n),
                               str(Path(__file__).parent)]
+    if n == SIZES[0]:   # independent of N: measured once
+        yield "samples file per run (ms)", [sys.executable, "-c", _PARQUET]
+    yield "energy_samples: power per phase kind", [*ALEMS, "query", "--db", str(db),
+                                                   "--format", "csv", SAMPLES_SQL]
     yield "commit per run (ms)", [sys.executable, "-c", _COMMIT, str(db),
                                   str(work / "commit.db"), str(Path(__file__).parent)]
 
@@ -166,13 +208,16 @@ def test_scale(n, benchmark):
     try:
         def run_all():
             for name, argv in _ops(study, n, work):
+                if ONLY and not any(name.startswith(x) for x in ONLY):
+                    continue
                 wall, cpu, rss, text = _child(argv, work)
                 inner = [float(x) for x in text.split()] if name in IN_CHILD else []
                 if name == "dashboard group page":
                     RESULTS[(name + " (1st)", n)] = (inner[0], cpu, rss)
                     RESULTS[(name + " (2nd)", n)] = (inner[1], cpu, rss)
                 elif name.startswith("groups list"):
-                    RESULTS[(name, n)] = (inner[1], cpu, rss)   # the warm request
+                    RESULTS[(name + ", 1st", n)] = (inner[0], cpu, rss)
+                    RESULTS[(name + ", 2nd", n)] = (inner[1], cpu, rss)
                 else:
                     RESULTS[(name, n)] = (inner[0] if inner else wall, cpu, rss)
                 record(f"scale N={n}: {name}", f"wall {wall:.2f} s, CPU {cpu:.2f} s, "
@@ -184,7 +229,7 @@ def test_scale(n, benchmark):
 
 
 IN_CHILD = ("dashboard group page", "groups list (1 000 batches)", "resume decision",
-            "commit per run (ms)")
+            "commit per run (ms)", "samples file per run (ms)")
 
 
 def _table() -> None:

@@ -300,8 +300,8 @@ def test_group_page_numbers_keep_the_precision_their_interval_supports(fixture_d
     group = "g-20260110-100000"
     real = pages.summarize
 
-    def with_a_note(conn, db_path, g):
-        s, why = real(conn, db_path, g)
+    def with_a_note(conn, db_path, g, *stamp):
+        s, why = real(conn, db_path, g, *stamp)
         s = json.loads(json.dumps(s))              # the cached summary stays as it was
         s["workflows"][0]["dynamic_energy_j"]["ci_note"] = "below 0"
         return s, why

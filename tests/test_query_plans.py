@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from alems.store import dashboard_reads, db as store_db, reads, runs
+from alems.store import dashboard_reads, db as store_db, reads, runs, summary_reads
 
 # SQLite's plan line for a full table scan, of the big tables under their names or aliases
 FULL_SCAN = re.compile(r"^SCAN (runs|r|phases|p|orchestration_tax_summary|ots)\b")
@@ -17,9 +17,12 @@ FULL_SCAN = re.compile(r"^SCAN (runs|r|phases|p|orchestration_tax_summary|ots)\b
 GROUP_QUERIES = {
     "summary runs": reads._RUNS_SQL.format(run_columns="r.*"),
     "summary phases": reads._PHASES_SQL,
+    "summary's run columns": summary_reads._SUMMARY_RUNS_SQL.format(run_columns="r.run_id"),
+    "summary's share phases": summary_reads._SHARE_PHASES_SQL.format(kinds="'llm'"),
     "export": reads._EXPORT_SQL,
     "progress": reads._PROGRESS_SQL,
     "dashboard run list": dashboard_reads.RUN_LIST_SQL,
+    "dashboard energy figure": dashboard_reads.RUN_ENERGY_SQL,
 }
 
 

@@ -90,8 +90,9 @@ def host_tax(runs: pd.DataFrame, *, confidence: float = 0.95) -> HostTax:
     result = HostTax(hosts=_describe_hosts(runs))
 
     def as_pairs(cell: pd.DataFrame) -> list[tax.Pair]:
-        return [tax.Pair(r.task_name, r.provider, int(r.run_number), float(r.linear_j),
-                         float(r.agentic_j)) for r in cell.itertuples()]
+        return [tax.Pair(t, p, int(n), float(lin), float(ag)) for t, p, n, lin, ag in zip(
+            cell["task_name"].tolist(), cell["provider"].tolist(), cell["run_number"].tolist(),
+            cell["linear_j"].tolist(), cell["agentic_j"].tolist(), strict=True)]
 
     crossed = 0
     for arm in _arms(runs):

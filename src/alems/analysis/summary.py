@@ -34,7 +34,8 @@ from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_war
                                              _tax_warnings, estimate_warning,
                                              headline_caveats, loud_runs, ordered_warnings)
 from alems.analysis.frames import run_footprints
-from alems.store.reads import phases_frame, runs_frame
+from alems.store.summary_reads import (group_has_phases, share_phases_frame,
+                                       summary_runs_frame)
 from alems.analysis.groups import Group
 from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 format_headline, other_arm_taxes, overall, pair_up,
@@ -42,7 +43,7 @@ from alems.analysis.tax import (ALL, CPU_LABEL, all_devices_tax,
                                 tax_rows)
 from alems.catalog.arms import AGENTIC, LINEAR, ordered_arms
 
-__all__ = ["build_summary", "workflow_table"]
+__all__ = ["build_summary", "summary_refusal", "workflow_table"]
 
 SHORT_RUN_NS = 10_000_000          # < 10 ms: only a few RAPL updates (~1 ms each)
 WIDE_CI_FRACTION = 0.20            # CI half-width above 20 % of the mean
@@ -97,19 +98,27 @@ def _footprints(runs: pd.DataFrame, country, factors, unknown: set) -> tuple[pd.
     return fp, int(negative.sum())
 
 
+def summary_refusal(group_id: str, workflows_present: set[str]) -> str | None:
+    """Why a group with runs of these arms has no summary (none: it has one)."""
+    if not workflows_present:
+        return (f"group {group_id!r} has no runs yet; wait for `alems batch` "
+                "to record some (see `alems status`)")
+    if LINEAR not in workflows_present or workflows_present == {LINEAR}:
+        only = ", ".join(sorted(workflows_present))
+        return (f"group {group_id!r} has only {only} runs; the orchestration tax "
+                "compares linear with another arm (agentic, react, yours) on the same "
+                "task — run the batch with --workflows linear,agentic")
+    return None
+
+
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
                   confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
     db_path = Path(db_path)
-    runs = runs_frame(conn, group.group_id, texts=False)
-    if runs.empty:
-        raise AlemsError(f"group {group.group_id!r} has no runs yet; wait for `alems batch` "
-                         "to record some (see `alems status`)")
+    runs = summary_runs_frame(conn, group.group_id)
     workflows_present = set(runs["workflow_type"])
-    if LINEAR not in workflows_present or workflows_present == {LINEAR}:
-        only = ", ".join(sorted(workflows_present))
-        raise AlemsError(f"group {group.group_id!r} has only {only} runs; the orchestration tax "
-                         "compares linear with another arm (agentic, react, yours) on the same "
-                         "task — run the batch with --workflows linear,agentic")
+    refusal = summary_refusal(group.group_id, workflows_present)
+    if refusal:
+        raise AlemsError(refusal)
     warnings: list[str] = []
     unknown_countries: set[str] = set()
     fp, n_negative = _footprints(runs, country, factors, unknown_countries)
@@ -293,12 +302,11 @@ def _phase_shares(conn, runs: pd.DataFrame, group: Group) -> tuple[list[dict], d
     measurement stored as NULL (a sample gap could hide a counter wrap) is never refilled;
     its run is left out of the shares altogether, so the numerator and the denominator add
     up the same runs."""
-    phases = phases_frame(conn, group.group_id, details=False)
     done = runs[(runs["workflow_type"] != LINEAR) & (runs["status"] == "ok")]
-    if phases.empty or done.empty:
+    if done.empty or not group_has_phases(conn, group.group_id):
         return [], {}
-    phases = phases[phases["run_id"].isin(done["run_id"])
-                    & phases["kind"].isin(STAGE_KINDS + ACTIVITY_KINDS)]
+    # only these runs' phases of these kinds, three columns: what the shares add up
+    phases = share_phases_frame(conn, group.group_id, LINEAR, STAGE_KINDS + ACTIVITY_KINDS)
     unknown = set(phases.loc[phases["energy_uj"].isna(), "run_id"])
     unknown |= set(done.loc[done["pkg_energy_uj"].isna(), "run_id"])
     left_out = done[done["run_id"].isin(unknown)].groupby("workflow_type").size()

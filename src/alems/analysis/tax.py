@@ -143,9 +143,15 @@ def tax_rows(pairs: list[Pair], confidence: float = 0.95,
         cell = [p for p in pairs if p.provider == provider]
         rows.append(tax_row(ALL, provider, cell, [p.task for p in cell], confidence,
                             equal_strata=True))
-    rows.append(tax_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
-                        confidence, equal_strata=True))
+    rows.append(overall_row(pairs, confidence))
     return rows
+
+
+def overall_row(pairs: list[Pair], confidence: float = 0.95) -> dict:
+    """`tax_rows`' overall row (task and provider "all"): every pair, stratified by task ×
+    provider, each stratum weighed equally."""
+    return tax_row(ALL, ALL, list(pairs), [f"{p.task}\x1f{p.provider}" for p in pairs],
+                   confidence, equal_strata=True)
 
 
 def other_arm_taxes(runs: list[tuple], confidence: float = 0.95) -> dict:
@@ -179,10 +185,10 @@ def headline_tax(conn: sqlite3.Connection, group_id: str, confidence: float = 0.
     another non-linear arm (e.g. `react`) against linear the same way."""
     from alems.store.reads import group_workflows
 
-    rows = tax_rows(read_pairs(conn, group_id, arm), confidence)
+    rows = [overall_row(read_pairs(conn, group_id, arm), confidence)]   # (only it is read)
     if arm not in group_workflows(conn, group_id):
         without_arm(rows, arm)
-    return {**overall(rows), "arm": arm}
+    return {**rows[0], "arm": arm}
 
 
 def format_headline(row: dict) -> str:

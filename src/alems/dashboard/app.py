@@ -248,7 +248,8 @@ def create_app(db_path: str | Path, token: str | None = None,
     routes = [
         Route("/", page("groups.html", lambda rq, c: pages.groups_page(c, db_path))),
         Route("/group/{group_id}", page("group.html", lambda rq, c: pages.group_page(
-            c, db_path, rq.path_params["group_id"]))),
+            c, db_path, rq.path_params["group_id"],
+            pages.page_param(rq.query_params.get("page"))))),
         Route("/run/{run_id:int}", page("run.html", lambda rq, c: pages.run_page(
             c, db_path, _run_id(rq), rq.query_params.get("window_ms")))),
         Route("/compare", page("compare.html", lambda rq, c: pages.compare_page(

@@ -15,6 +15,9 @@ DOMAIN_COLORS = dict(zip(DOMAINS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "
 TOP_BAND = 0.93      # top-level phases are named above this height (paper coordinates)
 CHILD_BAND = 0.06    # nested phases (model calls, tools, waiting) drawn as a strip below
 FEW_POINTS = 50      # a curve this short is drawn with markers too
+# Above this many runs of an arm the energy figure draws its boxes from quartiles, without a
+# point per run (10⁵ runs: megabytes of page for points no one can tell apart, issue 23).
+BOX_POINTS_MAX = 5000
 _BASE_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 50}, "template": None,
                 "paper_bgcolor": "#ffffff", "plot_bgcolor": "#fafafa",
                 "legend": {"orientation": "h", "y": -0.2}}
@@ -105,7 +108,9 @@ def energy_distribution_figure(runs: list[dict]) -> dict:
             xs.append(f"{r['task_name']} / {r['provider']}")
             ys.append(r["dynamic_energy_uj"] / 1e6)
             text.append(f"run {r['run_id']} (rep {r['run_number']})")
-        if ys:
+        if len(ys) > BOX_POINTS_MAX:
+            data.append(_box_of_quartiles(arm, xs, ys))
+        elif ys:
             data.append({"type": "box", "name": arm, "x": xs, "y": ys, "text": text,
                          "boxpoints": "all", "jitter": 0.4, "pointpos": 0,
                          "marker": {"color": ARM_COLORS.get(arm, OTHER_COLOR), "size": 4},
@@ -113,6 +118,29 @@ def energy_distribution_figure(runs: list[dict]) -> dict:
     return {"data": data, "layout": _layout(
         "Dynamic energy per run, by arm", boxmode="group",
         yaxis={"title": {"text": "dynamic energy (J)"}, "rangemode": "tozero"})}
+
+
+def _box_of_quartiles(arm: str, xs: list[str], ys: list[float]) -> dict:
+    """An arm's boxes drawn from their quartiles (plotly's own: linear interpolation) and
+    Tukey whiskers (the furthest run within 1.5 IQR), no point per run: the page then
+    carries a few numbers per box instead of every run's."""
+    import numpy as np
+
+    by_x: dict[str, list[float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        by_x.setdefault(x, []).append(y)
+    cols: dict[str, list] = {k: [] for k in ("x", "q1", "median", "q3", "lowerfence",
+                                             "upperfence", "mean")}
+    for x, values in by_x.items():
+        v = np.asarray(values, dtype=float)
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        reach = 1.5 * (q3 - q1)
+        for key, val in (("x", x), ("q1", q1), ("median", med), ("q3", q3),
+                         ("lowerfence", v[v >= q1 - reach].min()),
+                         ("upperfence", v[v <= q3 + reach].max()), ("mean", v.mean())):
+            cols[key].append(val if key == "x" else float(val))
+    return {"type": "box", "name": f"{arm} ({len(ys)} runs)", **cols, "boxpoints": False,
+            "marker": {"color": ARM_COLORS.get(arm, OTHER_COLOR)}}
 
 
 def phase_figure(phase_rows: list[dict]) -> dict:

@@ -20,6 +20,7 @@ from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, head
                                   host_tax_rows, phase_arms, several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
+from alems.dashboard import group_cache as cache
 from alems.store import dashboard_reads as reads
 
 ESTIMATE = "estimate"
@@ -74,12 +75,24 @@ def groups_page(conn, db_path: Path) -> dict:
         group = resolve_group(conn, gid)
         st = batch_status(conn, group)
         f = facts.get(gid, {})
-        hit = cached_summary(conn, db_path, group)
+        stamp = reads.group_stamp(conn, gid)
+        hit = cached_summary(conn, db_path, group, stamp)
         if hit is None and not ready:
             pending = True
-        summary, why = hit if hit is not None else (
-            summarize(conn, db_path, group) if ready else (None, None))
-        head = headline_row(summary) if summary else None
+        quick = cache.QUICK.get((str(db_path), gid))
+        if hit is not None:
+            summary, why = hit
+            head = headline_row(summary) if summary else None
+            accuracy = accuracy_per_arm(summary) if summary else []
+        elif ready and quick is not None and quick[0] == stamp:
+            head, accuracy, why = quick[1]
+        elif ready:
+            head, accuracy, why = cache.quick_headline(conn, group)
+            if len(cache.QUICK) >= SUMMARY_CACHE_MAX:
+                cache.QUICK.clear()
+            cache.QUICK[(str(db_path), gid)] = (stamp, (head, accuracy, why))
+        else:
+            head, accuracy, why = None, [], None
         rows.append({"group_id": gid, "status": group.status, "created_at": group.created_at,
                      "updated_at": group.updated_at, "progress": _progress(st),
                      "energy": energy_label(f.get("energy_sources", [])),
@@ -88,8 +101,7 @@ def groups_page(conn, db_path: Path) -> dict:
                      "models": f.get("models", []), "providers": f.get("providers", []),
                      "tasks": f.get("tasks", []),
                      "arms": [w["workflow"] for w in st["workflows"]],
-                     "headline": head, "summary_error": why,
-                     "accuracy": accuracy_per_arm(summary) if summary else [],
+                     "headline": head, "summary_error": why, "accuracy": accuracy,
                      "tags": labels.get(gid, {}).get("tags", []),
                      "notes": labels.get(gid, {}).get("notes", []),
                      "pending": hit is None and not ready})
@@ -124,50 +136,82 @@ _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
 # groups whose summaries a dashboard keeps (a few kB each); above it the cache is emptied,
 # so a groups list longer than it rebuilt every summary on every visit (1 000 batches: 55 s
 # a request with 256, issue 23)
-SUMMARY_CACHE_MAX = 4096
+SUMMARY_CACHE_MAX = cache.CACHE_MAX
 
 
-def cached_summary(conn, db_path: Path, group) -> tuple[dict | None, str | None] | None:
+def cached_summary(conn, db_path: Path, group,
+                   stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
     """`summarize`'s answer while the group's runs are unchanged since, else None."""
     hit = _summaries.get((str(db_path), group.group_id))
-    if hit is not None and hit[0] == reads.group_stamp(conn, group.group_id):
+    if hit is not None and hit[0] == (stamp or reads.group_stamp(conn, group.group_id)):
         return hit[1], hit[2]
     return None
 
 
-def summarize(conn, db_path: Path, group) -> tuple[dict | None, str | None]:
+def summarize(conn, db_path: Path, group,
+              stamp: tuple | None = None) -> tuple[dict | None, str | None]:
     """`alems summary`'s dict for the group (same function, same defaults), or why not;
     kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
     from alems.analysis.summary import build_summary
 
-    hit = cached_summary(conn, db_path, group)
-    if hit is not None:
-        return hit
+    stamp = stamp or reads.group_stamp(conn, group.group_id)
     key = (str(db_path), group.group_id)
-    stamp = reads.group_stamp(conn, group.group_id)
-    try:
-        summary, why = build_summary(conn, db_path, group), None
-    except AlemsError as exc:
-        summary, why = None, str(exc)
-    if len(_summaries) >= SUMMARY_CACHE_MAX:
-        _summaries.clear()
-    _summaries[key] = (stamp, summary, why)
+    # one build per group at a time: a page asked for while the warm-up builds the same
+    # summary waits for it instead of building it again beside it (10⁵ runs: twice ~5 s)
+    with _building_lock:
+        lock = _building.setdefault(key, threading.Lock())
+    with lock:
+        hit = cached_summary(conn, db_path, group, stamp)
+        if hit is not None:
+            return hit
+        try:
+            summary, why = build_summary(conn, db_path, group), None
+        except AlemsError as exc:
+            summary, why = None, str(exc)
+        if len(_summaries) >= SUMMARY_CACHE_MAX:
+            _summaries.clear()
+        _summaries[key] = (stamp, summary, why)
     return summary, why
 
 
-def group_page(conn, db_path: Path, group_id: str) -> dict:
+_building: dict[tuple[str, str], threading.Lock] = {}
+_building_lock = threading.Lock()
+
+
+# Runs listed on one group page; the others on the next pages (?page=2, …): a page listing
+# all of 10⁵ runs took seconds to render and megabytes to send (issue 23).
+RUNS_PER_PAGE = 200
+
+
+def page_param(text: str | None) -> int:
+    """The group page's `page` parameter: a whole number ≥ 1 (1 when absent)."""
+    if text is None or text == "":
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise AlemsError(f"page {text[:40]!r}: give a whole number from 1")
+    return int(text)
+
+
+def group_page(conn, db_path: Path, group_id: str, page: int = 1) -> dict:
     group = resolve_group(conn, group_id)
     st = batch_status(conn, group)
-    runs = reads.group_runs(conn, group.group_id)
-    summary, why = summarize(conn, db_path, group)
+    stamp = reads.group_stamp(conn, group.group_id)
+    n_runs, sources, energy_fig = cache.group_figure(conn, db_path, group, stamp)
+    n_pages = max(1, -(-n_runs // RUNS_PER_PAGE))
+    if page > n_pages:
+        raise AlemsError(f"page {page}: group {group.group_id!r} has {n_pages} page(s) of runs")
+    runs = reads.group_runs(conn, group.group_id, RUNS_PER_PAGE, (page - 1) * RUNS_PER_PAGE)
+    summary, why = summarize(conn, db_path, group, stamp)
     ctx: dict[str, Any] = {"group": group, "progress": _progress(st), "runs": runs,
                            "summary": summary,
            "summary_error": why,
-           "energy": energy_label(sorted({r["energy_source"] for r in runs
-                                          if r["energy_source"]})),
+           "energy": energy_label(sources),
+           "runs_page": {"page": page, "pages": n_pages, "n_runs": n_runs,
+                         "first": (page - 1) * RUNS_PER_PAGE + 1 if runs else 0,
+                         "last": (page - 1) * RUNS_PER_PAGE + len(runs)},
            "figures": {}}
-    if runs:
-        ctx["figures"]["energy"] = figures.to_json(figures.energy_distribution_figure(runs))
+    if energy_fig:
+        ctx["figures"]["energy"] = energy_fig
     if summary:
         ctx["headline"] = headline_row(summary)
         ctx["accuracy"] = accuracy_per_arm(summary)

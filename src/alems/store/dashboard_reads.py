@@ -127,12 +127,49 @@ SELECT r.run_id, e.task_name, e.provider, e.model, r.workflow_type, r.run_number
 FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
 WHERE e.group_id = ?
 ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
+LIMIT ? OFFSET ?
+"""
+
+# What the group page's energy figure draws: each completed run's dynamic energy.
+RUN_ENERGY_SQL = """
+SELECT r.run_id, e.task_name, e.provider, r.workflow_type, r.run_number, r.status,
+       r.dynamic_energy_uj
+FROM runs r JOIN experiments e ON r.exp_id = e.exp_id
+WHERE e.group_id = ? AND r.status = 'ok' AND r.dynamic_energy_uj IS NOT NULL
+ORDER BY e.task_name, e.provider, r.run_number, r.workflow_type
 """
 
 
-def group_runs(conn: sqlite3.Connection, group_id: str) -> list[dict]:
-    """One light row per run of the group (no samples, no trace)."""
-    return [dict(r) for r in conn.execute(RUN_LIST_SQL, (group_id,))]
+def group_runs(conn: sqlite3.Connection, group_id: str, limit: int | None = None,
+               offset: int = 0) -> list[dict]:
+    """One light row per run of the group (no samples, no trace), in the summary's order:
+    `limit` rows from `offset` on (all without a limit)."""
+    return [dict(r) for r in conn.execute(RUN_LIST_SQL, (group_id, -1 if limit is None
+                                                         else limit, offset))]
+
+
+def group_run_facts(conn: sqlite3.Connection, group_id: str) -> tuple[int, list[str]]:
+    """(number of runs, their energy sources sorted) of the group."""
+    rows = conn.execute(
+        "SELECT r.energy_source, COUNT(*) FROM runs r JOIN experiments e "
+        "ON r.exp_id = e.exp_id WHERE e.group_id = ? GROUP BY r.energy_source",
+        (group_id,)).fetchall()
+    return sum(n for _, n in rows), sorted(src for src, _ in rows if src)
+
+
+def arm_counts(conn: sqlite3.Connection, group_id: str) -> list[tuple[str, int, int, int]]:
+    """(workflow_type, runs, correct, failed) of each arm of the group, by arm: the
+    summary's workflow rows added up per arm, by one aggregate."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT r.workflow_type, COUNT(*), SUM(r.success = 1), SUM(r.status != 'ok') "
+        "FROM runs r JOIN experiments e ON r.exp_id = e.exp_id WHERE e.group_id = ? "
+        "GROUP BY r.workflow_type ORDER BY r.workflow_type", (group_id,))]
+
+
+def group_run_energies(conn: sqlite3.Connection, group_id: str) -> list[dict]:
+    """run_id, task_name, provider, workflow_type, run_number, status, dynamic_energy_uj of the
+    group's completed runs with a dynamic energy (RUN_ENERGY_SQL)."""
+    return [dict(r) for r in conn.execute(RUN_ENERGY_SQL, (group_id,))]
 
 
 def run_detail(conn: sqlite3.Connection, run_id: int) -> dict | None:
