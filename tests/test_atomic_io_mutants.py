@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -215,6 +216,17 @@ def test_safe_replace_names_the_real_target_of_a_link_to_a_folder(tmp_path):
     assert str(ei.value) == f"cannot write {folder}: it is a directory, which is never replaced"
     atomic_io.safe_replace(src, tmp_path / "new.json")                      # nothing there yet
     assert (tmp_path / "new.json").read_text() == "x" and not src.exists()
+
+
+def test_pid_alive_only_asks_and_never_signals(monkeypatch, tmp_path):
+    got = []
+    old = signal.signal(signal.SIGHUP, lambda sig, frame: got.append(sig))
+    try:
+        assert atomic_io.pid_alive(os.getpid()) is True
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert got == []                               # signal 0: existence and permission only
+    atomic_io._fsync_dir(tmp_path / "missing")     # best effort: an unopenable folder is no error
 
 
 def test_pid_alive_edges(monkeypatch):
