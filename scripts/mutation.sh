@@ -30,7 +30,7 @@ stats|analysis/stats.py||tests/test_analysis_stats.py tests/test_stats_mutants.p
 tax|analysis/tax.py||tests/test_analysis_tax.py tests/test_tax_mutants.py tests/test_ratio_format.py tests/test_dashboard_pages.py::test_ratio_of_taxes_combines_the_two_log_variances tests/test_dashboard_pages.py::test_ratio_of_taxes_is_not_given_without_both_intervals tests/test_dashboard_pages.py::test_ratio_of_taxes_interval_covers_the_true_ratio
 columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_native_edges.py
 gaps|measure/gaps.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
-result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_metrics.py tests/test_native_edges.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
+result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_result_mutants.py tests/test_metrics.py tests/test_native_edges.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
 quiet|measure/quiet.py||tests/test_measure_mutants.py tests/test_validity_batch.py::test_wait_for_quiet_times_out_with_the_reason
 plan|experiment/plan.py||tests/test_plan_mutants.py tests/test_merge.py::test_shards_partition_the_plan_into_whole_pairs tests/test_merge.py::test_bad_shard_is_refused
 baseline|experiment/baseline.py||tests/test_baseline_mutants.py tests/test_baseline.py

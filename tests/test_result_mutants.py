@@ -1,0 +1,91 @@
+"""Exact rules of `alems.measure.result` that mutation testing found unguarded
+(docs/TESTING.md): phase rows (a traced span's parent span over containment, an equal end is
+still inside, the open phase's end), each phase's energy and its null reason asked for that
+phase, counter deltas over perf columns with nulls (the span's last sample, at least two
+non-null samples inside the span), and a masked column's first and last values."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from alems.measure.phases import PARENT_SPAN_ID, SPAN_ID, Phase
+from alems.measure.result import SampleResult, _first_last, phase_rows
+
+S = 1_000_000_000
+
+
+def _result(n=3, phases=(), counter=None):
+    cols = {"t_ns": pa.array([i * S for i in range(n)], pa.int64()),
+            "pkg_energy_uj": pa.array([10e6 * i for i in range(n)], pa.float64())}
+    if counter is not None:
+        cols["c"] = pa.array(counter, pa.int64())
+    return SampleResult(pa.table(cols), list(phases), "powercap", 1.0)
+
+
+def test_phase_rows_parents_ends_and_energy():
+    phases = [Phase("outer", "step", 0, 2 * S), Phase("inner", "step", S, 2 * S),
+              Phase("open", "step", S // 2, None),
+              Phase("a", "span", 0, S, {SPAN_ID: "a"}),
+              Phase("b", "span", S // 5, S * 4 // 5, {SPAN_ID: "b", PARENT_SPAN_ID: "gone"}),
+              Phase("c", "span", S * 3 // 10, S * 4 // 10, {SPAN_ID: "c", PARENT_SPAN_ID: "a"})]
+    rows = {r["name"]: r for r in phase_rows(_result(phases=phases))}
+    seq = {name: r["seq"] for name, r in rows.items()}
+    assert [r["name"] for r in phase_rows(_result(phases=phases))] == [
+        "outer", "a", "b", "c", "open", "inner"]
+    assert rows["inner"]["parent_seq"] == seq["open"]        # same end: still inside
+    assert rows["open"]["end_ns"] == 2 * S and rows["open"]["parent_seq"] == seq["outer"]
+    assert rows["b"]["parent_seq"] == seq["outer"]           # unknown parent span: containment
+    assert rows["c"]["parent_seq"] == seq["a"]               # its parent span, not `b` around it
+    assert rows["inner"]["energy_uj"] == pytest.approx(10e6)
+    assert rows["inner"]["domains_energy_uj"] == {"pkg": pytest.approx(10e6)}
+    closed = {r["name"]: r for r in phase_rows(_result(phases=phases), t_end_ns=S * 3 // 2)}
+    assert closed["open"]["end_ns"] == S * 3 // 2 and closed["open"]["duration_ns"] == S
+    assert closed["inner"]["end_ns"] == 2 * S                 # a closed phase keeps its end
+
+
+def test_phase_energy_from_two_samples_and_none_without_samples():
+    two = phase_rows(_result(n=2, phases=[Phase("p", "step", 0, S)]))
+    assert two[0]["energy_uj"] == pytest.approx(10e6)
+    one = phase_rows(_result(n=1, phases=[Phase("p", "step", 0, S)]))
+    assert one[0]["energy_uj"] is None
+    bare = SimpleNamespace(phases=[Phase("p", "step", 0, S)], t_end_ns=S)   # no domains
+    assert phase_rows(bare)[0]["domains_energy_uj"] == {}
+    no_table = SimpleNamespace(phases=[Phase("p", "step", 0, S)], t_end_ns=S,
+                               domains=["pkg"], table=None)
+    assert phase_rows(no_table)[0]["energy_uj"] is None
+
+
+def test_each_phase_asks_for_its_own_null_reason():
+    base = _result()
+    asked = []
+
+    def reason(domain, t0_ns, t1_ns):
+        asked.append((domain, t0_ns, t1_ns))
+        return "a gap" if (domain, t0_ns, t1_ns) == ("pkg", 0, S) else None
+
+    fake = SimpleNamespace(phases=[Phase("gap", "step", 0, S), Phase("ok", "step", S, 2 * S)],
+                           t_end_ns=2 * S, domains=["pkg"], table=base.table,
+                           energy_null_reason=reason)
+    rows = phase_rows(fake)
+    assert rows[0]["energy_uj"] is None and rows[1]["energy_uj"] == pytest.approx(10e6)
+    assert asked == [("pkg", 0, S), ("pkg", S, 2 * S)]
+
+
+def test_counter_delta_over_nulls():
+    r = _result(n=5, counter=[10, 15, None, 30, 40])
+    assert r.counter_delta("missing", 0, S) is None
+    assert r.counter_delta("c", 0, 3 * S) == pytest.approx(20)     # ends on a sample: its own
+    assert r.counter_delta("c", 0, S * 5 // 2) is None             # ends where it is null
+    assert r.counter_delta("c", S * 7 // 2, 4 * S) is None         # one non-null sample inside
+    assert r.counter_delta("c", 3 * S, 4 * S) == pytest.approx(10)
+
+
+def test_first_and_last_of_a_masked_column():
+    assert _first_last(np.ma.masked_array([1, 2, 3, 4], mask=[1, 0, 0, 1])) == (2, None)
+    assert _first_last(np.ma.masked_array([1, 2, 3, 4], mask=[1, 0, 1, 0])) == (2, 4)
+    assert _first_last(np.ma.masked_array([1, 2], mask=[1, 1])) == (None, None)
+    assert _first_last(np.array([5, 6, 7])) == (5, 7)
