@@ -89,3 +89,48 @@ def test_first_and_last_of_a_masked_column():
     assert _first_last(np.ma.masked_array([1, 2, 3, 4], mask=[1, 0, 1, 0])) == (2, 4)
     assert _first_last(np.ma.masked_array([1, 2], mask=[1, 1])) == (None, None)
     assert _first_last(np.array([5, 6, 7])) == (5, 7)
+
+
+def test_whole_run_counter_delta_and_every_domains_energy():
+    r = _result(n=5, counter=[10, 15, None, 30, 40])
+    assert r.counter_delta("c") == 30                        # last minus the first value
+    cols = {"t_ns": pa.array([0, S], pa.int64()), "pkg_energy_uj": [0.0, 5e6],
+            "core_energy_uj": [0.0, 2e6], "x_energy_uj": pa.array([0, 7], pa.int64())}
+    two = SampleResult(pa.table(cols), [], "powercap", 1.0)
+    assert two.energy_uj() == {"pkg": 5e6, "core": 2e6}
+    assert "x_energy_uj" not in two.counter_columns()         # an energy column, not a counter
+
+
+def test_a_counter_that_never_ran_is_warned_about_exactly():
+    r = _result(n=3, counter=[None, None, None])
+    assert r.summary["counters"]["c"] is None
+    assert ("counters.c is null: the perf counter has no value at the run's end (it never "
+            "ran: time_running = 0, no free hardware counter for it)") in r.summary["warnings"]
+
+
+def test_write_failures_name_the_path_and_the_reason(tmp_path, monkeypatch):
+    from alems.errors import AlemsError
+    from alems.measure import result as result_mod
+    from alems.measure import stream
+
+    def full(*args, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(result_mod, "write_parquet_atomic", full)
+    out = tmp_path / "s.parquet"
+    with pytest.raises(AlemsError) as ei:
+        _result().write_parquet(out)
+    assert str(ei.value) == (f"cannot write {out}: No space left on device; choose a writable "
+                             "location")
+    monkeypatch.setattr(stream, "stream_to_parquet", full)
+    streamed = SampleResult(_result().table, [], "powercap", 1.0, partial_path="/x/part.arrow")
+    with pytest.raises(AlemsError) as ei:
+        streamed.write_parquet(out)
+    assert str(ei.value) == (f"cannot write {out}: No space left on device; the samples stay "
+                             "in /x/part.arrow")
+
+
+def test_longest_gap_of_two_samples_at_one_instant_is_zero():
+    same = SampleResult(pa.table({"t_ns": pa.array([S, S], pa.int64()),
+                                  "pkg_energy_uj": [0.0, 0.0]}), [], "powercap", 1.0)
+    assert same.summary["max_gap_ns"] == 0
