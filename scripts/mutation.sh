@@ -28,7 +28,7 @@ NATIVE=src/alems/measure/_alems_native.abi3.so
 MODULES=$(cat <<'EOF'
 stats|analysis/stats.py||tests/test_analysis_stats.py tests/test_stats_mutants.py
 tax|analysis/tax.py||tests/test_analysis_tax.py tests/test_tax_mutants.py tests/test_ratio_format.py tests/test_dashboard_pages.py::test_ratio_of_taxes_combines_the_two_log_variances tests/test_dashboard_pages.py::test_ratio_of_taxes_is_not_given_without_both_intervals tests/test_dashboard_pages.py::test_ratio_of_taxes_interval_covers_the_true_ratio
-columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_native_edges.py
+columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_native_edges.py tests/test_result_mutants.py
 gaps|measure/gaps.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
 result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_result_mutants.py tests/test_metrics.py tests/test_native_edges.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
 quiet|measure/quiet.py||tests/test_measure_mutants.py tests/test_validity_batch.py::test_wait_for_quiet_times_out_with_the_reason

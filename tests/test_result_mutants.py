@@ -134,3 +134,24 @@ def test_longest_gap_of_two_samples_at_one_instant_is_zero():
     same = SampleResult(pa.table({"t_ns": pa.array([S, S], pa.int64()),
                                   "pkg_energy_uj": [0.0, 0.0]}), [], "powercap", 1.0)
     assert same.summary["max_gap_ns"] == 0
+
+
+# ------------------------------------------------------------------ columns (measure/columns.py)
+
+def test_null_bits_mask_counters_and_gauges_and_counters_stay_integers():
+    from alems.measure.columns import build_columns
+    from alems.measure.sources.base import Column
+
+    cols = [Column("page_faults", [], "counter"), Column("procs_running", [], "gauge")]
+    t = np.array([0, S, 2 * S], np.int64)
+    raw = np.array([[0, 3], [100, 4], [150, 5]], np.int64)
+    nulls = np.array([0b01, 0b10, 0], np.uint64)      # bit i: slot i has no value in that row
+    out, _ = build_columns(t, raw, cols, None, nulls)
+    faults, procs = out["page_faults"], out["procs_running"]
+    assert faults.dtype == np.int64                   # an integer column stays a counter
+    assert list(np.ma.getmaskarray(faults)) == [True, False, False]
+    assert list(faults.compressed()) == [0, 50]       # counted from its first non-null value
+    assert list(np.ma.getmaskarray(procs)) == [False, True, False]
+    assert list(np.ma.getdata(procs)) == [3, 4, 5]
+    plain, _ = build_columns(t, raw, cols, None)
+    assert plain["page_faults"].dtype == np.int64 and list(plain["page_faults"]) == [0, 100, 150]
