@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from alems.measure.names import PHASES_METADATA_KEY
 from alems.measure.phases import PARENT_SPAN_ID, SPAN_ID, Phase
 from alems.measure.result import SampleResult, _first_last, phase_rows
 
@@ -155,3 +156,24 @@ def test_null_bits_mask_counters_and_gauges_and_counters_stay_integers():
     assert list(np.ma.getdata(procs)) == [3, 4, 5]
     plain, _ = build_columns(t, raw, cols, None)
     assert plain["page_faults"].dtype == np.int64 and list(plain["page_faults"]) == [0, 100, 150]
+
+
+def test_a_loaded_result_reads_its_table_once_asked_and_json_takes_any_value(tmp_path):
+    from alems.measure.result import Ends
+
+    table = _result().table
+    loads = []
+    lazy = SampleResult(lambda: loads.append(1) or table, [], "powercap", 1.0,
+                        ends=Ends.of_table(table))
+    assert loads == [] and lazy.table.equals(table) and lazy.table.equals(table)
+    assert loads == [1]                                     # loaded once, kept
+    r = _result(phases=[Phase("p", "step", 0, S, {"file": tmp_path / "x"})])
+    assert f'"file": "{tmp_path / "x"}"' in r.file_metadata()[PHASES_METADATA_KEY]
+    r.update_summary(output=tmp_path / "o.parquet")
+    assert f'"output": "{tmp_path / "o.parquet"}"' in r.metadata["summary"]
+
+
+def test_read_time_per_sample_needs_samples():
+    r = SampleResult(_result().table, [], "powercap", 1.0,
+                     {"thread_cpu_ns": 5, "read_ns_total": 0, "samples": 0})
+    assert r.summary["read_ns_per_sample"] is None and r.summary["sampler_cpu_s"] == 5e-9
