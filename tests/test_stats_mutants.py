@@ -319,3 +319,19 @@ def test_an_outlying_pair_is_named_with_its_input_index_and_the_tax_without_it()
     assert r.coverage_flags[-1] == "A: " + tax_checks.outlier_reason(float(z), float(thr))
     plain = stats.ratio_of_sums(lin[1:7], ag[1:7])    # one stratum: no prefix
     assert plain.outlier_index == 5 and plain.coverage_flags[-1].startswith("an outlying pair")
+
+
+def test_equal_strata_weigh_each_stratum_by_the_design():
+    """`equal_strata`: Σ_h mean agentic_h ÷ Σ_h mean linear_h, its interval the weighted
+    jackknife's — different from the pooled ratio when strata have unequal pairs."""
+    lin = [10.0, 12, 11, 5, 6, 5, 7, 6]
+    ag = [20.0, 25, 21, 6, 7, 6, 8, 7]
+    strata = ["A"] * 3 + ["B"] * 5
+    eq = stats.ratio_of_sums(lin, ag, strata=strata, equal_strata=True)
+    assert eq.ratio == pytest.approx((22 + 6.8) / (11 + 5.8), rel=1e-12)
+    low, high, df = stats.log_jackknife_interval(np.array(lin), np.array(ag), 0.95,
+                                                 np.array(strata), True)
+    assert (eq.ci_low, eq.ci_high, eq.df) == (float(low), float(high), float(df))
+    pooled = stats.ratio_of_sums(lin, ag, strata=strata)
+    assert pooled.ratio == pytest.approx(100 / 62, rel=1e-12) and pooled.ci_low != eq.ci_low
+    assert stats.ratio_of_sums(lin, ag, equal_strata=True).ratio == pooled.ratio  # no strata
