@@ -28,9 +28,9 @@ NATIVE=src/alems/measure/_alems_native.abi3.so
 MODULES=$(cat <<'EOF'
 stats|analysis/stats.py||tests/test_analysis_stats.py tests/test_stats_mutants.py
 tax|analysis/tax.py||tests/test_analysis_tax.py tests/test_tax_mutants.py tests/test_ratio_format.py tests/test_dashboard_pages.py::test_ratio_of_taxes_combines_the_two_log_variances tests/test_dashboard_pages.py::test_ratio_of_taxes_is_not_given_without_both_intervals tests/test_dashboard_pages.py::test_ratio_of_taxes_interval_covers_the_true_ratio
-columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
+columns|measure/columns.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_native_edges.py tests/test_result_mutants.py
 gaps|measure/gaps.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py
-result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
+result|measure/result.py||tests/test_wrap_gaps.py tests/test_measure_mutants.py tests/test_result_mutants.py tests/test_metrics.py tests/test_native_edges.py tests/test_stream.py::test_chunked_columns_equal_the_whole_run_wraps_across_chunks_included
 quiet|measure/quiet.py||tests/test_measure_mutants.py tests/test_validity_batch.py::test_wait_for_quiet_times_out_with_the_reason
 plan|experiment/plan.py||tests/test_plan_mutants.py tests/test_merge.py::test_shards_partition_the_plan_into_whole_pairs tests/test_merge.py::test_bad_shard_is_refused
 baseline|experiment/baseline.py||tests/test_baseline_mutants.py tests/test_baseline.py
@@ -38,7 +38,7 @@ scoring|experiment/scoring.py||tests/test_scoring.py tests/test_scoring_mutants.
 merge|store/merge.py||tests/test_merge_mutants.py
 authorizer|store/reads.py|alems.store.reads.x_read_only_authorizer* alems.store.reads.x_run_user_query* alems.store.reads.x__user_query*|tests/test_safety_mutants.py
 outputs|outputs.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target
-atomic_io|atomic_io.py||tests/test_safety_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target tests/test_adversarial_outputs.py::test_a_link_planted_after_the_checks_is_not_written_through tests/test_adversarial_outputs.py::test_a_link_planted_while_writing_is_not_replaced_through tests/test_adversarial_outputs.py::test_a_planted_link_to_a_device_is_not_written_in_place tests/test_adversarial_outputs.py::test_a_link_planted_at_the_temporary_name_is_never_followed tests/test_adversarial_outputs.py::test_own_links_and_root_links_are_still_followed
+atomic_io|atomic_io.py||tests/test_safety_mutants.py tests/test_atomic_io_mutants.py tests/test_hardening.py::test_safe_replace_refuses_a_non_regular_target tests/test_adversarial_outputs.py::test_a_link_planted_after_the_checks_is_not_written_through tests/test_adversarial_outputs.py::test_a_link_planted_while_writing_is_not_replaced_through tests/test_adversarial_outputs.py::test_a_planted_link_to_a_device_is_not_written_in_place tests/test_adversarial_outputs.py::test_a_link_planted_at_the_temporary_name_is_never_followed tests/test_adversarial_outputs.py::test_own_links_and_root_links_are_still_followed
 dashboard_access|dashboard/access.py||tests/test_safety_mutants.py tests/test_dashboard_safety.py tests/test_dashboard.py::test_token_is_asked_for_and_then_remembered
 dashboard_host|cli/dashboard_cmd.py|alems.cli.dashboard_cmd.x_is_loopback*|tests/test_safety_mutants.py
 EOF

@@ -294,3 +294,23 @@ def test_keeper_remeasures_once_per_bad_baseline(tmp_path):
     keeper.check_run([4, "t"], {"dynamic_energy_uj": -1.0}, b2)
     assert keeper.current().baseline_id not in (b1.baseline_id, b2.baseline_id)
     assert f.made == 3 and keeper.trusted >= {b1.baseline_id, b2.baseline_id}
+
+
+def test_measure_keeps_the_quiet_rules_fields_of_the_windows(monkeypatch):
+    """The baseline stores what the runs' quiet rule read over its windows, and only that."""
+    from alems.measure import quiet
+
+    class Probe:
+        def start(self):
+            return self
+
+        def stop(self):
+            return {"other_procs_running": (1.5, ""), "steal_fraction": (0.25, ""),
+                    "quiet": (False, ""), "not_quiet_reason": ("steal 25 %", ""),
+                    "load_mean": (3.0, "")}
+
+    monkeypatch.setattr(quiet, "LoadProbe", Probe)
+    b = bl.measure(_Factory([3.0]), duration_s=1, repetitions=1, sleep=lambda s: None)
+    assert (b.state["other_procs_running"], b.state["steal_fraction"], b.state["quiet"],
+            b.state["not_quiet_reason"]) == (1.5, 0.25, False, "steal 25 %")
+    assert "load_mean" not in b.state

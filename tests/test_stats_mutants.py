@@ -298,3 +298,40 @@ def test_widen_for_baseline_edge_intervals():
     assert stats.widen_for_baseline(half_open, 0.5) == (0.5, None)
     no_mean = stats.Interval(3, None, 0.5, 0.5, 1.5, 0.95)
     assert stats.widen_for_baseline(no_mean, 0.5) == (0.5, 1.5)
+
+
+def test_an_outlying_pair_is_named_with_its_input_index_and_the_tax_without_it():
+    """The outlier check of `ratio_of_sums` (tax_checks.log_ratio_outliers): the index is the
+    caller's (a dropped incomplete pair before it counts), z and threshold are the check's,
+    the tax without it keeps its stratum's weight, and the flag names the stratum."""
+    from alems.analysis import tax_checks
+
+    lin = [np.nan] + [10.0] * 12
+    ag = [5.0, 11, 12, 11.5, 12.5, 11.8, 100, 15, 15.5, 14.5, 16, 15.2, 14.8]
+    strata = ["x"] + ["A"] * 6 + ["B"] * 6
+    r = stats.ratio_of_sums(lin, ag, strata=strata)
+    flagged, i, z, thr = tax_checks.log_ratio_outliers(
+        np.array(lin[1:]), np.array(ag[1:]), np.array([0] * 6 + [1] * 6))
+    assert flagged and int(i) == 5
+    assert r.outlier_index == 6 and r.outlier_z == float(z) and r.outlier_threshold == float(thr)
+    a_without = sum(ag[1:6]) * 6 / 5                  # stratum A without the pair, reweighted
+    assert r.ratio_without_outlier == pytest.approx((a_without + sum(ag[7:])) / 120, rel=1e-12)
+    assert r.coverage_flags[-1] == "A: " + tax_checks.outlier_reason(float(z), float(thr))
+    plain = stats.ratio_of_sums(lin[1:7], ag[1:7])    # one stratum: no prefix
+    assert plain.outlier_index == 5 and plain.coverage_flags[-1].startswith("an outlying pair")
+
+
+def test_equal_strata_weigh_each_stratum_by_the_design():
+    """`equal_strata`: Σ_h mean agentic_h ÷ Σ_h mean linear_h, its interval the weighted
+    jackknife's — different from the pooled ratio when strata have unequal pairs."""
+    lin = [10.0, 12, 11, 5, 6, 5, 7, 6]
+    ag = [20.0, 25, 21, 6, 7, 6, 8, 7]
+    strata = ["A"] * 3 + ["B"] * 5
+    eq = stats.ratio_of_sums(lin, ag, strata=strata, equal_strata=True)
+    assert eq.ratio == pytest.approx((22 + 6.8) / (11 + 5.8), rel=1e-12)
+    low, high, df = stats.log_jackknife_interval(np.array(lin), np.array(ag), 0.95,
+                                                 np.array(strata), True)
+    assert (eq.ci_low, eq.ci_high, eq.df) == (float(low), float(high), float(df))
+    pooled = stats.ratio_of_sums(lin, ag, strata=strata)
+    assert pooled.ratio == pytest.approx(100 / 62, rel=1e-12) and pooled.ci_low != eq.ci_low
+    assert stats.ratio_of_sums(lin, ag, equal_strata=True).ratio == pooled.ratio  # no strata

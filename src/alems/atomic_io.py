@@ -91,7 +91,7 @@ def untrusted_link(path) -> str | None:
         link = os.lstat(path)
         if not stat.S_ISLNK(link.st_mode):
             return None
-        folder = os.stat(path.parent if str(path.parent) else ".")
+        folder = os.stat(path.parent)          # a bare name's parent is Path(".")
     except OSError:
         return None
     shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
@@ -184,7 +184,7 @@ def atomic_target(path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent if str(path.parent) else Path("."))
+    _fsync_dir(path.parent)
 
 
 def pid_alive(pid: int) -> bool:
@@ -207,7 +207,7 @@ def remove_stale_tmp(path) -> list[Path]:
     """Delete `path`'s temporary files (`tmp_path_for`) whose process is gone (a kill -9
     during a final write). Returns what went."""
     path = Path(path)
-    return remove_dead_tmps(path.parent if str(path.parent) else Path("."), path.name)
+    return remove_dead_tmps(path.parent, path.name)
 
 
 def remove_dead_tmps(folder, target: str | None = None) -> list[Path]:
