@@ -109,7 +109,8 @@ def log_ratio_outliers(linear, agentic, labels, alpha: float = OUTLIER_ALPHA):
         if n_h < 3:
             continue
         xs = x[..., m]
-        xs = xs - np.mean(xs, axis=-1, keepdims=True)      # centred: less cancellation
+        with np.errstate(invalid="ignore"):   # a non-finite ratio (linear 0 J): no z, below
+            xs = xs - np.mean(xs, axis=-1, keepdims=True)      # centred: less cancellation
         s1 = xs.sum(axis=-1, keepdims=True)
         s2 = (xs ** 2).sum(axis=-1, keepdims=True)
         rest_mean = (s1 - xs) / (n_h - 1)
