@@ -71,7 +71,9 @@ def test_shards_merged_give_the_whole_batch(tmp_path):
     out = tmp_path / "all" / "experiments.db"
     proc = alems(tmp_path, "merge", str(out), *map(str, dbs))
     assert proc.returncode == 0, proc.stderr
-    assert [l.startswith("merged ") for l in proc.stdout.splitlines()] == [True, True, False]
+    assert [l.startswith("merged ") for l in proc.stdout.splitlines()] == [True, True, False,
+                                                                            False]
+    assert proc.stdout.splitlines()[-1].endswith("summary kept for 1 batch(es)")
     assert "8 run(s) merged from 2" in proc.stdout
     rows = assert_store_consistent(out)          # ids rewritten in every Parquet file
     keys = Counter((r["task_name"], r["workflow_type"], r["run_number"]) for r in rows)

@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from typing import TypeGuard
 
+# The level of every interval unless asked otherwise (`--confidence`); what a summary stored
+# for the dashboard is built at (analysis.stored_summary).
+DEFAULT_CONFIDENCE = 0.95
+
 UNCERTAINTY_DIGITS = 2      # significant digits kept of an interval's half-width
 NO_INTERVAL_DIGITS = 3      # significant digits of a value that has no interval
 RATIO_MIN_DIGITS = 2        # significant digits a printed ratio (and each bound) keeps at least

@@ -28,6 +28,7 @@ import pandas as pd
 
 from alems.errors import AlemsError
 from alems.analysis import stats
+from alems.analysis.precision import DEFAULT_CONFIDENCE
 from alems.analysis.hosts import host_tax
 from alems.analysis.views import arm_tax_rows
 from alems.analysis.summary_warnings import (_baseline_warnings, _conditions_warnings, cell_label,
@@ -112,7 +113,8 @@ def summary_refusal(group_id: str, workflows_present: set[str]) -> str | None:
 
 
 def build_summary(conn: sqlite3.Connection, db_path: str | Path, group: Group, *,
-                  confidence: float = 0.95, country: str | None = None, factors=None) -> dict:
+                  confidence: float = DEFAULT_CONFIDENCE, country: str | None = None,
+                  factors=None) -> dict:
     db_path = Path(db_path)
     runs = summary_runs_frame(conn, group.group_id)
     workflows_present = set(runs["workflow_type"])

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from alems.errors import UsageError
+from alems.analysis.precision import DEFAULT_CONFIDENCE
+from alems.errors import AlemsError, UsageError
 from alems.cli._common import DB_DEFAULT_TEXT, handle_errors
 from alems.catalog.arms import AGENTIC
 
@@ -42,8 +43,6 @@ def _need(*modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        from alems.errors import AlemsError
-
         raise AlemsError(f"this command needs {', '.join(missing)}; install them with "
                          "`pip install 'alems[reports]'`")
 
@@ -171,7 +170,7 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = None,  # type: ignore[assignment]
         fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
         confidence: Annotated[float, typer.Option(
-            help="Confidence level of the intervals.")] = 0.95,
+            help="Confidence level of the intervals.")] = DEFAULT_CONFIDENCE,
         country: CountryOpt = None,
         factors: FactorsOpt = None,
     ) -> None:
@@ -185,8 +184,18 @@ def register(app: typer.Typer) -> None:
         db = db or _default_db()
         conn = open_db(db)
         group = resolve_group(conn, group_id)
-        s = build_summary(conn, db, group, confidence=confidence, country=country,
-                          factors=_factors_arg(factors))
+        kept = None
+        if confidence == DEFAULT_CONFIDENCE and country is None and factors is None:
+            from alems.analysis.stored_summary import stored
+
+            kept = stored(conn, group.group_id)   # kept by its batch or merge, if still valid
+        if kept is None:
+            s = build_summary(conn, db, group, confidence=confidence, country=country,
+                              factors=_factors_arg(factors))
+        elif kept[0] is None:
+            raise AlemsError(kept[1] or "no summary")
+        else:
+            s = kept[0]
         if fmt == "json":
             _print_json(s)
         elif fmt == "csv":

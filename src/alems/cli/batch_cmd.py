@@ -179,6 +179,7 @@ def batch_command(
 ) -> None:
     """Run a batch of measured experiments and store them (SQLite index + Parquet samples)."""
     from alems.analysis.closing import batch_closing
+    from alems.analysis.stored_summary import store_groups
     from alems.cli.progress import RichBatchProgress, format_summary
     from alems.cli.sample_cmd import parse_sources, validate_rate
     from alems.experiment.batch import BatchRunner
@@ -210,7 +211,7 @@ def batch_command(
                          "OpenAI-compatible endpoint); add openai to --providers")
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0])] + sys.argv[1:])
     runner = BatchRunner(cfg, command=command, progress=RichBatchProgress(verbose=verbose),
-                         closing=batch_closing)
+                         closing=batch_closing, store_summary=store_groups)
     runner.validate()
     summary = runner.run()
     from alems.interrupts import quiet_output

@@ -18,12 +18,22 @@ def merge_command(
                                                  "folders beside them).")],
 ) -> None:
     """Merge A-LEMS databases and their Parquet samples into OUT, refusing duplicate runs."""
+    from alems.analysis.stored_summary import store_groups
+    from alems.store.db import connect
     from alems.store.merge import merge
 
     counts = merge(out, inputs)
     for c in counts:
         print(c.line())
     print(f"{out}: {sum(c.runs for c in counts)} run(s) merged from {len(counts)} database(s)")
+    groups = [g for c in counts for g in c.sessions]
+    if groups:  # what the dashboard and `alems summary` read back (analysis.stored_summary)
+        conn = connect(out)
+        try:
+            store_groups(conn, out, groups)
+        finally:
+            conn.close()
+        print(f"{out}: summary kept for {len(set(groups))} batch(es)")
 
 
 def register(app) -> None:

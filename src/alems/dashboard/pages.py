@@ -141,11 +141,25 @@ SUMMARY_CACHE_MAX = cache.CACHE_MAX
 
 def cached_summary(conn, db_path: Path, group,
                    stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
-    """`summarize`'s answer while the group's runs are unchanged since, else None."""
-    hit = _summaries.get((str(db_path), group.group_id))
-    if hit is not None and hit[0] == (stamp or reads.group_stamp(conn, group.group_id)):
+    """`summarize`'s answer while the group's runs are unchanged since (kept here, or
+    stored in the database by its batch or merge: analysis.stored_summary), else None."""
+    from alems.analysis.stored_summary import stored
+
+    key = (str(db_path), group.group_id)
+    stamp = stamp or reads.group_stamp(conn, group.group_id)
+    hit = _summaries.get(key)
+    if hit is not None and hit[0] == stamp:
         return hit[1], hit[2]
-    return None
+    kept = stored(conn, group.group_id, stamp)
+    if kept is not None:
+        _keep(key, stamp, *kept)
+    return kept
+
+
+def _keep(key: tuple[str, str], stamp: tuple, summary: dict | None, why: str | None) -> None:
+    if len(_summaries) >= SUMMARY_CACHE_MAX:
+        _summaries.clear()
+    _summaries[key] = (stamp, summary, why)
 
 
 def summarize(conn, db_path: Path, group,
@@ -168,9 +182,7 @@ def summarize(conn, db_path: Path, group,
             summary, why = build_summary(conn, db_path, group), None
         except AlemsError as exc:
             summary, why = None, str(exc)
-        if len(_summaries) >= SUMMARY_CACHE_MAX:
-            _summaries.clear()
-        _summaries[key] = (stamp, summary, why)
+        _keep(key, stamp, summary, why)
     return summary, why
 
 

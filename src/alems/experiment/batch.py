@@ -118,11 +118,16 @@ class BatchRunner:
                  provider_factory: Callable[[str], object] | None = None,
                  log: Callable[[str], None] | None = None, command: str | None = None,
                  progress: BatchProgress | None = None,
-                 closing: Callable[[sqlite3.Connection, str, list[str]], dict] | None = None):
+                 closing: Callable[[sqlite3.Connection, str, list[str]], dict] | None = None,
+                 store_summary: Callable[[sqlite3.Connection, Path, list[str]], None]
+                 | None = None):
         self.cfg = cfg
         # (conn, group_id, arms) -> the headline lines and caveats the batch closes with;
         # supplied from above (alems.analysis.closing.batch_closing), None: no headline.
         self.closing = closing
+        # (conn, db_path, [group_id]): keeps the completed batch's summary in its database
+        # for the dashboard (alems.analysis.stored_summary.store_groups); None: not kept.
+        self.store_summary = store_summary
         self.sampler_factory = sampler_factory
         self.provider_factory = provider_factory
         self.log = quiet_output(log or (lambda msg: print(msg, file=sys.stderr)))
@@ -289,6 +294,12 @@ class BatchRunner:
         self._fill_summary(conn, summary)
         with store_db.transaction(conn):
             store_sessions.update_session(conn, group_id, status="completed")
+        if self.store_summary is not None and cfg.save_db:
+            try:  # the runs are committed: failing here loses nothing, the summary is rebuilt
+                self.store_summary(conn, db_path, [group_id])
+            except (AlemsError, sqlite3.Error) as exc:
+                self.log(f"could not keep the batch's summary in {db_path} ({exc}); "
+                         "`alems summary` and the dashboard build it when asked")
         return summary
 
     def _run_plan(self, todo, exp_ids, group_id, conn, db_path, summary) -> None:

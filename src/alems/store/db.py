@@ -32,8 +32,9 @@ from alems.store.runs import derive_pair_index
 # quiet, baseline SE); 4: runs.pair_index (arm set); 5: runs.counted_pids (server processes);
 # 6: group_labels (`alems tag`); 7: runs.workflow_type also takes a custom arm's name
 # (`_widen_arm_check`); 8: indexes for a pair's arms and a run's tax row (an older
-# database gets them from schema.sql's CREATE INDEX IF NOT EXISTS on migration)
-SCHEMA_VERSION = 8
+# database gets them from schema.sql's CREATE INDEX IF NOT EXISTS on migration); 9:
+# group_summaries (a group's summary stored for the dashboard and `alems summary`)
+SCHEMA_VERSION = 9
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 BUSY_TIMEOUT_MS = 30_000
 

@@ -239,6 +239,20 @@ CREATE TABLE IF NOT EXISTS group_labels (
     UNIQUE (group_id, kind, text)
 );
 
+-- (schema 9) `alems summary`'s result for a group, stored when a batch completes and after
+-- `alems merge` (analysis.stored_summary), so the dashboard and `alems summary` of a large
+-- study need not rebuild it. Valid only while the group's runs are as they were
+-- (`stamp_json`: store.dashboard_reads.group_stamp) and for the same code (`code`:
+-- alems._version.code_fingerprint); otherwise it is rebuilt, never shown stale.
+CREATE TABLE IF NOT EXISTS group_summaries (
+    group_id      TEXT PRIMARY KEY REFERENCES batch_sessions(group_id),
+    stamp_json    TEXT NOT NULL,
+    code          TEXT NOT NULL,
+    summary_json  TEXT,                   -- build_summary's dict at its defaults, or NULL…
+    refusal       TEXT,                   -- …with why the group has no summary
+    built_at      TEXT NOT NULL           -- ISO-8601 UTC
+);
+
 CREATE INDEX IF NOT EXISTS idx_experiments_group ON experiments(group_id);
 CREATE INDEX IF NOT EXISTS idx_runs_exp ON runs(exp_id);
 CREATE INDEX IF NOT EXISTS idx_phases_run ON phases(run_id);

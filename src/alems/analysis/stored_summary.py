@@ -1,0 +1,76 @@
+"""`alems summary`'s result kept with the data it summarises (issue 23): building it for a
+study of 10⁵ runs takes seconds, so a batch stores it when it completes and `alems merge`
+after merging; the dashboard and `alems summary` (at its defaults) then read it back.
+
+A stored summary is used only while it is exactly what `build_summary` would give now: the
+group's runs, status and baselines unchanged (`group_stamp`) and the same code
+(`code_fingerprint`: any changed module makes it stale). Otherwise it is rebuilt; a stale
+one is never shown. Stored as JSON with non-finite floats kept (NaN stays NaN), so the
+text, JSON and pages drawn from it are those drawn from a fresh build (tests check)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from alems._version import code_fingerprint
+from alems.analysis.groups import Group
+from alems.errors import AlemsError
+from alems.store import summaries
+from alems.store.dashboard_reads import group_stamp
+
+
+def to_json(summary: dict) -> str:
+    """The summary as stored: JSON, non-finite floats kept, numpy scalars as numbers."""
+    def number(obj):
+        if hasattr(obj, "item"):
+            return obj.item()
+        raise TypeError(f"a summary holds a {type(obj).__name__}, not JSON")
+
+    return json.dumps(summary, default=number)
+
+
+def build_and_store(conn: sqlite3.Connection, db_path: str | Path, group: Group) -> str | None:
+    """Build the group's summary at its defaults and store it (or why it has none) on the
+    caller's writable connection; returns the refusal. Built outside the write lock (seconds
+    at 10⁵ runs): the stamp is taken first, so runs written meanwhile make the row stale."""
+    from alems.analysis.summary import build_summary
+    from alems.store.db import transaction
+
+    stamp = group_stamp(conn, group.group_id)
+    try:
+        text, why = to_json(build_summary(conn, db_path, group)), None
+    except AlemsError as exc:
+        text, why = None, str(exc)
+    with transaction(conn):
+        summaries.save(conn, group.group_id, stamp, code_fingerprint(), text, why)
+    return why
+
+
+def stored(conn: sqlite3.Connection, group_id: str,
+           stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
+    """(summary, None) or (None, why the group has none) as stored, when still valid for
+    the group's runs (`stamp`, read here when not given) and this code; None when there is
+    none to trust (rebuild it)."""
+    row = summaries.load(conn, group_id)
+    if row is None:
+        return None
+    kept, code, text, why = row
+    if code != code_fingerprint() or kept != tuple(stamp or group_stamp(conn, group_id)):
+        return None
+    return (json.loads(text), None) if text is not None else (None, why)
+
+
+def store_groups(conn: sqlite3.Connection, db_path: str | Path, group_ids) -> None:
+    """`build_and_store` for each named group (a completed batch, the groups a merge
+    touched), on any writable connection (rows read as sqlite3.Row meanwhile)."""
+    from alems.analysis.groups import resolve_group
+
+    saved = conn.row_factory
+    conn.row_factory = sqlite3.Row
+    try:
+        for gid in dict.fromkeys(group_ids):
+            build_and_store(conn, db_path, resolve_group(conn, gid))
+    finally:
+        conn.row_factory = saved
