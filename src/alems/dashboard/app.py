@@ -99,18 +99,22 @@ def _templates() -> Jinja2Templates:
 
 
 def _warm_up(db_path: Path) -> None:
-    """Import the analysis stack (pandas, scipy: seconds) and summarise every batch (the
-    groups list's figures, pages.summarize's cache) before the first page needs them."""
+    """Check the database's types (reads.open_readonly, once per change of its files),
+    import the analysis stack (pandas, scipy: seconds) and summarise every batch whose
+    summary is not kept in the database (the groups list's figures, pages.summarize's
+    cache) before the first page needs them."""
+    try:
+        conn = reads.open_readonly(db_path)
+    except AlemsError:
+        conn = None   # a page says what is wrong with the database
     try:
         import alems.analysis.summary  # noqa: F401
     except ImportError:
         pass     # a page names what is missing
     finally:
         pages.ANALYSIS_READY.set()
-    try:
-        conn = reads.open_readonly(db_path)
-    except AlemsError:
-        return   # a page says what is wrong with the database
+    if conn is None:
+        return
     try:
         for gid in reads.group_ids(conn):
             pages.summarize(conn, db_path, resolve_group(conn, gid))

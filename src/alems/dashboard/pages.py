@@ -166,8 +166,6 @@ def summarize(conn, db_path: Path, group,
               stamp: tuple | None = None) -> tuple[dict | None, str | None]:
     """`alems summary`'s dict for the group (same function, same defaults), or why not;
     kept until the group's runs change (reads.group_stamp), so the groups list stays fast."""
-    from alems.analysis.summary import build_summary
-
     stamp = stamp or reads.group_stamp(conn, group.group_id)
     key = (str(db_path), group.group_id)
     # one build per group at a time: a page asked for while the warm-up builds the same
@@ -178,6 +176,8 @@ def summarize(conn, db_path: Path, group,
         hit = cached_summary(conn, db_path, group, stamp)
         if hit is not None:
             return hit
+        from alems.analysis.summary import build_summary   # pandas, scipy: seconds cold
+
         try:
             summary, why = build_summary(conn, db_path, group), None
         except AlemsError as exc:
