@@ -7,8 +7,11 @@ with tests/conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import statistics
 import struct
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +68,58 @@ def make_fake_msr(path: Path) -> Path:
             fh.seek(reg)
             fh.write(struct.pack("<Q", value))
     return path
+
+
+# ------------------------------------------------------------------ child processes
+
+def fake_rapl_env(root: Path) -> dict[str, str]:
+    """The environment of a child that samples the static fake powercap tree made under
+    `root` (this machine's /proc; no MSR), importing this checkout's alems."""
+    make_static_powercap(root / "sys")
+    return dict(os.environ, ALEMS_SYSFS_ROOT=str(root / "sys"), ALEMS_PROC_ROOT="/proc",
+                ALEMS_MSR_PATH=str(root / "no-msr-{cpu}"),
+                PYTHONPATH=os.pathsep.join([str(REPO / "src"),
+                                            os.environ.get("PYTHONPATH", "")]))
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` so far (/proc/<pid>/task/*/schedstat), ns."""
+    total = 0
+    for f in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread just exited
+            total += int(f.read_text().split()[0])
+    return total
+
+
+def cpu_pct_side_by_side(a_pid: int, b_pid: int, window_s: float) -> tuple[float, float]:
+    """% of a core each of two running processes uses over the same `window_s` seconds
+    (after half a second more of settling)."""
+    time.sleep(0.5)
+    a0, b0 = process_cpu_ns(a_pid), process_cpu_ns(b_pid)
+    time.sleep(window_s)
+    a1, b1 = process_cpu_ns(a_pid), process_cpu_ns(b_pid)
+    return 100 * (a1 - a0) / (window_s * 1e9), 100 * (b1 - b0) / (window_s * 1e9)
+
+
+def median_pct(values: list[float]) -> str:
+    """'M % (runs a, b, …)' of per-run percentages."""
+    return (f"{statistics.median(values):.2f} % "
+            f"(runs {', '.join(f'{p:.2f}' for p in values)})")
+
+
+# A Python child's own peak RSS: hwm/sitecustomize.py writes its VmHWM (kB) at exit to the
+# file $ALEMS_BENCH_HWM names. ru_maxrss from wait4 cannot give it: Linux carries the
+# parent's peak into a child across fork and exec, so no child of a large benchmark process
+# reads below the benchmark's own size.
+HWM_DIR = REPO / "benchmarks" / "hwm"
+
+
+def with_hwm(env: dict[str, str], hwm_file: Path) -> dict[str, str]:
+    """`env` for a Python child whose peak RSS is to be read with `hwm_mb(hwm_file)`."""
+    hwm_file.unlink(missing_ok=True)
+    return dict(env, ALEMS_BENCH_HWM=str(hwm_file),
+                PYTHONPATH=os.pathsep.join([str(HWM_DIR), env.get("PYTHONPATH", "")]))
+
+
+def hwm_mb(hwm_file: Path) -> float:
+    return int(hwm_file.read_text()) / 1024

@@ -186,6 +186,7 @@ def build(n_runs: int, log=print) -> Path:
 
     out = cache_dir(n_runs)
     if (out / "done").is_file():
+        _refresh_kept(out)
         return out
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -203,12 +204,46 @@ def build(n_runs: int, log=print) -> Path:
     t_shards = time.perf_counter() - t0
     merge(out / "study" / "study.db", shard_paths)
     t_merge = time.perf_counter() - t0 - t_shards
+    keep_summaries(out / "study" / "study.db", [GROUP_ID])    # as `alems merge` ends
+    t_keep = time.perf_counter() - t0 - t_shards - t_merge
     build_groups(out / "groups" / "groups.db")
     (out / "build.txt").write_text(f"runs {len(keys)} shards {t_shards:.1f} s merge "
-                                   f"{t_merge:.1f} s total {time.perf_counter() - t0:.1f} s\n")
+                                   f"{t_merge:.1f} s summary kept {t_keep:.1f} s "
+                                   f"total {time.perf_counter() - t0:.1f} s\n")
     (out / "done").write_text("ok\n")
     log(f"built study of {len(keys)} runs in {out}: {(out / 'build.txt').read_text().strip()}")
     return out
+
+
+def keep_summaries(path: Path, group_ids) -> None:
+    """What a completed batch and `alems merge` leave: each group's summary kept in the
+    database (analysis.stored_summary)."""
+    from alems.analysis.stored_summary import store_groups
+    from alems.store import db as store_db
+
+    conn = store_db.connect(path)
+    try:
+        store_groups(conn, path, group_ids)
+    finally:
+        conn.close()
+
+
+def _refresh_kept(out: Path) -> None:
+    """Kept summaries are valid for the code that built them only (code_fingerprint): a
+    cached study built before a change to A-LEMS gets them rebuilt, as after a batch."""
+    from alems.analysis.groups import open_db
+    from alems.analysis.stored_summary import stored
+
+    for path, gids in ((out / "study" / "study.db", [GROUP_ID]),
+                       (out / "groups" / "groups.db",
+                        [f"batch-{g:05d}" for g in range(GROUPS_LIST_N)])):
+        conn = open_db(path)
+        try:
+            stale = stored(conn, gids[0]) is None
+        finally:
+            conn.close()
+        if stale:
+            keep_summaries(path, gids)
 
 
 def build_groups(path: Path) -> None:
@@ -246,3 +281,5 @@ def build_groups(path: Path) -> None:
                 store_runs.insert_tax_if_paired(conn, exp_id, key.rep)
             sessions.update_session(conn, gid, status="completed")
     conn.close()
+    # each batch kept its summary as it completed
+    keep_summaries(path, [f"batch-{g:05d}" for g in range(GROUPS_LIST_N)])

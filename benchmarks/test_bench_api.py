@@ -2,8 +2,9 @@
 
 Side by side, same seconds, same load: `alems sample --hz 1000 -o r.parquet -- sleep N`
 and a Python process running `with alems.measure("bench", hz=1000): time.sleep(N)` then
-`m.save(...)`, both with sources powercap, perf, slow. Both read the same inputs (the static fake powercap tree, 4 energy files at
-1 kHz; perf software counters and /proc/stat at 10 Hz); each one's whole-process CPU is
+`m.save(...)`, both with sources powercap, perf, slow. Both read the same inputs (the
+static fake powercap tree, 4 energy files at 1 kHz; perf software counters and /proc/stat
+at 10 Hz); each one's whole-process CPU is
 summed over its threads' /proc/<pid>/task/<tid>/schedstat over a window that starts once
 both are sampling (so interpreter start-up is not in it). The figure is the median of the
 per-pair ratios API ÷ `alems sample`. ALEMS_BENCH_API_REPS (default 5) pairs.
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from benchutil import REPO, make_static_powercap, record
-from test_bench_floor import WARMUP_S, WINDOW_S, _cpu_ns
+from benchutil import cpu_pct_side_by_side, fake_rapl_env, median_pct, record
+from test_bench_floor import WARMUP_S, WINDOW_S
 
 HZ = 1000
 REPS = int(os.environ.get("ALEMS_BENCH_API_REPS", "5"))
@@ -40,12 +41,7 @@ m.save(out, summary_json=out + ".json")
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api")
-    make_static_powercap(root / "sys")
-    return dict(os.environ, ALEMS_SYSFS_ROOT=str(root / "sys"), ALEMS_PROC_ROOT="/proc",
-                ALEMS_MSR_PATH=str(root / "no-msr-{cpu}"),
-                PYTHONPATH=os.pathsep.join([str(REPO / "src"),
-                                            os.environ.get("PYTHONPATH", "")]))
+    return fake_rapl_env(tmp_path_factory.mktemp("api"))
 
 
 def test_api_cpu_vs_alems_sample_side_by_side(env, tmp_path):
@@ -60,18 +56,14 @@ def test_api_cpu_vs_alems_sample_side_by_side(env, tmp_path):
                               "--sources", ",".join(SOURCES),
                               "-o", str(out_cli), "--summary-json", f"{out_cli}.json", "--",
                               "sleep", secs], env=env)
-        b = subprocess.Popen([sys.executable, "-c", API_SCRIPT.format(hz=HZ, sources=SOURCES), str(ready),
-                              str(out_api), secs], env=env)
+        b = subprocess.Popen([sys.executable, "-c", API_SCRIPT.format(hz=HZ, sources=SOURCES),
+                              str(ready), str(out_api), secs], env=env)
         partial = tmp_path / f"cli{i}.parquet.partial"
         while (not (partial.exists() and partial.stat().st_size > 4096) or not ready.exists()) \
                 and a.poll() is None and b.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)
-        a0, b0 = _cpu_ns(a.pid), _cpu_ns(b.pid)
-        time.sleep(WINDOW_S)
-        a1, b1 = _cpu_ns(a.pid), _cpu_ns(b.pid)
+        pa_, pb = cpu_pct_side_by_side(a.pid, b.pid, WINDOW_S)
         assert a.wait() == 0 and b.wait() == 0
-        pa_, pb = 100 * (a1 - a0) / (WINDOW_S * 1e9), 100 * (b1 - b0) / (WINDOW_S * 1e9)
         cli_pct.append(pa_)
         api_pct.append(pb)
         ratios.append(pb / pa_)
@@ -80,10 +72,8 @@ def test_api_cpu_vs_alems_sample_side_by_side(env, tmp_path):
             assert s["energy_source"] == "powercap"
             dropped += s["dropped_samples"]
     ratio = statistics.median(ratios)
-    record("api: `alems sample` whole process, % of a core (median)",
-           f"{statistics.median(cli_pct):.2f} % (runs {', '.join(f'{p:.2f}' for p in cli_pct)})")
-    record("api: alems.measure() whole process, % of a core (median)",
-           f"{statistics.median(api_pct):.2f} % (runs {', '.join(f'{p:.2f}' for p in api_pct)})")
+    record("api: `alems sample` whole process, % of a core (median)", median_pct(cli_pct))
+    record("api: alems.measure() whole process, % of a core (median)", median_pct(api_pct))
     record("api: ratio alems.measure ÷ alems sample, median of side-by-side pairs",
            f"{ratio:.3f} (pairs {', '.join(f'{r:.2f}' for r in ratios)})")
     assert dropped == 0

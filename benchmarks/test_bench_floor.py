@@ -15,7 +15,6 @@ targets, else they are reported PASS/MISS.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -28,7 +27,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from benchutil import REPO, make_static_powercap, record
+from benchutil import (REPO, cpu_pct_side_by_side, fake_rapl_env, hwm_mb, median_pct, record,
+                       with_hwm)
 
 HZ = 1000
 WARMUP_S, WINDOW_S = 3.0, 6.0  # the commands last long enough for start-up + window
@@ -38,24 +38,9 @@ TARGET_RATIO = 1.3
 TARGET_RSS_MB = 5.0
 
 
-def _cpu_ns(pid: int) -> int:
-    total = 0
-    for f in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            total += int(Path(f).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that just exited
-    return total
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("floor")
-    make_static_powercap(root / "sys")
-    return dict(os.environ, ALEMS_SYSFS_ROOT=str(root / "sys"), ALEMS_PROC_ROOT="/proc",
-                ALEMS_MSR_PATH=str(root / "no-msr-{cpu}"),
-                PYTHONPATH=os.pathsep.join([str(REPO / "src"),
-                                            os.environ.get("PYTHONPATH", "")]))
+    return fake_rapl_env(tmp_path_factory.mktemp("floor"))
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +70,8 @@ def test_sampler_cpu_vs_bare_timer_loop(env, bare_timer, tmp_path):
         partial = tmp_path / f"r{i}.parquet.partial"
         while not (partial.exists() and partial.stat().st_size > 4096) and a.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)
-        a0, b0 = _cpu_ns(a.pid), _cpu_ns(b.pid)
-        time.sleep(WINDOW_S)
-        a1, b1 = _cpu_ns(a.pid), _cpu_ns(b.pid)
+        pa_, pb = cpu_pct_side_by_side(a.pid, b.pid, WINDOW_S)
         assert a.wait() == 0 and b.wait() == 0
-        pa_, pb = 100 * (a1 - a0) / (WINDOW_S * 1e9), 100 * (b1 - b0) / (WINDOW_S * 1e9)
         alems_pct.append(pa_)
         bare_pct.append(pb)
         ratios.append(pa_ / pb)
@@ -98,10 +79,8 @@ def test_sampler_cpu_vs_bare_timer_loop(env, bare_timer, tmp_path):
         rates.append(s["samples"] / (s["duration_s"] * HZ + 1))
         dropped += s["dropped_samples"]
     ratio = statistics.median(ratios)
-    record("floor: `alems sample` whole process, % of a core (median)",
-           f"{statistics.median(alems_pct):.2f} % (runs {', '.join(f'{p:.2f}' for p in alems_pct)})")
-    record("floor: bare clock_nanosleep loop, % of a core (median)",
-           f"{statistics.median(bare_pct):.2f} % (runs {', '.join(f'{p:.2f}' for p in bare_pct)})")
+    record("floor: `alems sample` whole process, % of a core (median)", median_pct(alems_pct))
+    record("floor: bare clock_nanosleep loop, % of a core (median)", median_pct(bare_pct))
     record("floor: ratio alems ÷ bare, median of side-by-side pairs",
            f"{ratio:.3f} (pairs {', '.join(f'{r:.2f}' for r in ratios)})  "
            f"[target ≤ {TARGET_RATIO}: {'PASS' if ratio <= TARGET_RATIO else 'MISS'}]")
@@ -115,12 +94,12 @@ def test_sampler_cpu_vs_bare_timer_loop(env, bare_timer, tmp_path):
 
 
 def _max_rss_mb(env, out: Path, hz: int, secs: int) -> float:
-    proc = subprocess.Popen([sys.executable, "-m", "alems", "sample", "--hz", str(hz), "-q",
-                             "-o", str(out), "--", "sleep", str(secs)], env=env)
-    _, status, ru = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    hwm = out.with_suffix(".hwm")
+    subprocess.run([sys.executable, "-m", "alems", "sample", "--hz", str(hz), "-q",
+                    "-o", str(out), "--", "sleep", str(secs)], env=with_hwm(env, hwm),
+                   check=True)
     assert pq.read_metadata(out).num_rows >= 0.99 * hz * secs
-    return ru.ru_maxrss / 1024
+    return hwm_mb(hwm)
 
 
 @pytest.mark.parametrize("hz,short_s,long_s", [(1000, 10, 60), (20000, 10, 180)])

@@ -153,7 +153,7 @@ def test_overhead_at_1000hz_vs_plain_python(benchmark, tmp_path):
     # Ratios per alternation (runs close in time), then the median over alternations:
     # this cancels slow drift in what else the shared machine is doing.
     def per_round(kind: str, key: str) -> list[float]:
-        return [r[key] / b[key] for r, b in zip(runs[kind], runs["bare"])]
+        return [r[key] / b[key] for r, b in zip(runs[kind], runs["bare"], strict=True)]
 
     ratio = {k: statistics.median(per_round(k, "work_s")) for k in KINDS}
     ratio_best = {k: min(r["work_s"] for r in runs[k]) / min(r["work_s"] for r in runs["bare"])

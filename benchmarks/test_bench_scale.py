@@ -2,9 +2,9 @@
 
 For each N in $ALEMS_SCALE_N (comma-separated; default 1000,10000) a synthetic study is
 built (scale_study.py, cached on disk by N and code version) and each operation runs in a
-child process, as a user runs it: wall time and the child's peak RSS (ru_maxrss from
-os.wait4). The table at the end gives the growth exponent log(t₂/t₁)/log(N₂/N₁) between
-consecutive sizes. Run:
+child process, as a user runs it: wall time, CPU time (os.wait4) and the child's own peak
+RSS (VmHWM, written at its exit by hwm/sitecustomize.py). The table at the end gives the
+growth exponent log(t₂/t₁)/log(N₂/N₁) between consecutive sizes. Run:
 
     ALEMS_SCALE_N=1000,10000 PYTHONPATH=$PWD/src python3 -m pytest -q -s -p no:cacheprovider \\
         benchmarks/test_bench_scale.py
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import scale_study
-from benchutil import record
+from benchutil import hwm_mb, record, with_hwm
 
 SIZES = [int(x) for x in os.environ.get("ALEMS_SCALE_N", "1000,10000").split(",") if x]
 # Only the operations whose names start with one of these (comma-separated; all if unset).
@@ -46,6 +46,17 @@ with TestClient(create_app(sys.argv[1]), base_url="http://127.0.0.1") as c:
         t = time.perf_counter(); r = c.get(sys.argv[2]); dt = time.perf_counter() - t
         assert r.status_code == 200, (r.status_code, r.text[:300])
         print(f"{dt:.3f}")
+"""
+
+# `alems summary --format json` where no summary is kept (a group changed since, or built
+# by an older A-LEMS): the build itself, as the command runs it.
+_BUILD = """
+import sys
+from alems.analysis.groups import open_db, resolve_group
+from alems.analysis.summary import build_summary
+from alems.analysis.stored_summary import to_json
+conn = open_db(sys.argv[1])
+print(len(to_json(build_summary(conn, sys.argv[1], resolve_group(conn, sys.argv[2])))))
 """
 
 # What a resumed batch does before its first run (experiment/batch.py): the plan, the
@@ -140,19 +151,23 @@ GROUP BY p.kind ORDER BY p.kind
 
 # (operation, target seconds, target peak MB) at N = 10⁵ (issue 23's table)
 TARGETS = {"summary text": (5, 500), "summary json": (5, 500),
+           "summary json, built (none kept)": (5, 500),
            "dashboard group page (1st)": (2, None), "dashboard group page (2nd)": (2, None),
            "groups list (1 000 batches), 1st": (1, None),
            "groups list (1 000 batches), 2nd": (1, None), "report html": (60, None),
            "export parquet": (None, 300), "export csv": (None, 300),
            "merge 16 shards": (60, None), "resume decision": (2, None),
-           "commit per run (ms)": (50, None), "samples file per run (ms)": (50, None), "energy_samples: power per phase kind": (10, None)}
+           "commit per run (ms)": (50, None), "samples file per run (ms)": (50, None),
+           "energy_samples: power per phase kind": (10, None)}
 
 
 def _child(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
     """Run argv; (wall s, CPU s, peak RSS MB, stdout). Fails on a non-zero exit. CPU time
     (user + system) is reported beside wall time: on a shared 2-core machine the wall
-    time also counts waiting for the CPU."""
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    time also counts waiting for the CPU. The peak is the child's own (benchutil.with_hwm)."""
+    hwm = cwd / "hwm.kb"
+    env = with_hwm(dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get(
+        "PYTHONPATH", "")), hwm)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
@@ -163,7 +178,7 @@ def _child(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
         text, errs = out.read().decode(), err.read().decode()
     assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{errs[-2000:]}"
     cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, usage.ru_maxrss / 1024, text   # ru_maxrss: KiB on Linux
+    return wall, cpu, hwm_mb(hwm), text
 
 
 def _ops(study: Path, n: int, work: Path):
@@ -172,6 +187,8 @@ def _ops(study: Path, n: int, work: Path):
     shards = sorted((study / "shards").glob("shard-*/shard.db"))
     yield "summary text", [*ALEMS, "summary", *g]
     yield "summary json", [*ALEMS, "summary", *g, "--format", "json"]
+    yield "summary json, built (none kept)", [sys.executable, "-c", _BUILD, str(db),
+                                              scale_study.GROUP_ID]
     yield "dashboard group page", [sys.executable, "-c", _PAGE, str(db),
                                    f"/group/{scale_study.GROUP_ID}"]
     if n == SIZES[0]:   # the same 1 000 batches at every N: measured once

@@ -308,6 +308,19 @@ class QueryStopped(AlemsError):
 FETCH_ROWS = 1000
 
 
+def fetch_rows(cur, errors, failed) -> Iterator[tuple]:
+    """A query's rows, fetched FETCH_ROWS at a time (any result in bounded memory); an
+    error of kind `errors` while fetching is raised as `failed(exc)`."""
+    while True:
+        try:
+            chunk = cur.fetchmany(FETCH_ROWS)
+        except errors as exc:
+            raise failed(exc) from None
+        if not chunk:
+            return
+        yield from chunk
+
+
 def run_user_query(conn: sqlite3.Connection, sql: str, **kw) -> tuple[list[str], list[tuple]]:
     """`user_query`, all rows in a list (for small results)."""
     with user_query(conn, sql, **kw) as (columns, rows):
@@ -351,23 +364,13 @@ def _user_query(conn: sqlite3.Connection, sql: str, *, write: bool = False,
                     "pass --write to modify the database)")
         return AlemsError(f"SQL error: {msg}")
 
-    def rows(cur) -> Iterator[tuple]:
-        while True:
-            try:
-                chunk = cur.fetchmany(FETCH_ROWS)
-            except sqlite3.Error as exc:
-                raise failed(exc) from None
-            if not chunk:
-                return
-            yield from chunk
-
     conn.set_progress_handler(check, PROGRESS_STEPS)
     try:
         try:
             cur = conn.execute(sql)
         except sqlite3.Error as exc:
             raise failed(exc) from None
-        yield [d[0] for d in cur.description or []], rows(cur)
+        yield [d[0] for d in cur.description or []], fetch_rows(cur, sqlite3.Error, failed)
         if write:
             try:
                 conn.commit()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from alems.errors import AlemsError, UsageError
 from alems.store import samples as store_samples
-from alems.store.reads import FETCH_ROWS, QueryStopped
+from alems.store.reads import QueryStopped, fetch_rows
 
 SAMPLES_TABLE = "energy_samples"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -172,14 +172,7 @@ def _run(duck, sql: str, timeout_s, stop_requested) -> tuple[list[str], Iterator
 
     def rows() -> Iterator[tuple]:
         try:
-            while True:
-                try:
-                    chunk = cur.fetchmany(FETCH_ROWS)
-                except duckdb.Error as exc:
-                    raise failed(exc) from None
-                if not chunk:
-                    return
-                yield from chunk
+            yield from fetch_rows(cur, duckdb.Error, failed)
         finally:
             done.set()
     return columns, rows()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
 from typing import Any
 
 from alems import config
@@ -50,19 +49,14 @@ class CloudProvider:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        max_attempts: int = 5,
-        backoff_base_s: float = 1.0,
-        backoff_max_s: float = 30.0,
-        jitter: float = 0.5,
         timeout_s: float = 120.0,
         send_temperature: bool = True,
-        sleep: Callable[[float], None] = time.sleep,
+        **retry_options: Any,   # RetryPolicy's (max_attempts, backoff…, sleep): its defaults
     ):
         self.model = model or config.cloud_model() or DEFAULT_MODEL
         self.api_key = api_key or config.anthropic_api_key()
         self.base_url = base_url or config.anthropic_base_url()
-        self.retry = RetryPolicy(max_attempts=max_attempts, backoff_base_s=backoff_base_s,
-                                 backoff_max_s=backoff_max_s, jitter=jitter, sleep=sleep)
+        self.retry = RetryPolicy(**retry_options)
         self.max_attempts = self.retry.max_attempts
         self.timeout_s = float(timeout_s)
         self.send_temperature = bool(send_temperature)

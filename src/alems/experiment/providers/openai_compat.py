@@ -25,7 +25,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -102,12 +101,8 @@ class OpenAICompatProvider:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        max_attempts: int = 5,
-        backoff_base_s: float = 1.0,
-        backoff_max_s: float = 30.0,
-        jitter: float = 0.5,
         timeout_s: float = 120.0,
-        sleep: Callable[[float], None] = time.sleep,
+        **retry_options: Any,   # RetryPolicy's (max_attempts, backoff…, sleep): its defaults
     ):
         if base_url is not None and not base_url.startswith(("http://", "https://")):
             raise AlemsError(f"--base-url must be an http(s) URL, got {base_url!r}; e.g. "
@@ -117,8 +112,7 @@ class OpenAICompatProvider:
         given = api_key or self._env_key()
         self.keyless = not given and (self.key_env is None or is_private_url(self.base_url))
         self.api_key = NO_KEY if self.keyless else given
-        self.retry = RetryPolicy(max_attempts=max_attempts, backoff_base_s=backoff_base_s,
-                                 backoff_max_s=backoff_max_s, jitter=jitter, sleep=sleep)
+        self.retry = RetryPolicy(**retry_options)
         self.max_attempts = self.retry.max_attempts
         self.timeout_s = float(timeout_s)
         self._client = None
