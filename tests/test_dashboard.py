@@ -23,7 +23,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from alems.dashboard import curves  # noqa: E402
 from alems.dashboard.app import create_app  # noqa: E402
 from alems.analysis.tax import tax_cells  # noqa: E402
-from alems.dashboard.pages import headline_row  # noqa: E402
+from alems.analysis.views import headline_row  # noqa: E402
 from alems.store import dashboard_reads as reads  # noqa: E402
 
 from analysis_fixture import build_fixture_db, create_empty_db  # noqa: E402

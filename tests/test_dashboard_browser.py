@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from alems.analysis.tax import tax_cells
-from alems.dashboard.pages import headline_row
+from alems.analysis.views import headline_row
 
 from analysis_fixture import build_fixture_db
 

@@ -14,6 +14,7 @@ pytest.importorskip("tsdownsample")
 pytest.importorskip("httpx")
 pytest.importorskip("scipy")
 
+from alems.analysis import views  # noqa: E402
 from alems.dashboard import curves, pages  # noqa: E402
 from alems.errors import UsageError  # noqa: E402
 from alems.experiment.providers import ToolCall  # noqa: E402
@@ -227,7 +228,7 @@ def test_tag_writes_labels_and_the_groups_list_shows_them_read_only(fixture_db):
     conn = pages.reads.open_readonly(fixture_db)
     s = pages.summarize(conn, fixture_db, pages.resolve_group(conn, group))[0]
     conn.close()
-    cells = tax_cells(pages.headline_row(s))
+    cells = tax_cells(views.headline_row(s))
     assert f'<span class="tax">{cells["ratio"]}</span> <span class="ci">{cells["ci"]}</span>' in row
     assert "agentic " in row and "linear " in row and "measured (powercap)" in row
 

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
+from alems.analysis import views  # noqa: E402
 from alems.dashboard import figures, group_cache, pages  # noqa: E402
 
 GROUP = "g-20260110-100000"
@@ -112,11 +113,11 @@ def test_the_groups_list_shows_the_summarys_headline_without_building_it(tmp_pat
     if summary is None:
         assert "only linear" in why and head is None and accuracy == []
         return
-    full = pages.headline_row(summary)
+    full = views.headline_row(summary)
     assert {k: head[k] for k in full if k in head} == {k: full[k] for k in full if k in head}
     assert {"tax_ratio", "ci_low", "ci_high", "n_pairs"} <= set(head)
     assert (full["n_pairs"] > 0) == ("agentic" in workflows)
-    assert accuracy == pages.accuracy_per_arm(summary)
+    assert accuracy == views.accuracy_per_arm(summary)
 
 
 def test_the_groups_list_keeps_its_quick_headlines(fixture_db, monkeypatch):

@@ -9,7 +9,8 @@ import sqlite3
 
 import pytest
 
-from alems.analysis import stored_summary
+from alems.analysis import stored_summary, views
+from alems.analysis.tax import tax_cells
 from alems.analysis.groups import open_db, resolve_group
 from alems.store import summaries
 from alems.store.db import connect, transaction
@@ -161,14 +162,48 @@ def test_the_dashboard_serves_the_kept_summary(batch_db, monkeypatch):
     from starlette.testclient import TestClient
 
     import alems.analysis.summary as summary_mod
+    from alems.dashboard import group_cache
     from alems.dashboard.app import create_app
 
     def broken(*a, **kw):
         raise RuntimeError("built, not read")
 
     monkeypatch.setattr(summary_mod, "build_summary", broken)
+    monkeypatch.setattr(group_cache, "quick_headline", broken)
+    conn = open_db(batch_db)
+    summary, _ = stored_summary.stored(conn, GROUP)
+    digest, _ = stored_summary.stored(conn, GROUP, part="digest_json")
+    conn.close()
+    assert digest == {"headline": views.headline_row(summary),
+                      "accuracy": views.accuracy_per_arm(summary)}
+    ratio = tax_cells(digest["headline"])["ratio"]
     with TestClient(create_app(batch_db), base_url="http://127.0.0.1") as client:
+        groups = client.get("/").text      # the digest: no summary built, none parsed
+        row = groups[groups.index(f'data-group="{GROUP}"'):]
+        assert ratio in row[:row.index("</tr>")]
         page = client.get(f"/group/{GROUP}")
         assert page.status_code == 200 and 'id="headline"' in page.text
-        assert "data-tax-ratio" in page.text
-        assert GROUP in client.get("/").text
+        assert ratio in page.text
+
+
+def test_the_groups_list_reads_the_digest_not_the_summary(batch_db, monkeypatch):
+    """Nothing in memory, nothing may be built: the row's headline and accuracy come from
+    the kept digest (1 000 batches: no 1 000 summaries parsed, issue 23)."""
+    from alems.dashboard import group_cache, pages
+    from alems.store import dashboard_reads
+
+    def broken(*a, **kw):
+        raise RuntimeError("built, not read")
+
+    monkeypatch.setattr(group_cache, "quick_headline", broken)
+    monkeypatch.setattr(pages, "_summaries", {})
+    conn = dashboard_reads.open_readonly(batch_db)
+    try:
+        [row] = [r for r in pages.groups_page(conn, batch_db)["groups"]
+                 if r["group_id"] == GROUP]
+        digest, _ = stored_summary.stored(conn, GROUP, part="digest_json")
+    finally:
+        conn.close()
+    assert row["headline"] == digest["headline"] and row["headline"]["tax_ratio"] > 0
+    assert row["accuracy"] == digest["accuracy"] and not row["pending"]
+    assert pages._summaries == {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from alems._version import code_fingerprint
 from alems.analysis.groups import Group
+from alems.analysis.views import accuracy_per_arm, headline_row
 from alems.errors import AlemsError
 from alems.store import summaries
 from alems.store.dashboard_reads import group_stamp
@@ -39,21 +40,29 @@ def build_and_store(conn: sqlite3.Connection, db_path: str | Path, group: Group)
     from alems.store.db import transaction
 
     stamp = group_stamp(conn, group.group_id)
+    text: str | None
+    digest: str | None
+    why: str | None
     try:
-        text, why = to_json(build_summary(conn, db_path, group)), None
+        summary = build_summary(conn, db_path, group)
     except AlemsError as exc:
-        text, why = None, str(exc)
+        text, digest, why = None, None, str(exc)
+    else:
+        text, why = to_json(summary), None
+        digest = to_json({"headline": headline_row(summary),
+                          "accuracy": accuracy_per_arm(summary)})
     with transaction(conn):
-        summaries.save(conn, group.group_id, stamp, code_fingerprint(), text, why)
+        summaries.save(conn, group.group_id, stamp, code_fingerprint(), text, why, digest)
     return why
 
 
-def stored(conn: sqlite3.Connection, group_id: str,
-           stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
+def stored(conn: sqlite3.Connection, group_id: str, stamp: tuple | None = None,
+           part: str = "summary_json") -> tuple[dict | None, str | None] | None:
     """(summary, None) or (None, why the group has none) as stored, when still valid for
     the group's runs (`stamp`, read here when not given) and this code; None when there is
-    none to trust (rebuild it)."""
-    row = summaries.load(conn, group_id)
+    none to trust (rebuild it). `part="digest_json"`: only what the groups list shows of
+    it ({headline, accuracy}: views.headline_row, views.accuracy_per_arm)."""
+    row = summaries.load(conn, group_id, part)
     if row is None:
         return None
     kept, code, text, why = row

@@ -6,7 +6,7 @@ batch spans more than one host). Every tax figure is `tax.tax_cells` text."""
 from __future__ import annotations
 
 from alems.analysis.precision import fmt_value
-from alems.analysis.tax import tax_cells
+from alems.analysis.tax import ALL, tax_cells
 from alems.catalog.arms import AGENTIC, ordered_arms
 
 ESTIMATE_TAG = " [ESTIMATE — not measured]"   # after every figure from estimated energy
@@ -106,3 +106,27 @@ def phase_label(p: dict, several: bool) -> str:
     """A phase-share row's cell label: task / provider, led by its arm when the shares
     cover several arms."""
     return (f"{p['arm']}: " if several else "") + f"{p['task']} / {p['provider']}"
+
+
+def headline_row(summary: dict) -> dict | None:
+    """The one tax figure a group is known by: the summary's overall row (task and provider
+    'all') where it has one, else its only row; None when several rows and no overall."""
+    rows = summary.get("tax", [])
+    for r in rows:
+        if r.get("task") == ALL and r.get("provider") == ALL:
+            return r
+    return rows[0] if len(rows) == 1 else None
+
+
+def accuracy_per_arm(summary: dict) -> list[dict]:
+    """Runs, correct answers, failures and accuracy per arm over all tasks and providers."""
+    arms: dict[str, dict] = {}
+    for w in summary.get("workflows", []):
+        a = arms.setdefault(w["workflow"], {"workflow": w["workflow"], "n_runs": 0,
+                                            "n_correct": 0, "n_errors": 0})
+        a["n_runs"] += w["n_runs"]
+        a["n_correct"] += w["n_correct"]
+        a["n_errors"] += w["n_errors"]
+    for a in arms.values():
+        a["accuracy"] = a["n_correct"] / a["n_runs"] if a["n_runs"] else None
+    return [arms[k] for k in sorted(arms)]

@@ -13,18 +13,19 @@ from typing import Any
 
 from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
+from alems.analysis.stored_summary import stored
 from alems.analysis.samples import samples_file
 from alems.analysis.status import batch_status, format_duration, pick_group
 from alems.analysis.tax import tax_between
-from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, arm_tax_rows, headline_lines,
-                                  host_tax_rows, phase_arms, several_arms)
+from alems.analysis.views import (ESTIMATE_TAG, HOST_COLUMNS, accuracy_per_arm, arm_tax_rows,
+                                  headline_lines, headline_row, host_tax_rows, phase_arms,
+                                  several_arms)
 from alems.dashboard import curves as curves_mod
 from alems.dashboard import figures
 from alems.dashboard import group_cache as cache
 from alems.store import dashboard_reads as reads
 
 ESTIMATE = "estimate"
-OVERALL = "all"  # summary's tax row over every task and provider has task = provider = "all"
 # counters shown on the run page, in this order, with their units in the column names
 COUNTER_COLUMNS = (
     "duration_ns", "energy_source", "pkg_energy_uj", "core_energy_uj", "uncore_energy_uj",
@@ -76,14 +77,20 @@ def groups_page(conn, db_path: Path) -> dict:
         st = batch_status(conn, group)
         f = facts.get(gid, {})
         stamp = reads.group_stamp(conn, gid)
-        hit = cached_summary(conn, db_path, group, stamp)
-        if hit is None and not ready:
+        hit = _summaries.get((str(db_path), gid))
+        digest = None if hit is not None and hit[0] == stamp else \
+            stored(conn, gid, stamp, part="digest_json")
+        if (hit is None or hit[0] != stamp) and digest is None and not ready:
             pending = True
         quick = cache.QUICK.get((str(db_path), gid))
-        if hit is not None:
-            summary, why = hit
+        if hit is not None and hit[0] == stamp:
+            _, summary, why = hit
             head = headline_row(summary) if summary else None
             accuracy = accuracy_per_arm(summary) if summary else []
+        elif digest is not None:   # kept in the database by the batch or merge
+            head, accuracy = (digest[0]["headline"], digest[0]["accuracy"]) if digest[0] \
+                else (None, [])
+            why = digest[1]
         elif ready and quick is not None and quick[0] == stamp:
             head, accuracy, why = quick[1]
         elif ready:
@@ -104,34 +111,12 @@ def groups_page(conn, db_path: Path) -> dict:
                      "headline": head, "summary_error": why, "accuracy": accuracy,
                      "tags": labels.get(gid, {}).get("tags", []),
                      "notes": labels.get(gid, {}).get("notes", []),
-                     "pending": hit is None and not ready})
+                     "pending": (hit is None or hit[0] != stamp) and digest is None
+                     and not ready})
     return {"groups": rows, "pending": pending}
 
 
 # ----------------------------------------------------------------------------- a group
-def headline_row(summary: dict) -> dict | None:
-    """The one tax figure a group is known by: the summary's overall row (task and provider
-    'all') where it has one, else its only row; None when several rows and no overall."""
-    rows = summary.get("tax", [])
-    for r in rows:
-        if r.get("task") == OVERALL and r.get("provider") == OVERALL:
-            return r
-    return rows[0] if len(rows) == 1 else None
-
-
-def accuracy_per_arm(summary: dict) -> list[dict]:
-    arms: dict[str, dict] = {}
-    for w in summary.get("workflows", []):
-        a = arms.setdefault(w["workflow"], {"workflow": w["workflow"], "n_runs": 0,
-                                            "n_correct": 0, "n_errors": 0})
-        a["n_runs"] += w["n_runs"]
-        a["n_correct"] += w["n_correct"]
-        a["n_errors"] += w["n_errors"]
-    for a in arms.values():
-        a["accuracy"] = a["n_correct"] / a["n_runs"] if a["n_runs"] else None
-    return [arms[k] for k in sorted(arms)]
-
-
 _summaries: dict[tuple[str, str], tuple[tuple, dict | None, str | None]] = {}
 # groups whose summaries a dashboard keeps (a few kB each); above it the cache is emptied,
 # so a groups list longer than it rebuilt every summary on every visit (1 000 batches: 55 s
@@ -143,8 +128,6 @@ def cached_summary(conn, db_path: Path, group,
                    stamp: tuple | None = None) -> tuple[dict | None, str | None] | None:
     """`summarize`'s answer while the group's runs are unchanged since (kept here, or
     stored in the database by its batch or merge: analysis.stored_summary), else None."""
-    from alems.analysis.stored_summary import stored
-
     key = (str(db_path), group.group_id)
     stamp = stamp or reads.group_stamp(conn, group.group_id)
     hit = _summaries.get(key)

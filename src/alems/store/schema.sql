@@ -250,6 +250,7 @@ CREATE TABLE IF NOT EXISTS group_summaries (
     code          TEXT NOT NULL,
     summary_json  TEXT,                   -- build_summary's dict at its defaults, or NULL…
     refusal       TEXT,                   -- …with why the group has no summary
+    digest_json   TEXT,                   -- what the groups list shows of it (headline, accuracy)
     built_at      TEXT NOT NULL           -- ISO-8601 UTC
 );
 
