@@ -209,3 +209,36 @@ def test_query_energy_samples_damaged_file_is_one_line(guide_batch, tmp_path):
                         "SELECT COUNT(*) FROM energy_samples")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("alems: error: cannot read samples") and victim.name in proc.stderr
+
+
+@pytest.mark.parametrize("sql,copied", [
+    ("SELECT s.run_id, r.workflow_type, AVG(s.pkg_power_w) FROM energy_samples s "
+     "JOIN runs r USING (run_id) GROUP BY ALL", {"run_id", "workflow_type"}),
+    ("SELECT COUNT(*) FROM runs, energy_samples", {"run_id"}),
+    ("SELECT r.* FROM runs r WHERE r.run_id IN (SELECT run_id FROM energy_samples)", "*"),
+    ("SELECT COLUMNS('.*_uj') FROM runs JOIN energy_samples USING (run_id)", "*"),
+])
+def test_query_energy_samples_copies_only_the_runs_columns_it_names(guide_batch, sql, copied,
+                                                                     monkeypatch):
+    """A 10⁵-run study's replies and traces are ~1 GB in memory: a statement gets the index
+    columns it names (all where it may use others: `r.*`, COLUMNS()), with the same rows."""
+    import pandas as pd
+
+    _, db, _ = guide_batch
+    seen, real = [], pd.read_sql_query
+
+    def spy(q, conn, *a, **kw):
+        seen.append(q)
+        return real(q, conn, *a, **kw)
+
+    monkeypatch.setattr(pd, "read_sql_query", spy)
+    proc = alems_inproc("query", "--db", str(db), "--format", "csv", sql)
+    assert proc.returncode == 0, proc.stderr
+    [runs_q] = [q for q in seen if q.endswith('FROM "runs"')]
+    got = runs_q.split(" FROM ")[0].removeprefix("SELECT ")
+    assert (got == "*") if copied == "*" else \
+        ({c.strip('" ') for c in got.split(",")} == copied)
+    rows = proc.stdout.splitlines()
+    assert len(rows) > 1
+    if copied == "*" and "r.*" in sql:
+        assert rows[0].split(",")[:2] == ["run_id", "exp_id"] and len(rows) == 1 + 8

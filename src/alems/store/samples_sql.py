@@ -46,6 +46,20 @@ def _sqlite_tables(conn: sqlite3.Connection) -> list[str]:
         "AND name NOT LIKE 'sqlite_%'")]
 
 
+_COUNT_STAR = re.compile(r"count\s*\(\s*\*\s*\)", re.IGNORECASE)
+
+
+def _named_columns(conn: sqlite3.Connection, table: str, sql: str, wanted: set[str]) -> str:
+    """The columns of `table` to copy into DuckDB: those the statement names (a 10⁵-run
+    study's replies and traces are ~1 GB as Python strings, issue 23), or all of them where
+    it may use columns it does not name (a `*` other than COUNT(*), DuckDB's COLUMNS())."""
+    names = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+    if "*" in _COUNT_STAR.sub("", sql) or "columns" in wanted:
+        return "*"
+    keep = [n for n in names if n.lower() in wanted] or names[:1]   # COUNT(*): any one
+    return ", ".join(f'"{n}"' for n in keep)
+
+
 def _samples_dataset(conn: sqlite3.Connection, db_path: Path):
     """A pyarrow dataset of every run's samples with its run_id (one file per run), or None
     when no run has a readable samples file."""
@@ -117,8 +131,9 @@ def samples_query(db_path: Path, sql: str, *, write: bool = False,
         wanted = {w.lower() for w in _WORD.findall(sql)}
         for table in _sqlite_tables(conn):
             if table.lower() in wanted and table.lower() != SAMPLES_TABLE:
+                cols = _named_columns(conn, table, sql, wanted)
                 duck.register(f"_alems_{table}", pd.read_sql_query(
-                    f'SELECT * FROM "{table}"', conn))
+                    f"SELECT {cols} FROM \"{table}\"", conn))
                 duck.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "_alems_{table}"')
         data = _samples_dataset(conn, Path(db_path))
         if data is None:
