@@ -128,21 +128,28 @@ def _check(out, out_path: Path, inputs: list[tuple[Path, sqlite3.Connection]]) -
                              "duplicate them; nothing merged")
 
 
-def _insert(out, table: str, row: sqlite3.Row, drop: tuple = (), **values) -> int:
-    have = {r[1] for r in out.execute(f"PRAGMA table_info({table})")}
+_MERGED_TABLES = ("batch_sessions", "experiments", "baselines", "runs", "phases")
+
+
+def _insert(out, cols: dict[str, set[str]], table: str, row: sqlite3.Row, drop: tuple = (),
+            **values) -> int:
+    """`row` of an input into the output's `table`: the columns both have, less `drop`,
+    plus `values`. `cols`: the output's columns per table, read once per merge."""
+    have = cols[table]
     data = {k: row[k] for k in row.keys() if k in have and k not in drop}  # noqa: SIM118 (a Row iterates values)
     data.update(values)
-    return store_runs.insert_row(out, table, data)
+    return store_runs.insert_row(out, table, data, have)
 
 
 def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCount:
+    cols = {t: store_runs.table_columns(out, t) for t in _MERGED_TABLES}
     count = MergeCount(path)
     for s in conn.execute("SELECT * FROM batch_sessions ORDER BY created_at"):
         count.sessions.append(s["group_id"])
         old = out.execute("SELECT settings_json FROM batch_sessions WHERE group_id = ?",
                           (s["group_id"],)).fetchone()
         if old is None:
-            _insert(out, "batch_sessions", s)
+            _insert(out, cols, "batch_sessions", s)
         elif json.loads(old[0] or "{}").get(SHARD_KEY) != json.loads(
                 s["settings_json"] or "{}").get(SHARD_KEY):
             settings = json.loads(old[0])
@@ -165,7 +172,7 @@ def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCo
             out.execute("UPDATE experiments SET repetitions = MAX(repetitions, ?) "
                         "WHERE exp_id = ?", (e["repetitions"], found[0]))
         else:
-            exp_map[e["exp_id"]] = _insert(out, "experiments", e, drop=("exp_id",))
+            exp_map[e["exp_id"]] = _insert(out, cols, "experiments", e, drop=("exp_id",))
             count.experiments += 1
     base_map = {}
     for b in conn.execute("SELECT * FROM baselines ORDER BY baseline_id"):
@@ -176,7 +183,7 @@ def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCo
         if found:
             base_map[b["baseline_id"]] = found[0]
         else:
-            base_map[b["baseline_id"]] = _insert(out, "baselines", b, drop=("baseline_id",))
+            base_map[b["baseline_id"]] = _insert(out, cols, "baselines", b, drop=("baseline_id",))
             count.baselines += 1
     pairs = set()
     for r in _run_keys(conn):
@@ -190,10 +197,10 @@ def _merge_one(out, out_path: Path, path: Path, conn, stage: Staging) -> MergeCo
                           exp_id, run_id)
             values["samples_path"] = store_samples.relative_to_db(out_path, dest)
             count.samples += 1
-        _insert(out, "runs", r, drop=("m_group", "m_task", "m_provider"), **values)
+        _insert(out, cols, "runs", r, drop=("m_group", "m_task", "m_provider"), **values)
         for ph in conn.execute("SELECT * FROM phases WHERE run_id = ? ORDER BY seq",
                                (r["run_id"],)):
-            _insert(out, "phases", ph, drop=("phase_id",), run_id=run_id)
+            _insert(out, cols, "phases", ph, drop=("phase_id",), run_id=run_id)
         pairs.add((exp_id, r["run_number"]))
         count.runs += 1
     store_runs.derive_pair_index(out)   # an input from before runs.pair_index
