@@ -155,6 +155,7 @@ TARGETS = {"summary text": (5, 500), "summary json": (5, 500),
            "dashboard group page (1st)": (2, None), "dashboard group page (2nd)": (2, None),
            "groups list (1 000 batches), 1st": (1, None),
            "groups list (1 000 batches), 2nd": (1, None), "report html": (60, None),
+           "report pdf": (None, None),
            "export parquet": (None, 300), "export csv": (None, 300),
            "merge 16 shards": (60, None), "resume decision": (2, None),
            "commit per run (ms)": (50, None), "samples file per run (ms)": (50, None),
@@ -195,6 +196,7 @@ def _ops(study: Path, n: int, work: Path):
         yield "groups list (1 000 batches)", [sys.executable, "-c", _PAGE,
                                               str(study / "groups" / "groups.db"), "/"]
     yield "report html", [*ALEMS, "report", *g, "-o", str(work / "r.html")]
+    yield "report pdf", [*ALEMS, "report", *g, "-o", str(work / "r.pdf")]
     yield "export parquet", [*ALEMS, "export", *g, "-o", str(work / "runs.parquet")]
     yield "export csv", [*ALEMS, "export", *g, "-o", str(work / "runs.csv")]
     yield "merge 16 shards", [*ALEMS, "merge", str(work / "merged" / "m.db"),

@@ -27,6 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from alems.errors import AlemsError, UsageError
 from alems.analysis.groups import resolve_group
+from alems.analysis.stored_summary import stored
 from alems.analysis.precision import (DAGGER, dagger_note, fmt_interval, fmt_ratio,
                                       fmt_value, mean_sd_ci)
 from alems.analysis.summary_warnings import warning_groups
@@ -102,7 +103,8 @@ def _warm_up(db_path: Path) -> None:
     """Check the database's types (reads.open_readonly, once per change of its files),
     import the analysis stack (pandas, scipy: seconds) and summarise every batch whose
     summary is not kept in the database (the groups list's figures, pages.summarize's
-    cache) before the first page needs them."""
+    cache) before the first page needs them. Kept ones are read when a page asks: loading
+    1 000 of them here only competed with the first request (issue 23)."""
     try:
         conn = reads.open_readonly(db_path)
     except AlemsError:
@@ -117,7 +119,8 @@ def _warm_up(db_path: Path) -> None:
         return
     try:
         for gid in reads.group_ids(conn):
-            pages.summarize(conn, db_path, resolve_group(conn, gid))
+            if stored(conn, gid, part="digest_json") is None:   # none kept in the database
+                pages.summarize(conn, db_path, resolve_group(conn, gid))
     except Exception:  # noqa: BLE001 - only a head start: the pages report any error
         pass
     finally:
