@@ -100,23 +100,21 @@ def _templates() -> Jinja2Templates:
 
 
 def _warm_up(db_path: Path) -> None:
-    """Check the database's types (reads.open_readonly, once per change of its files),
-    import the analysis stack (pandas, scipy: seconds) and summarise every batch whose
+    """Import the analysis stack (pandas, scipy: seconds), check the database's types
+    (reads.open_readonly, once per change of its files) and summarise every batch whose
     summary is not kept in the database (the groups list's figures, pages.summarize's
     cache) before the first page needs them. Kept ones are read when a page asks: loading
     1 000 of them here only competed with the first request (issue 23)."""
-    try:
-        conn = reads.open_readonly(db_path)
-    except AlemsError:
-        conn = None   # a page says what is wrong with the database
     try:
         import alems.analysis.summary  # noqa: F401
     except ImportError:
         pass     # a page names what is missing
     finally:
         pages.ANALYSIS_READY.set()
-    if conn is None:
-        return
+    try:   # the type check: a first page that asked meanwhile has done it, or waits for it
+        conn = reads.open_readonly(db_path)
+    except AlemsError:
+        return   # a page says what is wrong with the database
     try:
         for gid in reads.group_ids(conn):
             if stored(conn, gid, part="digest_json") is None:   # none kept in the database
