@@ -207,3 +207,35 @@ def test_the_groups_list_reads_the_digest_not_the_summary(batch_db, monkeypatch)
     assert row["headline"] == digest["headline"] and row["headline"]["tax_ratio"] > 0
     assert row["accuracy"] == digest["accuracy"] and not row["pending"]
     assert pages._summaries == {}
+
+
+def test_without_pandas_a_batch_keeps_nothing_and_says_nothing(tmp_path, monkeypatch):
+    """`.[local]` alone (the README's first command) has no pandas: the batch completes as
+    before, nothing is kept (nothing could read it)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pandas" else real(name, *a))
+    assert not stored_summary.can_build()
+    db = tmp_path / "data" / "e.db"
+    p = alems_inproc(*BATCH, "--db", str(db), cwd=tmp_path, env=env_for(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert _kept_rows(db) == [] and "summary" not in p.stderr
+
+
+def test_a_failure_to_keep_the_summary_is_one_line_and_the_batch_completes(tmp_path,
+                                                                           monkeypatch):
+    """A signal landing in pandas' import surfaces as an ImportError (seen under load): one
+    line, the completed batch stays completed, exit 0."""
+    def broken(*a, **kw):
+        raise ImportError("numpy._core.multiarray failed to import")
+
+    monkeypatch.setattr(stored_summary, "build_and_store", broken)
+    db = tmp_path / "data" / "e.db"
+    p = alems_inproc(*BATCH, "--db", str(db), cwd=tmp_path, env=env_for(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "could not keep the batch's summary" in p.stderr and "Traceback" not in p.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT status FROM batch_sessions").fetchone()[0] == "completed"
+    conn.close()

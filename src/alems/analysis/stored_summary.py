@@ -71,15 +71,28 @@ def stored(conn: sqlite3.Connection, group_id: str, stamp: tuple | None = None,
     return (json.loads(text), None) if text is not None else (None, why)
 
 
-def store_groups(conn: sqlite3.Connection, db_path: str | Path, group_ids) -> None:
+def can_build() -> bool:
+    """Whether this installation can build a summary (pandas and scipy: the `reports` or
+    `dashboard` extra); without them nothing is kept, and nothing could read it either."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("pandas", "scipy"))
+
+
+def store_groups(conn: sqlite3.Connection, db_path: str | Path, group_ids) -> int:
     """`build_and_store` for each named group (a completed batch, the groups a merge
-    touched), on any writable connection (rows read as sqlite3.Row meanwhile)."""
+    touched), on any writable connection (rows read as sqlite3.Row meanwhile); returns how
+    many were kept (none where `can_build` is false)."""
     from alems.analysis.groups import resolve_group
 
+    if not can_build():
+        return 0
+    groups = list(dict.fromkeys(group_ids))
     saved = conn.row_factory
     conn.row_factory = sqlite3.Row
     try:
-        for gid in dict.fromkeys(group_ids):
+        for gid in groups:
             build_and_store(conn, db_path, resolve_group(conn, gid))
     finally:
         conn.row_factory = saved
+    return len(groups)

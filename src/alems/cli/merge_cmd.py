@@ -30,10 +30,11 @@ def merge_command(
     if groups:  # what the dashboard and `alems summary` read back (analysis.stored_summary)
         conn = connect(out)
         try:
-            store_groups(conn, out, groups)
+            kept = store_groups(conn, out, groups)
         finally:
             conn.close()
-        print(f"{out}: summary kept for {len(set(groups))} batch(es)")
+        if kept:
+            print(f"{out}: summary kept for {kept} batch(es)")
 
 
 def register(app) -> None:

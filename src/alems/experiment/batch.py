@@ -119,7 +119,7 @@ class BatchRunner:
                  log: Callable[[str], None] | None = None, command: str | None = None,
                  progress: BatchProgress | None = None,
                  closing: Callable[[sqlite3.Connection, str, list[str]], dict] | None = None,
-                 store_summary: Callable[[sqlite3.Connection, Path, list[str]], None]
+                 store_summary: Callable[[sqlite3.Connection, Path, list[str]], object]
                  | None = None):
         self.cfg = cfg
         # (conn, group_id, arms) -> the headline lines and caveats the batch closes with;
@@ -295,10 +295,14 @@ class BatchRunner:
         with store_db.transaction(conn):
             store_sessions.update_session(conn, group_id, status="completed")
         if self.store_summary is not None and cfg.save_db:
-            try:  # the runs are committed: failing here loses nothing, the summary is rebuilt
+            # The runs are committed: failing here loses nothing, the summary is rebuilt when
+            # asked. Any error is one line (a signal that lands inside a C extension's import
+            # can surface as an ImportError); Ctrl-C itself still stops the batch.
+            try:
                 self.store_summary(conn, db_path, [group_id])
-            except (AlemsError, sqlite3.Error) as exc:
-                self.log(f"could not keep the batch's summary in {db_path} ({exc}); "
+            except Exception as exc:  # noqa: BLE001 - see above
+                self.log(f"could not keep the batch's summary in {db_path} "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
                          "`alems summary` and the dashboard build it when asked")
         return summary
 
