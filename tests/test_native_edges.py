@@ -123,7 +123,13 @@ def test_a_perf_counter_that_never_ran_is_null_not_zero():
     never = n.PERF_TEST_NEVER_RAN
     specs = (_sw(0, never) + _sw(0, 0)
              + _sw(0, never | n.PERF_EXCLUDE_HV, names=["page_faults"]))  # read on its own
-    recs, _ = _run_child(specs)
+    # The control pair must have counted the child for the run to say anything; it has
+    # (rarely, twice in ~200 runs, cause not found) read 0: such a run is inconclusive and
+    # is run again, at most three times in all.
+    for _ in range(3):
+        recs, _ = _run_child(specs)
+        if recs["values"][-1, 3] > 10_000:
+            break
     null_bits = recs["nulls"].astype(np.uint64)
     assert null_bits[-1] == 0b10011 and (null_bits & 0b01100 == 0).all()  # controls: never
     # each reading (the pair as one, the lone counter) turns null once, at the child's
