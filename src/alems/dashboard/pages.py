@@ -78,12 +78,13 @@ def groups_page(conn, db_path: Path) -> dict:
         f = facts.get(gid, {})
         stamp = reads.group_stamp(conn, gid)
         hit = _summaries.get((str(db_path), gid))
-        digest = None if hit is not None and hit[0] == stamp else \
-            stored(conn, gid, stamp, part="digest_json")
-        if (hit is None or hit[0] != stamp) and digest is None and not ready:
+        if hit is not None and hit[0] != stamp:
+            hit = None   # built before the group's runs changed
+        digest = None if hit is not None else stored(conn, gid, stamp, part="digest_json")
+        if hit is None and digest is None and not ready:
             pending = True
         quick = cache.QUICK.get((str(db_path), gid))
-        if hit is not None and hit[0] == stamp:
+        if hit is not None:
             _, summary, why = hit
             head = headline_row(summary) if summary else None
             accuracy = accuracy_per_arm(summary) if summary else []
@@ -111,8 +112,7 @@ def groups_page(conn, db_path: Path) -> dict:
                      "headline": head, "summary_error": why, "accuracy": accuracy,
                      "tags": labels.get(gid, {}).get("tags", []),
                      "notes": labels.get(gid, {}).get("notes", []),
-                     "pending": (hit is None or hit[0] != stamp) and digest is None
-                     and not ready})
+                     "pending": hit is None and digest is None and not ready})
     return {"groups": rows, "pending": pending}
 
 
