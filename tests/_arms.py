@@ -97,3 +97,21 @@ def interrupts(ctx):
 
 
 INTERRUPTED_ARM_ENDED = threading.Event()
+
+
+def interrupted_on_its_own_thread(ctx):
+    """Ctrl-C taken by the arm's own thread (a process-wide signal may land on any thread, or
+    as the measuring thread starts to wait): the measuring thread must still see it."""
+    import signal
+
+    for _ in range(3):   # (the measuring thread is waiting for this one by now)
+        ctx.model.complete(ctx.prompt)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+    try:
+        while True:
+            ctx.model.complete(ctx.prompt)
+    finally:
+        OWN_THREAD_ARM_ENDED.set()
+
+
+OWN_THREAD_ARM_ENDED = threading.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections import Counter
 
 import pytest
@@ -222,3 +223,16 @@ def test_ctrl_c_during_a_custom_run_stops_the_batch_and_the_arm(tmp_path):
     assert conn.execute("SELECT status FROM batch_sessions").fetchone()[0] == "interrupted"
     assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0, "no half run stored"
     conn.close()
+
+
+def test_ctrl_c_taken_by_the_arms_thread_stops_the_batch_before_the_arm_timeout(tmp_path):
+    # The signal's handler runs only between the measuring thread's bytecodes; one long join
+    # held it for the whole --arm-timeout (seen as a hung suite under load). The bound below
+    # is 600 x the join slice: it fails only where the Ctrl-C waited for the timeout.
+    runner, _ = _run(tmp_path, ["_arms:interrupted_on_its_own_thread"], repetitions=1,
+                     arm_timeout_s=120.0)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert time.monotonic() - t0 < 60.0, "the Ctrl-C waited for the arm timeout"
+    assert _arms.OWN_THREAD_ARM_ENDED.wait(60), "the arm stopped at its next context call"

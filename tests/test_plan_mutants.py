@@ -289,3 +289,30 @@ def test_resume_refusal_names_every_difference():
         plan.validate_numbers(_cfg(shard=(1, 2)))
     assert str(ei.value) == ("--shard needs --group-id G, the same on every shard, so that "
                              "`alems merge` joins the shards into one session")
+
+
+def test_custom_arms_are_workflows_and_their_timeout_and_sources_are_stored():
+    sources = {"mod:agent": {"file": "/x/mod.py", "sha256": "ab", "qualname": "agent"}}
+    cfg = _cfg(workflows=["linear", "mod:agent"], arm_timeout_s=12.5, arm_sources=sources)
+    plan.validate_numbers(cfg)                       # `module:callable` is a workflow
+    settings = cfg.settings()
+    assert settings["arm_timeout_s"] == 12.5 and settings["arm_sources"] == sources
+    assert not {"arm_timeout_s", "arm_sources"} & set(_cfg(arm_timeout_s=12.5).settings())
+
+
+def test_base_url_must_be_http_or_https_with_a_host():
+    for url in ("http://127.0.0.1:8080/v1", "https://h", "http://h:1"):
+        plan.validate_numbers(_cfg(base_url=url))
+    for url in ("ftp://h/v1", "http:///v1", "127.0.0.1:8080", "HTTP://h", " http://h"):
+        with pytest.raises(UsageError) as ei:
+            plan.validate_numbers(_cfg(base_url=url))
+        assert str(ei.value) == (f"--base-url must be an http(s) URL, got {url!r}; e.g. "
+                                 "http://127.0.0.1:8080/v1")
+
+
+def test_a_session_stored_without_providers_or_cloud_backend_is_not_resumed():
+    stored = _cfg().settings()
+    del stored["providers"], stored["cloud_backend"]
+    old = {"group_id": "old", "settings_json": json.dumps(stored)}
+    gid, resumed = plan.choose_session(_cfg(), None, [old])
+    assert not resumed and gid != "old"

@@ -24,6 +24,7 @@ import inspect
 import os
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def _where(exc: BaseException) -> str:
     return f" (at {os.path.basename(last.filename)}:{last.lineno})"
 
 
+# How long the measuring thread waits at a time for the arm's thread: CPython runs a signal's
+# handler only between the main thread's bytecodes, so a Ctrl-C that lands just as a long
+# `join` begins (or on another thread) would wait for the whole join; a slice bounds that.
+JOIN_SLICE_S = 0.1
+
+
+def _join(worker: threading.Thread, timeout_s: float) -> None:
+    """`worker.join(timeout_s)`, in slices of JOIN_SLICE_S (see there)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.is_alive():
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            return
+        worker.join(min(left_s, JOIN_SLICE_S))
+
+
 def run_custom(name: str, provider, item, settings, sampler, *, task: str = "",
                max_steps: int = 5, max_tool_calls: int = 5,
                timeout_s: float = DEFAULT_ARM_TIMEOUT_S) -> WorkflowResult:
@@ -154,11 +171,11 @@ def run_custom(name: str, provider, item, settings, sampler, *, task: str = "",
     worker = threading.Thread(target=work, name=f"alems-arm-{name}", daemon=True)
     try:   # (start inside: a Ctrl-C arriving as it starts still cancels the context)
         worker.start()
-        worker.join(timeout_s)
+        _join(worker, timeout_s)
         if worker.is_alive():
             guard.cancelled.set()
             outcome["timed_out"] = True
-            worker.join(timeout_s)
+            _join(worker, timeout_s)
     finally:   # (also on Ctrl-C while waiting) the context is the run's: the arm stops at
         guard.cancelled.set()   # its next call, and its own threads' later calls raise
     if worker.is_alive():
