@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,11 @@ sys.dont_write_bytecode = False
 # workers') COLUMNS/LINES would wrap the tables; tests that need a width set it themselves.
 os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
+# A suite started in the background by a script (`pytest … &` without job control) inherits
+# Ctrl-C ignored, and so would every command it starts: the Ctrl-C tests would hang or fail.
+# Python's own handler here; the commands the tests start get the default back at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 IS_ROOT = os.geteuid() == 0
 IS_ROOT_REASON = "" if IS_ROOT else "not running as root"
