@@ -83,17 +83,22 @@ def leaks(ctx):
 RAN_LATE, LATE = threading.Event(), []
 
 
+def _call_until_stopped(ctx, ended: threading.Event):
+    """Keep calling the context until it raises (the run was stopped); then set `ended`."""
+    try:
+        while True:
+            ctx.model.complete(ctx.prompt)
+    finally:
+        ended.set()
+
+
 def interrupts(ctx):
     """Ctrl-C arrives while the arm runs; it keeps calling the context until told to stop."""
     import os
     import signal
 
     os.kill(os.getpid(), signal.SIGINT)
-    try:
-        while True:
-            ctx.model.complete(ctx.prompt)
-    finally:
-        INTERRUPTED_ARM_ENDED.set()
+    _call_until_stopped(ctx, INTERRUPTED_ARM_ENDED)
 
 
 INTERRUPTED_ARM_ENDED = threading.Event()
@@ -107,11 +112,7 @@ def interrupted_on_its_own_thread(ctx):
     for _ in range(3):   # (the measuring thread is waiting for this one by now)
         ctx.model.complete(ctx.prompt)
     signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-    try:
-        while True:
-            ctx.model.complete(ctx.prompt)
-    finally:
-        OWN_THREAD_ARM_ENDED.set()
+    _call_until_stopped(ctx, OWN_THREAD_ARM_ENDED)
 
 
 OWN_THREAD_ARM_ENDED = threading.Event()
