@@ -226,9 +226,10 @@ def test_ctrl_c_during_a_custom_run_stops_the_batch_and_the_arm(tmp_path):
 
 
 def test_ctrl_c_taken_by_the_arms_thread_stops_the_batch_before_the_arm_timeout(tmp_path):
-    # The signal's handler runs only between the measuring thread's bytecodes; one long join
-    # held it for the whole --arm-timeout (seen as a hung suite under load). The bound below
-    # is 600 x the join slice: it fails only where the Ctrl-C waited for the timeout.
+    # The signal's handler runs only between the measuring thread's bytecodes; a SIGINT taken
+    # by the arm's own thread does not wake one long join, which held it for the whole
+    # --arm-timeout. The bound below is 600 x the join slice: it fails only where the Ctrl-C
+    # waited for the timeout.
     runner, _ = _run(tmp_path, ["_arms:interrupted_on_its_own_thread"], repetitions=1,
                      arm_timeout_s=120.0)
     t0 = time.monotonic()
